@@ -1,0 +1,37 @@
+# Keel: set-up commands. `make run` starts a single-member Keel; `make test`
+# runs every test of the workspace. Both install what the build needs first.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_BUILD_JOBS ?= 2
+DEB_PACKAGES := libclang-dev g++ pkg-config
+
+.PHONY: deps build test run lint fmt
+
+# Install the Debian packages the build and tests need; skips what is present.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "deps: all present ($(DEB_PACKAGES))"; fi
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+# Every test of the workspace (unit, property, conformance, in-process clusters, gRPC).
+test: deps
+	$(CARGO) test --workspace --all-targets
+
+# A single store member with its data under ./keel-data (Ctrl-C stops it).
+run: deps
+	$(CARGO) run --bin keel -- server --data-dir ./keel-data
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

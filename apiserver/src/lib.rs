@@ -1,0 +1,1 @@
+//! Kubernetes-compatible API server on the replicated event log (arrives with the API server issue).

@@ -1,0 +1,7 @@
+//! gRPC services between Keel members: Raft replication, forwarding a client
+//! command to the leader, and member administration. Generated at build time.
+
+/// `keel.member`: the Raft, Client and Admin services.
+pub mod member {
+    tonic::include_proto!("keel.member");
+}

@@ -1,0 +1,173 @@
+//! The `keel` binary: runs a store member (`keel server`) and administers a
+//! cluster (`keel member status|add|remove`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use keel_proto::member as pb;
+use keel_store::network::{GrpcTransport, MemberService};
+use keel_store::{Member, MemberConfig};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Keel: a Kubernetes-compatible control plane on a replicated event log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a store member. With no flags: a single-member cluster under ./keel-data.
+    Server(ServerArgs),
+    /// Administer the cluster through any member.
+    Member {
+        /// Peer address of any member.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// This member's id (unique in the cluster, > 0).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    #[arg(long, default_value = "./keel-data")]
+    data_dir: PathBuf,
+    /// Address to serve the member protocol on; also advertised to other members.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    peer_addr: SocketAddr,
+    /// Bootstrap a new cluster of these members: `1=127.0.0.1:7001,2=...`.
+    /// Without it (and without --join) the member bootstraps a cluster of itself.
+    #[arg(long)]
+    initial_members: Option<String>,
+    /// Wait to be added to an existing cluster (`keel member add`) instead of bootstrapping.
+    #[arg(long)]
+    join: bool,
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Leader, term, applied index and members.
+    Status,
+    /// Add a member (learner first, voter once caught up).
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        peer_addr: String,
+    },
+    /// Remove a member.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn parse_members(s: &str) -> Result<BTreeMap<u64, String>> {
+    s.split(',')
+        .map(|part| {
+            let (id, addr) = part
+                .split_once('=')
+                .with_context(|| format!("member {part:?} is not id=host:port"))?;
+            Ok((id.trim().parse().with_context(|| format!("bad member id {id:?}"))?, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    if args.id == 0 {
+        bail!("--id must be greater than 0");
+    }
+    let config = MemberConfig::new(args.id, args.peer_addr.to_string(), &args.data_dir);
+    let member = Member::open(config, GrpcTransport::new())
+        .await
+        .with_context(|| format!("refusing to start member {} from {}", args.id, args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.peer_addr)
+        .await
+        .with_context(|| format!("binding {}", args.peer_addr))?;
+    let svc = MemberService::new(member.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(
+        svc.router()
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    if !args.join {
+        match &args.initial_members {
+            Some(s) => member.initialize(parse_members(s)?).await?,
+            None => member.bootstrap_single().await?,
+        }
+    }
+    tracing::info!(id = args.id, peer_addr = %args.peer_addr, data_dir = %args.data_dir.display(), "keel member serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    member.shutdown().await;
+    let _ = serve.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn member_admin(addr: String, action: MemberAction) -> Result<()> {
+    let mut client = pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .with_context(|| format!("connecting to member at {addr}"))?;
+    let print_members = |members: &[pb::Member]| {
+        for m in members {
+            println!("  {:>4}  {:<22} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" });
+        }
+    };
+    match action {
+        MemberAction::Status => {
+            let s = client.status(pb::StatusRequest {}).await?.into_inner();
+            println!("member:    {} ({})", s.id, s.state);
+            println!("leader:    {}", if s.leader == 0 { "none".to_string() } else { s.leader.to_string() });
+            println!("term:      {}", s.term);
+            println!("applied:   {}", s.applied_index);
+            println!("last log:  {}", s.last_log_index);
+            println!("compacted: {}", s.compacted_revision);
+            println!("members:");
+            print_members(&s.members);
+        }
+        MemberAction::Add { id, peer_addr } => {
+            let r = client.add_member(pb::AddMemberRequest { id, addr: peer_addr }).await?.into_inner();
+            println!("member {id} added; members:");
+            print_members(&r.members);
+        }
+        MemberAction::Remove { id } => {
+            let r = client.remove_member(pb::RemoveMemberRequest { id }).await?.into_inner();
+            println!("member {id} removed; members:");
+            print_members(&r.members);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Server(args) => server(args).await,
+        Command::Member { addr, action } => member_admin(addr, action).await,
+    }
+}

@@ -1,0 +1,146 @@
+//! Byte layouts of everything Keel writes to disk or sends between members:
+//! the bincode configuration, event keys (big-endian revision + operation
+//! index, so RocksDB order is revision order) and the store-meta keys.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The one bincode configuration of Keel's on-disk and wire formats. Changing
+/// it changes the format of every data directory: never do it in place.
+pub fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encode a value with Keel's bincode configuration.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding into a Vec cannot fail for the plain data types Keel stores.
+    bincode::serde::encode_to_vec(value, config()).expect("bincode encoding into a Vec")
+}
+
+/// Decode a value, requiring that all bytes are consumed.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after a {}-byte value",
+            bytes.len() - used,
+            used
+        ));
+    }
+    Ok(value)
+}
+
+/// Length of an event key: revision (8 bytes) and operation index (4 bytes).
+pub const EVENT_KEY_LEN: usize = 12;
+
+/// The events-CF key of operation `op` in the entry at `revision`.
+pub fn event_key(revision: u64, op: u32) -> [u8; EVENT_KEY_LEN] {
+    let mut k = [0u8; EVENT_KEY_LEN];
+    k[..8].copy_from_slice(&revision.to_be_bytes());
+    k[8..].copy_from_slice(&op.to_be_bytes());
+    k
+}
+
+/// Split an events-CF key into (revision, operation index).
+pub fn parse_event_key(key: &[u8]) -> Option<(u64, u32)> {
+    if key.len() != EVENT_KEY_LEN {
+        return None;
+    }
+    let rev = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let op = u32::from_be_bytes(key[8..].try_into().ok()?);
+    Some((rev, op))
+}
+
+/// The raft-log CF key of a log index.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Parse a raft-log CF key.
+pub fn parse_log_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The smallest key strictly greater than every key starting with `prefix`,
+/// or `None` when no such key exists (empty prefix or all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Keys in the raft-meta column family.
+pub mod raft_meta {
+    pub const VOTE: &[u8] = b"vote";
+    pub const COMMITTED: &[u8] = b"committed";
+    pub const LAST_PURGED: &[u8] = b"last_purged";
+}
+
+/// Keys in the store-meta column family.
+pub mod store_meta {
+    pub const FORMAT: &[u8] = b"format";
+    pub const APPLIED: &[u8] = b"applied";
+    pub const MEMBERSHIP: &[u8] = b"membership";
+    pub const COMPACTED: &[u8] = b"compacted";
+    pub const EVENT_COUNT: &[u8] = b"event_count";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn event_key_roundtrips(rev in any::<u64>(), op in any::<u32>()) {
+            prop_assert_eq!(parse_event_key(&event_key(rev, op)), Some((rev, op)));
+        }
+
+        #[test]
+        fn event_key_order_is_revision_order(a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
+            prop_assert_eq!(event_key(a.0, a.1).cmp(&event_key(b.0, b.1)), a.cmp(&b));
+        }
+
+        #[test]
+        fn log_key_roundtrips_and_orders(a in any::<u64>(), b in any::<u64>()) {
+            prop_assert_eq!(parse_log_key(&log_key(a)), Some(a));
+            prop_assert_eq!(log_key(a).cmp(&log_key(b)), a.cmp(&b));
+        }
+
+        #[test]
+        fn prefix_end_bounds_every_key_with_the_prefix(
+            prefix in proptest::collection::vec(any::<u8>(), 0..6),
+            suffix in proptest::collection::vec(any::<u8>(), 0..6),
+            other in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&suffix);
+            match prefix_end(&prefix) {
+                Some(end) => {
+                    prop_assert!(key < end);
+                    // Anything at or past the end does not start with the prefix.
+                    if other >= end { prop_assert!(!other.starts_with(&prefix)); }
+                }
+                None => prop_assert!(prefix.iter().all(|b| *b == 0xff)),
+            }
+        }
+    }
+
+    #[test]
+    fn parse_rejects_wrong_lengths() {
+        assert_eq!(parse_event_key(&[0; 11]), None);
+        assert_eq!(parse_log_key(&[0; 7]), None);
+    }
+
+    #[test]
+    fn decode_rejects_trailing_bytes() {
+        let mut bytes = encode(&7u64);
+        bytes.push(0);
+        assert!(decode::<u64>(&bytes).unwrap_err().contains("trailing"));
+    }
+}

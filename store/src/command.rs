@@ -1,0 +1,265 @@
+//! What members replicate: a versioned [`Command`] holding either a
+//! transaction of key operations with per-operation preconditions or a
+//! compaction, and the [`CommandOutcome`] every member computes identically.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// The format version this build writes and understands.
+pub const COMMAND_VERSION: u16 = 1;
+
+/// One replicated command. Timestamps and uids are filled in by the proposer:
+/// the state machine reads no clock, so every member applies it identically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Format version; a member refuses versions it does not understand.
+    pub version: u16,
+    /// Wall-clock time of the proposal (ms since the Unix epoch); events keep
+    /// it so age-based retention is decided identically on every member.
+    pub proposed_at_ms: u64,
+    pub body: CommandBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    /// All operations apply, or none does.
+    Txn(Vec<Op>),
+    /// Drop every event with revision `<= revision` (bounded by the applied
+    /// revision). Proposed by the leader's retention task.
+    Compact { revision: u64 },
+}
+
+/// One operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    pub key: String,
+    pub action: Action,
+    /// Checked against the key's state before the transaction, all together.
+    pub preconditions: Vec<Precondition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Create the key; fails if it exists. `uid` is kept for `Precondition::Uid`.
+    Create { value: Vec<u8>, uid: Option<String> },
+    /// Replace the key's value; fails if it does not exist.
+    Update { value: Vec<u8> },
+    /// Delete the key; fails if it does not exist.
+    Delete,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precondition {
+    /// The key does not exist.
+    Absent,
+    /// The key exists and was last modified at this revision.
+    ModRevision(u64),
+    /// The key exists and was created with this uid.
+    Uid(String),
+}
+
+/// Why an operation could not apply; `current` is the key's state at the time,
+/// so the API can answer a conflict with details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("operation {op_index} on key {key} failed: {reason}")]
+pub struct TxnFailure {
+    pub op_index: u32,
+    pub key: String,
+    pub reason: FailureReason,
+    pub current: Option<crate::KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FailureReason {
+    #[error("the key already exists")]
+    AlreadyExists,
+    #[error("the key does not exist")]
+    NotFound,
+    #[error("the key was modified at revision {actual}, expected {expected}")]
+    ModRevisionMismatch { expected: u64, actual: u64 },
+    #[error("the key has uid {actual:?}, expected {expected}")]
+    UidMismatch {
+        expected: String,
+        actual: Option<String>,
+    },
+}
+
+/// The result of applying one log entry, identical on every member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    /// The transaction applied at this revision.
+    Applied { revision: u64 },
+    /// A precondition failed; nothing was written.
+    Failed(TxnFailure),
+    /// Events up to `compacted` are gone (it may be below the requested revision
+    /// when the request was already covered).
+    Compacted { compacted: u64 },
+    /// Raft-internal entries (blank, membership) carry no command.
+    Internal { revision: u64 },
+}
+
+/// Limits a member enforces before it proposes a command.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_value_bytes: usize,
+    pub max_ops: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // etcd's default request limit: 1.5 MiB.
+        Limits {
+            max_value_bytes: 1536 * 1024,
+            max_ops: 1024,
+        }
+    }
+}
+
+impl Command {
+    /// A transaction stamped with the current time and this build's version.
+    pub fn txn(ops: Vec<Op>) -> Command {
+        Command {
+            version: COMMAND_VERSION,
+            proposed_at_ms: now_ms(),
+            body: CommandBody::Txn(ops),
+        }
+    }
+
+    pub fn compact(revision: u64) -> Command {
+        Command {
+            version: COMMAND_VERSION,
+            proposed_at_ms: now_ms(),
+            body: CommandBody::Compact { revision },
+        }
+    }
+
+    /// Check a command before it enters the log: a command that would be
+    /// refused must never be replicated.
+    pub fn validate(&self, limits: &Limits) -> Result<(), StoreError> {
+        if self.version != COMMAND_VERSION {
+            return Err(StoreError::UnsupportedCommandVersion {
+                found: self.version,
+                supported: COMMAND_VERSION,
+            });
+        }
+        let CommandBody::Txn(ops) = &self.body else {
+            return Ok(());
+        };
+        if ops.is_empty() {
+            return Err(StoreError::InvalidCommand(
+                "a transaction needs at least one operation".into(),
+            ));
+        }
+        if ops.len() > limits.max_ops {
+            return Err(StoreError::InvalidCommand(format!(
+                "{} operations in one transaction, the limit is {}",
+                ops.len(),
+                limits.max_ops
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for op in ops {
+            if op.key.is_empty() {
+                return Err(StoreError::InvalidCommand("an operation has an empty key".into()));
+            }
+            if !seen.insert(op.key.as_str()) {
+                return Err(StoreError::InvalidCommand(format!(
+                    "key {} appears twice in one transaction",
+                    op.key
+                )));
+            }
+            let size = match &op.action {
+                Action::Create { value, .. } | Action::Update { value } => value.len(),
+                Action::Delete => 0,
+            };
+            if size + op.key.len() > limits.max_value_bytes {
+                return Err(StoreError::ValueTooLarge {
+                    key: op.key.clone(),
+                    size: size + op.key.len(),
+                    limit: limits.max_value_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Op {
+    pub fn create(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Op {
+        Op {
+            key: key.into(),
+            action: Action::Create {
+                value: value.into(),
+                uid: None,
+            },
+            preconditions: vec![],
+        }
+    }
+
+    pub fn update(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Op {
+        Op {
+            key: key.into(),
+            action: Action::Update {
+                value: value.into(),
+            },
+            preconditions: vec![],
+        }
+    }
+
+    pub fn delete(key: impl Into<String>) -> Op {
+        Op {
+            key: key.into(),
+            action: Action::Delete,
+            preconditions: vec![],
+        }
+    }
+
+    pub fn with_uid(mut self, uid: impl Into<String>) -> Op {
+        if let Action::Create { uid: u, .. } = &mut self.action {
+            *u = Some(uid.into());
+        }
+        self
+    }
+
+    pub fn if_mod_revision(mut self, revision: u64) -> Op {
+        self.preconditions.push(Precondition::ModRevision(revision));
+        self
+    }
+
+    pub fn if_uid(mut self, uid: impl Into<String>) -> Op {
+        self.preconditions.push(Precondition::Uid(uid.into()));
+        self
+    }
+}
+
+/// Milliseconds since the Unix epoch (proposer side only; never in apply).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_rejects_unknown_version_and_big_values() {
+        let limits = Limits::default();
+        let mut cmd = Command::txn(vec![Op::create("a", b"x".to_vec())]);
+        cmd.validate(&limits).unwrap();
+        cmd.version = 9;
+        assert!(matches!(
+            cmd.validate(&limits),
+            Err(StoreError::UnsupportedCommandVersion { found: 9, .. })
+        ));
+        let big = Command::txn(vec![Op::create("big", vec![0u8; limits.max_value_bytes + 1])]);
+        let err = big.validate(&limits).unwrap_err();
+        assert!(matches!(err, StoreError::ValueTooLarge { ref key, .. } if key == "big"), "{err}");
+        let dup = Command::txn(vec![Op::create("a", b"1".to_vec()), Op::delete("a")]);
+        assert!(matches!(dup.validate(&limits), Err(StoreError::InvalidCommand(_))));
+        assert!(matches!(Command::txn(vec![]).validate(&limits), Err(StoreError::InvalidCommand(_))));
+    }
+}

@@ -1,0 +1,174 @@
+//! Opens the member's one RocksDB with its column families, checks the data
+//! format marker, and wraps reads and writes with typed errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+
+use crate::codec;
+use crate::error::StoreError;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_OBJECTS: &str = "objects";
+pub const CF_EVENTS: &str = "events";
+pub const CF_STORE_META: &str = "store_meta";
+const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_OBJECTS, CF_EVENTS, CF_STORE_META];
+
+/// The member's RocksDB, shared by the log store, the state machine and readers.
+pub struct Db {
+    pub db: DB,
+    pub path: PathBuf,
+}
+
+impl Db {
+    /// Open (or create) the store at `path`. A directory holding data of another
+    /// format, or data RocksDB cannot verify, is refused with the reason.
+    pub fn open(path: &Path) -> Result<Arc<Db>, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| StoreError::Corrupt {
+            cf: "-",
+            key: path.display().to_string(),
+            detail: format!("cannot create data directory: {e}"),
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
+        // Bound the WAL so a steady churn does not grow the directory without end.
+        opts.set_max_total_wal_size(64 << 20);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_background_jobs(2);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *name == CF_EVENTS || *name == CF_RAFT_LOG {
+                // Ranges of these CFs are dropped with delete_range; compacting
+                // files full of tombstones early gives the space back.
+                cf_opts.set_level_compaction_dynamic_level_bytes(true);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::OpenDb {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let db = Db {
+            db,
+            path: path.to_path_buf(),
+        };
+        db.check_format()?;
+        Ok(Arc::new(db))
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.get(CF_STORE_META, codec::store_meta::FORMAT)? {
+            None => {
+                // A fresh directory: nothing else may be in it.
+                let has_data = ALL_CFS.iter().any(|cf| {
+                    self.db
+                        .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+                        .next()
+                        .is_some()
+                });
+                if has_data {
+                    return Err(StoreError::Corrupt {
+                        cf: CF_STORE_META,
+                        key: "format".into(),
+                        detail: "the format marker is missing but the store holds data".into(),
+                    });
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db
+                    .put_cf_opt(
+                        self.cf(CF_STORE_META),
+                        codec::store_meta::FORMAT,
+                        FORMAT_VERSION.to_be_bytes(),
+                        &wo,
+                    )
+                    .map_err(|source| StoreError::Io {
+                        step: "writing the format marker",
+                        source,
+                    })
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        cf: CF_STORE_META,
+                        key: "format".into(),
+                        detail: format!("expected 4 bytes, found {}", v.len()),
+                    })?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::FormatVersion {
+                        path: self.path.display().to_string(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every CF is opened in `open`; a missing handle is a programming error.
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(cf), key).map_err(|source| StoreError::Io {
+            step: "reading",
+            source,
+        })
+    }
+
+    /// Read and decode a bincode value, naming the CF and key if it is corrupt.
+    pub fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|detail| StoreError::Corrupt {
+                cf,
+                key: String::from_utf8_lossy(key).into_owned(),
+                detail,
+            }),
+        }
+    }
+
+    /// Write a batch durably: it is on disk (fsync'd WAL) when this returns.
+    pub fn write_synced(&self, batch: WriteBatch, step: &'static str) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|source| StoreError::Io { step, source })
+    }
+
+    /// Bytes of live SST files across all column families (for disk-use checks).
+    pub fn live_sst_bytes(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(self.cf(cf), "rocksdb.live-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Ask RocksDB to compact a key range in the background of the caller's
+    /// thread, so tombstones from delete_range turn into free space.
+    pub fn reclaim(&self, cf: &'static str, end: &[u8]) {
+        self.db
+            .compact_range_cf(self.cf(cf), None::<&[u8]>, Some(end));
+    }
+}

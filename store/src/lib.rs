@@ -1,0 +1,122 @@
+//! Keel's replicated event log: an openraft 0.9 member whose log and state
+//! machine live in one RocksDB, with revisions, watches, retention and
+//! snapshots. It knows keys, bytes and revisions, never Kubernetes kinds.
+//!
+//! # Layout
+//!
+//! - [`codec`]: bincode configuration and the byte layout of keys.
+//! - [`command`]: the replicated [`Command`] (transactions, compaction) and its outcome.
+//! - [`db`]: opening RocksDB with its column families and refusing untrusted data.
+//! - [`log_store`]: openraft's `RaftLogStorage` (raft log + vote, fsync'd).
+//! - [`state_machine`]: openraft's `RaftStateMachine`: objects, events, applied state.
+//! - [`snapshot`]: the snapshot file format (checksummed) and how it is built and installed.
+//! - [`read`]: gets and ranges, now or at a past revision, with continuation tokens.
+//! - [`watch`]: the watch hub (one writer, many readers) and the per-watcher state machine.
+//! - [`network`]: the member-to-member transport trait, openraft's network on top of it,
+//!   and the real gRPC transport and services.
+//! - [`member`]: a running member: proposals, forwarding, reads, watches, retention, admin.
+//!
+//! # Design notes: revisions and events
+//!
+//! The revision of a change is the Raft log index of the entry that made it, so
+//! it is identical on every member. Applying an entry writes, in one RocksDB
+//! write batch, the new objects, one event per operation and the applied log id.
+//! A worked example, starting from an empty store where entry 1 is Raft's
+//! initial membership entry:
+//!
+//! ```text
+//! index 2: Txn[Create a=1, Create b=1]
+//!   objects: a → {value 1, create 2, mod 2, version 1}
+//!            b → {value 1, create 2, mod 2, version 1}
+//!   events:  (2,0) Added a    (2,1) Added b
+//! index 3: Txn[Update a=2 if mod_revision == 2]
+//!   objects: a → {value 2, create 2, mod 3, version 2}
+//!   events:  (3,0) Modified a, prev {value 1, mod 2}
+//! index 4: Txn[Delete b]
+//!   objects: b removed
+//!   events:  (4,0) Deleted b, prev {value 1, mod 2}
+//! index 5: Txn[Update a=3 if mod_revision == 2]   → Failed(ModRevisionMismatch), nothing written
+//! index 6: Compact{revision: 3}
+//!   events:  (2,*) and (3,0) removed; compacted = 3; a watch from revision 2 gets Compacted
+//! ```
+//!
+//! A range at a past revision `R` (with `compacted <= R`) reads the current
+//! objects and undoes the events after `R` using each event's previous value:
+//! at revision 3 above, `b` is restored from event (4,0) and `a` is current.
+
+pub mod codec;
+pub mod command;
+pub mod db;
+pub mod error;
+pub mod log_store;
+pub mod member;
+pub mod network;
+pub mod read;
+pub mod snapshot;
+pub mod state_machine;
+pub mod watch;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Action, Command, CommandBody, CommandOutcome, Limits, Op, Precondition};
+pub use error::StoreError;
+pub use member::{Member, MemberConfig, MemberStatus, RetentionConfig};
+pub use read::{Consistency, RangeRequest, RangeResponse};
+pub use watch::{WatchMessage, WatchStart, WatchStream};
+
+/// A member's id.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of a Keel store member.
+    pub TypeConfig:
+        D = Command,
+        R = CommandOutcome,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A key's current value and its revisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the operation that created the key.
+    pub create_revision: u64,
+    /// Revision of the key's last change.
+    pub mod_revision: u64,
+    /// Number of writes since creation (1 after create).
+    pub version: u64,
+    /// The uid given at creation, for uid preconditions.
+    pub uid: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change to one key, as stored in the events column family and sent to watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: u64,
+    /// Position of the operation inside its transaction.
+    pub op_index: u32,
+    pub kind: EventKind,
+    pub key: String,
+    /// The key after the change (`None` for `Deleted`).
+    pub value: Option<KeyValue>,
+    /// The key before the change (`None` for `Added`).
+    pub prev: Option<KeyValue>,
+    /// The proposer's wall-clock time, used for age-based retention.
+    pub at_ms: u64,
+}

@@ -1,0 +1,288 @@
+//! openraft's `RaftLogStorage` on the `raft_log` and `raft_meta` column
+//! families. Every append, truncate, purge and vote is one synced write batch:
+//! an acknowledged entry or a granted vote survives a crash of the machine.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::codec::{self, raft_meta};
+use crate::db::{CF_RAFT_LOG, CF_RAFT_META, Db};
+use crate::error::StoreError;
+use crate::{NodeId, TypeConfig};
+
+/// The raft log of one member. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Db>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<Db>) -> LogStore {
+        LogStore { db }
+    }
+
+    /// Read every stored log entry and meta value once, so a member whose log
+    /// cannot be decoded refuses to start instead of failing mid-flight.
+    pub fn verify(&self) -> Result<(), StoreError> {
+        self.db.get_decoded::<Vote<NodeId>>(CF_RAFT_META, raft_meta::VOTE)?;
+        self.db
+            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::COMMITTED)?;
+        let purged = self
+            .db
+            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
+            .flatten();
+        let mut expected = purged.map(|l| l.index + 1);
+        for item in self.db.db.iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::Start) {
+            let (k, v) = item.map_err(|source| StoreError::Io {
+                step: "verifying the raft log",
+                source,
+            })?;
+            let index = codec::parse_log_key(&k).ok_or_else(|| StoreError::Corrupt {
+                cf: CF_RAFT_LOG,
+                key: format!("{k:?}"),
+                detail: "log key is not 8 bytes".into(),
+            })?;
+            let entry: Entry<TypeConfig> = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                cf: CF_RAFT_LOG,
+                key: index.to_string(),
+                detail,
+            })?;
+            if entry.get_log_id().index != index {
+                return Err(StoreError::Corrupt {
+                    cf: CF_RAFT_LOG,
+                    key: index.to_string(),
+                    detail: format!("entry holds log index {}", entry.get_log_id().index),
+                });
+            }
+            if let Some(e) = expected
+                && e != index
+            {
+                return Err(StoreError::Corrupt {
+                    cf: CF_RAFT_LOG,
+                    key: index.to_string(),
+                    detail: format!("gap in the raft log: expected index {e}"),
+                });
+            }
+            expected = Some(index + 1);
+        }
+        Ok(())
+    }
+
+    fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let mut out = Vec::new();
+        let key = codec::log_key(start);
+        let iter = self.db.db.iterator_cf(
+            self.db.cf(CF_RAFT_LOG),
+            IteratorMode::From(&key, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(|source| StoreError::Io {
+                step: "reading raft log entries",
+                source,
+            })?;
+            let index = codec::parse_log_key(&k).unwrap_or(u64::MAX);
+            if end.is_some_and(|end| index >= end) {
+                break;
+            }
+            let entry = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                cf: CF_RAFT_LOG,
+                key: index.to_string(),
+                detail,
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        Ok(self
+            .db
+            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
+            .flatten())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        let mut iter = self.db.db.iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item.map_err(|source| StoreError::Io {
+                    step: "reading the last log entry",
+                    source,
+                })?;
+                let entry: Entry<TypeConfig> =
+                    codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                        cf: CF_RAFT_LOG,
+                        key: format!("{:?}", codec::parse_log_key(&k)),
+                        detail,
+                    })?;
+                Ok(Some(*entry.get_log_id()))
+            }
+        }
+    }
+
+    /// Run a synced batch off the async executor; returns once it is on disk.
+    async fn write_synced(&self, batch: WriteBatch, step: &'static str) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write_synced(batch, step))
+            .await
+            .map_err(|e| StoreError::Raft(format!("storage task failed: {e}")))?
+    }
+}
+
+fn read_err(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => Some(e + 1),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        self.read_range(start, end).map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id = self.last_purged().map_err(read_err)?;
+        let last_log_id = self.last_log_id().map_err(read_err)?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db.cf(CF_RAFT_META), raft_meta::VOTE, codec::encode(vote));
+        self.write_synced(batch, "saving the vote")
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.db
+            .get_decoded(CF_RAFT_META, raft_meta::VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e).into())
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Not synced: the committed index is a hint that speeds up restart; Raft
+        // recovers it from a quorum if it is lost.
+        self.db
+            .db
+            .put_cf(
+                self.db.cf(CF_RAFT_META),
+                raft_meta::COMMITTED,
+                codec::encode(&committed),
+            )
+            .map_err(|source| {
+                write_err(StoreError::Io {
+                    step: "saving the committed index",
+                    source,
+                })
+            })
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self
+            .db
+            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::COMMITTED)
+            .map_err(read_err)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf(CF_RAFT_LOG);
+        for entry in entries {
+            batch.put_cf(cf, codec::log_key(entry.get_log_id().index), codec::encode(&entry));
+        }
+        // The batch is fsync'd before the callback tells openraft it is durable.
+        let res = self.write_synced(batch, "appending raft log entries").await;
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.db.cf(CF_RAFT_LOG),
+            codec::log_key(log_id.index),
+            codec::log_key(u64::MAX),
+        );
+        batch.delete_cf(self.db.cf(CF_RAFT_LOG), codec::log_key(u64::MAX));
+        self.write_synced(batch, "truncating the raft log")
+            .await
+            .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // One atomic batch: last_purged_log_id is never behind the deleted range.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.db.cf(CF_RAFT_META),
+            raft_meta::LAST_PURGED,
+            codec::encode(&Some(log_id)),
+        );
+        batch.delete_range_cf(
+            self.db.cf(CF_RAFT_LOG),
+            codec::log_key(0),
+            codec::log_key(log_id.index + 1),
+        );
+        self.write_synced(batch, "purging the raft log")
+            .await
+            .map_err(write_err)?;
+        let db = self.db.clone();
+        let end = codec::log_key(log_id.index + 1);
+        tokio::task::spawn_blocking(move || db.reclaim(CF_RAFT_LOG, &end));
+        Ok(())
+    }
+}

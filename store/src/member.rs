@@ -1,0 +1,541 @@
+//! A running store member: the openraft instance with its RocksDB storage,
+//! the watch hub, proposal forwarding to the leader, linearizable and local
+//! reads, the leader's retention task, and membership administration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
+use rocksdb::IteratorMode;
+use tokio::sync::Notify;
+
+use crate::command::{Command, CommandOutcome, Limits, Op};
+use crate::db::{CF_EVENTS, Db};
+use crate::error::StoreError;
+use crate::log_store::LogStore;
+use crate::network::{LeaderError, NetworkFactory, PeerRequest, PeerResponse, Transport};
+use crate::read::{self, Consistency, RangeRequest, RangeResponse};
+use crate::state_machine::{AppliedState, StateMachine};
+use crate::watch::{WatchConfig, WatchHub, WatchStart, WatchStream};
+use crate::{Event, KeyValue, NodeId, Raft, codec};
+
+/// How long events are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct RetentionConfig {
+    /// Keep at most this many events.
+    pub max_events: u64,
+    /// Drop events older than this (`None`: no age limit).
+    pub max_age: Option<Duration>,
+    /// How often the leader checks.
+    pub interval: Duration,
+    /// At most this many events are dropped by one compaction command, so
+    /// compaction proceeds in small steps between writes.
+    pub batch: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_events: 100_000,
+            max_age: Some(Duration::from_secs(3600)),
+            interval: Duration::from_secs(5),
+            batch: 10_000,
+        }
+    }
+}
+
+/// Everything a member needs to start.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub id: NodeId,
+    /// The address other members reach this one at (host:port).
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot for followers that are slightly behind.
+    pub keep_behind_snapshot: u64,
+    pub limits: Limits,
+    pub retention: RetentionConfig,
+    pub watch: WatchConfig,
+    /// Deadline for a write to commit, or a read index to be confirmed.
+    pub request_timeout: Duration,
+}
+
+impl MemberConfig {
+    /// Defaults suited to a loaded two-core machine.
+    pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> MemberConfig {
+        MemberConfig {
+            id,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(250),
+            election_timeout: (Duration::from_millis(1500), Duration::from_millis(3000)),
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+            limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            watch: WatchConfig::default(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One member of the cluster, as listed in the membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// A snapshot of a member's Raft state.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub compacted_revision: u64,
+    pub members: Vec<MemberInfo>,
+    pub state: String,
+}
+
+/// A running member.
+pub struct Member {
+    config: MemberConfig,
+    raft: Raft,
+    db: Arc<Db>,
+    hub: Arc<WatchHub>,
+    transport: Arc<dyn Transport>,
+    /// Wakes background tasks on shutdown.
+    stop: Arc<Notify>,
+}
+
+fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
+    Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: c.heartbeat.as_millis() as u64,
+        election_timeout_min: c.election_timeout.0.as_millis() as u64,
+        election_timeout_max: c.election_timeout.1.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        max_in_snapshot_log_to_keep: c.keep_behind_snapshot,
+        // Chunks stay far below the gRPC message limit; each may take seconds on a busy machine.
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
+        purge_batch_size: 256,
+        replication_lag_threshold: c.snapshot_every.max(1000),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StoreError::Raft(format!("invalid raft configuration: {e}")))
+}
+
+impl Member {
+    /// Open the data directory and start Raft. A directory whose data cannot be
+    /// trusted is refused with the reason; nothing is modified.
+    pub async fn open(config: MemberConfig, transport: Arc<dyn Transport>) -> Result<Arc<Member>, StoreError> {
+        let db = Db::open(&config.data_dir)?;
+        let log_store = LogStore::new(db.clone());
+        log_store.verify()?;
+        let state = AppliedState::load(&db)?;
+        let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        let hub = WatchHub::new(db.clone(), config.watch, applied, state.compacted);
+        let sm = StateMachine::new(db.clone(), hub.clone(), state);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config(&config)?),
+            NetworkFactory { transport: transport.clone() },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StoreError::Raft(format!("starting raft: {e}")))?;
+        let member = Arc::new(Member {
+            config,
+            raft,
+            db,
+            hub,
+            transport,
+            stop: Arc::new(Notify::new()),
+        });
+        tokio::spawn(retention_loop(Arc::downgrade(&member), member.stop.clone()));
+        tracing::info!(id = member.config.id, addr = %member.config.addr, revision = applied, "member started");
+        Ok(member)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+
+    /// A weak handle on the database: it is closed once this upgrade fails.
+    pub fn db_handle(&self) -> Weak<Db> {
+        Arc::downgrade(&self.db)
+    }
+
+    /// Bootstrap a new cluster with these members (id → address). Harmless on
+    /// a member that is already part of a cluster.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), StoreError> {
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StoreError::Membership(format!("initialize: {e}"))),
+        }
+    }
+
+    /// Bootstrap a single-member cluster of this member alone.
+    pub async fn bootstrap_single(&self) -> Result<(), StoreError> {
+        self.initialize(BTreeMap::from([(self.config.id, self.config.addr.clone())])).await
+    }
+
+    /// The current leader and its address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.config.id)
+    }
+
+    /// Propose a command; on a follower it is forwarded to the leader. With no
+    /// known leader this fails at once with a retryable error.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        cmd.validate(&self.config.limits)?;
+        match self.propose_local(cmd.clone()).await {
+            Err(StoreError::NotLeader { leader_id, leader_addr }) => {
+                let resp = self
+                    .transport
+                    .call(leader_id, &leader_addr, PeerRequest::Forward(cmd), self.config.request_timeout)
+                    .await
+                    .map_err(|e| StoreError::Transport { target: leader_id, detail: e.to_string() })?;
+                match resp {
+                    PeerResponse::Forward(r) => r.map_err(|e| e.into_store_error(leader_id)),
+                    other => Err(StoreError::Transport {
+                        target: leader_id,
+                        detail: format!("unexpected answer {other:?}"),
+                    }),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Apply a transaction; a failed precondition becomes `StoreError::Precondition`.
+    pub async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+        match self.propose(Command::txn(ops)).await? {
+            CommandOutcome::Applied { revision } => Ok(revision),
+            CommandOutcome::Failed(f) => Err(StoreError::Precondition(Box::new(f))),
+            other => Err(StoreError::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Compact the event log up to `revision` on every member.
+    pub async fn compact(&self, revision: u64) -> Result<u64, StoreError> {
+        match self.propose(Command::compact(revision)).await? {
+            CommandOutcome::Compacted { compacted } => Ok(compacted),
+            other => Err(StoreError::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        let t = self.config.request_timeout;
+        match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
+            Err(_) => Err(StoreError::Timeout { step: "committing a write", millis: t.as_millis() as u64 }),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(self.not_leader(f.leader_id, f.leader_node)),
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    fn not_leader(&self, id: Option<NodeId>, node: Option<BasicNode>) -> StoreError {
+        match (id, node) {
+            (Some(leader_id), Some(n)) if leader_id != self.config.id => {
+                StoreError::NotLeader { leader_id, leader_addr: n.addr }
+            }
+            _ => StoreError::NoLeader(format!("member {} knows no leader", self.config.id)),
+        }
+    }
+
+    /// On the leader: confirm leadership with a quorum; the index to wait for.
+    async fn read_index_local(&self) -> Result<u64, StoreError> {
+        let t = self.config.request_timeout;
+        match tokio::time::timeout(t, self.raft.get_read_log_id()).await {
+            Err(_) => Err(StoreError::Timeout { step: "confirming leadership for a read", millis: t.as_millis() as u64 }),
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(self.not_leader(f.leader_id, f.leader_node)),
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Wait until this member has applied everything committed before now.
+    pub async fn linearize(&self) -> Result<u64, StoreError> {
+        let index = match self.read_index_local().await {
+            Err(StoreError::NotLeader { leader_id, leader_addr }) => {
+                let resp = self
+                    .transport
+                    .call(leader_id, &leader_addr, PeerRequest::ReadIndex, self.config.request_timeout)
+                    .await
+                    .map_err(|e| StoreError::Transport { target: leader_id, detail: e.to_string() })?;
+                match resp {
+                    PeerResponse::ReadIndex(r) => r.map_err(|e| e.into_store_error(leader_id))?,
+                    other => {
+                        return Err(StoreError::Transport { target: leader_id, detail: format!("unexpected answer {other:?}") });
+                    }
+                }
+            }
+            r => r?,
+        };
+        let t = self.config.request_timeout;
+        self.raft
+            .wait(Some(t))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| StoreError::Timeout { step: "applying up to the read index", millis: t.as_millis() as u64 })?;
+        Ok(index)
+    }
+
+    /// Read one key.
+    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<(Option<KeyValue>, u64), StoreError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        let db = self.db.clone();
+        let key = key.to_string();
+        blocking(move || read::get(&db, &key)).await
+    }
+
+    /// Read a range of keys (see [`RangeRequest`]).
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        if req.consistency == Consistency::Linearizable && req.revision.is_none() && req.continue_token.is_none() {
+            self.linearize().await?;
+        }
+        let db = self.db.clone();
+        blocking(move || read::range(&db, &req)).await
+    }
+
+    /// Watch every key starting with `prefix`.
+    pub fn watch(&self, prefix: impl Into<String>, start: WatchStart) -> Result<WatchStream, StoreError> {
+        self.hub.watch(prefix, start)
+    }
+
+    /// The applied and compacted revisions of this member.
+    pub fn revisions(&self) -> Result<(u64, u64), StoreError> {
+        read::revisions(&self.db)
+    }
+
+    /// Every event this member retains, in order (for tests and tooling).
+    pub fn events(&self) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.db.iterator_cf(self.db.cf(CF_EVENTS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|source| StoreError::Io { step: "reading events", source })?;
+            out.push(codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                cf: CF_EVENTS,
+                key: format!("{:?}", codec::parse_event_key(&k)),
+                detail,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Live SST bytes of this member's database.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.live_sst_bytes()
+    }
+
+    /// Serve a request from another member.
+    pub async fn handle(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
+            PeerRequest::Append(r) => PeerResponse::Append(self.raft.append_entries(r).await),
+            PeerRequest::Snapshot(r) => PeerResponse::Snapshot(self.raft.install_snapshot(r).await),
+            PeerRequest::Forward(cmd) => {
+                let res = match cmd.validate(&self.config.limits) {
+                    Ok(()) => self.propose_local(cmd).await,
+                    Err(e) => Err(e),
+                };
+                PeerResponse::Forward(res.map_err(|e| LeaderError::from(&e)))
+            }
+            PeerRequest::ReadIndex => {
+                PeerResponse::ReadIndex(self.read_index_local().await.map_err(|e| LeaderError::from(&e)))
+            }
+        }
+    }
+
+    fn ensure_leader(&self) -> Result<(), StoreError> {
+        match self.leader() {
+            Some((id, _)) if id == self.config.id => Ok(()),
+            Some((leader_id, leader_addr)) => Err(StoreError::NotLeader { leader_id, leader_addr }),
+            None => Err(StoreError::NoLeader(format!("member {} knows no leader", self.config.id))),
+        }
+    }
+
+    /// Add a member: as a learner until it has caught up, then as a voter.
+    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<Vec<MemberInfo>, StoreError> {
+        self.ensure_leader()?;
+        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| StoreError::Membership(e.to_string());
+        tracing::info!(id, %addr, "adding member as learner");
+        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(err)?;
+        tracing::info!(id, "promoting member to voter");
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(err)?;
+        Ok(self.members())
+    }
+
+    /// Remove a member (voter or learner) from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, StoreError> {
+        self.ensure_leader()?;
+        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| StoreError::Membership(e.to_string());
+        let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
+        if is_voter {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(err)?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(err)?;
+        }
+        Ok(self.members())
+    }
+
+    /// The members in the current membership config.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| MemberInfo { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
+            .collect()
+    }
+
+    pub fn status(&self) -> MemberStatus {
+        let m = self.raft.metrics().borrow().clone();
+        MemberStatus {
+            id: self.config.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            compacted_revision: self.hub.compacted(),
+            members: self.members(),
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+        }
+    }
+
+    /// Stop Raft and background tasks. The database closes when the last
+    /// handle (including open watch streams) is dropped.
+    pub async fn shutdown(&self) {
+        self.stop.notify_waiters();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(id = self.config.id, error = %e, "raft shutdown");
+        }
+    }
+
+    /// One step of retention on the leader: the revision to compact up to, if any.
+    pub async fn retention_target(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let db = self.db.clone();
+        let cfg = self.config.retention;
+        blocking(move || retention_target(&db, &cfg, now_ms)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Raft(format!("read task failed: {e}")))?
+}
+
+/// Walk the oldest events: the newest revision that the count or age bound
+/// allows to drop, at most `batch` events past the compacted revision.
+fn retention_target(db: &Db, cfg: &RetentionConfig, now_ms: u64) -> Result<Option<u64>, StoreError> {
+    let state = AppliedState::load(db)?;
+    let cutoff = cfg.max_age.map(|a| now_ms.saturating_sub(a.as_millis() as u64));
+    let mut count = state.event_count;
+    let mut target = None;
+    let mut dropped = 0u64;
+    for item in db.db.iterator_cf(db.cf(CF_EVENTS), IteratorMode::Start) {
+        let (k, v) = item.map_err(|source| StoreError::Io { step: "scanning events for retention", source })?;
+        let (rev, _) = codec::parse_event_key(&k).unwrap_or((0, 0));
+        let over_count = count > cfg.max_events;
+        let too_old = match cutoff {
+            Some(c) => {
+                let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                    cf: CF_EVENTS,
+                    key: format!("({rev},..)"),
+                    detail,
+                })?;
+                ev.at_ms < c
+            }
+            None => false,
+        };
+        // Stay on revision boundaries: once a revision is started it is taken whole.
+        if target != Some(rev) && (!(over_count || too_old) || dropped >= cfg.batch) {
+            break;
+        }
+        target = Some(rev);
+        count = count.saturating_sub(1);
+        dropped += 1;
+    }
+    Ok(target.filter(|t| *t > state.compacted))
+}
+
+async fn retention_loop(member: Weak<Member>, stop: Arc<Notify>) {
+    let interval = match member.upgrade() {
+        Some(m) => m.config.retention.interval,
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let Some(m) = member.upgrade() else { return };
+        if !m.is_leader() {
+            continue;
+        }
+        match m.retention_target(crate::command::now_ms()).await {
+            Ok(Some(target)) => match m.compact(target).await {
+                Ok(c) => tracing::debug!(compacted = c, "retention compacted the event log"),
+                Err(e) => tracing::warn!(error = %e, "retention compaction failed"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "retention scan failed"),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! How members talk: the [`Transport`] trait (one call per peer request), the
+//! openraft network built on it, and the real gRPC transport and services.
+//! Tests plug in their own `Transport` to cut, drop or delay links; the
+//! members above it cannot tell the difference.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_proto::member as pb;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::codec;
+use crate::command::{Command, CommandOutcome};
+use crate::error::StoreError;
+use crate::member::Member;
+use crate::{NodeId, TypeConfig};
+
+/// gRPC messages may be this large: above openraft's 3 MiB snapshot chunks
+/// and large append batches, below anything that would exhaust memory.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A request from one member to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Vote(VoteRequest<NodeId>),
+    Append(AppendEntriesRequest<TypeConfig>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Propose this command on the receiving member (the leader).
+    Forward(Command),
+    /// Confirm leadership and return the index a linearizable read waits for.
+    ReadIndex,
+}
+
+/// The answer to a [`PeerRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Forward(Result<CommandOutcome, LeaderError>),
+    ReadIndex(Result<u64, LeaderError>),
+}
+
+/// A store error as carried back over the wire from the leader.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct LeaderError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl From<&StoreError> for LeaderError {
+    fn from(e: &StoreError) -> Self {
+        LeaderError { retryable: e.is_retryable() || matches!(e, StoreError::NotLeader { .. }), message: e.to_string() }
+    }
+}
+
+impl LeaderError {
+    pub fn into_store_error(self, leader: NodeId) -> StoreError {
+        if self.retryable {
+            StoreError::NoLeader(format!("leader {leader} answered: {}", self.message))
+        } else {
+            StoreError::InvalidCommand(format!("leader {leader} refused: {}", self.message))
+        }
+    }
+}
+
+/// Why a call to another member failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The member cannot be reached; back off before retrying.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The call failed in flight; it may be retried at once.
+    #[error("network: {0}")]
+    Network(String),
+}
+
+/// Delivers peer requests. The gRPC implementation is [`GrpcTransport`].
+#[tonic::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError>;
+}
+
+/// openraft's network factory over a [`Transport`].
+pub struct NetworkFactory {
+    pub transport: Arc<dyn Transport>,
+}
+
+pub struct Network {
+    target: NodeId,
+    addr: String,
+    transport: Arc<dyn Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        Network {
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+fn transport_err<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Network(_) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn mismatch<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, E> {
+    let e = TransportError::Network(format!("member {target} answered a different request"));
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let resp = self
+            .transport
+            .call(self.target, &self.addr, PeerRequest::Append(rpc), option.hard_ttl())
+            .await
+            .map_err(transport_err)?;
+        match resp {
+            PeerResponse::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(mismatch(self.target)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let resp = self
+            .transport
+            .call(self.target, &self.addr, PeerRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+            .map_err(transport_err)?;
+        match resp {
+            PeerResponse::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(mismatch(self.target)),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let resp = self
+            .transport
+            .call(self.target, &self.addr, PeerRequest::Vote(rpc), option.hard_ttl())
+            .await
+            .map_err(transport_err)?;
+        match resp {
+            PeerResponse::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(mismatch(self.target)),
+        }
+    }
+}
+
+/// Frame a value with its checksum.
+pub fn payload<T: Serialize>(value: &T) -> pb::RaftPayload {
+    let data = codec::encode(value);
+    pb::RaftPayload { crc32: crc32fast::hash(&data), data }
+}
+
+/// Verify a frame's checksum and decode it.
+pub fn unpayload<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
+    let got = crc32fast::hash(&p.data);
+    if got != p.crc32 {
+        return Err(Status::data_loss(format!(
+            "payload checksum mismatch: {} bytes hash to {got:#010x}, sender said {:#010x}",
+            p.data.len(),
+            p.crc32
+        )));
+    }
+    codec::decode(&p.data).map_err(|e| Status::invalid_argument(format!("payload does not decode: {e}")))
+}
+
+/// The real transport: gRPC over HTTP/2 with one lazily connected channel per peer.
+#[derive(Default)]
+pub struct GrpcTransport {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcTransport {
+    pub fn new() -> Arc<GrpcTransport> {
+        Arc::new(GrpcTransport::default())
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+fn status_err(target: NodeId, s: Status) -> TransportError {
+    match s.code() {
+        tonic::Code::Unavailable => TransportError::Unreachable(format!("member {target}: {}", s.message())),
+        _ => TransportError::Network(format!("member {target}: {:?}: {}", s.code(), s.message())),
+    }
+}
+
+#[tonic::async_trait]
+impl Transport for GrpcTransport {
+    async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let ch = self.channel(addr)?;
+        let mut request = Request::new(payload(&req));
+        request.set_timeout(timeout);
+        let fut = async {
+            match req {
+                PeerRequest::Vote(_) | PeerRequest::Append(_) | PeerRequest::Snapshot(_) => {
+                    let mut c = pb::raft_client::RaftClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    match req {
+                        PeerRequest::Vote(_) => c.vote(request).await,
+                        PeerRequest::Append(_) => c.append_entries(request).await,
+                        _ => c.install_snapshot(request).await,
+                    }
+                }
+                PeerRequest::Forward(_) | PeerRequest::ReadIndex => {
+                    let mut c = pb::client_client::ClientClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    if matches!(req, PeerRequest::Forward(_)) {
+                        c.forward(request).await
+                    } else {
+                        c.read_index(request).await
+                    }
+                }
+            }
+        };
+        let resp = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| TransportError::Network(format!("member {target}: no answer within {timeout:?}")))?
+            .map_err(|s| status_err(target, s))?;
+        unpayload(resp.get_ref()).map_err(|s| status_err(target, s))
+    }
+}
+
+/// Serves the member protocol (Raft, Client, Admin) for one member.
+#[derive(Clone)]
+pub struct MemberService {
+    member: Arc<Member>,
+}
+
+impl MemberService {
+    pub fn new(member: Arc<Member>) -> MemberService {
+        MemberService { member }
+    }
+
+    /// A tonic router with all three services, limits raised for snapshot chunks.
+    pub fn router(self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(
+                pb::raft_server::RaftServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::client_server::ClientServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(pb::admin_server::AdminServer::new(self))
+    }
+
+    async fn serve(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let peer_req: PeerRequest = unpayload(req.get_ref())?;
+        let resp = self.member.handle(peer_req).await;
+        Ok(Response::new(payload(&resp)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for MemberService {
+    async fn vote(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn append_entries(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn install_snapshot(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::client_server::Client for MemberService {
+    async fn forward(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn read_index(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+}
+
+fn admin_status(e: StoreError) -> Status {
+    match &e {
+        StoreError::NoLeader(_) | StoreError::NotLeader { .. } | StoreError::Timeout { .. } => {
+            Status::unavailable(e.to_string())
+        }
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn members_reply(members: Vec<crate::member::MemberInfo>) -> pb::MembershipReply {
+    pb::MembershipReply {
+        members: members
+            .into_iter()
+            .map(|m| pb::Member { id: m.id, addr: m.addr, voter: m.voter })
+            .collect(),
+    }
+}
+
+impl MemberService {
+    /// Admin calls go to the leader; a follower passes them on.
+    async fn leader_admin(&self) -> Result<Option<pb::admin_client::AdminClient<Channel>>, Status> {
+        match self.member.leader() {
+            Some((id, _)) if id == self.member.id() => Ok(None),
+            Some((_, addr)) => {
+                let ch = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect()
+                    .await
+                    .map_err(|e| Status::unavailable(format!("cannot reach the leader at {addr}: {e}")))?;
+                Ok(Some(pb::admin_client::AdminClient::new(ch)))
+            }
+            None => Err(Status::unavailable("no leader is known (retry)")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for MemberService {
+    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipReply>, Status> {
+        if let Some(mut leader) = self.leader_admin().await? {
+            return leader.add_member(req.into_inner()).await;
+        }
+        let r = req.into_inner();
+        let members = self.member.add_member(r.id, r.addr).await.map_err(admin_status)?;
+        Ok(Response::new(members_reply(members)))
+    }
+
+    async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::MembershipReply>, Status> {
+        if let Some(mut leader) = self.leader_admin().await? {
+            return leader.remove_member(req.into_inner()).await;
+        }
+        let members = self.member.remove_member(req.into_inner().id).await.map_err(admin_status)?;
+        Ok(Response::new(members_reply(members)))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let s = self.member.status();
+        Ok(Response::new(pb::StatusReply {
+            id: s.id,
+            leader: s.leader.unwrap_or(0),
+            term: s.term,
+            applied_index: s.applied_index,
+            last_log_index: s.last_log_index,
+            compacted_revision: s.compacted_revision,
+            members: members_reply(s.members).members,
+            state: s.state,
+        }))
+    }
+}

@@ -1,0 +1,420 @@
+//! The watch hub: the state machine is its one writer, every watcher a reader.
+//!
+//! A watcher registers under the hub's lock and learns the last published
+//! revision `H`; from then on the writer pushes it every matching event after
+//! `H` through a bounded channel, and the watcher itself backfills `(start, H]`
+//! from the events column family. Events are built once per entry and shared
+//! (`Arc`) by all watchers. A watcher whose channel is full is cut off with a
+//! reason instead of slowing the writer; it resumes by revision. Idle watchers
+//! get progress notifications carrying the current revision (bookmarks).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use tokio::sync::mpsc;
+
+use crate::codec::{self, store_meta};
+use crate::db::{CF_EVENTS, CF_STORE_META, Db};
+use crate::error::StoreError;
+use crate::Event;
+
+/// What a watcher receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchMessage {
+    /// All matching events of one revision (one transaction), in operation order.
+    Events {
+        revision: u64,
+        events: Vec<Arc<Event>>,
+    },
+    /// Every matching event up to `revision` has been delivered.
+    Progress { revision: u64 },
+}
+
+impl WatchMessage {
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchMessage::Events { revision, .. } | WatchMessage::Progress { revision } => *revision,
+        }
+    }
+}
+
+/// Where a watch begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchStart {
+    /// Only changes after the watch is registered.
+    Now,
+    /// Every change with a revision strictly greater than this one.
+    After(u64),
+}
+
+/// Tunables of the hub.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchConfig {
+    /// Messages buffered per watcher before it is cut off as too slow.
+    pub channel_capacity: usize,
+    /// An idle watcher gets a progress notification this often.
+    pub progress_interval: Duration,
+    /// Events read from disk per backfill step.
+    pub backfill_page: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            channel_capacity: 1024,
+            progress_interval: Duration::from_secs(5),
+            backfill_page: 512,
+        }
+    }
+}
+
+struct Slot {
+    prefix: String,
+    tx: mpsc::Sender<WatchMessage>,
+    /// Why the hub dropped this watcher; read by the watcher after its channel closes.
+    closed: Arc<Mutex<Option<StoreError>>>,
+    active: bool,
+}
+
+struct HubState {
+    revision: u64,
+    compacted: u64,
+    next_id: u64,
+    slots: HashMap<u64, Slot>,
+}
+
+/// Fan-out of applied events to watchers.
+pub struct WatchHub {
+    db: Arc<Db>,
+    config: WatchConfig,
+    state: Mutex<HubState>,
+}
+
+impl WatchHub {
+    /// A hub at `revision` whose events at or below `compacted` are gone.
+    /// Spawns the progress ticker, which ends when the hub is dropped.
+    pub fn new(db: Arc<Db>, config: WatchConfig, revision: u64, compacted: u64) -> Arc<WatchHub> {
+        let hub = Arc::new(WatchHub {
+            db,
+            config,
+            state: Mutex::new(HubState {
+                revision,
+                compacted,
+                next_id: 0,
+                slots: HashMap::new(),
+            }),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let weak = Arc::downgrade(&hub);
+            tokio::spawn(progress_ticker(weak, config.progress_interval));
+        }
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // A poisoned hub lock means a watcher panicked mid-update; the state is
+        // still consistent (every update is a single assignment), so go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last revision published to watchers.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    pub fn compacted(&self) -> u64 {
+        self.lock().compacted
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Called by the state machine after the batch holding `revision` is written.
+    /// Never blocks: a watcher that cannot take the message is cut off.
+    pub fn publish(&self, revision: u64, events: &[Arc<Event>]) {
+        let mut st = self.lock();
+        st.revision = st.revision.max(revision);
+        if events.is_empty() {
+            return;
+        }
+        let mut dropped = Vec::new();
+        for (id, slot) in st.slots.iter_mut() {
+            let matching: Vec<Arc<Event>> = events
+                .iter()
+                .filter(|e| e.key.starts_with(&slot.prefix))
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                continue;
+            }
+            slot.active = true;
+            match slot.tx.try_send(WatchMessage::Events {
+                revision,
+                events: matching,
+            }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(StoreError::WatchDropped {
+                        reason: format!(
+                            "watcher fell more than {} messages behind at revision {revision}",
+                            self.config.channel_capacity
+                        ),
+                    });
+                    dropped.push(*id);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(*id),
+            }
+        }
+        for id in dropped {
+            st.slots.remove(&id);
+        }
+    }
+
+    pub fn set_compacted(&self, compacted: u64) {
+        let mut st = self.lock();
+        st.compacted = st.compacted.max(compacted);
+    }
+
+    /// The state was replaced (snapshot installed): every watcher is cut off and
+    /// resumes from its last revision against the new state.
+    pub fn reset(&self, revision: u64, compacted: u64) {
+        let mut st = self.lock();
+        st.revision = revision;
+        st.compacted = compacted;
+        for (_, slot) in st.slots.drain() {
+            *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(StoreError::WatchDropped {
+                reason: format!("state replaced by a snapshot at revision {revision}"),
+            });
+        }
+    }
+
+    /// Start a watch on every key beginning with `prefix`.
+    pub fn watch(self: &Arc<Self>, prefix: impl Into<String>, start: WatchStart) -> Result<WatchStream, StoreError> {
+        let prefix = prefix.into();
+        let (tx, rx) = mpsc::channel(self.config.channel_capacity);
+        let closed = Arc::new(Mutex::new(None));
+        let mut st = self.lock();
+        let head = st.revision;
+        let from = match start {
+            WatchStart::Now => head,
+            WatchStart::After(r) => {
+                if r < st.compacted {
+                    return Err(StoreError::Compacted {
+                        requested: r,
+                        compacted: st.compacted,
+                    });
+                }
+                if r > head {
+                    return Err(StoreError::FutureRevision {
+                        requested: r,
+                        current: head,
+                    });
+                }
+                r
+            }
+        };
+        let id = st.next_id;
+        st.next_id += 1;
+        st.slots.insert(
+            id,
+            Slot {
+                prefix: prefix.clone(),
+                tx,
+                closed: closed.clone(),
+                active: false,
+            },
+        );
+        drop(st);
+        Ok(WatchStream {
+            db: self.db.clone(),
+            prefix,
+            page: self.config.backfill_page,
+            backfill: (from < head).then_some((from, head)),
+            buffered: VecDeque::new(),
+            live: rx,
+            closed,
+            last_revision: from,
+            failed: false,
+        })
+    }
+
+    fn tick(&self) {
+        let mut st = self.lock();
+        let revision = st.revision;
+        let mut dropped = Vec::new();
+        for (id, slot) in st.slots.iter_mut() {
+            if std::mem::take(&mut slot.active) {
+                continue;
+            }
+            // A full channel already carries newer news; a closed one is gone.
+            if let Err(mpsc::error::TrySendError::Closed(_)) =
+                slot.tx.try_send(WatchMessage::Progress { revision })
+            {
+                dropped.push(*id);
+            }
+        }
+        for id in dropped {
+            st.slots.remove(&id);
+        }
+    }
+}
+
+async fn progress_ticker(hub: Weak<WatchHub>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match hub.upgrade() {
+            Some(hub) => hub.tick(),
+            None => return,
+        }
+    }
+}
+
+/// One watcher: first replays `(start, H]` from disk, then live messages.
+pub struct WatchStream {
+    db: Arc<Db>,
+    prefix: String,
+    page: usize,
+    /// Remaining backfill range `(from, until]`, if any.
+    backfill: Option<(u64, u64)>,
+    buffered: VecDeque<WatchMessage>,
+    live: mpsc::Receiver<WatchMessage>,
+    closed: Arc<Mutex<Option<StoreError>>>,
+    last_revision: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("prefix", &self.prefix)
+            .field("backfill", &self.backfill)
+            .field("last_revision", &self.last_revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchStream {
+    /// The revision of the last message returned (or the start revision).
+    pub fn last_revision(&self) -> u64 {
+        self.last_revision
+    }
+
+    /// The next message; `None` after an error has been returned once.
+    pub async fn next(&mut self) -> Option<Result<WatchMessage, StoreError>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(msg) = self.buffered.pop_front() {
+                self.last_revision = msg.revision();
+                return Some(Ok(msg));
+            }
+            if let Some((from, until)) = self.backfill {
+                match self.read_page(from, until).await {
+                    Ok((msgs, next)) => {
+                        self.buffered.extend(msgs);
+                        self.backfill = (next < until).then_some((next, until));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            return match self.live.recv().await {
+                Some(msg) => {
+                    self.last_revision = msg.revision();
+                    Some(Ok(msg))
+                }
+                None => {
+                    self.failed = true;
+                    let reason = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    Some(Err(reason.unwrap_or(StoreError::WatchDropped {
+                        reason: "the member is shutting down".into(),
+                    })))
+                }
+            };
+        }
+    }
+
+    /// Read events in `(from, until]` up to about one page, ending on a revision
+    /// boundary so a transaction is never split. Returns the messages and the
+    /// last revision covered.
+    async fn read_page(&self, from: u64, until: u64) -> Result<(Vec<WatchMessage>, u64), StoreError> {
+        let db = self.db.clone();
+        let prefix = self.prefix.clone();
+        let page = self.page;
+        tokio::task::spawn_blocking(move || read_events_page(&db, &prefix, from, until, page))
+            .await
+            .map_err(|e| StoreError::Raft(format!("backfill task failed: {e}")))?
+    }
+}
+
+/// See [`WatchStream::read_page`].
+pub(crate) fn read_events_page(
+    db: &Db,
+    prefix: &str,
+    from: u64,
+    until: u64,
+    page: usize,
+) -> Result<(Vec<WatchMessage>, u64), StoreError> {
+    let snap = db.db.snapshot();
+    let compacted = match snap
+        .get_cf(db.cf(CF_STORE_META), store_meta::COMPACTED)
+        .map_err(|source| StoreError::Io { step: "reading the compacted revision", source })?
+    {
+        Some(v) => codec::decode::<u64>(&v).map_err(|detail| StoreError::Corrupt {
+            cf: CF_STORE_META,
+            key: "compacted".into(),
+            detail,
+        })?,
+        None => 0,
+    };
+    if from < compacted {
+        return Err(StoreError::Compacted { requested: from, compacted });
+    }
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_upper_bound(codec::event_key(until.saturating_add(1), 0).to_vec());
+    let start = codec::event_key(from.saturating_add(1), 0);
+    let iter = snap.iterator_cf_opt(db.cf(CF_EVENTS), ro, IteratorMode::From(&start, Direction::Forward));
+    let mut msgs: Vec<WatchMessage> = Vec::new();
+    let mut seen = 0usize;
+    let mut covered = from;
+    for item in iter {
+        let (k, v) = item.map_err(|source| StoreError::Io { step: "reading events", source })?;
+        let (rev, _) = codec::parse_event_key(&k).ok_or_else(|| StoreError::Corrupt {
+            cf: CF_EVENTS,
+            key: format!("{k:?}"),
+            detail: "event key is not 12 bytes".into(),
+        })?;
+        if rev != covered && seen >= page {
+            // Stop on a revision boundary; `covered` is complete.
+            return Ok((msgs, covered));
+        }
+        covered = rev;
+        seen += 1;
+        let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+            cf: CF_EVENTS,
+            key: format!("({rev},{})", codec::parse_event_key(&k).map(|p| p.1).unwrap_or(0)),
+            detail,
+        })?;
+        if !ev.key.starts_with(prefix) {
+            continue;
+        }
+        match msgs.last_mut() {
+            Some(WatchMessage::Events { revision, events }) if *revision == rev => events.push(Arc::new(ev)),
+            _ => msgs.push(WatchMessage::Events {
+                revision: rev,
+                events: vec![Arc::new(ev)],
+            }),
+        }
+    }
+    Ok((msgs, until))
+}
