@@ -12,7 +12,11 @@ use keel_store::network::{GrpcTransport, MemberService};
 use keel_store::{Member, MemberConfig};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "Keel: a Kubernetes-compatible control plane on a replicated event log")]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a Kubernetes-compatible control plane on a replicated event log"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,12 @@ fn parse_members(s: &str) -> Result<BTreeMap<u64, String>> {
             let (id, addr) = part
                 .split_once('=')
                 .with_context(|| format!("member {part:?} is not id=host:port"))?;
-            Ok((id.trim().parse().with_context(|| format!("bad member id {id:?}"))?, addr.trim().to_string()))
+            Ok((
+                id.trim()
+                    .parse()
+                    .with_context(|| format!("bad member id {id:?}"))?,
+                addr.trim().to_string(),
+            ))
         })
         .collect()
 }
@@ -87,18 +96,24 @@ async fn server(args: ServerArgs) -> Result<()> {
     let config = MemberConfig::new(args.id, args.peer_addr.to_string(), &args.data_dir);
     let member = Member::open(config, GrpcTransport::new())
         .await
-        .with_context(|| format!("refusing to start member {} from {}", args.id, args.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "refusing to start member {} from {}",
+                args.id,
+                args.data_dir.display()
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(args.peer_addr)
         .await
         .with_context(|| format!("binding {}", args.peer_addr))?;
     let svc = MemberService::new(member.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(
-        svc.router()
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let serve = tokio::spawn(svc.router().serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     if !args.join {
         match &args.initial_members {
             Some(s) => member.initialize(parse_members(s)?).await?,
@@ -129,14 +144,26 @@ async fn member_admin(addr: String, action: MemberAction) -> Result<()> {
         .with_context(|| format!("connecting to member at {addr}"))?;
     let print_members = |members: &[pb::Member]| {
         for m in members {
-            println!("  {:>4}  {:<22} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" });
+            println!(
+                "  {:>4}  {:<22} {}",
+                m.id,
+                m.addr,
+                if m.voter { "voter" } else { "learner" }
+            );
         }
     };
     match action {
         MemberAction::Status => {
             let s = client.status(pb::StatusRequest {}).await?.into_inner();
             println!("member:    {} ({})", s.id, s.state);
-            println!("leader:    {}", if s.leader == 0 { "none".to_string() } else { s.leader.to_string() });
+            println!(
+                "leader:    {}",
+                if s.leader == 0 {
+                    "none".to_string()
+                } else {
+                    s.leader.to_string()
+                }
+            );
             println!("term:      {}", s.term);
             println!("applied:   {}", s.applied_index);
             println!("last log:  {}", s.last_log_index);
@@ -145,12 +172,21 @@ async fn member_admin(addr: String, action: MemberAction) -> Result<()> {
             print_members(&s.members);
         }
         MemberAction::Add { id, peer_addr } => {
-            let r = client.add_member(pb::AddMemberRequest { id, addr: peer_addr }).await?.into_inner();
+            let r = client
+                .add_member(pb::AddMemberRequest {
+                    id,
+                    addr: peer_addr,
+                })
+                .await?
+                .into_inner();
             println!("member {id} added; members:");
             print_members(&r.members);
         }
         MemberAction::Remove { id } => {
-            let r = client.remove_member(pb::RemoveMemberRequest { id }).await?.into_inner();
+            let r = client
+                .remove_member(pb::RemoveMemberRequest { id })
+                .await?
+                .into_inner();
             println!("member {id} removed; members:");
             print_members(&r.members);
         }

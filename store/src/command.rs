@@ -161,7 +161,9 @@ impl Command {
         let mut seen = std::collections::BTreeSet::new();
         for op in ops {
             if op.key.is_empty() {
-                return Err(StoreError::InvalidCommand("an operation has an empty key".into()));
+                return Err(StoreError::InvalidCommand(
+                    "an operation has an empty key".into(),
+                ));
             }
             if !seen.insert(op.key.as_str()) {
                 return Err(StoreError::InvalidCommand(format!(
@@ -255,11 +257,23 @@ mod tests {
             cmd.validate(&limits),
             Err(StoreError::UnsupportedCommandVersion { found: 9, .. })
         ));
-        let big = Command::txn(vec![Op::create("big", vec![0u8; limits.max_value_bytes + 1])]);
+        let big = Command::txn(vec![Op::create(
+            "big",
+            vec![0u8; limits.max_value_bytes + 1],
+        )]);
         let err = big.validate(&limits).unwrap_err();
-        assert!(matches!(err, StoreError::ValueTooLarge { ref key, .. } if key == "big"), "{err}");
+        assert!(
+            matches!(err, StoreError::ValueTooLarge { ref key, .. } if key == "big"),
+            "{err}"
+        );
         let dup = Command::txn(vec![Op::create("a", b"1".to_vec()), Op::delete("a")]);
-        assert!(matches!(dup.validate(&limits), Err(StoreError::InvalidCommand(_))));
-        assert!(matches!(Command::txn(vec![]).validate(&limits), Err(StoreError::InvalidCommand(_))));
+        assert!(matches!(
+            dup.validate(&limits),
+            Err(StoreError::InvalidCommand(_))
+        ));
+        assert!(matches!(
+            Command::txn(vec![]).validate(&limits),
+            Err(StoreError::InvalidCommand(_))
+        ));
     }
 }

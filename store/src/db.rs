@@ -17,7 +17,13 @@ pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_OBJECTS: &str = "objects";
 pub const CF_EVENTS: &str = "events";
 pub const CF_STORE_META: &str = "store_meta";
-const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_OBJECTS, CF_EVENTS, CF_STORE_META];
+const ALL_CFS: [&str; 5] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_OBJECTS,
+    CF_EVENTS,
+    CF_STORE_META,
+];
 
 /// The member's RocksDB, shared by the log store, the state machine and readers.
 pub struct Db {
@@ -52,10 +58,11 @@ impl Db {
             }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::OpenDb {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db =
+            DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::OpenDb {
+                path: path.display().to_string(),
+                source,
+            })?;
         let db = Db {
             db,
             path: path.to_path_buf(),
@@ -117,14 +124,18 @@ impl Db {
 
     pub fn cf(&self, name: &str) -> &ColumnFamily {
         // Every CF is opened in `open`; a missing handle is a programming error.
-        self.db.cf_handle(name).expect("column family opened at start")
+        self.db
+            .cf_handle(name)
+            .expect("column family opened at start")
     }
 
     pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(cf), key).map_err(|source| StoreError::Io {
-            step: "reading",
-            source,
-        })
+        self.db
+            .get_cf(self.cf(cf), key)
+            .map_err(|source| StoreError::Io {
+                step: "reading",
+                source,
+            })
     }
 
     /// Read and decode a bincode value, naming the CF and key if it is corrupt.
@@ -135,11 +146,13 @@ impl Db {
     ) -> Result<Option<T>, StoreError> {
         match self.get(cf, key)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|detail| StoreError::Corrupt {
-                cf,
-                key: String::from_utf8_lossy(key).into_owned(),
-                detail,
-            }),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|detail| StoreError::Corrupt {
+                    cf,
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    detail,
+                }),
         }
     }
 

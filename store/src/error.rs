@@ -21,7 +21,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The data directory was written by an incompatible version of Keel.
-    #[error("data directory {path} has format version {found}, this build reads version {expected}")]
+    #[error(
+        "data directory {path} has format version {found}, this build reads version {expected}"
+    )]
     FormatVersion {
         path: String,
         found: u32,
@@ -35,7 +37,9 @@ pub enum StoreError {
         source: rocksdb::Error,
     },
     /// The command was written by a newer (or corrupted) client.
-    #[error("unsupported command format version {found} (this member understands version {supported})")]
+    #[error(
+        "unsupported command format version {found} (this member understands version {supported})"
+    )]
     UnsupportedCommandVersion { found: u16, supported: u16 },
     /// A value is above the configured size limit.
     #[error("value for key {key} is {size} bytes, above the limit of {limit} bytes")]

@@ -31,7 +31,8 @@ impl LogStore {
     /// Read every stored log entry and meta value once, so a member whose log
     /// cannot be decoded refuses to start instead of failing mid-flight.
     pub fn verify(&self) -> Result<(), StoreError> {
-        self.db.get_decoded::<Vote<NodeId>>(CF_RAFT_META, raft_meta::VOTE)?;
+        self.db
+            .get_decoded::<Vote<NodeId>>(CF_RAFT_META, raft_meta::VOTE)?;
         self.db
             .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::COMMITTED)?;
         let purged = self
@@ -39,7 +40,11 @@ impl LogStore {
             .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
             .flatten();
         let mut expected = purged.map(|l| l.index + 1);
-        for item in self.db.db.iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::Start) {
+        for item in self
+            .db
+            .db
+            .iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::Start)
+        {
             let (k, v) = item.map_err(|source| StoreError::Io {
                 step: "verifying the raft log",
                 source,
@@ -49,11 +54,12 @@ impl LogStore {
                 key: format!("{k:?}"),
                 detail: "log key is not 8 bytes".into(),
             })?;
-            let entry: Entry<TypeConfig> = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
-                cf: CF_RAFT_LOG,
-                key: index.to_string(),
-                detail,
-            })?;
+            let entry: Entry<TypeConfig> =
+                codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                    cf: CF_RAFT_LOG,
+                    key: index.to_string(),
+                    detail,
+                })?;
             if entry.get_log_id().index != index {
                 return Err(StoreError::Corrupt {
                     cf: CF_RAFT_LOG,
@@ -75,7 +81,11 @@ impl LogStore {
         Ok(())
     }
 
-    fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    fn read_range(
+        &self,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let mut out = Vec::new();
         let key = codec::log_key(start);
         let iter = self.db.db.iterator_cf(
@@ -109,7 +119,10 @@ impl LogStore {
     }
 
     fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
-        let mut iter = self.db.db.iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::End);
+        let mut iter = self
+            .db
+            .db
+            .iterator_cf(self.db.cf(CF_RAFT_LOG), IteratorMode::End);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
@@ -182,7 +195,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_RAFT_META), raft_meta::VOTE, codec::encode(vote));
+        batch.put_cf(
+            self.db.cf(CF_RAFT_META),
+            raft_meta::VOTE,
+            codec::encode(vote),
+        );
         self.write_synced(batch, "saving the vote")
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
@@ -235,7 +252,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(CF_RAFT_LOG);
         for entry in entries {
-            batch.put_cf(cf, codec::log_key(entry.get_log_id().index), codec::encode(&entry));
+            batch.put_cf(
+                cf,
+                codec::log_key(entry.get_log_id().index),
+                codec::encode(&entry),
+            );
         }
         // The batch is fsync'd before the callback tells openraft it is durable.
         let res = self.write_synced(batch, "appending raft log entries").await;

@@ -129,7 +129,7 @@ fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
         // Chunks stay far below the gRPC message limit; each may take seconds on a busy machine.
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 10_000,
-        purge_batch_size: 256,
+        purge_batch_size: (c.snapshot_every / 4).clamp(1, 256),
         replication_lag_threshold: c.snapshot_every.max(1000),
         ..Default::default()
     }
@@ -140,7 +140,10 @@ fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
 impl Member {
     /// Open the data directory and start Raft. A directory whose data cannot be
     /// trusted is refused with the reason; nothing is modified.
-    pub async fn open(config: MemberConfig, transport: Arc<dyn Transport>) -> Result<Arc<Member>, StoreError> {
+    pub async fn open(
+        config: MemberConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Member>, StoreError> {
         let db = Db::open(&config.data_dir)?;
         let log_store = LogStore::new(db.clone());
         log_store.verify()?;
@@ -151,7 +154,9 @@ impl Member {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
-            NetworkFactory { transport: transport.clone() },
+            NetworkFactory {
+                transport: transport.clone(),
+            },
             log_store,
             sm,
         )
@@ -194,8 +199,10 @@ impl Member {
     /// Bootstrap a new cluster with these members (id → address). Harmless on
     /// a member that is already part of a cluster.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), StoreError> {
-        let nodes: BTreeMap<NodeId, BasicNode> =
-            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
@@ -205,7 +212,8 @@ impl Member {
 
     /// Bootstrap a single-member cluster of this member alone.
     pub async fn bootstrap_single(&self) -> Result<(), StoreError> {
-        self.initialize(BTreeMap::from([(self.config.id, self.config.addr.clone())])).await
+        self.initialize(BTreeMap::from([(self.config.id, self.config.addr.clone())]))
+            .await
     }
 
     /// The current leader and its address, if known.
@@ -225,12 +233,23 @@ impl Member {
     pub async fn propose(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         cmd.validate(&self.config.limits)?;
         match self.propose_local(cmd.clone()).await {
-            Err(StoreError::NotLeader { leader_id, leader_addr }) => {
+            Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr,
+            }) => {
                 let resp = self
                     .transport
-                    .call(leader_id, &leader_addr, PeerRequest::Forward(cmd), self.config.request_timeout)
+                    .call(
+                        leader_id,
+                        &leader_addr,
+                        PeerRequest::Forward(cmd),
+                        self.config.request_timeout,
+                    )
                     .await
-                    .map_err(|e| StoreError::Transport { target: leader_id, detail: e.to_string() })?;
+                    .map_err(|e| StoreError::Transport {
+                        target: leader_id,
+                        detail: e.to_string(),
+                    })?;
                 match resp {
                     PeerResponse::Forward(r) => r.map_err(|e| e.into_store_error(leader_id)),
                     other => Err(StoreError::Transport {
@@ -263,18 +282,24 @@ impl Member {
     async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         let t = self.config.request_timeout;
         match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
-            Err(_) => Err(StoreError::Timeout { step: "committing a write", millis: t.as_millis() as u64 }),
+            Err(_) => Err(StoreError::Timeout {
+                step: "committing a write",
+                millis: t.as_millis() as u64,
+            }),
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(self.not_leader(f.leader_id, f.leader_node)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
             Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
         }
     }
 
     fn not_leader(&self, id: Option<NodeId>, node: Option<BasicNode>) -> StoreError {
         match (id, node) {
-            (Some(leader_id), Some(n)) if leader_id != self.config.id => {
-                StoreError::NotLeader { leader_id, leader_addr: n.addr }
-            }
+            (Some(leader_id), Some(n)) if leader_id != self.config.id => StoreError::NotLeader {
+                leader_id,
+                leader_addr: n.addr,
+            },
             _ => StoreError::NoLeader(format!("member {} knows no leader", self.config.id)),
         }
     }
@@ -283,9 +308,14 @@ impl Member {
     async fn read_index_local(&self) -> Result<u64, StoreError> {
         let t = self.config.request_timeout;
         match tokio::time::timeout(t, self.raft.get_read_log_id()).await {
-            Err(_) => Err(StoreError::Timeout { step: "confirming leadership for a read", millis: t.as_millis() as u64 }),
+            Err(_) => Err(StoreError::Timeout {
+                step: "confirming leadership for a read",
+                millis: t.as_millis() as u64,
+            }),
             Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(self.not_leader(f.leader_id, f.leader_node)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
             Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
         }
     }
@@ -293,16 +323,30 @@ impl Member {
     /// Wait until this member has applied everything committed before now.
     pub async fn linearize(&self) -> Result<u64, StoreError> {
         let index = match self.read_index_local().await {
-            Err(StoreError::NotLeader { leader_id, leader_addr }) => {
+            Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr,
+            }) => {
                 let resp = self
                     .transport
-                    .call(leader_id, &leader_addr, PeerRequest::ReadIndex, self.config.request_timeout)
+                    .call(
+                        leader_id,
+                        &leader_addr,
+                        PeerRequest::ReadIndex,
+                        self.config.request_timeout,
+                    )
                     .await
-                    .map_err(|e| StoreError::Transport { target: leader_id, detail: e.to_string() })?;
+                    .map_err(|e| StoreError::Transport {
+                        target: leader_id,
+                        detail: e.to_string(),
+                    })?;
                 match resp {
                     PeerResponse::ReadIndex(r) => r.map_err(|e| e.into_store_error(leader_id))?,
                     other => {
-                        return Err(StoreError::Transport { target: leader_id, detail: format!("unexpected answer {other:?}") });
+                        return Err(StoreError::Transport {
+                            target: leader_id,
+                            detail: format!("unexpected answer {other:?}"),
+                        });
                     }
                 }
             }
@@ -313,12 +357,19 @@ impl Member {
             .wait(Some(t))
             .applied_index_at_least(Some(index), "linearizable read")
             .await
-            .map_err(|_| StoreError::Timeout { step: "applying up to the read index", millis: t.as_millis() as u64 })?;
+            .map_err(|_| StoreError::Timeout {
+                step: "applying up to the read index",
+                millis: t.as_millis() as u64,
+            })?;
         Ok(index)
     }
 
     /// Read one key.
-    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<(Option<KeyValue>, u64), StoreError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<(Option<KeyValue>, u64), StoreError> {
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
@@ -329,7 +380,10 @@ impl Member {
 
     /// Read a range of keys (see [`RangeRequest`]).
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        if req.consistency == Consistency::Linearizable && req.revision.is_none() && req.continue_token.is_none() {
+        if req.consistency == Consistency::Linearizable
+            && req.revision.is_none()
+            && req.continue_token.is_none()
+        {
             self.linearize().await?;
         }
         let db = self.db.clone();
@@ -337,7 +391,11 @@ impl Member {
     }
 
     /// Watch every key starting with `prefix`.
-    pub fn watch(&self, prefix: impl Into<String>, start: WatchStart) -> Result<WatchStream, StoreError> {
+    pub fn watch(
+        &self,
+        prefix: impl Into<String>,
+        start: WatchStart,
+    ) -> Result<WatchStream, StoreError> {
         self.hub.watch(prefix, start)
     }
 
@@ -349,8 +407,15 @@ impl Member {
     /// Every event this member retains, in order (for tests and tooling).
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.db.iterator_cf(self.db.cf(CF_EVENTS), IteratorMode::Start) {
-            let (k, v) = item.map_err(|source| StoreError::Io { step: "reading events", source })?;
+        for item in self
+            .db
+            .db
+            .iterator_cf(self.db.cf(CF_EVENTS), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|source| StoreError::Io {
+                step: "reading events",
+                source,
+            })?;
             out.push(codec::decode(&v).map_err(|detail| StoreError::Corrupt {
                 cf: CF_EVENTS,
                 key: format!("{:?}", codec::parse_event_key(&k)),
@@ -378,26 +443,43 @@ impl Member {
                 };
                 PeerResponse::Forward(res.map_err(|e| LeaderError::from(&e)))
             }
-            PeerRequest::ReadIndex => {
-                PeerResponse::ReadIndex(self.read_index_local().await.map_err(|e| LeaderError::from(&e)))
-            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(
+                self.read_index_local()
+                    .await
+                    .map_err(|e| LeaderError::from(&e)),
+            ),
         }
     }
 
     fn ensure_leader(&self) -> Result<(), StoreError> {
         match self.leader() {
             Some((id, _)) if id == self.config.id => Ok(()),
-            Some((leader_id, leader_addr)) => Err(StoreError::NotLeader { leader_id, leader_addr }),
-            None => Err(StoreError::NoLeader(format!("member {} knows no leader", self.config.id))),
+            Some((leader_id, leader_addr)) => Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr,
+            }),
+            None => Err(StoreError::NoLeader(format!(
+                "member {} knows no leader",
+                self.config.id
+            ))),
         }
     }
 
     /// Add a member: as a learner until it has caught up, then as a voter.
-    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<Vec<MemberInfo>, StoreError> {
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        addr: String,
+    ) -> Result<Vec<MemberInfo>, StoreError> {
         self.ensure_leader()?;
-        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| StoreError::Membership(e.to_string());
+        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
+            StoreError::Membership(e.to_string())
+        };
         tracing::info!(id, %addr, "adding member as learner");
-        self.raft.add_learner(id, BasicNode { addr }, true).await.map_err(err)?;
+        self.raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+            .map_err(err)?;
         tracing::info!(id, "promoting member to voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -409,7 +491,9 @@ impl Member {
     /// Remove a member (voter or learner) from the cluster.
     pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, StoreError> {
         self.ensure_leader()?;
-        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| StoreError::Membership(e.to_string());
+        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
+            StoreError::Membership(e.to_string())
+        };
         let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
         if is_voter {
             self.raft
@@ -431,7 +515,11 @@ impl Member {
         let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
         m.membership()
             .nodes()
-            .map(|(id, n)| MemberInfo { id: *id, addr: n.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, n)| MemberInfo {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
             .collect()
     }
 
@@ -483,16 +571,28 @@ async fn blocking<T: Send + 'static>(
 
 /// Walk the oldest events: the newest revision that the count or age bound
 /// allows to drop, at most `batch` events past the compacted revision.
-fn retention_target(db: &Db, cfg: &RetentionConfig, now_ms: u64) -> Result<Option<u64>, StoreError> {
+fn retention_target(
+    db: &Db,
+    cfg: &RetentionConfig,
+    now_ms: u64,
+) -> Result<Option<u64>, StoreError> {
     let state = AppliedState::load(db)?;
-    let cutoff = cfg.max_age.map(|a| now_ms.saturating_sub(a.as_millis() as u64));
-    let mut count = state.event_count;
+    let cutoff = cfg
+        .max_age
+        .map(|a| now_ms.saturating_sub(a.as_millis() as u64));
     let mut target = None;
-    let mut dropped = 0u64;
-    for item in db.db.iterator_cf(db.cf(CF_EVENTS), IteratorMode::Start) {
-        let (k, v) = item.map_err(|source| StoreError::Io { step: "scanning events for retention", source })?;
+    for (dropped, item) in db
+        .db
+        .iterator_cf(db.cf(CF_EVENTS), IteratorMode::Start)
+        .enumerate()
+    {
+        let dropped = dropped as u64;
+        let (k, v) = item.map_err(|source| StoreError::Io {
+            step: "scanning events for retention",
+            source,
+        })?;
         let (rev, _) = codec::parse_event_key(&k).unwrap_or((0, 0));
-        let over_count = count > cfg.max_events;
+        let over_count = state.event_count.saturating_sub(dropped) > cfg.max_events;
         let too_old = match cutoff {
             Some(c) => {
                 let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
@@ -509,8 +609,6 @@ fn retention_target(db: &Db, cfg: &RetentionConfig, now_ms: u64) -> Result<Optio
             break;
         }
         target = Some(rev);
-        count = count.saturating_sub(1);
-        dropped += 1;
     }
     Ok(target.filter(|t| *t > state.compacted))
 }

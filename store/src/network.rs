@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_proto::member as pb;
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,7 +17,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -63,7 +63,10 @@ pub struct LeaderError {
 
 impl From<&StoreError> for LeaderError {
     fn from(e: &StoreError) -> Self {
-        LeaderError { retryable: e.is_retryable() || matches!(e, StoreError::NotLeader { .. }), message: e.to_string() }
+        LeaderError {
+            retryable: e.is_retryable() || matches!(e, StoreError::NotLeader { .. }),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -145,11 +148,18 @@ impl RaftNetwork<TypeConfig> for Network {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let resp = self
             .transport
-            .call(self.target, &self.addr, PeerRequest::Append(rpc), option.hard_ttl())
+            .call(
+                self.target,
+                &self.addr,
+                PeerRequest::Append(rpc),
+                option.hard_ttl(),
+            )
             .await
             .map_err(transport_err)?;
         match resp {
-            PeerResponse::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            PeerResponse::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(mismatch(self.target)),
         }
     }
@@ -161,23 +171,41 @@ impl RaftNetwork<TypeConfig> for Network {
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         let resp = self
             .transport
-            .call(self.target, &self.addr, PeerRequest::Snapshot(rpc), option.hard_ttl())
+            .call(
+                self.target,
+                &self.addr,
+                PeerRequest::Snapshot(rpc),
+                option.hard_ttl(),
+            )
             .await
             .map_err(transport_err)?;
         match resp {
-            PeerResponse::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            PeerResponse::Snapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(mismatch(self.target)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
         let resp = self
             .transport
-            .call(self.target, &self.addr, PeerRequest::Vote(rpc), option.hard_ttl())
+            .call(
+                self.target,
+                &self.addr,
+                PeerRequest::Vote(rpc),
+                option.hard_ttl(),
+            )
             .await
             .map_err(transport_err)?;
         match resp {
-            PeerResponse::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            PeerResponse::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(mismatch(self.target)),
         }
     }
@@ -186,7 +214,10 @@ impl RaftNetwork<TypeConfig> for Network {
 /// Frame a value with its checksum.
 pub fn payload<T: Serialize>(value: &T) -> pb::RaftPayload {
     let data = codec::encode(value);
-    pb::RaftPayload { crc32: crc32fast::hash(&data), data }
+    pb::RaftPayload {
+        crc32: crc32fast::hash(&data),
+        data,
+    }
 }
 
 /// Verify a frame's checksum and decode it.
@@ -199,7 +230,8 @@ pub fn unpayload<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<
             p.crc32
         )));
     }
-    codec::decode(&p.data).map_err(|e| Status::invalid_argument(format!("payload does not decode: {e}")))
+    codec::decode(&p.data)
+        .map_err(|e| Status::invalid_argument(format!("payload does not decode: {e}")))
 }
 
 /// The real transport: gRPC over HTTP/2 with one lazily connected channel per peer.
@@ -230,7 +262,9 @@ impl GrpcTransport {
 
 fn status_err(target: NodeId, s: Status) -> TransportError {
     match s.code() {
-        tonic::Code::Unavailable => TransportError::Unreachable(format!("member {target}: {}", s.message())),
+        tonic::Code::Unavailable => {
+            TransportError::Unreachable(format!("member {target}: {}", s.message()))
+        }
         _ => TransportError::Network(format!("member {target}: {:?}: {}", s.code(), s.message())),
     }
 }
@@ -273,7 +307,9 @@ impl Transport for GrpcTransport {
         };
         let resp = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| TransportError::Network(format!("member {target}: no answer within {timeout:?}")))?
+            .map_err(|_| {
+                TransportError::Network(format!("member {target}: no answer within {timeout:?}"))
+            })?
             .map_err(|s| status_err(target, s))?;
         unpayload(resp.get_ref()).map_err(|s| status_err(target, s))
     }
@@ -306,7 +342,10 @@ impl MemberService {
             .add_service(pb::admin_server::AdminServer::new(self))
     }
 
-    async fn serve(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn serve(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let peer_req: PeerRequest = unpayload(req.get_ref())?;
         let resp = self.member.handle(peer_req).await;
         Ok(Response::new(payload(&resp)))
@@ -315,23 +354,38 @@ impl MemberService {
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for MemberService {
-    async fn vote(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn vote(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         self.serve(req).await
     }
-    async fn append_entries(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         self.serve(req).await
     }
-    async fn install_snapshot(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         self.serve(req).await
     }
 }
 
 #[tonic::async_trait]
 impl pb::client_server::Client for MemberService {
-    async fn forward(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn forward(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         self.serve(req).await
     }
-    async fn read_index(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn read_index(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         self.serve(req).await
     }
 }
@@ -349,7 +403,11 @@ fn members_reply(members: Vec<crate::member::MemberInfo>) -> pb::MembershipReply
     pb::MembershipReply {
         members: members
             .into_iter()
-            .map(|m| pb::Member { id: m.id, addr: m.addr, voter: m.voter })
+            .map(|m| pb::Member {
+                id: m.id,
+                addr: m.addr,
+                voter: m.voter,
+            })
             .collect(),
     }
 }
@@ -364,7 +422,9 @@ impl MemberService {
                     .map_err(|e| Status::internal(e.to_string()))?
                     .connect()
                     .await
-                    .map_err(|e| Status::unavailable(format!("cannot reach the leader at {addr}: {e}")))?;
+                    .map_err(|e| {
+                        Status::unavailable(format!("cannot reach the leader at {addr}: {e}"))
+                    })?;
                 Ok(Some(pb::admin_client::AdminClient::new(ch)))
             }
             None => Err(Status::unavailable("no leader is known (retry)")),
@@ -374,24 +434,41 @@ impl MemberService {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for MemberService {
-    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipReply>, Status> {
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
         if let Some(mut leader) = self.leader_admin().await? {
             return leader.add_member(req.into_inner()).await;
         }
         let r = req.into_inner();
-        let members = self.member.add_member(r.id, r.addr).await.map_err(admin_status)?;
+        let members = self
+            .member
+            .add_member(r.id, r.addr)
+            .await
+            .map_err(admin_status)?;
         Ok(Response::new(members_reply(members)))
     }
 
-    async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::MembershipReply>, Status> {
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
         if let Some(mut leader) = self.leader_admin().await? {
             return leader.remove_member(req.into_inner()).await;
         }
-        let members = self.member.remove_member(req.into_inner().id).await.map_err(admin_status)?;
+        let members = self
+            .member
+            .remove_member(req.into_inner().id)
+            .await
+            .map_err(admin_status)?;
         Ok(Response::new(members_reply(members)))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
         let s = self.member.status();
         Ok(Response::new(pb::StatusReply {
             id: s.id,

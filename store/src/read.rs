@@ -76,7 +76,9 @@ impl ContinueToken {
 
     fn decode(token: &str) -> Result<ContinueToken, StoreError> {
         let bad = |d: &str| StoreError::InvalidContinue(d.to_string());
-        let hex = token.strip_prefix("kc1.").ok_or_else(|| bad("unknown token format"))?;
+        let hex = token
+            .strip_prefix("kc1.")
+            .ok_or_else(|| bad("unknown token format"))?;
         if hex.len() % 2 != 0 {
             return Err(bad("odd length"));
         }
@@ -89,25 +91,42 @@ impl ContinueToken {
     }
 }
 
-fn meta_u64(snap: &rocksdb::Snapshot<'_>, db: &Db, key: &'static [u8], name: &str) -> Result<u64, StoreError> {
+fn meta_u64(
+    snap: &rocksdb::Snapshot<'_>,
+    db: &Db,
+    key: &'static [u8],
+    name: &str,
+) -> Result<u64, StoreError> {
     match snap
         .get_cf(db.cf(CF_STORE_META), key)
-        .map_err(|source| StoreError::Io { step: "reading store meta", source })?
-    {
+        .map_err(|source| StoreError::Io {
+            step: "reading store meta",
+            source,
+        })? {
         None => Ok(0),
-        Some(v) => codec::decode(&v).map_err(|detail| StoreError::Corrupt { cf: CF_STORE_META, key: name.into(), detail }),
+        Some(v) => codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+            cf: CF_STORE_META,
+            key: name.into(),
+            detail,
+        }),
     }
 }
 
 fn applied_index(snap: &rocksdb::Snapshot<'_>, db: &Db) -> Result<u64, StoreError> {
     match snap
         .get_cf(db.cf(CF_STORE_META), store_meta::APPLIED)
-        .map_err(|source| StoreError::Io { step: "reading the applied index", source })?
-    {
+        .map_err(|source| StoreError::Io {
+            step: "reading the applied index",
+            source,
+        })? {
         None => Ok(0),
         Some(v) => codec::decode::<Option<openraft::LogId<NodeId>>>(&v)
             .map(|l| l.map(|l| l.index).unwrap_or(0))
-            .map_err(|detail| StoreError::Corrupt { cf: CF_STORE_META, key: "applied".into(), detail }),
+            .map_err(|detail| StoreError::Corrupt {
+                cf: CF_STORE_META,
+                key: "applied".into(),
+                detail,
+            }),
     }
 }
 
@@ -125,7 +144,10 @@ pub fn get(db: &Db, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
     let revision = applied_index(&snap, db)?;
     let kv = snap
         .get_cf(db.cf(CF_OBJECTS), key.as_bytes())
-        .map_err(|source| StoreError::Io { step: "reading an object", source })?
+        .map_err(|source| StoreError::Io {
+            step: "reading an object",
+            source,
+        })?
         .map(|v| decode_kv(key.as_bytes(), &v))
         .transpose()?;
     Ok((kv, revision))
@@ -134,7 +156,10 @@ pub fn get(db: &Db, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
 /// The applied revision and the compacted revision.
 pub fn revisions(db: &Db) -> Result<(u64, u64), StoreError> {
     let snap = db.db.snapshot();
-    Ok((applied_index(&snap, db)?, meta_u64(&snap, db, store_meta::COMPACTED, "compacted")?))
+    Ok((
+        applied_index(&snap, db)?,
+        meta_u64(&snap, db, store_meta::COMPACTED, "compacted")?,
+    ))
 }
 
 /// Run a range request against local state.
@@ -157,10 +182,16 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
     let compacted = meta_u64(&snap, db, store_meta::COMPACTED, "compacted")?;
     if let Some(r) = at {
         if r > applied {
-            return Err(StoreError::FutureRevision { requested: r, current: applied });
+            return Err(StoreError::FutureRevision {
+                requested: r,
+                current: applied,
+            });
         }
         if r < compacted {
-            return Err(StoreError::Compacted { requested: r, compacted });
+            return Err(StoreError::Compacted {
+                requested: r,
+                compacted,
+            });
         }
         if r == applied {
             at = None;
@@ -183,8 +214,15 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(codec::event_key(applied + 1, 0).to_vec());
         let from = codec::event_key(r + 1, 0);
-        for item in snap.iterator_cf_opt(db.cf(CF_EVENTS), ro, IteratorMode::From(&from, Direction::Forward)) {
-            let (k, v) = item.map_err(|source| StoreError::Io { step: "reading events", source })?;
+        for item in snap.iterator_cf_opt(
+            db.cf(CF_EVENTS),
+            ro,
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(|source| StoreError::Io {
+                step: "reading events",
+                source,
+            })?;
             let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
                 cf: CF_EVENTS,
                 key: format!("{:?}", codec::parse_event_key(&k)),
@@ -200,10 +238,18 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         ro.set_iterate_upper_bound(end);
     }
     let mut current = snap
-        .iterator_cf_opt(db.cf(CF_OBJECTS), ro, IteratorMode::From(&start, Direction::Forward))
+        .iterator_cf_opt(
+            db.cf(CF_OBJECTS),
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        )
         .peekable();
     let mut undo_iter = undo.into_iter().peekable();
-    let limit = if req.limit == 0 { usize::MAX } else { req.limit };
+    let limit = if req.limit == 0 {
+        usize::MAX
+    } else {
+        req.limit
+    };
     let mut kvs = Vec::new();
     let mut more = false;
     loop {
@@ -211,8 +257,14 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         let cur_key: Option<Vec<u8>> = match current.peek() {
             Some(Ok((k, _))) => Some(k.to_vec()),
             Some(Err(_)) => {
-                let e = current.next().expect("peeked").expect_err("peeked an error");
-                return Err(StoreError::Io { step: "reading objects", source: e });
+                let e = current
+                    .next()
+                    .expect("peeked")
+                    .expect_err("peeked an error");
+                return Err(StoreError::Io {
+                    step: "reading objects",
+                    source: e,
+                });
             }
             None => None,
         };
@@ -241,10 +293,19 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
     }
     let continue_token = if more {
         kvs.last().map(|kv| {
-            ContinueToken { revision, prefix: req.prefix.clone(), after: kv.key.clone() }.encode()
+            ContinueToken {
+                revision,
+                prefix: req.prefix.clone(),
+                after: kv.key.clone(),
+            }
+            .encode()
         })
     } else {
         None
     };
-    Ok(RangeResponse { kvs, revision, continue_token })
+    Ok(RangeResponse {
+        kvs,
+        revision,
+        continue_token,
+    })
 }

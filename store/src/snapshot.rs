@@ -84,10 +84,18 @@ impl SnapshotBody {
         let parsed: SnapshotBody =
             codec::decode(body).map_err(|e| bad(format!("body does not decode: {e}")))?;
         for (k, v) in &parsed.objects {
-            let kv: KeyValue = codec::decode(v)
-                .map_err(|e| bad(format!("object {} does not decode: {e}", String::from_utf8_lossy(k))))?;
+            let kv: KeyValue = codec::decode(v).map_err(|e| {
+                bad(format!(
+                    "object {} does not decode: {e}",
+                    String::from_utf8_lossy(k)
+                ))
+            })?;
             if kv.key.as_bytes() != k.as_slice() {
-                return Err(bad(format!("object record {} holds key {}", String::from_utf8_lossy(k), kv.key)));
+                return Err(bad(format!(
+                    "object record {} holds key {}",
+                    String::from_utf8_lossy(k),
+                    kv.key
+                )));
             }
         }
         for (k, v) in &parsed.events {
@@ -96,7 +104,10 @@ impl SnapshotBody {
             let ev: crate::Event = codec::decode(v)
                 .map_err(|e| bad(format!("event ({rev},{op}) does not decode: {e}")))?;
             if ev.revision != rev || ev.op_index != op {
-                return Err(bad(format!("event record ({rev},{op}) holds ({},{})", ev.revision, ev.op_index)));
+                return Err(bad(format!(
+                    "event record ({rev},{op}) holds ({},{})",
+                    ev.revision, ev.op_index
+                )));
             }
         }
         Ok(parsed)

@@ -14,7 +14,10 @@ use openraft::{
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::codec::{self, store_meta};
-use crate::command::{Action, CommandBody, CommandOutcome, FailureReason, Op, Precondition, TxnFailure, COMMAND_VERSION};
+use crate::command::{
+    Action, COMMAND_VERSION, CommandBody, CommandOutcome, FailureReason, Op, Precondition,
+    TxnFailure,
+};
 use crate::db::{CF_EVENTS, CF_OBJECTS, CF_STORE_META, Db};
 use crate::error::StoreError;
 use crate::snapshot::SnapshotBody;
@@ -51,8 +54,12 @@ impl AppliedState {
             membership: db
                 .get_decoded(CF_STORE_META, store_meta::MEMBERSHIP)?
                 .unwrap_or_default(),
-            compacted: db.get_decoded(CF_STORE_META, store_meta::COMPACTED)?.unwrap_or(0),
-            event_count: db.get_decoded(CF_STORE_META, store_meta::EVENT_COUNT)?.unwrap_or(0),
+            compacted: db
+                .get_decoded(CF_STORE_META, store_meta::COMPACTED)?
+                .unwrap_or(0),
+            event_count: db
+                .get_decoded(CF_STORE_META, store_meta::EVENT_COUNT)?
+                .unwrap_or(0),
         })
     }
 }
@@ -132,7 +139,9 @@ impl StateMachine {
                 Action::Delete => (EventKind::Deleted, None),
             };
             match &value {
-                Some(kv) => batch.put_cf(self.db.cf(CF_OBJECTS), op.key.as_bytes(), codec::encode(kv)),
+                Some(kv) => {
+                    batch.put_cf(self.db.cf(CF_OBJECTS), op.key.as_bytes(), codec::encode(kv))
+                }
                 None => batch.delete_cf(self.db.cf(CF_OBJECTS), op.key.as_bytes()),
             }
             let event = Event {
@@ -168,13 +177,20 @@ impl StateMachine {
             .db
             .iterator_cf_opt(self.db.cf(CF_EVENTS), ro, IteratorMode::Start)
         {
-            item.map_err(|source| StoreError::Io { step: "counting compacted events", source })?;
+            item.map_err(|source| StoreError::Io {
+                step: "counting compacted events",
+                source,
+            })?;
             removed += 1;
         }
         batch.delete_range_cf(self.db.cf(CF_EVENTS), codec::event_key(0, 0), end);
         self.event_count = self.event_count.saturating_sub(removed);
         self.compacted = target;
-        batch.put_cf(self.db.cf(CF_STORE_META), store_meta::COMPACTED, codec::encode(&self.compacted));
+        batch.put_cf(
+            self.db.cf(CF_STORE_META),
+            store_meta::COMPACTED,
+            codec::encode(&self.compacted),
+        );
         Ok(target)
     }
 
@@ -215,6 +231,9 @@ fn check(op: &Op, cur: Option<&KeyValue>) -> Option<FailureReason> {
     None
 }
 
+/// Raw (key, value) records of one column family.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Builds a snapshot from one consistent RocksDB view.
 pub struct SnapshotBuilder {
     db: Arc<Db>,
@@ -227,22 +246,33 @@ impl SnapshotBuilder {
         self.db
             .db
             .flush_wal(true)
-            .map_err(|source| StoreError::Io { step: "syncing the WAL before a snapshot", source })?;
+            .map_err(|source| StoreError::Io {
+                step: "syncing the WAL before a snapshot",
+                source,
+            })?;
         let snap = self.db.db.snapshot();
         let meta = |key: &'static [u8]| -> Result<Option<Vec<u8>>, StoreError> {
             snap.get_cf(self.db.cf(CF_STORE_META), key)
-                .map_err(|source| StoreError::Io { step: "reading store meta for a snapshot", source })
+                .map_err(|source| StoreError::Io {
+                    step: "reading store meta for a snapshot",
+                    source,
+                })
         };
-        let applied: Option<LogId<NodeId>> = decode_meta(meta(store_meta::APPLIED)?, "applied")?.flatten();
+        let applied: Option<LogId<NodeId>> =
+            decode_meta(meta(store_meta::APPLIED)?, "applied")?.flatten();
         let membership: StoredMembership<NodeId, BasicNode> =
             decode_meta(meta(store_meta::MEMBERSHIP)?, "membership")?.unwrap_or_default();
         let compacted: u64 = decode_meta(meta(store_meta::COMPACTED)?, "compacted")?.unwrap_or(0);
-        let event_count: u64 = decode_meta(meta(store_meta::EVENT_COUNT)?, "event_count")?.unwrap_or(0);
-        let collect = |cf: &'static str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let event_count: u64 =
+            decode_meta(meta(store_meta::EVENT_COUNT)?, "event_count")?.unwrap_or(0);
+        let collect = |cf: &'static str| -> Result<Records, StoreError> {
             snap.iterator_cf(self.db.cf(cf), IteratorMode::Start)
                 .map(|item| {
                     item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(|source| StoreError::Io { step: "reading state for a snapshot", source })
+                        .map_err(|source| StoreError::Io {
+                            step: "reading state for a snapshot",
+                            source,
+                        })
                 })
                 .collect()
         };
@@ -278,14 +308,26 @@ impl SnapshotBuilder {
     }
 }
 
-fn decode_meta<T: serde::de::DeserializeOwned>(v: Option<Vec<u8>>, key: &str) -> Result<Option<T>, StoreError> {
-    v.map(|v| codec::decode(&v).map_err(|detail| StoreError::Corrupt { cf: CF_STORE_META, key: key.into(), detail }))
-        .transpose()
+fn decode_meta<T: serde::de::DeserializeOwned>(
+    v: Option<Vec<u8>>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    v.map(|v| {
+        codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+            cf: CF_STORE_META,
+            key: key.into(),
+            detail,
+        })
+    })
+    .transpose()
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let this = SnapshotBuilder { db: self.db.clone(), snapshot_path: self.snapshot_path.clone() };
+        let this = SnapshotBuilder {
+            db: self.db.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+        };
         let (body, bytes) = tokio::task::spawn_blocking(move || {
             let (body, bytes) = this.build()?;
             write_file(&this.snapshot_path, &this.db.path, &bytes)?;
@@ -294,11 +336,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| StorageIOError::read_state_machine(&StoreError::Raft(e.to_string())))?
         .map_err(|e| StorageError::from(StorageIOError::read_state_machine(&e)))?;
-        Ok(Snapshot { meta: body.meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta: body.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
-fn write_file(path: &std::path::Path, dir: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+fn write_file(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
     let io = |e: std::io::Error| StoreError::Snapshot(format!("writing {}: {e}", tmp.display()));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
@@ -316,7 +365,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -361,7 +411,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     match &cmd.body {
                         CommandBody::Txn(ops) => {
-                            match self.apply_txn(revision, cmd.proposed_at_ms, ops, &mut batch).map_err(sm_err)? {
+                            match self
+                                .apply_txn(revision, cmd.proposed_at_ms, ops, &mut batch)
+                                .map_err(sm_err)?
+                            {
                                 Ok(evs) => {
                                     self.event_count += evs.len() as u64;
                                     batch.put_cf(
@@ -379,7 +432,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             // Never compact the entry's own revision or beyond.
                             let target = (*target).min(revision.saturating_sub(1));
                             let before = self.compacted;
-                            let compacted = self.apply_compact(target, &mut batch).map_err(sm_err)?;
+                            let compacted =
+                                self.apply_compact(target, &mut batch).map_err(sm_err)?;
                             batch.put_cf(
                                 self.db.cf(CF_STORE_META),
                                 store_meta::EVENT_COUNT,
@@ -393,13 +447,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             };
-            batch.put_cf(self.db.cf(CF_STORE_META), store_meta::APPLIED, codec::encode(&Some(log_id)));
+            batch.put_cf(
+                self.db.cf(CF_STORE_META),
+                store_meta::APPLIED,
+                codec::encode(&Some(log_id)),
+            );
             // Not fsync'd: the raft log is, and replaying it is idempotent (the
             // applied id is in this same batch). Snapshots sync the WAL first.
-            self.db
-                .db
-                .write(batch)
-                .map_err(|source| sm_err(StoreError::Io { step: "applying an entry", source }))?;
+            self.db.db.write(batch).map_err(|source| {
+                sm_err(StoreError::Io {
+                    step: "applying an entry",
+                    source,
+                })
+            })?;
             self.applied = Some(log_id);
             if let Some(c) = new_compacted {
                 self.hub.set_compacted(c);
@@ -416,10 +476,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone(), snapshot_path: self.snapshot_path.clone() }
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -445,7 +510,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.db.cf(CF_OBJECTS), b"".as_slice(), [0xffu8].as_slice());
-        batch.delete_range_cf(self.db.cf(CF_EVENTS), codec::event_key(0, 0).as_slice(), [0xffu8; 13].as_slice());
+        batch.delete_range_cf(
+            self.db.cf(CF_EVENTS),
+            codec::event_key(0, 0).as_slice(),
+            [0xffu8; 13].as_slice(),
+        );
         for (k, v) in &body.objects {
             batch.put_cf(self.db.cf(CF_OBJECTS), k, v);
         }
@@ -453,18 +522,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(self.db.cf(CF_EVENTS), k, v);
         }
         let meta_cf = self.db.cf(CF_STORE_META);
-        batch.put_cf(meta_cf, store_meta::APPLIED, codec::encode(&meta.last_log_id));
-        batch.put_cf(meta_cf, store_meta::MEMBERSHIP, codec::encode(&meta.last_membership));
-        batch.put_cf(meta_cf, store_meta::COMPACTED, codec::encode(&body.compacted));
-        batch.put_cf(meta_cf, store_meta::EVENT_COUNT, codec::encode(&body.event_count));
-        self.db.write_synced(batch, "installing a snapshot").map_err(|e| snap_err(&e))?;
+        batch.put_cf(
+            meta_cf,
+            store_meta::APPLIED,
+            codec::encode(&meta.last_log_id),
+        );
+        batch.put_cf(
+            meta_cf,
+            store_meta::MEMBERSHIP,
+            codec::encode(&meta.last_membership),
+        );
+        batch.put_cf(
+            meta_cf,
+            store_meta::COMPACTED,
+            codec::encode(&body.compacted),
+        );
+        batch.put_cf(
+            meta_cf,
+            store_meta::EVENT_COUNT,
+            codec::encode(&body.event_count),
+        );
+        self.db
+            .write_synced(batch, "installing a snapshot")
+            .map_err(|e| snap_err(&e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.compacted = body.compacted;
         self.event_count = body.event_count;
         self.write_snapshot_file(&bytes).map_err(|e| snap_err(&e))?;
-        self.hub
-            .reset(meta.last_log_id.map(|l| l.index).unwrap_or(0), body.compacted);
+        self.hub.reset(
+            meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            body.compacted,
+        );
         tracing::info!(
             snapshot = %meta.snapshot_id,
             objects = body.objects.len(),
@@ -474,14 +563,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let bytes = match std::fs::read(&self.snapshot_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
         match SnapshotBody::from_bytes(&bytes) {
-            Ok(body) => Ok(Some(Snapshot { meta: body.meta, snapshot: Box::new(Cursor::new(bytes)) })),
+            Ok(body) => Ok(Some(Snapshot {
+                meta: body.meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            })),
             Err(e) => {
                 // The file is derived data: a damaged one is dropped and rebuilt.
                 tracing::warn!(path = %self.snapshot_path.display(), error = %e, "ignoring damaged snapshot file");

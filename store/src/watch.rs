@@ -15,10 +15,10 @@ use std::time::Duration;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use tokio::sync::mpsc;
 
+use crate::Event;
 use crate::codec::{self, store_meta};
 use crate::db::{CF_EVENTS, CF_STORE_META, Db};
 use crate::error::StoreError;
-use crate::Event;
 
 /// What a watcher receives.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +35,9 @@ pub enum WatchMessage {
 impl WatchMessage {
     pub fn revision(&self) -> u64 {
         match self {
-            WatchMessage::Events { revision, .. } | WatchMessage::Progress { revision } => *revision,
+            WatchMessage::Events { revision, .. } | WatchMessage::Progress { revision } => {
+                *revision
+            }
         }
     }
 }
@@ -157,12 +159,13 @@ impl WatchHub {
             }) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(StoreError::WatchDropped {
-                        reason: format!(
-                            "watcher fell more than {} messages behind at revision {revision}",
-                            self.config.channel_capacity
-                        ),
-                    });
+                    *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(StoreError::WatchDropped {
+                            reason: format!(
+                                "watcher fell more than {} messages behind at revision {revision}",
+                                self.config.channel_capacity
+                            ),
+                        });
                     dropped.push(*id);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(*id),
@@ -185,14 +188,19 @@ impl WatchHub {
         st.revision = revision;
         st.compacted = compacted;
         for (_, slot) in st.slots.drain() {
-            *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(StoreError::WatchDropped {
-                reason: format!("state replaced by a snapshot at revision {revision}"),
-            });
+            *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(StoreError::WatchDropped {
+                    reason: format!("state replaced by a snapshot at revision {revision}"),
+                });
         }
     }
 
     /// Start a watch on every key beginning with `prefix`.
-    pub fn watch(self: &Arc<Self>, prefix: impl Into<String>, start: WatchStart) -> Result<WatchStream, StoreError> {
+    pub fn watch(
+        self: &Arc<Self>,
+        prefix: impl Into<String>,
+        start: WatchStart,
+    ) -> Result<WatchStream, StoreError> {
         let prefix = prefix.into();
         let (tx, rx) = mpsc::channel(self.config.channel_capacity);
         let closed = Arc::new(Mutex::new(None));
@@ -347,7 +355,11 @@ impl WatchStream {
     /// Read events in `(from, until]` up to about one page, ending on a revision
     /// boundary so a transaction is never split. Returns the messages and the
     /// last revision covered.
-    async fn read_page(&self, from: u64, until: u64) -> Result<(Vec<WatchMessage>, u64), StoreError> {
+    async fn read_page(
+        &self,
+        from: u64,
+        until: u64,
+    ) -> Result<(Vec<WatchMessage>, u64), StoreError> {
         let db = self.db.clone();
         let prefix = self.prefix.clone();
         let page = self.page;
@@ -368,8 +380,10 @@ pub(crate) fn read_events_page(
     let snap = db.db.snapshot();
     let compacted = match snap
         .get_cf(db.cf(CF_STORE_META), store_meta::COMPACTED)
-        .map_err(|source| StoreError::Io { step: "reading the compacted revision", source })?
-    {
+        .map_err(|source| StoreError::Io {
+            step: "reading the compacted revision",
+            source,
+        })? {
         Some(v) => codec::decode::<u64>(&v).map_err(|detail| StoreError::Corrupt {
             cf: CF_STORE_META,
             key: "compacted".into(),
@@ -378,17 +392,26 @@ pub(crate) fn read_events_page(
         None => 0,
     };
     if from < compacted {
-        return Err(StoreError::Compacted { requested: from, compacted });
+        return Err(StoreError::Compacted {
+            requested: from,
+            compacted,
+        });
     }
     let mut ro = ReadOptions::default();
     ro.set_iterate_upper_bound(codec::event_key(until.saturating_add(1), 0).to_vec());
     let start = codec::event_key(from.saturating_add(1), 0);
-    let iter = snap.iterator_cf_opt(db.cf(CF_EVENTS), ro, IteratorMode::From(&start, Direction::Forward));
+    let iter = snap.iterator_cf_opt(
+        db.cf(CF_EVENTS),
+        ro,
+        IteratorMode::From(&start, Direction::Forward),
+    );
     let mut msgs: Vec<WatchMessage> = Vec::new();
-    let mut seen = 0usize;
     let mut covered = from;
-    for item in iter {
-        let (k, v) = item.map_err(|source| StoreError::Io { step: "reading events", source })?;
+    for (seen, item) in iter.enumerate() {
+        let (k, v) = item.map_err(|source| StoreError::Io {
+            step: "reading events",
+            source,
+        })?;
         let (rev, _) = codec::parse_event_key(&k).ok_or_else(|| StoreError::Corrupt {
             cf: CF_EVENTS,
             key: format!("{k:?}"),
@@ -399,17 +422,21 @@ pub(crate) fn read_events_page(
             return Ok((msgs, covered));
         }
         covered = rev;
-        seen += 1;
         let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
             cf: CF_EVENTS,
-            key: format!("({rev},{})", codec::parse_event_key(&k).map(|p| p.1).unwrap_or(0)),
+            key: format!(
+                "({rev},{})",
+                codec::parse_event_key(&k).map(|p| p.1).unwrap_or(0)
+            ),
             detail,
         })?;
         if !ev.key.starts_with(prefix) {
             continue;
         }
         match msgs.last_mut() {
-            Some(WatchMessage::Events { revision, events }) if *revision == rev => events.push(Arc::new(ev)),
+            Some(WatchMessage::Events { revision, events }) if *revision == rev => {
+                events.push(Arc::new(ev))
+            }
             _ => msgs.push(WatchMessage::Events {
                 revision: rev,
                 events: vec![Arc::new(ev)],

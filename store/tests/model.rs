@@ -44,6 +44,9 @@ struct ModelKv {
 
 type Model = BTreeMap<String, ModelKv>;
 
+/// The model's events of one transaction.
+type ModelEvents = Vec<(EventKind, String)>;
+
 fn gen_op() -> impl Strategy<Value = GenOp> {
     (
         0u8..6,
@@ -58,7 +61,12 @@ fn gen_op() -> impl Strategy<Value = GenOp> {
             1 => Just(Pre::UidWrong),
         ],
     )
-        .prop_map(|(key, action, value, pre)| GenOp { key, action, value, pre })
+        .prop_map(|(key, action, value, pre)| GenOp {
+            key,
+            action,
+            value,
+            pre,
+        })
 }
 
 fn key(k: u8) -> String {
@@ -83,11 +91,16 @@ fn build(ops: &[GenOp], model: &Model, rev: u64) -> Vec<Op> {
         match g.pre {
             Pre::None => {}
             Pre::Absent => op.preconditions.push(Precondition::Absent),
-            Pre::ModCurrent => op.preconditions.push(Precondition::ModRevision(cur.map(|c| c.modr).unwrap_or(1))),
-            Pre::ModStale => op.preconditions.push(Precondition::ModRevision(cur.map(|c| c.modr + 7).unwrap_or(3))),
-            Pre::UidRight => op
+            Pre::ModCurrent => op
                 .preconditions
-                .push(Precondition::Uid(cur.and_then(|c| c.uid.clone()).unwrap_or_else(|| "none".into()))),
+                .push(Precondition::ModRevision(cur.map(|c| c.modr).unwrap_or(1))),
+            Pre::ModStale => op.preconditions.push(Precondition::ModRevision(
+                cur.map(|c| c.modr + 7).unwrap_or(3),
+            )),
+            Pre::UidRight => op.preconditions.push(Precondition::Uid(
+                cur.and_then(|c| c.uid.clone())
+                    .unwrap_or_else(|| "none".into()),
+            )),
             Pre::UidWrong => op.preconditions.push(Precondition::Uid("wrong".into())),
         }
         out.push(op);
@@ -96,7 +109,11 @@ fn build(ops: &[GenOp], model: &Model, rev: u64) -> Vec<Op> {
 }
 
 /// The model's verdict: the failing op and reason, or the new state and events.
-fn model_apply(model: &Model, ops: &[Op], rev: u64) -> Result<(Model, Vec<(EventKind, String)>), (u32, FailureReason)> {
+fn model_apply(
+    model: &Model,
+    ops: &[Op],
+    rev: u64,
+) -> Result<(Model, ModelEvents), (u32, FailureReason)> {
     for (i, op) in ops.iter().enumerate() {
         let cur = model.get(&op.key);
         let fail = |r| Err((i as u32, r));
@@ -108,12 +125,20 @@ fn model_apply(model: &Model, ops: &[Op], rev: u64) -> Result<(Model, Vec<(Event
         for p in &op.preconditions {
             match (p, cur) {
                 (Precondition::Absent, Some(_)) => return fail(FailureReason::AlreadyExists),
-                (Precondition::ModRevision(_) | Precondition::Uid(_), None) => return fail(FailureReason::NotFound),
+                (Precondition::ModRevision(_) | Precondition::Uid(_), None) => {
+                    return fail(FailureReason::NotFound);
+                }
                 (Precondition::ModRevision(e), Some(c)) if c.modr != *e => {
-                    return fail(FailureReason::ModRevisionMismatch { expected: *e, actual: c.modr });
+                    return fail(FailureReason::ModRevisionMismatch {
+                        expected: *e,
+                        actual: c.modr,
+                    });
                 }
                 (Precondition::Uid(e), Some(c)) if c.uid.as_deref() != Some(e) => {
-                    return fail(FailureReason::UidMismatch { expected: e.clone(), actual: c.uid.clone() });
+                    return fail(FailureReason::UidMismatch {
+                        expected: e.clone(),
+                        actual: c.uid.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -124,7 +149,16 @@ fn model_apply(model: &Model, ops: &[Op], rev: u64) -> Result<(Model, Vec<(Event
     for op in ops {
         match &op.action {
             Action::Create { value, uid } => {
-                next.insert(op.key.clone(), ModelKv { value: value.clone(), create: rev, modr: rev, version: 1, uid: uid.clone() });
+                next.insert(
+                    op.key.clone(),
+                    ModelKv {
+                        value: value.clone(),
+                        create: rev,
+                        modr: rev,
+                        version: 1,
+                        uid: uid.clone(),
+                    },
+                );
                 events.push((EventKind::Added, op.key.clone()));
             }
             Action::Update { value } => {
@@ -144,7 +178,10 @@ fn model_apply(model: &Model, ops: &[Op], rev: u64) -> Result<(Model, Vec<(Event
 }
 
 fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
-    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(cmd),
+    }
 }
 
 fn as_model(db: &Db, rev: Option<u64>) -> Result<Model, StoreError> {
@@ -154,15 +191,28 @@ fn as_model(db: &Db, rev: Option<u64>) -> Result<Model, StoreError> {
     Ok(read::range(db, &req)?
         .kvs
         .into_iter()
-        .map(|kv| (kv.key, ModelKv { value: kv.value, create: kv.create_revision, modr: kv.mod_revision, version: kv.version, uid: kv.uid }))
+        .map(|kv| {
+            (
+                kv.key,
+                ModelKv {
+                    value: kv.value,
+                    create: kv.create_revision,
+                    modr: kv.mod_revision,
+                    version: kv.version,
+                    uid: kv.uid,
+                },
+            )
+        })
         .collect())
 }
 
 async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let mut cfg = WatchConfig::default();
-    cfg.backfill_page = 3;
+    let cfg = WatchConfig {
+        backfill_page: 3,
+        ..WatchConfig::default()
+    };
     let hub = WatchHub::new(db.clone(), cfg, 0, 0);
     let mut sm = StateMachine::new(db.clone(), hub.clone(), AppliedState::load(&db).unwrap());
     let mut model = Model::new();
@@ -177,7 +227,10 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
             rev -= 1;
             continue;
         }
-        let out = sm.apply([entry(rev, Command::txn(ops.clone()))]).await.unwrap();
+        let out = sm
+            .apply([entry(rev, Command::txn(ops.clone()))])
+            .await
+            .unwrap();
         match (model_apply(&model, &ops, rev), &out[0]) {
             (Ok((next, evs)), CommandOutcome::Applied { revision }) => {
                 assert_eq!(*revision, rev);
@@ -186,7 +239,10 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
             }
             (Err((i, reason)), CommandOutcome::Failed(f)) => {
                 assert_eq!((f.op_index, &f.reason), (i, &reason));
-                assert_eq!(f.current.as_ref().map(|c| c.mod_revision), model.get(&f.key).map(|c| c.modr));
+                assert_eq!(
+                    f.current.as_ref().map(|c| c.mod_revision),
+                    model.get(&f.key).map(|c| c.modr)
+                );
             }
             (m, o) => panic!("model says {m:?}, store says {o:?}"),
         }
@@ -194,7 +250,10 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
         if n == compact_after {
             rev += 1;
             let target = rev / 2;
-            let out = sm.apply([entry(rev, Command::compact(target))]).await.unwrap();
+            let out = sm
+                .apply([entry(rev, Command::compact(target))])
+                .await
+                .unwrap();
             assert_eq!(out[0], CommandOutcome::Compacted { compacted: target });
             compacted = target;
             states.insert(rev, model.clone());
@@ -204,9 +263,16 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
     assert_eq!(as_model(&db, None).unwrap(), model);
     for (r, m) in &states {
         if *r < compacted {
-            assert!(matches!(as_model(&db, Some(*r)), Err(StoreError::Compacted { .. })), "revision {r} should be compacted");
+            assert!(
+                matches!(as_model(&db, Some(*r)), Err(StoreError::Compacted { .. })),
+                "revision {r} should be compacted"
+            );
         } else {
-            assert_eq!(&as_model(&db, Some(*r)).unwrap(), m, "state at revision {r}");
+            assert_eq!(
+                &as_model(&db, Some(*r)).unwrap(),
+                m,
+                "state at revision {r}"
+            );
         }
     }
     // Paging at a fixed revision returns the same keys as one range.
@@ -226,7 +292,12 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
     assert_eq!(paged, model.keys().cloned().collect::<Vec<_>>());
     // Watches from every retained revision replay exactly the history after it.
     rev += 1;
-    sm.apply([entry(rev, Command::txn(vec![Op::create("/k/end", b"end".to_vec())]))]).await.unwrap();
+    sm.apply([entry(
+        rev,
+        Command::txn(vec![Op::create("/k/end", b"end".to_vec())]),
+    )])
+    .await
+    .unwrap();
     history.push((rev, vec![(EventKind::Added, "/k/end".into())]));
     for start in compacted..rev {
         let mut w = hub.watch("/k/", WatchStart::After(start)).unwrap();
@@ -234,7 +305,13 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
         loop {
             match w.next().await.unwrap().unwrap() {
                 WatchMessage::Events { revision, events } => {
-                    got.push((revision, events.iter().map(|e| (e.kind, e.key.clone())).collect::<Vec<_>>()));
+                    got.push((
+                        revision,
+                        events
+                            .iter()
+                            .map(|e| (e.kind, e.key.clone()))
+                            .collect::<Vec<_>>(),
+                    ));
                     if revision == rev {
                         break;
                     }
@@ -242,11 +319,18 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
                 WatchMessage::Progress { .. } => {}
             }
         }
-        let want: Vec<_> = history.iter().filter(|(r, _)| *r > start).cloned().collect();
+        let want: Vec<_> = history
+            .iter()
+            .filter(|(r, _)| *r > start)
+            .cloned()
+            .collect();
         assert_eq!(got, want, "watch from revision {start}");
     }
     if compacted > 0 {
-        assert!(matches!(hub.watch("/k/", WatchStart::After(compacted - 1)), Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            hub.watch("/k/", WatchStart::After(compacted - 1)),
+            Err(StoreError::Compacted { .. })
+        ));
     }
 }
 

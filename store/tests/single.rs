@@ -6,15 +6,25 @@ use std::time::Duration;
 
 use keel_store::command::{Command, CommandBody, FailureReason, Op};
 use keel_store::network::{PeerRequest, PeerResponse, Transport, TransportError};
-use keel_store::{Consistency, Member, MemberConfig, NodeId, RangeRequest, StoreError, WatchMessage, WatchStart};
+use keel_store::{
+    Consistency, Member, MemberConfig, NodeId, RangeRequest, StoreError, WatchMessage, WatchStart,
+};
 
 /// A single member never calls its peers.
 struct NoPeers;
 
 #[tonic::async_trait]
 impl Transport for NoPeers {
-    async fn call(&self, target: NodeId, _: &str, _: PeerRequest, _: Duration) -> Result<PeerResponse, TransportError> {
-        Err(TransportError::Unreachable(format!("no member {target} in a single-member test")))
+    async fn call(
+        &self,
+        target: NodeId,
+        _: &str,
+        _: PeerRequest,
+        _: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        Err(TransportError::Unreachable(format!(
+            "no member {target} in a single-member test"
+        )))
     }
 }
 
@@ -42,7 +52,10 @@ async fn stop(m: Arc<Member>) {
     drop(m);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.upgrade().is_some() {
-        assert!(std::time::Instant::now() < deadline, "database did not close");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database did not close"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -51,27 +64,63 @@ async fn stop(m: Arc<Member>) {
 async fn writes_reads_and_preconditions() {
     let dir = tempfile::tempdir().unwrap();
     let m = start(config(dir.path())).await;
-    let r1 = m.txn(vec![Op::create("/a", b"1".to_vec()).with_uid("u1"), Op::create("/b", b"1".to_vec())]).await.unwrap();
+    let r1 = m
+        .txn(vec![
+            Op::create("/a", b"1".to_vec()).with_uid("u1"),
+            Op::create("/b", b"1".to_vec()),
+        ])
+        .await
+        .unwrap();
     let (a, at) = m.get("/a", Consistency::Linearizable).await.unwrap();
     let a = a.unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version, at), (r1, r1, 1, r1));
+    assert_eq!(
+        (a.create_revision, a.mod_revision, a.version, at),
+        (r1, r1, 1, r1)
+    );
     // A stale mod revision fails with the key's current state, and writes nothing.
-    let r2 = m.txn(vec![Op::update("/a", b"2".to_vec()).if_mod_revision(r1)]).await.unwrap();
+    let r2 = m
+        .txn(vec![Op::update("/a", b"2".to_vec()).if_mod_revision(r1)])
+        .await
+        .unwrap();
     let err = m
-        .txn(vec![Op::update("/b", b"x".to_vec()), Op::update("/a", b"3".to_vec()).if_mod_revision(r1)])
+        .txn(vec![
+            Op::update("/b", b"x".to_vec()),
+            Op::update("/a", b"3".to_vec()).if_mod_revision(r1),
+        ])
         .await
         .unwrap_err();
     match err {
         StoreError::Precondition(f) => {
             assert_eq!(f.op_index, 1);
-            assert_eq!(f.reason, FailureReason::ModRevisionMismatch { expected: r1, actual: r2 });
+            assert_eq!(
+                f.reason,
+                FailureReason::ModRevisionMismatch {
+                    expected: r1,
+                    actual: r2
+                }
+            );
             assert_eq!(f.current.unwrap().value, b"2".to_vec());
         }
         e => panic!("expected a precondition failure, got {e}"),
     }
-    assert_eq!(m.get("/b", Consistency::Local).await.unwrap().0.unwrap().value, b"1".to_vec(), "all-or-nothing");
-    let err = m.txn(vec![Op::delete("/a").if_uid("other")]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Precondition(ref f) if matches!(f.reason, FailureReason::UidMismatch { .. })), "{err}");
+    assert_eq!(
+        m.get("/b", Consistency::Local)
+            .await
+            .unwrap()
+            .0
+            .unwrap()
+            .value,
+        b"1".to_vec(),
+        "all-or-nothing"
+    );
+    let err = m
+        .txn(vec![Op::delete("/a").if_uid("other")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Precondition(ref f) if matches!(f.reason, FailureReason::UidMismatch { .. })),
+        "{err}"
+    );
     m.txn(vec![Op::delete("/a").if_uid("u1")]).await.unwrap();
     assert!(matches!(
         m.txn(vec![Op::create("/b", b"again".to_vec())]).await.unwrap_err(),
@@ -81,15 +130,27 @@ async fn writes_reads_and_preconditions() {
     let mut req = RangeRequest::prefix("/");
     req.revision = Some(r2);
     let past = m.range(req).await.unwrap();
-    assert_eq!(past.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["/a", "/b"]);
+    assert_eq!(
+        past.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        vec!["/a", "/b"]
+    );
     let now = m.range(RangeRequest::prefix("/")).await.unwrap();
-    assert_eq!(now.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["/b"]);
+    assert_eq!(
+        now.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        vec!["/b"]
+    );
     let mut req = RangeRequest::prefix("/");
     req.revision = Some(now.revision + 100);
-    assert!(matches!(m.range(req).await, Err(StoreError::FutureRevision { .. })));
+    assert!(matches!(
+        m.range(req).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
     let mut req = RangeRequest::prefix("/");
     req.continue_token = Some("garbage".into());
-    assert!(matches!(m.range(req).await, Err(StoreError::InvalidContinue(_))));
+    assert!(matches!(
+        m.range(req).await,
+        Err(StoreError::InvalidContinue(_))
+    ));
     stop(m).await;
 }
 
@@ -99,21 +160,46 @@ async fn bad_commands_are_refused_before_the_log() {
     let mut c = config(dir.path());
     c.limits.max_value_bytes = 1024;
     let m = start(c).await;
-    let before = m.revisions().unwrap().0;
+    let before = m
+        .txn(vec![Op::create("/first", b"1".to_vec())])
+        .await
+        .unwrap();
     let mut cmd = Command::txn(vec![Op::create("/v", b"1".to_vec())]);
     cmd.version = 99;
     let err = m.propose(cmd.clone()).await.unwrap_err();
-    assert!(matches!(err, StoreError::UnsupportedCommandVersion { found: 99, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::UnsupportedCommandVersion {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
     // The same command arriving from another member is refused as well.
     match m.handle(PeerRequest::Forward(cmd)).await {
-        PeerResponse::Forward(Err(e)) => assert!(e.message.contains("unsupported command format version 99"), "{}", e.message),
+        PeerResponse::Forward(Err(e)) => assert!(
+            e.message.contains("unsupported command format version 99"),
+            "{}",
+            e.message
+        ),
         other => panic!("unexpected {other:?}"),
     }
-    let err = m.txn(vec![Op::create("/big", vec![7u8; 2048])]).await.unwrap_err();
-    assert!(matches!(err, StoreError::ValueTooLarge { ref key, size, limit: 1024 } if key == "/big" && size > 1024), "{err}");
+    let err = m
+        .txn(vec![Op::create("/big", vec![7u8; 2048])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ValueTooLarge { ref key, size, limit: 1024 } if key == "/big" && size > 1024),
+        "{err}"
+    );
     assert_eq!(m.revisions().unwrap().0, before, "nothing entered the log");
     assert!(m.get("/big", Consistency::Local).await.unwrap().0.is_none());
-    assert!(matches!(Command::compact(5).body, CommandBody::Compact { revision: 5 }));
+    assert!(matches!(
+        Command::compact(5).body,
+        CommandBody::Compact { revision: 5 }
+    ));
     stop(m).await;
 }
 
@@ -124,7 +210,13 @@ async fn watch_backfill_progress_lag_and_resume() {
     c.watch.channel_capacity = 4;
     c.watch.progress_interval = Duration::from_millis(100);
     let m = start(c).await;
-    let first = m.txn(vec![Op::create("/w/a", b"1".to_vec()), Op::create("/x/other", b"1".to_vec())]).await.unwrap();
+    let first = m
+        .txn(vec![
+            Op::create("/w/a", b"1".to_vec()),
+            Op::create("/x/other", b"1".to_vec()),
+        ])
+        .await
+        .unwrap();
     // An idle watcher hears progress carrying the current revision.
     let mut idle = m.watch("/w/", WatchStart::Now).unwrap();
     let (head, _) = m.revisions().unwrap();
@@ -136,7 +228,10 @@ async fn watch_backfill_progress_lag_and_resume() {
     let mut slow = m.watch("/w/", WatchStart::After(first)).unwrap();
     let mut last = first;
     for i in 0..20 {
-        last = m.txn(vec![Op::update("/w/a", format!("{i}").into_bytes())]).await.unwrap();
+        last = m
+            .txn(vec![Op::update("/w/a", format!("{i}").into_bytes())])
+            .await
+            .unwrap();
     }
     let mut got = Vec::new();
     let err = loop {
@@ -146,7 +241,10 @@ async fn watch_backfill_progress_lag_and_resume() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, StoreError::WatchDropped { ref reason } if reason.contains("fell")), "{err}");
+    assert!(
+        matches!(err, StoreError::WatchDropped { ref reason } if reason.contains("fell")),
+        "{err}"
+    );
     assert!(err.is_retryable());
     // Resume from the last revision seen: the rest arrives, in order, once.
     let resume_from = got.last().copied().unwrap_or(first);
@@ -165,7 +263,12 @@ async fn watch_backfill_progress_lag_and_resume() {
     let compacted = m.compact(last - 5).await.unwrap();
     assert_eq!(compacted, last - 5);
     let err = m.watch("/w/", WatchStart::After(first)).unwrap_err();
-    assert!(matches!(err, StoreError::Compacted { compacted: c, requested } if c == compacted && requested == first), "{err}");
+    assert!(
+        matches!(err, StoreError::Compacted { compacted: c, requested } if c == compacted && requested == first),
+        "{err}"
+    );
+    // Open watch streams hold the database; close them before stopping.
+    drop((idle, slow, resumed));
     stop(m).await;
 }
 
@@ -175,7 +278,11 @@ async fn restart_keeps_every_acknowledged_write() {
     let m = start(config(dir.path())).await;
     let mut revs = Vec::new();
     for i in 0..50 {
-        revs.push(m.txn(vec![Op::create(format!("/r/{i:03}"), vec![i as u8])]).await.unwrap());
+        revs.push(
+            m.txn(vec![Op::create(format!("/r/{i:03}"), vec![i as u8])])
+                .await
+                .unwrap(),
+        );
     }
     stop(m).await;
     let m = start(config(dir.path())).await;
@@ -197,28 +304,65 @@ async fn untrusted_data_is_refused_with_the_reason() {
     stop(m).await;
     {
         let db = keel_store::db::Db::open(dir.path()).unwrap();
-        db.db.put_cf(db.cf(keel_store::db::CF_RAFT_META), b"vote", b"\xff\xff\xff").unwrap();
+        db.db
+            .put_cf(
+                db.cf(keel_store::db::CF_RAFT_META),
+                b"vote",
+                b"\xff\xff\xff",
+            )
+            .unwrap();
     }
-    let err = Member::open(config(dir.path()), Arc::new(NoPeers)).await.err().expect("refused");
-    assert!(matches!(err, StoreError::Corrupt { cf: "raft_meta", ref key, .. } if key == "vote"), "{err}");
+    let err = Member::open(config(dir.path()), Arc::new(NoPeers))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, StoreError::Corrupt { cf: "raft_meta", ref key, .. } if key == "vote"),
+        "{err}"
+    );
 
     // A data directory of another format version.
     let dir = tempfile::tempdir().unwrap();
     {
         let db = keel_store::db::Db::open(dir.path()).unwrap();
-        db.db.put_cf(db.cf(keel_store::db::CF_STORE_META), b"format", 7u32.to_be_bytes()).unwrap();
+        db.db
+            .put_cf(
+                db.cf(keel_store::db::CF_STORE_META),
+                b"format",
+                7u32.to_be_bytes(),
+            )
+            .unwrap();
     }
-    let err = Member::open(config(dir.path()), Arc::new(NoPeers)).await.err().expect("refused");
-    assert!(matches!(err, StoreError::FormatVersion { found: 7, expected: 1, .. }), "{err}");
+    let err = Member::open(config(dir.path()), Arc::new(NoPeers))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::FormatVersion {
+                found: 7,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Truncated RocksDB files.
     let dir = tempfile::tempdir().unwrap();
     let m = start(config(dir.path())).await;
     for i in 0..20 {
-        m.txn(vec![Op::create(format!("/t/{i}"), vec![1u8; 100])]).await.unwrap();
+        m.txn(vec![Op::create(format!("/t/{i}"), vec![1u8; 100])])
+            .await
+            .unwrap();
     }
     m.raft().trigger().snapshot().await.unwrap();
-    m.raft().wait(Some(Duration::from_secs(20))).metrics(|x| x.snapshot.is_some(), "snapshot").await.unwrap();
+    m.raft()
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|x| x.snapshot.is_some(), "snapshot")
+        .await
+        .unwrap();
     stop(m).await;
     // Flush leaves SST files; cut every one of them in half.
     {
@@ -231,15 +375,34 @@ async fn untrusted_data_is_refused_with_the_reason() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "sst") {
             let len = std::fs::metadata(&p).unwrap().len();
-            std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
             truncated += 1;
         }
     }
     assert!(truncated > 0, "expected SST files to damage");
-    let err = Member::open(config(dir.path()), Arc::new(NoPeers)).await.err().expect("refused");
+    let err = Member::open(config(dir.path()), Arc::new(NoPeers))
+        .await
+        .err()
+        .expect("refused");
     let msg = err.to_string();
-    assert!(matches!(err, StoreError::OpenDb { .. } | StoreError::Corrupt { .. } | StoreError::Io { .. }), "{msg}");
-    assert!(msg.contains(&dir.path().display().to_string()) || msg.contains("orrupt") || msg.contains(".sst"), "{msg}");
+    assert!(
+        matches!(
+            err,
+            StoreError::OpenDb { .. } | StoreError::Corrupt { .. } | StoreError::Io { .. }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&dir.path().display().to_string())
+            || msg.contains("orrupt")
+            || msg.contains(".sst"),
+        "{msg}"
+    );
 }
 
 /// Under a steady churn of updates to the same keys, retention and log purging
@@ -256,7 +419,9 @@ async fn disk_use_levels_off_under_churn() {
     c.keep_behind_snapshot = 100;
     let m = start(c).await;
     for k in 0..16 {
-        m.txn(vec![Op::create(format!("/lease/{k}"), vec![0u8; 1024])]).await.unwrap();
+        m.txn(vec![Op::create(format!("/lease/{k}"), vec![0u8; 1024])])
+            .await
+            .unwrap();
     }
     let mut sizes = Vec::new();
     for round in 0..6u8 {
@@ -267,7 +432,9 @@ async fn disk_use_levels_off_under_churn() {
                 for i in 0..60u32 {
                     let mut v = vec![round; 1024];
                     v[..4].copy_from_slice(&i.to_be_bytes());
-                    m.txn(vec![Op::update(format!("/lease/{k}"), v)]).await.unwrap();
+                    m.txn(vec![Op::update(format!("/lease/{k}"), v)])
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -278,17 +445,26 @@ async fn disk_use_levels_off_under_churn() {
         let head = m.revisions().unwrap().0;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while m.events().unwrap().len() > 300 + 16 {
-            assert!(std::time::Instant::now() < deadline, "retention did not keep up (head {head})");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retention did not keep up (head {head})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         m.raft().trigger().snapshot().await.unwrap();
         m.raft()
             .wait(Some(Duration::from_secs(30)))
-            .metrics(|x| x.purged.is_some_and(|p| p.index + 200 >= head), "log purged behind the snapshot")
+            .metrics(
+                |x| x.purged.is_some_and(|p| p.index + 200 >= head),
+                "log purged behind the snapshot",
+            )
             .await
             .unwrap();
         sizes.push(m.disk_bytes());
-        println!("round {round}: head revision {head}, live SST bytes {}", m.disk_bytes());
+        println!(
+            "round {round}: head revision {head}, live SST bytes {}",
+            m.disk_bytes()
+        );
     }
     // 960 writes of 1 KiB per round: unbounded growth would add ~2 MB per round.
     let settled = sizes[1].max(sizes[2]);

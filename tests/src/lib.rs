@@ -75,7 +75,10 @@ impl Router {
     }
 
     pub fn transport(self: &Arc<Self>, from: NodeId) -> Arc<RouterTransport> {
-        Arc::new(RouterTransport { from, router: self.clone() })
+        Arc::new(RouterTransport {
+            from,
+            router: self.clone(),
+        })
     }
 
     pub fn attach(&self, member: Arc<Member>) {
@@ -127,7 +130,12 @@ impl Router {
     }
 
     fn link(&self, from: NodeId, to: NodeId) -> Link {
-        self.links.lock().unwrap().get(&(from, to)).copied().unwrap_or_default()
+        self.links
+            .lock()
+            .unwrap()
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn dropped(&self, link: &Link) -> bool {
@@ -152,10 +160,16 @@ impl Transport for RouterTransport {
     ) -> Result<PeerResponse, TransportError> {
         let out = self.router.link(self.from, target);
         if out.cut {
-            return Err(TransportError::Unreachable(format!("link {}->{target} is cut", self.from)));
+            return Err(TransportError::Unreachable(format!(
+                "link {}->{target} is cut",
+                self.from
+            )));
         }
         if self.router.dropped(&out) {
-            return Err(TransportError::Network(format!("message {}->{target} dropped", self.from)));
+            return Err(TransportError::Network(format!(
+                "message {}->{target} dropped",
+                self.from
+            )));
         }
         let member = self
             .router
@@ -171,15 +185,24 @@ impl Transport for RouterTransport {
             }
             member.handle(req).await
         };
-        let resp = tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| TransportError::Network(format!("no answer from {target} within {timeout:?}")))?;
+        let resp = tokio::time::timeout(timeout, work).await.map_err(|_| {
+            TransportError::Network(format!("no answer from {target} within {timeout:?}"))
+        })?;
         // The request was processed; the answer can still be lost on the way back.
         let back = self.router.link(target, self.from);
         if back.cut || self.router.dropped(&back) {
-            return Err(TransportError::Network(format!("answer {target}->{} lost", self.from)));
+            return Err(TransportError::Network(format!(
+                "answer {target}->{} lost",
+                self.from
+            )));
         }
-        *self.router.delivered.lock().unwrap().entry((self.from, target)).or_default() += 1;
+        *self
+            .router
+            .delivered
+            .lock()
+            .unwrap()
+            .entry((self.from, target))
+            .or_default() += 1;
         Ok(resp)
     }
 }
@@ -224,8 +247,11 @@ impl Cluster {
             cluster.configs.insert(id, c);
             cluster.start_member(id).await;
         }
-        let all: BTreeMap<NodeId, String> =
-            cluster.configs.iter().map(|(id, c)| (*id, c.addr.clone())).collect();
+        let all: BTreeMap<NodeId, String> = cluster
+            .configs
+            .iter()
+            .map(|(id, c)| (*id, c.addr.clone()))
+            .collect();
         cluster.member(1).initialize(all).await.expect("initialize");
         cluster.leader(Duration::from_secs(30)).await;
         cluster
@@ -235,17 +261,25 @@ impl Cluster {
     pub async fn start_member(&mut self, id: NodeId) -> Arc<Member> {
         let config = self.configs[&id].clone();
         // A killed member's database closes when its last handle is gone; wait for the lock.
-        let member = wait_for(&format!("member {id} to reopen its data"), Duration::from_secs(20), || {
-            let config = config.clone();
-            let transport = self.router.transport(id);
-            async move {
-                match Member::open(config, transport).await {
-                    Ok(m) => Some(m),
-                    Err(StoreError::OpenDb { source, .. }) if source.to_string().contains("lock") => None,
-                    Err(e) => panic!("member {id} failed to open: {e}"),
+        let member = wait_for(
+            &format!("member {id} to reopen its data"),
+            Duration::from_secs(20),
+            || {
+                let config = config.clone();
+                let transport = self.router.transport(id);
+                async move {
+                    match Member::open(config, transport).await {
+                        Ok(m) => Some(m),
+                        Err(StoreError::OpenDb { source, .. })
+                            if source.to_string().contains("lock") =>
+                        {
+                            None
+                        }
+                        Err(e) => panic!("member {id} failed to open: {e}"),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         self.router.attach(member.clone());
         self.members.insert(id, member.clone());
@@ -260,7 +294,10 @@ impl Cluster {
     }
 
     pub fn member(&self, id: NodeId) -> Arc<Member> {
-        self.members.get(&id).cloned().unwrap_or_else(|| panic!("member {id} is not running"))
+        self.members
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| panic!("member {id} is not running"))
     }
 
     pub fn running(&self) -> Vec<NodeId> {
@@ -273,24 +310,30 @@ impl Cluster {
 
     /// Wait until the running members agree on one leader among them; return it.
     pub async fn leader(&self, timeout: Duration) -> NodeId {
-        wait_for("a leader that the running members agree on", timeout, || async {
-            let mut leader = None;
-            for m in self.members.values() {
-                let l = m.raft().metrics().borrow().current_leader?;
-                if leader.is_some_and(|x| x != l) {
-                    return None;
+        wait_for(
+            "a leader that the running members agree on",
+            timeout,
+            || async {
+                let mut leader = None;
+                for m in self.members.values() {
+                    let l = m.raft().metrics().borrow().current_leader?;
+                    if leader.is_some_and(|x| x != l) {
+                        return None;
+                    }
+                    leader = Some(l);
                 }
-                leader = Some(l);
-            }
-            leader.filter(|l| self.members.contains_key(l) && self.member(*l).is_leader())
-        })
+                leader.filter(|l| self.members.contains_key(l) && self.member(*l).is_leader())
+            },
+        )
         .await
     }
 
     /// Wait until a leader exists among the given members (others may disagree).
     pub async fn leader_among(&self, ids: &[NodeId], timeout: Duration) -> NodeId {
         wait_for("a leader among the majority", timeout, || async {
-            ids.iter().copied().find(|id| self.members.get(id).is_some_and(|m| m.is_leader()))
+            ids.iter()
+                .copied()
+                .find(|id| self.members.get(id).is_some_and(|m| m.is_leader()))
         })
         .await
     }
@@ -303,10 +346,14 @@ impl Cluster {
         let db = member.db_handle();
         member.shutdown().await;
         drop(member);
-        wait_for(&format!("member {id}'s database to close"), Duration::from_secs(20), || {
-            let closed = db.upgrade().is_none();
-            async move { closed.then_some(()) }
-        })
+        wait_for(
+            &format!("member {id}'s database to close"),
+            Duration::from_secs(20),
+            || {
+                let closed = db.upgrade().is_none();
+                async move { closed.then_some(()) }
+            },
+        )
         .await;
     }
 
@@ -317,7 +364,10 @@ impl Cluster {
 
     /// Delete a stopped member's data directory.
     pub fn wipe(&self, id: NodeId) {
-        assert!(!self.members.contains_key(&id), "wipe a stopped member only");
+        assert!(
+            !self.members.contains_key(&id),
+            "wipe a stopped member only"
+        );
         let _ = std::fs::remove_dir_all(&self.configs[&id].data_dir);
     }
 
@@ -334,15 +384,35 @@ impl Cluster {
 
     /// Wait until all running members hold identical objects and events.
     pub async fn wait_converged(&self, timeout: Duration) -> u64 {
-        wait_for("all running members to hold identical state", timeout, || async {
-            let mut digests: HashSet<(u64, u64)> = HashSet::new();
-            for m in self.members.values() {
-                digests.insert((m.revisions().expect("revisions").0, digest(m).await));
-            }
-            let applied: HashSet<u64> = self.members.values().map(|m| m.raft().metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0)).collect();
-            let last_log: HashSet<u64> = self.members.values().map(|m| m.raft().metrics().borrow().last_log_index.unwrap_or(0)).collect();
-            (digests.len() == 1 && applied.len() == 1 && last_log.len() == 1).then(|| digests.into_iter().next().expect("one").1)
-        })
+        wait_for(
+            "all running members to hold identical state",
+            timeout,
+            || async {
+                let mut digests: HashSet<(u64, u64)> = HashSet::new();
+                for m in self.members.values() {
+                    digests.insert((m.revisions().expect("revisions").0, digest(m).await));
+                }
+                let applied: HashSet<u64> = self
+                    .members
+                    .values()
+                    .map(|m| {
+                        m.raft()
+                            .metrics()
+                            .borrow()
+                            .last_applied
+                            .map(|l| l.index)
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let last_log: HashSet<u64> = self
+                    .members
+                    .values()
+                    .map(|m| m.raft().metrics().borrow().last_log_index.unwrap_or(0))
+                    .collect();
+                (digests.len() == 1 && applied.len() == 1 && last_log.len() == 1)
+                    .then(|| digests.into_iter().next().expect("one").1)
+            },
+        )
         .await
     }
 

@@ -16,7 +16,11 @@ async fn leader_failover_restores_writes() {
     let mut acked = Vec::new();
     for i in 0..10 {
         let key = format!("/f/{i}");
-        let rev = c.member(leader).txn(vec![Op::create(key.clone(), b"v".to_vec())]).await.unwrap();
+        let rev = c
+            .member(leader)
+            .txn(vec![Op::create(key.clone(), b"v".to_vec())])
+            .await
+            .unwrap();
         acked.push((key, rev));
     }
     tracing::info!("--- killing leader {leader}");
@@ -27,24 +31,40 @@ async fn leader_failover_restores_writes() {
     let mut attempts = 0;
     let rev = loop {
         attempts += 1;
-        match c.member(survivor).txn(vec![Op::create(format!("/f/after/{attempts}"), b"v".to_vec())]).await {
+        match c
+            .member(survivor)
+            .txn(vec![Op::create(
+                format!("/f/after/{attempts}"),
+                b"v".to_vec(),
+            )])
+            .await
+        {
             Ok(rev) => break rev,
             Err(e) => {
                 assert!(e.is_retryable(), "a failover error must be retryable: {e}");
-                assert!(killed_at.elapsed() < LONG, "no write succeeded within {LONG:?}: {e}");
+                assert!(
+                    killed_at.elapsed() < LONG,
+                    "no write succeeded within {LONG:?}: {e}"
+                );
                 // Back off briefly between attempts; the loop is bounded by the deadline above.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     };
     let unavailable = killed_at.elapsed();
-    println!("writes were unavailable for {unavailable:?} after the leader was killed ({attempts} attempts)");
+    println!(
+        "writes were unavailable for {unavailable:?} after the leader was killed ({attempts} attempts)"
+    );
     let new_leader = c.leader(LONG).await;
     assert_ne!(new_leader, leader);
     // Every acknowledged write is readable on the survivors.
     for id in c.running() {
         for (key, rev) in &acked {
-            let (kv, _) = c.member(id).get(key, Consistency::Linearizable).await.unwrap();
+            let (kv, _) = c
+                .member(id)
+                .get(key, Consistency::Linearizable)
+                .await
+                .unwrap();
             assert_eq!(kv.unwrap().mod_revision, *rev, "member {id} key {key}");
         }
     }
@@ -59,22 +79,38 @@ async fn leader_failover_restores_writes() {
 async fn minority_never_acknowledges_and_heals_to_identical_state() {
     let c = Cluster::start(3, 2).await;
     let old = c.leader(LONG).await;
-    c.member(old).txn(vec![Op::create("/p/before", b"1".to_vec())]).await.unwrap();
+    c.member(old)
+        .txn(vec![Op::create("/p/before", b"1".to_vec())])
+        .await
+        .unwrap();
     let majority: Vec<u64> = c.all_ids().into_iter().filter(|i| *i != old).collect();
     tracing::info!("--- isolating leader {old} from {majority:?}");
     c.router.isolate(old, &c.all_ids());
     // The isolated old leader cannot commit: its writes fail (never acknowledged).
     for i in 0..3 {
-        let res = c.member(old).txn(vec![Op::create(format!("/p/minority/{i}"), b"x".to_vec())]).await;
+        let res = c
+            .member(old)
+            .txn(vec![Op::create(format!("/p/minority/{i}"), b"x".to_vec())])
+            .await;
         assert!(res.is_err(), "the minority acknowledged a write: {res:?}");
         assert!(res.unwrap_err().is_retryable());
     }
-    let linearizable = c.member(old).get("/p/before", Consistency::Linearizable).await;
-    assert!(linearizable.is_err(), "a linearizable read on the minority must fail");
+    let linearizable = c
+        .member(old)
+        .get("/p/before", Consistency::Linearizable)
+        .await;
+    assert!(
+        linearizable.is_err(),
+        "a linearizable read on the minority must fail"
+    );
     let new = c.leader_among(&majority, LONG).await;
     let mut last = 0;
     for i in 0..5 {
-        last = c.member(new).txn(vec![Op::create(format!("/p/majority/{i}"), b"y".to_vec())]).await.unwrap();
+        last = c
+            .member(new)
+            .txn(vec![Op::create(format!("/p/majority/{i}"), b"y".to_vec())])
+            .await
+            .unwrap();
     }
     tracing::info!("--- healing");
     c.router.heal();
@@ -83,8 +119,16 @@ async fn minority_never_acknowledges_and_heals_to_identical_state() {
     println!("converged with digest {digest:016x}");
     for id in c.all_ids() {
         let objs = objects(&c.member(id)).await;
-        assert!(objs.keys().all(|k| !k.starts_with("/p/minority/")), "member {id} holds an unacknowledged write");
-        assert_eq!(objs.keys().filter(|k| k.starts_with("/p/majority/")).count(), 5);
+        assert!(
+            objs.keys().all(|k| !k.starts_with("/p/minority/")),
+            "member {id} holds an unacknowledged write"
+        );
+        assert_eq!(
+            objs.keys()
+                .filter(|k| k.starts_with("/p/majority/"))
+                .count(),
+            5
+        );
     }
     c.shutdown().await;
 }
@@ -94,23 +138,44 @@ async fn follower_forwards_writes_and_reads_linearizably() {
     let c = Cluster::start(3, 3).await;
     let leader = c.leader(LONG).await;
     let follower = c.all_ids().into_iter().find(|i| *i != leader).unwrap();
-    let rev = c.member(follower).txn(vec![Op::create("/fw/a", b"1".to_vec())]).await.unwrap();
+    let rev = c
+        .member(follower)
+        .txn(vec![Op::create("/fw/a", b"1".to_vec())])
+        .await
+        .unwrap();
     // Read-your-write on the other follower too: linearizable reads wait for the read index.
     for id in c.all_ids() {
-        let (kv, at) = c.member(id).get("/fw/a", Consistency::Linearizable).await.unwrap();
+        let (kv, at) = c
+            .member(id)
+            .get("/fw/a", Consistency::Linearizable)
+            .await
+            .unwrap();
         assert_eq!(kv.unwrap().mod_revision, rev);
         assert!(at >= rev);
     }
     // With the leader gone and no new one yet, a follower fails fast.
     c.router.isolate(follower, &c.all_ids());
     wait_for("the isolated follower to lose its leader", LONG, || async {
-        c.member(follower).raft().metrics().borrow().current_leader.is_none_or(|l| l != leader).then_some(())
+        c.member(follower)
+            .raft()
+            .metrics()
+            .borrow()
+            .current_leader
+            .is_none_or(|l| l != leader)
+            .then_some(())
     })
     .await;
     let started = Instant::now();
-    let err = c.member(follower).txn(vec![Op::create("/fw/b", b"1".to_vec())]).await.unwrap_err();
+    let err = c
+        .member(follower)
+        .txn(vec![Op::create("/fw/b", b"1".to_vec())])
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    println!("isolated follower answered in {:?}: {err}", started.elapsed());
+    println!(
+        "isolated follower answered in {:?}: {err}",
+        started.elapsed()
+    );
     c.router.heal();
     c.shutdown().await;
 }
@@ -123,12 +188,19 @@ async fn member_killed_mid_write_loses_nothing_and_catches_up() {
     // Writers keep going through the victim (forwarded) and the leader while it dies.
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let target = if w % 2 == 0 { c.member(victim) } else { c.member(leader) };
+        let target = if w % 2 == 0 {
+            c.member(victim)
+        } else {
+            c.member(leader)
+        };
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..40 {
                 let key = format!("/crash/{w}/{i}");
-                if let Ok(rev) = target.txn(vec![Op::create(key.clone(), vec![w as u8])]).await {
+                if let Ok(rev) = target
+                    .txn(vec![Op::create(key.clone(), vec![w as u8])])
+                    .await
+                {
                     acked.push((key, rev));
                 }
             }
@@ -152,7 +224,11 @@ async fn member_killed_mid_write_loses_nothing_and_catches_up() {
     c.wait_converged(LONG).await;
     for (key, rev) in &acked {
         let (kv, _) = c.member(victim).get(key, Consistency::Local).await.unwrap();
-        assert_eq!(kv.map(|k| k.mod_revision), Some(*rev), "restarted member lost {key}");
+        assert_eq!(
+            kv.map(|k| k.mod_revision),
+            Some(*rev),
+            "restarted member lost {key}"
+        );
     }
     c.shutdown().await;
 }
@@ -173,13 +249,20 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
     c.wipe(gone);
     let mut last = 0;
     for i in 0..300 {
-        last = c.member(leader).txn(vec![Op::create(format!("/snap/{i:04}"), vec![1u8; 512])]).await.unwrap();
+        last = c
+            .member(leader)
+            .txn(vec![Op::create(format!("/snap/{i:04}"), vec![1u8; 512])])
+            .await
+            .unwrap();
     }
     c.member(leader).raft().trigger().snapshot().await.unwrap();
     c.member(leader)
         .raft()
         .wait(Some(LONG))
-        .metrics(|m| m.purged.is_some_and(|p| p.index > 10), "leader purged its log behind a snapshot")
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > 10),
+            "leader purged its log behind a snapshot",
+        )
         .await
         .unwrap();
     tracing::info!("--- re-adding {gone} with an empty directory");
@@ -190,7 +273,11 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
     c.wait_applied(last, LONG).await;
     c.wait_converged(LONG).await;
     let snap = fresh.raft().metrics().borrow().snapshot;
-    assert!(snap.is_some(), "the re-added member should have installed a snapshot");
+    assert!(
+        snap.is_some(),
+        "the re-added member should have installed a snapshot"
+    );
     assert_eq!(objects(&fresh).await.len(), 300);
+    drop(fresh);
     c.shutdown().await;
 }

@@ -20,7 +20,10 @@ struct Issued {
     acked: Option<u64>,
 }
 
-fn summary(ops: &[Op]) -> Vec<(EventKind, String, Option<Vec<u8>>)> {
+/// What a transaction looks like in the events log: kind, key, new value.
+type Summary = Vec<(EventKind, String, Option<Vec<u8>>)>;
+
+fn summary(ops: &[Op]) -> Summary {
     ops.iter()
         .map(|op| match &op.action {
             Action::Create { value, .. } => (EventKind::Added, op.key.clone(), Some(value.clone())),
@@ -117,27 +120,49 @@ async fn randomized_workload_under_faults_matches_the_model() {
         c.restart(v).await;
     }
     let leader = c.leader(LONG).await;
-    let fence = c.member(leader).txn(vec![Op::create("/fence", b"end".to_vec())]).await.unwrap();
+    let fence = c
+        .member(leader)
+        .txn(vec![Op::create("/fence", b"end".to_vec())])
+        .await
+        .unwrap();
     c.wait_applied(fence, LONG).await;
     c.wait_converged(LONG).await;
 
     let events = c.member(leader).events().unwrap();
-    let mut by_rev: BTreeMap<u64, Vec<(EventKind, String, Option<Vec<u8>>)>> = BTreeMap::new();
+    let mut by_rev: BTreeMap<u64, Summary> = BTreeMap::new();
     for e in events.iter().filter(|e| e.key.starts_with("/m/")) {
-        by_rev.entry(e.revision).or_default().push((e.kind, e.key.clone(), e.value.as_ref().map(|v| v.value.clone())));
+        by_rev.entry(e.revision).or_default().push((
+            e.kind,
+            e.key.clone(),
+            e.value.as_ref().map(|v| v.value.clone()),
+        ));
     }
     // Every acknowledged write is in the log at its revision, exactly as issued.
     let acked: Vec<&Issued> = issued.iter().filter(|i| i.acked.is_some()).collect();
-    println!("seed {seed}: {} commands issued, {} acknowledged", issued.len(), acked.len());
-    assert!(acked.len() > 20, "too few writes succeeded to prove anything");
+    println!(
+        "seed {seed}: {} commands issued, {} acknowledged",
+        issued.len(),
+        acked.len()
+    );
+    assert!(
+        acked.len() > 20,
+        "too few writes succeeded to prove anything"
+    );
     for i in &acked {
         let rev = i.acked.unwrap();
-        assert_eq!(by_rev.get(&rev), Some(&summary(&i.ops)), "acknowledged write at {rev} missing or altered");
+        assert_eq!(
+            by_rev.get(&rev),
+            Some(&summary(&i.ops)),
+            "acknowledged write at {rev} missing or altered"
+        );
     }
     // Every other revision in the log comes from a command whose answer was lost.
     let acked_revs: BTreeSet<u64> = acked.iter().map(|i| i.acked.unwrap()).collect();
     let unacked: Vec<&Issued> = issued.iter().filter(|i| i.acked.is_none()).collect();
-    let mut replay: BTreeMap<u64, Vec<Op>> = acked.iter().map(|i| (i.acked.unwrap(), i.ops.clone())).collect();
+    let mut replay: BTreeMap<u64, Vec<Op>> = acked
+        .iter()
+        .map(|i| (i.acked.unwrap(), i.ops.clone()))
+        .collect();
     for (rev, evs) in &by_rev {
         if acked_revs.contains(rev) {
             continue;
@@ -154,18 +179,28 @@ async fn randomized_workload_under_faults_matches_the_model() {
         for op in ops {
             match &op.action {
                 Action::Create { value, .. } => {
-                    assert!(!model.contains_key(&op.key), "model: create of existing {} at {rev}", op.key);
+                    assert!(
+                        !model.contains_key(&op.key),
+                        "model: create of existing {} at {rev}",
+                        op.key
+                    );
                     model.insert(op.key.clone(), (value.clone(), *rev));
                 }
                 Action::Update { value } => {
-                    let e = model.get_mut(&op.key).unwrap_or_else(|| panic!("model: update of missing {} at {rev}", op.key));
+                    let e = model
+                        .get_mut(&op.key)
+                        .unwrap_or_else(|| panic!("model: update of missing {} at {rev}", op.key));
                     if let Some(Precondition::ModRevision(m)) = op.preconditions.first() {
                         assert_eq!(e.1, *m, "model: precondition at {rev} would fail");
                     }
                     *e = (value.clone(), *rev);
                 }
                 Action::Delete => {
-                    assert!(model.remove(&op.key).is_some(), "model: delete of missing {} at {rev}", op.key);
+                    assert!(
+                        model.remove(&op.key).is_some(),
+                        "model: delete of missing {} at {rev}",
+                        op.key
+                    );
                 }
             }
         }
@@ -177,7 +212,10 @@ async fn randomized_workload_under_faults_matches_the_model() {
             .filter(|(k, _)| k.starts_with("/m/"))
             .map(|(k, (v, _, m))| (k, (v, m)))
             .collect();
-        assert_eq!(state, model, "member {id} differs from the model (seed {seed})");
+        assert_eq!(
+            state, model,
+            "member {id} differs from the model (seed {seed})"
+        );
     }
     c.shutdown().await;
 }

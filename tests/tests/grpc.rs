@@ -22,7 +22,11 @@ struct Node {
     server: tokio::task::JoinHandle<()>,
 }
 
-async fn node(id: u64, dir: &std::path::Path, tweak: impl Fn(&mut keel_store::MemberConfig)) -> Node {
+async fn node(
+    id: u64,
+    dir: &std::path::Path,
+    tweak: impl Fn(&mut keel_store::MemberConfig),
+) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut cfg = test_config(id, dir.join(format!("g{id}")));
@@ -39,11 +43,18 @@ async fn node(id: u64, dir: &std::path::Path, tweak: impl Fn(&mut keel_store::Me
             .await
             .unwrap();
     });
-    Node { member, addr, stop, server }
+    Node {
+        member,
+        addr,
+        stop,
+        server,
+    }
 }
 
 async fn admin(addr: &str) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
-    pb::admin_client::AdminClient::connect(format!("http://{addr}")).await.unwrap()
+    pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,19 +69,38 @@ async fn cluster_over_grpc() {
     for id in 1..=3 {
         nodes.push(node(id, dir.path(), small_snapshots).await);
     }
-    let all: BTreeMap<u64, String> = nodes.iter().map(|n| (n.member.id(), n.addr.clone())).collect();
+    let all: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|n| (n.member.id(), n.addr.clone()))
+        .collect();
     nodes[0].member.initialize(all).await.unwrap();
     let leader = wait_for("a leader over gRPC", LONG, || async {
-        nodes.iter().find(|n| n.member.is_leader()).map(|n| n.member.id())
+        nodes
+            .iter()
+            .find(|n| n.member.is_leader())
+            .map(|n| n.member.id())
     })
     .await;
     let follower = nodes.iter().find(|n| n.member.id() != leader).unwrap();
     // A write on a follower is forwarded to the leader over gRPC.
-    let rev = follower.member.txn(vec![Op::create("/g/a", b"1".to_vec())]).await.unwrap();
-    let (kv, _) = follower.member.get("/g/a", Consistency::Linearizable).await.unwrap();
+    let rev = follower
+        .member
+        .txn(vec![Op::create("/g/a", b"1".to_vec())])
+        .await
+        .unwrap();
+    let (kv, _) = follower
+        .member
+        .get("/g/a", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(kv.unwrap().mod_revision, rev);
     // Status through the admin service of a follower.
-    let status = admin(&follower.addr).await.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = admin(&follower.addr)
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.leader, leader);
     assert_eq!(status.members.len(), 3);
     assert!(status.applied_index >= rev);
@@ -78,10 +108,23 @@ async fn cluster_over_grpc() {
     // About 3 MiB of state, so the snapshot travels in several 1 MiB chunks.
     let mut last = 0;
     for i in 0..48 {
-        last = follower.member.txn(vec![Op::create(format!("/g/big/{i:03}"), vec![i as u8; 64 * 1024])]).await.unwrap();
+        last = follower
+            .member
+            .txn(vec![Op::create(
+                format!("/g/big/{i:03}"),
+                vec![i as u8; 64 * 1024],
+            )])
+            .await
+            .unwrap();
     }
     let leader_node = nodes.iter().find(|n| n.member.id() == leader).unwrap();
-    leader_node.member.raft().trigger().snapshot().await.unwrap();
+    leader_node
+        .member
+        .raft()
+        .trigger()
+        .snapshot()
+        .await
+        .unwrap();
     leader_node
         .member
         .raft()
@@ -94,7 +137,10 @@ async fn cluster_over_grpc() {
     let fourth = node(4, dir.path(), small_snapshots).await;
     let reply = admin(&follower.addr)
         .await
-        .add_member(pb::AddMemberRequest { id: 4, addr: fourth.addr.clone() })
+        .add_member(pb::AddMemberRequest {
+            id: 4,
+            addr: fourth.addr.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -106,22 +152,40 @@ async fn cluster_over_grpc() {
         .applied_index_at_least(Some(last), "new member caught up")
         .await
         .unwrap();
-    assert!(fourth.member.raft().metrics().borrow().snapshot.is_some(), "caught up from a snapshot");
-    let (kv, _) = fourth.member.get("/g/big/047", Consistency::Local).await.unwrap();
+    assert!(
+        fourth.member.raft().metrics().borrow().snapshot.is_some(),
+        "caught up from a snapshot"
+    );
+    let (kv, _) = fourth
+        .member
+        .get("/g/big/047", Consistency::Local)
+        .await
+        .unwrap();
     assert_eq!(kv.unwrap().value, vec![47u8; 64 * 1024]);
 
     // A payload whose checksum does not match is refused, and the member stays healthy.
-    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{}", fourth.addr)).await.unwrap();
+    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{}", fourth.addr))
+        .await
+        .unwrap();
     let mut bad = payload(&"not really a snapshot chunk");
     bad.crc32 ^= 1;
     let err = raft.install_snapshot(bad).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
     assert!(err.message().contains("checksum"), "{}", err.message());
-    let rev = fourth.member.txn(vec![Op::create("/g/after", b"ok".to_vec())]).await.unwrap();
+    let rev = fourth
+        .member
+        .txn(vec![Op::create("/g/after", b"ok".to_vec())])
+        .await
+        .unwrap();
     assert!(rev > last);
 
     // Remove the fourth member again.
-    let reply = admin(&leader_node.addr).await.remove_member(pb::RemoveMemberRequest { id: 4 }).await.unwrap().into_inner();
+    let reply = admin(&leader_node.addr)
+        .await
+        .remove_member(pb::RemoveMemberRequest { id: 4 })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(reply.members.iter().all(|m| m.id != 4));
 
     for n in nodes.into_iter().chain([fourth]) {
