@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ struct ServerArgs {
     /// Without it (and without --join) the member bootstraps a cluster of itself.
     #[arg(long)]
     initial_members: Option<String>,
+    /// Address of the HTTP endpoints /healthz, /livez, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    http_addr: SocketAddr,
     /// Wait to be added to an existing cluster (`keel member add`) instead of bootstrapping.
     #[arg(long)]
     join: bool,
@@ -114,19 +118,88 @@ async fn server(args: ServerArgs) -> Result<()> {
             let _ = stop_rx.await;
         },
     ));
+    let http = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = health_router(member.clone());
+    let http_server = tokio::spawn(async move {
+        axum::serve(http, router)
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
     if !args.join {
         match &args.initial_members {
             Some(s) => member.initialize(parse_members(s)?).await?,
             None => member.bootstrap_single().await?,
         }
     }
-    tracing::info!(id = args.id, peer_addr = %args.peer_addr, data_dir = %args.data_dir.display(), "keel member serving");
+    tracing::info!(
+        id = args.id,
+        peer_addr = %args.peer_addr,
+        http_addr = %args.http_addr,
+        data_dir = %args.data_dir.display(),
+        "keel member serving"
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
+    let _ = http_stop_tx.send(());
     member.shutdown().await;
     let _ = serve.await;
+    let _ = http_server.await;
     Ok(())
+}
+
+/// Health and metrics endpoints of a member: /livez and /healthz answer while
+/// the process runs Raft; /readyz only once it can serve linearizable reads.
+fn health_router(member: Arc<Member>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let live = |m: Arc<Member>| async move {
+        if m.raft().metrics().borrow().running_state.is_ok() {
+            (StatusCode::OK, "ok\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n")
+        }
+    };
+    let (m1, m2, m3, m4) = (member.clone(), member.clone(), member.clone(), member);
+    axum::Router::new()
+        .route("/livez", get(move || live(m1.clone())))
+        .route("/healthz", get(move || live(m2.clone())))
+        .route(
+            "/readyz",
+            get(move || {
+                let m = m3.clone();
+                async move {
+                    if m.ready().await {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: no leader or not caught up\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m4.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render_metrics(),
+                    )
+                }
+            }),
+        )
 }
 
 async fn shutdown_signal() {

@@ -46,6 +46,9 @@ impl Db {
         opts.set_paranoid_checks(true);
         // Bound the WAL so a steady churn does not grow the directory without end.
         opts.set_max_total_wal_size(64 << 20);
+        // RocksDB's own info log: warnings only, bounded in size and count.
+        opts.set_log_level(rocksdb::LogLevel::Warn);
+        opts.set_max_log_file_size(1 << 20);
         opts.set_keep_log_file_num(4);
         opts.set_max_background_jobs(2);
         let cfs = ALL_CFS.iter().map(|name| {
@@ -165,17 +168,31 @@ impl Db {
             .map_err(|source| StoreError::Io { step, source })
     }
 
-    /// Bytes of live SST files across all column families (for disk-use checks).
-    pub fn live_sst_bytes(&self) -> u64 {
-        ALL_CFS
-            .iter()
-            .filter_map(|cf| {
-                self.db
-                    .property_int_value_cf(self.cf(cf), "rocksdb.live-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
-            .sum()
+    /// Bytes on disk in the data directory (SST, WAL, manifest, snapshot file),
+    /// after flushing memtables so that what is counted is what would persist.
+    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+        for cf in ALL_CFS {
+            self.db
+                .flush_cf(self.cf(cf))
+                .map_err(|source| StoreError::Io {
+                    step: "flushing memtables",
+                    source,
+                })?;
+        }
+        let mut total = 0;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| StoreError::Corrupt {
+            cf: "-",
+            key: self.path.display().to_string(),
+            detail: format!("cannot list the data directory: {e}"),
+        })?;
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                total += meta.len();
+            }
+        }
+        Ok(total)
     }
 
     /// Ask RocksDB to compact a key range in the background of the caller's

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -107,6 +108,22 @@ pub struct MemberStatus {
     pub state: String,
 }
 
+/// Counters of what a member has served, exported by [`Member::render_metrics`].
+#[derive(Default)]
+pub struct Counters {
+    pub writes_applied: AtomicU64,
+    pub writes_failed_precondition: AtomicU64,
+    pub writes_error: AtomicU64,
+    pub writes_forwarded: AtomicU64,
+    pub reads_linearizable: AtomicU64,
+    pub reads_local: AtomicU64,
+    pub watches_started: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A running member.
 pub struct Member {
     config: MemberConfig,
@@ -116,6 +133,7 @@ pub struct Member {
     transport: Arc<dyn Transport>,
     /// Wakes background tasks on shutdown.
     stop: Arc<Notify>,
+    counters: Counters,
 }
 
 fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
@@ -169,6 +187,7 @@ impl Member {
             hub,
             transport,
             stop: Arc::new(Notify::new()),
+            counters: Counters::default(),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&member), member.stop.clone()));
         tracing::info!(id = member.config.id, addr = %member.config.addr, revision = applied, "member started");
@@ -231,12 +250,23 @@ impl Member {
     /// Propose a command; on a follower it is forwarded to the leader. With no
     /// known leader this fails at once with a retryable error.
     pub async fn propose(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        let res = self.propose_inner(cmd).await;
+        match &res {
+            Ok(CommandOutcome::Failed(_)) => bump(&self.counters.writes_failed_precondition),
+            Ok(_) => bump(&self.counters.writes_applied),
+            Err(_) => bump(&self.counters.writes_error),
+        }
+        res
+    }
+
+    async fn propose_inner(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         cmd.validate(&self.config.limits)?;
         match self.propose_local(cmd.clone()).await {
             Err(StoreError::NotLeader {
                 leader_id,
                 leader_addr,
             }) => {
+                bump(&self.counters.writes_forwarded);
                 let resp = self
                     .transport
                     .call(
@@ -370,6 +400,7 @@ impl Member {
         key: &str,
         consistency: Consistency,
     ) -> Result<(Option<KeyValue>, u64), StoreError> {
+        self.count_read(consistency);
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
@@ -380,6 +411,7 @@ impl Member {
 
     /// Read a range of keys (see [`RangeRequest`]).
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.count_read(req.consistency);
         if req.consistency == Consistency::Linearizable
             && req.revision.is_none()
             && req.continue_token.is_none()
@@ -396,7 +428,125 @@ impl Member {
         prefix: impl Into<String>,
         start: WatchStart,
     ) -> Result<WatchStream, StoreError> {
+        bump(&self.counters.watches_started);
         self.hub.watch(prefix, start)
+    }
+
+    fn count_read(&self, consistency: Consistency) {
+        match consistency {
+            Consistency::Linearizable => bump(&self.counters.reads_linearizable),
+            Consistency::Local => bump(&self.counters.reads_local),
+        }
+    }
+
+    /// Whether this member can serve linearizable reads now: it knows a leader
+    /// and has applied everything committed before the check.
+    pub async fn ready(&self) -> bool {
+        self.leader().is_some() && self.linearize().await.is_ok()
+    }
+
+    /// Prometheus text exposition of this member's state and counters.
+    pub fn render_metrics(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in samples {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        let is_leader = u64::from(m.current_leader == Some(self.config.id));
+        metric(
+            "keel_raft_term",
+            "gauge",
+            "Current Raft term.",
+            &[("", m.current_term)],
+        );
+        metric(
+            "keel_raft_is_leader",
+            "gauge",
+            "1 if this member leads.",
+            &[("", is_leader)],
+        );
+        metric(
+            "keel_raft_has_leader",
+            "gauge",
+            "1 if this member knows a leader.",
+            &[("", u64::from(m.current_leader.is_some()))],
+        );
+        metric(
+            "keel_raft_last_log_index",
+            "gauge",
+            "Index of the last entry in the local Raft log.",
+            &[("", m.last_log_index.unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_applied_index",
+            "gauge",
+            "Index of the last applied entry (the member's revision).",
+            &[("", m.last_applied.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_snapshot_index",
+            "gauge",
+            "Index covered by the current snapshot.",
+            &[("", m.snapshot.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_purged_index",
+            "gauge",
+            "Index up to which the Raft log was purged.",
+            &[("", m.purged.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_store_compacted_revision",
+            "gauge",
+            "Events at or below this revision are compacted.",
+            &[("", self.hub.compacted())],
+        );
+        metric(
+            "keel_store_watchers",
+            "gauge",
+            "Open watchers.",
+            &[("", self.hub.watcher_count() as u64)],
+        );
+        metric(
+            "keel_store_writes_total",
+            "counter",
+            "Proposals submitted to this member, by result.",
+            &[
+                ("{result=\"applied\"}", get(&c.writes_applied)),
+                (
+                    "{result=\"precondition_failed\"}",
+                    get(&c.writes_failed_precondition),
+                ),
+                ("{result=\"error\"}", get(&c.writes_error)),
+            ],
+        );
+        metric(
+            "keel_store_writes_forwarded_total",
+            "counter",
+            "Proposals forwarded to the leader.",
+            &[("", get(&c.writes_forwarded))],
+        );
+        metric(
+            "keel_store_reads_total",
+            "counter",
+            "Reads served, by consistency.",
+            &[
+                ("{consistency=\"linearizable\"}", get(&c.reads_linearizable)),
+                ("{consistency=\"local\"}", get(&c.reads_local)),
+            ],
+        );
+        metric(
+            "keel_store_watches_started_total",
+            "counter",
+            "Watches started.",
+            &[("", get(&c.watches_started))],
+        );
+        out
     }
 
     /// The applied and compacted revisions of this member.
@@ -425,9 +575,9 @@ impl Member {
         Ok(out)
     }
 
-    /// Live SST bytes of this member's database.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.live_sst_bytes()
+    /// Bytes this member's data directory occupies (memtables flushed first).
+    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+        self.db.disk_usage()
     }
 
     /// Serve a request from another member.

@@ -1,0 +1,201 @@
+//! The real `keel server` binary as three processes on loopback: they form a
+//! cluster, report health and metrics over HTTP, survive `kill -9` of the
+//! leader (a new one is elected, the killed member restarts and rejoins), and
+//! stop cleanly on SIGTERM.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use keel_tests::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn keel_bin() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("keel");
+    assert!(
+        bin.exists(),
+        "build the keel binary first (cargo build): {} missing",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET a path over plain HTTP/1.1; (status, body).
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+struct Proc {
+    id: u64,
+    peer: u16,
+    http: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(&mut self, members: &str) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
+        let child = Command::new(keel_bin())
+            .args(["server", "--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--peer-addr", &format!("127.0.0.1:{}", self.peer)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
+            .args(["--initial-members", members])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn status(peer: u16) -> Option<String> {
+    let out = Command::new(keel_bin())
+        .args(["member", "--addr", &format!("127.0.0.1:{peer}"), "status"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn leader_of(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("leader:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_kill_9_of_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs: Vec<Proc> = (1..=3)
+        .map(|id| Proc {
+            id,
+            peer: free_port(),
+            http: free_port(),
+            dir: dir.path().join(format!("k{id}")),
+            child: None,
+        })
+        .collect();
+    let members = procs
+        .iter()
+        .map(|p| format!("{}=127.0.0.1:{}", p.id, p.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    for p in procs.iter_mut() {
+        p.start(&members);
+    }
+    for p in &procs {
+        wait_for(&format!("member {} to be ready", p.id), LONG, || async {
+            http_get(p.http, "/readyz").await.filter(|(s, _)| *s == 200)
+        })
+        .await;
+        let (code, _) = http_get(p.http, "/livez").await.unwrap();
+        assert_eq!(code, 200);
+        let (code, body) = http_get(p.http, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("# TYPE keel_raft_term gauge") && body.contains("keel_raft_has_leader 1"),
+            "{body}"
+        );
+    }
+    let first_peer = procs[0].peer;
+    let leader = wait_for("a leader in `keel member status`", LONG, || async move {
+        let s = tokio::task::spawn_blocking(move || status(first_peer))
+            .await
+            .ok()??;
+        leader_of(&s).filter(|l| *l != 0)
+    })
+    .await;
+    let killed = procs.iter_mut().find(|p| p.id == leader).unwrap();
+    let mut child = killed.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let survivors: Vec<(u64, u16, u16)> = procs
+        .iter()
+        .filter(|p| p.id != leader)
+        .map(|p| (p.id, p.peer, p.http))
+        .collect();
+    let new_leader = wait_for("a new leader among the survivors", LONG, || {
+        let survivors = survivors.clone();
+        async move {
+            let peer = survivors[0].1;
+            let s = tokio::task::spawn_blocking(move || status(peer))
+                .await
+                .ok()??;
+            leader_of(&s).filter(|l| *l != leader && *l != 0)
+        }
+    })
+    .await;
+    assert!(survivors.iter().any(|(id, _, _)| *id == new_leader));
+    for (id, _, http) in &survivors {
+        wait_for(&format!("survivor {id} ready"), LONG, || async {
+            http_get(*http, "/readyz").await.filter(|(s, _)| *s == 200)
+        })
+        .await;
+    }
+    // The killed member restarts from its directory and rejoins.
+    let p = procs.iter_mut().find(|p| p.id == leader).unwrap();
+    p.start(&members);
+    let http = p.http;
+    wait_for("the restarted member to be ready", LONG, || async {
+        http_get(http, "/readyz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    // SIGTERM stops a member gracefully, with a zero exit status.
+    for p in procs.iter_mut() {
+        let mut child = p.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let code = wait_for("the member to exit after SIGTERM", LONG, || {
+            let r = child.try_wait().unwrap();
+            async move { r }
+        })
+        .await;
+        assert!(code.success(), "member {} exited with {code}", p.id);
+    }
+}
