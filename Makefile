@@ -23,7 +23,7 @@ build: deps
 
 # Every test of the workspace (unit, property, conformance, in-process clusters, gRPC).
 test: deps
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets -- --show-output
 
 # A single store member with its data under ./keel-data (Ctrl-C stops it).
 run: deps

@@ -1,4 +1,5 @@
-//! A seeded randomized workload under faults (partitions, kills, restarts).
+//! A seeded randomized workload under faults (partitions, kills, restarts,
+//! dropped and delayed messages).
 //! Afterwards every acknowledged write is present on every member, and the
 //! final state equals a `BTreeMap` model that replays the commands in
 //! revision order (acknowledged ones, plus any whose answer was lost but that
@@ -50,7 +51,7 @@ async fn randomized_workload_under_faults_matches_the_model() {
     let mut partitioned = false;
     for step in 0..150 {
         if step % 12 == 11 {
-            let fault = r.gen_range(0..4);
+            let fault = r.gen_range(0..6);
             match (fault, down) {
                 (0, None) if !partitioned => {
                     let victim = ids[r.gen_range(0..ids.len())];
@@ -68,6 +69,19 @@ async fn randomized_workload_under_faults_matches_the_model() {
                     tracing::info!("--- step {step}: isolate {victim}");
                     c.router.isolate(victim, &ids);
                     partitioned = true;
+                }
+                (3, _) => {
+                    let (a, b) = (
+                        ids[r.gen_range(0..ids.len())],
+                        ids[r.gen_range(0..ids.len())],
+                    );
+                    if a != b {
+                        tracing::info!("--- step {step}: drop 30% of {a}->{b}, delay {b}->{a}");
+                        c.router.set_drop_rate(a, b, 0.3);
+                        c.router
+                            .set_delay(b, a, Duration::from_millis(r.gen_range(5..80)));
+                        partitioned = true;
+                    }
                 }
                 _ => {
                     tracing::info!("--- step {step}: heal");
@@ -98,21 +112,36 @@ async fn randomized_workload_under_faults_matches_the_model() {
             }
             ops.push(op);
         }
-        let result = c.member(via).txn(ops.clone()).await;
-        let acked = match result {
-            Ok(rev) => {
-                for op in &ops {
-                    known_mod.insert(op.key.clone(), rev);
+        // Like a real client: retry retryable errors (through any running
+        // member) until a deadline. Every attempt is recorded, since one whose
+        // answer was lost may still have committed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut via = via;
+        loop {
+            let result = c.member(via).txn(ops.clone()).await;
+            let (acked, retry) = match result {
+                Ok(rev) => {
+                    for op in &ops {
+                        known_mod.insert(op.key.clone(), rev);
+                    }
+                    (Some(rev), false)
                 }
-                Some(rev)
+                Err(StoreError::Precondition(_)) => (None, false),
+                Err(e) => {
+                    assert!(e.is_retryable(), "step {step}: unexpected error {e}");
+                    (None, std::time::Instant::now() < deadline)
+                }
+            };
+            issued.push(Issued {
+                ops: ops.clone(),
+                acked,
+            });
+            if !retry {
+                break;
             }
-            Err(StoreError::Precondition(_)) => None,
-            Err(e) => {
-                assert!(e.is_retryable(), "step {step}: unexpected error {e}");
-                None
-            }
-        };
-        issued.push(Issued { ops, acked });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            via = running[r.gen_range(0..running.len())];
+        }
     }
     tracing::info!("--- healing and restarting everything");
     c.router.heal();
