@@ -335,7 +335,7 @@ async fn run(txns: Vec<Vec<GenOp>>, compact_after: usize, page_limit: usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn event_log_matches_model(

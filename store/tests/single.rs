@@ -405,6 +405,62 @@ async fn untrusted_data_is_refused_with_the_reason() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_bounds_events_by_count_age_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.retention.max_events = 6;
+    c.retention.max_age = Some(Duration::from_secs(3600));
+    c.retention.batch = 3;
+    // The background task is not what this test drives; keep it out of the way.
+    c.retention.interval = Duration::from_secs(3600);
+    let m = start(c).await;
+    let mut revs = Vec::new();
+    for i in 0..10 {
+        revs.push(
+            m.txn(vec![Op::create(format!("/ret/{i}"), b"v".to_vec())])
+                .await
+                .unwrap(),
+        );
+    }
+    let now = keel_store::command::now_ms();
+    // 10 events, 6 allowed: the 4 oldest go, but one step drops at most 3.
+    assert_eq!(m.retention_target(now).await.unwrap(), Some(revs[2]));
+    assert_eq!(m.compact(revs[2]).await.unwrap(), revs[2]);
+    assert_eq!(m.retention_target(now).await.unwrap(), Some(revs[3]));
+    assert_eq!(m.compact(revs[3]).await.unwrap(), revs[3]);
+    assert_eq!(
+        m.retention_target(now).await.unwrap(),
+        None,
+        "within the count bound"
+    );
+    assert_eq!(m.events().unwrap().len(), 6);
+    // Two hours later every event is too old: batches of 3 until none is left.
+    let later = now + 2 * 3600 * 1000;
+    assert_eq!(m.retention_target(later).await.unwrap(), Some(revs[6]));
+    m.compact(revs[6]).await.unwrap();
+    assert_eq!(m.retention_target(later).await.unwrap(), Some(revs[9]));
+    m.compact(revs[9]).await.unwrap();
+    assert_eq!(m.retention_target(later).await.unwrap(), None);
+    assert!(m.events().unwrap().is_empty());
+    // Objects are untouched by compaction; history below it is gone.
+    assert_eq!(
+        m.range(RangeRequest::prefix("/ret/"))
+            .await
+            .unwrap()
+            .kvs
+            .len(),
+        10
+    );
+    let mut past = RangeRequest::prefix("/ret/");
+    past.revision = Some(revs[5]);
+    assert!(matches!(
+        m.range(past).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    stop(m).await;
+}
+
 /// Under a steady churn of updates to the same keys, retention and log purging
 /// keep the database from growing without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel_store::{Consistency, Op};
+use keel_store::{Consistency, Op, StoreError, WatchMessage, WatchStart};
 use keel_tests::{Cluster, objects, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -267,6 +267,7 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
         .unwrap();
     tracing::info!("--- re-adding {gone} with an empty directory");
     let fresh = c.start_member(gone).await;
+    let mut early = fresh.watch("/snap/", WatchStart::Now).unwrap();
     let addr = c.configs[&gone].addr.clone();
     let members = c.member(leader).add_member(gone, addr).await.unwrap();
     assert!(members.iter().any(|m| m.id == gone && m.voter));
@@ -278,6 +279,39 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
         "the re-added member should have installed a snapshot"
     );
     assert_eq!(objects(&fresh).await.len(), 300);
-    drop(fresh);
+    // A watcher open while the snapshot replaced the state is cut off with the
+    // reason, and resumes by revision with the whole history.
+    let err = loop {
+        match tokio::time::timeout(LONG, early.next())
+            .await
+            .expect("watch stalled")
+            .expect("watch ended")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, StoreError::WatchDropped { ref reason } if reason.contains("snapshot")),
+        "{err}"
+    );
+    let mut resumed = fresh
+        .watch("/snap/", WatchStart::After(early.last_revision()))
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 300 {
+        match tokio::time::timeout(LONG, resumed.next())
+            .await
+            .expect("watch stalled")
+            .expect("watch ended")
+            .unwrap()
+        {
+            WatchMessage::Events { events, .. } => {
+                seen.extend(events.iter().map(|e| e.key.clone()))
+            }
+            WatchMessage::Progress { .. } => {}
+        }
+    }
+    drop((early, resumed, fresh));
     c.shutdown().await;
 }
