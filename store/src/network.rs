@@ -339,6 +339,11 @@ impl MemberService {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
+            .add_service(
+                pb::kv_server::KvServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .add_service(pb::admin_server::AdminServer::new(self))
     }
 
@@ -390,13 +395,34 @@ impl pb::client_server::Client for MemberService {
     }
 }
 
+/// The one mapping from store errors to gRPC status codes.
+pub fn to_status(e: &StoreError) -> Status {
+    use tonic::Code;
+    let code = match e {
+        StoreError::NoLeader(_)
+        | StoreError::NotLeader { .. }
+        | StoreError::Timeout { .. }
+        | StoreError::Transport { .. }
+        | StoreError::WatchDropped { .. } => Code::Unavailable,
+        StoreError::Precondition(_) => Code::FailedPrecondition,
+        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
+        StoreError::UnsupportedCommandVersion { .. }
+        | StoreError::ValueTooLarge { .. }
+        | StoreError::InvalidCommand(_)
+        | StoreError::InvalidContinue(_) => Code::InvalidArgument,
+        StoreError::Membership(_) => Code::FailedPrecondition,
+        StoreError::Snapshot(_) => Code::DataLoss,
+        StoreError::OpenDb { .. }
+        | StoreError::Corrupt { .. }
+        | StoreError::FormatVersion { .. }
+        | StoreError::Io { .. }
+        | StoreError::Raft(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
 fn admin_status(e: StoreError) -> Status {
-    match &e {
-        StoreError::NoLeader(_) | StoreError::NotLeader { .. } | StoreError::Timeout { .. } => {
-            Status::unavailable(e.to_string())
-        }
-        _ => Status::failed_precondition(e.to_string()),
-    }
+    to_status(&e)
 }
 
 fn members_reply(members: Vec<crate::member::MemberInfo>) -> pb::MembershipReply {
@@ -480,5 +506,161 @@ impl pb::admin_server::Admin for MemberService {
             members: members_reply(s.members).members,
             state: s.state,
         }))
+    }
+}
+
+fn kv_to_pb(kv: crate::KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        uid: kv.uid.unwrap_or_default(),
+    }
+}
+
+fn op_from_pb(o: pb::Operation) -> Result<crate::Op, Status> {
+    use crate::command::{Action, Precondition};
+    let action = match pb::operation::Kind::try_from(o.kind) {
+        Ok(pb::operation::Kind::Create) => Action::Create {
+            value: o.value,
+            uid: (!o.uid.is_empty()).then_some(o.uid),
+        },
+        Ok(pb::operation::Kind::Update) => Action::Update { value: o.value },
+        Ok(pb::operation::Kind::Delete) => Action::Delete,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown operation kind {}",
+                o.kind
+            )));
+        }
+    };
+    let mut preconditions = Vec::new();
+    if o.if_absent {
+        preconditions.push(Precondition::Absent);
+    }
+    if let Some(r) = o.if_mod_revision {
+        preconditions.push(Precondition::ModRevision(r));
+    }
+    if let Some(u) = o.if_uid {
+        preconditions.push(Precondition::Uid(u));
+    }
+    Ok(crate::Op {
+        key: o.key,
+        action,
+        preconditions,
+    })
+}
+
+fn watch_reply(msg: crate::WatchMessage) -> pb::WatchReply {
+    match msg {
+        crate::WatchMessage::Progress { revision } => pb::WatchReply {
+            revision,
+            events: vec![],
+            progress: true,
+        },
+        crate::WatchMessage::Events { revision, events } => pb::WatchReply {
+            revision,
+            progress: false,
+            events: events
+                .iter()
+                .map(|e| pb::Event {
+                    kind: match e.kind {
+                        crate::EventKind::Added => pb::event::Kind::Added,
+                        crate::EventKind::Modified => pb::event::Kind::Modified,
+                        crate::EventKind::Deleted => pb::event::Kind::Deleted,
+                    } as i32,
+                    // A deleted key is reported with its key and the deletion revision.
+                    kv: Some(
+                        e.value
+                            .clone()
+                            .map(kv_to_pb)
+                            .unwrap_or_else(|| pb::KeyValue {
+                                key: e.key.clone(),
+                                mod_revision: e.revision,
+                                ..Default::default()
+                            }),
+                    ),
+                    prev: e.prev.clone().map(kv_to_pb),
+                    op_index: e.op_index,
+                })
+                .collect(),
+        },
+    }
+}
+
+type WatchReplyStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for MemberService {
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        let ops = req
+            .into_inner()
+            .ops
+            .into_iter()
+            .map(op_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        let revision = self.member.txn(ops).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::TxnReply { revision }))
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeReply>, Status> {
+        let r = req.into_inner();
+        let resp = self
+            .member
+            .range(crate::RangeRequest {
+                prefix: r.prefix,
+                limit: r.limit as usize,
+                continue_token: (!r.continue_token.is_empty()).then_some(r.continue_token),
+                revision: (r.revision != 0).then_some(r.revision),
+                consistency: if r.serializable {
+                    crate::Consistency::Local
+                } else {
+                    crate::Consistency::Linearizable
+                },
+            })
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::RangeReply {
+            kvs: resp.kvs.into_iter().map(kv_to_pb).collect(),
+            revision: resp.revision,
+            continue_token: resp.continue_token.unwrap_or_default(),
+        }))
+    }
+
+    type WatchStream = WatchReplyStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        let start = match r.after_revision {
+            Some(rev) => crate::WatchStart::After(rev),
+            None => crate::WatchStart::Now,
+        };
+        let mut stream = self
+            .member
+            .watch(r.prefix, start)
+            .map_err(|e| to_status(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                let out = item.map(watch_reply).map_err(|e| to_status(&e));
+                let end = out.is_err();
+                // A client that went away ends the watch.
+                if tx.send(out).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -1,12 +1,14 @@
 //! The real `keel server` binary as three processes on loopback: they form a
 //! cluster, report health and metrics over HTTP, survive `kill -9` of the
-//! leader (a new one is elected, the killed member restarts and rejoins), and
-//! stop cleanly on SIGTERM.
+//! leader while clients write (every acknowledged write is present on every
+//! member afterwards; the killed member restarts and catches up), serve the
+//! `keel kv` CLI, and stop cleanly on SIGTERM.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use keel_proto::member as pb;
 use keel_tests::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -147,9 +149,55 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         leader_of(&s).filter(|l| *l != 0)
     })
     .await;
+    // Writers go through every member (followers forward to the leader) and
+    // move to another member when one fails, like a client with a member list.
+    let peers: Vec<u16> = procs.iter().map(|p| p.peer).collect();
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    let mut writers = Vec::new();
+    for w in 0..3usize {
+        let peers = peers.clone();
+        let acked_tx = acked_tx.clone();
+        writers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + LONG;
+            let mut target = w;
+            for i in 0..40 {
+                let key = format!("/bin/{w}/{i:02}");
+                while std::time::Instant::now() < deadline {
+                    let addr = format!("http://127.0.0.1:{}", peers[target % peers.len()]);
+                    let op = pb::Operation {
+                        kind: pb::operation::Kind::Create as i32,
+                        key: key.clone(),
+                        value: vec![w as u8; 64],
+                        ..Default::default()
+                    };
+                    let res = match pb::kv_client::KvClient::connect(addr).await {
+                        Ok(mut c) => c
+                            .txn(pb::TxnRequest { ops: vec![op] })
+                            .await
+                            .map(|r| r.into_inner().revision),
+                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    };
+                    match res {
+                        Ok(rev) => {
+                            acked_tx.send((key.clone(), rev)).unwrap();
+                            break;
+                        }
+                        // A retried create whose first attempt committed: it is there already.
+                        Err(s) if s.code() == tonic::Code::FailedPrecondition => break,
+                        Err(_) => target += 1,
+                    }
+                }
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acked = Vec::new();
+    while acked.len() < 15 {
+        acked.push(acked_rx.recv().await.expect("writers stopped early"));
+    }
     let killed = procs.iter_mut().find(|p| p.id == leader).unwrap();
     let mut child = killed.child.take().unwrap();
-    child.kill().unwrap(); // SIGKILL
+    child.kill().unwrap(); // SIGKILL, mid-write
     child.wait().unwrap();
     let survivors: Vec<(u64, u16, u16)> = procs
         .iter()
@@ -182,6 +230,80 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         http_get(http, "/readyz").await.filter(|(s, _)| *s == 200)
     })
     .await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    while let Some(a) = acked_rx.recv().await {
+        acked.push(a);
+    }
+    let last = acked.iter().map(|(_, r)| *r).max().unwrap();
+    println!(
+        "{} writes acknowledged around a kill -9 of the leader",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 60,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    // Every acknowledged write is on every member, the restarted one included.
+    for p in &procs {
+        let addr = format!("http://127.0.0.1:{}", p.peer);
+        let client = pb::kv_client::KvClient::connect(addr).await.unwrap();
+        let reply = wait_for(
+            &format!("member {} to apply revision {last}", p.id),
+            LONG,
+            || {
+                let mut client = client.clone();
+                async move {
+                    let r = client
+                        .range(pb::RangeRequest {
+                            prefix: "/bin/".into(),
+                            serializable: true,
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (r.revision >= last).then_some(r)
+                }
+            },
+        )
+        .await;
+        let have: std::collections::BTreeMap<String, u64> = reply
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect();
+        for (key, rev) in &acked {
+            assert_eq!(
+                have.get(key),
+                Some(rev),
+                "member {} lost acknowledged write {key}",
+                p.id
+            );
+        }
+    }
+    // The CLI reads through any member.
+    let out = Command::new(keel_bin())
+        .args([
+            "kv",
+            "--addr",
+            &format!("127.0.0.1:{}", procs[0].peer),
+            "get",
+            &acked[0].0,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("{}\t{}", acked[0].0, acked[0].1))
+    );
     // SIGTERM stops a member gracefully, with a zero exit status.
     for p in procs.iter_mut() {
         let mut child = p.child.take().unwrap();
