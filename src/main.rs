@@ -440,7 +440,21 @@ async fn kv(addr: String, action: KvAction) -> Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A gRPC status carries the member's own words; show just those.
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: {} ({:?})", s.message(), s.code()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
