@@ -3,7 +3,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_BUILD_JOBS ?= 2
-DEB_PACKAGES := libclang-dev g++ pkg-config
+# libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
+# etcd-server: the baseline of `keel bench store`.
+DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server
 
 .PHONY: deps build test run lint fmt
 

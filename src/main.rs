@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod bench;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use keel_proto::member as pb;
@@ -34,6 +36,11 @@ enum Command {
         addr: String,
         #[command(subcommand)]
         action: KvAction,
+    },
+    /// Benchmarks that run Keel and a baseline side by side.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
     },
     /// Administer the cluster through any member.
     Member {
@@ -65,6 +72,12 @@ struct ServerArgs {
     /// Wait to be added to an existing cluster (`keel member add`) instead of bootstrapping.
     #[arg(long)]
     join: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Puts, reads and a 90/10 mix against three Keel members and three etcd members.
+    Store(bench::StoreBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,12 +180,12 @@ async fn server(args: ServerArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.peer_addr))?;
     let svc = MemberService::new(member.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(svc.router().serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let serve = tokio::spawn(
+        svc.router()
+            .serve_with_incoming_shutdown(nodelay(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
     let http = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
@@ -206,6 +219,19 @@ async fn server(args: ServerArgs) -> Result<()> {
     let _ = serve.await;
     let _ = http_server.await;
     Ok(())
+}
+
+/// Accepted connections with TCP_NODELAY: without it a small gRPC answer
+/// waits for the client's delayed ACK (about 40 ms per request).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    })
 }
 
 /// Health and metrics endpoints of a member: /livez and /healthz answer while
@@ -465,5 +491,22 @@ async fn run() -> Result<()> {
         Command::Server(args) => server(args).await,
         Command::Member { addr, action } => member_admin(addr, action).await,
         Command::Kv { addr, action } => kv(addr, action).await,
+        Command::Bench {
+            suite: BenchSuite::Store(args),
+        } => {
+            let results = bench::store(&args).await?;
+            if args.json {
+                let doc = serde_json::json!({"suite": "store", "machine": bench::machine(), "results": results});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "keel bench store ({}; {:?} per step)",
+                    bench::machine(),
+                    args.duration
+                );
+                print!("{}", bench::render(&results));
+            }
+            Ok(())
+        }
     }
 }

@@ -329,6 +329,7 @@ impl MemberService {
     /// A tonic router with all three services, limits raised for snapshot chunks.
     pub fn router(self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
+            .tcp_nodelay(true)
             .add_service(
                 pb::raft_server::RaftServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -1,0 +1,618 @@
+//! `keel bench store`: the same load generator against a three-member Keel
+//! store (real `keel server` processes, through the `Kv` client API) and a
+//! three-member etcd 3.4 (through the etcd v3 API), side by side.
+//!
+//! Each step runs for a fixed duration with N concurrent clients; latencies
+//! are recorded per operation and reported as percentiles. Memory (RSS) and
+//! CPU time of every process are sampled after each step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use keel_proto::member as pb;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+/// Options of `keel bench store`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoreBenchArgs {
+    /// How long each step runs.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent clients for the put steps, comma-separated.
+    #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Concurrent clients for the read and mixed steps.
+    #[arg(long, default_value_t = 16)]
+    pub read_clients: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Keys preloaded for the read steps.
+    #[arg(long, default_value_t = 1000)]
+    pub read_keys: usize,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The etcd binary of the baseline.
+    #[arg(long, default_value = "etcd")]
+    pub etcd: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// One measured step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub step: String,
+    pub system: String,
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Sum of the members' resident memory after the step.
+    pub rss_mib: f64,
+    /// CPU seconds the members used during the step.
+    pub cpu_secs: f64,
+}
+
+/// The value at quantile `q` of sorted latencies (nearest rank).
+pub fn percentile(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    sorted_us[rank - 1] as f64 / 1000.0
+}
+
+/// A process the benchmark started; killed when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// (RSS bytes, CPU seconds) of a process from /proc.
+fn proc_usage(pid: u32) -> (u64, f64) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces) start after ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+fn usage(procs: &[Proc]) -> (u64, f64) {
+    procs
+        .iter()
+        .map(|p| proc_usage(p.child.id()))
+        .fold((0, 0.0), |(r, c), (r2, c2)| (r + r2, c + c2))
+}
+
+/// The operations the generator needs from a store.
+#[derive(Clone)]
+enum Target {
+    Keel(Vec<pb::kv_client::KvClient<Channel>>),
+    Etcd(etcd_client::Client),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OpKind {
+    Put,
+    ReadLinearizable,
+    ReadSerializable,
+    /// 90% linearizable reads, 10% puts.
+    Mixed,
+}
+
+impl Target {
+    async fn put(&mut self, client: usize, key: String, value: Vec<u8>) -> Result<()> {
+        match self {
+            Target::Keel(clients) => {
+                let n = clients.len();
+                let c = &mut clients[client % n];
+                let op = pb::Operation {
+                    kind: pb::operation::Kind::Create as i32,
+                    key,
+                    value,
+                    ..Default::default()
+                };
+                c.txn(pb::TxnRequest { ops: vec![op] }).await?;
+            }
+            Target::Etcd(c) => {
+                c.put(key, value, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, client: usize, key: String, serializable: bool) -> Result<()> {
+        match self {
+            Target::Keel(clients) => {
+                let n = clients.len();
+                let c = &mut clients[client % n];
+                let r = c
+                    .range(pb::RangeRequest {
+                        prefix: key,
+                        serializable,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                if r.kvs.is_empty() {
+                    bail!("read found nothing");
+                }
+            }
+            Target::Etcd(c) => {
+                let opts = serializable.then(|| etcd_client::GetOptions::new().with_serializable());
+                let r = c.get(key, opts).await?;
+                if r.kvs().is_empty() {
+                    bail!("read found nothing");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_step(
+    target: &Target,
+    kind: OpKind,
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+    read_keys: usize,
+    prefix: &str,
+) -> (Vec<u32>, u64, Duration) {
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut t = target.clone();
+        let errors = errors.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            let value = vec![b'x'; value_size];
+            while Instant::now() < deadline {
+                i += 1;
+                let began = Instant::now();
+                let write = match kind {
+                    OpKind::Put => true,
+                    OpKind::Mixed => i % 10 == 0,
+                    _ => false,
+                };
+                let res = if write {
+                    t.put(c, format!("{prefix}/{c}/{i}"), value.clone()).await
+                } else {
+                    let key = format!(
+                        "/bench/read/{:06}",
+                        (c as u64 * 7919 + i) % read_keys as u64
+                    );
+                    t.read(c, key, kind == OpKind::ReadSerializable).await
+                };
+                match res {
+                    Ok(()) => lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    (all, errors.load(Ordering::Relaxed), elapsed)
+}
+
+async fn start_keel(dir: &Path) -> Result<(Vec<Proc>, Vec<String>)> {
+    let exe = std::env::current_exe()?;
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<Result<_>>()?;
+    let members = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Vec::new();
+    for (i, (peer, http)) in ports.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("keel-{}.log", i + 1)))?;
+        let child = Command::new(&exe)
+            .args(["server", "--id", &(i + 1).to_string()])
+            .arg("--data-dir")
+            .arg(dir.join(format!("keel-{}", i + 1)))
+            .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--initial-members", &members])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting keel server")?;
+        procs.push(Proc { child });
+    }
+    Ok((
+        procs,
+        ports
+            .iter()
+            .map(|(p, _)| format!("http://127.0.0.1:{p}"))
+            .collect(),
+    ))
+}
+
+async fn start_etcd(dir: &Path, etcd: &str) -> Result<(Vec<Proc>, Vec<String>)> {
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<Result<_>>()?;
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{}=http://127.0.0.1:{peer}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("etcd-{}.log", i + 1)))?;
+        let child = Command::new(etcd)
+            .args(["--name", &format!("e{}", i + 1)])
+            .arg("--data-dir")
+            .arg(dir.join(format!("etcd-{}", i + 1)))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--initial-cluster-token", "keel-bench"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("starting {etcd} (install Debian's etcd-server: make deps)")
+            })?;
+        procs.push(Proc { child });
+    }
+    Ok((
+        procs,
+        ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect(),
+    ))
+}
+
+/// Retry `f` until it succeeds or `timeout` passes.
+async fn ready<F, Fut, T>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                bail!("{what} not ready after {timeout:?}: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench store] {msg}");
+}
+
+/// Run the store suite; returns every step's result.
+pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
+    let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+    let mut results = Vec::new();
+    for system in ["keel", "etcd"] {
+        progress(&format!(
+            "starting a three-member {system} cluster under {}",
+            dir.path().display()
+        ));
+        let (procs, endpoints) = if system == "keel" {
+            start_keel(dir.path()).await?
+        } else {
+            start_etcd(dir.path(), &args.etcd).await?
+        };
+        let mut target = if system == "keel" {
+            let mut clients = Vec::new();
+            for e in &endpoints {
+                let ch = ready("keel member", Duration::from_secs(60), || async {
+                    Ok(tonic::transport::Endpoint::from_shared(e.clone())?
+                        .connect()
+                        .await?)
+                })
+                .await?;
+                clients.push(pb::kv_client::KvClient::new(ch));
+            }
+            Target::Keel(clients)
+        } else {
+            let eps = endpoints.clone();
+            Target::Etcd(
+                ready("etcd", Duration::from_secs(60), || {
+                    let eps = eps.clone();
+                    async move { Ok(etcd_client::Client::connect(eps, None).await?) }
+                })
+                .await?,
+            )
+        };
+        // The cluster is ready once a write commits.
+        ready(
+            &format!("{system} cluster"),
+            Duration::from_secs(60),
+            || {
+                let mut t = target.clone();
+                async move {
+                    t.put(
+                        0,
+                        format!("/bench/ready/{}", Instant::now().elapsed().as_nanos()),
+                        b"1".to_vec(),
+                    )
+                    .await
+                }
+            },
+        )
+        .await?;
+        let mut measure =
+            |step: String, clients: usize, out: (Vec<u32>, u64, Duration), before: (u64, f64)| {
+                let (lat, errors, elapsed) = out;
+                let (rss, cpu) = usage(&procs);
+                let r = StepResult {
+                    step,
+                    system: system.to_string(),
+                    clients,
+                    ops: lat.len() as u64,
+                    errors,
+                    ops_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+                    p50_ms: percentile(&lat, 0.50),
+                    p99_ms: percentile(&lat, 0.99),
+                    p999_ms: percentile(&lat, 0.999),
+                    rss_mib: rss as f64 / (1 << 20) as f64,
+                    cpu_secs: cpu - before.1,
+                };
+                progress(&format!(
+                    "{} {} c={}: {:.0} ops/s, p99 {:.2} ms",
+                    r.system, r.step, r.clients, r.ops_per_sec, r.p99_ms
+                ));
+                results.push(r);
+            };
+        for &c in &args.clients {
+            progress(&format!(
+                "{system}: puts with {c} clients for {:?}",
+                args.duration
+            ));
+            let before = usage(&procs);
+            let out = run_step(
+                &target,
+                OpKind::Put,
+                c,
+                args.duration,
+                args.value_size,
+                1,
+                &format!("/bench/put/{c}"),
+            )
+            .await;
+            measure("put".into(), c, out, before);
+        }
+        progress(&format!(
+            "{system}: loading {} keys for the read steps",
+            args.read_keys
+        ));
+        for i in 0..args.read_keys {
+            target
+                .put(
+                    i,
+                    format!("/bench/read/{i:06}"),
+                    vec![b'r'; args.value_size],
+                )
+                .await?;
+        }
+        for (name, kind) in [
+            ("get-linearizable", OpKind::ReadLinearizable),
+            ("get-serializable", OpKind::ReadSerializable),
+            ("mixed-90r-10w", OpKind::Mixed),
+        ] {
+            progress(&format!(
+                "{system}: {name} with {} clients",
+                args.read_clients
+            ));
+            let before = usage(&procs);
+            let out = run_step(
+                &target,
+                kind,
+                args.read_clients,
+                args.duration,
+                args.value_size,
+                args.read_keys,
+                "/bench/mixed",
+            )
+            .await;
+            measure(name.into(), args.read_clients, out, before);
+        }
+        drop(procs);
+    }
+    Ok(results)
+}
+
+/// Render results as a side-by-side table with the Keel/etcd ratio.
+pub fn render(results: &[StepResult]) -> String {
+    let mut by_step: BTreeMap<(String, usize), BTreeMap<String, &StepResult>> = BTreeMap::new();
+    for r in results {
+        by_step
+            .entry((r.step.clone(), r.clients))
+            .or_default()
+            .insert(r.system.clone(), r);
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<18} {:>7} {:<5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>10}\n",
+        "step",
+        "clients",
+        "sys",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors",
+        "RSS MiB",
+        "CPU s",
+        "keel/etcd"
+    ));
+    // Keep the order in which steps ran.
+    let mut order: Vec<(String, usize)> = Vec::new();
+    for r in results {
+        let k = (r.step.clone(), r.clients);
+        if !order.contains(&k) {
+            order.push(k);
+        }
+    }
+    for k in order {
+        let systems = &by_step[&k];
+        let ratio = match (systems.get("keel"), systems.get("etcd")) {
+            (Some(a), Some(b)) if b.ops_per_sec > 0.0 => {
+                format!("{:.2}x", a.ops_per_sec / b.ops_per_sec)
+            }
+            _ => "-".into(),
+        };
+        for (i, sys) in ["keel", "etcd"].iter().enumerate() {
+            if let Some(r) = systems.get(*sys) {
+                out.push_str(&format!(
+                    "{:<18} {:>7} {:<5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>8.1} {:>8.2} {:>10}\n",
+                    r.step,
+                    r.clients,
+                    sys,
+                    r.ops_per_sec,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.p999_ms,
+                    r.errors,
+                    r.rss_mib,
+                    r.cpu_secs,
+                    if i == 0 { ratio.as_str() } else { "" }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The machine the numbers came from.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb as f64 / (1 << 20) as f64)
+        .unwrap_or(0.0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{cores} cores, {mem:.1} GiB memory, load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let lat: Vec<u32> = (1..=1000).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&lat, 0.5), 500.0);
+        assert_eq!(percentile(&lat, 0.99), 990.0);
+        assert_eq!(percentile(&lat, 0.999), 999.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile(&[7000], 0.999), 7.0);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("3h").is_err());
+    }
+}
