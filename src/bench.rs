@@ -141,7 +141,7 @@ fn usage(procs: &[Proc]) -> (u64, f64) {
 #[derive(Clone)]
 enum Target {
     Keel(Vec<pb::kv_client::KvClient<Channel>>),
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -229,7 +229,7 @@ async fn run_step(
                 let began = Instant::now();
                 let write = match kind {
                     OpKind::Put => true,
-                    OpKind::Mixed => i % 10 == 0,
+                    OpKind::Mixed => i.is_multiple_of(10),
                     _ => false,
                 };
                 let res = if write {
@@ -401,13 +401,13 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             Target::Keel(clients)
         } else {
             let eps = endpoints.clone();
-            Target::Etcd(
+            Target::Etcd(Box::new(
                 ready("etcd", Duration::from_secs(60), || {
                     let eps = eps.clone();
                     async move { Ok(etcd_client::Client::connect(eps, None).await?) }
                 })
                 .await?,
-            )
+            ))
         };
         // The cluster is ready once a write commits.
         ready(
