@@ -7,7 +7,7 @@ export CARGO_BUILD_JOBS ?= 2
 # etcd-server: the baseline of `keel bench store`.
 DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server
 
-.PHONY: deps build test run lint fmt
+.PHONY: deps build test run lint fmt bench-store
 
 # Install the Debian packages the build and tests need; skips what is present.
 deps:
@@ -37,3 +37,8 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Keel and etcd side by side (release build; a few minutes). Extra flags: BENCH_ARGS='--duration 30s'.
+bench-store: deps
+	$(CARGO) build --release --bin keel
+	$(CARGO) run --release --bin keel -- bench store $(BENCH_ARGS)

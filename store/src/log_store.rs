@@ -1,6 +1,9 @@
 //! openraft's `RaftLogStorage` on the `raft_log` and `raft_meta` column
-//! families. Every append, truncate, purge and vote is one synced write batch:
-//! an acknowledged entry or a granted vote survives a crash of the machine.
+//! families. An append is written at once (readable, so replication can start)
+//! and acknowledged to openraft only after a flusher thread has fsync'd the
+//! WAL; appends that arrive while a sync runs share the next one (group
+//! commit). Truncate, purge and vote are single synced write batches. An
+//! acknowledged entry or a granted vote survives a crash of the machine.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,15 +20,45 @@ use crate::db::{CF_RAFT_LOG, CF_RAFT_META, Db};
 use crate::error::StoreError;
 use crate::{NodeId, TypeConfig};
 
-/// The raft log of one member. Cheap to clone: clones share the database.
+/// The raft log of one member. Cheap to clone: clones share the database
+/// and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Db>,
+    /// Appends waiting for their fsync; the flusher thread ends when the last
+    /// clone is dropped.
+    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Sync the WAL for every waiting append, in arrival order, many per fsync.
+fn run_flusher(db: std::sync::Weak<Db>, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        let res = match db.upgrade() {
+            Some(db) => db.db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the database is closed".to_string()),
+        };
+        for cb in waiting {
+            cb.log_io_completed(match &res {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(format!(
+                    "syncing raft log entries: {e}"
+                ))),
+            });
+        }
+    }
 }
 
 impl LogStore {
     pub fn new(db: Arc<Db>) -> LogStore {
-        LogStore { db }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let weak = Arc::downgrade(&db);
+        std::thread::Builder::new()
+            .name("keel-log-flush".into())
+            .spawn(move || run_flusher(weak, rx))
+            .expect("spawning the raft log flusher thread");
+        LogStore { db, flusher: tx }
     }
 
     /// Read every stored log entry and meta value once, so a member whose log
@@ -258,18 +291,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 codec::encode(&entry),
             );
         }
-        // The batch is fsync'd before the callback tells openraft it is durable.
-        let res = self.write_synced(batch, "appending raft log entries").await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
+        // Written (and readable) now; durable only once the flusher has synced
+        // the WAL, and only then is openraft told.
+        if let Err(source) = self.db.db.write(batch) {
+            let e = StoreError::Io {
+                step: "appending raft log entries",
+                source,
+            };
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        if let Err(std::sync::mpsc::SendError(cb)) = self.flusher.send(callback) {
+            cb.log_io_completed(Err(std::io::Error::other("the raft log flusher stopped")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
