@@ -280,6 +280,7 @@ async fn start_keel(dir: &Path) -> Result<(Vec<Proc>, Vec<String>)> {
             .arg(dir.join(format!("keel-{}", i + 1)))
             .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--api-addr", "127.0.0.1:0"])
             .args(["--initial-members", &members])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -66,6 +66,9 @@ struct ServerArgs {
     /// Without it (and without --join) the member bootstraps a cluster of itself.
     #[arg(long)]
     initial_members: Option<String>,
+    /// Address of the Kubernetes API (HTTPS); its kubeconfig is written to <data-dir>/kubeconfig.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    api_addr: SocketAddr,
     /// Address of the HTTP endpoints /healthz, /livez, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:7080")]
     http_addr: SocketAddr,
@@ -204,6 +207,15 @@ async fn server(args: ServerArgs) -> Result<()> {
             None => member.bootstrap_single().await?,
         }
     }
+    let api = keel_apiserver::start(keel_apiserver::ApiConfig::new(args.api_addr, &args.data_dir), member.clone())
+        .await
+        .context("starting the API server")?;
+    tracing::info!(
+        api = %api.addr,
+        kubeconfig = %api.kubeconfig.display(),
+        "try: kubectl --kubeconfig {} get namespaces",
+        api.kubeconfig.display()
+    );
     tracing::info!(
         id = args.id,
         peer_addr = %args.peer_addr,
@@ -213,6 +225,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    api.shutdown().await;
     let _ = stop_tx.send(());
     let _ = http_stop_tx.send(());
     member.shutdown().await;

@@ -1,1 +1,25 @@
-//! Kubernetes-compatible API server on the replicated event log (arrives with the API server issue).
+//! Keel's Kubernetes-compatible API server, embedded in `keel server` beside
+//! the store member it serves from.
+//!
+//! # Layout
+//!
+//! - [`server`]: HTTPS serving, authentication by client certificate, limits,
+//!   `/version` and health, default namespaces.
+//! - [`api`]: path parsing, discovery and the generic registry (get, list,
+//!   watch, create, update, patch, delete) over the event log.
+//! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
+//! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
+//! - [`patch`]: JSON merge patch and JSON patch.
+//! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
+//! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
+
+pub mod api;
+pub mod error;
+pub mod kinds;
+pub mod meta;
+pub mod patch;
+pub mod pki;
+pub mod server;
+
+pub use error::{ApiError, ServerError};
+pub use server::{ApiConfig, RunningApi, start};

@@ -72,6 +72,7 @@ impl Proc {
             .arg(&self.dir)
             .args(["--peer-addr", &format!("127.0.0.1:{}", self.peer)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
+            .args(["--api-addr", "127.0.0.1:0"])
             .args(["--initial-members", members])
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,732 @@
+//! The generic registry behind every REST path: parses the path into a
+//! resource request, and runs get, list, watch, create, update, patch and
+//! delete on the event log with the kind's strategy. Discovery is served here
+//! too, from the same resource table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use keel_store::{Consistency, KeyValue, Member, Op, RangeRequest, StoreError, WatchMessage, WatchStart};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::kinds::{self, ResourceType};
+use crate::meta;
+
+/// Largest request body accepted (the store's own value limit is 1.5 MiB).
+pub const MAX_BODY: usize = 3 << 20;
+
+/// Shared by every request.
+pub struct ApiState {
+    pub member: Arc<Member>,
+    pub types: &'static [ResourceType],
+}
+
+/// A parsed resource path.
+struct Target {
+    rt: &'static ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+type Query = BTreeMap<String, String>;
+
+fn query(uri: &Uri) -> Query {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+impl ApiState {
+    pub fn new(member: Arc<Member>) -> ApiState {
+        ApiState { member, types: kinds::all() }
+    }
+
+    fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural)
+    }
+
+    /// Entry point for every `/api` and `/apis` request.
+    pub async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        match self.route(&method, &uri, &headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let segs: Vec<&str> = uri.path().trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let (group, version, rest) = match segs.as_slice() {
+            ["api"] => return Ok(json_response(StatusCode::OK, &self.api_versions(headers))),
+            ["apis"] => return Ok(json_response(StatusCode::OK, &self.group_list())),
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g] => return self.group(g).map(|v| json_response(StatusCode::OK, &v)),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return Err(ApiError::NoRoute),
+        };
+        if rest.is_empty() {
+            return self.resource_list(group, version).map(|v| json_response(StatusCode::OK, &v));
+        }
+        // namespaces/{ns}/{plural}/... is namespaced unless it names the namespace itself.
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, plural, tail @ ..] if self.find(group, version, plural).is_some_and(|t| t.namespaced) => {
+                (Some(ns.to_string()), [&[*plural][..], tail].concat())
+            }
+            _ => (None, rest.to_vec()),
+        };
+        let rt = self.find(group, version, rest[0]).ok_or(ApiError::NoRoute)?;
+        if rest.len() > 3 {
+            return Err(ApiError::NoRoute);
+        }
+        let t = Target {
+            rt,
+            namespace,
+            name: rest.get(1).map(|s| s.to_string()),
+            subresource: rest.get(2).map(|s| s.to_string()),
+        };
+        if t.subresource.is_some() {
+            return Err(ApiError::NoRoute);
+        }
+        let q = query(uri);
+        let table = wants_table(headers).map(|o| table_opts_from_query(o, &q));
+        match (method.clone(), &t.name) {
+            (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => self.watch(&t, &q, table).await,
+            (Method::GET, None) => self.list(&t, &q, table).await,
+            (Method::GET, Some(name)) => self.get(&t, name, &q, table).await,
+            (Method::POST, None) => self.create(&t, &q, headers, body).await,
+            (Method::PUT, Some(name)) => self.update(&t, name, &q, headers, body).await,
+            (Method::PATCH, Some(name)) => self.patch(&t, name, &q, headers, body).await,
+            (Method::DELETE, Some(name)) => self.delete(&t, name, &q, body).await,
+            (Method::DELETE, None) => self.delete_collection(&t, &q).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+
+    // ---- discovery -------------------------------------------------------
+
+    fn api_versions(&self, _headers: &HeaderMap) -> Value {
+        json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
+    }
+
+    fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for t in self.types.iter().filter(|t| !t.group.is_empty()) {
+            match out.iter_mut().find(|(g, _)| *g == t.group) {
+                Some((_, vs)) if !vs.contains(&t.version) => vs.push(t.version),
+                Some(_) => {}
+                None => out.push((t.group, vec![t.version])),
+            }
+        }
+        out
+    }
+
+    fn group_json(group: &str, versions: &[&str]) -> Value {
+        let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+        json!({"name": group, "versions": vs, "preferredVersion": vs[0]})
+    }
+
+    fn group_list(&self) -> Value {
+        let groups: Vec<Value> = self.groups().iter().map(|(g, vs)| Self::group_json(g, vs)).collect();
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+    }
+
+    fn group(&self, group: &str) -> Result<Value, ApiError> {
+        let groups = self.groups();
+        let (g, vs) = groups.iter().find(|(g, _)| *g == group).ok_or(ApiError::NoRoute)?;
+        let mut v = Self::group_json(g, vs);
+        v["kind"] = json!("APIGroup");
+        v["apiVersion"] = json!("v1");
+        Ok(v)
+    }
+
+    fn resource_list(&self, group: &str, version: &str) -> Result<Value, ApiError> {
+        let types: Vec<&'static ResourceType> = self.types.iter().filter(|t| t.group == group && t.version == version).collect();
+        if types.is_empty() {
+            return Err(ApiError::NoRoute);
+        }
+        let resources: Vec<Value> = types
+            .iter()
+            .map(|t| {
+                let mut r = json!({
+                    "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
+                    "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                });
+                if !t.short_names.is_empty() {
+                    r["shortNames"] = json!(t.short_names);
+                }
+                if !t.categories.is_empty() {
+                    r["categories"] = json!(t.categories);
+                }
+                r
+            })
+            .collect();
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        let mut obj: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
+        obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+        Ok(obj)
+    }
+
+    fn not_found(t: &Target, name: &str) -> ApiError {
+        ApiError::NotFound { group: t.rt.group.into(), resource: t.rt.plural.into(), name: name.into() }
+    }
+
+    async fn get(&self, t: &Target, name: &str, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
+        let consistency = if q.get("resourceVersion").is_some_and(|rv| rv == "0") { Consistency::Local } else { Consistency::Linearizable };
+        let (kv, _) = self.member.get(&t.rt.key(t.namespace.as_deref(), name), consistency).await?;
+        let obj = self.decode(&kv.ok_or_else(|| Self::not_found(t, name))?)?;
+        Ok(match table {
+            Some(opts) => json_response(StatusCode::OK, &render_table(t.rt, &[obj], None, None, opts)),
+            None => json_response(StatusCode::OK, &obj),
+        })
+    }
+
+    async fn list(&self, t: &Target, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
+        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
+        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
+        let limit: usize = match q.get("limit") {
+            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+            None => 0,
+        };
+        let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
+        let rv_num = rv.filter(|r| *r != "0").map(|r| r.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))).transpose()?;
+        let cont = q.get("continue").filter(|s| !s.is_empty()).cloned();
+        if cont.is_some() && rv_num.is_some() {
+            return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+        }
+        let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") || (limit > 0 && cont.is_none() && rv_num.is_some());
+        let mut req = RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()));
+        req.consistency = if rv.is_some_and(|r| r == "0") { Consistency::Local } else { Consistency::Linearizable };
+        req.revision = if exact { rv_num } else { None };
+        req.continue_token = cont;
+        let mut items = Vec::new();
+        let (revision, token) = loop {
+            req.limit = if limit == 0 { 0 } else { limit - items.len() };
+            let resp = self.member.range(req.clone()).await?;
+            for kv in &resp.kvs {
+                let obj = self.decode(kv)?;
+                if matches(&obj, &labels, &fields) {
+                    items.push(obj);
+                }
+            }
+            let token = resp.continue_token;
+            if token.is_none() || (limit > 0 && items.len() >= limit) {
+                break (resp.revision, token);
+            }
+            // Later pages continue at the first page's revision (the token pins it).
+            req.continue_token = token;
+            req.revision = None;
+        };
+        if let Some(opts) = table {
+            return Ok(json_response(StatusCode::OK, &render_table(t.rt, &items, Some(revision), token.as_deref(), opts)));
+        }
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(tok) = token {
+            meta["continue"] = json!(tok);
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items}),
+        ))
+    }
+
+    async fn watch(&self, t: &Target, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
+        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
+        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(1800));
+        let prefix = t.rt.prefix(t.namespace.as_deref());
+        let rv = q.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0");
+        let send_initial = q.get("sendInitialEvents").map(|s| s == "true").unwrap_or(rv.is_none());
+        // Start: an exact revision, or now with the current state as ADDED events.
+        let mut initial = Vec::new();
+        let start = match rv {
+            Some(r) if !send_initial => r.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?,
+            _ => {
+                let mut req = RangeRequest::prefix(prefix.clone());
+                req.consistency = Consistency::Linearizable;
+                let resp = self.member.range(req).await?;
+                for kv in &resp.kvs {
+                    let obj = self.decode(kv)?;
+                    if matches(&obj, &labels, &fields) {
+                        initial.push(json!({"type": "ADDED", "object": obj}));
+                    }
+                }
+                resp.revision
+            }
+        };
+        let rt_kind = t.rt.kind;
+        let api_version = t.rt.api_version();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+        let stream = self.member.watch(prefix, WatchStart::After(start));
+        let rt = t.rt;
+        let line = move |mut ev: Value| -> Bytes {
+            if let Some(opts) = table
+                && ev["type"] != "ERROR"
+                && ev["type"] != "BOOKMARK"
+            {
+                let obj = ev["object"].take();
+                ev["object"] = render_table(rt, &[obj], None, None, opts);
+            }
+            let mut s = ev.to_string();
+            s.push('\n');
+            Bytes::from(s)
+        };
+        match stream {
+            Err(e) => {
+                let err = ApiError::from(e);
+                let _ = tx.send(Ok(line(json!({"type": "ERROR", "object": err.status()})))).await;
+            }
+            Ok(mut stream) => {
+                tokio::spawn(async move {
+                    for ev in initial {
+                        if tx.send(Ok(line(ev))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    loop {
+                        let msg = tokio::select! {
+                            m = stream.next() => m,
+                            _ = tokio::time::sleep_until(deadline) => return,
+                            _ = tx.closed() => return,
+                        };
+                        let events: Vec<Value> = match msg {
+                            None => return,
+                            Some(Err(e)) => vec![json!({"type": "ERROR", "object": ApiError::from(e).status()})],
+                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => vec![json!({
+                                "type": "BOOKMARK",
+                                "object": {"kind": rt_kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()}},
+                            })],
+                            Some(Ok(WatchMessage::Progress { .. })) => vec![],
+                            Some(Ok(WatchMessage::Events { events, .. })) => events
+                                .iter()
+                                .filter_map(|e| watch_event(e, &labels, &fields))
+                                .collect(),
+                        };
+                        let end = events.iter().any(|e| e["type"] == "ERROR");
+                        for ev in events {
+                            if tx.send(Ok(line(ev))).await.is_err() {
+                                return;
+                            }
+                        }
+                        if end {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        let body = Body::from_stream(tokio_stream_from(rx));
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-cache, private")
+            .body(body)
+            .expect("static response parts"))
+    }
+
+    // ---- writes ----------------------------------------------------------------
+
+    fn parse_body(&self, t: &Target, headers: &HeaderMap, body: &Bytes, patch: bool) -> Result<Value, ApiError> {
+        if body.len() > MAX_BODY {
+            return Err(ApiError::TooLarge { size: body.len(), limit: MAX_BODY });
+        }
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if !patch && base != "application/json" && base != "*/*" && !base.is_empty() {
+            return Err(ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json (got {base})")));
+        }
+        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(ApiError::BadRequest(format!("the request body must be a JSON object describing a {}", t.rt.kind)));
+        }
+        Ok(v)
+    }
+
+    fn check_type(t: &Target, obj: &Value) -> Result<(), ApiError> {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if av != t.rt.api_version() || kind != t.rt.kind {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({}), or the kind ({kind}) does not match {}",
+                t.rt.api_version(),
+                t.rt.kind
+            )));
+        }
+        Ok(())
+    }
+
+    async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
+        let ns_type = self.find("", "v1", "namespaces").expect("namespaces are served");
+        let (kv, _) = self.member.get(&ns_type.key(None, ns), Consistency::Linearizable).await?;
+        match kv {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound { group: String::new(), resource: "namespaces".into(), name: ns.into() }),
+        }
+    }
+
+    fn validate(t: &Target, obj: &Value) -> Result<(), ApiError> {
+        let mut causes = meta::validate_meta(obj, t.rt.namespaced, t.rt.strategy.name_rule());
+        causes.extend(t.rt.strategy.validate(obj));
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid {
+                group: t.rt.group.into(),
+                kind: t.rt.kind.into(),
+                name: obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").into(),
+                causes,
+            })
+        }
+    }
+
+    async fn create(&self, t: &Target, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let mut obj = self.parse_body(t, headers, &body, false)?;
+        Self::check_type(t, &obj)?;
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if t.rt.namespaced {
+            let ns = t.namespace.clone().ok_or_else(|| ApiError::BadRequest("a namespace is required".into()))?;
+            match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+                }
+                _ => obj["metadata"]["namespace"] = json!(ns),
+            }
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        if name.is_empty()
+            && let Some(g) = obj.pointer("/metadata/generateName").and_then(Value::as_str)
+        {
+            let suffix: String = meta::new_uid().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+            obj["metadata"]["name"] = json!(format!("{g}{suffix}"));
+        }
+        let m = obj["metadata"].as_object_mut().expect("metadata is an object");
+        for f in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            m.remove(f);
+        }
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert("creationTimestamp".into(), json!(meta::rfc3339(meta::now_secs())));
+        if obj.get("spec").is_some() {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        t.rt.strategy.prepare_create(&mut obj);
+        Self::validate(t, &obj)?;
+        if let Some(ns) = &t.namespace {
+            self.namespace_exists(ns).await?;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if q.get("dryRun").is_some_and(|d| d == "All") {
+            return Ok(json_response(StatusCode::CREATED, &obj));
+        }
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let key = t.rt.key(t.namespace.as_deref(), &name);
+        match self.member.txn(vec![Op::create(key, obj.to_string().into_bytes()).with_uid(uid)]).await {
+            Ok(rev) => {
+                obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                Ok(json_response(StatusCode::CREATED, &obj))
+            }
+            Err(StoreError::Precondition(_)) => Err(ApiError::AlreadyExists { group: t.rt.group.into(), resource: t.rt.plural.into(), name }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn current(&self, t: &Target, name: &str) -> Result<(KeyValue, Value), ApiError> {
+        let (kv, _) = self.member.get(&t.rt.key(t.namespace.as_deref(), name), Consistency::Linearizable).await?;
+        let kv = kv.ok_or_else(|| Self::not_found(t, name))?;
+        let obj = self.decode(&kv)?;
+        Ok((kv, obj))
+    }
+
+    /// Write `new` over `old` (both full objects), or report a conflict.
+    async fn replace(&self, t: &Target, name: &str, kv: &KeyValue, old: &Value, mut new: Value, q: &Query) -> Result<Response, ApiError> {
+        Self::check_type(t, &new)?;
+        if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::BadRequest(format!("the name of the object ({}) does not match the name on the URL ({name})", new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))));
+        }
+        if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            let rv: u64 = rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
+            if rv != kv.mod_revision {
+                return Err(self.conflict(t, name));
+            }
+        }
+        // Fields the system owns are kept from the stored object.
+        for f in ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"] {
+            match old["metadata"].get(f) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        t.rt.strategy.prepare_update(&mut new, old);
+        if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
+            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            new["metadata"]["generation"] = json!(g);
+        }
+        Self::validate(t, &new)?;
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if new == *old || q.get("dryRun").is_some_and(|d| d == "All") {
+            // A no-op write keeps the resourceVersion.
+            return Ok(json_response(StatusCode::OK, &new));
+        }
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        let key = t.rt.key(t.namespace.as_deref(), name);
+        match self.member.txn(vec![Op::update(key, new.to_string().into_bytes()).if_mod_revision(kv.mod_revision)]).await {
+            Ok(rev) => {
+                new["metadata"]["resourceVersion"] = json!(rev.to_string());
+                Ok(json_response(StatusCode::OK, &new))
+            }
+            Err(StoreError::Precondition(_)) => Err(self.conflict(t, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn conflict(&self, t: &Target, name: &str) -> ApiError {
+        ApiError::Conflict {
+            group: t.rt.group.into(),
+            resource: t.rt.plural.into(),
+            name: name.into(),
+            message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+        }
+    }
+
+    async fn update(&self, t: &Target, name: &str, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let new = self.parse_body(t, headers, &body, false)?;
+        let (kv, old) = self.current(t, name).await?;
+        self.replace(t, name, &kv, &old, new, q).await
+    }
+
+    async fn patch(&self, t: &Target, name: &str, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let base = ct.split(';').next().unwrap_or("").trim().to_string();
+        let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+        // Optimistic retry: a concurrent writer makes the compare-and-swap fail.
+        for _ in 0..5 {
+            let (kv, old) = self.current(t, name).await?;
+            let mut new = old.clone();
+            match base.as_str() {
+                "application/merge-patch+json" => crate::patch::merge(&mut new, &patch),
+                "application/json-patch+json" => crate::patch::json_patch(&mut new, &patch).map_err(ApiError::BadRequest)?,
+                other => {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other})"
+                    )));
+                }
+            }
+            // A patch that names a resourceVersion is a precondition; otherwise it applies to the latest.
+            if patch.pointer("/metadata/resourceVersion").is_none() {
+                new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+            }
+            match self.replace(t, name, &kv, &old, new, q).await {
+                Err(ApiError::Conflict { .. }) if patch.pointer("/metadata/resourceVersion").is_none() => continue,
+                r => return r,
+            }
+        }
+        Err(self.conflict(t, name))
+    }
+
+    async fn delete(&self, t: &Target, name: &str, q: &Query, body: Bytes) -> Result<Response, ApiError> {
+        let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))? };
+        let (kv, obj) = self.current(t, name).await?;
+        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+        {
+            return Err(ApiError::Conflict {
+                group: t.rt.group.into(),
+                resource: t.rt.plural.into(),
+                name: name.into(),
+                message: format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")),
+            });
+        }
+        if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+            && rv != kv.mod_revision.to_string()
+        {
+            return Err(self.conflict(t, name));
+        }
+        if q.get("dryRun").is_some_and(|d| d == "All") || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        let finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let key = t.rt.key(t.namespace.as_deref(), name);
+        if finalizers {
+            // Kept until its finalizers are removed; marked for deletion now.
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(json_response(StatusCode::ACCEPTED, &obj));
+            }
+            let mut marked = obj.clone();
+            marked["metadata"]["deletionTimestamp"] = json!(meta::rfc3339(meta::now_secs()));
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if let Some(m) = marked["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let rev = self
+                .member
+                .txn(vec![Op::update(key, marked.to_string().into_bytes()).if_mod_revision(kv.mod_revision)])
+                .await
+                .map_err(|e| match e {
+                    StoreError::Precondition(_) => self.conflict(t, name),
+                    e => e.into(),
+                })?;
+            marked["metadata"]["resourceVersion"] = json!(rev.to_string());
+            return Ok(json_response(StatusCode::ACCEPTED, &marked));
+        }
+        match self.member.txn(vec![Op::delete(key).if_mod_revision(kv.mod_revision)]).await {
+            Ok(_) => Ok(json_response(StatusCode::OK, &obj)),
+            Err(StoreError::Precondition(f)) if f.current.is_none() => Err(Self::not_found(t, name)),
+            Err(StoreError::Precondition(_)) => Err(self.conflict(t, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_collection(&self, t: &Target, q: &Query) -> Result<Response, ApiError> {
+        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
+        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
+        let resp = self.member.range(RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()))).await?;
+        let mut deleted = Vec::new();
+        for kv in &resp.kvs {
+            let obj = self.decode(kv)?;
+            if !matches(&obj, &labels, &fields) {
+                continue;
+            }
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+            let target = Target { rt: t.rt, namespace: ns, name: Some(name.clone()), subresource: None };
+            match self.delete(&target, &name, q, Bytes::new()).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": resp.revision.to_string()}, "items": deleted}),
+        ))
+    }
+}
+
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// A watch event for a store event, or `None` when it does not match.
+fn watch_event(e: &keel_store::Event, labels: &[meta::Requirement], fields: &[(String, bool, String)]) -> Option<Value> {
+    let decode = |kv: &KeyValue, rev: u64| -> Option<Value> {
+        let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+        v["metadata"]["resourceVersion"] = json!(rev.to_string());
+        Some(v)
+    };
+    let new = e.value.as_ref().and_then(|kv| decode(kv, e.revision));
+    let old = e.prev.as_ref().and_then(|kv| decode(kv, e.revision));
+    let new_match = new.as_ref().is_some_and(|o| matches(o, labels, fields));
+    let old_match = old.as_ref().is_some_and(|o| matches(o, labels, fields));
+    // An object leaving the selection is DELETED for this watcher, entering it ADDED.
+    match (new, new_match, old_match) {
+        (Some(o), true, true) => Some(json!({"type": "MODIFIED", "object": o})),
+        (Some(o), true, false) => Some(json!({"type": "ADDED", "object": o})),
+        (Some(o), false, true) => Some(json!({"type": "DELETED", "object": o})),
+        (None, _, true) => old.map(|o| json!({"type": "DELETED", "object": o})),
+        _ => None,
+    }
+}
+
+/// Whether an object matches label and field selectors.
+fn matches(obj: &Value, labels: &[meta::Requirement], fields: &[(String, bool, String)]) -> bool {
+    if !labels.is_empty() && !meta::labels_match(labels, &meta::labels(obj)) {
+        return false;
+    }
+    fields.iter().all(|(field, eq, value)| {
+        let pointer = format!("/{}", field.replace('.', "/"));
+        let actual = obj.pointer(&pointer).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        (actual.as_deref().unwrap_or("") == value) == *eq
+    })
+}
+
+/// How the client wants Table rows.
+#[derive(Clone, Copy, Debug)]
+pub struct TableOpts {
+    include_object: IncludeObject,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+fn wants_table(headers: &HeaderMap) -> Option<TableOpts> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("as=Table").then_some(TableOpts { include_object: IncludeObject::Metadata })
+}
+
+/// A `meta.k8s.io/v1` Table of objects.
+fn render_table(rt: &ResourceType, objs: &[Value], revision: Option<u64>, cont: Option<&str>, opts: TableOpts) -> Value {
+    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    for c in rt.strategy.columns() {
+        cols.push(json!({"name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": c.priority}));
+    }
+    cols.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation.", "priority": 0}));
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
+            cells.extend(rt.strategy.cells(o));
+            cells.push(json!(meta::age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str))));
+            let mut row = json!({"cells": cells});
+            match opts.include_object {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
+                }
+                IncludeObject::Object => row["object"] = o.clone(),
+            }
+            row
+        })
+        .collect();
+    let mut meta = json!({});
+    if let Some(r) = revision {
+        meta["resourceVersion"] = json!(r.to_string());
+    }
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": cols, "rows": rows})
+}
+
+/// Apply the `includeObject` query parameter to table options.
+pub fn table_opts_from_query(mut opts: TableOpts, q: &BTreeMap<String, String>) -> TableOpts {
+    opts.include_object = match q.get("includeObject").map(String::as_str) {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    };
+    opts
+}

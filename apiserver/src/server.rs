@@ -1,0 +1,204 @@
+//! Serving: HTTPS (rustls; HTTP/1.1 and HTTP/2 by ALPN) with client
+//! certificates, the routes outside the resource API (/version, health), the
+//! request limits, and the bootstrap of the default namespaces.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keel_store::{Member, Op};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::api::{ApiState, MAX_BODY};
+use crate::error::{ApiError, ServerError};
+use crate::pki::{Pki, serving_names};
+
+/// How the API server is started.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub addr: SocketAddr,
+    /// Where `pki/` and `kubeconfig` are kept.
+    pub data_dir: PathBuf,
+    /// Extra names for the serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Requests served at once (watches excluded) before 429.
+    pub max_in_flight: usize,
+    /// Deadline of a non-watch request.
+    pub request_timeout: Duration,
+}
+
+impl ApiConfig {
+    pub fn new(addr: SocketAddr, data_dir: impl Into<PathBuf>) -> ApiConfig {
+        ApiConfig { addr, data_dir: data_dir.into(), extra_sans: vec![], max_in_flight: 400, request_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Whether the connection presented a client certificate signed by the CA.
+#[derive(Clone, Copy, Debug)]
+struct Identity {
+    authenticated: bool,
+}
+
+struct Shared {
+    api: Arc<ApiState>,
+    in_flight: Semaphore,
+    timeout: Duration,
+}
+
+/// A running API server.
+pub struct RunningApi {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningApi {
+    /// Stop accepting connections and end the accept loop.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn version() -> serde_json::Value {
+    json!({
+        "major": "1", "minor": "33",
+        "gitVersion": format!("v1.33.0+keel-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+async fn health(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
+    let ok = match uri.path() {
+        "/readyz" => s.api.member.ready().await,
+        _ => s.api.member.raft().metrics().borrow().running_state.is_ok(),
+    };
+    if ok { (StatusCode::OK, "ok").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response() }
+}
+
+async fn resource(
+    State(s): State<Arc<Shared>>,
+    Extension(id): Extension<Identity>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !id.authenticated {
+        return ApiError::Unauthorized.into_response();
+    }
+    let path = uri.path();
+    if !(path == "/api" || path.starts_with("/api/") || path == "/apis" || path.starts_with("/apis/")) {
+        return ApiError::NoRoute.into_response();
+    }
+    let watch = uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    if watch {
+        return s.api.clone().handle(method, uri, headers, body).await;
+    }
+    let Ok(_permit) = s.in_flight.try_acquire() else {
+        return ApiError::TooManyRequests.into_response();
+    };
+    match tokio::time::timeout(s.timeout, s.api.clone().handle(method, uri, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(s.timeout.as_secs()).into_response(),
+    }
+}
+
+/// Create the default namespaces once a leader exists (idempotent).
+async fn bootstrap_namespaces(member: Arc<Member>) {
+    let ns_type = crate::kinds::all().iter().find(|t| t.plural == "namespaces").expect("namespaces are served");
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        loop {
+            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            obj["metadata"]["uid"] = json!(crate::meta::new_uid());
+            obj["metadata"]["creationTimestamp"] = json!(crate::meta::rfc3339(crate::meta::now_secs()));
+            ns_type.strategy.prepare_create(&mut obj);
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            match member.txn(vec![Op::create(ns_type.key(None, name), obj.to_string().into_bytes()).with_uid(uid)]).await {
+                Ok(_) | Err(keel_store::StoreError::Precondition(_)) => break,
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    tracing::warn!(namespace = name, error = %e, "cannot create a default namespace");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Start serving the Kubernetes API for `member` and write the kubeconfig.
+pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, ServerError> {
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: cfg.addr.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.addr.to_string(), source })?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let mut sans = vec![host.clone()];
+    sans.extend(cfg.extra_sans.iter().cloned());
+    let pki = Pki::load_or_create(&cfg.data_dir.join("pki"), &serving_names(&sans))?;
+    let kubeconfig = cfg.data_dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, pki.kubeconfig(&format!("https://{host}:{}", addr.port())))
+        .map_err(|e| ServerError::Pki(format!("writing {}: {e}", kubeconfig.display())))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
+    let shared = Arc::new(Shared {
+        api: Arc::new(ApiState::new(member.clone())),
+        in_flight: Semaphore::new(cfg.max_in_flight),
+        timeout: cfg.request_timeout,
+    });
+    let app = axum::Router::new()
+        .route("/version", axum::routing::get(|| async { axum::Json(version()) }))
+        .route("/healthz", axum::routing::get(health))
+        .route("/livez", axum::routing::get(health))
+        .route("/readyz", axum::routing::get(health))
+        .fallback(resource)
+        .layer(DefaultBodyLimit::max(MAX_BODY * 2))
+        .with_state(shared);
+    tokio::spawn(bootstrap_namespaces(member));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let authenticated = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(Identity { authenticated })));
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
+        }
+    });
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "Kubernetes API serving");
+    Ok(RunningApi { addr, kubeconfig, stop, task })
+}
