@@ -207,9 +207,12 @@ async fn server(args: ServerArgs) -> Result<()> {
             None => member.bootstrap_single().await?,
         }
     }
-    let api = keel_apiserver::start(keel_apiserver::ApiConfig::new(args.api_addr, &args.data_dir), member.clone())
-        .await
-        .context("starting the API server")?;
+    let api = keel_apiserver::start(
+        keel_apiserver::ApiConfig::new(args.api_addr, &args.data_dir),
+        member.clone(),
+    )
+    .await
+    .context("starting the API server")?;
     tracing::info!(
         api = %api.addr,
         kubeconfig = %api.kubeconfig.display(),

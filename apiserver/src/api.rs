@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keel_store::{Consistency, KeyValue, Member, Op, RangeRequest, StoreError, WatchMessage, WatchStart};
+use keel_store::{
+    Consistency, KeyValue, Member, Op, RangeRequest, StoreError, WatchMessage, WatchStart,
+};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -43,28 +45,55 @@ fn query(uri: &Uri) -> Query {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 impl ApiState {
     pub fn new(member: Arc<Member>) -> ApiState {
-        ApiState { member, types: kinds::all() }
+        ApiState {
+            member,
+            types: kinds::all(),
+        }
     }
 
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural)
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
     }
 
     /// Entry point for every `/api` and `/apis` request.
-    pub async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    pub async fn handle(
+        self: Arc<Self>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         match self.route(&method, &uri, &headers, body).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         }
     }
 
-    async fn route(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-        let segs: Vec<&str> = uri.path().trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    async fn route(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let segs: Vec<&str> = uri
+            .path()
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         let (group, version, rest) = match segs.as_slice() {
             ["api"] => return Ok(json_response(StatusCode::OK, &self.api_versions(headers))),
             ["apis"] => return Ok(json_response(StatusCode::OK, &self.group_list())),
@@ -74,16 +103,24 @@ impl ApiState {
             _ => return Err(ApiError::NoRoute),
         };
         if rest.is_empty() {
-            return self.resource_list(group, version).map(|v| json_response(StatusCode::OK, &v));
+            return self
+                .resource_list(group, version)
+                .map(|v| json_response(StatusCode::OK, &v));
         }
         // namespaces/{ns}/{plural}/... is namespaced unless it names the namespace itself.
         let (namespace, rest) = match rest {
-            ["namespaces", ns, plural, tail @ ..] if self.find(group, version, plural).is_some_and(|t| t.namespaced) => {
+            ["namespaces", ns, plural, tail @ ..]
+                if self
+                    .find(group, version, plural)
+                    .is_some_and(|t| t.namespaced) =>
+            {
                 (Some(ns.to_string()), [&[*plural][..], tail].concat())
             }
             _ => (None, rest.to_vec()),
         };
-        let rt = self.find(group, version, rest[0]).ok_or(ApiError::NoRoute)?;
+        let rt = self
+            .find(group, version, rest[0])
+            .ok_or(ApiError::NoRoute)?;
         if rest.len() > 3 {
             return Err(ApiError::NoRoute);
         }
@@ -99,7 +136,9 @@ impl ApiState {
         let q = query(uri);
         let table = wants_table(headers).map(|o| table_opts_from_query(o, &q));
         match (method.clone(), &t.name) {
-            (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => self.watch(&t, &q, table).await,
+            (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                self.watch(&t, &q, table).await
+            }
             (Method::GET, None) => self.list(&t, &q, table).await,
             (Method::GET, Some(name)) => self.get(&t, name, &q, table).await,
             (Method::POST, None) => self.create(&t, &q, headers, body).await,
@@ -130,18 +169,28 @@ impl ApiState {
     }
 
     fn group_json(group: &str, versions: &[&str]) -> Value {
-        let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+            .collect();
         json!({"name": group, "versions": vs, "preferredVersion": vs[0]})
     }
 
     fn group_list(&self) -> Value {
-        let groups: Vec<Value> = self.groups().iter().map(|(g, vs)| Self::group_json(g, vs)).collect();
+        let groups: Vec<Value> = self
+            .groups()
+            .iter()
+            .map(|(g, vs)| Self::group_json(g, vs))
+            .collect();
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 
     fn group(&self, group: &str) -> Result<Value, ApiError> {
         let groups = self.groups();
-        let (g, vs) = groups.iter().find(|(g, _)| *g == group).ok_or(ApiError::NoRoute)?;
+        let (g, vs) = groups
+            .iter()
+            .find(|(g, _)| *g == group)
+            .ok_or(ApiError::NoRoute)?;
         let mut v = Self::group_json(g, vs);
         v["kind"] = json!("APIGroup");
         v["apiVersion"] = json!("v1");
@@ -149,7 +198,11 @@ impl ApiState {
     }
 
     fn resource_list(&self, group: &str, version: &str) -> Result<Value, ApiError> {
-        let types: Vec<&'static ResourceType> = self.types.iter().filter(|t| t.group == group && t.version == version).collect();
+        let types: Vec<&'static ResourceType> = self
+            .types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect();
         if types.is_empty() {
             return Err(ApiError::NoRoute);
         }
@@ -169,49 +222,104 @@ impl ApiState {
                 r
             })
             .collect();
-        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Ok(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        )
     }
 
     // ---- reads -------------------------------------------------------------
 
     fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
-        let mut obj: Value = serde_json::from_slice(&kv.value)
-            .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
+        let mut obj: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
+        })?;
         obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         Ok(obj)
     }
 
     fn not_found(t: &Target, name: &str) -> ApiError {
-        ApiError::NotFound { group: t.rt.group.into(), resource: t.rt.plural.into(), name: name.into() }
+        ApiError::NotFound {
+            group: t.rt.group.into(),
+            resource: t.rt.plural.into(),
+            name: name.into(),
+        }
     }
 
-    async fn get(&self, t: &Target, name: &str, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
-        let consistency = if q.get("resourceVersion").is_some_and(|rv| rv == "0") { Consistency::Local } else { Consistency::Linearizable };
-        let (kv, _) = self.member.get(&t.rt.key(t.namespace.as_deref(), name), consistency).await?;
+    async fn get(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        table: Option<TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let consistency = if q.get("resourceVersion").is_some_and(|rv| rv == "0") {
+            Consistency::Local
+        } else {
+            Consistency::Linearizable
+        };
+        let (kv, _) = self
+            .member
+            .get(&t.rt.key(t.namespace.as_deref(), name), consistency)
+            .await?;
         let obj = self.decode(&kv.ok_or_else(|| Self::not_found(t, name))?)?;
         Ok(match table {
-            Some(opts) => json_response(StatusCode::OK, &render_table(t.rt, &[obj], None, None, opts)),
+            Some(opts) => json_response(
+                StatusCode::OK,
+                &render_table(t.rt, &[obj], None, None, opts),
+            ),
             None => json_response(StatusCode::OK, &obj),
         })
     }
 
-    async fn list(&self, t: &Target, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
-        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
-        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
+    async fn list(
+        &self,
+        t: &Target,
+        q: &Query,
+        table: Option<TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let labels = q
+            .get("labelSelector")
+            .map(|s| meta::parse_label_selector(s))
+            .transpose()?
+            .unwrap_or_default();
+        let fields = q
+            .get("fieldSelector")
+            .map(|s| meta::parse_field_selector(s))
+            .transpose()?
+            .unwrap_or_default();
         let limit: usize = match q.get("limit") {
-            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
             None => 0,
         };
         let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
-        let rv_num = rv.filter(|r| *r != "0").map(|r| r.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))).transpose()?;
+        let rv_num = rv
+            .filter(|r| *r != "0")
+            .map(|r| {
+                r.parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))
+            })
+            .transpose()?;
         let cont = q.get("continue").filter(|s| !s.is_empty()).cloned();
         if cont.is_some() && rv_num.is_some() {
-            return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+            return Err(ApiError::BadRequest(
+                "specifying resource version is not allowed when using continue".into(),
+            ));
         }
-        let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") || (limit > 0 && cont.is_none() && rv_num.is_some());
+        let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
+            || (limit > 0 && cont.is_none() && rv_num.is_some());
         let mut req = RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()));
-        req.consistency = if rv.is_some_and(|r| r == "0") { Consistency::Local } else { Consistency::Linearizable };
+        req.consistency = if rv.is_some_and(|r| r == "0") {
+            Consistency::Local
+        } else {
+            Consistency::Linearizable
+        };
         req.revision = if exact { rv_num } else { None };
         req.continue_token = cont;
         let mut items = Vec::new();
@@ -233,7 +341,10 @@ impl ApiState {
             req.revision = None;
         };
         if let Some(opts) = table {
-            return Ok(json_response(StatusCode::OK, &render_table(t.rt, &items, Some(revision), token.as_deref(), opts)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &render_table(t.rt, &items, Some(revision), token.as_deref(), opts),
+            ));
         }
         let mut meta = json!({"resourceVersion": revision.to_string()});
         if let Some(tok) = token {
@@ -245,18 +356,42 @@ impl ApiState {
         ))
     }
 
-    async fn watch(&self, t: &Target, q: &Query, table: Option<TableOpts>) -> Result<Response, ApiError> {
-        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
-        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
+    async fn watch(
+        &self,
+        t: &Target,
+        q: &Query,
+        table: Option<TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let labels = q
+            .get("labelSelector")
+            .map(|s| meta::parse_label_selector(s))
+            .transpose()?
+            .unwrap_or_default();
+        let fields = q
+            .get("fieldSelector")
+            .map(|s| meta::parse_field_selector(s))
+            .transpose()?
+            .unwrap_or_default();
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(1800));
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1800));
         let prefix = t.rt.prefix(t.namespace.as_deref());
-        let rv = q.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0");
-        let send_initial = q.get("sendInitialEvents").map(|s| s == "true").unwrap_or(rv.is_none());
+        let rv = q
+            .get("resourceVersion")
+            .filter(|s| !s.is_empty() && *s != "0");
+        let send_initial = q
+            .get("sendInitialEvents")
+            .map(|s| s == "true")
+            .unwrap_or(rv.is_none());
         // Start: an exact revision, or now with the current state as ADDED events.
         let mut initial = Vec::new();
         let start = match rv {
-            Some(r) if !send_initial => r.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?,
+            Some(r) if !send_initial => r
+                .parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?,
             _ => {
                 let mut req = RangeRequest::prefix(prefix.clone());
                 req.consistency = Consistency::Linearizable;
@@ -290,7 +425,9 @@ impl ApiState {
         match stream {
             Err(e) => {
                 let err = ApiError::from(e);
-                let _ = tx.send(Ok(line(json!({"type": "ERROR", "object": err.status()})))).await;
+                let _ = tx
+                    .send(Ok(line(json!({"type": "ERROR", "object": err.status()}))))
+                    .await;
             }
             Ok(mut stream) => {
                 tokio::spawn(async move {
@@ -308,11 +445,15 @@ impl ApiState {
                         };
                         let events: Vec<Value> = match msg {
                             None => return,
-                            Some(Err(e)) => vec![json!({"type": "ERROR", "object": ApiError::from(e).status()})],
-                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => vec![json!({
-                                "type": "BOOKMARK",
-                                "object": {"kind": rt_kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()}},
-                            })],
+                            Some(Err(e)) => {
+                                vec![json!({"type": "ERROR", "object": ApiError::from(e).status()})]
+                            }
+                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => {
+                                vec![json!({
+                                    "type": "BOOKMARK",
+                                    "object": {"kind": rt_kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()}},
+                                })]
+                            }
                             Some(Ok(WatchMessage::Progress { .. })) => vec![],
                             Some(Ok(WatchMessage::Events { events, .. })) => events
                                 .iter()
@@ -343,18 +484,37 @@ impl ApiState {
 
     // ---- writes ----------------------------------------------------------------
 
-    fn parse_body(&self, t: &Target, headers: &HeaderMap, body: &Bytes, patch: bool) -> Result<Value, ApiError> {
+    fn parse_body(
+        &self,
+        t: &Target,
+        headers: &HeaderMap,
+        body: &Bytes,
+        patch: bool,
+    ) -> Result<Value, ApiError> {
         if body.len() > MAX_BODY {
-            return Err(ApiError::TooLarge { size: body.len(), limit: MAX_BODY });
+            return Err(ApiError::TooLarge {
+                size: body.len(),
+                limit: MAX_BODY,
+            });
         }
-        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
         let base = ct.split(';').next().unwrap_or("").trim();
         if !patch && base != "application/json" && base != "*/*" && !base.is_empty() {
-            return Err(ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json (got {base})")));
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {base})"
+            )));
         }
-        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
         if !v.is_object() {
-            return Err(ApiError::BadRequest(format!("the request body must be a JSON object describing a {}", t.rt.kind)));
+            return Err(ApiError::BadRequest(format!(
+                "the request body must be a JSON object describing a {}",
+                t.rt.kind
+            )));
         }
         Ok(v)
     }
@@ -373,11 +533,20 @@ impl ApiState {
     }
 
     async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
-        let ns_type = self.find("", "v1", "namespaces").expect("namespaces are served");
-        let (kv, _) = self.member.get(&ns_type.key(None, ns), Consistency::Linearizable).await?;
+        let ns_type = self
+            .find("", "v1", "namespaces")
+            .expect("namespaces are served");
+        let (kv, _) = self
+            .member
+            .get(&ns_type.key(None, ns), Consistency::Linearizable)
+            .await?;
         match kv {
             Some(_) => Ok(()),
-            None => Err(ApiError::NotFound { group: String::new(), resource: "namespaces".into(), name: ns.into() }),
+            None => Err(ApiError::NotFound {
+                group: String::new(),
+                resource: "namespaces".into(),
+                name: ns.into(),
+            }),
         }
     }
 
@@ -390,20 +559,33 @@ impl ApiState {
             Err(ApiError::Invalid {
                 group: t.rt.group.into(),
                 kind: t.rt.kind.into(),
-                name: obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").into(),
+                name: obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
                 causes,
             })
         }
     }
 
-    async fn create(&self, t: &Target, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    async fn create(
+        &self,
+        t: &Target,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
         let mut obj = self.parse_body(t, headers, &body, false)?;
         Self::check_type(t, &obj)?;
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
         if t.rt.namespaced {
-            let ns = t.namespace.clone().ok_or_else(|| ApiError::BadRequest("a namespace is required".into()))?;
+            let ns = t
+                .namespace
+                .clone()
+                .ok_or_else(|| ApiError::BadRequest("a namespace is required".into()))?;
             match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() && n != ns => {
                     return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
@@ -413,19 +595,42 @@ impl ApiState {
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
         }
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if name.is_empty()
-            && let Some(g) = obj.pointer("/metadata/generateName").and_then(Value::as_str)
+            && let Some(g) = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
         {
-            let suffix: String = meta::new_uid().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+            let suffix: String = meta::new_uid()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(5)
+                .collect();
             obj["metadata"]["name"] = json!(format!("{g}{suffix}"));
         }
-        let m = obj["metadata"].as_object_mut().expect("metadata is an object");
-        for f in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+        let m = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
             m.remove(f);
         }
         m.insert("uid".into(), json!(meta::new_uid()));
-        m.insert("creationTimestamp".into(), json!(meta::rfc3339(meta::now_secs())));
+        m.insert(
+            "creationTimestamp".into(),
+            json!(meta::rfc3339(meta::now_secs())),
+        );
         if obj.get("spec").is_some() {
             obj["metadata"]["generation"] = json!(1);
         }
@@ -434,43 +639,90 @@ impl ApiState {
         if let Some(ns) = &t.namespace {
             self.namespace_exists(ns).await?;
         }
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if q.get("dryRun").is_some_and(|d| d == "All") {
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = obj["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let key = t.rt.key(t.namespace.as_deref(), &name);
-        match self.member.txn(vec![Op::create(key, obj.to_string().into_bytes()).with_uid(uid)]).await {
+        match self
+            .member
+            .txn(vec![
+                Op::create(key, obj.to_string().into_bytes()).with_uid(uid),
+            ])
+            .await
+        {
             Ok(rev) => {
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                 Ok(json_response(StatusCode::CREATED, &obj))
             }
-            Err(StoreError::Precondition(_)) => Err(ApiError::AlreadyExists { group: t.rt.group.into(), resource: t.rt.plural.into(), name }),
+            Err(StoreError::Precondition(_)) => Err(ApiError::AlreadyExists {
+                group: t.rt.group.into(),
+                resource: t.rt.plural.into(),
+                name,
+            }),
             Err(e) => Err(e.into()),
         }
     }
 
     async fn current(&self, t: &Target, name: &str) -> Result<(KeyValue, Value), ApiError> {
-        let (kv, _) = self.member.get(&t.rt.key(t.namespace.as_deref(), name), Consistency::Linearizable).await?;
+        let (kv, _) = self
+            .member
+            .get(
+                &t.rt.key(t.namespace.as_deref(), name),
+                Consistency::Linearizable,
+            )
+            .await?;
         let kv = kv.ok_or_else(|| Self::not_found(t, name))?;
         let obj = self.decode(&kv)?;
         Ok((kv, obj))
     }
 
     /// Write `new` over `old` (both full objects), or report a conflict.
-    async fn replace(&self, t: &Target, name: &str, kv: &KeyValue, old: &Value, mut new: Value, q: &Query) -> Result<Response, ApiError> {
+    async fn replace(
+        &self,
+        t: &Target,
+        name: &str,
+        kv: &KeyValue,
+        old: &Value,
+        mut new: Value,
+        q: &Query,
+    ) -> Result<Response, ApiError> {
         Self::check_type(t, &new)?;
         if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
-            return Err(ApiError::BadRequest(format!("the name of the object ({}) does not match the name on the URL ({name})", new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                new.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )));
         }
-        if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            let rv: u64 = rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
+        if let Some(rv) = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            let rv: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
             if rv != kv.mod_revision {
                 return Err(self.conflict(t, name));
             }
         }
         // Fields the system owns are kept from the stored object.
-        for f in ["uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "deletionTimestamp",
+            "generation",
+        ] {
             match old["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -482,7 +734,11 @@ impl ApiState {
         }
         t.rt.strategy.prepare_update(&mut new, old);
         if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             new["metadata"]["generation"] = json!(g);
         }
         Self::validate(t, &new)?;
@@ -495,7 +751,13 @@ impl ApiState {
             m.remove("resourceVersion");
         }
         let key = t.rt.key(t.namespace.as_deref(), name);
-        match self.member.txn(vec![Op::update(key, new.to_string().into_bytes()).if_mod_revision(kv.mod_revision)]).await {
+        match self
+            .member
+            .txn(vec![
+                Op::update(key, new.to_string().into_bytes()).if_mod_revision(kv.mod_revision),
+            ])
+            .await
+        {
             Ok(rev) => {
                 new["metadata"]["resourceVersion"] = json!(rev.to_string());
                 Ok(json_response(StatusCode::OK, &new))
@@ -514,23 +776,43 @@ impl ApiState {
         }
     }
 
-    async fn update(&self, t: &Target, name: &str, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    async fn update(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
         let new = self.parse_body(t, headers, &body, false)?;
         let (kv, old) = self.current(t, name).await?;
         self.replace(t, name, &kv, &old, new, q).await
     }
 
-    async fn patch(&self, t: &Target, name: &str, q: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    async fn patch(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let base = ct.split(';').next().unwrap_or("").trim().to_string();
-        let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+        let patch: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         // Optimistic retry: a concurrent writer makes the compare-and-swap fail.
         for _ in 0..5 {
             let (kv, old) = self.current(t, name).await?;
             let mut new = old.clone();
             match base.as_str() {
                 "application/merge-patch+json" => crate::patch::merge(&mut new, &patch),
-                "application/json-patch+json" => crate::patch::json_patch(&mut new, &patch).map_err(ApiError::BadRequest)?,
+                "application/json-patch+json" => {
+                    crate::patch::json_patch(&mut new, &patch).map_err(ApiError::BadRequest)?
+                }
                 other => {
                     return Err(ApiError::UnsupportedMediaType(format!(
                         "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other})"
@@ -542,15 +824,30 @@ impl ApiState {
                 new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
             }
             match self.replace(t, name, &kv, &old, new, q).await {
-                Err(ApiError::Conflict { .. }) if patch.pointer("/metadata/resourceVersion").is_none() => continue,
+                Err(ApiError::Conflict { .. })
+                    if patch.pointer("/metadata/resourceVersion").is_none() =>
+                {
+                    continue;
+                }
                 r => return r,
             }
         }
         Err(self.conflict(t, name))
     }
 
-    async fn delete(&self, t: &Target, name: &str, q: &Query, body: Bytes) -> Result<Response, ApiError> {
-        let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))? };
+    async fn delete(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let opts: Value = if body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+        };
         let (kv, obj) = self.current(t, name).await?;
         if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
             && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
@@ -559,18 +856,33 @@ impl ApiState {
                 group: t.rt.group.into(),
                 resource: t.rt.plural.into(),
                 name: name.into(),
-                message: format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")),
+                message: format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    obj.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ),
             });
         }
-        if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
             && rv != kv.mod_revision.to_string()
         {
             return Err(self.conflict(t, name));
         }
-        if q.get("dryRun").is_some_and(|d| d == "All") || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
+        if q.get("dryRun").is_some_and(|d| d == "All")
+            || opts
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|d| d == "All"))
+        {
             return Ok(json_response(StatusCode::OK, &obj));
         }
-        let finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         let key = t.rt.key(t.namespace.as_deref(), name);
         if finalizers {
             // Kept until its finalizers are removed; marked for deletion now.
@@ -585,7 +897,10 @@ impl ApiState {
             }
             let rev = self
                 .member
-                .txn(vec![Op::update(key, marked.to_string().into_bytes()).if_mod_revision(kv.mod_revision)])
+                .txn(vec![
+                    Op::update(key, marked.to_string().into_bytes())
+                        .if_mod_revision(kv.mod_revision),
+                ])
                 .await
                 .map_err(|e| match e {
                     StoreError::Precondition(_) => self.conflict(t, name),
@@ -594,27 +909,56 @@ impl ApiState {
             marked["metadata"]["resourceVersion"] = json!(rev.to_string());
             return Ok(json_response(StatusCode::ACCEPTED, &marked));
         }
-        match self.member.txn(vec![Op::delete(key).if_mod_revision(kv.mod_revision)]).await {
+        match self
+            .member
+            .txn(vec![Op::delete(key).if_mod_revision(kv.mod_revision)])
+            .await
+        {
             Ok(_) => Ok(json_response(StatusCode::OK, &obj)),
-            Err(StoreError::Precondition(f)) if f.current.is_none() => Err(Self::not_found(t, name)),
+            Err(StoreError::Precondition(f)) if f.current.is_none() => {
+                Err(Self::not_found(t, name))
+            }
             Err(StoreError::Precondition(_)) => Err(self.conflict(t, name)),
             Err(e) => Err(e.into()),
         }
     }
 
     async fn delete_collection(&self, t: &Target, q: &Query) -> Result<Response, ApiError> {
-        let labels = q.get("labelSelector").map(|s| meta::parse_label_selector(s)).transpose()?.unwrap_or_default();
-        let fields = q.get("fieldSelector").map(|s| meta::parse_field_selector(s)).transpose()?.unwrap_or_default();
-        let resp = self.member.range(RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()))).await?;
+        let labels = q
+            .get("labelSelector")
+            .map(|s| meta::parse_label_selector(s))
+            .transpose()?
+            .unwrap_or_default();
+        let fields = q
+            .get("fieldSelector")
+            .map(|s| meta::parse_field_selector(s))
+            .transpose()?
+            .unwrap_or_default();
+        let resp = self
+            .member
+            .range(RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref())))
+            .await?;
         let mut deleted = Vec::new();
         for kv in &resp.kvs {
             let obj = self.decode(kv)?;
             if !matches(&obj, &labels, &fields) {
                 continue;
             }
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-            let target = Target { rt: t.rt, namespace: ns, name: Some(name.clone()), subresource: None };
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let target = Target {
+                rt: t.rt,
+                namespace: ns,
+                name: Some(name.clone()),
+                subresource: None,
+            };
             match self.delete(&target, &name, q, Bytes::new()).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
                 Err(e) => return Err(e),
@@ -630,11 +974,17 @@ impl ApiState {
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// A watch event for a store event, or `None` when it does not match.
-fn watch_event(e: &keel_store::Event, labels: &[meta::Requirement], fields: &[(String, bool, String)]) -> Option<Value> {
+fn watch_event(
+    e: &keel_store::Event,
+    labels: &[meta::Requirement],
+    fields: &[(String, bool, String)],
+) -> Option<Value> {
     let decode = |kv: &KeyValue, rev: u64| -> Option<Value> {
         let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
         v["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -683,13 +1033,26 @@ enum IncludeObject {
 }
 
 fn wants_table(headers: &HeaderMap) -> Option<TableOpts> {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    accept.contains("as=Table").then_some(TableOpts { include_object: IncludeObject::Metadata })
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("as=Table").then_some(TableOpts {
+        include_object: IncludeObject::Metadata,
+    })
 }
 
 /// A `meta.k8s.io/v1` Table of objects.
-fn render_table(rt: &ResourceType, objs: &[Value], revision: Option<u64>, cont: Option<&str>, opts: TableOpts) -> Value {
-    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+fn render_table(
+    rt: &ResourceType,
+    objs: &[Value],
+    revision: Option<u64>,
+    cont: Option<&str>,
+    opts: TableOpts,
+) -> Value {
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     for c in rt.strategy.columns() {
         cols.push(json!({"name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": c.priority}));
     }

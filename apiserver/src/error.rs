@@ -13,7 +13,10 @@ pub enum ServerError {
     #[error("certificates: {0}")]
     Pki(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -28,10 +31,18 @@ pub struct Cause {
 
 impl Cause {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueInvalid", message: message.into() }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: message.into(),
+        }
     }
     pub fn required(field: impl Into<String>) -> Cause {
-        Cause { field: field.into(), reason: "FieldValueRequired", message: "Required value".into() }
+        Cause {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }
     }
 }
 
@@ -39,13 +50,31 @@ impl Cause {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{resource} \"{name}\" not found")]
-    NotFound { group: String, resource: String, name: String },
+    NotFound {
+        group: String,
+        resource: String,
+        name: String,
+    },
     #[error("{resource} \"{name}\" already exists")]
-    AlreadyExists { group: String, resource: String, name: String },
+    AlreadyExists {
+        group: String,
+        resource: String,
+        name: String,
+    },
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
-    Conflict { group: String, resource: String, name: String, message: String },
+    Conflict {
+        group: String,
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
-    Invalid { group: String, kind: String, name: String, causes: Vec<Cause> },
+    Invalid {
+        group: String,
+        kind: String,
+        name: String,
+        causes: Vec<Cause>,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -94,12 +123,30 @@ impl ApiError {
     pub fn status(&self) -> serde_json::Value {
         let (code, reason) = self.code_reason();
         let details = match self {
-            ApiError::NotFound { group, resource, name }
-            | ApiError::AlreadyExists { group, resource, name }
-            | ApiError::Conflict { group, resource, name, .. } => {
+            ApiError::NotFound {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::AlreadyExists {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            } => {
                 json!({"name": name, "group": group, "kind": resource})
             }
-            ApiError::Invalid { group, kind, name, causes } => json!({
+            ApiError::Invalid {
+                group,
+                kind,
+                name,
+                causes,
+            } => json!({
                 "name": name, "group": group, "kind": kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             }),
@@ -126,7 +173,8 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if code == 503 || code == 429 {
-            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
     }
@@ -140,12 +188,22 @@ impl From<StoreError> for ApiError {
             | StoreError::Timeout { .. }
             | StoreError::Transport { .. }
             | StoreError::WatchDropped { .. } => ApiError::Unavailable(e.to_string()),
-            StoreError::Compacted { requested, compacted } => ApiError::Expired(format!(
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
-            StoreError::InvalidContinue(m) => ApiError::Expired(format!("the provided continue parameter is too old or invalid: {m}")),
-            StoreError::FutureRevision { .. } => ApiError::Unavailable(format!("Too large resource version: {e}")),
-            StoreError::ValueTooLarge { size, limit, .. } => ApiError::TooLarge { size: *size, limit: *limit },
+            StoreError::InvalidContinue(m) => ApiError::Expired(format!(
+                "the provided continue parameter is too old or invalid: {m}"
+            )),
+            StoreError::FutureRevision { .. } => {
+                ApiError::Unavailable(format!("Too large resource version: {e}"))
+            }
+            StoreError::ValueTooLarge { size, limit, .. } => ApiError::TooLarge {
+                size: *size,
+                limit: *limit,
+            },
             StoreError::InvalidCommand(m) => ApiError::BadRequest(m.clone()),
             _ => ApiError::Internal(e.to_string()),
         }

@@ -58,12 +58,20 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The store key prefix of this resource in one namespace (or all).
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         match namespace {
             Some(ns) if self.namespaced => format!("/registry/{group}/{}/{ns}/", self.plural),
             _ => format!("/registry/{group}/{}/", self.plural),
@@ -89,10 +97,19 @@ impl Strategy for NamespaceStrategy {
         }
     }
     fn columns(&self) -> Vec<Column> {
-        vec![Column { name: "Status", kind: "string", description: "The status of the namespace", priority: 0 }]
+        vec![Column {
+            name: "Status",
+            kind: "string",
+            description: "The status of the namespace",
+            priority: 0,
+        }]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![obj.pointer("/status/phase").cloned().unwrap_or(json!("Active"))]
+        vec![
+            obj.pointer("/status/phase")
+                .cloned()
+                .unwrap_or(json!("Active")),
+        ]
     }
 }
 
@@ -101,7 +118,10 @@ fn config_key_causes(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
         match m.as_object() {
             Some(m) => {
                 for k in m.keys() {
-                    let ok = !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                    let ok = !k.is_empty()
+                        && k.len() <= 253
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
                     if !ok {
                         causes.push(Cause::invalid(
                             format!("{field}[{k}]"),
@@ -117,7 +137,10 @@ fn config_key_causes(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
 }
 
 fn count(obj: &Value, fields: &[&str]) -> usize {
-    fields.iter().filter_map(|f| obj.get(*f)?.as_object().map(|m| m.len())).sum()
+    fields
+        .iter()
+        .filter_map(|f| obj.get(*f)?.as_object().map(|m| m.len()))
+        .sum()
 }
 
 struct ConfigMapStrategy;
@@ -136,7 +159,12 @@ impl Strategy for ConfigMapStrategy {
         causes
     }
     fn columns(&self) -> Vec<Column> {
-        vec![Column { name: "Data", kind: "string", description: "Number of data entries", priority: 0 }]
+        vec![Column {
+            name: "Data",
+            kind: "string",
+            description: "Number of data entries",
+            priority: 0,
+        }]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         vec![json!(count(obj, &["data", "binaryData"]))]
@@ -146,7 +174,11 @@ impl Strategy for ConfigMapStrategy {
 struct SecretStrategy;
 impl Strategy for SecretStrategy {
     fn prepare_create(&self, obj: &mut Value) {
-        if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             obj["type"] = json!("Opaque");
         }
         // stringData is write-only: it is merged into data, base64-encoded.
@@ -165,9 +197,14 @@ impl Strategy for SecretStrategy {
         config_key_causes(obj, "data", &mut causes);
         if let Some(m) = obj.get("data").and_then(Value::as_object) {
             for (k, v) in m {
-                let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                let ok = v
+                    .as_str()
+                    .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
                 if !ok {
-                    causes.push(Cause::invalid(format!("data[{k}]"), "must be base64-encoded bytes"));
+                    causes.push(Cause::invalid(
+                        format!("data[{k}]"),
+                        "must be base64-encoded bytes",
+                    ));
                 }
             }
         }
@@ -175,22 +212,45 @@ impl Strategy for SecretStrategy {
     }
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column { name: "Type", kind: "string", description: "The type of the secret", priority: 0 },
-            Column { name: "Data", kind: "string", description: "Number of data entries", priority: 0 },
+            Column {
+                name: "Type",
+                kind: "string",
+                description: "The type of the secret",
+                priority: 0,
+            },
+            Column {
+                name: "Data",
+                kind: "string",
+                description: "Number of data entries",
+                priority: 0,
+            },
         ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![obj.get("type").cloned().unwrap_or(json!("Opaque")), json!(count(obj, &["data"]))]
+        vec![
+            obj.get("type").cloned().unwrap_or(json!("Opaque")),
+            json!(count(obj, &["data"])),
+        ]
     }
 }
 
 struct ServiceAccountStrategy;
 impl Strategy for ServiceAccountStrategy {
     fn columns(&self) -> Vec<Column> {
-        vec![Column { name: "Secrets", kind: "string", description: "Number of secrets", priority: 0 }]
+        vec![Column {
+            name: "Secrets",
+            kind: "string",
+            description: "Number of secrets",
+            priority: 0,
+        }]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        vec![json!(obj.get("secrets").and_then(Value::as_array).map(Vec::len).unwrap_or(0))]
+        vec![json!(
+            obj.get("secrets")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0)
+        )]
     }
 }
 
@@ -200,48 +260,48 @@ pub fn all() -> &'static [ResourceType] {
 }
 
 static TYPES: &[ResourceType] = &[
-        ResourceType {
-            group: "",
-            version: "v1",
-            kind: "Namespace",
-            plural: "namespaces",
-            singular: "namespace",
-            namespaced: false,
-            short_names: &["ns"],
-            categories: &[],
-            strategy: &NamespaceStrategy,
-        },
-        ResourceType {
-            group: "",
-            version: "v1",
-            kind: "ConfigMap",
-            plural: "configmaps",
-            singular: "configmap",
-            namespaced: true,
-            short_names: &["cm"],
-            categories: &[],
-            strategy: &ConfigMapStrategy,
-        },
-        ResourceType {
-            group: "",
-            version: "v1",
-            kind: "Secret",
-            plural: "secrets",
-            singular: "secret",
-            namespaced: true,
-            short_names: &[],
-            categories: &[],
-            strategy: &SecretStrategy,
-        },
-        ResourceType {
-            group: "",
-            version: "v1",
-            kind: "ServiceAccount",
-            plural: "serviceaccounts",
-            singular: "serviceaccount",
-            namespaced: true,
-            short_names: &["sa"],
-            categories: &[],
-            strategy: &ServiceAccountStrategy,
-        },
-    ];
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: &[],
+        strategy: &NamespaceStrategy,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        strategy: &ConfigMapStrategy,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        strategy: &SecretStrategy,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        strategy: &ServiceAccountStrategy,
+    },
+];

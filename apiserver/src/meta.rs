@@ -12,7 +12,9 @@ pub fn dns1123_label(s: &str) -> Option<String> {
     if s.is_empty() || s.len() > 63 {
         return Some("must be no more than 63 characters and not empty".into());
     }
-    let ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     (!ok).then(|| {
@@ -27,7 +29,8 @@ pub fn dns1123_subdomain(s: &str) -> Option<String> {
     }
     let ok = s.split('.').all(|l| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     });
@@ -42,7 +45,14 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn rand_bytes() -> [u8; 16] {
@@ -51,7 +61,12 @@ fn rand_bytes() -> [u8; 16] {
     let mut out = [0u8; 16];
     for chunk in out.chunks_mut(8) {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         chunk.copy_from_slice(&h.finish().to_le_bytes());
     }
     out
@@ -72,7 +87,12 @@ pub fn rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parse an RFC 3339 UTC timestamp written by [`rfc3339`] back to seconds.
@@ -146,8 +166,16 @@ pub fn parse_label_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
     parts.push(&s[start..]);
     for p in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
         let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| bad(format!("{p:?}: expected a (list)")))?;
-            Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| bad(format!("{p:?}: expected a (list)")))?;
+            Ok(inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect())
         };
         if let Some(k) = p.strip_prefix('!') {
             out.push(Requirement::NotExists(k.trim().to_string()));
@@ -161,7 +189,10 @@ pub fn parse_label_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
             out.push(Requirement::NotIn(k.trim().into(), set(rest)?));
         } else if let Some((k, rest)) = p.split_once(" in ") {
             out.push(Requirement::In(k.trim().into(), set(rest)?));
-        } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        } else if p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
             out.push(Requirement::Exists(p.to_string()));
         } else {
             return Err(bad(format!("{p:?}")));
@@ -193,7 +224,9 @@ pub fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, ApiE
             } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
                 Ok((k.trim().to_string(), true, v.trim().to_string()))
             } else {
-                Err(ApiError::BadRequest(format!("invalid field selector: {p:?}")))
+                Err(ApiError::BadRequest(format!(
+                    "invalid field selector: {p:?}"
+                )))
             }
         })
         .collect()
@@ -203,22 +236,38 @@ pub fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, ApiE
 pub fn labels(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Validate the parts of metadata every kind shares.
-pub fn validate_meta(obj: &Value, namespaced: bool, name_rule: fn(&str) -> Option<String>) -> Vec<Cause> {
+pub fn validate_meta(
+    obj: &Value,
+    namespaced: bool,
+    name_rule: fn(&str) -> Option<String>,
+) -> Vec<Cause> {
     let mut causes = Vec::new();
     match obj.pointer("/metadata/name").and_then(Value::as_str) {
         None | Some("") => causes.push(Cause::required("metadata.name")),
         Some(n) => {
             if let Some(m) = name_rule(n) {
-                causes.push(Cause::invalid("metadata.name", format!("Invalid value: {n:?}: {m}")));
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    format!("Invalid value: {n:?}: {m}"),
+                ));
             }
         }
     }
-    if namespaced && obj.pointer("/metadata/namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if namespaced
+        && obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
         causes.push(Cause::required("metadata.namespace"));
     }
     for (field, what) in [("labels", "label"), ("annotations", "annotation")] {
@@ -227,12 +276,18 @@ pub fn validate_meta(obj: &Value, namespaced: bool, name_rule: fn(&str) -> Optio
                 Some(m) => {
                     for (k, v) in m {
                         if !v.is_string() {
-                            causes.push(Cause::invalid(format!("metadata.{field}.{k}"), format!("{what} values must be strings")));
+                            causes.push(Cause::invalid(
+                                format!("metadata.{field}.{k}"),
+                                format!("{what} values must be strings"),
+                            ));
                         }
                     }
                 }
                 None if m.is_null() => {}
-                None => causes.push(Cause::invalid(format!("metadata.{field}"), "must be a map of strings")),
+                None => causes.push(Cause::invalid(
+                    format!("metadata.{field}"),
+                    "must be a map of strings",
+                )),
             }
         }
     }
@@ -270,7 +325,10 @@ mod tests {
 
     #[test]
     fn label_selectors() {
-        let l: BTreeMap<String, String> = [("app", "nginx"), ("tier", "web")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let l: BTreeMap<String, String> = [("app", "nginx"), ("tier", "web")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let m = |s: &str| labels_match(&parse_label_selector(s).unwrap(), &l);
         assert!(m("app=nginx,tier in (web,db)"));
         assert!(m("app==nginx"));

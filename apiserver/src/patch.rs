@@ -33,7 +33,9 @@ fn split(path: &str) -> Result<(String, String), String> {
     if path.is_empty() {
         return Err("the root cannot be the target of this operation".into());
     }
-    let i = path.rfind('/').ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
+    let i = path
+        .rfind('/')
+        .ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
     Ok((path[..i].to_string(), unescape(&path[i + 1..])))
 }
 
@@ -49,7 +51,12 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
             Ok(())
         }
         Some(Value::Array(a)) => {
-            let i = if last == "-" { a.len() } else { last.parse::<usize>().map_err(|_| format!("invalid array index {last:?}"))? };
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse::<usize>()
+                    .map_err(|_| format!("invalid array index {last:?}"))?
+            };
             if i > a.len() {
                 return Err(format!("array index {i} out of bounds at {path}"));
             }
@@ -63,9 +70,13 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
 fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let (parent, last) = split(path)?;
     match doc.pointer_mut(&parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or_else(|| format!("the path {path:?} does not exist")),
+        Some(Value::Object(m)) => m
+            .remove(&last)
+            .ok_or_else(|| format!("the path {path:?} does not exist")),
         Some(Value::Array(a)) => {
-            let i = last.parse::<usize>().map_err(|_| format!("invalid array index {last:?}"))?;
+            let i = last
+                .parse::<usize>()
+                .map_err(|_| format!("invalid array index {last:?}"))?;
             if i >= a.len() {
                 return Err(format!("array index {i} out of bounds at {path}"));
             }
@@ -78,12 +89,28 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 /// Apply a JSON patch; on error the document may be partly changed, so
 /// callers patch a copy.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let ops = patch
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("an operation needs \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("an operation needs \"path\"")?;
-        let value = || op.get("value").cloned().ok_or(format!("{kind} at {path} needs \"value\""));
-        let from = || op.get("from").and_then(Value::as_str).ok_or(format!("{kind} at {path} needs \"from\""));
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("an operation needs \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("an operation needs \"path\"")?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or(format!("{kind} at {path} needs \"value\""))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or(format!("{kind} at {path} needs \"from\""))
+        };
         match kind {
             "add" => add(doc, path, value()?)?,
             "remove" => {
@@ -98,7 +125,10 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
                 add(doc, path, v)?;
             }
             "copy" => {
-                let v = doc.pointer(from()?).cloned().ok_or(format!("the path {:?} does not exist", from()?))?;
+                let v = doc
+                    .pointer(from()?)
+                    .cloned()
+                    .ok_or(format!("the path {:?} does not exist", from()?))?;
                 add(doc, path, v)?;
             }
             "test" => {
@@ -120,8 +150,14 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
-        merge(&mut doc, &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}));
-        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}}));
+        merge(
+            &mut doc,
+            &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}),
+        );
+        assert_eq!(
+            doc,
+            json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
+        );
     }
 
     #[test]
@@ -139,8 +175,23 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(doc, json!({"spec": {"replicas": 4, "list": ["b", "c"], "copy": 4}, "metadata": {"labels": {}}}));
-        assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/spec/copy", "value": 5}])).is_err());
-        assert!(json_patch(&mut doc, &json!([{"op": "replace", "path": "/nope/x", "value": 1}])).is_err());
+        assert_eq!(
+            doc,
+            json!({"spec": {"replicas": 4, "list": ["b", "c"], "copy": 4}, "metadata": {"labels": {}}})
+        );
+        assert!(
+            json_patch(
+                &mut doc,
+                &json!([{"op": "test", "path": "/spec/copy", "value": 5}])
+            )
+            .is_err()
+        );
+        assert!(
+            json_patch(
+                &mut doc,
+                &json!([{"op": "replace", "path": "/nope/x", "value": 1}])
+            )
+            .is_err()
+        );
     }
 }

@@ -61,7 +61,8 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), ServerError> {
     std::fs::write(path, contents).map_err(|e| io_err(path, e))?;
     if secret {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io_err(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err(path, e))?;
     }
     Ok(())
 }
@@ -79,18 +80,27 @@ fn leaf(
     if let Some(o) = org {
         p.distinguished_name.push(DnType::OrganizationName, o);
     }
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![usage];
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
     p.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let key = KeyPair::generate().map_err(|e| tls_err("generating a key", e))?;
-    let cert = p.signed_by(&key, issuer).map_err(|e| tls_err("signing a certificate", e))?;
+    let cert = p
+        .signed_by(&key, issuer)
+        .map_err(|e| tls_err("signing a certificate", e))?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Names a serving certificate must carry for these addresses.
 pub fn serving_names(addrs: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "keel".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "keel".to_string(),
+    ];
     for a in addrs {
         if !names.contains(a) {
             names.push(a.clone());
@@ -139,7 +149,13 @@ impl Pki {
                         names.push(s.clone());
                     }
                 }
-                let (c, k) = leaf(&issuer, "keel-apiserver", None, names.clone(), ExtendedKeyUsagePurpose::ServerAuth)?;
+                let (c, k) = leaf(
+                    &issuer,
+                    "keel-apiserver",
+                    None,
+                    names.clone(),
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                )?;
                 write(&server_key, &k, true)?;
                 write(&server_crt, &c, false)?;
                 write(&names_file, &names.join("\n"), false)?;
@@ -152,13 +168,26 @@ impl Pki {
         let (admin_cert_pem, admin_key_pem) = match (read(&admin_crt)?, read(&admin_key)?) {
             (Some(c), Some(k)) => (c, k),
             _ => {
-                let (c, k) = leaf(&issuer, "admin", Some("system:masters"), vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
+                let (c, k) = leaf(
+                    &issuer,
+                    "admin",
+                    Some("system:masters"),
+                    vec![],
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                )?;
                 write(&admin_key, &k, true)?;
                 write(&admin_crt, &c, false)?;
                 (c, k)
             }
         };
-        Ok(Pki { dir: dir.to_path_buf(), ca_pem, server_cert_pem, server_key_pem, admin_cert_pem, admin_key_pem })
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca_pem,
+            server_cert_pem,
+            server_key_pem,
+            admin_cert_pem,
+            admin_key_pem,
+        })
     }
 
     /// A kubeconfig for the admin user against `server` (https://host:port).
@@ -179,19 +208,26 @@ impl Pki {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let bad = |what: &str, e: String| ServerError::Pki(format!("{what}: {e}"));
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad("server.crt", e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(|e| bad("server.key", e.to_string()))?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("server.crt", e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
+            .map_err(|e| bad("server.key", e.to_string()))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| bad("ca.crt", e.to_string()))?).map_err(|e| bad("ca.crt", e.to_string()))?;
+            roots
+                .add(c.map_err(|e| bad("ca.crt", e.to_string()))?)
+                .map_err(|e| bad("ca.crt", e.to_string()))?;
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| bad("client verifier", e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| bad("client verifier", e.to_string()))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| bad("TLS versions", e.to_string()))?
@@ -221,10 +257,16 @@ mod tests {
         assert_eq!(a.server_cert_pem, b.server_cert_pem);
         let c = Pki::load_or_create(dir.path(), &serving_names(&["10.1.2.3".into()])).unwrap();
         assert_eq!(a.ca_pem, c.ca_pem, "the CA is kept");
-        assert_ne!(a.server_cert_pem, c.server_cert_pem, "a new name re-issues the serving certificate");
+        assert_ne!(
+            a.server_cert_pem, c.server_cert_pem,
+            "a new name re-issues the serving certificate"
+        );
         assert_eq!(a.admin_cert_pem, c.admin_cert_pem);
         c.server_config().unwrap();
-        assert!(c.kubeconfig("https://127.0.0.1:6443").contains("certificate-authority-data: "));
+        assert!(
+            c.kubeconfig("https://127.0.0.1:6443")
+                .contains("certificate-authority-data: ")
+        );
         assert!(is_ip("10.1.2.3") && !is_ip("localhost"));
     }
 }

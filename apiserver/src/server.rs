@@ -36,7 +36,13 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     pub fn new(addr: SocketAddr, data_dir: impl Into<PathBuf>) -> ApiConfig {
-        ApiConfig { addr, data_dir: data_dir.into(), extra_sans: vec![], max_in_flight: 400, request_timeout: Duration::from_secs(60) }
+        ApiConfig {
+            addr,
+            data_dir: data_dir.into(),
+            extra_sans: vec![],
+            max_in_flight: 400,
+            request_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -82,7 +88,11 @@ async fn health(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
         "/readyz" => s.api.member.ready().await,
         _ => s.api.member.raft().metrics().borrow().running_state.is_ok(),
     };
-    if ok { (StatusCode::OK, "ok").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response() }
+    if ok {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
 }
 
 async fn resource(
@@ -97,10 +107,16 @@ async fn resource(
         return ApiError::Unauthorized.into_response();
     }
     let path = uri.path();
-    if !(path == "/api" || path.starts_with("/api/") || path == "/apis" || path.starts_with("/apis/")) {
+    if !(path == "/api"
+        || path.starts_with("/api/")
+        || path == "/apis"
+        || path.starts_with("/apis/"))
+    {
         return ApiError::NoRoute.into_response();
     }
-    let watch = uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     if watch {
         return s.api.clone().handle(method, uri, headers, body).await;
     }
@@ -115,15 +131,28 @@ async fn resource(
 
 /// Create the default namespaces once a leader exists (idempotent).
 async fn bootstrap_namespaces(member: Arc<Member>) {
-    let ns_type = crate::kinds::all().iter().find(|t| t.plural == "namespaces").expect("namespaces are served");
+    let ns_type = crate::kinds::all()
+        .iter()
+        .find(|t| t.plural == "namespaces")
+        .expect("namespaces are served");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         loop {
-            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let mut obj =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             obj["metadata"]["uid"] = json!(crate::meta::new_uid());
-            obj["metadata"]["creationTimestamp"] = json!(crate::meta::rfc3339(crate::meta::now_secs()));
+            obj["metadata"]["creationTimestamp"] =
+                json!(crate::meta::rfc3339(crate::meta::now_secs()));
             ns_type.strategy.prepare_create(&mut obj);
-            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-            match member.txn(vec![Op::create(ns_type.key(None, name), obj.to_string().into_bytes()).with_uid(uid)]).await {
+            let uid = obj["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match member
+                .txn(vec![
+                    Op::create(ns_type.key(None, name), obj.to_string().into_bytes()).with_uid(uid),
+                ])
+                .await
+            {
                 Ok(_) | Err(keel_store::StoreError::Precondition(_)) => break,
                 Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
                 Err(e) => {
@@ -139,15 +168,28 @@ async fn bootstrap_namespaces(member: Arc<Member>) {
 pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, ServerError> {
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
-        .map_err(|source| ServerError::Bind { addr: cfg.addr.to_string(), source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.addr.to_string(), source })?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.addr.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.addr.to_string(),
+        source,
+    })?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
     let mut sans = vec![host.clone()];
     sans.extend(cfg.extra_sans.iter().cloned());
     let pki = Pki::load_or_create(&cfg.data_dir.join("pki"), &serving_names(&sans))?;
     let kubeconfig = cfg.data_dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, pki.kubeconfig(&format!("https://{host}:{}", addr.port())))
-        .map_err(|e| ServerError::Pki(format!("writing {}: {e}", kubeconfig.display())))?;
+    std::fs::write(
+        &kubeconfig,
+        pki.kubeconfig(&format!("https://{host}:{}", addr.port())),
+    )
+    .map_err(|e| ServerError::Pki(format!("writing {}: {e}", kubeconfig.display())))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
     let shared = Arc::new(Shared {
         api: Arc::new(ApiState::new(member.clone())),
@@ -155,7 +197,10 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
         timeout: cfg.request_timeout,
     });
     let app = axum::Router::new()
-        .route("/version", axum::routing::get(|| async { axum::Json(version()) }))
+        .route(
+            "/version",
+            axum::routing::get(|| async { axum::Json(version()) }),
+        )
         .route("/healthz", axum::routing::get(health))
         .route("/livez", axum::routing::get(health))
         .route("/readyz", axum::routing::get(health))
@@ -180,7 +225,9 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -188,8 +235,14 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
                     }
                     Err(_) => return,
                 };
-                let authenticated = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                let svc = hyper_util::service::TowerToHyperService::new(app.layer(Extension(Identity { authenticated })));
+                let authenticated = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                let svc = hyper_util::service::TowerToHyperService::new(
+                    app.layer(Extension(Identity { authenticated })),
+                );
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await
@@ -200,5 +253,10 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
         }
     });
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "Kubernetes API serving");
-    Ok(RunningApi { addr, kubeconfig, stop, task })
+    Ok(RunningApi {
+        addr,
+        kubeconfig,
+        stop,
+        task,
+    })
 }

@@ -1,0 +1,408 @@
+//! The real kubectl against a `keel server` process: discovery, get (tables,
+//! -o json|yaml|name|jsonpath, -l, --show-labels, --chunk-size, -A), create -f
+//! of a multi-document YAML, label, patch (merge and json), replace with a
+//! stale resourceVersion, invalid objects, get -w receiving live changes,
+//! delete, and an anonymous client refused. Runs kubectl 1.33 (the default
+//! on PATH) and 1.27 where installed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keel_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("keel")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+    let child = Command::new(keel_bin())
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--api-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        kubeconfig: data.join("kubeconfig"),
+        _dir: dir,
+    };
+    // Ready once kubectl sees the default namespace.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if server.kubeconfig.exists() {
+            let out = kubectl(&server, &["get", "ns", "default", "-o", "name"]);
+            if out.status.success() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keel server did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+fn kubectl_bin(version: Option<&str>) -> Option<PathBuf> {
+    let default = Path::new("/usr/bin/kubectl");
+    let real = std::fs::canonicalize(default).ok()?;
+    match version {
+        None => Some(default.to_path_buf()),
+        Some(v) => {
+            let p = real.parent()?.join(format!("kubectl.{v}"));
+            p.exists().then_some(p)
+        }
+    }
+}
+
+fn run(bin: &Path, s: &Server, args: &[&str]) -> Output {
+    let home = s._dir.path().join("home");
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(args)
+        .env("HOME", &home)
+        .env("KUBECACHEDIR", home.join("cache"))
+        .output()
+        .unwrap()
+}
+
+fn kubectl(s: &Server, args: &[&str]) -> Output {
+    run(&kubectl_bin(None).unwrap(), s, args)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "kubectl should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const MANIFEST: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  labels: {app: web, tier: frontend}
+data:
+  color: blue
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+stringData:
+  password: hunter2
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: builder
+  namespace: team-a
+";
+
+#[test]
+fn kubectl_drives_keel() {
+    let s = start();
+    let version = ok(&kubectl(&s, &["version"]));
+    assert!(version.contains("Server Version: v1.33"), "{version}");
+    let resources = ok(&kubectl(&s, &["api-resources"]));
+    for r in ["configmaps", "namespaces", "secrets", "serviceaccounts"] {
+        assert!(
+            resources.contains(r),
+            "api-resources lacks {r}:\n{resources}"
+        );
+    }
+    let ns = ok(&kubectl(&s, &["get", "ns"]));
+    assert!(
+        ns.starts_with("NAME") && ns.contains("default") && ns.contains("Active"),
+        "{ns}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("app.yaml");
+    std::fs::write(&f, MANIFEST).unwrap();
+    let created = ok(&kubectl(
+        &s,
+        &["create", "-f", f.to_str().unwrap(), "--validate=false"],
+    ));
+    for line in [
+        "configmap/web-config created",
+        "secret/web-secret created",
+        "namespace/team-a created",
+        "serviceaccount/builder created",
+    ] {
+        assert!(created.contains(line), "{created}");
+    }
+    // Creating it again: AlreadyExists, in kubectl's words.
+    let again = err(&kubectl(
+        &s,
+        &["create", "-f", f.to_str().unwrap(), "--validate=false"],
+    ));
+    assert!(
+        again.contains("(AlreadyExists)")
+            && again.contains("configmaps \"web-config\" already exists"),
+        "{again}"
+    );
+
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &["get", "cm", "web-config", "-o", "jsonpath={.data.color}"]
+        )),
+        "blue"
+    );
+    let secret = ok(&kubectl(
+        &s,
+        &[
+            "get",
+            "secret",
+            "web-secret",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    ));
+    assert_eq!(
+        secret, "aHVudGVyMg==",
+        "stringData is stored base64-encoded"
+    );
+    let json: String = ok(&kubectl(&s, &["get", "cm", "-o", "json"]));
+    assert!(
+        json.contains("\"kind\": \"List\"") || json.contains("\"kind\": \"ConfigMapList\""),
+        "{json}"
+    );
+    assert_eq!(
+        ok(&kubectl(&s, &["get", "cm", "-o", "name"])).trim(),
+        "configmap/web-config"
+    );
+    assert!(
+        ok(&kubectl(&s, &["get", "cm", "web-config", "-o", "yaml"])).contains("resourceVersion:")
+    );
+    let all = ok(&kubectl(&s, &["get", "sa", "-A"]));
+    assert!(
+        all.contains("NAMESPACE") && all.contains("team-a") && all.contains("builder"),
+        "{all}"
+    );
+
+    // Labels, selectors, patches.
+    ok(&kubectl(&s, &["label", "cm", "web-config", "env=prod"]));
+    let shown = ok(&kubectl(
+        &s,
+        &["get", "cm", "-l", "app in (web),env!=dev", "--show-labels"],
+    ));
+    assert!(
+        shown.contains("env=prod") && shown.contains("web-config"),
+        "{shown}"
+    );
+    assert!(ok(&kubectl(&s, &["get", "cm", "-l", "env=dev"])).is_empty());
+    ok(&kubectl(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "web-config",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"size":"xl"}}"#,
+        ],
+    ));
+    ok(&kubectl(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "web-config",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/data/color","value":"green"}]"#,
+        ],
+    ));
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &[
+                "get",
+                "cm",
+                "web-config",
+                "-o",
+                "jsonpath={.data.color}/{.data.size}"
+            ]
+        )),
+        "green/xl"
+    );
+
+    // replace with a stale resourceVersion: Conflict.
+    let stale = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n  resourceVersion: \"2\"\ndata:\n  color: red\n";
+    let sf = dir.path().join("stale.yaml");
+    std::fs::write(&sf, stale).unwrap();
+    let conflict = err(&kubectl(
+        &s,
+        &["replace", "-f", sf.to_str().unwrap(), "--validate=false"],
+    ));
+    assert!(
+        conflict.contains("(Conflict)") && conflict.contains("the object has been modified"),
+        "{conflict}"
+    );
+
+    // Invalid objects are refused with the field.
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
+    let bf = dir.path().join("bad.yaml");
+    std::fs::write(&bf, bad).unwrap();
+    let invalid = err(&kubectl(
+        &s,
+        &["create", "-f", bf.to_str().unwrap(), "--validate=false"],
+    ));
+    assert!(
+        invalid.contains("is invalid") && invalid.contains("metadata.name"),
+        "{invalid}"
+    );
+    let missing = err(&kubectl(&s, &["get", "cm", "nope"]));
+    assert!(
+        missing.contains("(NotFound)") && missing.contains("configmaps \"nope\" not found"),
+        "{missing}"
+    );
+
+    // Paging: every item arrives through limit/continue.
+    for i in 0..3 {
+        let p = dir.path().join(format!("p{i}.yaml"));
+        std::fs::write(&p, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n  namespace: team-a\n")).unwrap();
+        ok(&kubectl(
+            &s,
+            &["create", "-f", p.to_str().unwrap(), "--validate=false"],
+        ));
+    }
+    let paged = ok(&kubectl(
+        &s,
+        &["get", "cm", "-n", "team-a", "--chunk-size=1", "-o", "name"],
+    ));
+    assert_eq!(paged.lines().count(), 3, "{paged}");
+
+    // get -w sees a change made after it started.
+    let mut watch = Command::new(kubectl_bin(None).unwrap())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["get", "cm", "-n", "team-a", "-w", "--output-watch-events"])
+        .env("HOME", s._dir.path().join("home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    // The initial list arrives first; then a new object shows up live.
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("EVENT") || first.contains("NAME"), "{first}");
+    let p = dir.path().join("live.yaml");
+    std::fs::write(
+        &p,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: live-one\n  namespace: team-a\n",
+    )
+    .unwrap();
+    ok(&kubectl(
+        &s,
+        &["create", "-f", p.to_str().unwrap(), "--validate=false"],
+    ));
+    let seen = lines
+        .by_ref()
+        .take(20)
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("live-one"));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.is_some_and(|l| l.contains("ADDED")),
+        "the watch did not report live-one"
+    );
+
+    // delete waits for the object to go.
+    let deleted = ok(&kubectl(&s, &["delete", "cm", "live-one", "-n", "team-a"]));
+    assert!(
+        deleted.contains("configmap \"live-one\" deleted"),
+        "{deleted}"
+    );
+
+    // An older kubectl works too.
+    if let Some(old) = kubectl_bin(Some("1.27")) {
+        let ns = ok(&run(&old, &s, &["get", "ns"]));
+        assert!(ns.contains("team-a"), "{ns}");
+        let cms = ok(&run(&old, &s, &["get", "cm", "-n", "team-a"]));
+        assert!(cms.contains("page-0"), "{cms}");
+    }
+
+    // Without the client certificate the API refuses the request.
+    let anon = dir.path().join("anon");
+    let server_line = std::fs::read_to_string(&s.kubeconfig)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("server:"))
+        .unwrap()
+        .to_string();
+    let server = server_line
+        .split("server:")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(
+        &anon,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user: {{token: not-a-credential}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
+    )
+    .unwrap();
+    let out = Command::new(kubectl_bin(None).unwrap())
+        .arg("--kubeconfig")
+        .arg(&anon)
+        .args(["get", "cm"])
+        .env("HOME", s._dir.path().join("home2"))
+        .output()
+        .unwrap();
+    let msg = err(&out);
+    assert!(
+        msg.contains("Unauthorized") || msg.contains("must be logged in"),
+        "{msg}"
+    );
+}
