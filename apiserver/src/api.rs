@@ -519,6 +519,31 @@ impl ApiState {
         Ok(v)
     }
 
+    /// Apply `fieldValidation` (Strict: refuse, Warn: warn, Ignore): the
+    /// warnings to send back as `Warning` headers.
+    fn field_validation(t: &Target, obj: &Value, q: &Query) -> Result<Vec<String>, ApiError> {
+        let unknown = kinds::unknown_fields(t.rt, obj);
+        if unknown.is_empty() {
+            return Ok(vec![]);
+        }
+        match q.get("fieldValidation").map(String::as_str) {
+            Some("Strict") => Err(ApiError::BadRequest(format!(
+                "strict decoding error: {}",
+                unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some("Ignore") => Ok(vec![]),
+            // Warn is the default, as in Kubernetes.
+            _ => Ok(unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect()),
+        }
+    }
+
     fn check_type(t: &Target, obj: &Value) -> Result<(), ApiError> {
         let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -578,6 +603,8 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let mut obj = self.parse_body(t, headers, &body, false)?;
         Self::check_type(t, &obj)?;
+        let warnings = Self::field_validation(t, &obj, q)?;
+        strip_unknown(t.rt, &mut obj);
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
@@ -644,7 +671,10 @@ impl ApiState {
             .unwrap_or_default()
             .to_string();
         if q.get("dryRun").is_some_and(|d| d == "All") {
-            return Ok(json_response(StatusCode::CREATED, &obj));
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &obj),
+                &warnings,
+            ));
         }
         let uid = obj["metadata"]["uid"]
             .as_str()
@@ -660,7 +690,10 @@ impl ApiState {
         {
             Ok(rev) => {
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-                Ok(json_response(StatusCode::CREATED, &obj))
+                Ok(with_warnings(
+                    json_response(StatusCode::CREATED, &obj),
+                    &warnings,
+                ))
             }
             Err(StoreError::Precondition(_)) => Err(ApiError::AlreadyExists {
                 group: t.rt.group.into(),
@@ -695,6 +728,8 @@ impl ApiState {
         q: &Query,
     ) -> Result<Response, ApiError> {
         Self::check_type(t, &new)?;
+        let warnings = Self::field_validation(t, &new, q)?;
+        strip_unknown(t.rt, &mut new);
         if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
             return Err(ApiError::BadRequest(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -745,7 +780,10 @@ impl ApiState {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if new == *old || q.get("dryRun").is_some_and(|d| d == "All") {
             // A no-op write keeps the resourceVersion.
-            return Ok(json_response(StatusCode::OK, &new));
+            return Ok(with_warnings(
+                json_response(StatusCode::OK, &new),
+                &warnings,
+            ));
         }
         if let Some(m) = new["metadata"].as_object_mut() {
             m.remove("resourceVersion");
@@ -760,7 +798,10 @@ impl ApiState {
         {
             Ok(rev) => {
                 new["metadata"]["resourceVersion"] = json!(rev.to_string());
-                Ok(json_response(StatusCode::OK, &new))
+                Ok(with_warnings(
+                    json_response(StatusCode::OK, &new),
+                    &warnings,
+                ))
             }
             Err(StoreError::Precondition(_)) => Err(self.conflict(t, name)),
             Err(e) => Err(e.into()),
@@ -969,6 +1010,34 @@ impl ApiState {
             &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": resp.revision.to_string()}, "items": deleted}),
         ))
     }
+}
+
+/// Drop fields the kind does not have (they were reported or allowed already).
+fn strip_unknown(rt: &ResourceType, obj: &mut Value) {
+    for f in kinds::unknown_fields(rt, obj) {
+        match f.strip_prefix("metadata.") {
+            Some(m) => {
+                if let Some(meta) = obj["metadata"].as_object_mut() {
+                    meta.remove(m);
+                }
+            }
+            None => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove(&f);
+                }
+            }
+        }
+    }
+}
+
+/// Add `Warning` headers, as kubectl prints them.
+fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - {w:?}")) {
+            r.headers_mut().append("warning", v);
+        }
+    }
+    r
 }
 
 fn tokio_stream_from(

@@ -33,6 +33,11 @@ pub trait Strategy: Send + Sync {
     fn validate(&self, _obj: &Value) -> Vec<Cause> {
         vec![]
     }
+    /// Top-level fields of the kind besides apiVersion, kind and metadata;
+    /// anything else is an unknown field (fieldValidation).
+    fn fields(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Columns between NAME and AGE.
     fn columns(&self) -> Vec<Column> {
         vec![]
@@ -85,6 +90,9 @@ impl ResourceType {
 
 struct NamespaceStrategy;
 impl Strategy for NamespaceStrategy {
+    fn fields(&self) -> &'static [&'static str] {
+        &["spec", "status"]
+    }
     fn name_rule(&self) -> fn(&str) -> Option<String> {
         meta::dns1123_label
     }
@@ -145,6 +153,9 @@ fn count(obj: &Value, fields: &[&str]) -> usize {
 
 struct ConfigMapStrategy;
 impl Strategy for ConfigMapStrategy {
+    fn fields(&self) -> &'static [&'static str] {
+        &["data", "binaryData", "immutable"]
+    }
     fn validate(&self, obj: &Value) -> Vec<Cause> {
         let mut causes = Vec::new();
         config_key_causes(obj, "data", &mut causes);
@@ -173,6 +184,9 @@ impl Strategy for ConfigMapStrategy {
 
 struct SecretStrategy;
 impl Strategy for SecretStrategy {
+    fn fields(&self) -> &'static [&'static str] {
+        &["data", "stringData", "type", "immutable"]
+    }
     fn prepare_create(&self, obj: &mut Value) {
         if obj
             .get("type")
@@ -236,6 +250,13 @@ impl Strategy for SecretStrategy {
 
 struct ServiceAccountStrategy;
 impl Strategy for ServiceAccountStrategy {
+    fn fields(&self) -> &'static [&'static str] {
+        &[
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ]
+    }
     fn columns(&self) -> Vec<Column> {
         vec![Column {
             name: "Secrets",
@@ -305,3 +326,44 @@ static TYPES: &[ResourceType] = &[
         strategy: &ServiceAccountStrategy,
     },
 ];
+
+/// Fields of ObjectMeta.
+pub const META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Unknown fields of an object of this type, as dotted paths.
+pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(m) = obj.as_object() {
+        for k in m.keys() {
+            if !["apiVersion", "kind", "metadata"].contains(&k.as_str())
+                && !rt.strategy.fields().contains(&k.as_str())
+            {
+                out.push(k.clone());
+            }
+        }
+    }
+    if let Some(m) = obj.get("metadata").and_then(Value::as_object) {
+        for k in m.keys() {
+            if !META_FIELDS.contains(&k.as_str()) {
+                out.push(format!("metadata.{k}"));
+            }
+        }
+    }
+    out
+}

@@ -9,6 +9,7 @@
 //!   watch, create, update, patch, delete) over the event log.
 //! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
 //! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
+//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents.
 //! - [`patch`]: JSON merge patch and JSON patch.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod error;
 pub mod kinds;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod server;

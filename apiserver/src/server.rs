@@ -107,6 +107,15 @@ async fn resource(
         return ApiError::Unauthorized.into_response();
     }
     let path = uri.path();
+    if path == "/openapi/v3" {
+        return axum::Json(crate::openapi::index(crate::kinds::all())).into_response();
+    }
+    if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+        return match crate::openapi::document(crate::kinds::all(), gv) {
+            Some(doc) => axum::Json(doc).into_response(),
+            None => ApiError::NoRoute.into_response(),
+        };
+    }
     if !(path == "/api"
         || path.starts_with("/api/")
         || path == "/apis"

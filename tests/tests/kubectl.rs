@@ -168,10 +168,7 @@ fn kubectl_drives_keel() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("app.yaml");
     std::fs::write(&f, MANIFEST).unwrap();
-    let created = ok(&kubectl(
-        &s,
-        &["create", "-f", f.to_str().unwrap(), "--validate=false"],
-    ));
+    let created = ok(&kubectl(&s, &["create", "-f", f.to_str().unwrap()]));
     for line in [
         "configmap/web-config created",
         "secret/web-secret created",
@@ -181,10 +178,7 @@ fn kubectl_drives_keel() {
         assert!(created.contains(line), "{created}");
     }
     // Creating it again: AlreadyExists, in kubectl's words.
-    let again = err(&kubectl(
-        &s,
-        &["create", "-f", f.to_str().unwrap(), "--validate=false"],
-    ));
+    let again = err(&kubectl(&s, &["create", "-f", f.to_str().unwrap()]));
     assert!(
         again.contains("(AlreadyExists)")
             && again.contains("configmaps \"web-config\" already exists"),
@@ -281,10 +275,7 @@ fn kubectl_drives_keel() {
     let stale = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n  resourceVersion: \"2\"\ndata:\n  color: red\n";
     let sf = dir.path().join("stale.yaml");
     std::fs::write(&sf, stale).unwrap();
-    let conflict = err(&kubectl(
-        &s,
-        &["replace", "-f", sf.to_str().unwrap(), "--validate=false"],
-    ));
+    let conflict = err(&kubectl(&s, &["replace", "-f", sf.to_str().unwrap()]));
     assert!(
         conflict.contains("(Conflict)") && conflict.contains("the object has been modified"),
         "{conflict}"
@@ -294,13 +285,31 @@ fn kubectl_drives_keel() {
     let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
     let bf = dir.path().join("bad.yaml");
     std::fs::write(&bf, bad).unwrap();
-    let invalid = err(&kubectl(
-        &s,
-        &["create", "-f", bf.to_str().unwrap(), "--validate=false"],
-    ));
+    let invalid = err(&kubectl(&s, &["create", "-f", bf.to_str().unwrap()]));
     assert!(
         invalid.contains("is invalid") && invalid.contains("metadata.name"),
         "{invalid}"
+    );
+    // Unknown fields: kubectl asks the server for Strict validation.
+    let uf = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &uf,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  a: b\n",
+    )
+    .unwrap();
+    let strict = err(&kubectl(&s, &["create", "-f", uf.to_str().unwrap()]));
+    assert!(
+        strict.contains("strict decoding error") && strict.contains("unknown field \"datta\""),
+        "{strict}"
+    );
+    let warned = kubectl(
+        &s,
+        &["create", "-f", uf.to_str().unwrap(), "--validate=warn"],
+    );
+    ok(&warned);
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains("unknown field \"datta\""),
+        "no warning printed"
     );
     let missing = err(&kubectl(&s, &["get", "cm", "nope"]));
     assert!(
@@ -312,10 +321,7 @@ fn kubectl_drives_keel() {
     for i in 0..3 {
         let p = dir.path().join(format!("p{i}.yaml"));
         std::fs::write(&p, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n  namespace: team-a\n")).unwrap();
-        ok(&kubectl(
-            &s,
-            &["create", "-f", p.to_str().unwrap(), "--validate=false"],
-        ));
+        ok(&kubectl(&s, &["create", "-f", p.to_str().unwrap()]));
     }
     let paged = ok(&kubectl(
         &s,
@@ -343,10 +349,7 @@ fn kubectl_drives_keel() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: live-one\n  namespace: team-a\n",
     )
     .unwrap();
-    ok(&kubectl(
-        &s,
-        &["create", "-f", p.to_str().unwrap(), "--validate=false"],
-    ));
+    ok(&kubectl(&s, &["create", "-f", p.to_str().unwrap()]));
     let seen = lines
         .by_ref()
         .take(20)

@@ -1,0 +1,120 @@
+//! OpenAPI v3 discovery: `/openapi/v3` lists one document per group-version,
+//! and each document describes the served kinds with their
+//! `x-kubernetes-group-version-kind` and a PATCH operation that accepts
+//! `fieldValidation`, which tells kubectl (≥1.27) that the server validates
+//! fields itself, so it sends `fieldValidation=Strict` instead of fetching
+//! the v2 protobuf schema.
+//!
+//! The kind schemas are permissive (`x-kubernetes-preserve-unknown-fields`):
+//! the field-level schemas generated from the Kubernetes types are still to
+//! come (see the API server issue); validation happens in the strategies.
+
+use serde_json::{Value, json};
+
+use crate::kinds::ResourceType;
+
+fn gv_path(t: &ResourceType) -> String {
+    if t.group.is_empty() {
+        format!("api/{}", t.version)
+    } else {
+        format!("apis/{}/{}", t.group, t.version)
+    }
+}
+
+fn schema_name(t: &ResourceType) -> String {
+    let group = if t.group.is_empty() {
+        "core".to_string()
+    } else {
+        t.group.split('.').next().unwrap_or(t.group).to_string()
+    };
+    format!("io.k8s.api.{group}.{}.{}", t.version, t.kind)
+}
+
+/// A stable hash of a document, for the `?hash=` of its URL.
+fn hash(v: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in v.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016X}")
+}
+
+/// The `/openapi/v3` index.
+pub fn index(types: &[ResourceType]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in types {
+        let p = gv_path(t);
+        if !paths.contains_key(&p) {
+            let doc = document(types, &p).unwrap_or(Value::Null);
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// The document of one group-version path (`api/v1`, `apis/apps/v1`).
+pub fn document(types: &[ResourceType], gv: &str) -> Option<Value> {
+    let kinds: Vec<&ResourceType> = types.iter().filter(|t| gv_path(t) == gv).collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for t in kinds {
+        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(t))});
+        let item = if t.namespaced {
+            format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+        } else {
+            format!("/{gv}/{}/{{name}}", t.plural)
+        };
+        let mut params = vec![
+            json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        ];
+        if t.namespaced {
+            params.push(json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}));
+        }
+        let query = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+        let op = |action: &str, method: &str| {
+            json!({
+                "operationId": format!("{method}{}", t.kind),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation")],
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}},
+            })
+        };
+        let mut patch = op("patch", "patch");
+        patch["requestBody"] = json!({"content": {
+            "application/json-patch+json": {"schema": {"type": "object"}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+        }});
+        let mut put = op("put", "replace");
+        put["requestBody"] = json!({"content": {"application/json": {"schema": reference}}});
+        paths.insert(item, json!({"parameters": params, "get": op("get", "read"), "put": put, "patch": patch, "delete": op("delete", "delete")}));
+        schemas.insert(
+            schema_name(t),
+            json!({
+                "type": "object",
+                "description": format!("{} ({}).", t.kind, if t.namespaced { "namespaced" } else { "cluster-scoped" }),
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                },
+                "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [gvk],
+            }),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
