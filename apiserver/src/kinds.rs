@@ -49,6 +49,7 @@ pub trait Strategy: Send + Sync {
 }
 
 /// A served resource type.
+#[derive(Clone, Copy)]
 pub struct ResourceType {
     pub group: &'static str,
     pub version: &'static str,
@@ -275,9 +276,204 @@ impl Strategy for ServiceAccountStrategy {
     }
 }
 
+/// How a table cell is computed from an object.
+#[derive(Clone, Copy)]
+pub enum Cell {
+    /// The value at a JSON pointer (`<none>` when absent).
+    At(&'static str),
+    /// `a/b` from two JSON pointers (missing numbers count as 0).
+    Ratio(&'static str, &'static str),
+    /// The length of the array or map at a pointer.
+    Count(&'static str),
+}
+
+/// A kind whose rules are data: its top-level fields and its columns.
+pub struct Generic {
+    pub fields: &'static [&'static str],
+    pub columns: &'static [(&'static str, &'static str, u8, Cell)],
+    pub label_names: bool,
+}
+
+fn cell(obj: &Value, c: Cell) -> Value {
+    let num = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    match c {
+        Cell::At(p) => match obj.pointer(p) {
+            Some(Value::String(s)) if !s.is_empty() => json!(s),
+            Some(Value::Number(n)) => json!(n),
+            Some(Value::Bool(b)) => json!(b.to_string()),
+            Some(v @ Value::Object(_)) => json!(v.to_string()),
+            _ => json!("<none>"),
+        },
+        Cell::Ratio(a, b) => json!(format!("{}/{}", num(a), num(b))),
+        Cell::Count(p) => json!(match obj.pointer(p) {
+            Some(Value::Array(a)) => a.len(),
+            Some(Value::Object(m)) => m.len(),
+            _ => 0,
+        }),
+    }
+}
+
+impl Strategy for Generic {
+    fn name_rule(&self) -> fn(&str) -> Option<String> {
+        if self.label_names {
+            meta::dns1123_label
+        } else {
+            meta::dns1123_subdomain
+        }
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        self.fields
+    }
+    fn columns(&self) -> Vec<Column> {
+        self.columns
+            .iter()
+            .map(|(name, description, priority, _)| Column {
+                name,
+                kind: "string",
+                description,
+                priority: *priority,
+            })
+            .collect()
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        self.columns
+            .iter()
+            .map(|(_, _, _, c)| cell(obj, *c))
+            .collect()
+    }
+}
+
+/// Pods: containers are required; READY counts ready containers.
+struct PodStrategy;
+impl Strategy for PodStrategy {
+    fn fields(&self) -> &'static [&'static str] {
+        &["spec", "status"]
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        if obj.pointer("/status/phase").is_none() {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+    }
+    fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        match obj.pointer("/spec/containers").and_then(Value::as_array) {
+            None => causes.push(Cause::required("spec.containers")),
+            Some(cs) if cs.is_empty() => causes.push(Cause::required("spec.containers")),
+            Some(cs) => {
+                for (i, c) in cs.iter().enumerate() {
+                    match c.get("name").and_then(Value::as_str) {
+                        Some(n) if meta::dns1123_label(n).is_none() => {}
+                        Some(n) => causes.push(Cause::invalid(
+                            format!("spec.containers[{i}].name"),
+                            format!("Invalid value: {n:?}: must be a DNS label"),
+                        )),
+                        None => causes.push(Cause::required(format!("spec.containers[{i}].name"))),
+                    }
+                    if c.get("image")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                    {
+                        causes.push(Cause::required(format!("spec.containers[{i}].image")));
+                    }
+                }
+            }
+        }
+        causes
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column {
+                name: "Ready",
+                kind: "string",
+                description: "Ready containers",
+                priority: 0,
+            },
+            Column {
+                name: "Status",
+                kind: "string",
+                description: "Pod phase",
+                priority: 0,
+            },
+            Column {
+                name: "Restarts",
+                kind: "string",
+                description: "Container restarts",
+                priority: 0,
+            },
+            Column {
+                name: "IP",
+                kind: "string",
+                description: "Pod IP",
+                priority: 1,
+            },
+            Column {
+                name: "Node",
+                kind: "string",
+                description: "Node the pod runs on",
+                priority: 1,
+            },
+        ]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let total = obj
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        let statuses = obj
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ready = statuses
+            .iter()
+            .filter(|s| s.get("ready") == Some(&json!(true)))
+            .count();
+        let restarts: i64 = statuses
+            .iter()
+            .filter_map(|s| s.get("restartCount").and_then(Value::as_i64))
+            .sum();
+        vec![
+            json!(format!("{ready}/{total}")),
+            cell(obj, Cell::At("/status/phase")),
+            json!(restarts),
+            cell(obj, Cell::At("/status/podIP")),
+            cell(obj, Cell::At("/spec/nodeName")),
+        ]
+    }
+}
+
+const SPEC_STATUS: &[&str] = &["spec", "status"];
+const READY: Cell = Cell::Ratio("/status/readyReplicas", "/spec/replicas");
+const ALL: &[&str] = &["all"];
+
+macro_rules! generic {
+    ($fields:expr, [$($col:expr),* $(,)?]) => {
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*] }
+    };
+}
+
+macro_rules! rt {
+    ($group:expr, $kind:expr, $plural:expr, $singular:expr, $ns:expr, $short:expr, $cats:expr, $strategy:expr) => {
+        ResourceType {
+            group: $group,
+            version: "v1",
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cats,
+            strategy: $strategy,
+        }
+    };
+}
+
 /// Every resource type this server serves.
 pub fn all() -> &'static [ResourceType] {
-    TYPES
+    static ALL_TYPES: std::sync::OnceLock<Vec<ResourceType>> = std::sync::OnceLock::new();
+    ALL_TYPES.get_or_init(|| TYPES.iter().chain(MORE).copied().collect())
 }
 
 static TYPES: &[ResourceType] = &[
@@ -325,6 +521,433 @@ static TYPES: &[ResourceType] = &[
         categories: &[],
         strategy: &ServiceAccountStrategy,
     },
+];
+
+static MORE: &[ResourceType] = &[
+    rt!("", "Pod", "pods", "pod", true, &["po"], ALL, &PodStrategy),
+    rt!(
+        "",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        &["no"],
+        &[],
+        generic!(
+            SPEC_STATUS,
+            [(
+                "Version",
+                "Kubelet version",
+                0,
+                Cell::At("/status/nodeInfo/kubeletVersion")
+            ),]
+        )
+    ),
+    rt!(
+        "",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        ALL,
+        generic!(
+            SPEC_STATUS,
+            [
+                ("Type", "Service type", 0, Cell::At("/spec/type")),
+                ("Cluster-IP", "Cluster IP", 0, Cell::At("/spec/clusterIP")),
+                ("Ports", "Number of ports", 0, Cell::Count("/spec/ports")),
+                ("Selector", "Pod selector", 1, Cell::At("/spec/selector")),
+            ]
+        )
+    ),
+    rt!(
+        "",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        &[],
+        generic!(
+            &["subsets"],
+            [("Subsets", "Number of subsets", 0, Cell::Count("/subsets")),]
+        )
+    ),
+    rt!(
+        "",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        &[],
+        generic!(
+            &[
+                "involvedObject",
+                "reason",
+                "message",
+                "source",
+                "firstTimestamp",
+                "lastTimestamp",
+                "count",
+                "type",
+                "eventTime",
+                "series",
+                "action",
+                "related",
+                "reportingComponent",
+                "reportingInstance",
+            ],
+            [
+                ("Type", "Event type", 0, Cell::At("/type")),
+                ("Reason", "Reason", 0, Cell::At("/reason")),
+                (
+                    "Object",
+                    "Involved object",
+                    0,
+                    Cell::At("/involvedObject/name")
+                ),
+                ("Message", "Message", 0, Cell::At("/message")),
+            ]
+        )
+    ),
+    rt!(
+        "",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        &["pv"],
+        &[],
+        generic!(
+            SPEC_STATUS,
+            [
+                (
+                    "Capacity",
+                    "Capacity",
+                    0,
+                    Cell::At("/spec/capacity/storage")
+                ),
+                ("Status", "Phase", 0, Cell::At("/status/phase")),
+                (
+                    "StorageClass",
+                    "Storage class",
+                    0,
+                    Cell::At("/spec/storageClassName")
+                ),
+            ]
+        )
+    ),
+    rt!(
+        "",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        &[],
+        generic!(
+            SPEC_STATUS,
+            [
+                ("Status", "Phase", 0, Cell::At("/status/phase")),
+                ("Volume", "Bound volume", 0, Cell::At("/spec/volumeName")),
+                (
+                    "StorageClass",
+                    "Storage class",
+                    0,
+                    Cell::At("/spec/storageClassName")
+                ),
+            ]
+        )
+    ),
+    rt!(
+        "",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        &[],
+        generic!(SPEC_STATUS, [])
+    ),
+    rt!(
+        "",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        &[],
+        generic!(&["spec"], [])
+    ),
+    rt!(
+        "apps",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        ALL,
+        generic!(
+            SPEC_STATUS,
+            [
+                ("Ready", "Ready replicas", 0, READY),
+                (
+                    "Up-to-date",
+                    "Updated replicas",
+                    0,
+                    Cell::At("/status/updatedReplicas")
+                ),
+                (
+                    "Available",
+                    "Available replicas",
+                    0,
+                    Cell::At("/status/availableReplicas")
+                ),
+            ]
+        )
+    ),
+    rt!(
+        "apps",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        ALL,
+        generic!(
+            SPEC_STATUS,
+            [
+                ("Desired", "Desired replicas", 0, Cell::At("/spec/replicas")),
+                (
+                    "Current",
+                    "Current replicas",
+                    0,
+                    Cell::At("/status/replicas")
+                ),
+                (
+                    "Ready",
+                    "Ready replicas",
+                    0,
+                    Cell::At("/status/readyReplicas")
+                ),
+            ]
+        )
+    ),
+    rt!(
+        "apps",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        &["sts"],
+        ALL,
+        generic!(SPEC_STATUS, [("Ready", "Ready replicas", 0, READY),])
+    ),
+    rt!(
+        "apps",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        ALL,
+        generic!(
+            SPEC_STATUS,
+            [
+                (
+                    "Desired",
+                    "Desired pods",
+                    0,
+                    Cell::At("/status/desiredNumberScheduled")
+                ),
+                (
+                    "Current",
+                    "Current pods",
+                    0,
+                    Cell::At("/status/currentNumberScheduled")
+                ),
+                ("Ready", "Ready pods", 0, Cell::At("/status/numberReady")),
+            ]
+        )
+    ),
+    rt!(
+        "apps",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        &[],
+        &[],
+        generic!(
+            &["data", "revision"],
+            [("Revision", "Revision", 0, Cell::At("/revision")),]
+        )
+    ),
+    rt!(
+        "batch",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        &[],
+        ALL,
+        generic!(
+            SPEC_STATUS,
+            [(
+                "Completions",
+                "Succeeded/desired",
+                0,
+                Cell::Ratio("/status/succeeded", "/spec/completions")
+            ),]
+        )
+    ),
+    rt!(
+        "coordination.k8s.io",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        &[],
+        &[],
+        generic!(
+            &["spec"],
+            [(
+                "Holder",
+                "Holder identity",
+                0,
+                Cell::At("/spec/holderIdentity")
+            ),]
+        )
+    ),
+    rt!(
+        "networking.k8s.io",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        &["netpol"],
+        &[],
+        generic!(
+            SPEC_STATUS,
+            [(
+                "Pod-Selector",
+                "Selected pods",
+                0,
+                Cell::At("/spec/podSelector")
+            ),]
+        )
+    ),
+    rt!(
+        "storage.k8s.io",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+        &[],
+        generic!(
+            &[
+                "provisioner",
+                "parameters",
+                "reclaimPolicy",
+                "mountOptions",
+                "allowVolumeExpansion",
+                "volumeBindingMode",
+                "allowedTopologies",
+            ],
+            [
+                ("Provisioner", "Provisioner", 0, Cell::At("/provisioner")),
+                (
+                    "ReclaimPolicy",
+                    "Reclaim policy",
+                    0,
+                    Cell::At("/reclaimPolicy")
+                ),
+                (
+                    "VolumeBindingMode",
+                    "Binding mode",
+                    0,
+                    Cell::At("/volumeBindingMode")
+                ),
+            ]
+        )
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "Role",
+        "roles",
+        "role",
+        true,
+        &[],
+        &[],
+        generic!(&["rules"], [])
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        &[],
+        &[],
+        generic!(&["rules", "aggregationRule"], [])
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        &[],
+        &[],
+        generic!(
+            &["subjects", "roleRef"],
+            [("Role", "Bound role", 0, Cell::At("/roleRef/name")),]
+        )
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        &[],
+        &[],
+        generic!(
+            &["subjects", "roleRef"],
+            [("Role", "Bound role", 0, Cell::At("/roleRef/name")),]
+        )
+    ),
+    rt!(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &[],
+        generic!(SPEC_STATUS, [])
+    ),
+    rt!(
+        "apiregistration.k8s.io",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        &[],
+        &[],
+        generic!(
+            SPEC_STATUS,
+            [(
+                "Service",
+                "Backing service",
+                0,
+                Cell::At("/spec/service/name")
+            ),]
+        )
+    ),
 ];
 
 /// Fields of ObjectMeta.

@@ -145,6 +145,25 @@ kind: ServiceAccount
 metadata:
   name: builder
   namespace: team-a
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx:1.25}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p1
+spec:
+  containers: [{name: c, image: busybox:1.36}]
 ";
 
 #[test]
@@ -218,6 +237,15 @@ fn kubectl_drives_keel() {
     assert!(
         ok(&kubectl(&s, &["get", "cm", "web-config", "-o", "yaml"])).contains("resourceVersion:")
     );
+    let everything = ok(&kubectl(&s, &["get", "all"]));
+    assert!(
+        everything.contains("pod/p1")
+            && everything.contains("deployment.apps/web")
+            && everything.contains("0/2"),
+        "{everything}"
+    );
+    let wide = ok(&kubectl(&s, &["get", "pods", "-o", "wide"]));
+    assert!(wide.contains("NODE") && wide.contains("Pending"), "{wide}");
     let all = ok(&kubectl(&s, &["get", "sa", "-A"]));
     assert!(
         all.contains("NAMESPACE") && all.contains("team-a") && all.contains("builder"),
