@@ -137,6 +137,27 @@ mod tests {
         assert_eq!(parse_log_key(&[0; 7]), None);
     }
 
+    /// `serde_bytes` fields keep the format of plain `Vec<u8>` fields, so data
+    /// written before the switch still decodes.
+    #[test]
+    fn byte_strings_encode_like_byte_sequences() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Plain {
+            v: Vec<u8>,
+        }
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Bytes {
+            #[serde(with = "serde_bytes")]
+            v: Vec<u8>,
+        }
+        for len in [0usize, 1, 250, 251, 1024, 70_000] {
+            let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let plain = encode(&Plain { v: v.clone() });
+            assert_eq!(plain, encode(&Bytes { v: v.clone() }), "length {len}");
+            assert_eq!(decode::<Bytes>(&plain).unwrap(), Bytes { v });
+        }
+    }
+
     #[test]
     fn decode_rejects_trailing_bytes() {
         let mut bytes = encode(&7u64);

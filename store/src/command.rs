@@ -42,9 +42,17 @@ pub struct Op {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Create the key; fails if it exists. `uid` is kept for `Precondition::Uid`.
-    Create { value: Vec<u8>, uid: Option<String> },
+    Create {
+        // Encoded as one byte string, not a sequence of u8 (same bytes on disk, far less work).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        uid: Option<String>,
+    },
     /// Replace the key's value; fails if it does not exist.
-    Update { value: Vec<u8> },
+    Update {
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     /// Delete the key; fails if it does not exist.
     Delete,
 }

@@ -87,6 +87,9 @@ pub type Raft = openraft::Raft<TypeConfig>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
+    /// Encoded as one byte string (bincode writes the same bytes as for a
+    /// `Vec<u8>` sequence, without a call per byte).
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Revision of the operation that created the key.
     pub create_revision: u64,
