@@ -3,6 +3,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_BUILD_JOBS ?= 2
+# The Python `kubernetes` client for the client-compatibility test, in its own venv.
+PYVENV ?= /var/tmp/keel-venv
+export KEEL_PYTHON ?= $(PYVENV)/bin/python3
 # libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
 # etcd-server: the baseline of `keel bench store`.
 DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server
@@ -19,6 +22,10 @@ deps:
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "deps: all present ($(DEB_PACKAGES))"; fi
+	@if ! $(PYVENV)/bin/python3 -c 'import kubernetes' 2>/dev/null; then \
+	  echo "installing the Python kubernetes client into $(PYVENV)"; \
+	  python3 -m venv $(PYVENV) && $(PYVENV)/bin/pip install -q kubernetes; \
+	else echo "deps: Python kubernetes client present"; fi
 
 build: deps
 	$(CARGO) build --workspace --all-targets

@@ -544,16 +544,28 @@ impl ApiState {
         }
     }
 
-    fn check_type(t: &Target, obj: &Value) -> Result<(), ApiError> {
-        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        if av != t.rt.api_version() || kind != t.rt.kind {
+    /// apiVersion and kind must name the URL's type; missing ones are taken
+    /// from the URL, as Kubernetes does (the Python client omits them).
+    fn check_type(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
+        let av = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if (!av.is_empty() && av != t.rt.api_version()) || (!kind.is_empty() && kind != t.rt.kind) {
             return Err(ApiError::BadRequest(format!(
                 "the API version in the data ({av}) does not match the expected API version ({}), or the kind ({kind}) does not match {}",
                 t.rt.api_version(),
                 t.rt.kind
             )));
         }
+        obj["apiVersion"] = json!(t.rt.api_version());
+        obj["kind"] = json!(t.rt.kind);
         Ok(())
     }
 
@@ -602,7 +614,7 @@ impl ApiState {
         body: Bytes,
     ) -> Result<Response, ApiError> {
         let mut obj = self.parse_body(t, headers, &body, false)?;
-        Self::check_type(t, &obj)?;
+        Self::check_type(t, &mut obj)?;
         let warnings = Self::field_validation(t, &obj, q)?;
         strip_unknown(t.rt, &mut obj);
         if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -727,7 +739,7 @@ impl ApiState {
         mut new: Value,
         q: &Query,
     ) -> Result<Response, ApiError> {
-        Self::check_type(t, &new)?;
+        Self::check_type(t, &mut new)?;
         let warnings = Self::field_validation(t, &new, q)?;
         strip_unknown(t.rt, &mut new);
         if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
@@ -851,6 +863,13 @@ impl ApiState {
             let mut new = old.clone();
             match base.as_str() {
                 "application/merge-patch+json" => crate::patch::merge(&mut new, &patch),
+                // Without lists or directives a strategic merge patch means the
+                // same as a merge patch; list merge keys are not supported yet.
+                "application/strategic-merge-patch+json"
+                    if crate::patch::smp_is_plain_merge(&patch) =>
+                {
+                    crate::patch::merge(&mut new, &patch)
+                }
                 "application/json-patch+json" => {
                     crate::patch::json_patch(&mut new, &patch).map_err(ApiError::BadRequest)?
                 }
