@@ -130,11 +130,33 @@ impl ApiState {
             name: rest.get(1).map(|s| s.to_string()),
             subresource: rest.get(2).map(|s| s.to_string()),
         };
+        let q = query(uri);
+        let table = wants_table(headers).map(|o| table_opts_from_query(o, &q));
+        if let (Some(sub), Some(name)) = (t.subresource.clone(), t.name.clone()) {
+            return match (sub.as_str(), method.clone()) {
+                ("status", _) if !t.rt.has_status() => Err(ApiError::NoRoute),
+                ("scale", _) if !t.rt.has_scale() => Err(ApiError::NoRoute),
+                ("status", Method::GET) => self.get(&t, &name, &q, table).await,
+                ("status", Method::PUT) => self.update(&t, &name, &q, headers, body).await,
+                ("status", Method::PATCH) => self.patch(&t, &name, &q, headers, body).await,
+                ("scale", Method::GET) => {
+                    let (kv, obj) = self.current(&t, &name).await?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &scale_of(&obj, kv.mod_revision),
+                    ))
+                }
+                ("scale", Method::PUT | Method::PATCH) => {
+                    self.scale(&t, &name, &q, method.clone(), headers, body)
+                        .await
+                }
+                ("status" | "scale", _) => Err(ApiError::MethodNotAllowed),
+                _ => Err(ApiError::NoRoute),
+            };
+        }
         if t.subresource.is_some() {
             return Err(ApiError::NoRoute);
         }
-        let q = query(uri);
-        let table = wants_table(headers).map(|o| table_opts_from_query(o, &q));
         match (method.clone(), &t.name) {
             (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&t, &q, table).await
@@ -221,6 +243,12 @@ impl ApiState {
                 }
                 r
             })
+            .chain(types.iter().filter(|t| t.has_status()).map(|t| {
+                json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]})
+            }))
+            .chain(types.iter().filter(|t| t.has_scale()).map(|t| {
+                json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+            }))
             .collect();
         let gv = if group.is_empty() {
             version.to_string()
@@ -762,6 +790,32 @@ impl ApiState {
                 return Err(self.conflict(t, name));
             }
         }
+        // The main resource never changes status; /status changes only status.
+        if t.rt.has_status() {
+            if t.subresource.as_deref() == Some("status") {
+                let status = new.get("status").cloned();
+                let rv = new["metadata"]["resourceVersion"].clone();
+                new = old.clone();
+                new["metadata"]["resourceVersion"] = rv;
+                match status {
+                    Some(st) => new["status"] = st,
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            } else {
+                match old.get("status") {
+                    Some(st) => new["status"] = st.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+        }
         // Fields the system owns are kept from the stored object.
         for f in [
             "uid",
@@ -893,6 +947,84 @@ impl ApiState {
             }
         }
         Err(self.conflict(t, name))
+    }
+
+    /// PUT or PATCH of `/scale`: only `spec.replicas` of the resource changes.
+    async fn scale(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        method: Method,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let body: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let (kv, old) = self.current(t, name).await?;
+        let current = scale_of(&old, kv.mod_revision);
+        let wanted = if method == Method::PUT {
+            body
+        } else {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let mut s = current.clone();
+            match ct.split(';').next().unwrap_or("").trim() {
+                "application/json-patch+json" => {
+                    crate::patch::json_patch(&mut s, &body).map_err(ApiError::BadRequest)?
+                }
+                "application/merge-patch+json" => crate::patch::merge(&mut s, &body),
+                "application/strategic-merge-patch+json"
+                    if crate::patch::smp_is_plain_merge(&body) =>
+                {
+                    crate::patch::merge(&mut s, &body)
+                }
+                other => {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "unsupported patch type {other}"
+                    )));
+                }
+            }
+            s
+        };
+        let invalid = |cause| ApiError::Invalid {
+            group: "autoscaling".into(),
+            kind: "Scale".into(),
+            name: name.into(),
+            causes: vec![cause],
+        };
+        let replicas = wanted
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| invalid(crate::error::Cause::required("spec.replicas")))?;
+        if replicas < 0 {
+            return Err(invalid(crate::error::Cause::invalid(
+                "spec.replicas",
+                "must be greater than or equal to 0",
+            )));
+        }
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        // A resourceVersion in the Scale is a precondition on the resource.
+        new["metadata"]["resourceVersion"] = wanted
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(json!(kv.mod_revision.to_string()));
+        let main = Target {
+            rt: t.rt,
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            subresource: None,
+        };
+        self.replace(&main, name, &kv, &old, new, q).await?;
+        let (kv, obj) = self.current(t, name).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &scale_of(&obj, kv.mod_revision),
+        ))
     }
 
     async fn delete(
@@ -1064,6 +1196,36 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// The `autoscaling/v1` Scale of a resource with `spec.replicas`.
+fn scale_of(obj: &Value, revision: u64) -> Value {
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj.pointer("/metadata/name"),
+            "namespace": obj.pointer("/metadata/namespace"),
+            "uid": obj.pointer("/metadata/uid"),
+            "resourceVersion": revision.to_string(),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
     })
 }
 

@@ -84,6 +84,16 @@ impl ResourceType {
         }
     }
 
+    /// Whether the kind has a `status` written through `/status` only.
+    pub fn has_status(&self) -> bool {
+        self.strategy.fields().contains(&"status")
+    }
+
+    /// Whether the kind has a `/scale` subresource (autoscaling/v1 Scale).
+    pub fn has_scale(&self) -> bool {
+        self.group == "apps" && matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+    }
+
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         format!("{}{name}", self.prefix(namespace))
     }

@@ -244,6 +244,76 @@ fn kubectl_drives_keel() {
             && everything.contains("0/2"),
         "{everything}"
     );
+    // scale and status subresources.
+    assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.replicas}/{.metadata.generation}"
+            ]
+        )),
+        "3/2"
+    );
+    let stale = err(&kubectl(
+        &s,
+        &[
+            "scale",
+            "deploy",
+            "web",
+            "--current-replicas=1",
+            "--replicas=4",
+        ],
+    ));
+    assert!(
+        stale.contains("Expected replicas to be 1, was 3"),
+        "{stale}"
+    );
+    ok(&kubectl(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"readyReplicas":2}}"#,
+        ],
+    ));
+    assert!(ok(&kubectl(&s, &["get", "deploy", "web"])).contains("2/3"));
+    // The main resource ignores status; generation moves only with spec.
+    assert!(
+        ok(&kubectl(
+            &s,
+            &[
+                "patch",
+                "deploy",
+                "web",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"readyReplicas":0}}"#
+            ]
+        ))
+        .contains("no change")
+    );
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.readyReplicas}/{.metadata.generation}"
+            ]
+        )),
+        "2/2"
+    );
     let wide = ok(&kubectl(&s, &["get", "pods", "-o", "wide"]));
     assert!(wide.contains("NODE") && wide.contains("Pending"), "{wide}");
     let all = ok(&kubectl(&s, &["get", "sa", "-A"]));
