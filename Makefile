@@ -8,7 +8,7 @@ PYVENV ?= /var/tmp/keel-venv
 export KEEL_PYTHON ?= $(PYVENV)/bin/python3
 # libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
 # etcd-server: the baseline of `keel bench store`.
-DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server
+DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl
 
 .PHONY: deps build test run lint fmt bench-store
 

@@ -1,0 +1,217 @@
+//! Bad input to the Kubernetes API of a `keel server` process, sent with curl
+//! and the admin client certificate: every case gets a 4xx `Status` with the
+//! right reason, nothing is stored, and the server stays healthy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// (HTTP code, body) of a curl request with the admin certificate.
+fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
+    let pki = data.join("pki");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .args(args.iter().map(|a| a.replace("BASE", base)))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn bad_input_gets_a_status_and_stores_nothing() {
+    let exe = std::env::current_exe().unwrap();
+    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("keel");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let api_port = free_port();
+    let mut child = Command::new(bin)
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{api_port}");
+    let cms = "BASE/api/v1/namespaces/default/configmaps";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while curl(&data, &base, &["BASE/api/v1/namespaces/default"]).0 != 200 {
+        assert!(Instant::now() < deadline, "server not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(2_000_000)
+    );
+    let big_file = dir.path().join("big.json");
+    std::fs::write(&big_file, big).unwrap();
+    let big_arg = format!("@{}", big_file.display());
+    let json = ["-H", "Content-Type: application/json", "-X", "POST"];
+    let cases: Vec<(&str, Vec<&str>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            [&json[..], &["-d", "{bad json", cms]].concat(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "a YAML body",
+            vec![
+                "-H",
+                "Content-Type: application/yaml",
+                "-X",
+                "POST",
+                "-d",
+                "a: b",
+                cms,
+            ],
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            "wrong apiVersion",
+            [
+                &json[..],
+                &[
+                    "-d",
+                    r#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+                    cms,
+                ],
+            ]
+            .concat(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "wrong kind",
+            [
+                &json[..],
+                &[
+                    "-d",
+                    r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+                    cms,
+                ],
+            ]
+            .concat(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "an invalid name",
+            [
+                &json[..],
+                &[
+                    "-d",
+                    r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#,
+                    cms,
+                ],
+            ]
+            .concat(),
+            422,
+            "Invalid",
+        ),
+        (
+            "an unknown field under Strict",
+            [
+                &json[..],
+                &[
+                    "-d",
+                    r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"dat":{}}"#,
+                    "BASE/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+                ],
+            ]
+            .concat(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "an object over the size limit",
+            [&json[..], &["--data-binary", &big_arg, cms]].concat(),
+            413,
+            "RequestEntityTooLarge",
+        ),
+        (
+            "a non-numeric resourceVersion on list",
+            vec!["BASE/api/v1/namespaces/default/configmaps?resourceVersion=abc&limit=1"],
+            400,
+            "BadRequest",
+        ),
+        (
+            "a non-numeric resourceVersion on watch",
+            vec!["BASE/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc"],
+            400,
+            "BadRequest",
+        ),
+        (
+            "a missing namespace",
+            [
+                &json[..],
+                &[
+                    "-d",
+                    r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+                    "BASE/api/v1/namespaces/nope/configmaps",
+                ],
+            ]
+            .concat(),
+            404,
+            "NotFound",
+        ),
+        (
+            "an unknown resource",
+            vec!["BASE/api/v1/frobnicators"],
+            404,
+            "NotFound",
+        ),
+    ];
+    for (what, args, code, reason) in cases {
+        let (got, body) = curl(&data, &base, &args);
+        assert_eq!(got, code, "{what}: {body}");
+        assert_eq!(body["kind"], "Status", "{what}: {body}");
+        assert_eq!(body["reason"], reason, "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+    }
+    let (_, invalid) = curl(
+        &data,
+        &base,
+        &[
+            &json[..],
+            &[
+                "-d",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#,
+                cms,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        invalid["details"]["causes"][0]["field"], "metadata.name",
+        "{invalid}"
+    );
+    // Nothing was stored, and the server is healthy.
+    let (code, list) = curl(&data, &base, &[cms]);
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+    assert_eq!(curl(&data, &base, &["BASE/readyz"]).0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
