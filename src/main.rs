@@ -37,6 +37,15 @@ enum Command {
         #[command(subcommand)]
         action: KvAction,
     },
+    /// Start a local cluster of N members as separate processes on loopback
+    /// ports (data under <data-dir>/m1..mN, one shared CA) and write
+    /// <data-dir>/kubeconfig. Ctrl-C stops them all.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        members: u64,
+        #[arg(long, default_value = "./keel-data")]
+        data_dir: PathBuf,
+    },
     /// Benchmarks that run Keel and a baseline side by side.
     Bench {
         #[command(subcommand)]
@@ -234,6 +243,86 @@ async fn server(args: ServerArgs) -> Result<()> {
     member.shutdown().await;
     let _ = serve.await;
     let _ = http_server.await;
+    Ok(())
+}
+
+/// `keel up`: N `keel server` processes sharing one CA.
+async fn up(members: u64, data_dir: PathBuf) -> Result<()> {
+    if members == 0 {
+        bail!("--members must be at least 1");
+    }
+    let exe = std::env::current_exe()?;
+    let ca_dir = data_dir.join("m1").join("pki");
+    keel_apiserver::pki::Pki::load_or_create(&ca_dir, &keel_apiserver::pki::serving_names(&[]))
+        .context("creating the cluster CA")?;
+    let peers: Vec<String> = (1..=members)
+        .map(|i| format!("127.0.0.1:{}", 7000 + i))
+        .collect();
+    let initial = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}={p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for i in 1..=members {
+        let dir = data_dir.join(format!("m{i}"));
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        for f in ["ca.crt", "ca.key"] {
+            if !pki.join(f).exists() {
+                std::fs::copy(ca_dir.join(f), pki.join(f))
+                    .with_context(|| format!("copying {f} to member {i}"))?;
+            }
+        }
+        let api = format!("127.0.0.1:{}", 6442 + i);
+        let child = tokio::process::Command::new(&exe)
+            .args(["server", "--id", &i.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--peer-addr", &peers[i as usize - 1]])
+            .args(["--http-addr", &format!("127.0.0.1:{}", 7080 + i)])
+            .args(["--api-addr", &api])
+            .args(["--initial-members", &initial])
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting member {i}"))?;
+        println!(
+            "member {i}: api https://{api}  peer {}  health http://127.0.0.1:{}/readyz  data {}",
+            peers[i as usize - 1],
+            7080 + i,
+            dir.display()
+        );
+        children.push(child);
+    }
+    // Member 1's kubeconfig (same CA as every member) becomes the cluster's.
+    let m1 = data_dir.join("m1").join("kubeconfig");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !m1.exists() {
+        if std::time::Instant::now() > deadline {
+            bail!("member 1 did not write its kubeconfig");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kubeconfig = data_dir.join("kubeconfig");
+    std::fs::copy(&m1, &kubeconfig)?;
+    println!(
+        "kubeconfig: {} (kubectl --kubeconfig {} get ns)",
+        kubeconfig.display(),
+        kubeconfig.display()
+    );
+    shutdown_signal().await;
+    for c in &mut children {
+        if let Some(pid) = c.id() {
+            // SIGTERM: each member shuts down gracefully.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for mut c in children {
+        let _ = c.wait().await;
+    }
     Ok(())
 }
 
@@ -507,6 +596,7 @@ async fn run() -> Result<()> {
         Command::Server(args) => server(args).await,
         Command::Member { addr, action } => member_admin(addr, action).await,
         Command::Kv { addr, action } => kv(addr, action).await,
+        Command::Up { members, data_dir } => up(members, data_dir).await,
         Command::Bench {
             suite: BenchSuite::Store(args),
         } => {
