@@ -9,6 +9,7 @@
 //!   watch, create, update, patch, delete) over the event log.
 //! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
 //! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
+//! - [`metrics`]: request counts, latencies and watches for `/metrics`.
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents.
 //! - [`patch`]: JSON merge patch and JSON patch.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod error;
 pub mod kinds;
 pub mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;

@@ -54,6 +54,7 @@ struct Identity {
 
 struct Shared {
     api: Arc<ApiState>,
+    metrics: crate::metrics::ApiMetrics,
     in_flight: Semaphore,
     timeout: Duration,
 }
@@ -116,6 +117,17 @@ async fn resource(
             None => ApiError::NoRoute.into_response(),
         };
     }
+    if path == "/metrics" {
+        let text = format!("{}{}", s.metrics.render(), s.api.member.render_metrics());
+        return (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        )
+            .into_response();
+    }
     if !(path == "/api"
         || path.starts_with("/api/")
         || path == "/apis"
@@ -126,15 +138,55 @@ async fn resource(
     let watch = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
-    if watch {
-        return s.api.clone().handle(method, uri, headers, body).await;
-    }
-    let Ok(_permit) = s.in_flight.try_acquire() else {
-        return ApiError::TooManyRequests.into_response();
+    let (verb, resource) = crate::metrics::classify(method.as_str(), path, watch);
+    let started = std::time::Instant::now();
+    let resp = if watch {
+        s.metrics
+            .watches_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.api.clone().handle(method, uri, headers, body).await
+    } else {
+        match s.in_flight.try_acquire() {
+            Err(_) => ApiError::TooManyRequests.into_response(),
+            Ok(_permit) => match tokio::time::timeout(
+                s.timeout,
+                s.api.clone().handle(method, uri, headers, body),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => ApiError::Timeout(s.timeout.as_secs()).into_response(),
+            },
+        }
     };
-    match tokio::time::timeout(s.timeout, s.api.clone().handle(method, uri, headers, body)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::Timeout(s.timeout.as_secs()).into_response(),
+    s.metrics
+        .observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
+    if watch && resp.status().is_success() {
+        // Counted open until the stream body is dropped.
+        let guard = WatchGuard(s.clone());
+        s.metrics
+            .watches_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (parts, body) = resp.into_parts();
+        let stream =
+            futures::stream::unfold((body.into_data_stream(), guard), |(mut b, g)| async move {
+                use futures::StreamExt;
+                b.next().await.map(|item| (item, (b, g)))
+            });
+        return Response::from_parts(parts, axum::body::Body::from_stream(stream));
+    }
+    resp
+}
+
+/// Decrements the open-watch gauge when a watch stream ends.
+struct WatchGuard(Arc<Shared>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .watches_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -202,6 +254,7 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
     let shared = Arc::new(Shared {
         api: Arc::new(ApiState::new(member.clone())),
+        metrics: Default::default(),
         in_flight: Semaphore::new(cfg.max_in_flight),
         timeout: cfg.request_timeout,
     });

@@ -467,6 +467,19 @@ fn kubectl_drives_keel() {
         "{deleted}"
     );
 
+    // Request metrics (by verb, resource and code) and the member's Raft metrics.
+    let metrics = ok(&kubectl(&s, &["get", "--raw", "/metrics"]));
+    assert!(
+        metrics
+            .contains(r#"apiserver_request_total{verb="LIST",resource="configmaps",code="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apiserver_request_duration_seconds_bucket")
+            && metrics.contains("keel_raft_applied_index"),
+        "{metrics}"
+    );
+
     // An older kubectl works too.
     if let Some(old) = kubectl_bin(Some("1.27")) {
         let ns = ok(&run(&old, &s, &["get", "ns"]));
