@@ -244,6 +244,36 @@ fn kubectl_drives_keel() {
             && everything.contains("0/2"),
         "{everything}"
     );
+    // --dry-run=server validates and answers, but stores nothing.
+    let dry = dir.path().join("dry.yaml");
+    std::fs::write(
+        &dry,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry-one\n",
+    )
+    .unwrap();
+    assert!(
+        ok(&kubectl(
+            &s,
+            &["create", "-f", dry.to_str().unwrap(), "--dry-run=server"]
+        ))
+        .contains("created (server dry run)")
+    );
+    assert!(err(&kubectl(&s, &["get", "cm", "dry-one"])).contains("not found"));
+    // --sort-by asks for full objects in the table rows; describe reads the object and its events.
+    let sorted = ok(&kubectl(
+        &s,
+        &["get", "cm", "-A", "--sort-by=.metadata.name", "-o", "name"],
+    ));
+    assert!(
+        sorted.trim_end().ends_with("configmap/web-config"),
+        "{sorted}"
+    );
+    let described = ok(&kubectl(&s, &["describe", "pod", "p1"]));
+    assert!(
+        described.contains("busybox:1.36") && described.contains("Pending"),
+        "{described}"
+    );
+
     // scale and status subresources.
     assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));
     assert_eq!(
