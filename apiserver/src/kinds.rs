@@ -302,6 +302,133 @@ pub struct Generic {
     pub fields: &'static [&'static str],
     pub columns: &'static [(&'static str, &'static str, u8, Cell)],
     pub label_names: bool,
+    /// Defaults applied on create and update, as Kubernetes applies them.
+    pub defaults: fn(&mut Value),
+}
+
+fn no_defaults(_: &mut Value) {}
+
+/// Set `obj[path]` to `value` where it is missing (path as JSON pointer tokens).
+fn default_at(obj: &mut Value, path: &[&str], value: Value) {
+    let mut cur = obj;
+    for (i, key) in path.iter().enumerate() {
+        if !cur.is_object() {
+            return;
+        }
+        if i == path.len() - 1 {
+            if cur.get(*key).is_none_or(Value::is_null) {
+                cur[*key] = value;
+            }
+            return;
+        }
+        if cur.get(*key).is_none_or(Value::is_null) {
+            cur[*key] = json!({});
+        }
+        cur = &mut cur[*key];
+    }
+}
+
+/// Defaults of a pod template's spec (the parts controllers and kubectl read).
+fn pod_spec_defaults(spec: &mut Value) {
+    default_at(spec, &["restartPolicy"], json!("Always"));
+    default_at(spec, &["terminationGracePeriodSeconds"], json!(30));
+    default_at(spec, &["dnsPolicy"], json!("ClusterFirst"));
+    default_at(spec, &["schedulerName"], json!("default-scheduler"));
+    default_at(spec, &["securityContext"], json!({}));
+    if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        for c in cs {
+            default_at(
+                c,
+                &["terminationMessagePath"],
+                json!("/dev/termination-log"),
+            );
+            default_at(c, &["terminationMessagePolicy"], json!("File"));
+            let latest = c
+                .get("image")
+                .and_then(Value::as_str)
+                .is_some_and(|i| !i.contains(':') || i.ends_with(":latest"));
+            default_at(
+                c,
+                &["imagePullPolicy"],
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+        }
+    }
+}
+
+fn template_defaults(obj: &mut Value) {
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        pod_spec_defaults(spec);
+    }
+}
+
+fn deployment_defaults(obj: &mut Value) {
+    default_at(obj, &["spec", "replicas"], json!(1));
+    default_at(
+        obj,
+        &["spec", "strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+    );
+    default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
+    default_at(obj, &["spec", "progressDeadlineSeconds"], json!(600));
+    template_defaults(obj);
+}
+
+fn replicaset_defaults(obj: &mut Value) {
+    default_at(obj, &["spec", "replicas"], json!(1));
+    template_defaults(obj);
+}
+
+fn statefulset_defaults(obj: &mut Value) {
+    default_at(obj, &["spec", "replicas"], json!(1));
+    default_at(obj, &["spec", "podManagementPolicy"], json!("OrderedReady"));
+    default_at(
+        obj,
+        &["spec", "updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+    );
+    default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
+    default_at(
+        obj,
+        &["spec", "persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+    template_defaults(obj);
+}
+
+fn daemonset_defaults(obj: &mut Value) {
+    default_at(
+        obj,
+        &["spec", "updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
+    template_defaults(obj);
+}
+
+fn job_defaults(obj: &mut Value) {
+    default_at(obj, &["spec", "parallelism"], json!(1));
+    default_at(obj, &["spec", "completions"], json!(1));
+    default_at(obj, &["spec", "backoffLimit"], json!(6));
+    default_at(obj, &["spec", "completionMode"], json!("NonIndexed"));
+    default_at(obj, &["spec", "suspend"], json!(false));
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        default_at(spec, &["restartPolicy"], json!("Never"));
+        pod_spec_defaults(spec);
+    }
+}
+
+fn service_defaults(obj: &mut Value) {
+    default_at(obj, &["spec", "type"], json!("ClusterIP"));
+    default_at(obj, &["spec", "sessionAffinity"], json!("None"));
+    if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default_at(p, &["protocol"], json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                default_at(p, &["targetPort"], port);
+            }
+        }
+    }
 }
 
 fn cell(obj: &Value, c: Cell) -> Value {
@@ -324,6 +451,9 @@ fn cell(obj: &Value, c: Cell) -> Value {
 }
 
 impl Strategy for Generic {
+    fn prepare_create(&self, obj: &mut Value) {
+        (self.defaults)(obj)
+    }
     fn name_rule(&self) -> fn(&str) -> Option<String> {
         if self.label_names {
             meta::dns1123_label
@@ -460,7 +590,10 @@ const ALL: &[&str] = &["all"];
 
 macro_rules! generic {
     ($fields:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*] }
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults }
+    };
+    ($fields:expr, $defaults:expr, [$($col:expr),* $(,)?]) => {
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults }
     };
 }
 
@@ -563,6 +696,7 @@ static MORE: &[ResourceType] = &[
         ALL,
         generic!(
             SPEC_STATUS,
+            service_defaults,
             [
                 ("Type", "Service type", 0, Cell::At("/spec/type")),
                 ("Cluster-IP", "Cluster IP", 0, Cell::At("/spec/clusterIP")),
@@ -701,6 +835,7 @@ static MORE: &[ResourceType] = &[
         ALL,
         generic!(
             SPEC_STATUS,
+            deployment_defaults,
             [
                 ("Ready", "Ready replicas", 0, READY),
                 (
@@ -728,6 +863,7 @@ static MORE: &[ResourceType] = &[
         ALL,
         generic!(
             SPEC_STATUS,
+            replicaset_defaults,
             [
                 ("Desired", "Desired replicas", 0, Cell::At("/spec/replicas")),
                 (
@@ -753,7 +889,11 @@ static MORE: &[ResourceType] = &[
         true,
         &["sts"],
         ALL,
-        generic!(SPEC_STATUS, [("Ready", "Ready replicas", 0, READY),])
+        generic!(
+            SPEC_STATUS,
+            statefulset_defaults,
+            [("Ready", "Ready replicas", 0, READY),]
+        )
     ),
     rt!(
         "apps",
@@ -765,6 +905,7 @@ static MORE: &[ResourceType] = &[
         ALL,
         generic!(
             SPEC_STATUS,
+            daemonset_defaults,
             [
                 (
                     "Desired",
@@ -805,6 +946,7 @@ static MORE: &[ResourceType] = &[
         ALL,
         generic!(
             SPEC_STATUS,
+            job_defaults,
             [(
                 "Completions",
                 "Succeeded/desired",

@@ -274,6 +274,21 @@ fn kubectl_drives_keel() {
         "{described}"
     );
 
+    // Server-side defaults, as Kubernetes applies them.
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.strategy.type}/{.spec.revisionHistoryLimit}/{.spec.template.spec.containers[0].imagePullPolicy}"
+            ]
+        )),
+        "RollingUpdate/10/IfNotPresent"
+    );
+
     // scale and status subresources.
     assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));
     assert_eq!(
