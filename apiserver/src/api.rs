@@ -136,6 +136,9 @@ impl ApiState {
             return match (sub.as_str(), method.clone()) {
                 ("status", _) if !t.rt.has_status() => Err(ApiError::NoRoute),
                 ("scale", _) if !t.rt.has_scale() => Err(ApiError::NoRoute),
+                ("binding", Method::POST) if t.rt.kind == "Pod" => {
+                    self.bind(&t, &name, &q, body).await
+                }
                 ("status", Method::GET) => self.get(&t, &name, &q, table).await,
                 ("status", Method::PUT) => self.update(&t, &name, &q, headers, body).await,
                 ("status", Method::PATCH) => self.patch(&t, &name, &q, headers, body).await,
@@ -245,6 +248,9 @@ impl ApiState {
             })
             .chain(types.iter().filter(|t| t.has_status()).map(|t| {
                 json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]})
+            }))
+            .chain(types.iter().filter(|t| t.kind == "Pod").map(|t| {
+                json!({"name": format!("{}/binding", t.plural), "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
             }))
             .chain(types.iter().filter(|t| t.has_scale()).map(|t| {
                 json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
@@ -947,6 +953,57 @@ impl ApiState {
             }
         }
         Err(self.conflict(t, name))
+    }
+
+    /// POST `pods/{name}/binding`: assign the pod to a node, once.
+    async fn bind(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let binding: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::Invalid {
+                group: String::new(),
+                kind: "Binding".into(),
+                name: name.into(),
+                causes: vec![crate::error::Cause::required("target.name")],
+            })?
+            .to_string();
+        let (kv, old) = self.current(t, name).await?;
+        if let Some(current) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::Conflict {
+                group: String::new(),
+                resource: "pods/binding".into(),
+                name: name.into(),
+                message: format!("pod {name} is already assigned to node \"{current}\""),
+            });
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+        let main = Target {
+            rt: t.rt,
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            subresource: None,
+        };
+        self.replace(&main, name, &kv, &old, new, q).await?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
     }
 
     /// PUT or PATCH of `/scale`: only `spec.replicas` of the resource changes.

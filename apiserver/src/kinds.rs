@@ -1100,6 +1100,39 @@ static MORE: &[ResourceType] = &[
             ),]
         )
     ),
+    rt!(
+        "events.k8s.io",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        &[],
+        generic!(
+            &[
+                "eventTime",
+                "series",
+                "reportingController",
+                "reportingInstance",
+                "action",
+                "reason",
+                "regarding",
+                "related",
+                "note",
+                "type",
+                "deprecatedSource",
+                "deprecatedFirstTimestamp",
+                "deprecatedLastTimestamp",
+                "deprecatedCount",
+            ],
+            [
+                ("Type", "Event type", 0, Cell::At("/type")),
+                ("Reason", "Reason", 0, Cell::At("/reason")),
+                ("Object", "Regarding", 0, Cell::At("/regarding/name")),
+                ("Note", "Note", 0, Cell::At("/note")),
+            ]
+        )
+    ),
 ];
 
 /// Fields of ObjectMeta.

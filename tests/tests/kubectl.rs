@@ -289,6 +289,40 @@ fn kubectl_drives_keel() {
         "RollingUpdate/10/IfNotPresent"
     );
 
+    // pods/binding assigns a node once.
+    let binding = dir.path().join("binding.json");
+    std::fs::write(&binding, r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p1"},"target":{"kind":"Node","name":"node-a"}}"#).unwrap();
+    ok(&kubectl(
+        &s,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p1/binding",
+            "-f",
+            binding.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &["get", "pod", "p1", "-o", "jsonpath={.spec.nodeName}"]
+        )),
+        "node-a"
+    );
+    let again = err(&kubectl(
+        &s,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p1/binding",
+            "-f",
+            binding.to_str().unwrap(),
+        ],
+    ));
+    assert!(again.contains("already assigned"), "{again}");
+    // events.k8s.io/v1 beside core/v1 events.
+    assert!(ok(&kubectl(&s, &["get", "events.events.k8s.io", "-A"])).is_empty());
+
     // scale and status subresources.
     assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));
     assert_eq!(
