@@ -553,28 +553,48 @@ impl ApiState {
         Ok(v)
     }
 
-    /// Apply `fieldValidation` (Strict: refuse, Warn: warn, Ignore): the
-    /// warnings to send back as `Warning` headers.
-    fn field_validation(t: &Target, obj: &Value, q: &Query) -> Result<Vec<String>, ApiError> {
-        let unknown = kinds::unknown_fields(t.rt, obj);
+    /// Decode into the kind's Kubernetes type (a wrong type is a 400 naming
+    /// the field), drop unknown fields from `obj`, and apply `fieldValidation`
+    /// (Strict: refuse, Warn (default): warn, Ignore). Returns the warnings to
+    /// send back as `Warning` headers.
+    fn field_validation(t: &Target, obj: &mut Value, q: &Query) -> Result<Vec<String>, ApiError> {
+        let unknown = match crate::typed::check_for(t.rt.group, t.rt.kind) {
+            Some(check) => {
+                let known = check(obj).map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg} (field {path})",
+                        kind = t.rt.kind,
+                        v = t.rt.version,
+                        msg = e.message,
+                        path = e.path
+                    ))
+                })?;
+                let (unknown, pruned) = crate::typed::prune(obj, &known);
+                *obj = pruned;
+                unknown
+            }
+            None => {
+                let unknown = kinds::unknown_fields(t.rt, obj);
+                strip_unknown(t.rt, obj);
+                unknown
+            }
+        };
         if unknown.is_empty() {
             return Ok(vec![]);
         }
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
         match q.get("fieldValidation").map(String::as_str) {
             Some("Strict") => Err(ApiError::BadRequest(format!(
-                "strict decoding error: {}",
-                unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.rt.kind,
+                v = t.rt.version
             ))),
             Some("Ignore") => Ok(vec![]),
-            // Warn is the default, as in Kubernetes.
-            _ => Ok(unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect()),
+            _ => Ok(listed),
         }
     }
 
@@ -649,8 +669,7 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let mut obj = self.parse_body(t, headers, &body, false)?;
         Self::check_type(t, &mut obj)?;
-        let warnings = Self::field_validation(t, &obj, q)?;
-        strip_unknown(t.rt, &mut obj);
+        let warnings = Self::field_validation(t, &mut obj, q)?;
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
@@ -774,8 +793,7 @@ impl ApiState {
         q: &Query,
     ) -> Result<Response, ApiError> {
         Self::check_type(t, &mut new)?;
-        let warnings = Self::field_validation(t, &new, q)?;
-        strip_unknown(t.rt, &mut new);
+        let warnings = Self::field_validation(t, &mut new, q)?;
         if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
             return Err(ApiError::BadRequest(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",

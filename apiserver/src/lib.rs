@@ -12,6 +12,7 @@
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents.
 //! - [`patch`]: JSON merge patch and JSON patch.
+//! - [`typed`]: decoding into the Kubernetes types: type errors and unknown fields.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
 
@@ -24,6 +25,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod server;
+pub mod typed;
 
 pub use error::{ApiError, ServerError};
 pub use server::{ApiConfig, RunningApi, start};

@@ -488,6 +488,25 @@ fn kubectl_drives_keel() {
         String::from_utf8_lossy(&warned.stderr).contains("unknown field \"datta\""),
         "no warning printed"
     );
+    // Nested unknown fields and wrong types, checked against the Kubernetes types.
+    let nested = dir.path().join("nested.yaml");
+    std::fs::write(
+        &nested,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo-deploy\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers: [{name: c, image: i, imagee: typo}]\n",
+    )
+    .unwrap();
+    let nested_err = err(&kubectl(&s, &["create", "-f", nested.to_str().unwrap()]));
+    assert!(
+        nested_err.contains("unknown field \"spec.template.spec.containers[0].imagee\""),
+        "{nested_err}"
+    );
+    let typed = dir.path().join("typed.yaml");
+    std::fs::write(&typed, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typed\nspec:\n  replicas: three\n").unwrap();
+    let typed_err = err(&kubectl(&s, &["create", "-f", typed.to_str().unwrap()]));
+    assert!(
+        typed_err.contains("spec.replicas") && typed_err.contains("(BadRequest)"),
+        "{typed_err}"
+    );
     let missing = err(&kubectl(&s, &["get", "cm", "nope"]));
     assert!(
         missing.contains("(NotFound)") && missing.contains("configmaps \"nope\" not found"),
