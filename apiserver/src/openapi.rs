@@ -5,9 +5,8 @@
 //! fields itself, so it sends `fieldValidation=Strict` instead of fetching
 //! the v2 protobuf schema.
 //!
-//! The kind schemas are permissive (`x-kubernetes-preserve-unknown-fields`):
-//! the field-level schemas generated from the Kubernetes types are still to
-//! come (see the API server issue); validation happens in the strategies.
+//! Schemas come from the Kubernetes types (`k8s-openapi`'s JSON schemas,
+//! generated for OpenAPI 3.0 by `schemars`), so `kubectl explain` works.
 
 use serde_json::{Value, json};
 
@@ -64,9 +63,23 @@ pub fn document(types: &[ResourceType], gv: &str) -> Option<Value> {
     }
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut named: Vec<(String, Value)> = Vec::new();
     for t in kinds {
         let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
-        let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(t))});
+        let name = match crate::typed::typed_for(t.group, t.kind) {
+            Some(typed) => {
+                let r = (typed.schema)(&mut generator);
+                r.get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.rsplit('/').next())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| schema_name(t))
+            }
+            None => schema_name(t),
+        };
+        named.push((name.clone(), gvk.clone()));
+        let reference = json!({"$ref": format!("#/components/schemas/{name}")});
         let item = if t.namespaced {
             format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
         } else {
@@ -96,8 +109,11 @@ pub fn document(types: &[ResourceType], gv: &str) -> Option<Value> {
         let mut put = op("put", "replace");
         put["requestBody"] = json!({"content": {"application/json": {"schema": reference}}});
         paths.insert(item, json!({"parameters": params, "get": op("get", "read"), "put": put, "patch": patch, "delete": op("delete", "delete")}));
+        if crate::typed::typed_for(t.group, t.kind).is_some() {
+            continue;
+        }
         schemas.insert(
-            schema_name(t),
+            name,
             json!({
                 "type": "object",
                 "description": format!("{} ({}).", t.kind, if t.namespaced { "namespaced" } else { "cluster-scoped" }),
@@ -110,6 +126,15 @@ pub fn document(types: &[ResourceType], gv: &str) -> Option<Value> {
                 "x-kubernetes-group-version-kind": [gvk],
             }),
         );
+    }
+    for (k, v) in generator.take_definitions(true) {
+        schemas.insert(k, v);
+    }
+    // The extension by which kubectl finds a kind's schema.
+    for (name, gvk) in named {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        }
     }
     Some(json!({
         "openapi": "3.0.0",

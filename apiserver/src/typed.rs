@@ -17,6 +17,28 @@ pub struct TypeError {
 /// Decode into the kind's type and encode back.
 pub type Check = fn(&Value) -> Result<Value, TypeError>;
 
+/// Register the kind's OpenAPI schema (and everything it refers to) with a
+/// generator; returns the `$ref` to it.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// What `k8s-openapi` knows of one kind.
+#[derive(Clone, Copy)]
+pub struct Typed {
+    pub check: Check,
+    pub schema: SchemaFn,
+}
+
+fn subschema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+fn typed<T: DeserializeOwned + Serialize + schemars::JsonSchema>() -> Typed {
+    Typed {
+        check: roundtrip::<T>,
+        schema: subschema::<T>,
+    }
+}
+
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, TypeError> {
     let typed: T = serde_path_to_error::deserialize(v).map_err(|e| TypeError {
         path: e.path().to_string(),
@@ -30,43 +52,46 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, TypeEr
 
 /// The typed check of a kind, if `k8s-openapi` has its type.
 pub fn check_for(group: &str, kind: &str) -> Option<Check> {
+    typed_for(group, kind).map(|t| t.check)
+}
+
+/// The Kubernetes type of a kind, if `k8s-openapi` has it.
+pub fn typed_for(group: &str, kind: &str) -> Option<Typed> {
     use api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
     Some(match (group, kind) {
-        ("", "Namespace") => roundtrip::<core::Namespace>,
-        ("", "Pod") => roundtrip::<core::Pod>,
-        ("", "Node") => roundtrip::<core::Node>,
-        ("", "Service") => roundtrip::<core::Service>,
-        ("", "Endpoints") => roundtrip::<core::Endpoints>,
-        ("", "ConfigMap") => roundtrip::<core::ConfigMap>,
-        ("", "Secret") => roundtrip::<core::Secret>,
-        ("", "ServiceAccount") => roundtrip::<core::ServiceAccount>,
-        ("", "Event") => roundtrip::<core::Event>,
-        ("", "PersistentVolume") => roundtrip::<core::PersistentVolume>,
-        ("", "PersistentVolumeClaim") => roundtrip::<core::PersistentVolumeClaim>,
-        ("", "ResourceQuota") => roundtrip::<core::ResourceQuota>,
-        ("", "LimitRange") => roundtrip::<core::LimitRange>,
-        ("apps", "Deployment") => roundtrip::<apps::Deployment>,
-        ("apps", "ReplicaSet") => roundtrip::<apps::ReplicaSet>,
-        ("apps", "StatefulSet") => roundtrip::<apps::StatefulSet>,
-        ("apps", "DaemonSet") => roundtrip::<apps::DaemonSet>,
-        ("apps", "ControllerRevision") => roundtrip::<apps::ControllerRevision>,
-        ("batch", "Job") => roundtrip::<batch::Job>,
-        ("coordination.k8s.io", "Lease") => roundtrip::<api::coordination::v1::Lease>,
-        ("networking.k8s.io", "NetworkPolicy") => roundtrip::<api::networking::v1::NetworkPolicy>,
-        ("storage.k8s.io", "StorageClass") => roundtrip::<api::storage::v1::StorageClass>,
-        ("events.k8s.io", "Event") => roundtrip::<api::events::v1::Event>,
-        ("rbac.authorization.k8s.io", "Role") => roundtrip::<rbac::Role>,
-        ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<rbac::ClusterRole>,
-        ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<rbac::RoleBinding>,
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
-            roundtrip::<rbac::ClusterRoleBinding>
-        }
+        ("", "Namespace") => typed::<core::Namespace>(),
+        ("", "Pod") => typed::<core::Pod>(),
+        ("", "Node") => typed::<core::Node>(),
+        ("", "Service") => typed::<core::Service>(),
+        ("", "Endpoints") => typed::<core::Endpoints>(),
+        ("", "ConfigMap") => typed::<core::ConfigMap>(),
+        ("", "Secret") => typed::<core::Secret>(),
+        ("", "ServiceAccount") => typed::<core::ServiceAccount>(),
+        ("", "Event") => typed::<core::Event>(),
+        ("", "PersistentVolume") => typed::<core::PersistentVolume>(),
+        ("", "PersistentVolumeClaim") => typed::<core::PersistentVolumeClaim>(),
+        ("", "ResourceQuota") => typed::<core::ResourceQuota>(),
+        ("", "LimitRange") => typed::<core::LimitRange>(),
+        ("apps", "Deployment") => typed::<apps::Deployment>(),
+        ("apps", "ReplicaSet") => typed::<apps::ReplicaSet>(),
+        ("apps", "StatefulSet") => typed::<apps::StatefulSet>(),
+        ("apps", "DaemonSet") => typed::<apps::DaemonSet>(),
+        ("apps", "ControllerRevision") => typed::<apps::ControllerRevision>(),
+        ("batch", "Job") => typed::<batch::Job>(),
+        ("coordination.k8s.io", "Lease") => typed::<api::coordination::v1::Lease>(),
+        ("networking.k8s.io", "NetworkPolicy") => typed::<api::networking::v1::NetworkPolicy>(),
+        ("storage.k8s.io", "StorageClass") => typed::<api::storage::v1::StorageClass>(),
+        ("events.k8s.io", "Event") => typed::<api::events::v1::Event>(),
+        ("rbac.authorization.k8s.io", "Role") => typed::<rbac::Role>(),
+        ("rbac.authorization.k8s.io", "ClusterRole") => typed::<rbac::ClusterRole>(),
+        ("rbac.authorization.k8s.io", "RoleBinding") => typed::<rbac::RoleBinding>(),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => typed::<rbac::ClusterRoleBinding>(),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            roundtrip::<apiext::CustomResourceDefinition>
+            typed::<apiext::CustomResourceDefinition>()
         }
-        ("apiregistration.k8s.io", "APIService") => roundtrip::<apireg::APIService>,
+        ("apiregistration.k8s.io", "APIService") => typed::<apireg::APIService>(),
         _ => return None,
     })
 }

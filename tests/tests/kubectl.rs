@@ -565,6 +565,13 @@ fn kubectl_drives_keel() {
         "{deleted}"
     );
 
+    // explain reads the OpenAPI v3 schemas generated from the Kubernetes types.
+    let explained = ok(&kubectl(&s, &["explain", "deployment.spec.strategy"]));
+    assert!(
+        explained.contains("DeploymentStrategy") && explained.contains("rollingUpdate"),
+        "{explained}"
+    );
+
     // Request metrics (by verb, resource and code) and the member's Raft metrics.
     let metrics = ok(&kubectl(&s, &["get", "--raw", "/metrics"]));
     assert!(
