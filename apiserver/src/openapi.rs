@@ -39,13 +39,42 @@ fn hash(v: &Value) -> String {
     format!("{h:016X}")
 }
 
+/// The served documents never change while the server runs: build them once.
+fn cached() -> &'static (Value, std::collections::BTreeMap<String, Value>) {
+    static DOCS: std::sync::OnceLock<(Value, std::collections::BTreeMap<String, Value>)> =
+        std::sync::OnceLock::new();
+    DOCS.get_or_init(|| {
+        let types = crate::kinds::all();
+        let mut docs = std::collections::BTreeMap::new();
+        for t in types {
+            let p = gv_path(t);
+            if !docs.contains_key(&p)
+                && let Some(d) = build_document(types, &p)
+            {
+                docs.insert(p, d);
+            }
+        }
+        (build_index(types), docs)
+    })
+}
+
+/// The `/openapi/v3` index of the served kinds.
+pub fn served_index() -> &'static Value {
+    &cached().0
+}
+
+/// The document of one served group-version path (`api/v1`, `apis/apps/v1`).
+pub fn served_document(gv: &str) -> Option<&'static Value> {
+    cached().1.get(gv)
+}
+
 /// The `/openapi/v3` index.
-pub fn index(types: &[ResourceType]) -> Value {
+fn build_index(types: &[ResourceType]) -> Value {
     let mut paths = serde_json::Map::new();
     for t in types {
         let p = gv_path(t);
         if !paths.contains_key(&p) {
-            let doc = document(types, &p).unwrap_or(Value::Null);
+            let doc = build_document(types, &p).unwrap_or(Value::Null);
             paths.insert(
                 p.clone(),
                 json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
@@ -56,7 +85,7 @@ pub fn index(types: &[ResourceType]) -> Value {
 }
 
 /// The document of one group-version path (`api/v1`, `apis/apps/v1`).
-pub fn document(types: &[ResourceType], gv: &str) -> Option<Value> {
+fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
     let kinds: Vec<&ResourceType> = types.iter().filter(|t| gv_path(t) == gv).collect();
     if kinds.is_empty() {
         return None;

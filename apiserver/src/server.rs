@@ -109,10 +109,10 @@ async fn resource(
     }
     let path = uri.path();
     if path == "/openapi/v3" {
-        return axum::Json(crate::openapi::index(crate::kinds::all())).into_response();
+        return axum::Json(crate::openapi::served_index()).into_response();
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-        return match crate::openapi::document(crate::kinds::all(), gv) {
+        return match crate::openapi::served_document(gv) {
             Some(doc) => axum::Json(doc).into_response(),
             None => ApiError::NoRoute.into_response(),
         };
