@@ -95,6 +95,9 @@ impl ApiState {
             .filter(|s| !s.is_empty())
             .collect();
         let (group, version, rest) = match segs.as_slice() {
+            ["api"] | ["apis"] if wants_aggregated(headers) => {
+                return Ok(self.aggregated(segs[0] == "api"));
+            }
             ["api"] => return Ok(json_response(StatusCode::OK, &self.api_versions(headers))),
             ["apis"] => return Ok(json_response(StatusCode::OK, &self.group_list())),
             ["api", v, rest @ ..] => ("", *v, rest),
@@ -176,6 +179,74 @@ impl ApiState {
     }
 
     // ---- discovery -------------------------------------------------------
+
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`): every resource of the
+    /// core group (`/api`) or of the named groups (`/apis`) in one answer.
+    fn aggregated(&self, core: bool) -> Response {
+        let mut items = Vec::new();
+        let groups: Vec<&'static str> = if core {
+            vec![""]
+        } else {
+            self.groups().into_iter().map(|(g, _)| g).collect()
+        };
+        for group in groups {
+            let mut versions = Vec::new();
+            let mut seen = Vec::new();
+            for t in self.types.iter().filter(|t| t.group == group) {
+                if seen.contains(&t.version) {
+                    continue;
+                }
+                seen.push(t.version);
+                let resources: Vec<Value> = self
+                    .types
+                    .iter()
+                    .filter(|r| r.group == group && r.version == t.version)
+                    .map(|r| {
+                        let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
+                        let mut subs = Vec::new();
+                        if r.has_status() {
+                            subs.push(json!({"subresource": "status", "responseKind": kind(r.kind), "verbs": ["get", "patch", "update"]}));
+                        }
+                        if r.has_scale() {
+                            subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if r.kind == "Pod" {
+                            subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+                        }
+                        let mut v = json!({
+                            "resource": r.plural,
+                            "responseKind": kind(r.kind),
+                            "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                            "singularResource": r.singular,
+                            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                            "subresources": subs,
+                        });
+                        if !r.short_names.is_empty() {
+                            v["shortNames"] = json!(r.short_names);
+                        }
+                        if !r.categories.is_empty() {
+                            v["categories"] = json!(r.categories);
+                        }
+                        v
+                    })
+                    .collect();
+                versions.push(
+                    json!({"version": t.version, "freshness": "Current", "resources": resources}),
+                );
+            }
+            items.push(json!({"metadata": {"name": group}, "versions": versions}));
+        }
+        let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            )],
+            body.to_string(),
+        )
+            .into_response()
+    }
 
     fn api_versions(&self, _headers: &HeaderMap) -> Value {
         json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
@@ -1355,6 +1426,18 @@ enum IncludeObject {
     None,
     Metadata,
     Object,
+}
+
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.split(',').any(|a| {
+        a.contains("g=apidiscovery.k8s.io")
+            && a.contains("v=v2")
+            && a.contains("as=APIGroupDiscoveryList")
+    })
 }
 
 fn wants_table(headers: &HeaderMap) -> Option<TableOpts> {

@@ -171,6 +171,18 @@ fn kubectl_drives_keel() {
     let s = start();
     let version = ok(&kubectl(&s, &["version"]));
     assert!(version.contains("Server Version: v1.33"), "{version}");
+    // Aggregated discovery: kubectl 1.33 learns every resource from /api and /apis alone.
+    let verbose = kubectl(&s, &["api-resources", "-v=6"]);
+    let log = String::from_utf8_lossy(&verbose.stderr).into_owned();
+    let discovery: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"Response\"") && l.contains("verb=\"GET\""))
+        .collect();
+    assert_eq!(
+        discovery.len(),
+        2,
+        "expected only /api and /apis: {discovery:?}"
+    );
     let resources = ok(&kubectl(&s, &["api-resources"]));
     for r in ["configmaps", "namespaces", "secrets", "serviceaccounts"] {
         assert!(
