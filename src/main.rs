@@ -63,6 +63,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServerArgs {
+    /// A JSON file with any of these options (`id`, `data_dir`, `peer_addr`,
+    /// `api_addr`, `http_addr`, `initial_members`, `join`); options given on
+    /// the command line win.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// This member's id (unique in the cluster, > 0).
     #[arg(long, default_value_t = 1)]
     id: u64,
@@ -171,6 +176,84 @@ fn parse_members(s: &str) -> Result<BTreeMap<u64, String>> {
             ))
         })
         .collect()
+}
+
+/// Fill the options not given on the command line from a JSON config file.
+fn apply_config(
+    args: &mut ServerArgs,
+    path: &std::path::Path,
+    given: &clap::ArgMatches,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let obj = cfg
+        .as_object()
+        .with_context(|| format!("{} must hold a JSON object", path.display()))?;
+    let known = [
+        "id",
+        "data_dir",
+        "peer_addr",
+        "api_addr",
+        "http_addr",
+        "initial_members",
+        "join",
+    ];
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!(
+            "{}: unknown option {k:?} (known: {})",
+            path.display(),
+            known.join(", ")
+        );
+    }
+    let from_cli =
+        |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let text_of = |k: &str| -> Result<Option<String>> {
+        match obj.get(k) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => bail!("{}: {k} must be a string, not {other}", path.display()),
+        }
+    };
+    if !from_cli("id")
+        && let Some(v) = obj.get("id")
+    {
+        args.id = v
+            .as_u64()
+            .with_context(|| format!("{}: id must be a positive integer", path.display()))?;
+    }
+    if !from_cli("data_dir")
+        && let Some(v) = text_of("data_dir")?
+    {
+        args.data_dir = v.into();
+    }
+    for (key, slot) in [
+        ("peer_addr", &mut args.peer_addr),
+        ("api_addr", &mut args.api_addr),
+        ("http_addr", &mut args.http_addr),
+    ] {
+        if !from_cli(key)
+            && let Some(v) = text_of(key)?
+        {
+            *slot = v
+                .parse()
+                .with_context(|| format!("{}: {key} {v:?} is not host:port", path.display()))?;
+        }
+    }
+    if !from_cli("initial_members")
+        && let Some(v) = text_of("initial_members")?
+    {
+        args.initial_members = Some(v);
+    }
+    if !from_cli("join")
+        && let Some(v) = obj.get("join")
+    {
+        args.join = v
+            .as_bool()
+            .with_context(|| format!("{}: join must be true or false", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
@@ -592,8 +675,18 @@ async fn run() -> Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .init();
-    match Cli::parse().command {
-        Command::Server(args) => server(args).await,
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Command::Server(mut args) => {
+            if let (Some(path), Some(sub)) =
+                (args.config.clone(), matches.subcommand_matches("server"))
+            {
+                apply_config(&mut args, &path, sub)?;
+            }
+            server(args).await
+        }
         Command::Member { addr, action } => member_admin(addr, action).await,
         Command::Kv { addr, action } => kv(addr, action).await,
         Command::Up { members, data_dir } => up(members, data_dir).await,

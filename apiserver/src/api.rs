@@ -487,6 +487,7 @@ impl ApiState {
         let rv = q
             .get("resourceVersion")
             .filter(|s| !s.is_empty() && *s != "0");
+        let explicit_initial = q.get("sendInitialEvents").is_some_and(|s| s == "true");
         let send_initial = q
             .get("sendInitialEvents")
             .map(|s| s == "true")
@@ -535,8 +536,16 @@ impl ApiState {
                     .await;
             }
             Ok(mut stream) => {
+                // With sendInitialEvents=true (watch-list) the initial events end
+                // with a bookmark annotated k8s.io/initial-events-end.
+                let end_bookmark = explicit_initial.then(|| {
+                    json!({"type": "BOOKMARK", "object": {
+                        "kind": rt_kind, "apiVersion": api_version,
+                        "metadata": {"resourceVersion": start.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}},
+                    }})
+                });
                 tokio::spawn(async move {
-                    for ev in initial {
+                    for ev in initial.into_iter().chain(end_bookmark) {
                         if tx.send(Ok(line(ev))).await.is_err() {
                             return;
                         }

@@ -493,6 +493,9 @@ impl Strategy for PodStrategy {
         if obj.pointer("/status/phase").is_none() {
             obj["status"] = json!({"phase": "Pending"});
         }
+        if let Some(spec) = obj.get_mut("spec") {
+            pod_spec_defaults(spec);
+        }
     }
     fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     fn validate(&self, obj: &Value) -> Vec<Cause> {
