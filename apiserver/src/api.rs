@@ -1442,10 +1442,12 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    // Only v2 exactly: kubectl 1.27 asks for v2beta1, whose shape differs.
     accept.split(',').any(|a| {
-        a.contains("g=apidiscovery.k8s.io")
-            && a.contains("v=v2")
-            && a.contains("as=APIGroupDiscoveryList")
+        let params: Vec<&str> = a.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
     })
 }
 

@@ -172,3 +172,34 @@ fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
         "components": {"schemas": schemas},
     }))
 }
+
+/// A minimal OpenAPI v2 document: kubectl ≤1.31 fetches `/openapi/v2` before
+/// it creates from files and refuses to go on when it is missing; with no
+/// definitions it leaves validation to the server (`fieldValidation`).
+/// `protobuf` selects the gnostic `openapi.v2.Document` encoding kubectl asks
+/// for (fields: swagger = 1, info = 2 {title = 1, version = 2}, paths = 8,
+/// definitions = 9).
+pub fn v2_document(protobuf: bool) -> (&'static str, Vec<u8>) {
+    if !protobuf {
+        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}});
+        return ("application/json", doc.to_string().into_bytes());
+    }
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2);
+        // Every field here is shorter than 128 bytes: a one-byte varint length.
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, b"v1.33.0");
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    field(&mut doc, 8, &[]);
+    field(&mut doc, 9, &[]);
+    (
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        doc,
+    )
+}

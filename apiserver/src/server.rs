@@ -108,6 +108,14 @@ async fn resource(
         return ApiError::Unauthorized.into_response();
     }
     let path = uri.path();
+    if path == "/openapi/v2" {
+        let accept = headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (ct, body) = crate::openapi::v2_document(accept.contains("protobuf"));
+        return ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response();
+    }
     if path == "/openapi/v3" {
         return axum::Json(crate::openapi::served_index()).into_response();
     }

@@ -660,6 +660,8 @@ fn kubectl_drives_keel() {
             "d"
         );
         assert!(ok(&run(&old, &s, &["delete", "cm", "from-127"])).contains("deleted"));
+        let strict127 = err(&run(&old, &s, &["create", "-f", uf.to_str().unwrap()]));
+        assert!(strict127.contains("unknown field \"datta\""), "{strict127}");
     }
 
     // Without the client certificate the API refuses the request.
