@@ -304,6 +304,143 @@ pub struct Generic {
     pub label_names: bool,
     /// Defaults applied on create and update, as Kubernetes applies them.
     pub defaults: fn(&mut Value),
+    /// Field errors beyond types and metadata.
+    pub validate: fn(&Value) -> Vec<Cause>,
+}
+
+fn no_validation(_: &Value) -> Vec<Cause> {
+    vec![]
+}
+
+/// Containers of a pod spec at `path` (field path prefix for errors).
+fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+    {
+        None => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) => {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, c) in cs.iter().enumerate() {
+                match c.get("name").and_then(Value::as_str) {
+                    Some(n) if meta::dns1123_label(n).is_none() => {
+                        if !names.insert(n.to_string()) {
+                            causes.push(Cause {
+                                field: format!("{path}.containers[{i}].name"),
+                                reason: "FieldValueDuplicate",
+                                message: format!("Duplicate value: {n:?}"),
+                            });
+                        }
+                    }
+                    Some(n) => causes.push(Cause::invalid(
+                        format!("{path}.containers[{i}].name"),
+                        format!("Invalid value: {n:?}: must be a DNS label"),
+                    )),
+                    None => causes.push(Cause::required(format!("{path}.containers[{i}].name"))),
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!("{path}.containers[{i}].image")));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// Workloads: a selector that selects the template's labels, replicas >= 0, valid containers.
+fn validate_workload(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .is_some_and(|r| r < 0)
+    {
+        causes.push(Cause::invalid(
+            "spec.replicas",
+            "must be greater than or equal to 0",
+        ));
+    }
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object);
+    let expressions = obj
+        .pointer("/spec/selector/matchExpressions")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    match selector {
+        None if !expressions => causes.push(Cause::required("spec.selector")),
+        Some(sel) => {
+            let labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object);
+            let matched = sel
+                .iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+            if !matched {
+                causes.push(Cause::invalid(
+                    "spec.template.metadata.labels",
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        None => {}
+    }
+    causes.extend(validate_pod_spec(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+    ));
+    causes
+}
+
+/// Jobs: valid containers and a restart policy of OnFailure or Never.
+fn validate_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec");
+    match obj
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+    {
+        Some("OnFailure") | Some("Never") | None => {}
+        Some(other) => causes.push(Cause {
+            field: "spec.template.spec.restartPolicy".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {other:?}: supported values: \"OnFailure\", \"Never\""
+            ),
+        }),
+    }
+    causes
+}
+
+/// Services: ports in range, required unless headless or ExternalName.
+fn validate_service(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let kind = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    match obj.pointer("/spec/ports").and_then(Value::as_array) {
+        Some(ports) if !ports.is_empty() => {
+            for (i, p) in ports.iter().enumerate() {
+                match p.get("port").and_then(Value::as_i64) {
+                    Some(n) if (1..=65535).contains(&n) => {}
+                    Some(n) => causes.push(Cause::invalid(
+                        format!("spec.ports[{i}].port"),
+                        format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                    )),
+                    None => causes.push(Cause::required(format!("spec.ports[{i}].port"))),
+                }
+            }
+        }
+        _ if kind == "ExternalName" || headless => {}
+        _ => causes.push(Cause::required("spec.ports")),
+    }
+    causes
 }
 
 fn no_defaults(_: &mut Value) {}
@@ -454,6 +591,9 @@ impl Strategy for Generic {
     fn prepare_create(&self, obj: &mut Value) {
         (self.defaults)(obj)
     }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        (self.validate)(obj)
+    }
     fn name_rule(&self) -> fn(&str) -> Option<String> {
         if self.label_names {
             meta::dns1123_label
@@ -499,30 +639,7 @@ impl Strategy for PodStrategy {
     }
     fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     fn validate(&self, obj: &Value) -> Vec<Cause> {
-        let mut causes = Vec::new();
-        match obj.pointer("/spec/containers").and_then(Value::as_array) {
-            None => causes.push(Cause::required("spec.containers")),
-            Some(cs) if cs.is_empty() => causes.push(Cause::required("spec.containers")),
-            Some(cs) => {
-                for (i, c) in cs.iter().enumerate() {
-                    match c.get("name").and_then(Value::as_str) {
-                        Some(n) if meta::dns1123_label(n).is_none() => {}
-                        Some(n) => causes.push(Cause::invalid(
-                            format!("spec.containers[{i}].name"),
-                            format!("Invalid value: {n:?}: must be a DNS label"),
-                        )),
-                        None => causes.push(Cause::required(format!("spec.containers[{i}].name"))),
-                    }
-                    if c.get("image")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                    {
-                        causes.push(Cause::required(format!("spec.containers[{i}].image")));
-                    }
-                }
-            }
-        }
-        causes
+        validate_pod_spec(obj.get("spec"), "spec")
     }
     fn columns(&self) -> Vec<Column> {
         vec![
@@ -593,10 +710,10 @@ const ALL: &[&str] = &["all"];
 
 macro_rules! generic {
     ($fields:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults }
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults, validate: no_validation }
     };
-    ($fields:expr, $defaults:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults }
+    ($fields:expr, $defaults:expr, $validate:expr, [$($col:expr),* $(,)?]) => {
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate }
     };
 }
 
@@ -700,6 +817,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             service_defaults,
+            validate_service,
             [
                 ("Type", "Service type", 0, Cell::At("/spec/type")),
                 ("Cluster-IP", "Cluster IP", 0, Cell::At("/spec/clusterIP")),
@@ -839,6 +957,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             deployment_defaults,
+            validate_workload,
             [
                 ("Ready", "Ready replicas", 0, READY),
                 (
@@ -867,6 +986,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             replicaset_defaults,
+            validate_workload,
             [
                 ("Desired", "Desired replicas", 0, Cell::At("/spec/replicas")),
                 (
@@ -895,6 +1015,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             statefulset_defaults,
+            validate_workload,
             [("Ready", "Ready replicas", 0, READY),]
         )
     ),
@@ -909,6 +1030,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             daemonset_defaults,
+            validate_workload,
             [
                 (
                     "Desired",
@@ -950,6 +1072,7 @@ static MORE: &[ResourceType] = &[
         generic!(
             SPEC_STATUS,
             job_defaults,
+            validate_job,
             [(
                 "Completions",
                 "Succeeded/desired",

@@ -534,6 +534,19 @@ fn kubectl_drives_keel() {
         typed_err.contains("spec.replicas") && typed_err.contains("(BadRequest)"),
         "{typed_err}"
     );
+    // Per-kind rules: a selector must select the template; services need ports.
+    let mismatch = dir.path().join("mismatch.yaml");
+    std::fs::write(
+        &mismatch,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: lost\nspec:\n  selector: {matchLabels: {app: one}}\n  template:\n    metadata: {labels: {app: two}}\n    spec:\n      containers: [{name: c, image: i}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: portless\nspec:\n  selector: {app: x}\n",
+    )
+    .unwrap();
+    let rules = err(&kubectl(&s, &["create", "-f", mismatch.to_str().unwrap()]));
+    assert!(
+        rules.contains("spec.template.metadata.labels") && rules.contains("does not match"),
+        "{rules}"
+    );
+    assert!(rules.contains("spec.ports: Required value"), "{rules}");
     let missing = err(&kubectl(&s, &["get", "cm", "nope"]));
     assert!(
         missing.contains("(NotFound)") && missing.contains("configmaps \"nope\" not found"),
