@@ -387,16 +387,7 @@ impl ApiState {
         q: &Query,
         table: Option<TableOpts>,
     ) -> Result<Response, ApiError> {
-        let labels = q
-            .get("labelSelector")
-            .map(|s| meta::parse_label_selector(s))
-            .transpose()?
-            .unwrap_or_default();
-        let fields = q
-            .get("fieldSelector")
-            .map(|s| meta::parse_field_selector(s))
-            .transpose()?
-            .unwrap_or_default();
+        let (labels, fields) = selectors(q)?;
         let limit: usize = match q.get("limit") {
             Some(l) => l
                 .parse()
@@ -467,16 +458,7 @@ impl ApiState {
         q: &Query,
         table: Option<TableOpts>,
     ) -> Result<Response, ApiError> {
-        let labels = q
-            .get("labelSelector")
-            .map(|s| meta::parse_label_selector(s))
-            .transpose()?
-            .unwrap_or_default();
-        let fields = q
-            .get("fieldSelector")
-            .map(|s| meta::parse_field_selector(s))
-            .transpose()?
-            .unwrap_or_default();
+        let (labels, fields) = selectors(q)?;
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
         let timeout = q
             .get("timeoutSeconds")
@@ -1271,16 +1253,7 @@ impl ApiState {
     }
 
     async fn delete_collection(&self, t: &Target, q: &Query) -> Result<Response, ApiError> {
-        let labels = q
-            .get("labelSelector")
-            .map(|s| meta::parse_label_selector(s))
-            .transpose()?
-            .unwrap_or_default();
-        let fields = q
-            .get("fieldSelector")
-            .map(|s| meta::parse_field_selector(s))
-            .transpose()?
-            .unwrap_or_default();
+        let (labels, fields) = selectors(q)?;
         let resp = self
             .member
             .range(RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref())))
@@ -1384,11 +1357,26 @@ fn scale_of(obj: &Value, revision: u64) -> Value {
     })
 }
 
+/// The label and field selectors of a request.
+fn selectors(q: &Query) -> Result<(Vec<meta::Requirement>, Vec<meta::FieldRequirement>), ApiError> {
+    let labels = q
+        .get("labelSelector")
+        .map(|s| meta::parse_label_selector(s))
+        .transpose()?
+        .unwrap_or_default();
+    let fields = q
+        .get("fieldSelector")
+        .map(|s| meta::parse_field_selector(s))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((labels, fields))
+}
+
 /// A watch event for a store event, or `None` when it does not match.
 fn watch_event(
     e: &keel_store::Event,
     labels: &[meta::Requirement],
-    fields: &[(String, bool, String)],
+    fields: &[meta::FieldRequirement],
 ) -> Option<Value> {
     let decode = |kv: &KeyValue, rev: u64| -> Option<Value> {
         let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
@@ -1410,7 +1398,7 @@ fn watch_event(
 }
 
 /// Whether an object matches label and field selectors.
-fn matches(obj: &Value, labels: &[meta::Requirement], fields: &[(String, bool, String)]) -> bool {
+fn matches(obj: &Value, labels: &[meta::Requirement], fields: &[meta::FieldRequirement]) -> bool {
     if !labels.is_empty() && !meta::labels_match(labels, &meta::labels(obj)) {
         return false;
     }

@@ -213,8 +213,11 @@ pub fn labels_match(reqs: &[Requirement], labels: &BTreeMap<String, String>) -> 
     })
 }
 
+/// One field requirement: (field path, equal?, value).
+pub type FieldRequirement = (String, bool, String);
+
 /// A field selector: `field=value` / `field==value` / `field!=value`, comma-separated.
-pub fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, ApiError> {
+pub fn parse_field_selector(s: &str) -> Result<Vec<FieldRequirement>, ApiError> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())

@@ -470,6 +470,31 @@ pub async fn digest(m: &Member) -> u64 {
     h
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// The `keel` binary of this build (test executables live in target/<profile>/deps).
+pub fn keel_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("keel");
+    assert!(
+        bin.exists(),
+        "build the keel binary first (cargo build): {} missing",
+        bin.display()
+    );
+    bin
+}
+
 /// A seed from `KEEL_TEST_SEED` or the clock, printed so a failure can be replayed.
 pub fn seed(test: &str) -> u64 {
     let seed = std::env::var("KEEL_TEST_SEED")

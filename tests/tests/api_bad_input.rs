@@ -2,17 +2,11 @@
 //! and the admin client certificate: every case gets a 4xx `Status` with the
 //! right reason, nothing is stored, and the server stays healthy.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use keel_tests::{free_port, keel_bin};
 
 /// (HTTP code, body) of a curl request with the admin certificate.
 fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
@@ -37,8 +31,7 @@ fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
 
 #[test]
 fn bad_input_gets_a_status_and_stores_nothing() {
-    let exe = std::env::current_exe().unwrap();
-    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("keel");
+    let bin = keel_bin();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let api_port = free_port();

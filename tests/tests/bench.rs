@@ -4,10 +4,11 @@
 
 use std::process::Command;
 
+use keel_tests::keel_bin;
+
 #[test]
 fn bench_store_runs_every_step_against_keel_and_etcd() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("keel");
+    let bin = keel_bin();
     let out = Command::new(&bin)
         .args([
             "bench",

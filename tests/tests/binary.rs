@@ -9,30 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use keel_proto::member as pb;
-use keel_tests::wait_for;
+use keel_tests::{free_port, keel_bin, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn keel_bin() -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries one level up.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("keel");
-    assert!(
-        bin.exists(),
-        "build the keel binary first (cargo build): {} missing",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET a path over plain HTTP/1.1; (status, body).
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
