@@ -703,9 +703,13 @@ impl ApiState {
         }
     }
 
-    fn validate(t: &Target, obj: &Value) -> Result<(), ApiError> {
+    /// Field errors of an object, and on update of the change from `old`.
+    fn validate(t: &Target, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
         let mut causes = meta::validate_meta(obj, t.rt.namespaced, t.rt.strategy.name_rule());
         causes.extend(t.rt.strategy.validate(obj));
+        if let Some(old) = old {
+            causes.extend(t.rt.strategy.validate_update(obj, old));
+        }
         if causes.is_empty() {
             Ok(())
         } else {
@@ -789,7 +793,7 @@ impl ApiState {
             obj["metadata"]["generation"] = json!(1);
         }
         t.rt.strategy.prepare_create(&mut obj);
-        Self::validate(t, &obj)?;
+        Self::validate(t, &obj, None)?;
         if let Some(ns) = &t.namespace {
             self.namespace_exists(ns).await?;
         }
@@ -928,7 +932,7 @@ impl ApiState {
                 + 1;
             new["metadata"]["generation"] = json!(g);
         }
-        Self::validate(t, &new)?;
+        Self::validate(t, &new, Some(old))?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if new == *old || q.get("dryRun").is_some_and(|d| d == "All") {
             // A no-op write keeps the resourceVersion.

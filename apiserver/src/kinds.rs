@@ -33,6 +33,10 @@ pub trait Strategy: Send + Sync {
     fn validate(&self, _obj: &Value) -> Vec<Cause> {
         vec![]
     }
+    /// Field errors of a change (never mutates): immutable fields.
+    fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<Cause> {
+        vec![]
+    }
     /// Top-level fields of the kind besides apiVersion, kind and metadata;
     /// anything else is an unknown field (fieldValidation).
     fn fields(&self) -> &'static [&'static str] {
@@ -164,6 +168,9 @@ fn count(obj: &Value, fields: &[&str]) -> usize {
 
 struct ConfigMapStrategy;
 impl Strategy for ConfigMapStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        data_update(new, old)
+    }
     fn fields(&self) -> &'static [&'static str] {
         &["data", "binaryData", "immutable"]
     }
@@ -195,6 +202,9 @@ impl Strategy for ConfigMapStrategy {
 
 struct SecretStrategy;
 impl Strategy for SecretStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        data_update(new, old)
+    }
     fn fields(&self) -> &'static [&'static str] {
         &["data", "stringData", "type", "immutable"]
     }
@@ -306,6 +316,110 @@ pub struct Generic {
     pub defaults: fn(&mut Value),
     /// Field errors beyond types and metadata.
     pub validate: fn(&Value) -> Vec<Cause>,
+    /// Field errors of a change from the stored object.
+    pub update: fn(&Value, &Value) -> Vec<Cause>,
+}
+
+fn no_update_rules(_: &Value, _: &Value) -> Vec<Cause> {
+    vec![]
+}
+
+fn immutable(new: &Value, old: &Value, pointer: &str, field: &str) -> Option<Cause> {
+    (new.pointer(pointer) != old.pointer(pointer)).then(|| Cause {
+        field: field.into(),
+        reason: "FieldValueInvalid",
+        message: "Invalid value: field is immutable".into(),
+    })
+}
+
+/// Workloads: the selector never changes.
+fn workload_update(new: &Value, old: &Value) -> Vec<Cause> {
+    immutable(new, old, "/spec/selector", "spec.selector")
+        .into_iter()
+        .collect()
+}
+
+/// Jobs: selector and pod template are fixed once created.
+fn job_update(new: &Value, old: &Value) -> Vec<Cause> {
+    [
+        immutable(new, old, "/spec/selector", "spec.selector"),
+        immutable(new, old, "/spec/template", "spec.template"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// ConfigMaps and Secrets marked `immutable` keep their data, and stay immutable.
+fn data_update(new: &Value, old: &Value) -> Vec<Cause> {
+    if old.get("immutable") != Some(&json!(true)) {
+        return vec![];
+    }
+    let mut causes = Vec::new();
+    for f in ["data", "binaryData"] {
+        if new.get(f) != old.get(f) {
+            causes.push(Cause {
+                field: f.into(),
+                reason: "FieldValueForbidden",
+                message: "Forbidden: field is immutable when `immutable` is set".into(),
+            });
+        }
+    }
+    if new.get("immutable") != Some(&json!(true)) {
+        causes.push(Cause {
+            field: "immutable".into(),
+            reason: "FieldValueForbidden",
+            message: "Forbidden: field is immutable when `immutable` is set".into(),
+        });
+    }
+    causes
+}
+
+/// Pods: only container images (and a first node assignment) may change in the spec.
+fn pod_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let strip = |v: &Value| -> Value {
+        let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+        for list in ["containers", "initContainers"] {
+            if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                for c in cs {
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("image");
+                    }
+                }
+            }
+        }
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("activeDeadlineSeconds");
+            o.remove("nodeName");
+        }
+        spec
+    };
+    let mut causes = Vec::new();
+    if strip(new) != strip(old) {
+        causes.push(Cause {
+            field: "spec".into(),
+            reason: "FieldValueForbidden",
+            message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image` or `spec.activeDeadlineSeconds`".into(),
+        });
+    }
+    let old_node = old
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !old_node.is_empty()
+        && new
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            != old_node
+    {
+        causes.push(Cause {
+            field: "spec.nodeName".into(),
+            reason: "FieldValueInvalid",
+            message: "Invalid value: field is immutable once set".into(),
+        });
+    }
+    causes
 }
 
 fn no_validation(_: &Value) -> Vec<Cause> {
@@ -594,6 +708,9 @@ impl Strategy for Generic {
     fn validate(&self, obj: &Value) -> Vec<Cause> {
         (self.validate)(obj)
     }
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        (self.update)(new, old)
+    }
     fn name_rule(&self) -> fn(&str) -> Option<String> {
         if self.label_names {
             meta::dns1123_label
@@ -626,6 +743,9 @@ impl Strategy for Generic {
 /// Pods: containers are required; READY counts ready containers.
 struct PodStrategy;
 impl Strategy for PodStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        pod_update(new, old)
+    }
     fn fields(&self) -> &'static [&'static str] {
         &["spec", "status"]
     }
@@ -637,7 +757,6 @@ impl Strategy for PodStrategy {
             pod_spec_defaults(spec);
         }
     }
-    fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     fn validate(&self, obj: &Value) -> Vec<Cause> {
         validate_pod_spec(obj.get("spec"), "spec")
     }
@@ -710,10 +829,13 @@ const ALL: &[&str] = &["all"];
 
 macro_rules! generic {
     ($fields:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults, validate: no_validation }
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults, validate: no_validation, update: no_update_rules }
     };
     ($fields:expr, $defaults:expr, $validate:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate }
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: no_update_rules }
+    };
+    ($fields:expr, $defaults:expr, $validate:expr, $update:expr, [$($col:expr),* $(,)?]) => {
+        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: $update }
     };
 }
 
@@ -958,6 +1080,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             deployment_defaults,
             validate_workload,
+            workload_update,
             [
                 ("Ready", "Ready replicas", 0, READY),
                 (
@@ -987,6 +1110,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             replicaset_defaults,
             validate_workload,
+            workload_update,
             [
                 ("Desired", "Desired replicas", 0, Cell::At("/spec/replicas")),
                 (
@@ -1016,6 +1140,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             statefulset_defaults,
             validate_workload,
+            workload_update,
             [("Ready", "Ready replicas", 0, READY),]
         )
     ),
@@ -1031,6 +1156,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             daemonset_defaults,
             validate_workload,
+            workload_update,
             [
                 (
                     "Desired",
@@ -1073,6 +1199,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             job_defaults,
             validate_job,
+            job_update,
             [(
                 "Completions",
                 "Succeeded/desired",

@@ -290,6 +290,80 @@ fn kubectl_drives_keel() {
         "{described}"
     );
 
+    // Update rules: a pod may change its images only; immutable data stays; selectors stay.
+    ok(&kubectl(
+        &s,
+        &[
+            "patch",
+            "pod",
+            "p1",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/containers/0/image","value":"busybox:1.37"}]"#,
+        ],
+    ));
+    assert_eq!(
+        ok(&kubectl(
+            &s,
+            &[
+                "get",
+                "pod",
+                "p1",
+                "-o",
+                "jsonpath={.spec.containers[0].image}"
+            ]
+        )),
+        "busybox:1.37"
+    );
+    let frozen = err(&kubectl(
+        &s,
+        &[
+            "patch",
+            "pod",
+            "p1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"restartPolicy":"Never"}}"#,
+        ],
+    ));
+    assert!(
+        frozen.contains("pod updates may not change fields"),
+        "{frozen}"
+    );
+    let sel = err(&kubectl(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"matchLabels":{"app":"other"}}}}"#,
+        ],
+    ));
+    assert!(
+        sel.contains("spec.selector") && sel.contains("immutable"),
+        "{sel}"
+    );
+    let frozen_cm = dir.path().join("frozen.yaml");
+    std::fs::write(&frozen_cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata: {k: v}\n").unwrap();
+    ok(&kubectl(&s, &["create", "-f", frozen_cm.to_str().unwrap()]));
+    let locked = err(&kubectl(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "frozen",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"k":"w"}}"#,
+        ],
+    ));
+    assert!(
+        locked.contains("field is immutable when `immutable` is set"),
+        "{locked}"
+    );
+
     // Server-side defaults, as Kubernetes applies them.
     assert_eq!(
         ok(&kubectl(
