@@ -620,27 +620,20 @@ impl ApiState {
     /// (Strict: refuse, Warn (default): warn, Ignore). Returns the warnings to
     /// send back as `Warning` headers.
     fn field_validation(t: &Target, obj: &mut Value, q: &Query) -> Result<Vec<String>, ApiError> {
-        let unknown = match crate::typed::check_for(t.rt.group, t.rt.kind) {
-            Some(check) => {
-                let known = check(obj).map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg} (field {path})",
-                        kind = t.rt.kind,
-                        v = t.rt.version,
-                        msg = e.message,
-                        path = e.path
-                    ))
-                })?;
-                let (unknown, pruned) = crate::typed::prune(obj, &known);
-                *obj = pruned;
-                unknown
-            }
-            None => {
-                let unknown = kinds::unknown_fields(t.rt, obj);
-                strip_unknown(t.rt, obj);
-                unknown
-            }
-        };
+        let check = crate::typed::check_for(t.rt.group, t.rt.kind).ok_or_else(|| {
+            ApiError::Internal(format!("no Kubernetes type is known for {}", t.rt.kind))
+        })?;
+        let known = check(obj).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg} (field {path})",
+                kind = t.rt.kind,
+                v = t.rt.version,
+                msg = e.message,
+                path = e.path
+            ))
+        })?;
+        let (unknown, pruned) = crate::typed::prune(obj, &known);
+        *obj = pruned;
         if unknown.is_empty() {
             return Ok(vec![]);
         }
@@ -1292,24 +1285,6 @@ impl ApiState {
             StatusCode::OK,
             &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": resp.revision.to_string()}, "items": deleted}),
         ))
-    }
-}
-
-/// Drop fields the kind does not have (they were reported or allowed already).
-fn strip_unknown(rt: &ResourceType, obj: &mut Value) {
-    for f in kinds::unknown_fields(rt, obj) {
-        match f.strip_prefix("metadata.") {
-            Some(m) => {
-                if let Some(meta) = obj["metadata"].as_object_mut() {
-                    meta.remove(m);
-                }
-            }
-            None => {
-                if let Some(o) = obj.as_object_mut() {
-                    o.remove(&f);
-                }
-            }
-        }
     }
 }
 

@@ -37,8 +37,9 @@ pub trait Strategy: Send + Sync {
     fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<Cause> {
         vec![]
     }
-    /// Top-level fields of the kind besides apiVersion, kind and metadata;
-    /// anything else is an unknown field (fieldValidation).
+    /// Top-level fields of the kind besides apiVersion, kind and metadata
+    /// (unknown fields are found by the typed checks in `typed.rs`; this
+    /// list says which kinds have a `status`).
     fn fields(&self) -> &'static [&'static str] {
         &[]
     }
@@ -1388,43 +1389,20 @@ static MORE: &[ResourceType] = &[
     ),
 ];
 
-/// Fields of ObjectMeta.
-pub const META_FIELDS: &[&str] = &[
-    "name",
-    "generateName",
-    "namespace",
-    "selfLink",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "labels",
-    "annotations",
-    "ownerReferences",
-    "finalizers",
-    "managedFields",
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Unknown fields of an object of this type, as dotted paths.
-pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(m) = obj.as_object() {
-        for k in m.keys() {
-            if !["apiVersion", "kind", "metadata"].contains(&k.as_str())
-                && !rt.strategy.fields().contains(&k.as_str())
-            {
-                out.push(k.clone());
-            }
+    /// Field validation relies on every served kind having a Kubernetes type.
+    #[test]
+    fn every_served_kind_has_a_typed_check() {
+        for t in all() {
+            assert!(
+                crate::typed::check_for(t.group, t.kind).is_some(),
+                "{}/{} has no typed check",
+                t.group,
+                t.kind
+            );
         }
     }
-    if let Some(m) = obj.get("metadata").and_then(Value::as_object) {
-        for k in m.keys() {
-            if !META_FIELDS.contains(&k.as_str()) {
-                out.push(format!("metadata.{k}"));
-            }
-        }
-    }
-    out
 }

@@ -54,7 +54,7 @@ fn cached() -> &'static (Value, std::collections::BTreeMap<String, Value>) {
                 docs.insert(p, d);
             }
         }
-        (build_index(types), docs)
+        (index_of(&docs), docs)
     })
 }
 
@@ -68,19 +68,17 @@ pub fn served_document(gv: &str) -> Option<&'static Value> {
     cached().1.get(gv)
 }
 
-/// The `/openapi/v3` index.
-fn build_index(types: &[ResourceType]) -> Value {
-    let mut paths = serde_json::Map::new();
-    for t in types {
-        let p = gv_path(t);
-        if !paths.contains_key(&p) {
-            let doc = build_document(types, &p).unwrap_or(Value::Null);
-            paths.insert(
+/// The `/openapi/v3` index of built documents, each URL carrying its hash.
+fn index_of(docs: &std::collections::BTreeMap<String, Value>) -> Value {
+    let paths: serde_json::Map<String, Value> = docs
+        .iter()
+        .map(|(p, doc)| {
+            (
                 p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
-            );
-        }
-    }
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(doc))}),
+            )
+        })
+        .collect();
     json!({"paths": paths})
 }
 

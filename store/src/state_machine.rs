@@ -193,10 +193,6 @@ impl StateMachine {
         );
         Ok(target)
     }
-
-    fn write_snapshot_file(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        write_file(&self.snapshot_path, &self.db.path, bytes)
-    }
 }
 
 /// The first failed precondition of `op` against the key's current value.
@@ -549,7 +545,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         self.compacted = body.compacted;
         self.event_count = body.event_count;
-        self.write_snapshot_file(&bytes).map_err(|e| snap_err(&e))?;
+        write_file(&self.snapshot_path, &self.db.path, &bytes).map_err(|e| snap_err(&e))?;
         self.hub.reset(
             meta.last_log_id.map(|l| l.index).unwrap_or(0),
             body.compacted,
