@@ -795,6 +795,14 @@ impl ApiState {
             .unwrap_or_default()
             .to_string();
         if q.get("dryRun").is_some_and(|d| d == "All") {
+            // A dry run answers as the write would: an existing name is a conflict.
+            if self.current(t, &name).await.is_ok() {
+                return Err(ApiError::AlreadyExists {
+                    group: t.rt.group.into(),
+                    resource: t.rt.plural.into(),
+                    name,
+                });
+            }
             return Ok(with_warnings(
                 json_response(StatusCode::CREATED, &obj),
                 &warnings,

@@ -10,7 +10,8 @@
 //! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
 //! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
-//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents.
+//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
+//! - [`gnostic`]: the protobuf encoding of `/openapi/v2` that kubectl ≤1.31 reads.
 //! - [`patch`]: JSON merge patch and JSON patch.
 //! - [`typed`]: decoding into the Kubernetes types: type errors and unknown fields.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod error;
+pub mod gnostic;
 pub mod kinds;
 pub mod meta;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //!
 //! Schemas come from the Kubernetes types (`k8s-openapi`'s JSON schemas,
 //! generated for OpenAPI 3.0 by `schemars`), so `kubectl explain` works.
+//! `/openapi/v2` carries the same schemas as Swagger 2.0 for kubectl ≤1.31.
 
 use serde_json::{Value, json};
 
@@ -171,33 +172,119 @@ fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
     }))
 }
 
-/// A minimal OpenAPI v2 document: kubectl ≤1.31 fetches `/openapi/v2` before
-/// it creates from files and refuses to go on when it is missing; with no
-/// definitions it leaves validation to the server (`fieldValidation`).
-/// `protobuf` selects the gnostic `openapi.v2.Document` encoding kubectl asks
-/// for (fields: swagger = 1, info = 2 {title = 1, version = 2}, paths = 8,
-/// definitions = 9).
-pub fn v2_document(protobuf: bool) -> (&'static str, Vec<u8>) {
-    if !protobuf {
-        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": {}});
-        return ("application/json", doc.to_string().into_bytes());
+/// A Swagger 2.0 schema from an OpenAPI 3.0 one: references point at
+/// `#/definitions/`, and a reference wrapped in `allOf` to carry a
+/// description becomes a plain `$ref` (v2 readers ignore `allOf`).
+fn v2_schema(s: &Value) -> Value {
+    match s {
+        Value::Object(obj) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in obj {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        out.insert(
+                            k.clone(),
+                            json!(r.replace("#/components/schemas/", "#/definitions/")),
+                        );
+                    }
+                    ("allOf", Value::Array(subs))
+                        if subs.len() == 1 && subs[0].get("$ref").is_some() =>
+                    {
+                        out.insert("$ref".into(), v2_schema(&subs[0])["$ref"].clone());
+                    }
+                    ("nullable", _) => {}
+                    // Property names are not keywords (LimitRangeItem has `default`).
+                    ("properties", Value::Object(props)) => {
+                        let props = props.iter().map(|(n, p)| (n.clone(), v2_schema(p)));
+                        out.insert(k.clone(), Value::Object(props.collect()));
+                    }
+                    // Extensions and literal values are data, not schemas.
+                    (k, v) if k.starts_with("x-") || k == "enum" || k == "default" => {
+                        out.insert(k.into(), v.clone());
+                    }
+                    (_, v) => {
+                        out.insert(k.clone(), v2_schema(v));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(v2_schema).collect()),
+        other => other.clone(),
     }
-    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
-        out.push((number << 3) | 2);
-        // Every field here is shorter than 128 bytes: a one-byte varint length.
-        out.push(bytes.len() as u8);
-        out.extend_from_slice(bytes);
+}
+
+/// The Swagger 2.0 document: every served schema under `definitions`, and
+/// per kind a PATCH operation with the kind's group-version-kind and a
+/// `fieldValidation` query parameter, from which kubectl ≤1.31 learns that
+/// the server validates fields (so it sends `fieldValidation=Strict`) and
+/// `kubectl explain` finds the kind's schema.
+fn v2_json() -> Value {
+    let mut definitions = serde_json::Map::new();
+    for doc in cached().1.values() {
+        for (name, s) in doc["components"]["schemas"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            definitions
+                .entry(name.clone())
+                .or_insert_with(|| v2_schema(s));
+        }
     }
-    let mut info = Vec::new();
-    field(&mut info, 1, b"Kubernetes");
-    field(&mut info, 2, b"v1.33.0");
-    let mut doc = Vec::new();
-    field(&mut doc, 1, b"2.0");
-    field(&mut doc, 2, &info);
-    field(&mut doc, 8, &[]);
-    field(&mut doc, 9, &[]);
-    (
-        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-        doc,
-    )
+    let mut paths = serde_json::Map::new();
+    for t in crate::kinds::all() {
+        let gv = gv_path(t);
+        let (item, mut params) = if t.namespaced {
+            (
+                format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", t.plural),
+                vec![
+                    json!({"name": "namespace", "in": "path", "required": true, "type": "string"}),
+                ],
+            )
+        } else {
+            (format!("/{gv}/{}/{{name}}", t.plural), vec![])
+        };
+        params.push(json!({"name": "name", "in": "path", "required": true, "type": "string"}));
+        let query =
+            |n: &str| json!({"name": n, "in": "query", "type": "string", "uniqueItems": true});
+        paths.insert(
+            item,
+            json!({
+                "parameters": params,
+                "patch": {
+                    "operationId": format!("patch{}", t.kind),
+                    "consumes": ["application/json-patch+json", "application/merge-patch+json"],
+                    "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation")],
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": {"group": t.group, "version": t.version, "kind": t.kind},
+                },
+            }),
+        );
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "definitions": definitions,
+    })
+}
+
+/// `/openapi/v2`, as JSON or (`protobuf`) as the gnostic `openapi.v2.Document`
+/// kubectl ≤1.31 asks for, with the Content-Type each is served with.
+pub fn v2_document(protobuf: bool) -> (&'static str, &'static [u8]) {
+    static DOCS: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    let (json, pb) = DOCS.get_or_init(|| {
+        let doc = v2_json();
+        (doc.to_string().into_bytes(), crate::gnostic::encode(&doc))
+    });
+    if protobuf {
+        // Go's mime parser refuses the `@` form kubectl puts in its Accept header.
+        (
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            pb,
+        )
+    } else {
+        ("application/json", json)
+    }
 }

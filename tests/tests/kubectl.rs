@@ -275,6 +275,18 @@ fn kubectl_drives_keel() {
         .contains("created (server dry run)")
     );
     assert!(err(&kubectl(&s, &["get", "cm", "dry-one"])).contains("not found"));
+    // A dry run of an object that exists fails as the real create would.
+    let taken = dir.path().join("taken.yaml");
+    std::fs::write(
+        &taken,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n",
+    )
+    .unwrap();
+    let dup = err(&kubectl(
+        &s,
+        &["create", "-f", taken.to_str().unwrap(), "--dry-run=server"],
+    ));
+    assert!(dup.contains("AlreadyExists"), "{dup}");
     // --sort-by asks for full objects in the table rows; describe reads the object and its events.
     let sorted = ok(&kubectl(
         &s,
@@ -700,15 +712,24 @@ fn kubectl_drives_keel() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-127\ndata: {a: b}\n",
         )
         .unwrap();
+        // kubectl 1.27 reads /openapi/v2 (protobuf): the PATCH operations there
+        // tell it the server validates fields, and the definitions serve explain.
         assert!(
-            // kubectl 1.27 validates against /openapi/v2 (protobuf), which Keel
-            // does not serve yet; it must be told not to validate on the client.
-            ok(&run(
-                &old,
-                &s,
-                &["create", "-f", f127.to_str().unwrap(), "--validate=false"]
-            ))
-            .contains("configmap/from-127 created")
+            ok(&run(&old, &s, &["create", "-f", f127.to_str().unwrap()]))
+                .contains("configmap/from-127 created")
+        );
+        let explained = ok(&run(
+            &old,
+            &s,
+            &[
+                "explain",
+                "pod.spec.containers.ports",
+                "--output=plaintext-openapiv2",
+            ],
+        ));
+        assert!(
+            explained.contains("containerPort") && explained.contains("-required-"),
+            "{explained}"
         );
         ok(&run(&old, &s, &["label", "cm", "from-127", "v=127"]));
         assert_eq!(
