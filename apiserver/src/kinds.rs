@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::error::Cause;
 use crate::meta;
+use crate::rules;
 
 /// A column of `kubectl get` output (Table `columnDefinitions`).
 pub struct Column {
@@ -204,7 +205,14 @@ impl Strategy for ConfigMapStrategy {
 struct SecretStrategy;
 impl Strategy for SecretStrategy {
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
-        data_update(new, old)
+        let mut causes = data_update(new, old);
+        if new.get("type") != old.get("type") {
+            causes.push(Cause::invalid(
+                "type",
+                format!("Invalid value: {}: field is immutable", new["type"]),
+            ));
+        }
+        causes
     }
     fn fields(&self) -> &'static [&'static str] {
         &["data", "stringData", "type", "immutable"]
@@ -244,6 +252,7 @@ impl Strategy for SecretStrategy {
                 }
             }
         }
+        causes.extend(rules::secret_type(obj));
         causes
     }
     fn columns(&self) -> Vec<Column> {
@@ -312,7 +321,8 @@ pub enum Cell {
 pub struct Generic {
     pub fields: &'static [&'static str],
     pub columns: &'static [(&'static str, &'static str, u8, Cell)],
-    pub label_names: bool,
+    /// The rule names must follow (most kinds: a DNS subdomain).
+    pub names: fn(&str) -> Option<String>,
     /// Defaults applied on create and update, as Kubernetes applies them.
     pub defaults: fn(&mut Value),
     /// Field errors beyond types and metadata.
@@ -461,6 +471,10 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
                 {
                     causes.push(Cause::required(format!("{path}.containers[{i}].image")));
                 }
+                causes.extend(rules::container_resources(
+                    c,
+                    &format!("{path}.containers[{i}]"),
+                ));
             }
         }
     }
@@ -479,6 +493,9 @@ fn validate_workload(obj: &Value) -> Vec<Cause> {
             "spec.replicas",
             "must be greater than or equal to 0",
         ));
+    }
+    if let Some(sel) = obj.pointer("/spec/selector").filter(|s| s.is_object()) {
+        causes.extend(rules::selector(sel, "spec.selector"));
     }
     let selector = obj
         .pointer("/spec/selector/matchLabels")
@@ -538,10 +555,77 @@ fn validate_service(obj: &Value) -> Vec<Cause> {
         .pointer("/spec/type")
         .and_then(Value::as_str)
         .unwrap_or("ClusterIP");
+    let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+    if !types.contains(&kind) {
+        causes.push(Cause {
+            field: "spec.type".into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {kind:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ),
+        });
+    }
+    if kind == "ExternalName"
+        && obj
+            .pointer("/spec/externalName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        causes.push(Cause::required("spec.externalName"));
+    }
+    if let Some(sel) = obj.pointer("/spec/selector").and_then(Value::as_object) {
+        for (k, v) in sel {
+            if let Some(m) =
+                meta::qualified_name(k).or_else(|| v.as_str().and_then(meta::label_value))
+            {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    format!("Invalid value: {k:?}: {m}"),
+                ));
+            }
+        }
+    }
     let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
     match obj.pointer("/spec/ports").and_then(Value::as_array) {
         Some(ports) if !ports.is_empty() => {
+            let mut names = std::collections::BTreeSet::new();
             for (i, p) in ports.iter().enumerate() {
+                match p.get("name").and_then(Value::as_str) {
+                    None | Some("") if ports.len() > 1 => {
+                        causes.push(Cause::required(format!("spec.ports[{i}].name")))
+                    }
+                    Some(n) if !n.is_empty() && !names.insert(n) => causes.push(Cause {
+                        field: format!("spec.ports[{i}].name"),
+                        reason: "FieldValueDuplicate",
+                        message: format!("Duplicate value: {n:?}"),
+                    }),
+                    _ => {}
+                }
+                if let Some(proto) = p.get("protocol").and_then(Value::as_str)
+                    && !["TCP", "UDP", "SCTP"].contains(&proto)
+                {
+                    causes.push(Cause {
+                        field: format!("spec.ports[{i}].protocol"),
+                        reason: "FieldValueNotSupported",
+                        message: format!(
+                            "Unsupported value: {proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""
+                        ),
+                    });
+                }
+                if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+                    if kind == "ClusterIP" || kind == "ExternalName" {
+                        causes.push(Cause {
+                            field: format!("spec.ports[{i}].nodePort"),
+                            reason: "FieldValueForbidden",
+                            message: "Forbidden: may not be used when `type` is 'ClusterIP'".into(),
+                        });
+                    } else if !(30000..=32767).contains(&np) {
+                        causes.push(Cause::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+                        ));
+                    }
+                }
                 match p.get("port").and_then(Value::as_i64) {
                     Some(n) if (1..=65535).contains(&n) => {}
                     Some(n) => causes.push(Cause::invalid(
@@ -558,10 +642,28 @@ fn validate_service(obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Services keep their cluster IP once one is set.
+fn service_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let ip = |v: &Value| {
+        v.pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (was, now) = (ip(old), ip(new));
+    if !was.is_empty() && was != now {
+        return vec![Cause::invalid(
+            "spec.clusterIPs[0]",
+            format!("Invalid value: {now:?}: may not change once set"),
+        )];
+    }
+    vec![]
+}
+
 fn no_defaults(_: &mut Value) {}
 
 /// Set `obj[path]` to `value` where it is missing (path as JSON pointer tokens).
-fn default_at(obj: &mut Value, path: &[&str], value: Value) {
+pub(crate) fn default_at(obj: &mut Value, path: &[&str], value: Value) {
     let mut cur = obj;
     for (i, key) in path.iter().enumerate() {
         if !cur.is_object() {
@@ -713,11 +815,7 @@ impl Strategy for Generic {
         (self.update)(new, old)
     }
     fn name_rule(&self) -> fn(&str) -> Option<String> {
-        if self.label_names {
-            meta::dns1123_label
-        } else {
-            meta::dns1123_subdomain
-        }
+        self.names
     }
     fn fields(&self) -> &'static [&'static str] {
         self.fields
@@ -830,13 +928,16 @@ const ALL: &[&str] = &["all"];
 
 macro_rules! generic {
     ($fields:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: no_defaults, validate: no_validation, update: no_update_rules }
+        &Generic { fields: $fields, names: meta::dns1123_subdomain, columns: &[$($col),*], defaults: no_defaults, validate: no_validation, update: no_update_rules }
     };
     ($fields:expr, $defaults:expr, $validate:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: no_update_rules }
+        &Generic { fields: $fields, names: meta::dns1123_subdomain, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: no_update_rules }
     };
     ($fields:expr, $defaults:expr, $validate:expr, $update:expr, [$($col:expr),* $(,)?]) => {
-        &Generic { fields: $fields, label_names: false, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: $update }
+        &Generic { fields: $fields, names: meta::dns1123_subdomain, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: $update }
+    };
+    (names: $names:expr, $fields:expr, $defaults:expr, $validate:expr, $update:expr, [$($col:expr),* $(,)?]) => {
+        &Generic { fields: $fields, names: $names, columns: &[$($col),*], defaults: $defaults, validate: $validate, update: $update }
     };
 }
 
@@ -921,6 +1022,8 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             SPEC_STATUS,
+            no_defaults,
+            rules::validate_node,
             [(
                 "Version",
                 "Kubelet version",
@@ -941,6 +1044,7 @@ static MORE: &[ResourceType] = &[
             SPEC_STATUS,
             service_defaults,
             validate_service,
+            service_update,
             [
                 ("Type", "Service type", 0, Cell::At("/spec/type")),
                 ("Cluster-IP", "Cluster IP", 0, Cell::At("/spec/clusterIP")),
@@ -959,6 +1063,8 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             &["subsets"],
+            rules::endpoints_defaults,
+            rules::validate_endpoints,
             [("Subsets", "Number of subsets", 0, Cell::Count("/subsets")),]
         )
     ),
@@ -1010,6 +1116,9 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             SPEC_STATUS,
+            rules::pv_defaults,
+            rules::validate_pv,
+            rules::pv_update,
             [
                 (
                     "Capacity",
@@ -1037,6 +1146,9 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             SPEC_STATUS,
+            rules::pvc_defaults,
+            rules::validate_pvc,
+            rules::pvc_update,
             [
                 ("Status", "Phase", 0, Cell::At("/status/phase")),
                 ("Volume", "Bound volume", 0, Cell::At("/spec/volumeName")),
@@ -1057,7 +1169,7 @@ static MORE: &[ResourceType] = &[
         true,
         &["quota"],
         &[],
-        generic!(SPEC_STATUS, [])
+        generic!(SPEC_STATUS, no_defaults, rules::validate_resourcequota, [])
     ),
     rt!(
         "",
@@ -1067,7 +1179,7 @@ static MORE: &[ResourceType] = &[
         true,
         &["limits"],
         &[],
-        generic!(&["spec"], [])
+        generic!(&["spec"], no_defaults, rules::validate_limitrange, [])
     ),
     rt!(
         "apps",
@@ -1219,6 +1331,8 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             &["spec"],
+            no_defaults,
+            rules::validate_lease,
             [(
                 "Holder",
                 "Holder identity",
@@ -1237,6 +1351,8 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             SPEC_STATUS,
+            rules::networkpolicy_defaults,
+            rules::validate_networkpolicy,
             [(
                 "Pod-Selector",
                 "Selected pods",
@@ -1263,6 +1379,9 @@ static MORE: &[ResourceType] = &[
                 "volumeBindingMode",
                 "allowedTopologies",
             ],
+            rules::storageclass_defaults,
+            rules::validate_storageclass,
+            rules::storageclass_update,
             [
                 ("Provisioner", "Provisioner", 0, Cell::At("/provisioner")),
                 (
@@ -1288,7 +1407,14 @@ static MORE: &[ResourceType] = &[
         true,
         &[],
         &[],
-        generic!(&["rules"], [])
+        generic!(
+            names: meta::path_segment,
+            &["rules"],
+            no_defaults,
+            rules::validate_role,
+            no_update_rules,
+            []
+        )
     ),
     rt!(
         "rbac.authorization.k8s.io",
@@ -1298,7 +1424,14 @@ static MORE: &[ResourceType] = &[
         false,
         &[],
         &[],
-        generic!(&["rules", "aggregationRule"], [])
+        generic!(
+            names: meta::path_segment,
+            &["rules", "aggregationRule"],
+            no_defaults,
+            rules::validate_clusterrole,
+            no_update_rules,
+            []
+        )
     ),
     rt!(
         "rbac.authorization.k8s.io",
@@ -1309,7 +1442,11 @@ static MORE: &[ResourceType] = &[
         &[],
         &[],
         generic!(
+            names: meta::path_segment,
             &["subjects", "roleRef"],
+            rules::binding_defaults,
+            rules::validate_rolebinding,
+            rules::binding_update,
             [("Role", "Bound role", 0, Cell::At("/roleRef/name")),]
         )
     ),
@@ -1322,7 +1459,11 @@ static MORE: &[ResourceType] = &[
         &[],
         &[],
         generic!(
+            names: meta::path_segment,
             &["subjects", "roleRef"],
+            rules::binding_defaults,
+            rules::validate_clusterrolebinding,
+            rules::binding_update,
             [("Role", "Bound role", 0, Cell::At("/roleRef/name")),]
         )
     ),
@@ -1334,7 +1475,16 @@ static MORE: &[ResourceType] = &[
         false,
         &["crd", "crds"],
         &[],
-        generic!(SPEC_STATUS, [])
+        generic!(
+            SPEC_STATUS,
+            rules::crd_defaults,
+            rules::validate_crd,
+            rules::crd_update,
+            [
+                ("Group", "API group", 1, Cell::At("/spec/group")),
+                ("Scope", "Scope", 1, Cell::At("/spec/scope")),
+            ]
+        )
     ),
     rt!(
         "apiregistration.k8s.io",
@@ -1346,6 +1496,8 @@ static MORE: &[ResourceType] = &[
         &[],
         generic!(
             SPEC_STATUS,
+            rules::apiservice_defaults,
+            rules::validate_apiservice,
             [(
                 "Service",
                 "Backing service",

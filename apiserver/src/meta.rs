@@ -39,6 +39,63 @@ pub fn dns1123_subdomain(s: &str) -> Option<String> {
     })
 }
 
+/// A qualified name (label and annotation keys, CRD provisioners): an
+/// optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// alphanumerics, `-`, `_` or `.` starting and ending alphanumeric.
+pub fn qualified_name(s: &str) -> Option<String> {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if let Some(p) = prefix
+        && let Some(m) = dns1123_subdomain(p)
+    {
+        return Some(format!("prefix part {m}"));
+    }
+    if name.is_empty() || name.len() > 63 {
+        return Some("name part must be no more than 63 characters and not empty".into());
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alnum(name.chars().next())
+        && alnum(name.chars().last());
+    (!ok).then(|| "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
+}
+
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_` or `.`
+/// starting and ending alphanumeric.
+pub fn label_value(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && alnum(s.chars().next())
+        && alnum(s.chars().last());
+    (!ok).then(|| "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
+}
+
+/// A path segment name (RBAC objects such as `system:node`): anything but
+/// `.`, `..`, or a string containing `/` or `%`.
+pub fn path_segment(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if s == "." || s == ".." {
+        return Some(format!("may not be '{s}'"));
+    }
+    s.chars()
+        .find(|c| matches!(c, '/' | '%'))
+        .map(|c| format!("may not contain '{c}'"))
+}
+
 /// A random version-4 UUID.
 pub fn new_uid() -> String {
     let mut b: [u8; 16] = rand_bytes();
@@ -278,11 +335,39 @@ pub fn validate_meta(
             match m.as_object() {
                 Some(m) => {
                     for (k, v) in m {
-                        if !v.is_string() {
+                        if let Some(msg) = qualified_name(k) {
                             causes.push(Cause::invalid(
+                                format!("metadata.{field}"),
+                                format!("Invalid value: {k:?}: {msg}"),
+                            ));
+                        }
+                        match v.as_str() {
+                            None => causes.push(Cause::invalid(
                                 format!("metadata.{field}.{k}"),
                                 format!("{what} values must be strings"),
-                            ));
+                            )),
+                            Some(v) if field == "labels" => {
+                                if let Some(msg) = label_value(v) {
+                                    causes.push(Cause::invalid(
+                                        "metadata.labels",
+                                        format!("Invalid value: {v:?}: {msg}"),
+                                    ));
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    if field == "annotations" {
+                        let size: usize = m
+                            .iter()
+                            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                            .sum();
+                        if size > 256 * 1024 {
+                            causes.push(Cause {
+                                field: "metadata.annotations".into(),
+                                reason: "FieldValueTooLong",
+                                message: "Too long: must have at most 262144 bytes".into(),
+                            });
                         }
                     }
                 }
@@ -308,6 +393,23 @@ mod tests {
         assert!(dns1123_label("-a").is_some());
         assert!(dns1123_subdomain("a.b-c.d").is_none());
         assert!(dns1123_subdomain("a..b").is_some());
+    }
+
+    #[test]
+    fn label_keys_values_and_segments() {
+        assert!(qualified_name("app").is_none());
+        assert!(qualified_name("example.com/My_name.1").is_none());
+        assert!(qualified_name("a b").is_some());
+        assert!(qualified_name("Example.com/x").is_some());
+        assert!(qualified_name("x/").is_some());
+        assert!(qualified_name(&"a".repeat(64)).is_some());
+        assert!(label_value("").is_none());
+        assert!(label_value("v1.2_x-y").is_none());
+        assert!(label_value("-x").is_some());
+        assert!(label_value("a:b").is_some());
+        assert!(path_segment("system:node:worker-1").is_none());
+        assert!(path_segment("a/b").is_some());
+        assert!(path_segment("..").is_some());
     }
 
     #[test]

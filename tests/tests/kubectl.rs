@@ -165,6 +165,180 @@ spec:
   containers: [{name: c, image: busybox:1.36}]
 ";
 
+/// One object of most other kinds, each leaning on a default Kubernetes fills in.
+const MORE_KINDS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}, {name: metrics, port: 9090}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - name: db
+        image: postgres:16
+        resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: '1', memory: 1Gi}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      containers: [{name: m, image: busybox:1.36}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: local-disks}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: disk-1}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: local-disks
+  local: {path: /mnt/disks/1}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [worker-1]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: local-disks
+  resources: {requests: {storage: 5Gi}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-egress}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  egress: [{ports: [{port: 53}]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader}
+rules: [{apiGroups: [''], resources: [pods], verbs: [get, list, watch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: readers}
+roleRef: {kind: Role, name: reader}
+subjects: [{kind: User, name: alice}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'system:keel:health'}
+rules: [{nonResourceURLs: [/healthz], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'system:keel:health'}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'system:keel:health'}
+subjects: [{kind: Group, name: 'system:authenticated'}]
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: leader}
+spec: {holderIdentity: keel-1, leaseDurationSeconds: 15}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object}}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {namespace: kube-system, name: metrics-server}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: quota}
+spec: {hard: {pods: '10', requests.cpu: '4'}}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: limits}
+spec:
+  limits: [{type: Container, default: {cpu: 500m}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: worker-1}
+spec:
+  podCIDR: 10.244.1.0/24
+  taints: [{key: dedicated, value: db, effect: NoSchedule}]
+";
+
+/// Objects Kubernetes refuses, one rule each.
+const INVALID_KINDS: &str = "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: no-size}
+spec: {accessModes: [ReadWriteOnce]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: bad-ref}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Deployment, name: x}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: no-source}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: greedy}
+spec:
+  containers:
+  - {name: c, image: busybox:1.36, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: bad-label
+  labels: {'has space': x}
+";
+
 #[test]
 fn kubectl_drives_keel() {
     let s = start();
@@ -212,6 +386,139 @@ fn kubectl_drives_keel() {
     ] {
         assert!(created.contains(line), "{created}");
     }
+    // Most other kinds, with the defaults Kubernetes applies.
+    let more = dir.path().join("more.yaml");
+    std::fs::write(&more, MORE_KINDS).unwrap();
+    let created = ok(&kubectl(&s, &["create", "-f", more.to_str().unwrap()]));
+    assert_eq!(created.lines().count(), 17, "{created}");
+    for (args, want) in [
+        (
+            &[
+                "get",
+                "pv",
+                "disk-1",
+                "-o",
+                "jsonpath={.spec.persistentVolumeReclaimPolicy} {.status.phase}",
+            ][..],
+            "Retain Pending",
+        ),
+        (
+            &["get", "pvc", "data", "-o", "jsonpath={.spec.volumeMode}"][..],
+            "Filesystem",
+        ),
+        (
+            &[
+                "get",
+                "sc",
+                "local-disks",
+                "-o",
+                "jsonpath={.reclaimPolicy}",
+            ][..],
+            "Delete",
+        ),
+        (
+            &[
+                "get",
+                "netpol",
+                "db-egress",
+                "-o",
+                "jsonpath={.spec.policyTypes}",
+            ][..],
+            r#"["Ingress","Egress"]"#,
+        ),
+        (
+            &[
+                "get",
+                "rolebinding",
+                "readers",
+                "-o",
+                "jsonpath={.roleRef.apiGroup} {.subjects[0].apiGroup}",
+            ][..],
+            "rbac.authorization.k8s.io rbac.authorization.k8s.io",
+        ),
+        (
+            &[
+                "get",
+                "crd",
+                "widgets.example.com",
+                "-o",
+                "jsonpath={.spec.names.singular} {.spec.names.listKind}",
+            ][..],
+            "widget WidgetList",
+        ),
+        (
+            &[
+                "get",
+                "apiservice",
+                "v1beta1.metrics.k8s.io",
+                "-o",
+                "jsonpath={.spec.service.port}",
+            ][..],
+            "443",
+        ),
+        (
+            &["get", "clusterrole", "system:keel:health", "-o", "name"][..],
+            "clusterrole.rbac.authorization.k8s.io/system:keel:health\n",
+        ),
+    ] {
+        assert_eq!(ok(&kubectl(&s, args)), want, "{args:?}");
+    }
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(&invalid, INVALID_KINDS).unwrap();
+    let refused = err(&kubectl(&s, &["create", "-f", invalid.to_str().unwrap()]));
+    for msg in [
+        r#"PersistentVolumeClaim "no-size" is invalid: spec.resources[storage]: Required value"#,
+        r#"RoleBinding "bad-ref" is invalid: roleRef.kind: Unsupported value: "Deployment""#,
+        r#"PersistentVolume "no-source" is invalid: spec: Required value: must specify a volume type"#,
+        r#"CustomResourceDefinition "gadgets.example.com" is invalid: metadata.name: Invalid value"#,
+        r#"spec.containers[0].resources.requests: Invalid value: "2": must be less than or equal to cpu limit of 1"#,
+        r#"ConfigMap "bad-label" is invalid: metadata.labels: Invalid value: "has space""#,
+    ] {
+        assert!(refused.contains(msg), "{msg}\n{refused}");
+    }
+    // Fields Kubernetes fixes once written.
+    let rebind = err(&kubectl(
+        &s,
+        &[
+            "patch",
+            "rolebinding",
+            "readers",
+            "--type=merge",
+            "-p",
+            r#"{"roleRef":{"name":"other"}}"#,
+        ],
+    ));
+    assert!(
+        rebind.contains("roleRef: Invalid value: cannot change roleRef"),
+        "{rebind}"
+    );
+    let shrink = err(&kubectl(
+        &s,
+        &[
+            "patch",
+            "pvc",
+            "data",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}"#,
+        ],
+    ));
+    assert!(
+        shrink.contains("field can not be less than previous value"),
+        "{shrink}"
+    );
+    ok(&kubectl(
+        &s,
+        &[
+            "patch",
+            "pvc",
+            "data",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"8Gi"}}}}"#,
+        ],
+    ));
+
     // Creating it again: AlreadyExists, in kubectl's words.
     let again = err(&kubectl(&s, &["create", "-f", f.to_str().unwrap()]));
     assert!(
