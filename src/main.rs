@@ -64,7 +64,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// A JSON file with any of these options (`id`, `data_dir`, `peer_addr`,
-    /// `api_addr`, `http_addr`, `initial_members`, `join`); options given on
+    /// `api_addr`, `http_addr`, `initial_members`, `join`, `retain_events`); options given on
     /// the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -89,12 +89,18 @@ struct ServerArgs {
     /// Wait to be added to an existing cluster (`keel member add`) instead of bootstrapping.
     #[arg(long)]
     join: bool,
+    /// Events the log retains for watches and past-revision reads before
+    /// the leader compacts older ones (events older than an hour go too).
+    #[arg(long, default_value_t = 100_000)]
+    retain_events: u64,
 }
 
 #[derive(Subcommand)]
 enum BenchSuite {
     /// Puts, reads and a 90/10 mix against three Keel members and three etcd members.
-    Store(bench::StoreBenchArgs),
+    Store(bench::store::StoreBenchArgs),
+    /// ConfigMap create, get, list, update and delete through the REST API of three members.
+    Api(bench::api::ApiBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +205,7 @@ fn apply_config(
         "http_addr",
         "initial_members",
         "join",
+        "retain_events",
     ];
     if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
         bail!(
@@ -246,6 +253,13 @@ fn apply_config(
     {
         args.initial_members = Some(v);
     }
+    if !from_cli("retain_events")
+        && let Some(v) = obj.get("retain_events")
+    {
+        args.retain_events = v.as_u64().with_context(|| {
+            format!("{}: retain_events must be a positive integer", path.display())
+        })?;
+    }
     if !from_cli("join")
         && let Some(v) = obj.get("join")
     {
@@ -260,7 +274,8 @@ async fn server(args: ServerArgs) -> Result<()> {
     if args.id == 0 {
         bail!("--id must be greater than 0");
     }
-    let config = MemberConfig::new(args.id, args.peer_addr.to_string(), &args.data_dir);
+    let mut config = MemberConfig::new(args.id, args.peer_addr.to_string(), &args.data_dir);
+    config.retention.max_events = args.retain_events;
     let member = Member::open(config, GrpcTransport::new())
         .await
         .with_context(|| {
@@ -693,7 +708,7 @@ async fn run() -> Result<()> {
         Command::Bench {
             suite: BenchSuite::Store(args),
         } => {
-            let results = bench::store(&args).await?;
+            let results = bench::store::store(&args).await?;
             if args.json {
                 let doc = serde_json::json!({"suite": "store", "machine": bench::machine(), "results": results});
                 println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -703,9 +718,12 @@ async fn run() -> Result<()> {
                     bench::machine(),
                     args.duration
                 );
-                print!("{}", bench::render(&results));
+                print!("{}", bench::store::render(&results));
             }
             Ok(())
         }
+        Command::Bench {
+            suite: BenchSuite::Api(args),
+        } => bench::print_tables("api", &bench::api::run(&args).await?, args.json),
     }
 }

@@ -239,6 +239,38 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// rustls client configuration of the admin user: trusts the cluster CA,
+    /// presents the admin certificate, offers h2 then http/1.1 (for tools
+    /// such as `keel bench`).
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: String| ServerError::Pki(format!("{what}: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots
+                .add(c.map_err(|e| bad("ca.crt", e.to_string()))?)
+                .map_err(|e| bad("ca.crt", e.to_string()))?;
+        }
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.admin_cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("admin.crt", e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.admin_key_pem.as_bytes())
+            .map_err(|e| bad("admin.key", e.to_string()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("TLS versions", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| bad("admin certificate", e.to_string()))?;
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+}
+
 /// Whether `s` is an IP address (for SAN bookkeeping).
 pub fn is_ip(s: &str) -> bool {
     s.parse::<IpAddr>().is_ok()

@@ -7,16 +7,17 @@
 //! CPU time of every process are sampled after each step.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use keel_proto::member as pb;
 use serde::Serialize;
 use tonic::transport::Channel;
+
+use super::cluster::{EtcdCluster, KeelCluster};
+use super::{parse_duration, percentile, ready, usage};
 
 /// Options of `keel bench store`.
 #[derive(clap::Args, Clone, Debug)]
@@ -44,21 +45,6 @@ pub struct StoreBenchArgs {
     pub etcd: String,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// One measured step.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepResult {
@@ -75,66 +61,6 @@ pub struct StepResult {
     pub rss_mib: f64,
     /// CPU seconds the members used during the step.
     pub cpu_secs: f64,
-}
-
-/// The value at quantile `q` of sorted latencies (nearest rank).
-pub fn percentile(sorted_us: &[u32], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
-    sorted_us[rank - 1] as f64 / 1000.0
-}
-
-/// A process the benchmark started; killed when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// (RSS bytes, CPU seconds) of a process from /proc.
-fn proc_usage(pid: u32) -> (u64, f64) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may contain spaces) start after ')'.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0);
-    (rss, cpu)
-}
-
-fn usage(procs: &[Proc]) -> (u64, f64) {
-    procs
-        .iter()
-        .map(|p| proc_usage(p.child.id()))
-        .fold((0, 0.0), |(r, c), (r2, c2)| (r + r2, c + c2))
 }
 
 /// The operations the generator needs from a store.
@@ -260,118 +186,8 @@ async fn run_step(
     (all, errors.load(Ordering::Relaxed), elapsed)
 }
 
-async fn start_keel(dir: &Path) -> Result<(Vec<Proc>, Vec<String>)> {
-    let exe = std::env::current_exe()?;
-    let ports: Vec<(u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<Result<_>>()?;
-    let members = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs = Vec::new();
-    for (i, (peer, http)) in ports.iter().enumerate() {
-        let log = std::fs::File::create(dir.join(format!("keel-{}.log", i + 1)))?;
-        let child = Command::new(&exe)
-            .args(["server", "--id", &(i + 1).to_string()])
-            .arg("--data-dir")
-            .arg(dir.join(format!("keel-{}", i + 1)))
-            .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--api-addr", "127.0.0.1:0"])
-            .args(["--initial-members", &members])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting keel server")?;
-        procs.push(Proc { child });
-    }
-    Ok((
-        procs,
-        ports
-            .iter()
-            .map(|(p, _)| format!("http://127.0.0.1:{p}"))
-            .collect(),
-    ))
-}
-
-async fn start_etcd(dir: &Path, etcd: &str) -> Result<(Vec<Proc>, Vec<String>)> {
-    let ports: Vec<(u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<Result<_>>()?;
-    let cluster = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, peer))| format!("e{}=http://127.0.0.1:{peer}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs = Vec::new();
-    for (i, (client, peer)) in ports.iter().enumerate() {
-        let log = std::fs::File::create(dir.join(format!("etcd-{}.log", i + 1)))?;
-        let child = Command::new(etcd)
-            .args(["--name", &format!("e{}", i + 1)])
-            .arg("--data-dir")
-            .arg(dir.join(format!("etcd-{}", i + 1)))
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &cluster,
-                "--initial-cluster-state",
-                "new",
-            ])
-            .args(["--initial-cluster-token", "keel-bench"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!("starting {etcd} (install Debian's etcd-server: make deps)")
-            })?;
-        procs.push(Proc { child });
-    }
-    Ok((
-        procs,
-        ports
-            .iter()
-            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
-            .collect(),
-    ))
-}
-
-/// Retry `f` until it succeeds or `timeout` passes.
-async fn ready<F, Fut, T>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("{what} not ready after {timeout:?}: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 fn progress(msg: &str) {
-    eprintln!("[bench store] {msg}");
+    super::progress("store", msg);
 }
 
 /// Run the store suite; returns every step's result.
@@ -383,25 +199,25 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             "starting a three-member {system} cluster under {}",
             dir.path().display()
         ));
-        let (procs, endpoints) = if system == "keel" {
-            start_keel(dir.path()).await?
+        let (keel, etcd) = if system == "keel" {
+            (Some(KeelCluster::start(dir.path(), 3, &[])?), None)
         } else {
-            start_etcd(dir.path(), &args.etcd).await?
+            (None, Some(EtcdCluster::start(dir.path(), 3, &args.etcd)?))
         };
-        let mut target = if system == "keel" {
+        let pids = || {
+            keel.as_ref()
+                .map(KeelCluster::pids)
+                .or_else(|| etcd.as_ref().map(EtcdCluster::pids))
+                .unwrap_or_default()
+        };
+        let mut target = if let Some(k) = &keel {
             let mut clients = Vec::new();
-            for e in &endpoints {
-                let ch = ready("keel member", Duration::from_secs(60), || async {
-                    Ok(tonic::transport::Endpoint::from_shared(e.clone())?
-                        .connect()
-                        .await?)
-                })
-                .await?;
-                clients.push(pb::kv_client::KvClient::new(ch));
+            for i in 0..k.members.len() {
+                clients.push(k.kv(i).await?);
             }
             Target::Keel(clients)
         } else {
-            let eps = endpoints.clone();
+            let eps = etcd.as_ref().map(EtcdCluster::endpoints).unwrap_or_default();
             Target::Etcd(Box::new(
                 ready("etcd", Duration::from_secs(60), || {
                     let eps = eps.clone();
@@ -430,7 +246,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
         let mut measure =
             |step: String, clients: usize, out: (Vec<u32>, u64, Duration), before: (u64, f64)| {
                 let (lat, errors, elapsed) = out;
-                let (rss, cpu) = usage(&procs);
+                let (rss, cpu) = usage(&pids());
                 let r = StepResult {
                     step,
                     system: system.to_string(),
@@ -455,7 +271,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 "{system}: puts with {c} clients for {:?}",
                 args.duration
             ));
-            let before = usage(&procs);
+            let before = usage(&pids());
             let out = run_step(
                 &target,
                 OpKind::Put,
@@ -490,7 +306,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 "{system}: {name} with {} clients",
                 args.read_clients
             ));
-            let before = usage(&procs);
+            let before = usage(&pids());
             let out = run_step(
                 &target,
                 kind,
@@ -503,7 +319,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             .await;
             measure(name.into(), args.read_clients, out, before);
         }
-        drop(procs);
+        drop((keel, etcd));
     }
     Ok(results)
 }
@@ -570,50 +386,3 @@ pub fn render(results: &[StepResult]) -> String {
     out
 }
 
-/// The machine the numbers came from.
-pub fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb as f64 / (1 << 20) as f64)
-        .unwrap_or(0.0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "{cores} cores, {mem:.1} GiB memory, load average {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let lat: Vec<u32> = (1..=1000).map(|i| i * 1000).collect();
-        assert_eq!(percentile(&lat, 0.5), 500.0);
-        assert_eq!(percentile(&lat, 0.99), 990.0);
-        assert_eq!(percentile(&lat, 0.999), 999.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert_eq!(percentile(&[7000], 0.999), 7.0);
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("3h").is_err());
-    }
-}

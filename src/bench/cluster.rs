@@ -1,0 +1,371 @@
+//! The clusters a benchmark starts: Keel members as `keel server` processes
+//! (sharing one CA, so one client certificate works against every API) and
+//! etcd members as `etcd` processes, each on free loopback ports, with their
+//! data under the suite's temporary directory. Members can be killed
+//! (SIGKILL) and started again on the same data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keel_proto::member as pb;
+use tonic::transport::Channel;
+
+use super::{Proc, free_port, ready};
+
+pub struct KeelMember {
+    pub id: u64,
+    pub peer: String,
+    pub http: String,
+    pub api: String,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+pub struct KeelCluster {
+    pub members: Vec<KeelMember>,
+    initial: String,
+    extra: Vec<String>,
+    root: PathBuf,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl KeelCluster {
+    /// Start `n` members under `root` with `extra` server options.
+    pub fn start(root: &Path, n: usize, extra: &[&str]) -> Result<KeelCluster> {
+        let ca_dir = root.join("keel-ca");
+        let pki = keel_apiserver::pki::Pki::load_or_create(
+            &ca_dir,
+            &keel_apiserver::pki::serving_names(&[]),
+        )
+        .context("creating the benchmark CA")?;
+        let mut members = Vec::new();
+        for i in 0..n {
+            let dir = root.join(format!("keel-{}", i + 1));
+            std::fs::create_dir_all(dir.join("pki"))?;
+            for f in ["ca.crt", "ca.key"] {
+                std::fs::copy(ca_dir.join(f), dir.join("pki").join(f))?;
+            }
+            members.push(KeelMember {
+                id: i as u64 + 1,
+                peer: format!("127.0.0.1:{}", free_port()?),
+                http: format!("127.0.0.1:{}", free_port()?),
+                api: format!("127.0.0.1:{}", free_port()?),
+                dir,
+                proc: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = KeelCluster {
+            members,
+            initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            root: root.to_path_buf(),
+            tls: Arc::new(pki.client_config()?),
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Start member `i` (again) on its data.
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("keel-{}.log", m.id)))?;
+        let child = Command::new(exe)
+            .args(["server", "--id", &m.id.to_string()])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(["--peer-addr", &m.peer])
+            .args(["--http-addr", &m.http])
+            .args(["--api-addr", &m.api])
+            .args(["--initial-members", &self.initial])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting keel server")?;
+        m.proc = Some(Proc { child });
+        Ok(())
+    }
+
+    /// `kill -9` member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].proc = None;
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.proc.as_ref().map(Proc::pid))
+            .collect()
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].proc.is_some()
+    }
+
+    /// A store client (`Kv` over gRPC) of member `i`.
+    pub async fn kv(&self, i: usize) -> Result<pb::kv_client::KvClient<Channel>> {
+        let url = format!("http://{}", self.members[i].peer);
+        let ch = ready("keel member", Duration::from_secs(60), || async {
+            Ok(tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect()
+                .await?)
+        })
+        .await?;
+        Ok(pb::kv_client::KvClient::new(ch))
+    }
+
+    /// The index of the leader, as the running members see it.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.proc.is_none() {
+                continue;
+            }
+            let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://{}", m.peer))
+                .ok()?
+                .connect_timeout(Duration::from_millis(500))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            if let Ok(s) = pb::admin_client::AdminClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+            {
+                let leader = s.into_inner().leader;
+                if leader != 0 {
+                    let _ = i;
+                    return self.members.iter().position(|m| m.id == leader);
+                }
+            }
+        }
+        None
+    }
+
+    /// Wait until member `i` answers `/readyz` with 200 (it has a leader and
+    /// serves linearizable reads).
+    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<()> {
+        let addr = self.members[i].http.clone();
+        ready("keel /readyz", timeout, || http_ok(addr.clone(), "/readyz")).await
+    }
+
+    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<()> {
+        for i in 0..self.members.len() {
+            self.wait_ready(i, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// The API of member `i` with `connections` HTTP/2 connections.
+    pub async fn api(&self, i: usize, connections: usize) -> Result<super::http::Api> {
+        super::http::Api::connect(&self.members[i].api, self.tls.clone(), connections).await
+    }
+}
+
+/// GET `path` over plain HTTP/1.0; Ok when the status is 200.
+pub async fn http_ok(addr: String, path: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).to_string();
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        bail!("{path}: {head}")
+    }
+}
+
+pub struct EtcdMember {
+    pub name: String,
+    pub client: String,
+    pub peer: String,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+    initial: String,
+    root: PathBuf,
+    binary: String,
+}
+
+impl EtcdCluster {
+    /// Start `n` etcd members under `root` using `binary`.
+    pub fn start(root: &Path, n: usize, binary: &str) -> Result<EtcdCluster> {
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(EtcdMember {
+                name: format!("e{}", i + 1),
+                client: format!("127.0.0.1:{}", free_port()?),
+                peer: format!("127.0.0.1:{}", free_port()?),
+                dir: root.join(format!("etcd-{}", i + 1)),
+                proc: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            members,
+            initial,
+            root: root.to_path_buf(),
+            binary: binary.to_string(),
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Start member `i` (again) on its data.
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{}.log", m.name)))?;
+        let child = Command::new(&self.binary)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &format!("http://{}", m.client)])
+            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
+            .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
+            .args(["--initial-advertise-peer-urls", &format!("http://{}", m.peer)])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "keel-bench"])
+            // The same retention as Keel's default event window would need
+            // `--auto-compaction`; etcd keeps every revision unless told.
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (install Debian's etcd-server: make deps)",
+                    self.binary
+                )
+            })?;
+        m.proc = Some(Proc { child });
+        Ok(())
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].proc = None;
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.proc.as_ref().map(Proc::pid))
+            .collect()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", m.client))
+            .collect()
+    }
+
+    /// A client of member `i` only.
+    pub async fn client(&self, i: usize) -> Result<etcd_client::Client> {
+        let ep = format!("http://{}", self.members[i].client);
+        ready("etcd member", Duration::from_secs(60), || {
+            let ep = ep.clone();
+            async move { Ok(etcd_client::Client::connect([ep], None).await?) }
+        })
+        .await
+    }
+
+    /// The index of the leader, as the running members see it.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.proc.is_none() {
+                continue;
+            }
+            let opts = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_secs(1));
+            let Ok(mut c) =
+                etcd_client::Client::connect([format!("http://{}", m.client)], Some(opts)).await
+            else {
+                continue;
+            };
+            if let Ok(s) = c.status().await {
+                let leader = s.leader();
+                if leader != 0 {
+                    // Member ids are etcd's; find the member that reports it.
+                    if s.header().map(|h| h.member_id()) == Some(leader) {
+                        return Some(i);
+                    }
+                    for (j, other) in self.members.iter().enumerate() {
+                        if j == i || other.proc.is_none() {
+                            continue;
+                        }
+                        if let Ok(mut oc) = etcd_client::Client::connect(
+                            [format!("http://{}", other.client)],
+                            None,
+                        )
+                        .await
+                            && let Ok(os) = oc.status().await
+                            && os.header().map(|h| h.member_id()) == Some(leader)
+                        {
+                            return Some(j);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Wait until member `i` serves a linearizable read.
+    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<()> {
+        let ep = format!("http://{}", self.members[i].client);
+        ready("etcd member", timeout, || {
+            let ep = ep.clone();
+            async move {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(500))
+                    .with_timeout(Duration::from_secs(2));
+                let mut c = etcd_client::Client::connect([ep], Some(opts)).await?;
+                c.get("/bench/ready", None).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<()> {
+        for i in 0..self.members.len() {
+            self.wait_ready(i, timeout).await?;
+        }
+        Ok(())
+    }
+}
