@@ -93,6 +93,27 @@ struct ServerArgs {
     /// the leader compacts older ones (events older than an hour go too).
     #[arg(long, default_value_t = 100_000)]
     retain_events: u64,
+    /// Milliseconds between the leader's heartbeats.
+    #[arg(long, default_value_t = 250)]
+    heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in this range
+    /// (milliseconds, `min-max`) starts an election.
+    #[arg(long, default_value = "1500-3000", value_parser = parse_range)]
+    election_timeout_ms: (u64, u64),
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected min-max, such as 1500-3000"))?;
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| format!("{a:?} is not a number"))?,
+        b.trim().parse().map_err(|_| format!("{b:?} is not a number"))?,
+    );
+    if a == 0 || a >= b {
+        return Err(format!("{s:?}: min must be positive and below max"));
+    }
+    Ok((a, b))
 }
 
 #[derive(Subcommand)]
@@ -101,6 +122,14 @@ enum BenchSuite {
     Store(bench::store::StoreBenchArgs),
     /// ConfigMap create, get, list, update and delete through the REST API of three members.
     Api(bench::api::ApiBenchArgs),
+    /// Watch delivery latency with 1,000s of watchers: Keel's API and store against etcd.
+    Watch(bench::watch::WatchBenchArgs),
+    /// Nodes and pods at scale: LIST latencies, memory and disk, against etcd holding the same objects.
+    Scale(bench::scale::ScaleBenchArgs),
+    /// Time to the first acknowledged write after kill -9 of the leader, against etcd.
+    Failover(bench::failover::FailoverBenchArgs),
+    /// Time until a restarted member with a long history serves reads, against etcd.
+    Restart(bench::restart::RestartBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -276,6 +305,14 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     let mut config = MemberConfig::new(args.id, args.peer_addr.to_string(), &args.data_dir);
     config.retention.max_events = args.retain_events;
+    if args.heartbeat_ms == 0 || args.heartbeat_ms * 2 > args.election_timeout_ms.0 {
+        bail!("--heartbeat-ms must be positive and at most half the minimum election timeout");
+    }
+    config.heartbeat = std::time::Duration::from_millis(args.heartbeat_ms);
+    config.election_timeout = (
+        std::time::Duration::from_millis(args.election_timeout_ms.0),
+        std::time::Duration::from_millis(args.election_timeout_ms.1),
+    );
     let member = Member::open(config, GrpcTransport::new())
         .await
         .with_context(|| {
@@ -725,5 +762,17 @@ async fn run() -> Result<()> {
         Command::Bench {
             suite: BenchSuite::Api(args),
         } => bench::print_tables("api", &bench::api::run(&args).await?, args.json),
+        Command::Bench {
+            suite: BenchSuite::Watch(args),
+        } => bench::print_tables("watch", &bench::watch::run(&args).await?, args.json),
+        Command::Bench {
+            suite: BenchSuite::Scale(args),
+        } => bench::print_tables("scale", &bench::scale::run(&args).await?, args.json),
+        Command::Bench {
+            suite: BenchSuite::Failover(args),
+        } => bench::print_tables("failover", &bench::failover::run(&args).await?, args.json),
+        Command::Bench {
+            suite: BenchSuite::Restart(args),
+        } => bench::print_tables("restart", &bench::restart::run(&args).await?, args.json),
     }
 }

@@ -1,1 +1,529 @@
-//! placeholder
+//! `keel bench watch`: many concurrent watchers on one member while a writer
+//! runs at a fixed rate. Delivery latency is measured from the write's
+//! acknowledgment (as the writer saw it) to the event's receipt by each
+//! watcher (an event that arrives before the acknowledgment counts as 0).
+//! Three systems run the same shape: Keel's Kubernetes API (watch of
+//! ConfigMaps in a namespace, over HTTP/2), Keel's store (`Kv.Watch` over
+//! gRPC) and etcd (watch of a prefix). A watcher "fell behind" when it had
+//! not received every acknowledged write by the end of the grace period.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use hyper::Method;
+use keel_proto::member as pb;
+use serde_json::json;
+
+use super::cluster::{EtcdCluster, KeelCluster};
+use super::http::{Api, STREAMS_PER_CONNECTION};
+use super::{Sampler, Table, num, parse_duration, progress};
+
+/// Options of `keel bench watch`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WatchBenchArgs {
+    /// Concurrent watchers, comma-separated.
+    #[arg(long, default_value = "1000,10000", value_delimiter = ',')]
+    pub watchers: Vec<usize>,
+    /// Writes per second, comma-separated.
+    #[arg(long, default_value = "100,1000", value_delimiter = ',')]
+    pub rates: Vec<u64>,
+    /// How long the writer runs at each rate.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long watchers may take to catch up after the writer stops.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Bytes of data per written object.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Systems to run, comma-separated (keel-api, keel-store, etcd).
+    #[arg(long, default_value = "keel-api,keel-store,etcd", value_delimiter = ',')]
+    pub systems: Vec<String>,
+    /// The etcd binary of the baseline.
+    #[arg(long, default_value = "etcd")]
+    pub etcd: String,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latencies in a log-linear histogram (32 steps per power of two, so
+/// about 3% precision), shared by every watcher without locks.
+struct Hist {
+    buckets: Vec<AtomicU64>,
+    max: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Hist {
+    fn new() -> Hist {
+        Hist {
+            buckets: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            max: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+    fn index(us: u64) -> usize {
+        if us < 64 {
+            return us as usize;
+        }
+        let e = 63 - us.leading_zeros() as usize;
+        (64 + (e - 6) * 32 + ((us >> (e - 5)) & 31) as usize).min(1023)
+    }
+    fn lower(i: usize) -> u64 {
+        if i < 64 {
+            return i as u64;
+        }
+        let e = (i - 64) / 32 + 6;
+        let sub = ((i - 64) % 32) as u64;
+        (1u64 << e) + (sub << (e - 5))
+    }
+    fn record(&self, us: u64) {
+        self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
+        self.max.fetch_max(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The latency (ms) at quantile `q`.
+    fn quantile(&self, q: f64) -> f64 {
+        let total = self.count.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Self::lower(i) as f64 / 1000.0;
+            }
+        }
+        self.max.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// What the writer and the watchers of one step share.
+struct Shared {
+    base: Instant,
+    /// Per sequence number: nanoseconds after `base` + 1 when acknowledged, 0 before.
+    acks: Vec<AtomicU64>,
+    hist: Hist,
+    planned: u64,
+    stop_at: Instant,
+    behind: AtomicUsize,
+    dropped: AtomicUsize,
+    delivered: AtomicU64,
+}
+
+impl Shared {
+    fn seen(&self, seq: u64) {
+        let now = self.base.elapsed().as_nanos() as u64 + 1;
+        let acked = self
+            .acks
+            .get(seq as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire));
+        let us = if acked == 0 || acked > now {
+            0
+        } else {
+            (now - acked) / 1000
+        };
+        self.hist.record(us);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The digits after the last `/` or after `"name":"w-` in an event.
+fn seq_in(bytes: &[u8], marker: &[u8]) -> Option<u64> {
+    let at = bytes.windows(marker.len()).position(|w| w == marker)? + marker.len();
+    let digits: Vec<u8> = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+fn seq_of_key(key: &[u8]) -> Option<u64> {
+    let at = key.iter().rposition(|b| *b == b'/')? + 1;
+    std::str::from_utf8(&key[at..]).ok()?.parse().ok()
+}
+
+/// One watcher's loop over `next` until it has every planned event, its
+/// stream ends, or the step's time is up.
+async fn watcher<F, Fut>(shared: Arc<Shared>, mut next: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<u64>>>>,
+{
+    let mut count = 0u64;
+    let deadline = tokio::time::Instant::from_std(shared.stop_at);
+    while count < shared.planned {
+        match tokio::time::timeout_at(deadline, next()).await {
+            Ok(Ok(Some(seqs))) => {
+                for s in seqs {
+                    shared.seen(s);
+                    count += 1;
+                }
+            }
+            Ok(_) => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if count < shared.planned {
+        shared.behind.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a step writes and watches.
+enum Target {
+    Api { api: Api, writer: Api, ns: String },
+    Store { channels: Vec<tonic::transport::Channel>, writer: pb::kv_client::KvClient<tonic::transport::Channel>, prefix: String },
+    Etcd { clients: Vec<etcd_client::Client>, writer: etcd_client::Client, prefix: String },
+}
+
+async fn start_watchers(
+    target: &Target,
+    n: usize,
+    shared: &Arc<Shared>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    match target {
+        Target::Api { api, writer, ns } => {
+            let list = writer
+                .ok(Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"), None)
+                .await?;
+            let rv = serde_json::from_slice::<serde_json::Value>(&list)?["metadata"]
+                ["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string();
+            // The client spreads streams over its connections in turn.
+            for _ in 0..n {
+                let lines = api
+                    .stream(&format!(
+                        "/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}"
+                    ))
+                    .await?;
+                let lines = Arc::new(tokio::sync::Mutex::new(lines));
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    watcher(shared, move || {
+                        let lines = lines.clone();
+                        async move {
+                            let line = lines.lock().await.next().await?;
+                            Ok(line.map(|line| {
+                                seq_in(&line, b"\"name\":\"w-").into_iter().collect()
+                            }))
+                        }
+                    })
+                    .await
+                }));
+            }
+        }
+        Target::Store { channels, prefix, .. } => {
+            for i in 0..n {
+                let mut kv =
+                    pb::kv_client::KvClient::new(channels[i / STREAMS_PER_CONNECTION].clone());
+                let stream = kv
+                    .watch(pb::WatchRequest {
+                        prefix: prefix.clone(),
+                        after_revision: None,
+                    })
+                    .await?
+                    .into_inner();
+                let stream = Arc::new(tokio::sync::Mutex::new(stream));
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    watcher(shared, move || {
+                        let stream = stream.clone();
+                        async move {
+                            let reply = stream.lock().await.message().await?;
+                            Ok(reply.map(|r| {
+                                r.events
+                                    .iter()
+                                    .filter_map(|e| e.kv.as_ref())
+                                    .filter_map(|kv| seq_of_key(kv.key.as_bytes()))
+                                    .collect()
+                            }))
+                        }
+                    })
+                    .await
+                }));
+            }
+        }
+        Target::Etcd { clients, prefix, .. } => {
+            for i in 0..n {
+                let mut c = clients[i / STREAMS_PER_CONNECTION].clone();
+                let stream = c
+                    .watch(
+                        prefix.as_str(),
+                        Some(etcd_client::WatchOptions::new().with_prefix()),
+                    )
+                    .await?;
+                let stream = Arc::new(tokio::sync::Mutex::new(stream));
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    watcher(shared, move || {
+                        let stream = stream.clone();
+                        async move {
+                            let resp = stream.lock().await.message().await?;
+                            Ok(resp.map(|r| {
+                                r.events()
+                                    .iter()
+                                    .filter_map(|e| e.kv())
+                                    .filter_map(|kv| seq_of_key(kv.key()))
+                                    .collect()
+                            }))
+                        }
+                    })
+                    .await
+                }));
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Write `planned` objects at `rate` per second; returns how many were acknowledged.
+async fn write(target: &Target, shared: &Arc<Shared>, rate: u64, size: usize) -> u64 {
+    let acked = Arc::new(AtomicU64::new(0));
+    let inflight = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for seq in 0..shared.planned {
+        tick.tick().await;
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
+        let (step, acked) = (shared.clone(), acked.clone());
+        let value = "x".repeat(size);
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> =
+            match target {
+                Target::Api { writer, ns, .. } => {
+                    let (w, ns) = (writer.clone(), ns.clone());
+                    Box::pin(async move {
+                        let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": format!("w-{seq}")}, "data": {"v": value}});
+                        w.ok(
+                            Method::POST,
+                            &format!("/api/v1/namespaces/{ns}/configmaps"),
+                            Some(body.to_string().into_bytes()),
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                }
+                Target::Store { writer, prefix, .. } => {
+                    let (mut w, key) = (writer.clone(), format!("{prefix}{seq}"));
+                    Box::pin(async move {
+                        w.txn(pb::TxnRequest {
+                            ops: vec![pb::Operation {
+                                kind: pb::operation::Kind::Create as i32,
+                                key,
+                                value: value.into_bytes(),
+                                ..Default::default()
+                            }],
+                        })
+                        .await?;
+                        Ok(())
+                    })
+                }
+                Target::Etcd { writer, prefix, .. } => {
+                    let (mut w, key) = (writer.clone(), format!("{prefix}{seq}"));
+                    Box::pin(async move {
+                        w.put(key, value, None).await?;
+                        Ok(())
+                    })
+                }
+            };
+        tasks.push(tokio::spawn(async move {
+            if fut.await.is_ok() {
+                step.acks[seq as usize].store(
+                    step.base.elapsed().as_nanos() as u64 + 1,
+                    Ordering::Release,
+                );
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        }));
+        if Instant::now() > shared.stop_at {
+            break;
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    acked.load(Ordering::Relaxed)
+}
+
+pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
+    let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+    let p = |m: &str| progress("watch", m);
+    let sampler = Sampler::new();
+    let mut table = Table::new(
+        "delivery latency from a write's acknowledgment to each watcher (all watchers on one member)",
+        &[
+            "system", "watchers", "writes/s", "acked", "delivered %", "p50 ms", "p99 ms",
+            "max ms", "behind", "dropped", "peak RSS MiB", "CPU s",
+        ],
+    );
+    let want = |s: &str| args.systems.iter().any(|x| x == s);
+    let mut keel = None;
+    let mut etcd = None;
+    if want("keel-api") || want("keel-store") {
+        p(&format!(
+            "starting a three-member keel cluster under {}",
+            dir.path().display()
+        ));
+        let c = KeelCluster::start(dir.path(), 3, &[])?;
+        c.wait_all_ready(Duration::from_secs(60)).await?;
+        keel = Some(c);
+    }
+    if want("etcd") {
+        p("starting a three-member etcd cluster");
+        let c = EtcdCluster::start(dir.path(), 3, &args.etcd)?;
+        c.wait_all_ready(Duration::from_secs(60)).await?;
+        etcd = Some(c);
+    }
+    let mut step = 0;
+    for system in ["keel-api", "keel-store", "etcd"] {
+        if !want(system) {
+            continue;
+        }
+        for &n in &args.watchers {
+            for &rate in &args.rates {
+                step += 1;
+                let conns = n.div_ceil(STREAMS_PER_CONNECTION);
+                let target = match system {
+                    "keel-api" => {
+                        let k = keel.as_ref().expect("keel started");
+                        let writer = k.api(0, 1).await?;
+                        let ns = format!("watch-{step}");
+                        super::api::namespace(&writer, &ns).await?;
+                        Target::Api { api: k.api(0, conns).await?, writer, ns }
+                    }
+                    "keel-store" => {
+                        let k = keel.as_ref().expect("keel started");
+                        let mut channels = Vec::new();
+                        for _ in 0..conns {
+                            channels.push(
+                                tonic::transport::Endpoint::from_shared(format!(
+                                    "http://{}",
+                                    k.members[0].peer
+                                ))?
+                                .connect()
+                                .await?,
+                            );
+                        }
+                        Target::Store { channels, writer: k.kv(0).await?, prefix: format!("/bench/watch/{step}/") }
+                    }
+                    _ => {
+                        let e = etcd.as_ref().expect("etcd started");
+                        let ep = e.endpoints()[0].clone();
+                        let mut clients = Vec::new();
+                        for _ in 0..conns {
+                            clients.push(etcd_client::Client::connect([ep.clone()], None).await?);
+                        }
+                        let writer = etcd_client::Client::connect([ep], None).await?;
+                        Target::Etcd { clients, writer, prefix: format!("/bench/watch/{step}/") }
+                    }
+                };
+                let planned = (rate as f64 * args.duration.as_secs_f64()).round().max(1.0) as u64;
+                p(&format!("{system}: opening {n} watchers"));
+                let opened = Instant::now();
+                // The step's clock starts once every watcher is registered.
+                let mut shared = Shared {
+                    base: Instant::now(),
+                    acks: (0..planned).map(|_| AtomicU64::new(0)).collect(),
+                    hist: Hist::new(),
+                    planned,
+                    stop_at: Instant::now() + Duration::from_secs(3600),
+                    behind: AtomicUsize::new(0),
+                    dropped: AtomicUsize::new(0),
+                    delivered: AtomicU64::new(0),
+                };
+                // Watchers need the final stop time before they start: the
+                // writer's duration, the grace, and the time opening them takes
+                // is estimated generously and then waited out only if needed.
+                let setup = Duration::from_millis(200 + n as u64 * 2);
+                shared.stop_at = Instant::now() + setup + args.duration.mul_f64(1.5) + args.grace;
+                let shared = Arc::new(shared);
+                let tasks = start_watchers(&target, n, &shared).await?;
+                p(&format!(
+                    "{system}: {n} watchers open after {:.1} s; writing {planned} objects at {rate}/s",
+                    opened.elapsed().as_secs_f64()
+                ));
+                let pids = if system == "etcd" {
+                    etcd.as_ref().map(EtcdCluster::pids)
+                } else {
+                    keel.as_ref().map(KeelCluster::pids)
+                };
+                sampler.track(system, pids.unwrap_or_default());
+                sampler.reset();
+                let acked = write(&target, &shared, rate, args.value_size).await;
+                for t in tasks {
+                    let _ = t.await;
+                }
+                let u = sampler.usage(system);
+                let delivered = shared.delivered.load(Ordering::Relaxed);
+                let pct = 100.0 * delivered as f64 / (acked.max(1) * n as u64) as f64;
+                p(&format!(
+                    "{system}: {n} watchers at {rate}/s: {pct:.1}% delivered, p99 {:.1} ms, {} behind",
+                    shared.hist.quantile(0.99),
+                    shared.behind.load(Ordering::Relaxed)
+                ));
+                table.push(vec![
+                    json!(system),
+                    json!(n),
+                    json!(rate),
+                    json!(acked),
+                    num(pct),
+                    num(shared.hist.quantile(0.5)),
+                    num(shared.hist.quantile(0.99)),
+                    num(shared.hist.max.load(Ordering::Relaxed) as f64 / 1000.0),
+                    json!(shared.behind.load(Ordering::Relaxed)),
+                    json!(shared.dropped.load(Ordering::Relaxed)),
+                    num(u.peak_rss_mib),
+                    num(u.cpu_secs),
+                ]);
+                drop(target);
+            }
+        }
+    }
+    drop((keel, etcd));
+    Ok(vec![table])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_cover_latencies_within_a_few_percent() {
+        for us in [0u64, 1, 63, 64, 65, 1000, 12_345, 999_999, 40_000_000] {
+            let lo = Hist::lower(Hist::index(us));
+            assert!(lo <= us && us - lo <= us / 30 + 1, "{us} → {lo}");
+        }
+        let h = Hist::new();
+        for us in 1..=1000 {
+            h.record(us * 1000);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((480.0..=500.0).contains(&p50), "{p50}");
+        assert_eq!(h.max.load(Ordering::Relaxed), 1_000_000);
+    }
+
+    #[test]
+    fn sequence_numbers_are_found_in_events() {
+        assert_eq!(
+            seq_in(br#"{"type":"ADDED","object":{"metadata":{"name":"w-42","#, b"\"name\":\"w-"),
+            Some(42)
+        );
+        assert_eq!(seq_of_key(b"/bench/watch/3/17"), Some(17));
+    }
+}
