@@ -107,8 +107,12 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
         .split_once('-')
         .ok_or_else(|| format!("{s:?}: expected min-max, such as 1500-3000"))?;
     let (a, b): (u64, u64) = (
-        a.trim().parse().map_err(|_| format!("{a:?} is not a number"))?,
-        b.trim().parse().map_err(|_| format!("{b:?} is not a number"))?,
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not a number"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not a number"))?,
     );
     if a == 0 || a >= b {
         return Err(format!("{s:?}: min must be positive and below max"));
@@ -286,7 +290,10 @@ fn apply_config(
         && let Some(v) = obj.get("retain_events")
     {
         args.retain_events = v.as_u64().with_context(|| {
-            format!("{}: retain_events must be a positive integer", path.display())
+            format!(
+                "{}: retain_events must be a positive integer",
+                path.display()
+            )
         })?;
     }
     if !from_cli("join")
@@ -726,6 +733,8 @@ async fn run() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
+        // Logs never mix with what commands print (`keel bench --json`, `keel kv`).
+        .with_writer(std::io::stderr)
         .init();
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();

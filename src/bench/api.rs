@@ -100,25 +100,33 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
         "starting a three-member keel cluster under {}",
         dir.path().display()
     ));
-    let cluster = KeelCluster::start(dir.path(), 3, &[])?;
-    cluster.wait_all_ready(Duration::from_secs(60)).await?;
+    let cluster = KeelCluster::launch(dir.path(), 3, &[]).await?;
     let sampler = Sampler::new();
     sampler.track("keel", cluster.pids());
     let mut apis = Vec::new();
     for i in 0..3 {
-        apis.push(cluster.api(i, args.clients.div_ceil(3).div_ceil(50)).await?);
+        apis.push(
+            cluster
+                .api(i, args.clients.div_ceil(3).div_ceil(50))
+                .await?,
+        );
     }
     namespace(&apis[0], "bench").await?;
     let mut table = Table::new(
         "ConfigMaps through the REST API of three members (keel)",
         &[
-            "verb", "objects", "clients", "ops", "errors", "ops/s", "p50 ms", "p99 ms",
-            "p999 ms", "RSS MiB", "CPU s", "SLO p99",
+            "verb", "objects", "clients", "ops", "errors", "ops/s", "p50 ms", "p99 ms", "p999 ms",
+            "RSS MiB", "CPU s", "SLO p99",
         ],
     );
     let apis = Arc::new(apis);
     let size = args.value_size;
-    let mut row = |verb: &str, objects: usize, clients: usize, out: (Vec<u32>, u64, Duration), slo: &str, sampler: &Sampler| {
+    let mut row = |verb: &str,
+                   objects: usize,
+                   clients: usize,
+                   out: (Vec<u32>, u64, Duration),
+                   slo: &str,
+                   sampler: &Sampler| {
         let (lat, errors, elapsed) = out;
         let u = sampler.usage("keel");
         p(&format!(
@@ -148,7 +156,10 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect::<Vec<_>>(),
     );
-    p(&format!("create: {} clients for {:?}", args.clients, args.duration));
+    p(&format!(
+        "create: {} clients for {:?}",
+        args.clients, args.duration
+    ));
     sampler.reset();
     let out = {
         let (apis, created) = (apis.clone(), created.clone());
@@ -171,7 +182,10 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
     row("create", 1, args.clients, out, "≤ 1 s", &sampler);
     let count = |c: usize| created[c].load(std::sync::atomic::Ordering::Relaxed);
 
-    p(&format!("get: {} clients for {:?}", args.clients, args.duration));
+    p(&format!(
+        "get: {} clients for {:?}",
+        args.clients, args.duration
+    ));
     sampler.reset();
     let out = {
         let (apis, created) = (apis.clone(), created.clone());
@@ -196,7 +210,10 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
     };
     row("get", 1, args.clients, out, "≤ 1 s", &sampler);
 
-    p(&format!("update: {} clients for {:?}", args.clients, args.duration));
+    p(&format!(
+        "update: {} clients for {:?}",
+        args.clients, args.duration
+    ));
     sampler.reset();
     let out = {
         let (apis, created) = (apis.clone(), created.clone());
@@ -239,7 +256,11 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
                 let (apis, ns) = (apis.clone(), format!("list-{objects}"));
                 async move {
                     let body = apis[c % 3]
-                        .ok(Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps"), None)
+                        .ok(
+                            Method::GET,
+                            &format!("/api/v1/namespaces/{ns}/configmaps"),
+                            None,
+                        )
                         .await?;
                     let list: Value = serde_json::from_slice(&body)?;
                     let n = list["items"].as_array().map_or(0, Vec::len);
@@ -254,7 +275,10 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
         row("list", objects, args.list_clients, out, "≤ 5 s", &sampler);
     }
 
-    p(&format!("delete: {} clients for {:?}", args.clients, args.duration));
+    p(&format!(
+        "delete: {} clients for {:?}",
+        args.clients, args.duration
+    ));
     sampler.reset();
     let totals: Vec<u64> = (0..args.clients).map(count).collect();
     let out = {

@@ -75,6 +75,30 @@ impl KeelCluster {
         Ok(cluster)
     }
 
+    /// Start `n` members and wait until every one is ready. A member that
+    /// exits while starting (a port taken between choosing and binding it)
+    /// makes it start over on fresh ports, up to three times.
+    pub async fn launch(root: &Path, n: usize, extra: &[&str]) -> Result<KeelCluster> {
+        let mut last = None;
+        for attempt in 1..=3 {
+            let dir = root.join(format!("try-{attempt}"));
+            let mut c = KeelCluster::start(&dir, n, extra)?;
+            let health: Vec<String> = c.members.iter().map(|m| m.http.clone()).collect();
+            match settle(
+                n,
+                |i| c.members[i].proc.as_mut().and_then(Proc::exited),
+                |i| http_ok(health[i].clone(), "/readyz"),
+                |i| log_tail(&dir.join(format!("keel-{}.log", i + 1))),
+            )
+            .await
+            {
+                Ok(()) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
     /// Start member `i` (again) on its data.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
         let exe = std::env::current_exe()?;
@@ -113,10 +137,6 @@ impl KeelCluster {
             .collect()
     }
 
-    pub fn is_running(&self, i: usize) -> bool {
-        self.members[i].proc.is_some()
-    }
-
     /// A store client (`Kv` over gRPC) of member `i`.
     pub async fn kv(&self, i: usize) -> Result<pb::kv_client::KvClient<Channel>> {
         let url = format!("http://{}", self.members[i].peer);
@@ -131,7 +151,7 @@ impl KeelCluster {
 
     /// The index of the leader, as the running members see it.
     pub async fn leader(&self) -> Option<usize> {
-        for (i, m) in self.members.iter().enumerate() {
+        for m in &self.members {
             if m.proc.is_none() {
                 continue;
             }
@@ -149,7 +169,6 @@ impl KeelCluster {
             {
                 let leader = s.into_inner().leader;
                 if leader != 0 {
-                    let _ = i;
                     return self.members.iter().position(|m| m.id == leader);
                 }
             }
@@ -164,17 +183,55 @@ impl KeelCluster {
         ready("keel /readyz", timeout, || http_ok(addr.clone(), "/readyz")).await
     }
 
-    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<()> {
-        for i in 0..self.members.len() {
-            self.wait_ready(i, timeout).await?;
-        }
-        Ok(())
-    }
-
     /// The API of member `i` with `connections` HTTP/2 connections.
     pub async fn api(&self, i: usize, connections: usize) -> Result<super::http::Api> {
         super::http::Api::connect(&self.members[i].api, self.tls.clone(), connections).await
     }
+}
+
+/// Wait (a minute at most) until `ready(i)` holds for every member; fail
+/// at once, with the end of its log, when `exited(i)` reports a member gone.
+async fn settle<E, R, Fut, L>(n: usize, mut exited: E, ready: R, log: L) -> Result<()>
+where
+    E: FnMut(usize) -> Option<String>,
+    R: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+    L: Fn(usize) -> String,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut done = vec![false; n];
+    loop {
+        for (i, done) in done.iter_mut().enumerate() {
+            if let Some(status) = exited(i) {
+                bail!(
+                    "member {} exited ({status}) while starting:\n{}",
+                    i + 1,
+                    log(i)
+                );
+            }
+            if !*done {
+                *done = ready(i).await.is_ok();
+            }
+        }
+        if done.iter().all(|d| *d) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let waiting: Vec<usize> = (0..n).filter(|i| !done[*i]).map(|i| i + 1).collect();
+            bail!(
+                "members {waiting:?} not ready after a minute:\n{}",
+                log(waiting[0] - 1)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// GET `path` over plain HTTP/1.0; Ok when the status is 200.
@@ -242,6 +299,40 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
+    /// Start `n` members and wait until each serves a read, starting over on
+    /// fresh ports (up to three times) when a member exits while starting.
+    pub async fn launch(root: &Path, n: usize, binary: &str) -> Result<EtcdCluster> {
+        let mut last = None;
+        for attempt in 1..=3 {
+            let dir = root.join(format!("try-{attempt}"));
+            std::fs::create_dir_all(&dir)?;
+            let mut c = EtcdCluster::start(&dir, n, binary)?;
+            let clients: Vec<String> = c.members.iter().map(|m| m.client.clone()).collect();
+            match settle(
+                n,
+                |i| c.members[i].proc.as_mut().and_then(Proc::exited),
+                |i| {
+                    let ep = format!("http://{}", clients[i]);
+                    async move {
+                        let opts = etcd_client::ConnectOptions::new()
+                            .with_connect_timeout(Duration::from_millis(500))
+                            .with_timeout(Duration::from_secs(2));
+                        let mut cl = etcd_client::Client::connect([ep], Some(opts)).await?;
+                        cl.get("/bench/ready", None).await?;
+                        Ok(())
+                    }
+                },
+                |i| log_tail(&dir.join(format!("e{}.log", i + 1))),
+            )
+            .await
+            {
+                Ok(()) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
     /// Start member `i` (again) on its data.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
         let m = &mut self.members[i];
@@ -256,7 +347,10 @@ impl EtcdCluster {
             .args(["--listen-client-urls", &format!("http://{}", m.client)])
             .args(["--advertise-client-urls", &format!("http://{}", m.client)])
             .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
-            .args(["--initial-advertise-peer-urls", &format!("http://{}", m.peer)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
+            ])
             .args(["--initial-cluster", &self.initial])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "keel-bench"])
@@ -293,16 +387,6 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// A client of member `i` only.
-    pub async fn client(&self, i: usize) -> Result<etcd_client::Client> {
-        let ep = format!("http://{}", self.members[i].client);
-        ready("etcd member", Duration::from_secs(60), || {
-            let ep = ep.clone();
-            async move { Ok(etcd_client::Client::connect([ep], None).await?) }
-        })
-        .await
-    }
-
     /// The index of the leader, as the running members see it.
     pub async fn leader(&self) -> Option<usize> {
         for (i, m) in self.members.iter().enumerate() {
@@ -328,11 +412,9 @@ impl EtcdCluster {
                         if j == i || other.proc.is_none() {
                             continue;
                         }
-                        if let Ok(mut oc) = etcd_client::Client::connect(
-                            [format!("http://{}", other.client)],
-                            None,
-                        )
-                        .await
+                        if let Ok(mut oc) =
+                            etcd_client::Client::connect([format!("http://{}", other.client)], None)
+                                .await
                             && let Ok(os) = oc.status().await
                             && os.header().map(|h| h.member_id()) == Some(leader)
                         {
@@ -360,12 +442,5 @@ impl EtcdCluster {
             }
         })
         .await
-    }
-
-    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<()> {
-        for i in 0..self.members.len() {
-            self.wait_ready(i, timeout).await?;
-        }
-        Ok(())
     }
 }

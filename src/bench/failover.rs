@@ -140,7 +140,10 @@ fn spawn_writers(
                         }
                         Err(e) => {
                             if std::env::var_os("KEEL_BENCH_DEBUG").is_some() {
-                                eprintln!("writer {w} member {member} after {:?}: {e:#}", sent.elapsed());
+                                eprintln!(
+                                    "writer {w} member {member} after {:?}: {e:#}",
+                                    sent.elapsed()
+                                );
                             }
                             keel = None;
                             etcd = None;
@@ -178,7 +181,13 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
     let mut table = Table::new(
         "time from kill -9 of the leader to the first acknowledged write sent after it",
         &[
-            "system", "trials", "median ms", "p90 ms", "max ms", "min ms", "peak RSS MiB",
+            "system",
+            "trials",
+            "median ms",
+            "p90 ms",
+            "max ms",
+            "min ms",
+            "peak RSS MiB",
             "CPU s",
         ],
     );
@@ -194,14 +203,12 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
         let mut etcd = None;
         let writer = if system == "keel" {
             let extra: Vec<&str> = args.keel_args.iter().map(String::as_str).collect();
-            let c = KeelCluster::start(&root, 3, &extra)?;
-            c.wait_all_ready(Duration::from_secs(60)).await?;
+            let c = KeelCluster::launch(&root, 3, &extra).await?;
             let addrs = c.members.iter().map(|m| m.peer.clone()).collect();
             keel = Some(c);
             Writer::Keel(addrs)
         } else {
-            let c = EtcdCluster::start(&root, 3, &args.etcd)?;
-            c.wait_all_ready(Duration::from_secs(60)).await?;
+            let c = EtcdCluster::launch(&root, 3, &args.etcd).await?;
             let addrs = c.members.iter().map(|m| m.client.clone()).collect();
             etcd = Some(c);
             Writer::Etcd(addrs)
@@ -224,7 +231,9 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
                 killed: Some(Instant::now()),
                 first_ack: None,
             };
-            await_first_ack(&trial).await.context("writes before the kill")?;
+            await_first_ack(&trial)
+                .await
+                .context("writes before the kill")?;
             let leader = match (&keel, &etcd) {
                 (Some(k), _) => k.leader().await,
                 (_, Some(e)) => e.leader().await,
@@ -247,7 +256,11 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
                 leader + 1,
                 took.as_secs_f64() * 1000.0
             ));
-            per_trial.push(vec![json!(system), json!(n), num(took.as_secs_f64() * 1000.0)]);
+            per_trial.push(vec![
+                json!(system),
+                json!(n),
+                num(took.as_secs_f64() * 1000.0),
+            ]);
             times.push(micros(took));
             // The killed member comes back and catches up before the next trial.
             if let Some(k) = keel.as_mut() {

@@ -106,6 +106,20 @@ impl Api {
         Ok((status, bytes))
     }
 
+    /// A request with a body of `content_type` (patches); the status and body.
+    pub async fn call_with_type(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, Some(body), content_type).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
     /// A request that must succeed (2xx); its body.
     pub async fn ok(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
         let (status, bytes) = self.call(method.clone(), path, body).await?;

@@ -216,12 +216,10 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
         ));
         let retain = args.events.max(args.objects).to_string();
         let mut sys = if system == "keel" {
-            let c = KeelCluster::start(&root, 3, &["--retain-events", &retain])?;
-            c.wait_all_ready(Duration::from_secs(60)).await?;
+            let c = KeelCluster::launch(&root, 3, &["--retain-events", &retain]).await?;
             Sys::Keel(c)
         } else {
-            let c = EtcdCluster::start(&root, 3, &args.etcd)?;
-            c.wait_all_ready(Duration::from_secs(60)).await?;
+            let c = EtcdCluster::launch(&root, 3, &args.etcd).await?;
             Sys::Etcd(c)
         };
         sampler.reset();
@@ -239,7 +237,10 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
         let leader = sys.leader().await.context("no leader")?;
         let follower = (leader + 1) % 3;
         let disk = disk_bytes(&sys.dir(follower)) as f64 / (1 << 20) as f64;
-        p(&format!("{system}: kill -9 member {} (a follower) and start it again", follower + 1));
+        p(&format!(
+            "{system}: kill -9 member {} (a follower) and start it again",
+            follower + 1
+        ));
         sys.kill(follower);
         sys.spawn(follower)?;
         sampler.track(system, sys.pids());
@@ -258,7 +259,9 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
             num(disk),
             num(rss),
         ]);
-        p(&format!("{system}: kill -9 every member and start them again"));
+        p(&format!(
+            "{system}: kill -9 every member and start them again"
+        ));
         for i in 0..3 {
             sys.kill(i);
         }

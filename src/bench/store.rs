@@ -200,9 +200,12 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             dir.path().display()
         ));
         let (keel, etcd) = if system == "keel" {
-            (Some(KeelCluster::start(dir.path(), 3, &[])?), None)
+            (Some(KeelCluster::launch(dir.path(), 3, &[]).await?), None)
         } else {
-            (None, Some(EtcdCluster::start(dir.path(), 3, &args.etcd)?))
+            (
+                None,
+                Some(EtcdCluster::launch(dir.path(), 3, &args.etcd).await?),
+            )
         };
         let pids = || {
             keel.as_ref()
@@ -217,7 +220,10 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             }
             Target::Keel(clients)
         } else {
-            let eps = etcd.as_ref().map(EtcdCluster::endpoints).unwrap_or_default();
+            let eps = etcd
+                .as_ref()
+                .map(EtcdCluster::endpoints)
+                .unwrap_or_default();
             Target::Etcd(Box::new(
                 ready("etcd", Duration::from_secs(60), || {
                     let eps = eps.clone();
@@ -385,4 +391,3 @@ pub fn render(results: &[StepResult]) -> String {
     }
     out
 }
-

@@ -39,7 +39,11 @@ pub struct WatchBenchArgs {
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Systems to run, comma-separated (keel-api, keel-store, etcd).
-    #[arg(long, default_value = "keel-api,keel-store,etcd", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "keel-api,keel-store,etcd",
+        value_delimiter = ','
+    )]
     pub systems: Vec<String>,
     /// The etcd binary of the baseline.
     #[arg(long, default_value = "etcd")]
@@ -180,9 +184,21 @@ where
 
 /// Where a step writes and watches.
 enum Target {
-    Api { api: Api, writer: Api, ns: String },
-    Store { channels: Vec<tonic::transport::Channel>, writer: pb::kv_client::KvClient<tonic::transport::Channel>, prefix: String },
-    Etcd { clients: Vec<etcd_client::Client>, writer: etcd_client::Client, prefix: String },
+    Api {
+        api: Api,
+        writer: Api,
+        ns: String,
+    },
+    Store {
+        channels: Vec<tonic::transport::Channel>,
+        writer: Box<pb::kv_client::KvClient<tonic::transport::Channel>>,
+        prefix: String,
+    },
+    Etcd {
+        clients: Vec<etcd_client::Client>,
+        writer: Box<etcd_client::Client>,
+        prefix: String,
+    },
 }
 
 async fn start_watchers(
@@ -194,13 +210,17 @@ async fn start_watchers(
     match target {
         Target::Api { api, writer, ns } => {
             let list = writer
-                .ok(Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"), None)
+                .ok(
+                    Method::GET,
+                    &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"),
+                    None,
+                )
                 .await?;
-            let rv = serde_json::from_slice::<serde_json::Value>(&list)?["metadata"]
-                ["resourceVersion"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string();
+            let rv =
+                serde_json::from_slice::<serde_json::Value>(&list)?["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_string();
             // The client spreads streams over its connections in turn.
             for _ in 0..n {
                 let lines = api
@@ -215,16 +235,17 @@ async fn start_watchers(
                         let lines = lines.clone();
                         async move {
                             let line = lines.lock().await.next().await?;
-                            Ok(line.map(|line| {
-                                seq_in(&line, b"\"name\":\"w-").into_iter().collect()
-                            }))
+                            Ok(line
+                                .map(|line| seq_in(&line, b"\"name\":\"w-").into_iter().collect()))
                         }
                     })
                     .await
                 }));
             }
         }
-        Target::Store { channels, prefix, .. } => {
+        Target::Store {
+            channels, prefix, ..
+        } => {
             for i in 0..n {
                 let mut kv =
                     pb::kv_client::KvClient::new(channels[i / STREAMS_PER_CONNECTION].clone());
@@ -255,7 +276,9 @@ async fn start_watchers(
                 }));
             }
         }
-        Target::Etcd { clients, prefix, .. } => {
+        Target::Etcd {
+            clients, prefix, ..
+        } => {
             for i in 0..n {
                 let mut c = clients[i / STREAMS_PER_CONNECTION].clone();
                 let stream = c
@@ -319,7 +342,7 @@ async fn write(target: &Target, shared: &Arc<Shared>, rate: u64, size: usize) ->
                     })
                 }
                 Target::Store { writer, prefix, .. } => {
-                    let (mut w, key) = (writer.clone(), format!("{prefix}{seq}"));
+                    let (mut w, key) = ((**writer).clone(), format!("{prefix}{seq}"));
                     Box::pin(async move {
                         w.txn(pb::TxnRequest {
                             ops: vec![pb::Operation {
@@ -334,7 +357,7 @@ async fn write(target: &Target, shared: &Arc<Shared>, rate: u64, size: usize) ->
                     })
                 }
                 Target::Etcd { writer, prefix, .. } => {
-                    let (mut w, key) = (writer.clone(), format!("{prefix}{seq}"));
+                    let (mut w, key) = ((**writer).clone(), format!("{prefix}{seq}"));
                     Box::pin(async move {
                         w.put(key, value, None).await?;
                         Ok(())
@@ -343,10 +366,8 @@ async fn write(target: &Target, shared: &Arc<Shared>, rate: u64, size: usize) ->
             };
         tasks.push(tokio::spawn(async move {
             if fut.await.is_ok() {
-                step.acks[seq as usize].store(
-                    step.base.elapsed().as_nanos() as u64 + 1,
-                    Ordering::Release,
-                );
+                step.acks[seq as usize]
+                    .store(step.base.elapsed().as_nanos() as u64 + 1, Ordering::Release);
                 acked.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
@@ -368,8 +389,18 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
     let mut table = Table::new(
         "delivery latency from a write's acknowledgment to each watcher (all watchers on one member)",
         &[
-            "system", "watchers", "writes/s", "acked", "delivered %", "p50 ms", "p99 ms",
-            "max ms", "behind", "dropped", "peak RSS MiB", "CPU s",
+            "system",
+            "watchers",
+            "writes/s",
+            "acked",
+            "delivered %",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "behind",
+            "dropped",
+            "peak RSS MiB",
+            "CPU s",
         ],
     );
     let want = |s: &str| args.systems.iter().any(|x| x == s);
@@ -380,14 +411,12 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
             "starting a three-member keel cluster under {}",
             dir.path().display()
         ));
-        let c = KeelCluster::start(dir.path(), 3, &[])?;
-        c.wait_all_ready(Duration::from_secs(60)).await?;
+        let c = KeelCluster::launch(dir.path(), 3, &[]).await?;
         keel = Some(c);
     }
     if want("etcd") {
         p("starting a three-member etcd cluster");
-        let c = EtcdCluster::start(dir.path(), 3, &args.etcd)?;
-        c.wait_all_ready(Duration::from_secs(60)).await?;
+        let c = EtcdCluster::launch(dir.path(), 3, &args.etcd).await?;
         etcd = Some(c);
     }
     let mut step = 0;
@@ -405,7 +434,11 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
                         let writer = k.api(0, 1).await?;
                         let ns = format!("watch-{step}");
                         super::api::namespace(&writer, &ns).await?;
-                        Target::Api { api: k.api(0, conns).await?, writer, ns }
+                        Target::Api {
+                            api: k.api(0, conns).await?,
+                            writer,
+                            ns,
+                        }
                     }
                     "keel-store" => {
                         let k = keel.as_ref().expect("keel started");
@@ -420,7 +453,11 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
                                 .await?,
                             );
                         }
-                        Target::Store { channels, writer: k.kv(0).await?, prefix: format!("/bench/watch/{step}/") }
+                        Target::Store {
+                            channels,
+                            writer: Box::new(k.kv(0).await?),
+                            prefix: format!("/bench/watch/{step}/"),
+                        }
                     }
                     _ => {
                         let e = etcd.as_ref().expect("etcd started");
@@ -429,8 +466,12 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
                         for _ in 0..conns {
                             clients.push(etcd_client::Client::connect([ep.clone()], None).await?);
                         }
-                        let writer = etcd_client::Client::connect([ep], None).await?;
-                        Target::Etcd { clients, writer, prefix: format!("/bench/watch/{step}/") }
+                        let writer = Box::new(etcd_client::Client::connect([ep], None).await?);
+                        Target::Etcd {
+                            clients,
+                            writer,
+                            prefix: format!("/bench/watch/{step}/"),
+                        }
                     }
                 };
                 let planned = (rate as f64 * args.duration.as_secs_f64()).round().max(1.0) as u64;
@@ -521,7 +562,10 @@ mod tests {
     #[test]
     fn sequence_numbers_are_found_in_events() {
         assert_eq!(
-            seq_in(br#"{"type":"ADDED","object":{"metadata":{"name":"w-42","#, b"\"name\":\"w-"),
+            seq_in(
+                br#"{"type":"ADDED","object":{"metadata":{"name":"w-42","#,
+                b"\"name\":\"w-"
+            ),
             Some(42)
         );
         assert_eq!(seq_of_key(b"/bench/watch/3/17"), Some(17));

@@ -1,38 +1,83 @@
-//! Smoke test of `keel bench store` at a tiny size, so the suite cannot rot:
-//! it must start both clusters, run every step against both and report
-//! numbers. How fast is not asserted (benchmarks report, tests assert).
+//! Smoke tests of every `keel bench` suite at a tiny size, so the suites
+//! cannot rot: each must start its clusters, run every step against every
+//! system and report numbers. How fast is not asserted (benchmarks report,
+//! tests assert). The suites run one at a time: each starts several
+//! processes.
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use keel_tests::keel_bin;
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Run `keel bench <args> --json`; its JSON document.
+fn bench(args: &[&str]) -> Value {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(keel_bin())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run keel bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "keel bench {args:?} failed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("[bench {}]", args[0])),
+        "no progress lines:\n{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)));
+    assert!(doc["machine"].as_str().unwrap().contains("cores"));
+    doc
+}
+
+/// The rows of a table as objects keyed by column.
+fn rows(table: &Value) -> Vec<serde_json::Map<String, Value>> {
+    let cols: Vec<String> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .cloned()
+                .zip(r.as_array().unwrap().iter().cloned())
+                .collect()
+        })
+        .collect()
+}
+
+fn positive(row: &serde_json::Map<String, Value>, col: &str) -> f64 {
+    let v = row[col]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{col} is not a number in {row:?}"));
+    assert!(v > 0.0, "{col} is not positive in {row:?}");
+    v
+}
 
 #[test]
 fn bench_store_runs_every_step_against_keel_and_etcd() {
-    let bin = keel_bin();
-    let out = Command::new(&bin)
-        .args([
-            "bench",
-            "store",
-            "--duration",
-            "300ms",
-            "--clients",
-            "1,4",
-            "--read-clients",
-            "2",
-            "--read-keys",
-            "20",
-            "--json",
-        ])
-        .output()
-        .expect("run keel bench store");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "keel bench store failed:\n{stderr}");
-    assert!(
-        stderr.contains("[bench store]"),
-        "no progress lines:\n{stderr}"
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
-    assert!(doc["machine"].as_str().unwrap().contains("cores"));
+    let doc = bench(&[
+        "store",
+        "--duration",
+        "300ms",
+        "--clients",
+        "1,4",
+        "--read-clients",
+        "2",
+        "--read-keys",
+        "20",
+    ]);
     let results = doc["results"].as_array().unwrap();
     for system in ["keel", "etcd"] {
         for (step, clients) in [
@@ -56,6 +101,124 @@ fn bench_store_runs_every_step_against_keel_and_etcd() {
                 r["rss_mib"].as_f64().unwrap() > 0.0,
                 "memory was not sampled: {r}"
             );
+        }
+    }
+}
+
+#[test]
+fn bench_api_measures_every_verb() {
+    let doc = bench(&[
+        "api",
+        "--duration",
+        "300ms",
+        "--clients",
+        "3",
+        "--list-clients",
+        "1",
+        "--list-sizes",
+        "20",
+    ]);
+    let rows = rows(&doc["tables"][0]);
+    for verb in ["create", "get", "update", "list", "delete"] {
+        let r = rows
+            .iter()
+            .find(|r| r["verb"] == verb)
+            .unwrap_or_else(|| panic!("no {verb} row: {rows:?}"));
+        positive(r, "ops/s");
+        positive(r, "RSS MiB");
+        assert_eq!(r["errors"], 0, "{r:?}");
+        assert!(positive(r, "p99 ms") >= r["p50 ms"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn bench_watch_delivers_to_every_system() {
+    let doc = bench(&[
+        "watch",
+        "--watchers",
+        "5",
+        "--rates",
+        "20",
+        "--duration",
+        "500ms",
+        "--grace",
+        "5s",
+    ]);
+    let rows = rows(&doc["tables"][0]);
+    for system in ["keel-api", "keel-store", "etcd"] {
+        let r = rows
+            .iter()
+            .find(|r| r["system"] == system)
+            .unwrap_or_else(|| panic!("no {system} row: {rows:?}"));
+        positive(r, "acked");
+        assert_eq!(r["delivered %"].as_f64(), Some(100.0), "{r:?}");
+        assert_eq!(r["behind"], 0, "{r:?}");
+        positive(r, "peak RSS MiB");
+    }
+}
+
+#[test]
+fn bench_scale_lists_and_compares_memory_with_etcd() {
+    let doc = bench(&["scale", "--nodes", "4", "--pods", "40", "--repeats", "1"]);
+    let ops = rows(&doc["tables"][0]);
+    for op in [
+        "create pods",
+        "LIST all pods",
+        "LIST one node's pods",
+        "watch one node's pods: event after the write is sent",
+    ] {
+        let r = ops
+            .iter()
+            .find(|r| r["operation"] == op)
+            .unwrap_or_else(|| panic!("no {op} row: {ops:?}"));
+        positive(r, "per s");
+    }
+    assert!(ops.iter().any(|r| r["system"] == "etcd"));
+    let members = rows(&doc["tables"][1]);
+    for system in ["keel", "etcd"] {
+        let ms: Vec<_> = members.iter().filter(|r| r["system"] == system).collect();
+        assert_eq!(ms.len(), 3, "{members:?}");
+        for m in ms {
+            positive(m, "RSS MiB");
+            positive(m, "disk MiB");
+        }
+    }
+}
+
+#[test]
+fn bench_failover_kills_the_leader_of_both_systems() {
+    let doc = bench(&["failover", "--trials", "1", "--writers", "3"]);
+    let rows = rows(&doc["tables"][0]);
+    for system in ["keel", "etcd"] {
+        let r = rows
+            .iter()
+            .find(|r| r["system"] == system)
+            .unwrap_or_else(|| panic!("no {system} row: {rows:?}"));
+        assert_eq!(r["trials"], 1);
+        positive(r, "median ms");
+    }
+}
+
+#[test]
+fn bench_restart_times_both_systems() {
+    let doc = bench(&[
+        "restart",
+        "--objects",
+        "50",
+        "--events",
+        "200",
+        "--clients",
+        "4",
+    ]);
+    let rows = rows(&doc["tables"][0]);
+    for system in ["keel", "etcd"] {
+        for restart in ["one follower", "whole cluster"] {
+            let r = rows
+                .iter()
+                .find(|r| r["system"] == system && r["restart"] == restart)
+                .unwrap_or_else(|| panic!("no {system} {restart} row: {rows:?}"));
+            positive(r, "serves reads after ms");
+            positive(r, "disk MiB/member");
         }
     }
 }
