@@ -7,10 +7,10 @@ export CARGO_BUILD_JOBS ?= 2
 PYVENV ?= /var/tmp/keel-venv
 export KEEL_PYTHON ?= $(PYVENV)/bin/python3
 # libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
-# etcd-server: the baseline of `keel bench store`.
+# etcd-server: the baseline of `keel bench`.
 DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl
 
-.PHONY: deps build test run lint fmt bench-store
+.PHONY: deps build test run lint fmt bench bench-store
 
 # Install the Debian packages the build and tests need; skips what is present.
 deps:
@@ -45,7 +45,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Keel and etcd side by side (release build; a few minutes). Extra flags: BENCH_ARGS='--duration 30s'.
-bench-store: deps
+# Benchmarks (release build). `make bench SUITE=watch BENCH_ARGS='--watchers 1000'`
+# runs one suite (store, api, watch, scale, failover, restart); each starts its
+# own Keel and etcd members on loopback ports and stops them.
+SUITE ?= store
+bench: deps
 	$(CARGO) build --release --bin keel
-	$(CARGO) run --release --bin keel -- bench store $(BENCH_ARGS)
+	$(CARGO) run --release --bin keel -- bench $(SUITE) $(BENCH_ARGS)
+
+bench-store: SUITE = store
+bench-store: bench

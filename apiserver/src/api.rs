@@ -26,6 +26,8 @@ pub const MAX_BODY: usize = 3 << 20;
 pub struct ApiState {
     pub member: Arc<Member>,
     pub types: &'static [ResourceType],
+    /// Watch events decoded and encoded once for all watchers.
+    prepared: Arc<crate::prepared::PreparedEvents>,
 }
 
 /// A parsed resource path.
@@ -58,6 +60,7 @@ impl ApiState {
         ApiState {
             member,
             types: kinds::all(),
+            prepared: Arc::default(),
         }
     }
 
@@ -498,6 +501,7 @@ impl ApiState {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
         let stream = self.member.watch(prefix, WatchStart::After(start));
         let rt = t.rt;
+        let prepared = self.prepared.clone();
         let line = move |mut ev: Value| -> Bytes {
             if let Some(opts) = table
                 && ev["type"] != "ERROR"
@@ -539,26 +543,39 @@ impl ApiState {
                             _ = tokio::time::sleep_until(deadline) => return,
                             _ = tx.closed() => return,
                         };
-                        let events: Vec<Value> = match msg {
+                        let (lines, end): (Vec<Bytes>, bool) = match msg {
                             None => return,
-                            Some(Err(e)) => {
-                                vec![json!({"type": "ERROR", "object": ApiError::from(e).status()})]
-                            }
-                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => {
-                                vec![json!({
+                            Some(Err(e)) => (
+                                vec![line(
+                                    json!({"type": "ERROR", "object": ApiError::from(e).status()}),
+                                )],
+                                true,
+                            ),
+                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => (
+                                vec![line(json!({
                                     "type": "BOOKMARK",
                                     "object": {"kind": rt_kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()}},
-                                })]
+                                }))],
+                                false,
+                            ),
+                            Some(Ok(WatchMessage::Progress { .. })) => (vec![], false),
+                            Some(Ok(WatchMessage::Events { events, .. })) => {
+                                let mut lines = Vec::new();
+                                for e in events.iter() {
+                                    let p = prepared.get(e);
+                                    if let Some((kind, obj)) = watch_event(&p, &labels, &fields) {
+                                        lines.push(if table.is_some() {
+                                            line(json!({"type": kind, "object": obj.value.clone()}))
+                                        } else {
+                                            crate::prepared::line(kind, &obj.json)
+                                        });
+                                    }
+                                }
+                                (lines, false)
                             }
-                            Some(Ok(WatchMessage::Progress { .. })) => vec![],
-                            Some(Ok(WatchMessage::Events { events, .. })) => events
-                                .iter()
-                                .filter_map(|e| watch_event(e, &labels, &fields))
-                                .collect(),
                         };
-                        let end = events.iter().any(|e| e["type"] == "ERROR");
-                        for ev in events {
-                            if tx.send(Ok(line(ev))).await.is_err() {
+                        for l in lines {
+                            if tx.send(Ok(l)).await.is_err() {
                                 return;
                             }
                         }
@@ -1359,27 +1376,27 @@ fn selectors(q: &Query) -> Result<(Vec<meta::Requirement>, Vec<meta::FieldRequir
     Ok((labels, fields))
 }
 
-/// A watch event for a store event, or `None` when it does not match.
-fn watch_event(
-    e: &keel_store::Event,
+/// The type of watch event a prepared store event is for this watcher,
+/// with the object to send, or `None` when neither version matches.
+fn watch_event<'a>(
+    p: &'a crate::prepared::Prepared,
     labels: &[meta::Requirement],
     fields: &[meta::FieldRequirement],
-) -> Option<Value> {
-    let decode = |kv: &KeyValue, rev: u64| -> Option<Value> {
-        let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
-        v["metadata"]["resourceVersion"] = json!(rev.to_string());
-        Some(v)
-    };
-    let new = e.value.as_ref().and_then(|kv| decode(kv, e.revision));
-    let old = e.prev.as_ref().and_then(|kv| decode(kv, e.revision));
-    let new_match = new.as_ref().is_some_and(|o| matches(o, labels, fields));
-    let old_match = old.as_ref().is_some_and(|o| matches(o, labels, fields));
+) -> Option<(&'static str, &'a crate::prepared::Object)> {
+    let new_match = p
+        .new
+        .as_ref()
+        .is_some_and(|o| matches(&o.value, labels, fields));
+    let old_match = p
+        .old
+        .as_ref()
+        .is_some_and(|o| matches(&o.value, labels, fields));
     // An object leaving the selection is DELETED for this watcher, entering it ADDED.
-    match (new, new_match, old_match) {
-        (Some(o), true, true) => Some(json!({"type": "MODIFIED", "object": o})),
-        (Some(o), true, false) => Some(json!({"type": "ADDED", "object": o})),
-        (Some(o), false, true) => Some(json!({"type": "DELETED", "object": o})),
-        (None, _, true) => old.map(|o| json!({"type": "DELETED", "object": o})),
+    match (&p.new, new_match, old_match) {
+        (Some(o), true, true) => Some(("MODIFIED", o)),
+        (Some(o), true, false) => Some(("ADDED", o)),
+        (Some(o), false, true) => Some(("DELETED", o)),
+        (None, _, true) => p.old.as_ref().map(|o| ("DELETED", o)),
         _ => None,
     }
 }

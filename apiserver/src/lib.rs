@@ -9,6 +9,7 @@
 //!   watch, create, update, patch, delete) over the event log.
 //! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
 //! - [`rules`]: defaults and field rules of storage, network, RBAC, CRD and other kinds.
+//! - [`prepared`]: watch events decoded and encoded once for all watchers.
 //! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod prepared;
 pub mod rules;
 pub mod server;
 pub mod typed;
