@@ -418,7 +418,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     p("etcd: starting three members and copying every object Keel stores");
     let etcd = EtcdCluster::launch(&dir.path().join("etcd"), 3, &args.etcd).await?;
     sampler.track("etcd", etcd.pids());
-    let mut kv = keel.kv(0).await?;
+    let mut kv = keel.kv(0).await?.max_decoding_message_size(usize::MAX);
     let mut token = String::new();
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     let client = etcd_client::Client::connect(etcd.endpoints(), None).await?;
@@ -465,7 +465,11 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     ));
     let size = Arc::new(AtomicUsize::new(0));
     let lat = timed(args.repeats, || {
-        let (mut c, size) = (client.clone(), size.clone());
+        // One response of every pod (tens of MiB), as a LIST without a limit reads it.
+        let (mut c, size) = (
+            client.kv_client().max_decoding_message_size(usize::MAX),
+            size.clone(),
+        );
         let want = args.pods;
         async move {
             let r = c
