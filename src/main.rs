@@ -785,3 +785,18 @@ async fn run() -> Result<()> {
         } => bench::print_tables("restart", &bench::restart::run(&args).await?, args.json),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn election_timeout_ranges_parse() {
+        assert_eq!(parse_range("1500-3000"), Ok((1500, 3000)));
+        assert_eq!(parse_range(" 100 - 200 "), Ok((100, 200)));
+        assert!(parse_range("3000-1500").is_err());
+        assert!(parse_range("0-10").is_err());
+        assert!(parse_range("1500").is_err());
+        assert!(parse_range("a-b").is_err());
+    }
+}

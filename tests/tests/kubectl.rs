@@ -34,7 +34,7 @@ fn start() -> Server {
     std::fs::write(
         &config,
         format!(
-            r#"{{"data_dir": "{}", "peer_addr": "127.0.0.1:{}", "http_addr": "127.0.0.1:{}", "api_addr": "127.0.0.1:1"}}"#,
+            r#"{{"data_dir": "{}", "peer_addr": "127.0.0.1:{}", "http_addr": "127.0.0.1:{}", "api_addr": "127.0.0.1:1", "retain_events": 50000}}"#,
             data.display(),
             free_port(),
             free_port()
