@@ -41,6 +41,9 @@ pub enum PeerRequest {
     Forward(Command),
     /// Confirm leadership and return the index a linearizable read waits for.
     ReadIndex,
+    /// Where the receiver's log ends and when it last heard from a leader
+    /// (see `Member`'s election assist).
+    Position,
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -51,6 +54,16 @@ pub enum PeerResponse {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Forward(Result<CommandOutcome, LeaderError>),
     ReadIndex(Result<u64, LeaderError>),
+    Position(LogPosition),
+}
+
+/// A member's answer to [`PeerRequest::Position`].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Index of the last entry in its log (0 when empty).
+    pub last_log_index: u64,
+    /// Milliseconds since an AppendEntries (or heartbeat) last reached it.
+    pub leader_silent_ms: u64,
 }
 
 /// A store error as carried back over the wire from the leader.
@@ -293,7 +306,8 @@ impl Transport for GrpcTransport {
                         _ => c.install_snapshot(request).await,
                     }
                 }
-                PeerRequest::Forward(_) | PeerRequest::ReadIndex => {
+                // The payload names the request; Position travels on ReadIndex's method.
+                PeerRequest::Forward(_) | PeerRequest::ReadIndex | PeerRequest::Position => {
                     let mut c = pb::client_client::ClientClient::new(ch)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES);
