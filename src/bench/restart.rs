@@ -147,12 +147,15 @@ async fn load(sys: &Sys, args: &RestartBenchArgs) -> Result<Duration> {
         Sys::Keel(_) => None,
     };
     // Creates first, then updates, each phase split over the clients.
+    let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     for (from, to, create) in [(0, objects, true), (objects, total, false)] {
         let per = (to - from).div_ceil(args.clients);
         let (keel, etcd, value) = (keel.clone(), etcd.clone(), value.clone());
+        let first = first_error.clone();
         let (_, errors, _) = drive(args.clients, Duration::from_secs(24 * 3600), move |c, i| {
             let (keel, mut etcd, value) = (keel.clone(), etcd.clone(), value.clone());
-            async move {
+            let first = first.clone();
+            let res = async move {
                 let n = from + c * per + i as usize;
                 if i as usize >= per || n >= to {
                     return Ok(false);
@@ -179,11 +182,21 @@ async fn load(sys: &Sys, args: &RestartBenchArgs) -> Result<Duration> {
                     e.put(key, value, None).await?;
                 }
                 Ok(true)
+            };
+            async move {
+                let r = res.await;
+                if let Err(e) = &r {
+                    first.lock().unwrap().get_or_insert_with(|| format!("{e:#}"));
+                }
+                r
             }
         })
         .await;
         if errors > 0 {
-            bail!("{errors} writes failed while loading");
+            bail!(
+                "{errors} writes failed while loading; the first: {}",
+                first_error.lock().unwrap().clone().unwrap_or_default()
+            );
         }
     }
     Ok(began.elapsed())

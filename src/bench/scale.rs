@@ -503,15 +503,26 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         let mut kv = kv.clone();
         let want = args.pods;
         async move {
-            let r = kv
-                .range(pb::RangeRequest {
-                    prefix: "/registry/core/pods/".into(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if r.kvs.len() != want {
-                bail!("keel range returned {} pods, not {want}", r.kvs.len());
+            // Pages of 10,000: one gRPC message of the store is capped at 64 MiB.
+            let (mut n, mut token) = (0, String::new());
+            loop {
+                let r = kv
+                    .range(pb::RangeRequest {
+                        prefix: "/registry/core/pods/".into(),
+                        limit: 10_000,
+                        continue_token: token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                n += r.kvs.len();
+                if r.continue_token.is_empty() {
+                    break;
+                }
+                token = r.continue_token;
+            }
+            if n != want {
+                bail!("keel range returned {n} pods, not {want}");
             }
             Ok(())
         }
@@ -519,7 +530,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     .await?;
     lat_table.push(vec![
         json!("range all pods (what a LIST reads from etcd)"),
-        json!("keel store"),
+        json!("keel store, pages of 10,000"),
         json!(lat.len()),
         num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
         num(percentile(&lat, 0.5)),
