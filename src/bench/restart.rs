@@ -186,7 +186,10 @@ async fn load(sys: &Sys, args: &RestartBenchArgs) -> Result<Duration> {
             async move {
                 let r = res.await;
                 if let Err(e) = &r {
-                    first.lock().unwrap().get_or_insert_with(|| format!("{e:#}"));
+                    first
+                        .lock()
+                        .unwrap()
+                        .get_or_insert_with(|| format!("{e:#}"));
                 }
                 r
             }
