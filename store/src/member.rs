@@ -664,7 +664,7 @@ impl Member {
             return;
         }
         let mine = m.last_log_index.unwrap_or(0);
-        let mut reachable = 1;
+        let mut answers = Vec::new();
         for id in voters.iter().copied().filter(|id| *id != me) {
             let Some(node) = membership.get_node(&id) else {
                 continue;
@@ -674,17 +674,10 @@ impl Member {
                 .call(id, &node.addr, PeerRequest::Position, self.config.heartbeat)
                 .await;
             if let Ok(PeerResponse::Position(p)) = answer {
-                // Someone still hears a leader: nothing to assist.
-                if (p.leader_silent_ms as u128) < quiet.as_millis() {
-                    return;
-                }
-                if p.last_log_index > mine || (p.last_log_index == mine && id < me) {
-                    return;
-                }
-                reachable += 1;
+                answers.push((id, p));
             }
         }
-        if reachable * 2 <= voters.len() {
+        if !should_call_election(me, mine, &answers, voters.len(), quiet) {
             return;
         }
         *self.last_elect.lock().unwrap() = Some(std::time::Instant::now());
@@ -860,6 +853,26 @@ fn retention_target(
     Ok(target.filter(|t| *t > state.compacted))
 }
 
+/// The election assist's rule: call an election when no reachable voter
+/// still hears a leader, this member's log is the longest among them (ties
+/// to the lowest id), and it can reach a majority with them.
+fn should_call_election(
+    me: NodeId,
+    my_last_log_index: u64,
+    answers: &[(NodeId, LogPosition)],
+    voters: usize,
+    quiet: Duration,
+) -> bool {
+    let someone_hears_a_leader = answers
+        .iter()
+        .any(|(_, p)| (p.leader_silent_ms as u128) < quiet.as_millis());
+    let someone_is_ahead = answers.iter().any(|(id, p)| {
+        p.last_log_index > my_last_log_index || (p.last_log_index == my_last_log_index && *id < me)
+    });
+    let majority = (answers.len() + 1) * 2 > voters;
+    !someone_hears_a_leader && !someone_is_ahead && majority
+}
+
 /// Runs [`Member::assist_election`] every heartbeat interval.
 async fn election_assist_loop(member: Weak<Member>, stop: Arc<Notify>) {
     let tick = match member.upgrade() {
@@ -898,5 +911,43 @@ async fn retention_loop(member: Weak<Member>, stop: Arc<Notify>) {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "retention scan failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod election_assist_tests {
+    use std::time::Duration;
+
+    use super::{LogPosition, should_call_election};
+
+    #[test]
+    fn the_longest_log_calls_the_election() {
+        let quiet = Duration::from_millis(3250);
+        let silent = |idx: u64| LogPosition {
+            last_log_index: idx,
+            leader_silent_ms: 4000,
+        };
+        // Two survivors of three: the one ahead calls, the other waits.
+        assert!(should_call_election(2, 120, &[(3, silent(118))], 3, quiet));
+        assert!(!should_call_election(3, 118, &[(2, silent(120))], 3, quiet));
+        // Equal logs: the lower id calls.
+        assert!(should_call_election(2, 120, &[(3, silent(120))], 3, quiet));
+        assert!(!should_call_election(3, 120, &[(2, silent(120))], 3, quiet));
+        // A member that still hears the leader makes everyone stand down.
+        let hearing = LogPosition {
+            last_log_index: 100,
+            leader_silent_ms: 200,
+        };
+        assert!(!should_call_election(2, 120, &[(3, hearing)], 3, quiet));
+        // Alone in a minority: no election (it could not win).
+        assert!(!should_call_election(2, 120, &[], 3, quiet));
+        // Five voters, three reachable including this one: a majority.
+        assert!(should_call_election(
+            1,
+            50,
+            &[(4, silent(40)), (5, silent(49))],
+            5,
+            quiet
+        ));
     }
 }
