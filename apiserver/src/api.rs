@@ -421,18 +421,36 @@ impl ApiState {
         };
         req.revision = if exact { rv_num } else { None };
         req.continue_token = cont;
+        // Tables need every object at once; plain lists encode each object
+        // as soon as it is read and keep only the bytes, so a LIST of many
+        // objects never holds them all as JSON values.
         let mut items = Vec::new();
+        let mut encoded: Vec<u8> = Vec::new();
+        let mut count = 0usize;
         let (revision, token) = loop {
-            req.limit = if limit == 0 { 0 } else { limit - items.len() };
+            req.limit = if limit == 0 { 0 } else { limit - count };
             let resp = self.member.range(req.clone()).await?;
+            if table.is_none() {
+                let bytes: usize = resp.kvs.iter().map(|kv| kv.value.len() + 40).sum();
+                encoded.reserve(bytes);
+            }
             for kv in &resp.kvs {
                 let obj = self.decode(kv)?;
                 if matches(&obj, &labels, &fields) {
-                    items.push(obj);
+                    count += 1;
+                    if table.is_some() {
+                        items.push(obj);
+                    } else {
+                        if count > 1 {
+                            encoded.push(b',');
+                        }
+                        serde_json::to_writer(&mut encoded, &obj)
+                            .map_err(|e| ApiError::Internal(format!("encoding a list: {e}")))?;
+                    }
                 }
             }
             let token = resp.continue_token;
-            if token.is_none() || (limit > 0 && items.len() >= limit) {
+            if token.is_none() || (limit > 0 && count >= limit) {
                 break (resp.revision, token);
             }
             // Later pages continue at the first page's revision (the token pins it).
@@ -449,10 +467,21 @@ impl ApiState {
         if let Some(tok) = token {
             meta["continue"] = json!(tok);
         }
-        Ok(json_response(
+        let head = json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta})
+            .to_string();
+        let mut body = Vec::with_capacity(head.len() + encoded.len() + 16);
+        // `head` is an object: reopen it to append the items.
+        body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        body.extend_from_slice(b",\"items\":[");
+        body.extend_from_slice(&encoded);
+        drop(encoded);
+        body.extend_from_slice(b"]}");
+        Ok((
             StatusCode::OK,
-            &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": meta, "items": items}),
-        ))
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response())
     }
 
     async fn watch(
