@@ -17,6 +17,14 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decode a value, requiring that all bytes are consumed.
+/// Decode the value at the start of `bytes`, ignoring what follows (the
+/// first field of a larger record).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map(|(value, _)| value)
+        .map_err(|e| e.to_string())
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let (value, used) =
         bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| e.to_string())?;

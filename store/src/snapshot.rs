@@ -47,9 +47,9 @@ impl SnapshotBody {
         out
     }
 
-    /// Parse and verify a snapshot; every record is checked so a bad snapshot
-    /// is refused as a whole.
-    pub fn from_bytes(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
+    /// The body of a snapshot file after checking its magic, format,
+    /// length and checksum.
+    fn checked_body(bytes: &[u8]) -> Result<&[u8], StoreError> {
         let bad = |what: String| StoreError::Snapshot(what);
         if bytes.len() < HEADER_LEN + 4 {
             return Err(bad(format!(
@@ -81,6 +81,25 @@ impl SnapshotBody {
                 "checksum mismatch: body crc32 is {got:#010x}, trailer says {want:#010x}"
             )));
         }
+        Ok(body)
+    }
+
+    /// Only the metadata of a snapshot file (its first field), after the
+    /// same header and checksum checks as [`SnapshotBody::from_bytes`]:
+    /// answering "which snapshot is current" must not decode every record.
+    pub fn meta_from_bytes(
+        bytes: &[u8],
+    ) -> Result<SnapshotMeta<NodeId, openraft::BasicNode>, StoreError> {
+        let body = Self::checked_body(bytes)?;
+        codec::decode_prefix(body)
+            .map_err(|e| StoreError::Snapshot(format!("metadata does not decode: {e}")))
+    }
+
+    /// Parse and verify a snapshot; every record is checked so a bad snapshot
+    /// is refused as a whole.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
+        let bad = |what: String| StoreError::Snapshot(what);
+        let body = Self::checked_body(bytes)?;
         let parsed: SnapshotBody =
             codec::decode(body).map_err(|e| bad(format!("body does not decode: {e}")))?;
         for (k, v) in &parsed.objects {
@@ -151,5 +170,23 @@ mod tests {
         }
         let err = SnapshotBody::from_bytes(&bytes[..bytes.len() - 3]).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn the_metadata_alone_reads_the_same_and_is_checked() {
+        let mut body = sample();
+        body.meta.snapshot_id = "7-3".into();
+        body.meta.last_log_id = Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(2, 1),
+            9,
+        ));
+        let bytes = body.to_bytes();
+        let meta = SnapshotBody::meta_from_bytes(&bytes).unwrap();
+        assert_eq!(meta, SnapshotBody::from_bytes(&bytes).unwrap().meta);
+        assert_eq!(meta.snapshot_id, "7-3");
+        let mut bad = bytes.clone();
+        let last = bad.len() - 6;
+        bad[last] ^= 0x40;
+        assert!(SnapshotBody::meta_from_bytes(&bad).is_err());
     }
 }

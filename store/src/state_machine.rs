@@ -567,9 +567,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
         };
-        match SnapshotBody::from_bytes(&bytes) {
-            Ok(body) => Ok(Some(Snapshot {
-                meta: body.meta,
+        match SnapshotBody::meta_from_bytes(&bytes) {
+            Ok(meta) => Ok(Some(Snapshot {
+                meta,
                 snapshot: Box::new(Cursor::new(bytes)),
             })),
             Err(e) => {
