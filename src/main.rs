@@ -64,7 +64,8 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// A JSON file with any of these options (`id`, `data_dir`, `peer_addr`,
-    /// `api_addr`, `http_addr`, `initial_members`, `join`, `retain_events`); options given on
+    /// `api_addr`, `http_addr`, `initial_members`, `join`, `retain_events`,
+    /// `snapshot_every`); options given on
     /// the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -100,6 +101,11 @@ struct ServerArgs {
     /// (milliseconds, `min-max`) starts an election.
     #[arg(long, default_value = "1500-3000", value_parser = parse_range)]
     election_timeout_ms: (u64, u64),
+    /// Take a Raft snapshot (and purge the log behind it) every this many
+    /// entries. A snapshot holds every object and every retained event and
+    /// is built in memory, so taking one often costs memory and time.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_every: u64,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -239,6 +245,7 @@ fn apply_config(
         "initial_members",
         "join",
         "retain_events",
+        "snapshot_every",
     ];
     if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
         bail!(
@@ -296,6 +303,16 @@ fn apply_config(
             )
         })?;
     }
+    if !from_cli("snapshot_every")
+        && let Some(v) = obj.get("snapshot_every")
+    {
+        args.snapshot_every = v.as_u64().with_context(|| {
+            format!(
+                "{}: snapshot_every must be a positive integer",
+                path.display()
+            )
+        })?;
+    }
     if !from_cli("join")
         && let Some(v) = obj.get("join")
     {
@@ -315,6 +332,10 @@ async fn server(args: ServerArgs) -> Result<()> {
     if args.heartbeat_ms == 0 || args.heartbeat_ms * 2 > args.election_timeout_ms.0 {
         bail!("--heartbeat-ms must be positive and at most half the minimum election timeout");
     }
+    if args.snapshot_every == 0 {
+        bail!("--snapshot-every must be positive");
+    }
+    config.snapshot_every = args.snapshot_every;
     config.heartbeat = std::time::Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = (
         std::time::Duration::from_millis(args.election_timeout_ms.0),

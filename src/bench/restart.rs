@@ -34,6 +34,9 @@ pub struct RestartBenchArgs {
     /// The etcd binary of the baseline.
     #[arg(long, default_value = "etcd")]
     pub etcd: String,
+    /// Extra options for the Keel members, e.g. `--keel-args=--snapshot-every=100000`.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    pub keel_args: Vec<String>,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -232,7 +235,9 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
         ));
         let retain = args.events.max(args.objects).to_string();
         let mut sys = if system == "keel" {
-            let c = KeelCluster::launch(&root, 3, &["--retain-events", &retain]).await?;
+            let mut extra = vec!["--retain-events", retain.as_str()];
+            extra.extend(args.keel_args.iter().map(String::as_str));
+            let c = KeelCluster::launch(&root, 3, &extra).await?;
             Sys::Keel(c)
         } else {
             let c = EtcdCluster::launch(&root, 3, &args.etcd).await?;
