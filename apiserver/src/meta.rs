@@ -55,13 +55,17 @@ pub fn qualified_name(s: &str) -> Option<String> {
     if name.is_empty() || name.len() > 63 {
         return Some("name part must be no more than 63 characters and not empty".into());
     }
+    (!label_chars(name)).then(|| "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
+}
+
+/// Alphanumerics, `-`, `_` and `.`, starting and ending alphanumeric (the
+/// shape of label values and of the name part of qualified names).
+fn label_chars(s: &str) -> bool {
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok = name
-        .chars()
+    s.chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && alnum(name.chars().next())
-        && alnum(name.chars().last());
-    (!ok).then(|| "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
 }
 
 /// A label value: empty, or at most 63 alphanumerics, `-`, `_` or `.`
@@ -73,13 +77,7 @@ pub fn label_value(s: &str) -> Option<String> {
     if s.len() > 63 {
         return Some("must be no more than 63 characters".into());
     }
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok = s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && alnum(s.chars().next())
-        && alnum(s.chars().last());
-    (!ok).then(|| "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
+    (!label_chars(s)).then(|| "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())
 }
 
 /// A path segment name (RBAC objects such as `system:node`): anything but

@@ -152,6 +152,35 @@ async fn load(
     Ok(began.elapsed())
 }
 
+/// A table row of timed runs: how many, their rate, p50 and max.
+fn timed_row(op: Value, system: Value, lat: &[u32], items: Value, mib: Value) -> Vec<Value> {
+    let secs = lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6;
+    vec![
+        op,
+        system,
+        json!(lat.len()),
+        num(lat.len() as f64 / secs.max(1e-9)),
+        num(percentile(lat, 0.5)),
+        num(percentile(lat, 1.0)),
+        items,
+        mib,
+    ]
+}
+
+/// A table row of a bulk load: how many objects and how fast.
+fn load_row(op: &str, count: usize, took: Duration) -> Vec<Value> {
+    vec![
+        json!(op),
+        json!("keel"),
+        json!(count),
+        num(count as f64 / took.as_secs_f64()),
+        json!(null),
+        json!(null),
+        json!(count),
+        json!(null),
+    ]
+}
+
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
         .windows(needle.len())
@@ -229,16 +258,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         args.nodes,
     )
     .await?;
-    lat_table.push(vec![
-        json!("create nodes"),
-        json!("keel"),
-        json!(args.nodes),
-        num(args.nodes as f64 / took.as_secs_f64()),
-        json!(null),
-        json!(null),
-        json!(args.nodes),
-        json!(null),
-    ]);
+    lat_table.push(load_row("create nodes", args.nodes, took));
     p(&format!(
         "keel: {} nodes in {:.1} s; creating {} pods",
         args.nodes,
@@ -261,16 +281,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         took.as_secs_f64(),
         args.pods as f64 / took.as_secs_f64()
     ));
-    lat_table.push(vec![
-        json!("create pods"),
-        json!("keel"),
-        json!(args.pods),
-        num(args.pods as f64 / took.as_secs_f64()),
-        json!(null),
-        json!(null),
-        json!(args.pods),
-        json!(null),
-    ]);
+    lat_table.push(load_row("create pods", args.pods, took));
 
     p("keel: LIST every pod");
     let size = Arc::new(AtomicUsize::new(0));
@@ -289,16 +300,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         }
     })
     .await?;
-    lat_table.push(vec![
+    lat_table.push(timed_row(
         json!("LIST all pods"),
         json!("keel"),
-        json!(lat.len()),
-        num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
-        num(percentile(&lat, 0.5)),
-        num(percentile(&lat, 1.0)),
+        &lat,
         json!(args.pods),
         num(size.load(Ordering::Relaxed) as f64 / (1 << 20) as f64),
-    ]);
+    ));
 
     let node_name = format!("node-{:05}", args.nodes / 2);
     let per_node = (0..args.pods)
@@ -324,16 +332,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         }
     })
     .await?;
-    lat_table.push(vec![
+    lat_table.push(timed_row(
         json!("LIST one node's pods"),
         json!("keel"),
-        json!(lat.len()),
-        num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
-        num(percentile(&lat, 0.5)),
-        num(percentile(&lat, 1.0)),
+        &lat,
         json!(per_node),
         json!(null),
-    ]);
+    ));
 
     p(&format!(
         "keel: watch the pods of {node_name} while some change"
@@ -392,16 +397,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         json!(null),
         json!(null),
     ]);
-    lat_table.push(vec![
+    lat_table.push(timed_row(
         json!("watch one node's pods: event after the write is sent"),
         json!("keel"),
-        json!(lat.len()),
-        num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
-        num(percentile(&lat, 0.5)),
-        num(percentile(&lat, 1.0)),
+        &lat,
         json!(null),
         json!(null),
-    ]);
+    ));
     let keel_peak = sampler.usage("keel").peak_rss_mib;
     for (i, m) in keel.members.iter().enumerate() {
         let pid = keel.pids()[i];
@@ -489,16 +491,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         }
     })
     .await?;
-    lat_table.push(vec![
+    lat_table.push(timed_row(
         json!("range all pods (what a LIST reads from etcd)"),
         json!("etcd"),
-        json!(lat.len()),
-        num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
-        num(percentile(&lat, 0.5)),
-        num(percentile(&lat, 1.0)),
+        &lat,
         json!(args.pods),
         num(size.load(Ordering::Relaxed) as f64 / (1 << 20) as f64),
-    ]);
+    ));
     let lat = timed(args.repeats, || {
         let mut kv = kv.clone();
         let want = args.pods;
@@ -528,16 +527,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         }
     })
     .await?;
-    lat_table.push(vec![
+    lat_table.push(timed_row(
         json!("range all pods (what a LIST reads from etcd)"),
         json!("keel store, pages of 10,000"),
-        json!(lat.len()),
-        num(lat.len() as f64 / (lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6).max(1e-9)),
-        num(percentile(&lat, 0.5)),
-        num(percentile(&lat, 1.0)),
+        &lat,
         json!(args.pods),
         json!(null),
-    ]);
+    ));
     let etcd_peak = sampler.usage("etcd").peak_rss_mib;
     for (i, m) in etcd.members.iter().enumerate() {
         let pid = etcd.pids()[i];
