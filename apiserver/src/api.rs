@@ -435,6 +435,9 @@ impl ApiState {
                 encoded.reserve(bytes);
             }
             for kv in &resp.kvs {
+                if !may_match(&kv.value, &fields) {
+                    continue;
+                }
                 let obj = self.decode(kv)?;
                 if matches(&obj, &labels, &fields) {
                     count += 1;
@@ -1430,6 +1433,20 @@ fn watch_event<'a>(
     }
 }
 
+/// A cheap test before decoding an object: an equality field selector
+/// (`spec.nodeName=node-1`) can only match an object whose stored JSON
+/// contains the value's text. Values that JSON would escape, and empty
+/// values (which match a missing field), are left to [`matches`].
+fn may_match(raw: &[u8], fields: &[meta::FieldRequirement]) -> bool {
+    fields.iter().all(|(_, eq, value)| {
+        let plain = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+        !*eq || !plain || raw.windows(value.len()).any(|w| w == value.as_bytes())
+    })
+}
+
 /// Whether an object matches label and field selectors.
 fn matches(obj: &Value, labels: &[meta::Requirement], fields: &[meta::FieldRequirement]) -> bool {
     if !labels.is_empty() && !meta::labels_match(labels, &meta::labels(obj)) {
@@ -1532,4 +1549,28 @@ pub fn table_opts_from_query(mut opts: TableOpts, q: &BTreeMap<String, String>) 
         _ => IncludeObject::Metadata,
     };
     opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefilter_never_drops_a_match() {
+        let pod = br#"{"metadata":{"name":"p"},"spec":{"nodeName":"node-7","replicas":3}}"#;
+        let sel = |s: &str| meta::parse_field_selector(s).unwrap();
+        let obj: Value = serde_json::from_slice(pod).unwrap();
+        for s in [
+            "spec.nodeName=node-7",
+            "spec.nodeName!=node-8",
+            "spec.replicas=3",
+            "metadata.name=p,spec.nodeName==node-7",
+        ] {
+            let f = sel(s);
+            assert!(matches(&obj, &[], &f), "{s} should match the pod");
+            assert!(may_match(pod, &f), "{s} matches but was filtered out");
+        }
+        assert!(!may_match(pod, &sel("spec.nodeName=node-8")));
+        assert!(!may_match(pod, &sel("metadata.name=q")));
+    }
 }
