@@ -1452,9 +1452,8 @@ fn matches(obj: &Value, labels: &[meta::Requirement], fields: &[meta::FieldRequi
     if !labels.is_empty() && !meta::labels_match(labels, &meta::labels(obj)) {
         return false;
     }
-    fields.iter().all(|(field, eq, value)| {
-        let pointer = format!("/{}", field.replace('.', "/"));
-        let actual = obj.pointer(&pointer).map(|v| match v {
+    fields.iter().all(|(pointer, eq, value)| {
+        let actual = obj.pointer(pointer).map(|v| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });

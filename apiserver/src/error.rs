@@ -44,6 +44,49 @@ impl Cause {
             message: "Required value".into(),
         }
     }
+    /// A required value, with why.
+    pub fn required_because(field: impl Into<String>, detail: impl std::fmt::Display) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message: format!("Required value: {detail}"),
+        }
+    }
+    pub fn forbidden(field: impl Into<String>, detail: impl std::fmt::Display) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Cause {
+        Cause {
+            field: field.into(),
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {value:?}"),
+        }
+    }
+    pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        Cause {
+            field: field.into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                list.join(", ")
+            ),
+        }
+    }
+    /// `None` when `new` keeps `old`'s value at `pointer`.
+    pub fn immutable(
+        new: &serde_json::Value,
+        old: &serde_json::Value,
+        pointer: &str,
+        field: &str,
+    ) -> Option<Cause> {
+        (new.pointer(pointer) != old.pointer(pointer))
+            .then(|| Cause::invalid(field, "Invalid value: field is immutable"))
+    }
 }
 
 /// A request that failed, in the terms of the Kubernetes API.

@@ -335,17 +335,9 @@ fn no_update_rules(_: &Value, _: &Value) -> Vec<Cause> {
     vec![]
 }
 
-fn immutable(new: &Value, old: &Value, pointer: &str, field: &str) -> Option<Cause> {
-    (new.pointer(pointer) != old.pointer(pointer)).then(|| Cause {
-        field: field.into(),
-        reason: "FieldValueInvalid",
-        message: "Invalid value: field is immutable".into(),
-    })
-}
-
 /// Workloads: the selector never changes.
 fn workload_update(new: &Value, old: &Value) -> Vec<Cause> {
-    immutable(new, old, "/spec/selector", "spec.selector")
+    Cause::immutable(new, old, "/spec/selector", "spec.selector")
         .into_iter()
         .collect()
 }
@@ -353,8 +345,8 @@ fn workload_update(new: &Value, old: &Value) -> Vec<Cause> {
 /// Jobs: selector and pod template are fixed once created.
 fn job_update(new: &Value, old: &Value) -> Vec<Cause> {
     [
-        immutable(new, old, "/spec/selector", "spec.selector"),
-        immutable(new, old, "/spec/template", "spec.template"),
+        Cause::immutable(new, old, "/spec/selector", "spec.selector"),
+        Cause::immutable(new, old, "/spec/template", "spec.template"),
     ]
     .into_iter()
     .flatten()
@@ -369,19 +361,17 @@ fn data_update(new: &Value, old: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     for f in ["data", "binaryData"] {
         if new.get(f) != old.get(f) {
-            causes.push(Cause {
-                field: f.into(),
-                reason: "FieldValueForbidden",
-                message: "Forbidden: field is immutable when `immutable` is set".into(),
-            });
+            causes.push(Cause::forbidden(
+                f,
+                "field is immutable when `immutable` is set",
+            ));
         }
     }
     if new.get("immutable") != Some(&json!(true)) {
-        causes.push(Cause {
-            field: "immutable".into(),
-            reason: "FieldValueForbidden",
-            message: "Forbidden: field is immutable when `immutable` is set".into(),
-        });
+        causes.push(Cause::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
     }
     causes
 }
@@ -407,11 +397,10 @@ fn pod_update(new: &Value, old: &Value) -> Vec<Cause> {
     };
     let mut causes = Vec::new();
     if strip(new) != strip(old) {
-        causes.push(Cause {
-            field: "spec".into(),
-            reason: "FieldValueForbidden",
-            message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image` or `spec.activeDeadlineSeconds`".into(),
-        });
+        causes.push(Cause::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image` or `spec.activeDeadlineSeconds`",
+        ));
     }
     let old_node = old
         .pointer("/spec/nodeName")
@@ -424,11 +413,10 @@ fn pod_update(new: &Value, old: &Value) -> Vec<Cause> {
             .unwrap_or("")
             != old_node
     {
-        causes.push(Cause {
-            field: "spec.nodeName".into(),
-            reason: "FieldValueInvalid",
-            message: "Invalid value: field is immutable once set".into(),
-        });
+        causes.push(Cause::invalid(
+            "spec.nodeName",
+            "Invalid value: field is immutable once set",
+        ));
     }
     causes
 }
@@ -452,11 +440,8 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
                 match c.get("name").and_then(Value::as_str) {
                     Some(n) if meta::dns1123_label(n).is_none() => {
                         if !names.insert(n.to_string()) {
-                            causes.push(Cause {
-                                field: format!("{path}.containers[{i}].name"),
-                                reason: "FieldValueDuplicate",
-                                message: format!("Duplicate value: {n:?}"),
-                            });
+                            causes
+                                .push(Cause::duplicate(format!("{path}.containers[{i}].name"), n));
                         }
                     }
                     Some(n) => causes.push(Cause::invalid(
@@ -537,13 +522,11 @@ fn validate_job(obj: &Value) -> Vec<Cause> {
         .and_then(Value::as_str)
     {
         Some("OnFailure") | Some("Never") | None => {}
-        Some(other) => causes.push(Cause {
-            field: "spec.template.spec.restartPolicy".into(),
-            reason: "FieldValueNotSupported",
-            message: format!(
-                "Unsupported value: {other:?}: supported values: \"OnFailure\", \"Never\""
-            ),
-        }),
+        Some(other) => causes.push(Cause::not_supported(
+            "spec.template.spec.restartPolicy",
+            other,
+            &["OnFailure", "Never"],
+        )),
     }
     causes
 }
@@ -557,13 +540,11 @@ fn validate_service(obj: &Value) -> Vec<Cause> {
         .unwrap_or("ClusterIP");
     let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
     if !types.contains(&kind) {
-        causes.push(Cause {
-            field: "spec.type".into(),
-            reason: "FieldValueNotSupported",
-            message: format!(
-                "Unsupported value: {kind:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
-            ),
-        });
+        causes.push(Cause::not_supported(
+            "spec.type",
+            kind,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     if kind == "ExternalName"
         && obj
@@ -594,31 +575,26 @@ fn validate_service(obj: &Value) -> Vec<Cause> {
                     None | Some("") if ports.len() > 1 => {
                         causes.push(Cause::required(format!("spec.ports[{i}].name")))
                     }
-                    Some(n) if !n.is_empty() && !names.insert(n) => causes.push(Cause {
-                        field: format!("spec.ports[{i}].name"),
-                        reason: "FieldValueDuplicate",
-                        message: format!("Duplicate value: {n:?}"),
-                    }),
+                    Some(n) if !n.is_empty() && !names.insert(n) => {
+                        causes.push(Cause::duplicate(format!("spec.ports[{i}].name"), n))
+                    }
                     _ => {}
                 }
                 if let Some(proto) = p.get("protocol").and_then(Value::as_str)
                     && !["TCP", "UDP", "SCTP"].contains(&proto)
                 {
-                    causes.push(Cause {
-                        field: format!("spec.ports[{i}].protocol"),
-                        reason: "FieldValueNotSupported",
-                        message: format!(
-                            "Unsupported value: {proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""
-                        ),
-                    });
+                    causes.push(Cause::not_supported(
+                        format!("spec.ports[{i}].protocol"),
+                        proto,
+                        &["SCTP", "TCP", "UDP"],
+                    ));
                 }
                 if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
                     if kind == "ClusterIP" || kind == "ExternalName" {
-                        causes.push(Cause {
-                            field: format!("spec.ports[{i}].nodePort"),
-                            reason: "FieldValueForbidden",
-                            message: "Forbidden: may not be used when `type` is 'ClusterIP'".into(),
-                        });
+                        causes.push(Cause::forbidden(
+                            format!("spec.ports[{i}].nodePort"),
+                            "may not be used when `type` is 'ClusterIP'",
+                        ));
                     } else if !(30000..=32767).contains(&np) {
                         causes.push(Cause::invalid(
                             format!("spec.ports[{i}].nodePort"),
@@ -775,9 +751,11 @@ fn job_defaults(obj: &mut Value) {
 fn service_defaults(obj: &mut Value) {
     default_at(obj, &["spec", "type"], json!("ClusterIP"));
     default_at(obj, &["spec", "sessionAffinity"], json!("None"));
+    if let Some(spec) = obj.get_mut("spec") {
+        rules::tcp_by_default(spec);
+    }
     if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for p in ports {
-            default_at(p, &["protocol"], json!("TCP"));
             if let Some(port) = p.get("port").cloned() {
                 default_at(p, &["targetPort"], port);
             }

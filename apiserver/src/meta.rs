@@ -269,6 +269,9 @@ pub fn labels_match(reqs: &[Requirement], labels: &BTreeMap<String, String>) -> 
 }
 
 /// One field requirement: (field path, equal?, value).
+/// A field requirement: the field as a JSON pointer (`spec.nodeName` →
+/// `/spec/nodeName`, made once when the selector is parsed, not per object),
+/// whether it must equal (or differ from) the value, and the value.
 pub type FieldRequirement = (String, bool, String);
 
 /// A field selector: `field=value` / `field==value` / `field!=value`, comma-separated.
@@ -277,10 +280,11 @@ pub fn parse_field_selector(s: &str) -> Result<Vec<FieldRequirement>, ApiError> 
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
+            let pointer = |k: &str| format!("/{}", k.trim().replace('.', "/"));
             if let Some((k, v)) = p.split_once("!=") {
-                Ok((k.trim().to_string(), false, v.trim().to_string()))
+                Ok((pointer(k), false, v.trim().to_string()))
             } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
-                Ok((k.trim().to_string(), true, v.trim().to_string()))
+                Ok((pointer(k), true, v.trim().to_string()))
             } else {
                 Err(ApiError::BadRequest(format!(
                     "invalid field selector: {p:?}"

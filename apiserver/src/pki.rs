@@ -205,70 +205,79 @@ impl Pki {
     /// verified against the CA when presented (requests without one are
     /// anonymous), ALPN h2 and http/1.1.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, ServerError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |what: &str, e: String| ServerError::Pki(format!("{what}: {e}"));
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad("server.crt", e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
-            .map_err(|e| bad("server.key", e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots
-                .add(c.map_err(|e| bad("ca.crt", e.to_string()))?)
-                .map_err(|e| bad("ca.crt", e.to_string()))?;
-        }
+        let (certs, key) = identity(&self.server_cert_pem, &self.server_key_pem, "server")?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.into(),
+            self.roots()?.into(),
             provider.clone(),
         )
         .allow_unauthenticated()
         .build()
-        .map_err(|e| bad("client verifier", e.to_string()))?;
+        .map_err(|e| pki_err("client verifier", e))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("TLS versions", e.to_string()))?
+            .map_err(|e| pki_err("TLS versions", e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
-            .map_err(|e| bad("serving certificate", e.to_string()))?;
+            .map_err(|e| pki_err("serving certificate", e))?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(cfg)
     }
-}
 
-impl Pki {
     /// rustls client configuration of the admin user: trusts the cluster CA,
     /// presents the admin certificate, offers h2 then http/1.1 (for tools
     /// such as `keel bench`).
     pub fn client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |what: &str, e: String| ServerError::Pki(format!("{what}: {e}"));
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots
-                .add(c.map_err(|e| bad("ca.crt", e.to_string()))?)
-                .map_err(|e| bad("ca.crt", e.to_string()))?;
-        }
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.admin_cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad("admin.crt", e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(self.admin_key_pem.as_bytes())
-            .map_err(|e| bad("admin.key", e.to_string()))?;
+        let (certs, key) = identity(&self.admin_cert_pem, &self.admin_key_pem, "admin")?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("TLS versions", e.to_string()))?
-            .with_root_certificates(roots)
+            .map_err(|e| pki_err("TLS versions", e))?
+            .with_root_certificates(self.roots()?)
             .with_client_auth_cert(certs, key)
-            .map_err(|e| bad("admin certificate", e.to_string()))?;
+            .map_err(|e| pki_err("admin certificate", e))?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(cfg)
     }
+
+    /// The cluster CA as a rustls trust store.
+    fn roots(&self) -> Result<rustls::RootCertStore, ServerError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots
+                .add(c.map_err(|e| pki_err("ca.crt", e))?)
+                .map_err(|e| pki_err("ca.crt", e))?;
+        }
+        Ok(roots)
+    }
+}
+
+fn pki_err(what: &str, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Pki(format!("{what}: {e}"))
+}
+
+/// A certificate chain and its key from `<name>.crt` and `<name>.key` PEM.
+fn identity(
+    cert_pem: &str,
+    key_pem: &str,
+    name: &str,
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    ServerError,
+> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| pki_err(&format!("{name}.crt"), e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| pki_err(&format!("{name}.key"), e))?;
+    Ok((certs, key))
 }
 
 /// Whether `s` is an IP address (for SAN bookkeeping).

@@ -21,47 +21,13 @@ fn array_at<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
-fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Cause {
-    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-    Cause {
-        field: field.into(),
-        reason: "FieldValueNotSupported",
-        message: format!(
-            "Unsupported value: {value:?}: supported values: {}",
-            list.join(", ")
-        ),
-    }
-}
-
-fn forbidden(field: impl Into<String>, message: impl std::fmt::Display) -> Cause {
-    Cause {
-        field: field.into(),
-        reason: "FieldValueForbidden",
-        message: format!("Forbidden: {message}"),
-    }
-}
-
-fn duplicate(field: impl Into<String>, value: &str) -> Cause {
-    Cause {
-        field: field.into(),
-        reason: "FieldValueDuplicate",
-        message: format!("Duplicate value: {value:?}"),
-    }
-}
-
 /// `value` at `pointer` must be one of `supported` when present.
 fn one_of(obj: &Value, pointer: &str, field: &str, supported: &[&str], causes: &mut Vec<Cause>) {
     if let Some(v) = str_at(obj, pointer)
         && !supported.contains(&v)
     {
-        causes.push(not_supported(field, v, supported));
+        causes.push(Cause::not_supported(field, v, supported));
     }
-}
-
-/// A field that may not change: `None` when `new` keeps `old`'s value.
-fn fixed(new: &Value, old: &Value, pointer: &str, field: &str) -> Option<Cause> {
-    (new.pointer(pointer) != old.pointer(pointer))
-        .then(|| Cause::invalid(field, "Invalid value: field is immutable"))
 }
 
 /// A Kubernetes quantity (`500m`, `1Gi`, `2e3`, `1.5`) as a number.
@@ -207,18 +173,16 @@ pub fn selector(sel: &Value, path: &str) -> Vec<Cause> {
         }
         let values = array_at(e, "/values");
         match e.get("operator").and_then(Value::as_str) {
-            Some("In" | "NotIn") if values.is_empty() => causes.push(Cause {
-                field: format!("{at}.values"),
-                reason: "FieldValueRequired",
-                message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                    .into(),
-            }),
-            Some("Exists" | "DoesNotExist") if !values.is_empty() => causes.push(forbidden(
+            Some("In" | "NotIn") if values.is_empty() => causes.push(Cause::required_because(
+                format!("{at}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            Some("Exists" | "DoesNotExist") if !values.is_empty() => causes.push(Cause::forbidden(
                 format!("{at}.values"),
                 "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
             )),
             Some("In" | "NotIn" | "Exists" | "DoesNotExist") => {}
-            Some(op) => causes.push(not_supported(
+            Some(op) => causes.push(Cause::not_supported(
                 format!("{at}.operator"),
                 op,
                 &["In", "NotIn", "Exists", "DoesNotExist"],
@@ -280,11 +244,11 @@ fn access_modes(obj: &Value, causes: &mut Vec<Cause>) {
     }
     for m in modes.iter().filter_map(Value::as_str) {
         if !ACCESS_MODES.contains(&m) {
-            causes.push(not_supported("spec.accessModes", m, ACCESS_MODES));
+            causes.push(Cause::not_supported("spec.accessModes", m, ACCESS_MODES));
         }
     }
     if modes.len() > 1 && modes.iter().any(|m| m == "ReadWriteOncePod") {
-        causes.push(forbidden(
+        causes.push(Cause::forbidden(
             "spec.accessModes",
             "may not use ReadWriteOncePod with other access modes",
         ));
@@ -354,7 +318,7 @@ fn node_selector_terms(terms: &[Value], path: &str, causes: &mut Vec<Cause>) {
             let ops = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"];
             match e.get("operator").and_then(Value::as_str) {
                 Some(op) if ops.contains(&op) => {}
-                Some(op) => causes.push(not_supported(format!("{at}.operator"), op, &ops)),
+                Some(op) => causes.push(Cause::not_supported(format!("{at}.operator"), op, &ops)),
                 None => causes.push(Cause::required(format!("{at}.operator"))),
             }
             if e.get("key")
@@ -400,13 +364,12 @@ pub fn validate_pv(obj: &Value) -> Vec<Cause> {
         .filter(|s| obj["spec"].get(*s).is_some_and(|v| !v.is_null()))
         .collect();
     match sources.as_slice() {
-        [] => causes.push(Cause {
-            field: "spec".into(),
-            reason: "FieldValueRequired",
-            message: "Required value: must specify a volume type".into(),
-        }),
+        [] => causes.push(Cause::required_because(
+            "spec",
+            "must specify a volume type",
+        )),
         [_] => {}
-        [_, more @ ..] => causes.push(forbidden(
+        [_, more @ ..] => causes.push(Cause::forbidden(
             format!("spec.{}", more[0]),
             "may not specify more than 1 volume type",
         )),
@@ -428,11 +391,10 @@ pub fn validate_pv(obj: &Value) -> Vec<Cause> {
     }
     let affinity = obj.pointer("/spec/nodeAffinity/required/nodeSelectorTerms");
     if sources.contains(&"local") && affinity.is_none() {
-        causes.push(Cause {
-            field: "spec.nodeAffinity".into(),
-            reason: "FieldValueRequired",
-            message: "Required value: Local volume requires node affinity".into(),
-        });
+        causes.push(Cause::required_because(
+            "spec.nodeAffinity",
+            "Local volume requires node affinity",
+        ));
     }
     if obj.pointer("/spec/nodeAffinity/required").is_some() {
         node_selector_terms(
@@ -454,14 +416,24 @@ pub fn pv_update(new: &Value, old: &Value) -> Vec<Cause> {
             .collect()
     };
     if source(new) != source(old) {
-        causes.push(forbidden(
+        causes.push(Cause::forbidden(
             "spec.persistentvolumesource",
             "spec.persistentvolumesource is immutable after creation",
         ));
     }
-    causes.extend(fixed(new, old, "/spec/volumeMode", "spec.volumeMode"));
+    causes.extend(Cause::immutable(
+        new,
+        old,
+        "/spec/volumeMode",
+        "spec.volumeMode",
+    ));
     if old.pointer("/spec/nodeAffinity").is_some() {
-        causes.extend(fixed(new, old, "/spec/nodeAffinity", "spec.nodeAffinity"));
+        causes.extend(Cause::immutable(
+            new,
+            old,
+            "/spec/nodeAffinity",
+            "spec.nodeAffinity",
+        ));
     }
     causes
 }
@@ -511,7 +483,7 @@ pub fn pvc_update(new: &Value, old: &Value) -> Vec<Cause> {
     };
     let mut causes = Vec::new();
     if strip(new) != strip(old) {
-        causes.push(forbidden(
+        causes.push(Cause::forbidden(
             "spec",
             "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
@@ -521,7 +493,7 @@ pub fn pvc_update(new: &Value, old: &Value) -> Vec<Cause> {
     if let (Some(n), Some(o)) = (storage(new), storage(old))
         && n < o
     {
-        causes.push(forbidden(
+        causes.push(Cause::forbidden(
             "spec.resources.requests.storage",
             "field can not be less than previous value",
         ));
@@ -568,10 +540,18 @@ pub fn storageclass_update(new: &Value, old: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     for f in ["parameters", "provisioner", "reclaimPolicy"] {
         if new.get(f) != old.get(f) {
-            causes.push(forbidden(f, format!("updates to {f} are forbidden.")));
+            causes.push(Cause::forbidden(
+                f,
+                format!("updates to {f} are forbidden."),
+            ));
         }
     }
-    causes.extend(fixed(new, old, "/volumeBindingMode", "volumeBindingMode"));
+    causes.extend(Cause::immutable(
+        new,
+        old,
+        "/volumeBindingMode",
+        "volumeBindingMode",
+    ));
     causes
 }
 
@@ -590,18 +570,21 @@ pub fn networkpolicy_defaults(obj: &mut Value) {
         }
         spec.insert("policyTypes".into(), Value::Array(types));
     }
-    for (rules, _) in [("ingress", "from"), ("egress", "to")] {
+    for rules in ["ingress", "egress"] {
         if let Some(rs) = obj
             .pointer_mut(&format!("/spec/{rules}"))
             .and_then(Value::as_array_mut)
         {
-            for r in rs {
-                if let Some(ports) = r.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports {
-                        default_at(p, &["protocol"], json!("TCP"));
-                    }
-                }
-            }
+            rs.iter_mut().for_each(tcp_by_default);
+        }
+    }
+}
+
+/// Ports under `ports` of `holder` get protocol TCP where they name none.
+pub fn tcp_by_default(holder: &mut Value) {
+    if let Some(ports) = holder.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default_at(p, &["protocol"], json!("TCP"));
         }
     }
 }
@@ -621,7 +604,7 @@ pub fn validate_networkpolicy(obj: &Value) -> Vec<Cause> {
     for (i, t) in types.iter().enumerate() {
         let t = t.as_str().unwrap_or_default();
         if !["Ingress", "Egress"].contains(&t) {
-            causes.push(not_supported(
+            causes.push(Cause::not_supported(
                 format!("spec.policyTypes[{i}]"),
                 t,
                 &["Ingress", "Egress"],
@@ -650,13 +633,10 @@ pub fn validate_networkpolicy(obj: &Value) -> Vec<Cause> {
                                 "Invalid value: {end}: must be greater than or equal to `port`"
                             ),
                         )),
-                        _ => causes.push(Cause {
-                            field: format!("{pat}.endPort"),
-                            reason: "FieldValueRequired",
-                            message:
-                                "Required value: may not be specified when `port` is not a number"
-                                    .into(),
-                        }),
+                        _ => causes.push(Cause::required_because(
+                            format!("{pat}.endPort"),
+                            "may not be specified when `port` is not a number",
+                        )),
                     }
                 }
             }
@@ -668,14 +648,10 @@ pub fn validate_networkpolicy(obj: &Value) -> Vec<Cause> {
                     .count();
                 let block = peer.get("ipBlock").filter(|b| b.is_object());
                 if selectors == 0 && block.is_none() {
-                    causes.push(Cause {
-                        field: pat.clone(),
-                        reason: "FieldValueRequired",
-                        message: "Required value: must specify a peer".into(),
-                    });
+                    causes.push(Cause::required_because(pat.clone(), "must specify a peer"));
                 }
                 if selectors > 0 && block.is_some() {
-                    causes.push(forbidden(
+                    causes.push(Cause::forbidden(
                         pat.clone(),
                         "may not specify both ipBlock and another peer",
                     ));
@@ -737,11 +713,10 @@ fn rules(obj: &Value, namespaced: bool) -> Vec<Cause> {
     for (i, r) in array_at(obj, "/rules").iter().enumerate() {
         let at = format!("rules[{i}]");
         if array_at(r, "/verbs").is_empty() {
-            causes.push(Cause {
-                field: format!("{at}.verbs"),
-                reason: "FieldValueRequired",
-                message: "Required value: verbs must contain at least one value".into(),
-            });
+            causes.push(Cause::required_because(
+                format!("{at}.verbs"),
+                "verbs must contain at least one value",
+            ));
         }
         let urls = array_at(r, "/nonResourceURLs");
         let resources = array_at(r, "/resources");
@@ -763,18 +738,16 @@ fn rules(obj: &Value, namespaced: bool) -> Vec<Cause> {
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty)
         {
-            causes.push(Cause {
-                field: format!("{at}.apiGroups"),
-                reason: "FieldValueRequired",
-                message: "Required value: resource rules must supply at least one api group".into(),
-            });
+            causes.push(Cause::required_because(
+                format!("{at}.apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
         }
         if resources.is_empty() {
-            causes.push(Cause {
-                field: format!("{at}.resources"),
-                reason: "FieldValueRequired",
-                message: "Required value: resource rules must supply at least one resource".into(),
-            });
+            causes.push(Cause::required_because(
+                format!("{at}.resources"),
+                "resource rules must supply at least one resource",
+            ));
         }
     }
     causes
@@ -825,7 +798,7 @@ fn binding(obj: &Value, cluster: bool) -> Vec<Cause> {
         None => causes.push(Cause::required("roleRef")),
         Some(r) => {
             if str_at(r, "/apiGroup") != Some(RBAC_GROUP) {
-                causes.push(not_supported(
+                causes.push(Cause::not_supported(
                     "roleRef.apiGroup",
                     str_at(r, "/apiGroup").unwrap_or(""),
                     &[RBAC_GROUP],
@@ -833,7 +806,7 @@ fn binding(obj: &Value, cluster: bool) -> Vec<Cause> {
             }
             match str_at(r, "/kind") {
                 Some(k) if kinds.contains(&k) => {}
-                k => causes.push(not_supported("roleRef.kind", k.unwrap_or(""), kinds)),
+                k => causes.push(Cause::not_supported("roleRef.kind", k.unwrap_or(""), kinds)),
             }
             match str_at(r, "/name") {
                 None | Some("") => causes.push(Cause::required("roleRef.name")),
@@ -858,7 +831,7 @@ fn binding(obj: &Value, cluster: bool) -> Vec<Cause> {
         match str_at(s, "/kind") {
             Some("ServiceAccount") => {
                 if !group.is_empty() {
-                    causes.push(not_supported(format!("{at}.apiGroup"), group, &[""]));
+                    causes.push(Cause::not_supported(format!("{at}.apiGroup"), group, &[""]));
                 }
                 if !name.is_empty()
                     && let Some(m) = meta::dns1123_subdomain(name)
@@ -874,14 +847,14 @@ fn binding(obj: &Value, cluster: bool) -> Vec<Cause> {
             }
             Some("User" | "Group") => {
                 if group != RBAC_GROUP {
-                    causes.push(not_supported(
+                    causes.push(Cause::not_supported(
                         format!("{at}.apiGroup"),
                         group,
                         &[RBAC_GROUP],
                     ));
                 }
             }
-            k => causes.push(not_supported(
+            k => causes.push(Cause::not_supported(
                 format!("{at}.kind"),
                 k.unwrap_or(""),
                 &["ServiceAccount", "User", "Group"],
@@ -981,17 +954,13 @@ pub fn validate_crd(obj: &Value) -> Vec<Cause> {
     match str_at(obj, "/spec/scope") {
         Some("Namespaced" | "Cluster") => {}
         None => causes.push(Cause::required("spec.scope")),
-        Some(s) => causes.push(not_supported("spec.scope", s, &["Cluster", "Namespaced"])),
+        Some(s) => causes.push(Cause::not_supported(
+            "spec.scope",
+            s,
+            &["Cluster", "Namespaced"],
+        )),
     }
     let versions = array_at(obj, "/spec/versions");
-    if versions.is_empty() {
-        causes.push(Cause {
-            field: "spec.versions".into(),
-            reason: "FieldValueInvalid",
-            message: "Invalid value: must have exactly one version marked as storage version"
-                .into(),
-        });
-    }
     let mut seen = std::collections::BTreeSet::new();
     for (i, v) in versions.iter().enumerate() {
         let at = format!("spec.versions[{i}]");
@@ -999,17 +968,16 @@ pub fn validate_crd(obj: &Value) -> Vec<Cause> {
         if let Some(n) = str_at(v, "/name")
             && !seen.insert(n)
         {
-            causes.push(duplicate(format!("{at}.name"), n));
+            causes.push(Cause::duplicate(format!("{at}.name"), n));
         }
         match v.pointer("/schema/openAPIV3Schema") {
-            None => causes.push(Cause {
-                field: format!("{at}.schema.openAPIV3Schema"),
-                reason: "FieldValueRequired",
-                message: "Required value: schemas are required".into(),
-            }),
+            None => causes.push(Cause::required_because(
+                format!("{at}.schema.openAPIV3Schema"),
+                "schemas are required",
+            )),
             Some(s) => match s.get("type").and_then(Value::as_str) {
                 Some("object") => {}
-                t => causes.push(not_supported(
+                t => causes.push(Cause::not_supported(
                     format!("{at}.schema.openAPIV3Schema.type"),
                     t.unwrap_or(""),
                     &["object"],
@@ -1030,13 +998,11 @@ pub fn validate_crd(obj: &Value) -> Vec<Cause> {
         .iter()
         .filter(|v| v.get("storage") == Some(&json!(true)))
         .count();
-    if !versions.is_empty() && storage != 1 {
-        causes.push(Cause {
-            field: "spec.versions".into(),
-            reason: "FieldValueInvalid",
-            message: "Invalid value: must have exactly one version marked as storage version"
-                .into(),
-        });
+    if storage != 1 {
+        causes.push(Cause::invalid(
+            "spec.versions",
+            "Invalid value: must have exactly one version marked as storage version",
+        ));
     }
     if !versions.is_empty()
         && !versions
@@ -1053,9 +1019,9 @@ pub fn validate_crd(obj: &Value) -> Vec<Cause> {
 
 pub fn crd_update(new: &Value, old: &Value) -> Vec<Cause> {
     [
-        fixed(new, old, "/spec/group", "spec.group"),
-        fixed(new, old, "/spec/scope", "spec.scope"),
-        fixed(new, old, "/spec/names/plural", "spec.names.plural"),
+        Cause::immutable(new, old, "/spec/group", "spec.group"),
+        Cause::immutable(new, old, "/spec/scope", "spec.scope"),
+        Cause::immutable(new, old, "/spec/names/plural", "spec.names.plural"),
     ]
     .into_iter()
     .flatten()
@@ -1165,7 +1131,7 @@ pub fn validate_node(obj: &Value) -> Vec<Cause> {
         match str_at(t, "/effect") {
             Some(e) if effects.contains(&e) => {}
             None | Some("") => causes.push(Cause::required(format!("{at}.effect"))),
-            Some(e) => causes.push(not_supported(format!("{at}.effect"), e, &effects)),
+            Some(e) => causes.push(Cause::not_supported(format!("{at}.effect"), e, &effects)),
         }
     }
     causes
@@ -1173,13 +1139,7 @@ pub fn validate_node(obj: &Value) -> Vec<Cause> {
 
 pub fn endpoints_defaults(obj: &mut Value) {
     if let Some(subsets) = obj.get_mut("subsets").and_then(Value::as_array_mut) {
-        for s in subsets {
-            if let Some(ports) = s.get_mut("ports").and_then(Value::as_array_mut) {
-                for p in ports {
-                    default_at(p, &["protocol"], json!("TCP"));
-                }
-            }
-        }
+        subsets.iter_mut().for_each(tcp_by_default);
     }
 }
 
@@ -1232,11 +1192,9 @@ pub fn secret_type(obj: &Value) -> Vec<Cause> {
         "kubernetes.io/dockerconfigjson" => require(&[".dockerconfigjson"], &mut causes),
         "kubernetes.io/dockercfg" => require(&[".dockercfg"], &mut causes),
         "kubernetes.io/ssh-auth" => require(&["ssh-privatekey"], &mut causes),
-        "kubernetes.io/basic-auth" if !has("username") && !has("password") => causes.push(Cause {
-            field: "data[username]".into(),
-            reason: "FieldValueRequired",
-            message: "Required value: either username or password is required".into(),
-        }),
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => causes.push(
+            Cause::required_because("data[username]", "either username or password is required"),
+        ),
         "kubernetes.io/service-account-token"
             if str_at(
                 obj,
@@ -1267,7 +1225,11 @@ pub fn validate_resourcequota(obj: &Value) -> Vec<Cause> {
     for (i, s) in array_at(obj, "/spec/scopes").iter().enumerate() {
         let s = s.as_str().unwrap_or("");
         if !scopes.contains(&s) {
-            causes.push(not_supported(format!("spec.scopes[{i}]"), s, &scopes));
+            causes.push(Cause::not_supported(
+                format!("spec.scopes[{i}]"),
+                s,
+                &scopes,
+            ));
         }
     }
     causes
@@ -1281,7 +1243,7 @@ pub fn validate_limitrange(obj: &Value) -> Vec<Cause> {
         match str_at(l, "/type") {
             Some(t) if types.contains(&t) => {}
             None | Some("") => causes.push(Cause::required(format!("{at}.type"))),
-            Some(t) => causes.push(not_supported(format!("{at}.type"), t, &types)),
+            Some(t) => causes.push(Cause::not_supported(format!("{at}.type"), t, &types)),
         }
         for f in [
             "max",

@@ -641,6 +641,11 @@ impl Member {
     /// Calling an election is always safe in Raft; this only chooses who and
     /// when.
     async fn assist_election(&self) {
+        // The cheap test first: a follower that hears its leader does nothing.
+        let quiet = self.config.election_timeout.1 + self.config.heartbeat;
+        if self.last_append.lock().unwrap().elapsed() < quiet {
+            return;
+        }
         let m = self.raft.metrics().borrow().clone();
         let me = self.config.id;
         if m.current_leader == Some(me) {
@@ -649,10 +654,6 @@ impl Member {
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         if !voters.contains(&me) {
-            return;
-        }
-        let quiet = self.config.election_timeout.1 + self.config.heartbeat;
-        if self.last_append.lock().unwrap().elapsed() < quiet {
             return;
         }
         if self

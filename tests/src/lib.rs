@@ -33,6 +33,21 @@ pub fn init_tracing() {
 }
 
 /// Poll `cond` until it returns `Some`, or fail after `timeout` with `what`.
+/// Poll `cond` until it returns `Some`, failing the test after `timeout`:
+/// the blocking sibling of [`wait_for`], for tests that drive processes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut cond: F) -> T
 where
     F: FnMut() -> Fut,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_tests::{free_port, keel_bin};
+use keel_tests::{free_port, keel_bin, wait_until};
 
 /// (HTTP code, body) of a curl request with the admin certificate.
 fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
@@ -47,11 +47,9 @@ fn bad_input_gets_a_status_and_stores_nothing() {
         .unwrap();
     let base = format!("https://127.0.0.1:{api_port}");
     let cms = "BASE/api/v1/namespaces/default/configmaps";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while curl(&data, &base, &["BASE/api/v1/namespaces/default"]).0 != 200 {
-        assert!(Instant::now() < deadline, "server not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the server to be ready", Duration::from_secs(60), || {
+        (curl(&data, &base, &["BASE/api/v1/namespaces/default"]).0 == 200).then_some(())
+    });
     let big = format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
         "x".repeat(2_000_000)

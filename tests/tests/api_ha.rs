@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_tests::{free_port, keel_bin};
+use keel_tests::{free_port, keel_bin, wait_until};
 
 struct Member {
     id: u64,
@@ -163,20 +163,19 @@ fn api_survives_kill_9_of_the_leader() {
     for m in members.iter_mut() {
         m.start(&initial);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
     for m in &members {
-        while request(&pki, &[&format!("{}/api/v1/namespaces/default", m.base())]).0 != 200 {
-            assert!(Instant::now() < deadline, "member {} not serving", m.id);
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            &format!("member {} serving", m.id),
+            Duration::from_secs(60),
+            || {
+                let url = format!("{}/api/v1/namespaces/default", m.base());
+                (request(&pki, &[&url]).0 == 200).then_some(())
+            },
+        );
     }
-    let lead = loop {
-        if let Some(l) = leader(&pki, &members) {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let lead = wait_until("a leader", Duration::from_secs(60), || {
+        leader(&pki, &members)
+    });
     let (_, list) = request(
         &pki,
         &[&format!(
@@ -313,25 +312,21 @@ fn api_survives_kill_9_of_the_leader() {
     let m = &mut members[(lead - 1) as usize];
     m.start(&initial);
     let base = m.base();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (code, list) = request(
-            &pki,
-            &[&format!("{base}/api/v1/namespaces/default/configmaps")],
-        );
-        if code == 200
-            && list["items"].as_array().is_some_and(|a| {
-                acked
-                    .keys()
-                    .all(|n| a.iter().any(|o| o["metadata"]["name"] == n.as_str()))
-            })
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted member did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        "the restarted member to catch up",
+        Duration::from_secs(60),
+        || {
+            let (code, list) = request(
+                &pki,
+                &[&format!("{base}/api/v1/namespaces/default/configmaps")],
+            );
+            (code == 200
+                && list["items"].as_array().is_some_and(|a| {
+                    acked
+                        .keys()
+                        .all(|n| a.iter().any(|o| o["metadata"]["name"] == n.as_str()))
+                }))
+            .then_some(())
+        },
+    );
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_tests::{free_port, keel_bin};
+use keel_tests::{free_port, keel_bin, wait_until};
 
 struct Server {
     child: Child,
@@ -55,20 +55,17 @@ fn start() -> Server {
         _dir: dir,
     };
     // Ready once kubectl sees the default namespace.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if server.kubeconfig.exists() {
-            let out = kubectl(&server, &["get", "ns", "default", "-o", "name"]);
-            if out.status.success() {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keel server did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "keel server to become ready",
+        Duration::from_secs(60),
+        || {
+            (server.kubeconfig.exists()
+                && kubectl(&server, &["get", "ns", "default", "-o", "name"])
+                    .status
+                    .success())
+            .then_some(())
+        },
+    );
     server
 }
 

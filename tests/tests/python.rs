@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_tests::{free_port, keel_bin};
+use keel_tests::{free_port, keel_bin, wait_until};
 
 #[test]
 fn python_kubernetes_client_works_unchanged() {
@@ -25,32 +25,26 @@ fn python_kubernetes_client_works_unchanged() {
         .spawn()
         .unwrap();
     let kubeconfig = data.join("kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !kubeconfig.exists() {
-        assert!(Instant::now() < deadline, "no kubeconfig written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "a kubeconfig to be written",
+        Duration::from_secs(60),
+        || kubeconfig.exists().then_some(()),
+    );
     // `make deps` puts the client in a venv and exports KEEL_PYTHON.
     let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/client.py");
     // The default namespaces appear shortly after start; the script retries nothing, so wait.
-    let mut out = None;
-    while Instant::now() < deadline {
+    let out = wait_until("the default namespace", Duration::from_secs(60), || {
         let o = Command::new(&python)
             .arg(&script)
             .arg(&kubeconfig)
             .output()
             .expect("python3");
         let text = String::from_utf8_lossy(&o.stderr).into_owned();
-        if o.status.success() || !text.contains("\"default\" in names") {
-            out = Some(o);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (o.status.success() || !text.contains("\"default\" in names")).then_some(o)
+    });
     let _ = child.kill();
     let _ = child.wait();
-    let out = out.expect("the default namespace never appeared");
     assert!(
         out.status.success(),
         "python client failed:\n{}\n{}",
