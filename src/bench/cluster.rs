@@ -103,10 +103,7 @@ impl KeelCluster {
     pub fn spawn(&mut self, i: usize) -> Result<()> {
         let exe = std::env::current_exe()?;
         let m = &mut self.members[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join(format!("keel-{}.log", m.id)))?;
+        let log = append(&self.root.join(format!("keel-{}.log", m.id)))?;
         let child = Command::new(exe)
             .args(["server", "--id", &m.id.to_string()])
             .arg("--data-dir")
@@ -131,10 +128,7 @@ impl KeelCluster {
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.members
-            .iter()
-            .filter_map(|m| m.proc.as_ref().map(Proc::pid))
-            .collect()
+        running(self.members.iter().map(|m| &m.proc))
     }
 
     /// A store client (`Kv` over gRPC) of member `i`.
@@ -225,6 +219,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A member's log, appended to across restarts.
+fn append(path: &Path) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?)
+}
+
+/// The pids of the members that are running.
+fn running<'a>(procs: impl Iterator<Item = &'a Option<Proc>>) -> Vec<u32> {
+    procs.filter_map(|p| p.as_ref().map(Proc::pid)).collect()
 }
 
 /// The last lines of a log file, for error messages.
@@ -336,10 +343,7 @@ impl EtcdCluster {
     /// Start member `i` (again) on its data.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
         let m = &mut self.members[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join(format!("{}.log", m.name)))?;
+        let log = append(&self.root.join(format!("{}.log", m.name)))?;
         let child = Command::new(&self.binary)
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -374,10 +378,7 @@ impl EtcdCluster {
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.members
-            .iter()
-            .filter_map(|m| m.proc.as_ref().map(Proc::pid))
-            .collect()
+        running(self.members.iter().map(|m| &m.proc))
     }
 
     pub fn endpoints(&self) -> Vec<String> {
