@@ -7,8 +7,9 @@ export CARGO_BUILD_JOBS ?= 2
 PYVENV ?= /var/tmp/keel-venv
 export KEEL_PYTHON ?= $(PYVENV)/bin/python3
 # libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
-# etcd-server: the baseline of `keel bench`.
-DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl
+# etcd-server: the baseline of `keel bench`; fuse3: fusermount3 for the
+# power-cut filesystem of the durability tests.
+DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl fuse3
 
 .PHONY: deps build test run lint fmt bench bench-store
 
@@ -26,12 +27,17 @@ deps:
 	  echo "installing the Python kubernetes client into $(PYVENV)"; \
 	  python3 -m venv $(PYVENV) && $(PYVENV)/bin/pip install -q kubernetes; \
 	else echo "deps: Python kubernetes client present"; fi
+	@bash scripts/kubectl-deps.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-# Every test of the workspace (unit, property, conformance, in-process clusters, gRPC).
+# Every test of the workspace (unit, property, conformance, in-process clusters,
+# gRPC, fuzz, power cuts, kubectl). The binaries the process tests start
+# (`keel`, the test filesystem) are built first: `cargo test` alone does not
+# build another package's binaries.
 test: deps
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets -- --show-output
 
 # A single store member with its data under ./keel-data (Ctrl-C stops it).
