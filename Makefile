@@ -35,9 +35,10 @@ build: deps
 # Every test of the workspace (unit, property, conformance, in-process clusters,
 # gRPC, fuzz, power cuts, kubectl). The binaries the process tests start
 # (`keel`, the test filesystem) are built first: `cargo test` alone does not
-# build another package's binaries.
+# build another package's binaries. --all-targets in both steps keeps one
+# feature resolution, so RocksDB is compiled once.
 test: deps
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets -- --show-output
 
 # A single store member with its data under ./keel-data (Ctrl-C stops it).
