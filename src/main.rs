@@ -65,7 +65,7 @@ enum Command {
 struct ServerArgs {
     /// A JSON file with any of these options (`id`, `data_dir`, `peer_addr`,
     /// `api_addr`, `http_addr`, `initial_members`, `join`, `retain_events`,
-    /// `snapshot_every`); options given on
+    /// `snapshot_every`, `max_watches`); options given on
     /// the command line win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -106,6 +106,10 @@ struct ServerArgs {
     /// is built in memory, so taking one often costs memory and time.
     #[arg(long, default_value_t = 100_000)]
     snapshot_every: u64,
+    /// Watches the Kubernetes API keeps open at once on this member; more
+    /// get 429 with Retry-After. Each costs a task and buffers.
+    #[arg(long, default_value_t = keel_apiserver::server::DEFAULT_MAX_WATCHES)]
+    max_watches: usize,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -246,6 +250,7 @@ fn apply_config(
         "join",
         "retain_events",
         "snapshot_every",
+        "max_watches",
     ];
     if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
         bail!(
@@ -313,6 +318,16 @@ fn apply_config(
             )
         })?;
     }
+    if !from_cli("max_watches")
+        && let Some(v) = obj.get("max_watches")
+    {
+        args.max_watches = v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .with_context(|| {
+                format!("{}: max_watches must be a positive integer", path.display())
+            })?;
+    }
     if !from_cli("join")
         && let Some(v) = obj.get("join")
     {
@@ -334,6 +349,9 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     if args.snapshot_every == 0 {
         bail!("--snapshot-every must be positive");
+    }
+    if args.max_watches == 0 {
+        bail!("--max-watches must be positive");
     }
     config.snapshot_every = args.snapshot_every;
     config.heartbeat = std::time::Duration::from_millis(args.heartbeat_ms);
@@ -379,12 +397,11 @@ async fn server(args: ServerArgs) -> Result<()> {
             None => member.bootstrap_single().await?,
         }
     }
-    let api = keel_apiserver::start(
-        keel_apiserver::ApiConfig::new(args.api_addr, &args.data_dir),
-        member.clone(),
-    )
-    .await
-    .context("starting the API server")?;
+    let mut api_config = keel_apiserver::ApiConfig::new(args.api_addr, &args.data_dir);
+    api_config.max_watches = args.max_watches;
+    let api = keel_apiserver::start(api_config, member.clone())
+        .await
+        .context("starting the API server")?;
     tracing::info!(
         api = %api.addr,
         kubeconfig = %api.kubeconfig.display(),
@@ -432,11 +449,15 @@ async fn up(members: u64, data_dir: PathBuf) -> Result<()> {
         let dir = data_dir.join(format!("m{i}"));
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki)?;
-        for f in ["ca.crt", "ca.key"] {
-            if !pki.join(f).exists() {
-                std::fs::copy(ca_dir.join(f), pki.join(f))
-                    .with_context(|| format!("copying {f} to member {i}"))?;
-            }
+        if !pki.join("ca.crt").exists() {
+            let crt = std::fs::read(ca_dir.join("ca.crt"))?;
+            keel_apiserver::pki::write_durable(&pki.join("ca.crt"), &crt, 0o644)
+                .with_context(|| format!("copying ca.crt to member {i}"))?;
+        }
+        if !pki.join("ca.key").exists() {
+            let key = std::fs::read(ca_dir.join("ca.key"))?;
+            keel_apiserver::pki::write_private(&pki.join("ca.key"), &key)
+                .with_context(|| format!("copying ca.key to member {i}"))?;
         }
         let api = format!("127.0.0.1:{}", 6442 + i);
         let child = tokio::process::Command::new(&exe)
@@ -468,7 +489,7 @@ async fn up(members: u64, data_dir: PathBuf) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let kubeconfig = data_dir.join("kubeconfig");
-    std::fs::copy(&m1, &kubeconfig)?;
+    keel_apiserver::pki::write_private(&kubeconfig, &std::fs::read(&m1)?)?;
     println!(
         "kubeconfig: {} (kubectl --kubeconfig {} get ns)",
         kubeconfig.display(),
@@ -700,7 +721,7 @@ async fn kv(addr: String, action: KvAction) -> Result<()> {
                     .await?
                     .into_inner();
                 r.kvs.iter().for_each(print_kv);
-                if r.continue_token.is_empty() || limit == 0 {
+                if r.continue_token.is_empty() {
                     break;
                 }
                 continue_token = r.continue_token;

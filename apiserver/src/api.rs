@@ -5,14 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keel_store::{
-    Consistency, KeyValue, Member, Op, RangeRequest, StoreError, WatchMessage, WatchStart,
-};
+use keel_store::{Consistency, KeyValue, Member, Op, RangeRequest, StoreError};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -139,6 +136,9 @@ impl ApiState {
         let q = query(uri);
         let table = wants_table(headers).map(|o| table_opts_from_query(o, &q));
         if let (Some(sub), Some(name)) = (t.subresource.clone(), t.name.clone()) {
+            if t.rt.namespaced && t.namespace.is_none() {
+                return Err(ApiError::NoRoute);
+            }
             return match (sub.as_str(), method.clone()) {
                 ("status", _) if !t.rt.has_status() => Err(ApiError::NoRoute),
                 ("scale", _) if !t.rt.has_scale() => Err(ApiError::NoRoute),
@@ -166,10 +166,22 @@ impl ApiState {
         if t.subresource.is_some() {
             return Err(ApiError::NoRoute);
         }
-        match (method.clone(), &t.name) {
-            (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-                self.watch(&t, &q, table).await
+        // The all-namespaces path of a namespaced kind only lists and
+        // watches: a DELETE there would empty every namespace.
+        if t.rt.namespaced && t.namespace.is_none() {
+            if t.name.is_some() {
+                return Err(ApiError::NoRoute);
             }
+            if method != Method::GET {
+                return Err(ApiError::MethodNotAllowed);
+            }
+        }
+        let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+        if method == Method::GET && t.name.is_none() {
+            crate::options::validate(&q, watch)?;
+        }
+        match (method.clone(), &t.name) {
+            (Method::GET, None) if watch => self.watch(&t, &q, table).await,
             (Method::GET, None) => self.list(&t, &q, table).await,
             (Method::GET, Some(name)) => self.get(&t, name, &q, table).await,
             (Method::POST, None) => self.create(&t, &q, headers, body).await,
@@ -342,12 +354,26 @@ impl ApiState {
 
     // ---- reads -------------------------------------------------------------
 
+    /// A stored object; one that is not a JSON object (or whose `metadata`
+    /// is not one), written around the API, is a 500 naming its key. Decoded
+    /// as watch events decode it ([`crate::prepared::stored`]).
     fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
-        let mut obj: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        crate::prepared::stored(kv, kv.mod_revision).map_err(|e| {
             ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
-        })?;
-        obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-        Ok(obj)
+        })
+    }
+
+    /// Before a watch starts at `rv`: a member that has not applied it yet
+    /// (a follower behind the leader a client read from) catches up first.
+    /// One that still lacks it afterwards refuses it as too large.
+    async fn catch_up_to(&self, rv: u64) {
+        if self
+            .member
+            .revisions()
+            .is_ok_and(|(applied, _)| applied < rv)
+        {
+            let _ = self.member.linearize().await;
+        }
     }
 
     fn not_found(t: &Target, name: &str) -> ApiError {
@@ -370,10 +396,18 @@ impl ApiState {
         } else {
             Consistency::Linearizable
         };
-        let (kv, _) = self
+        let min = crate::options::min_resource_version(q)?;
+        let (kv, revision) = self
             .member
             .get(&t.rt.key(t.namespace.as_deref(), name), consistency)
             .await?;
+        // A linearizable read saw every write: a newer version never existed.
+        if let Some(requested) = min.filter(|m| *m > revision) {
+            return Err(ApiError::TooLargeResourceVersion {
+                requested,
+                current: revision,
+            });
+        }
         let obj = self.decode(&kv.ok_or_else(|| Self::not_found(t, name))?)?;
         Ok(match table {
             Some(opts) => json_response(
@@ -398,21 +432,14 @@ impl ApiState {
             None => 0,
         };
         let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
-        let rv_num = rv
-            .filter(|r| *r != "0")
-            .map(|r| {
-                r.parse::<u64>()
-                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))
-            })
-            .transpose()?;
+        let rv_num = crate::options::min_resource_version(q)?;
         let cont = q.get("continue").filter(|s| !s.is_empty()).cloned();
         if cont.is_some() && rv_num.is_some() {
             return Err(ApiError::BadRequest(
                 "specifying resource version is not allowed when using continue".into(),
             ));
         }
-        let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
-            || (limit > 0 && cont.is_none() && rv_num.is_some());
+        let exact = crate::options::list_is_exact(q, limit, rv_num);
         let mut req = RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()));
         req.consistency = if rv.is_some_and(|r| r == "0") {
             Consistency::Local
@@ -427,9 +454,18 @@ impl ApiState {
         let mut items = Vec::new();
         let mut encoded: Vec<u8> = Vec::new();
         let mut count = 0usize;
+        // Objects that do not decode are left out and named in a Warning, so
+        // one bad value does not hide every other object of the kind.
+        let mut warnings = Vec::new();
+        let continued = req.continue_token.is_some();
         let (revision, token) = loop {
             req.limit = if limit == 0 { 0 } else { limit - count };
-            let resp = self.member.range(req.clone()).await?;
+            let resp = self.member.range(req.clone()).await.map_err(|e| match e {
+                StoreError::Compacted { .. } if continued => ApiError::Expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                ),
+                e => e.into(),
+            })?;
             if table.is_none() {
                 let bytes: usize = resp.kvs.iter().map(|kv| kv.value.len() + 40).sum();
                 encoded.reserve(bytes);
@@ -438,7 +474,13 @@ impl ApiState {
                 if !may_match(&kv.value, &fields) {
                     continue;
                 }
-                let obj = self.decode(kv)?;
+                let obj = match self.decode(kv) {
+                    Ok(obj) => obj,
+                    Err(e) => {
+                        warnings.push(format!("skipped: {e}"));
+                        continue;
+                    }
+                };
                 if matches(&obj, &labels, &fields) {
                     count += 1;
                     if table.is_some() {
@@ -460,10 +502,21 @@ impl ApiState {
             req.continue_token = token;
             req.revision = None;
         };
+        // Not older than the resourceVersion asked for: a linearizable read
+        // saw every write, so a newer version never existed.
+        if let Some(requested) = rv_num.filter(|r| !exact && *r > revision) {
+            return Err(ApiError::TooLargeResourceVersion {
+                requested,
+                current: revision,
+            });
+        }
         if let Some(opts) = table {
-            return Ok(json_response(
-                StatusCode::OK,
-                &render_table(t.rt, &items, Some(revision), token.as_deref(), opts),
+            return Ok(with_warnings(
+                json_response(
+                    StatusCode::OK,
+                    &render_table(t.rt, &items, Some(revision), token.as_deref(), opts),
+                ),
+                &warnings,
             ));
         }
         let mut meta = json!({"resourceVersion": revision.to_string()});
@@ -479,12 +532,15 @@ impl ApiState {
         body.extend_from_slice(&encoded);
         drop(encoded);
         body.extend_from_slice(b"]}");
-        Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response())
+        Ok(with_warnings(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            &warnings,
+        ))
     }
 
     async fn watch(
@@ -495,11 +551,9 @@ impl ApiState {
     ) -> Result<Response, ApiError> {
         let (labels, fields) = selectors(q)?;
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-        let timeout = q
-            .get("timeoutSeconds")
-            .and_then(|s| s.parse::<u64>().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(1800));
+        // Clamped, so the deadline cannot overflow (see watch::MAX_TIMEOUT).
+        let deadline = tokio::time::Instant::now()
+            + crate::watch::timeout(q.get("timeoutSeconds").map(String::as_str));
         let prefix = t.rt.prefix(t.namespace.as_deref());
         let rv = q
             .get("resourceVersion")
@@ -509,36 +563,34 @@ impl ApiState {
             .get("sendInitialEvents")
             .map(|s| s == "true")
             .unwrap_or(rv.is_none());
-        // Start: an exact revision, or now with the current state as ADDED events.
-        let mut initial = Vec::new();
+        // Start: an exact revision, or now with the current state as ADDED
+        // events. Only the first page of that state is read here (so a store
+        // error is still an HTTP status); the stream reads the rest at the
+        // same revision.
+        let mut initial = None;
         let start = match rv {
-            Some(r) if !send_initial => r
-                .parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?,
+            Some(r) if !send_initial => {
+                let rv = r
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?;
+                self.catch_up_to(rv).await;
+                rv
+            }
+            // sendInitialEvents=false: changes from now on, no current state.
+            None if !send_initial => self.member.linearize().await?,
             _ => {
                 let mut req = RangeRequest::prefix(prefix.clone());
                 req.consistency = Consistency::Linearizable;
-                let resp = self.member.range(req).await?;
-                for kv in &resp.kvs {
-                    let obj = self.decode(kv)?;
-                    if matches(&obj, &labels, &fields) {
-                        initial.push(json!({"type": "ADDED", "object": obj}));
-                    }
-                }
-                resp.revision
+                req.limit = crate::watch::INITIAL_PAGE;
+                let first = self.member.range(req).await?;
+                let revision = first.revision;
+                initial = Some(first);
+                revision
             }
         };
-        let rt_kind = t.rt.kind;
-        let api_version = t.rt.api_version();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-        let stream = self.member.watch(prefix, WatchStart::After(start));
         let rt = t.rt;
-        let prepared = self.prepared.clone();
         let line = move |mut ev: Value| -> Bytes {
-            if let Some(opts) = table
-                && ev["type"] != "ERROR"
-                && ev["type"] != "BOOKMARK"
-            {
+            if let Some(opts) = table {
                 let obj = ev["object"].take();
                 ev["object"] = render_table(rt, &[obj], None, None, opts);
             }
@@ -546,79 +598,45 @@ impl ApiState {
             s.push('\n');
             Bytes::from(s)
         };
-        match stream {
-            Err(e) => {
-                let err = ApiError::from(e);
-                let _ = tx
-                    .send(Ok(line(json!({"type": "ERROR", "object": err.status()}))))
-                    .await;
-            }
-            Ok(mut stream) => {
-                // With sendInitialEvents=true (watch-list) the initial events end
-                // with a bookmark annotated k8s.io/initial-events-end.
-                let end_bookmark = explicit_initial.then(|| {
-                    json!({"type": "BOOKMARK", "object": {
-                        "kind": rt_kind, "apiVersion": api_version,
-                        "metadata": {"resourceVersion": start.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}},
-                    }})
-                });
-                tokio::spawn(async move {
-                    for ev in initial.into_iter().chain(end_bookmark) {
-                        if tx.send(Ok(line(ev))).await.is_err() {
-                            return;
-                        }
-                    }
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    loop {
-                        let msg = tokio::select! {
-                            m = stream.next() => m,
-                            _ = tokio::time::sleep_until(deadline) => return,
-                            _ = tx.closed() => return,
-                        };
-                        let (lines, end): (Vec<Bytes>, bool) = match msg {
-                            None => return,
-                            Some(Err(e)) => (
-                                vec![line(
-                                    json!({"type": "ERROR", "object": ApiError::from(e).status()}),
-                                )],
-                                true,
-                            ),
-                            Some(Ok(WatchMessage::Progress { revision })) if bookmarks => (
-                                vec![line(json!({
-                                    "type": "BOOKMARK",
-                                    "object": {"kind": rt_kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()}},
-                                }))],
-                                false,
-                            ),
-                            Some(Ok(WatchMessage::Progress { .. })) => (vec![], false),
-                            Some(Ok(WatchMessage::Events { events, .. })) => {
-                                let mut lines = Vec::new();
-                                for e in events.iter() {
-                                    let p = prepared.get(e);
-                                    if let Some((kind, obj)) = watch_event(&p, &labels, &fields) {
-                                        lines.push(if table.is_some() {
-                                            line(json!({"type": kind, "object": obj.value.clone()}))
-                                        } else {
-                                            crate::prepared::line(kind, &obj.json)
-                                        });
-                                    }
-                                }
-                                (lines, false)
-                            }
-                        };
-                        for l in lines {
-                            if tx.send(Ok(l)).await.is_err() {
-                                return;
-                            }
-                        }
-                        if end {
-                            return;
-                        }
-                    }
-                });
-            }
+        let selected = Arc::new((labels, fields));
+        let sel = selected.clone();
+        let added =
+            move |kv: &KeyValue| -> Result<Option<Bytes>, ApiError> {
+                if !may_match(&kv.value, &sel.1) {
+                    return Ok(None);
+                }
+                let obj = crate::prepared::stored(kv, kv.mod_revision).map_err(|e| {
+                    ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
+                })?;
+                Ok(matches(&obj, &sel.0, &sel.1)
+                    .then(|| line(json!({"type": "ADDED", "object": obj}))))
+            };
+        let prepared = self.prepared.clone();
+        let event = move |e: &keel_store::Event| -> Option<Bytes> {
+            let p = prepared.get(e);
+            let (kind, obj) = watch_event(&p, &selected.0, &selected.1)?;
+            Some(if table.is_some() {
+                line(json!({"type": kind, "object": obj.value.clone()}))
+            } else {
+                crate::prepared::line(kind, &obj.json)
+            })
+        };
+        let body = crate::watch::Watch {
+            member: self.member.clone(),
+            prefix,
+            start,
+            initial,
+            // With sendInitialEvents=true (watch-list) the initial events end
+            // with a bookmark annotated k8s.io/initial-events-end.
+            initial_end_bookmark: explicit_initial,
+            bookmarks,
+            deadline,
+            kind: t.rt.kind,
+            api_version: t.rt.api_version(),
+            added: Box::new(added),
+            event: Box::new(event),
         }
-        let body = Body::from_stream(tokio_stream_from(rx));
+        .into_body();
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
@@ -647,14 +665,21 @@ impl ApiState {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
         let base = ct.split(';').next().unwrap_or("").trim();
-        if !patch && base != "application/json" && base != "*/*" && !base.is_empty() {
+        let yaml = base == "application/yaml";
+        if !patch && !yaml && base != "application/json" && base != "*/*" && !base.is_empty() {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {base})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base})"
             )));
         }
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
-        })?;
+        let v: Value = if yaml {
+            crate::typed::from_yaml(body).map_err(|e| {
+                ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
+            })?
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+            })?
+        };
         if !v.is_object() {
             return Err(ApiError::BadRequest(format!(
                 "the request body must be a JSON object describing a {}",
@@ -898,7 +923,32 @@ impl ApiState {
         Ok((kv, obj))
     }
 
-    /// Write `new` over `old` (both full objects), or report a conflict.
+    /// The one read-modify-write path of update, patch, status, scale and
+    /// binding (kube-apiserver's `GuaranteedUpdate`): read the object, let
+    /// `mutate` make the new one from it, and swap it in if nothing wrote in
+    /// between; if something did, read again and redo the mutation. A
+    /// resourceVersion in the new object is a precondition and fails at once
+    /// with a 409; without one the write applies to whatever is current.
+    async fn guaranteed_update(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &Query,
+        mut mutate: impl FnMut(&KeyValue, &Value) -> Result<Value, ApiError>,
+    ) -> Result<Response, ApiError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let (kv, old) = self.current(t, name).await?;
+            let new = mutate(&kv, &old)?;
+            match self.replace(t, name, &kv, &old, new, q).await? {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Raced => continue,
+            }
+        }
+        Err(self.conflict(t, name))
+    }
+
+    /// Write `new` over `old` (both full objects) if the object is still at
+    /// `kv`'s revision.
     async fn replace(
         &self,
         t: &Target,
@@ -907,7 +957,13 @@ impl ApiState {
         old: &Value,
         mut new: Value,
         q: &Query,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Attempt, ApiError> {
+        if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::BadRequest(format!(
+                "the object must be a JSON object whose metadata is an object, describing a {}",
+                t.rt.kind
+            )));
+        }
         Self::check_type(t, &mut new)?;
         let warnings = Self::field_validation(t, &mut new, q)?;
         if new.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
@@ -917,6 +973,32 @@ impl ApiState {
                     .and_then(Value::as_str)
                     .unwrap_or("")
             )));
+        }
+        if t.rt.namespaced
+            && let Some(ns) = new
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            && Some(ns) != t.namespace.as_deref()
+        {
+            return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+        }
+        let stored_uid = old.pointer("/metadata/uid").and_then(Value::as_str);
+        if let Some(uid) = new
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            && Some(uid) != stored_uid
+        {
+            return Err(ApiError::Invalid {
+                group: t.rt.group.into(),
+                kind: t.rt.kind.into(),
+                name: name.into(),
+                causes: vec![crate::error::Cause::invalid(
+                    "metadata.uid",
+                    format!("Invalid value: {uid:?}: field is immutable"),
+                )],
+            });
         }
         if let Some(rv) = new
             .pointer("/metadata/resourceVersion")
@@ -984,17 +1066,41 @@ impl ApiState {
         }
         Self::validate(t, &new, Some(old))?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        if new == *old || q.get("dryRun").is_some_and(|d| d == "All") {
+        let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+        let key = t.rt.key(t.namespace.as_deref(), name);
+        // Being deleted and no finalizer left: the object goes now, with a
+        // DELETED event (also heals one left behind by an older version).
+        let finalized = new
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|d| !d.is_null())
+            && new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if finalized && !dry_run {
+            return match self
+                .member
+                .txn(vec![Op::delete(key).if_mod_revision(kv.mod_revision)])
+                .await
+            {
+                Ok(_) => Ok(Attempt::Done(with_warnings(
+                    json_response(StatusCode::OK, &new),
+                    &warnings,
+                ))),
+                Err(StoreError::Precondition(_)) => Ok(Attempt::Raced),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if new == *old || dry_run {
             // A no-op write keeps the resourceVersion.
-            return Ok(with_warnings(
+            return Ok(Attempt::Done(with_warnings(
                 json_response(StatusCode::OK, &new),
                 &warnings,
-            ));
+            )));
         }
         if let Some(m) = new["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
-        let key = t.rt.key(t.namespace.as_deref(), name);
         match self
             .member
             .txn(vec![
@@ -1004,12 +1110,14 @@ impl ApiState {
         {
             Ok(rev) => {
                 new["metadata"]["resourceVersion"] = json!(rev.to_string());
-                Ok(with_warnings(
+                Ok(Attempt::Done(with_warnings(
                     json_response(StatusCode::OK, &new),
                     &warnings,
-                ))
+                )))
             }
-            Err(StoreError::Precondition(_)) => Err(self.conflict(t, name)),
+            // Written in between (or deleted: the next read says 404).
+            Err(StoreError::Precondition(_)) => Ok(Attempt::Raced),
+            // Timeout included: the write may have happened, so it is never repeated.
             Err(e) => Err(e.into()),
         }
     }
@@ -1031,9 +1139,33 @@ impl ApiState {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, ApiError> {
-        let new = self.parse_body(t, headers, &body, false)?;
-        let (kv, old) = self.current(t, name).await?;
-        self.replace(t, name, &kv, &old, new, q).await
+        let body = self.parse_body(t, headers, &body, false)?;
+        let (group, plural) = (t.rt.group, t.rt.plural);
+        self.guaranteed_update(t, name, q, |_, old| {
+            // A uid in the body is a precondition, as in kube-apiserver: an
+            // object deleted and created again under the same name is not
+            // overwritten by a client that read the old one.
+            let stored = old
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if let Some(uid) = body
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty() && *u != stored)
+            {
+                return Err(ApiError::Conflict {
+                    group: group.into(),
+                    resource: plural.into(),
+                    name: name.into(),
+                    message: format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"
+                    ),
+                });
+            }
+            Ok(body.clone())
+        })
+        .await
     }
 
     async fn patch(
@@ -1051,42 +1183,48 @@ impl ApiState {
         let base = ct.split(';').next().unwrap_or("").trim().to_string();
         let patch: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
-        // Optimistic retry: a concurrent writer makes the compare-and-swap fail.
-        for _ in 0..5 {
-            let (kv, old) = self.current(t, name).await?;
+        let json_patch = match base.as_str() {
+            "application/merge-patch+json" => false,
+            // Without lists or directives a strategic merge patch means the
+            // same as a merge patch; list merge keys are not supported yet.
+            "application/strategic-merge-patch+json"
+                if crate::patch::smp_is_plain_merge(&patch) =>
+            {
+                false
+            }
+            "application/json-patch+json" => true,
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other})"
+                )));
+            }
+        };
+        // Reapplied to the current object on every attempt; a resourceVersion
+        // the patch sets is a precondition, checked by `replace`.
+        self.guaranteed_update(t, name, q, |_, old| {
             let mut new = old.clone();
-            match base.as_str() {
-                "application/merge-patch+json" => crate::patch::merge(&mut new, &patch),
-                // Without lists or directives a strategic merge patch means the
-                // same as a merge patch; list merge keys are not supported yet.
-                "application/strategic-merge-patch+json"
-                    if crate::patch::smp_is_plain_merge(&patch) =>
-                {
-                    crate::patch::merge(&mut new, &patch)
-                }
-                "application/json-patch+json" => {
-                    crate::patch::json_patch(&mut new, &patch).map_err(ApiError::BadRequest)?
-                }
-                other => {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other})"
-                    )));
-                }
+            let refused = |m: String| ApiError::Invalid {
+                group: t.rt.group.into(),
+                kind: t.rt.kind.into(),
+                name: name.into(),
+                causes: vec![crate::error::Cause::invalid("patch", m)],
+            };
+            if json_patch {
+                crate::patch::json_patch(&mut new, &patch).map_err(|e| match e {
+                    crate::patch::PatchError::Malformed(m) => ApiError::BadRequest(m),
+                    crate::patch::PatchError::Failed(m) => refused(m),
+                })?;
+            } else {
+                crate::patch::merge(&mut new, &patch);
             }
-            // A patch that names a resourceVersion is a precondition; otherwise it applies to the latest.
-            if patch.pointer("/metadata/resourceVersion").is_none() {
-                new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+            if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+                return Err(refused(
+                    "the patched object must be a JSON object whose metadata is an object".into(),
+                ));
             }
-            match self.replace(t, name, &kv, &old, new, q).await {
-                Err(ApiError::Conflict { .. })
-                    if patch.pointer("/metadata/resourceVersion").is_none() =>
-                {
-                    continue;
-                }
-                r => return r,
-            }
-        }
-        Err(self.conflict(t, name))
+            Ok(new)
+        })
+        .await
     }
 
     /// POST `pods/{name}/binding`: assign the pod to a node, once.
@@ -1111,29 +1249,30 @@ impl ApiState {
                 causes: vec![crate::error::Cause::required("target.name")],
             })?
             .to_string();
-        let (kv, old) = self.current(t, name).await?;
-        if let Some(current) = old
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(ApiError::Conflict {
-                group: String::new(),
-                resource: "pods/binding".into(),
-                name: name.into(),
-                message: format!("pod {name} is already assigned to node \"{current}\""),
-            });
-        }
-        let mut new = old.clone();
-        new["spec"]["nodeName"] = json!(node);
-        new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         let main = Target {
             rt: t.rt,
             namespace: t.namespace.clone(),
             name: t.name.clone(),
             subresource: None,
         };
-        self.replace(&main, name, &kv, &old, new, q).await?;
+        self.guaranteed_update(&main, name, q, |_, old| {
+            if let Some(current) = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods/binding".into(),
+                    name: name.into(),
+                    message: format!("pod {name} is already assigned to node \"{current}\""),
+                });
+            }
+            let mut new = old.clone();
+            set_field(&mut new, "spec", "nodeName", json!(node))?;
+            Ok(new)
+        })
+        .await?;
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -1153,33 +1292,22 @@ impl ApiState {
         let body: Value = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
         })?;
-        let (kv, old) = self.current(t, name).await?;
-        let current = scale_of(&old, kv.mod_revision);
-        let wanted = if method == Method::PUT {
-            body
-        } else {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let mut s = current.clone();
-            match ct.split(';').next().unwrap_or("").trim() {
-                "application/json-patch+json" => {
-                    crate::patch::json_patch(&mut s, &body).map_err(ApiError::BadRequest)?
-                }
-                "application/merge-patch+json" => crate::patch::merge(&mut s, &body),
-                "application/strategic-merge-patch+json"
-                    if crate::patch::smp_is_plain_merge(&body) =>
-                {
-                    crate::patch::merge(&mut s, &body)
-                }
-                other => {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "unsupported patch type {other}"
-                    )));
-                }
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let json_patch = match ct.split(';').next().unwrap_or("").trim() {
+            _ if method == Method::PUT => false,
+            "application/json-patch+json" => true,
+            "application/merge-patch+json" => false,
+            "application/strategic-merge-patch+json" if crate::patch::smp_is_plain_merge(&body) => {
+                false
             }
-            s
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "unsupported patch type {other}"
+                )));
+            }
         };
         let invalid = |cause| ApiError::Invalid {
             group: "autoscaling".into(),
@@ -1187,30 +1315,48 @@ impl ApiState {
             name: name.into(),
             causes: vec![cause],
         };
-        let replicas = wanted
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid(crate::error::Cause::required("spec.replicas")))?;
-        if replicas < 0 {
-            return Err(invalid(crate::error::Cause::invalid(
-                "spec.replicas",
-                "must be greater than or equal to 0",
-            )));
-        }
-        let mut new = old.clone();
-        new["spec"]["replicas"] = json!(replicas);
-        // A resourceVersion in the Scale is a precondition on the resource.
-        new["metadata"]["resourceVersion"] = wanted
-            .pointer("/metadata/resourceVersion")
-            .cloned()
-            .unwrap_or(json!(kv.mod_revision.to_string()));
         let main = Target {
             rt: t.rt,
             namespace: t.namespace.clone(),
             name: t.name.clone(),
             subresource: None,
         };
-        self.replace(&main, name, &kv, &old, new, q).await?;
+        self.guaranteed_update(&main, name, q, |kv, old| {
+            let wanted = if method == Method::PUT {
+                body.clone()
+            } else {
+                let mut s = scale_of(old, kv.mod_revision);
+                if json_patch {
+                    crate::patch::json_patch(&mut s, &body).map_err(|e| match e {
+                        crate::patch::PatchError::Malformed(m) => ApiError::BadRequest(m),
+                        crate::patch::PatchError::Failed(m) => {
+                            invalid(crate::error::Cause::invalid("patch", m))
+                        }
+                    })?;
+                } else {
+                    crate::patch::merge(&mut s, &body);
+                }
+                s
+            };
+            let replicas = wanted
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| invalid(crate::error::Cause::required("spec.replicas")))?;
+            if replicas < 0 {
+                return Err(invalid(crate::error::Cause::invalid(
+                    "spec.replicas",
+                    "must be greater than or equal to 0",
+                )));
+            }
+            let mut new = old.clone();
+            set_field(&mut new, "spec", "replicas", json!(replicas))?;
+            // A resourceVersion in the Scale is a precondition on the resource.
+            if let Some(rv) = wanted.pointer("/metadata/resourceVersion") {
+                new["metadata"]["resourceVersion"] = rv.clone();
+            }
+            Ok(new)
+        })
+        .await?;
         let (kv, obj) = self.current(t, name).await?;
         Ok(json_response(
             StatusCode::OK,
@@ -1308,40 +1454,87 @@ impl ApiState {
 
     async fn delete_collection(&self, t: &Target, q: &Query) -> Result<Response, ApiError> {
         let (labels, fields) = selectors(q)?;
-        let resp = self
-            .member
-            .range(RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref())))
-            .await?;
+        let mut req = RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()));
         let mut deleted = Vec::new();
-        for kv in &resp.kvs {
-            let obj = self.decode(kv)?;
-            if !matches(&obj, &labels, &fields) {
-                continue;
+        let mut revision = None;
+        // The store answers in pages of bounded size; every page is read at
+        // the first page's revision, so the collection is the one that existed
+        // when the request started, however large.
+        loop {
+            let resp = self.member.range(req.clone()).await?;
+            revision.get_or_insert(resp.revision);
+            for kv in &resp.kvs {
+                let obj = self.decode(kv)?;
+                if !matches(&obj, &labels, &fields) {
+                    continue;
+                }
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let target = Target {
+                    rt: t.rt,
+                    namespace: ns,
+                    name: Some(name.clone()),
+                    subresource: None,
+                };
+                match self.delete(&target, &name, q, Bytes::new()).await {
+                    Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
+                    Err(e) => return Err(e),
+                }
             }
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let ns = obj
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let target = Target {
-                rt: t.rt,
-                namespace: ns,
-                name: Some(name.clone()),
-                subresource: None,
-            };
-            match self.delete(&target, &name, q, Bytes::new()).await {
-                Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
-                Err(e) => return Err(e),
+            match resp.continue_token {
+                Some(token) => {
+                    req.continue_token = Some(token);
+                    req.revision = None;
+                }
+                None => break,
             }
         }
+        let revision = revision.unwrap_or_default();
         Ok(json_response(
             StatusCode::OK,
-            &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": resp.revision.to_string()}, "items": deleted}),
+            &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": revision.to_string()}, "items": deleted}),
         ))
+    }
+}
+
+/// Attempts of one update before giving up with a 409: each lost race
+/// means another write landed, so running out takes sustained contention.
+const MAX_UPDATE_ATTEMPTS: usize = 16;
+
+/// How one compare-and-swap attempt of a write ended.
+enum Attempt {
+    Done(Response),
+    /// Another write changed the object between the read and the swap.
+    Raced,
+}
+
+/// `obj[parent][key] = value`, as an error rather than a panic when a
+/// stored `obj[parent]` is neither an object nor absent.
+fn set_field(obj: &mut Value, parent: &str, key: &str, value: Value) -> Result<(), ApiError> {
+    let Some(o) = obj.as_object_mut() else {
+        return Err(ApiError::Internal(
+            "the stored object is not an object".into(),
+        ));
+    };
+    let p = o.entry(parent).or_insert(Value::Null);
+    if p.is_null() {
+        *p = json!({});
+    }
+    match p {
+        Value::Object(m) => {
+            m.insert(key.into(), value);
+            Ok(())
+        }
+        _ => Err(ApiError::Internal(format!(
+            "the stored object's {parent} is not an object"
+        ))),
     }
 }
 
@@ -1353,14 +1546,6 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
         }
     }
     r
-}
-
-fn tokio_stream_from(
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
 }
 
 /// The `autoscaling/v1` Scale of a resource with `spec.replicas`.

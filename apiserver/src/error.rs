@@ -92,26 +92,29 @@ impl Cause {
 /// A request that failed, in the terms of the Kubernetes API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{resource} \"{name}\" not found")]
+    #[error("{} \"{name}\" not found", qualified(resource, group))]
     NotFound {
         group: String,
         resource: String,
         name: String,
     },
-    #[error("{resource} \"{name}\" already exists")]
+    #[error("{} \"{name}\" already exists", qualified(resource, group))]
     AlreadyExists {
         group: String,
         resource: String,
         name: String,
     },
-    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
+    #[error(
+        "Operation cannot be fulfilled on {} \"{name}\": {message}",
+        qualified(resource, group)
+    )]
     Conflict {
         group: String,
         resource: String,
         name: String,
         message: String,
     },
-    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    #[error("{} \"{name}\" is invalid: {}", qualified(kind, group), causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid {
         group: String,
         kind: String,
@@ -138,8 +141,26 @@ pub enum ApiError {
     TooManyRequests,
     #[error("the request did not finish within {0} seconds")]
     Timeout(u64),
+    /// The store did not answer in time; for a write, whether it was applied
+    /// is unknown, so this is never a retryable 503.
+    #[error("Timeout: {0}")]
+    StoreTimeout(String),
+    /// A resourceVersion newer than anything this member has: client-go's
+    /// `storage.IsTooLargeResourceVersion` looks for the cause this carries.
+    #[error("Timeout: Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
     #[error("Internal error occurred: {0}")]
     Internal(String),
+}
+
+/// A resource or kind with its API group, as Kubernetes names them in
+/// messages: `deployments.apps`, `Deployment.apps`; core ones stay bare.
+fn qualified(name: &str, group: &str) -> String {
+    if group.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{group}")
+    }
 }
 
 impl ApiError {
@@ -157,7 +178,9 @@ impl ApiError {
             ApiError::Unavailable(_) => (503, "ServiceUnavailable"),
             ApiError::Unauthorized => (401, "Unauthorized"),
             ApiError::TooManyRequests => (429, "TooManyRequests"),
-            ApiError::Timeout(_) => (504, "Timeout"),
+            ApiError::Timeout(_)
+            | ApiError::StoreTimeout(_)
+            | ApiError::TooLargeResourceVersion { .. } => (504, "Timeout"),
             ApiError::Internal(_) => (500, "InternalError"),
         }
     }
@@ -194,6 +217,10 @@ impl ApiError {
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             }),
             ApiError::Unavailable(_) | ApiError::TooManyRequests => json!({"retryAfterSeconds": 1}),
+            ApiError::TooLargeResourceVersion { .. } => json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            }),
             _ => serde_json::Value::Null,
         };
         let mut s = json!({
@@ -215,7 +242,13 @@ impl IntoResponse for ApiError {
             axum::Json(self.status()),
         )
             .into_response();
-        if code == 503 || code == 429 {
+        let retry = matches!(
+            self,
+            ApiError::Unavailable(_)
+                | ApiError::TooManyRequests
+                | ApiError::TooLargeResourceVersion { .. }
+        );
+        if retry {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
         }
@@ -226,9 +259,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match &e {
+            // Nothing was written: the client may retry.
             StoreError::NoLeader(_)
             | StoreError::NotLeader { .. }
-            | StoreError::Timeout { .. }
             | StoreError::Transport { .. }
             | StoreError::WatchDropped { .. } => ApiError::Unavailable(e.to_string()),
             StoreError::Compacted {
@@ -237,18 +270,136 @@ impl From<StoreError> for ApiError {
             } => ApiError::Expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
-            StoreError::InvalidContinue(m) => ApiError::Expired(format!(
-                "the provided continue parameter is too old or invalid: {m}"
-            )),
-            StoreError::FutureRevision { .. } => {
-                ApiError::Unavailable(format!("Too large resource version: {e}"))
+            // A write may have been applied: 504, as kube-apiserver answers
+            // a request that ran out of time, never "retry" (503).
+            StoreError::Timeout { .. } => ApiError::StoreTimeout(e.to_string()),
+            // Malformed or issued elsewhere: the client's mistake (an
+            // expired token is `Compacted`, a 410).
+            StoreError::InvalidContinue(m) => {
+                ApiError::BadRequest(format!("invalid continue token: {m}"))
+            }
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::TooLargeResourceVersion {
+                    requested: *requested,
+                    current: *current,
+                }
             }
             StoreError::ValueTooLarge { size, limit, .. } => ApiError::TooLarge {
                 size: *size,
                 limit: *limit,
             },
             StoreError::InvalidCommand(m) => ApiError::BadRequest(m.clone()),
+            StoreError::TooManyWatches { .. } => ApiError::TooManyRequests,
             _ => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(e: ApiError) -> (u16, serde_json::Value, Option<String>) {
+        let status = e.status();
+        let resp = e.into_response();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (resp.status().as_u16(), status, retry)
+    }
+
+    #[test]
+    fn an_unknown_write_outcome_is_a_timeout_never_a_retryable_503() {
+        let (code, status, retry) = code_of(
+            StoreError::Timeout {
+                step: "committing a write",
+                millis: 5000,
+            }
+            .into(),
+        );
+        assert_eq!(code, 504);
+        assert_eq!(status["reason"], "Timeout");
+        assert_eq!(retry, None, "no invitation to repeat the write");
+        let (code, _, retry) = code_of(StoreError::NoLeader("none".into()).into());
+        assert_eq!((code, retry.as_deref()), (503, Some("1")));
+    }
+
+    #[test]
+    fn a_future_revision_carries_the_cause_client_go_looks_for() {
+        let (code, status, retry) = code_of(
+            StoreError::FutureRevision {
+                requested: 90,
+                current: 7,
+            }
+            .into(),
+        );
+        assert_eq!(code, 504);
+        assert_eq!(status["reason"], "Timeout");
+        assert_eq!(
+            status["message"],
+            "Timeout: Too large resource version: 90, current: 7"
+        );
+        assert_eq!(
+            status["details"]["causes"][0],
+            json!({"reason": "ResourceVersionTooLarge", "message": "Too large resource version"})
+        );
+        assert_eq!(status["details"]["retryAfterSeconds"], 1);
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_bad_continue_token_is_the_clients_mistake_and_a_compacted_one_expired() {
+        let (code, status, _) =
+            code_of(StoreError::InvalidContinue("not hexadecimal".into()).into());
+        assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+        let (code, status, _) = code_of(
+            StoreError::Compacted {
+                requested: 3,
+                compacted: 9,
+            }
+            .into(),
+        );
+        assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")));
+    }
+
+    #[test]
+    fn messages_name_the_group() {
+        let nf = |group: &str, resource: &str| {
+            ApiError::NotFound {
+                group: group.into(),
+                resource: resource.into(),
+                name: "x".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            nf("apps", "deployments"),
+            r#"deployments.apps "x" not found"#
+        );
+        assert_eq!(nf("", "configmaps"), r#"configmaps "x" not found"#);
+        let conflict = ApiError::Conflict {
+            group: "apps".into(),
+            resource: "deployments".into(),
+            name: "x".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            conflict.to_string(),
+            r#"Operation cannot be fulfilled on deployments.apps "x": m"#
+        );
+        let invalid = ApiError::Invalid {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            name: "x".into(),
+            causes: vec![Cause::required("spec.selector")],
+        };
+        assert_eq!(
+            invalid.to_string(),
+            r#"Deployment.apps "x" is invalid: spec.selector: Required value"#
+        );
+        // details.kind stays the bare resource, as kubectl reads it.
+        assert_eq!(conflict.status()["details"]["kind"], "deployments");
     }
 }

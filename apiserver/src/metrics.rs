@@ -1,6 +1,8 @@
 //! Request metrics of the API server in Prometheus text format: counts by
 //! verb, resource and code, latency histograms by verb and resource, and
-//! open watches. `/metrics` adds the store member's Raft and store metrics.
+//! open watches. Labels come from the matched route, never the raw path, so
+//! the series stay few whatever paths clients send. `/metrics` adds the store
+//! member's Raft and store metrics.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -27,32 +29,71 @@ pub struct ApiMetrics {
     pub watches_total: AtomicU64,
 }
 
-/// The Kubernetes verb and resource of a request path.
-pub fn classify(method: &str, path: &str, watch: bool) -> (String, String) {
+/// Label of a request path that matches no served resource, and of a method
+/// that is no Kubernetes verb.
+pub const UNKNOWN: &str = "unknown";
+
+/// The Kubernetes verb and resource of a request, resolved the way the API
+/// routes it: the resource is a served kind's plural (with a known
+/// subresource), `discovery`, or [`UNKNOWN`]. Labels therefore come from a
+/// fixed set, however many distinct paths clients send.
+pub fn classify(method: &str, path: &str, watch: bool) -> (&'static str, String) {
+    let types = crate::kinds::all();
+    let find = |g: &str, v: &str, plural: &str| {
+        types
+            .iter()
+            .find(|t| t.group == g && t.version == v && t.plural == plural)
+    };
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let rest: &[&str] = match segs.as_slice() {
-        ["api", _, rest @ ..] => rest,
-        ["apis", _, _, rest @ ..] => rest,
-        _ => &[],
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["api"] | ["apis"] => return (verb(method, false, watch), "discovery".into()),
+        ["apis", g] => {
+            let known = types.iter().any(|t| t.group == *g);
+            return (verb(method, false, watch), discovery_or_unknown(known));
+        }
+        ["api", v, rest @ ..] => ("", v, rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return (verb(method, false, watch), UNKNOWN.into()),
     };
-    // namespaces/{ns}/{resource}/... names a namespaced resource, except the
-    // namespace's own subresources.
+    if rest.is_empty() {
+        let known = types
+            .iter()
+            .any(|t| t.group == group && t.version == version);
+        return (verb(method, false, watch), discovery_or_unknown(known));
+    }
+    // namespaces/{ns}/{plural}/... is namespaced unless it names the namespace
+    // itself (as the router decides).
     let rest: &[&str] = match rest {
-        ["namespaces", _, r, ..] if *r != "status" && *r != "finalize" => &rest[2..],
+        ["namespaces", _, plural, ..]
+            if find(group, version, plural).is_some_and(|t| t.namespaced) =>
+        {
+            &rest[2..]
+        }
         _ => rest,
     };
-    let resource = match rest {
-        [] => "discovery".to_string(),
-        [r] | [r, _] => r.to_string(),
-        [r, _, sub, ..] => format!("{r}/{sub}"),
-    };
     let named = rest.len() >= 2;
-    let verb = match (method, named, watch) {
-        (_, _, true) => "WATCH",
+    let resource = match (find(group, version, rest[0]), rest) {
+        (Some(t), [_] | [_, _]) => t.plural.to_string(),
+        (Some(t), [_, _, sub]) if matches!(*sub, "status" | "scale" | "binding") => {
+            format!("{}/{sub}", t.plural)
+        }
+        _ => UNKNOWN.to_string(),
+    };
+    (verb(method, named, watch), resource)
+}
+
+fn discovery_or_unknown(known: bool) -> String {
+    if known { "discovery" } else { UNKNOWN }.to_string()
+}
+
+/// The verb of a method on a collection (`named` false) or one object.
+fn verb(method: &str, named: bool, watch: bool) -> &'static str {
+    match (method, named, watch) {
+        ("GET", _, true) => "WATCH",
         ("GET", true, _) => "GET",
         ("GET", false, _) => "LIST",
         ("POST", _, _) => "POST",
@@ -60,9 +101,8 @@ pub fn classify(method: &str, path: &str, watch: bool) -> (String, String) {
         ("PATCH", _, _) => "PATCH",
         ("DELETE", true, _) => "DELETE",
         ("DELETE", false, _) => "DELETECOLLECTION",
-        (m, _, _) => m,
-    };
-    (verb.to_string(), resource)
+        _ => UNKNOWN,
+    }
 }
 
 impl ApiMetrics {
@@ -145,19 +185,19 @@ mod tests {
     fn classifies_paths() {
         assert_eq!(
             classify("GET", "/api/v1/namespaces/default/pods", false),
-            ("LIST".into(), "pods".into())
+            ("LIST", "pods".into())
         );
         assert_eq!(
             classify("GET", "/api/v1/namespaces/default/pods/p1", false),
-            ("GET".into(), "pods".into())
+            ("GET", "pods".into())
         );
         assert_eq!(
             classify("GET", "/api/v1/namespaces", false),
-            ("LIST".into(), "namespaces".into())
+            ("LIST", "namespaces".into())
         );
         assert_eq!(
             classify("GET", "/api/v1/namespaces/default", false),
-            ("GET".into(), "namespaces".into())
+            ("GET", "namespaces".into())
         );
         assert_eq!(
             classify(
@@ -165,15 +205,55 @@ mod tests {
                 "/apis/apps/v1/namespaces/d/deployments/w/scale",
                 false
             ),
-            ("PATCH".into(), "deployments/scale".into())
+            ("PATCH", "deployments/scale".into())
         );
         assert_eq!(
             classify("GET", "/api/v1/namespaces/d/configmaps", true),
-            ("WATCH".into(), "configmaps".into())
+            ("WATCH", "configmaps".into())
         );
         assert_eq!(
             classify("GET", "/apis", false),
-            ("LIST".into(), "discovery".into())
+            ("LIST", "discovery".into())
+        );
+    }
+
+    #[test]
+    fn paths_that_match_no_route_share_one_label() {
+        for path in [
+            "/api/v1/random-3f9a",
+            "/apis/x7.example.com/v1/things",
+            "/apis/apps/v9/deployments",
+            "/api/v1/namespaces/d/configmaps/c/sub-81",
+            "/api/v1/namespaces/d/configmaps/c/status/deeper",
+            "/apis/nope-12",
+            "/api/v77",
+        ] {
+            assert_eq!(classify("GET", path, false).1, UNKNOWN, "{path}");
+        }
+        assert_eq!(
+            classify("FROB", "/api/v1/namespaces", false),
+            (UNKNOWN, "namespaces".into())
+        );
+        assert_eq!(
+            classify("GET", "/apis/apps/v1", false),
+            ("LIST", "discovery".into())
+        );
+        assert_eq!(
+            classify("PUT", "/api/v1/namespaces/n/status", false),
+            ("PUT", "namespaces/status".into())
+        );
+        let m = ApiMetrics::default();
+        for i in 0..1000 {
+            let (verb, resource) = classify("GET", &format!("/api/v1/r{i}/x{i}"), false);
+            m.observe(verb, &resource, 404, Duration::from_millis(1));
+        }
+        let text = m.render();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("apiserver_request_total{"))
+                .count(),
+            1,
+            "{text}"
         );
     }
 

@@ -3,6 +3,18 @@
 
 use serde_json::Value;
 
+/// Why a JSON patch was refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum PatchError {
+    /// Not a JSON patch document (kube-apiserver: 400 BadRequest).
+    #[error("{0}")]
+    Malformed(String),
+    /// A well-formed operation that does not apply to the object
+    /// (kube-apiserver: 422).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Apply a merge patch: objects merge recursively, `null` deletes, anything
 /// else replaces.
 pub fn merge(target: &mut Value, patch: &Value) {
@@ -11,7 +23,9 @@ pub fn merge(target: &mut Value, patch: &Value) {
             if !target.is_object() {
                 *target = Value::Object(Default::default());
             }
-            let t = target.as_object_mut().expect("made an object above");
+            let Value::Object(t) = target else {
+                return;
+            };
             for (k, v) in p {
                 if v.is_null() {
                     t.remove(k);
@@ -42,6 +56,7 @@ fn unescape(token: &str) -> String {
 
 /// Split a JSON pointer into its parent pointer and last token.
 fn split(path: &str) -> Result<(String, String), String> {
+    // Replacing or removing the whole object would leave no object to store.
     if path.is_empty() {
         return Err("the root cannot be the target of this operation".into());
     }
@@ -52,10 +67,6 @@ fn split(path: &str) -> Result<(String, String), String> {
 }
 
 fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
     let (parent, last) = split(path)?;
     match doc.pointer_mut(&parent) {
         Some(Value::Object(m)) => {
@@ -100,56 +111,62 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 
 /// Apply a JSON patch; on error the document may be partly changed, so
 /// callers patch a copy.
-pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
+pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    let malformed = |m: &str| PatchError::Malformed(m.to_string());
     let ops = patch
         .as_array()
-        .ok_or("a JSON patch must be an array of operations")?;
+        .ok_or_else(|| malformed("a JSON patch must be an array of operations"))?;
     for op in ops {
         let kind = op
             .get("op")
             .and_then(Value::as_str)
-            .ok_or("an operation needs \"op\"")?;
+            .ok_or_else(|| malformed("an operation needs \"op\""))?;
         let path = op
             .get("path")
             .and_then(Value::as_str)
-            .ok_or("an operation needs \"path\"")?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or(format!("{kind} at {path} needs \"value\""))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .ok_or(format!("{kind} at {path} needs \"from\""))
-        };
-        match kind {
-            "add" => add(doc, path, value()?)?,
-            "remove" => {
-                remove(doc, path)?;
-            }
-            "replace" => {
-                remove(doc, path)?;
-                add(doc, path, value()?)?;
-            }
-            "move" => {
-                let v = remove(doc, from()?)?;
-                add(doc, path, v)?;
-            }
-            "copy" => {
-                let v = doc
-                    .pointer(from()?)
-                    .cloned()
-                    .ok_or(format!("the path {:?} does not exist", from()?))?;
-                add(doc, path, v)?;
-            }
-            "test" => {
-                if doc.pointer(path) != Some(&value()?) {
-                    return Err(format!("test failed at {path}"));
-                }
-            }
-            other => return Err(format!("unknown JSON patch operation {other:?}")),
+            .ok_or_else(|| malformed("an operation needs \"path\""))?;
+        apply_op(doc, op, kind, path).map_err(PatchError::Failed)?;
+    }
+    Ok(())
+}
+
+fn apply_op(doc: &mut Value, op: &Value, kind: &str, path: &str) -> Result<(), String> {
+    let value = || {
+        op.get("value")
+            .cloned()
+            .ok_or(format!("{kind} at {path} needs \"value\""))
+    };
+    let from = || {
+        op.get("from")
+            .and_then(Value::as_str)
+            .ok_or(format!("{kind} at {path} needs \"from\""))
+    };
+    match kind {
+        "add" => add(doc, path, value()?)?,
+        "remove" => {
+            remove(doc, path)?;
         }
+        "replace" => {
+            remove(doc, path)?;
+            add(doc, path, value()?)?;
+        }
+        "move" => {
+            let v = remove(doc, from()?)?;
+            add(doc, path, v)?;
+        }
+        "copy" => {
+            let v = doc
+                .pointer(from()?)
+                .cloned()
+                .ok_or(format!("the path {:?} does not exist", from()?))?;
+            add(doc, path, v)?;
+        }
+        "test" => {
+            if doc.pointer(path) != Some(&value()?) {
+                return Err(format!("test failed at {path}"));
+            }
+        }
+        other => return Err(format!("unknown JSON patch operation {other:?}")),
     }
     Ok(())
 }
@@ -216,5 +233,46 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn whole_document_operations_are_refused_not_applied() {
+        let orig = json!({"metadata": {"name": "x"}});
+        for op in [
+            json!([{"op": "add", "path": "", "value": 1}]),
+            json!([{"op": "replace", "path": "", "value": {}}]),
+            json!([{"op": "remove", "path": ""}]),
+            json!([{"op": "move", "from": "", "path": "/a"}]),
+        ] {
+            let mut doc = orig.clone();
+            assert!(
+                matches!(json_patch(&mut doc, &op), Err(PatchError::Failed(_))),
+                "{op}"
+            );
+            assert!(doc.is_object(), "{op} left {doc}");
+        }
+        let mut doc = orig.clone();
+        assert!(matches!(
+            json_patch(&mut doc, &json!({"op": "add"})),
+            Err(PatchError::Malformed(_))
+        ));
+        assert!(matches!(
+            json_patch(&mut doc, &json!([{"path": "/a"}])),
+            Err(PatchError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn merge_patches_of_any_shape_never_panic() {
+        for p in [
+            json!(5),
+            json!("x"),
+            json!(null),
+            json!([1]),
+            json!({"metadata": "x"}),
+        ] {
+            let mut doc = json!({"metadata": {"name": "x"}});
+            merge(&mut doc, &p);
+        }
     }
 }

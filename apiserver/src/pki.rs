@@ -2,6 +2,9 @@
 //! SANs cover the addresses the server answers on, and an admin client
 //! certificate; created on first start under `<data-dir>/pki` and reused
 //! after. Also writes the kubeconfig that points kubectl at the server.
+//! Private keys and the kubeconfig (which embeds the admin key) are created
+//! owner-only (0600) from the first byte, and older ones are narrowed to 0600
+//! at start.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -58,14 +61,85 @@ fn read(path: &Path) -> Result<Option<String>, ServerError> {
 }
 
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), ServerError> {
-    std::fs::write(path, contents).map_err(|e| io_err(path, e))?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err(path, e))?;
-    }
-    Ok(())
+    let mode = if secret { PRIVATE } else { PUBLIC };
+    write_durable(path, contents.as_bytes(), mode)
 }
+
+/// Mode of private keys and kubeconfigs.
+const PRIVATE: u32 = 0o600;
+/// Mode of certificates.
+const PUBLIC: u32 = 0o644;
+
+/// Write `contents` to `path` readable by its owner only. See [`write_durable`].
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    write_durable(path, contents, PRIVATE)
+}
+
+/// Write `contents` to `path` with exactly `mode`, durably. The bytes go to a
+/// temporary file that is created with that mode (a key is never briefly 0644
+/// until a chmod, whatever the umask), synced, renamed over `path`, and the
+/// directory is synced: a reader sees the old file or the whole new one, and
+/// after a power cut the CA and certificates a member handed out are still
+/// there instead of being regenerated (or left empty).
+pub fn write_durable(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| ServerError::Pki(format!("{}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    // Left by a crash mid-write; create_new below refuses to reuse it.
+    if let Err(e) = std::fs::remove_file(&tmp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(io_err(&tmp, e));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    // The umask can only clear bits of the mode given at creation; make it
+    // exactly `mode` before any content is written.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(contents))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    sync_dir(path)
+}
+
+/// Sync the directory holding `path`, so a new name in it survives a power cut.
+fn sync_dir(path: &Path) -> Result<(), ServerError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+/// Narrow an existing private file to 0600 (versions before this one wrote
+/// the kubeconfig 0644, and a copied key keeps whatever mode it was given).
+pub fn tighten(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE))
+                .map_err(|e| io_err(path, e))?;
+            tracing::warn!(file = %path.display(), "was readable by others: narrowed to 0600");
+            Ok(())
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The private key files of a PKI directory.
+const KEY_FILES: [&str; 3] = ["ca.key", "server.key", "admin.key"];
 
 /// A leaf certificate signed by the CA.
 fn leaf(
@@ -113,7 +187,18 @@ impl Pki {
     /// Load the PKI under `dir`, creating what is missing. The serving
     /// certificate is re-issued when it lacks one of `sans`.
     pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, ServerError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err(dir, e))?;
+            sync_dir(dir)?;
+        }
+        for f in KEY_FILES {
+            tighten(&dir.join(f))?;
+        }
         let ca_crt = dir.join("ca.crt");
         let ca_key = dir.join("ca.key");
         let (ca_pem, ca_key_pem) = match (read(&ca_crt)?, read(&ca_key)?) {
@@ -199,6 +284,11 @@ impl Pki {
             b64(&self.admin_cert_pem),
             b64(&self.admin_key_pem)
         )
+    }
+
+    /// Write [`Pki::kubeconfig`] to `path`, private (it holds the admin key).
+    pub fn write_kubeconfig(&self, path: &Path, server: &str) -> Result<(), ServerError> {
+        write_private(path, self.kubeconfig(server).as_bytes())
     }
 
     /// rustls server configuration: serving certificate, client certificates
@@ -309,5 +399,73 @@ mod tests {
                 .contains("certificate-authority-data: ")
         );
         assert!(is_ip("10.1.2.3") && !is_ip("localhost"));
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    unsafe extern "C" {
+        /// libc's umask(2): the crate has no libc dependency for one test.
+        fn umask(mask: u32) -> u32;
+    }
+
+    #[test]
+    fn keys_and_the_kubeconfig_are_private_under_umask_022() {
+        // SAFETY: umask(2) cannot fail and touches no memory; the process-wide
+        // mask is restored below (022 is the usual default anyway).
+        let old = unsafe { umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        let pki = Pki::load_or_create(&pki_dir, &serving_names(&[])).unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        // An older kubeconfig, world-readable: replaced by a private one.
+        std::fs::write(&kubeconfig, "old").unwrap();
+        assert_eq!(mode(&kubeconfig), 0o644, "the umask is 022");
+        pki.write_kubeconfig(&kubeconfig, "https://127.0.0.1:6443")
+            .unwrap();
+        // SAFETY: as above.
+        unsafe { umask(old) };
+        for f in KEY_FILES {
+            assert_eq!(mode(&pki_dir.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&kubeconfig), 0o600);
+        assert!(
+            std::fs::read_to_string(&kubeconfig)
+                .unwrap()
+                .contains("client-key-data: ")
+        );
+        assert_eq!(
+            mode(&pki_dir.join("ca.crt")),
+            0o644,
+            "certificates are public"
+        );
+        assert_eq!(mode(&pki_dir), 0o700);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
+    #[test]
+    fn existing_keys_readable_by_others_are_narrowed_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Pki::load_or_create(dir.path(), &serving_names(&[])).unwrap();
+        for (f, m) in KEY_FILES.iter().zip([0o644, 0o640, 0o604]) {
+            std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(m))
+                .unwrap();
+        }
+        let b = Pki::load_or_create(dir.path(), &serving_names(&[])).unwrap();
+        assert_eq!(
+            a.admin_key_pem, b.admin_key_pem,
+            "keys are kept, not reissued"
+        );
+        for f in KEY_FILES {
+            assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+        }
     }
 }

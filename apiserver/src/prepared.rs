@@ -27,9 +27,24 @@ pub struct Prepared {
     pub old: Option<Object>,
 }
 
+/// A stored object with `metadata.resourceVersion` set to `revision`, or why
+/// it cannot be served: not JSON, or not an object (indexing a non-object
+/// `Value` mutably panics, and anyone can store any bytes with `keel kv`).
+pub fn stored(kv: &KeyValue, revision: u64) -> Result<Value, String> {
+    let mut value: Value = serde_json::from_slice(&kv.value).map_err(|e| e.to_string())?;
+    let meta = value
+        .as_object_mut()
+        .ok_or("not a JSON object")?
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or("metadata is not a JSON object")?;
+    meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    Ok(value)
+}
+
 fn object(kv: &KeyValue, revision: u64) -> Option<Object> {
-    let mut value: Value = serde_json::from_slice(&kv.value).ok()?;
-    value["metadata"]["resourceVersion"] = json!(revision.to_string());
+    let value = stored(kv, revision).ok()?;
     let json = value.to_string();
     Some(Object { value, json })
 }
@@ -132,6 +147,18 @@ mod tests {
         assert_eq!(parsed["type"], "MODIFIED");
         assert_eq!(parsed["object"]["data"]["k"], "v");
         assert!(l.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn stored_values_that_are_not_objects_are_refused_not_panicked_on() {
+        for bad in ["5", "\"x\"", "[1]", r#"{"metadata":"x"}"#, "{bad"] {
+            let e = event(3, bad, Some(bad));
+            assert!(stored(e.value.as_ref().unwrap(), 3).is_err(), "{bad}");
+            let p = PreparedEvents::default().get(&e);
+            assert!(p.new.is_none() && p.old.is_none(), "{bad}");
+        }
+        let kv = event(3, r#"{"kind":"ConfigMap"}"#, None).value.unwrap();
+        assert_eq!(stored(&kv, 9).unwrap()["metadata"]["resourceVersion"], "9");
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::api::{ApiState, MAX_BODY};
 use crate::error::{ApiError, ServerError};
 use crate::pki::{Pki, serving_names};
 
+/// Default of [`ApiConfig::max_watches`].
+pub const DEFAULT_MAX_WATCHES: usize = 10_000;
+
 /// How the API server is started.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -30,6 +33,9 @@ pub struct ApiConfig {
     pub extra_sans: Vec<String>,
     /// Requests served at once (watches excluded) before 429.
     pub max_in_flight: usize,
+    /// Watches open at once on this member before 429; they are not counted
+    /// in `max_in_flight`, since each one lasts minutes.
+    pub max_watches: usize,
     /// Deadline of a non-watch request.
     pub request_timeout: Duration,
 }
@@ -41,6 +47,7 @@ impl ApiConfig {
             data_dir: data_dir.into(),
             extra_sans: vec![],
             max_in_flight: 400,
+            max_watches: DEFAULT_MAX_WATCHES,
             request_timeout: Duration::from_secs(60),
         }
     }
@@ -56,6 +63,8 @@ struct Shared {
     api: Arc<ApiState>,
     metrics: crate::metrics::ApiMetrics,
     in_flight: Semaphore,
+    /// One permit per open watch, held until its stream is dropped.
+    watches: Arc<Semaphore>,
     timeout: Duration,
 }
 
@@ -143,16 +152,21 @@ async fn resource(
     {
         return ApiError::NoRoute.into_response();
     }
-    let watch = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let watch = method == Method::GET && is_watch(&uri);
     let (verb, resource) = crate::metrics::classify(method.as_str(), path, watch);
     let started = std::time::Instant::now();
+    let mut watch_permit = None;
     let resp = if watch {
-        s.metrics
-            .watches_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        s.api.clone().handle(method, uri, headers, body).await
+        match s.watches.clone().try_acquire_owned() {
+            Err(_) => ApiError::TooManyRequests.into_response(),
+            Ok(permit) => {
+                watch_permit = Some(permit);
+                s.metrics
+                    .watches_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.api.clone().handle(method, uri, headers, body).await
+            }
+        }
     } else {
         match s.in_flight.try_acquire() {
             Err(_) => ApiError::TooManyRequests.into_response(),
@@ -168,10 +182,15 @@ async fn resource(
         }
     };
     s.metrics
-        .observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
-    if watch && resp.status().is_success() {
-        // Counted open until the stream body is dropped.
-        let guard = WatchGuard(s.clone());
+        .observe(verb, &resource, resp.status().as_u16(), started.elapsed());
+    if let Some(permit) = watch_permit
+        && resp.status().is_success()
+    {
+        // Counted open, and holding its slot, until the stream body is dropped.
+        let guard = WatchGuard {
+            shared: s.clone(),
+            _slot: permit,
+        };
         s.metrics
             .watches_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -186,12 +205,28 @@ async fn resource(
     resp
 }
 
-/// Decrements the open-watch gauge when a watch stream ends.
-struct WatchGuard(Arc<Shared>);
+/// Whether the query asks for a watch, decoded as the router decodes it
+/// (percent-decoding, the last of repeated keys), so that no request is
+/// served as a watch while it is counted as a plain one, or the reverse.
+fn is_watch(uri: &Uri) -> bool {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).is_ok_and(|q| {
+        q.0.iter()
+            .rev()
+            .find(|(k, _)| k == "watch")
+            .is_some_and(|(_, v)| v == "true" || v == "1")
+    })
+}
+
+/// Decrements the open-watch gauge and frees the watch's slot when its
+/// stream ends.
+struct WatchGuard {
+    shared: Arc<Shared>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.0
+        self.shared
             .metrics
             .watches_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -254,16 +289,14 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     sans.extend(cfg.extra_sans.iter().cloned());
     let pki = Pki::load_or_create(&cfg.data_dir.join("pki"), &serving_names(&sans))?;
     let kubeconfig = cfg.data_dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        pki.kubeconfig(&format!("https://{host}:{}", addr.port())),
-    )
-    .map_err(|e| ServerError::Pki(format!("writing {}: {e}", kubeconfig.display())))?;
+    // It embeds the admin key: private like the key files.
+    pki.write_kubeconfig(&kubeconfig, &format!("https://{host}:{}", addr.port()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
     let shared = Arc::new(Shared {
         api: Arc::new(ApiState::new(member.clone())),
         metrics: Default::default(),
         in_flight: Semaphore::new(cfg.max_in_flight),
+        watches: Arc::new(Semaphore::new(cfg.max_watches.min(Semaphore::MAX_PERMITS))),
         timeout: cfg.request_timeout,
     });
     let app = axum::Router::new()
@@ -329,4 +362,18 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
         stop,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watches_are_recognised_as_the_router_decodes_them() {
+        let w = |q: &str| is_watch(&format!("/api/v1/pods?{q}").parse::<Uri>().unwrap());
+        assert!(w("watch=1") && w("watch=true") && w("limit=1&watch=%74rue"));
+        assert!(w("watch=false&watch=1"));
+        assert!(!w("watch=1&watch=false") && !w("watch=0") && !w("watchx=1"));
+        assert!(!is_watch(&"/api/v1/pods".parse::<Uri>().unwrap()));
+    }
 }

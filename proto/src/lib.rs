@@ -5,3 +5,7 @@
 pub mod member {
     tonic::include_proto!("keel.member");
 }
+
+/// The protobuf runtime the messages are generated for, so a user (the fuzz
+/// harness) decodes them with the same `prost::Message` as the services.
+pub use prost;

@@ -16,18 +16,66 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("bincode encoding into a Vec")
 }
 
-/// Decode a value, requiring that all bytes are consumed.
+/// What one byte of bincode input may claim at most once decoded: a `u64`
+/// varint is one byte on the wire and eight in memory, a `u128` sixteen.
+/// Strings and byte strings claim exactly their own length.
+const CLAIM_PER_BYTE: usize = 16;
+
+/// Slack on top of the proportional bound, so tiny inputs keep a usable limit.
+const CLAIM_SLACK: usize = 4096;
+
+/// The most a continuation token may claim when decoded: its prefix and its
+/// last key, each at most one value limit (1.5 MiB, keys count against it),
+/// rounded up to the next power of 16 (see `decode_bounded`).
+pub const MAX_TOKEN_CLAIM: usize = 1 << 24;
+
+/// Every decode is bounded by bincode's limit: a declared length can claim at
+/// most `CLAIM_PER_BYTE` times the bytes actually given (and at most `max`),
+/// so a forged length prefix fails with `LimitExceeded` before bincode
+/// allocates, instead of asking the allocator for terabytes and aborting.
+/// bincode's limit is a const generic, so the bound is rounded up to a power
+/// of 16 (give `max` as a power of 16 to keep it exact): allocation stays
+/// within 16 × 16 × the input size.
+fn decode_bounded<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::serde::decode_from_slice;
+    let claim = bytes
+        .len()
+        .saturating_mul(CLAIM_PER_BYTE)
+        .saturating_add(CLAIM_SLACK)
+        .min(max);
+    let cfg = config();
+    macro_rules! tiers {
+        ($($bits:literal)*) => {$(
+            if claim <= 1usize << $bits {
+                return decode_from_slice(bytes, cfg.with_limit::<{ 1usize << $bits }>());
+            }
+        )*};
+    }
+    tiers!(12 16 20 24 28 32 36);
+    decode_from_slice(bytes, cfg.with_limit::<{ 1usize << 40 }>())
+}
+
 /// Decode the value at the start of `bytes`, ignoring what follows (the
-/// first field of a larger record).
+/// first field of a larger record). Bounded like [`decode`].
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice::<T, _>(bytes, config())
+    decode_bounded::<T>(bytes, usize::MAX)
         .map(|(value, _)| value)
         .map_err(|e| e.to_string())
 }
 
+/// Decode a value, requiring that all bytes are consumed. Memory is bounded
+/// by the input's size (see `decode_bounded`); use [`decode_limited`] where
+/// the largest valid value is known and small.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| e.to_string())?;
+    decode_limited(bytes, usize::MAX)
+}
+
+/// [`decode`], with decoded values claiming at most `max` bytes.
+pub fn decode_limited<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, String> {
+    let (value, used) = decode_bounded::<T>(bytes, max).map_err(|e| e.to_string())?;
     if used != bytes.len() {
         return Err(format!(
             "{} trailing bytes after a {}-byte value",

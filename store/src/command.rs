@@ -112,6 +112,9 @@ pub enum CommandOutcome {
 pub struct Limits {
     pub max_value_bytes: usize,
     pub max_ops: usize,
+    /// Bound on a whole transaction ([`Command::payload_bytes`]): one log
+    /// entry must fit in one replication message with room to spare.
+    pub max_txn_bytes: usize,
 }
 
 impl Default for Limits {
@@ -120,9 +123,15 @@ impl Default for Limits {
         Limits {
             max_value_bytes: 1536 * 1024,
             max_ops: 1024,
+            max_txn_bytes: MAX_TXN_BYTES,
         }
     }
 }
+
+/// The default (and largest sensible) [`Limits::max_txn_bytes`]: the byte
+/// budget of one AppendEntries message ([`crate::network::APPEND_BUDGET_BYTES`]),
+/// which must reach a follower within one heartbeat interval.
+pub const MAX_TXN_BYTES: usize = 4 << 20;
 
 impl Command {
     /// A transaction stamped with the current time and this build's version.
@@ -140,6 +149,36 @@ impl Command {
             proposed_at_ms: now_ms(),
             body: CommandBody::Compact { revision },
         }
+    }
+
+    /// An upper bound on the bytes this command takes in a log entry or a
+    /// message (its keys, values, uids and preconditions plus framing).
+    pub fn payload_bytes(&self) -> usize {
+        const FRAMING: usize = 32;
+        let CommandBody::Txn(ops) = &self.body else {
+            return FRAMING;
+        };
+        ops.iter()
+            .map(|op| {
+                let action = match &op.action {
+                    Action::Create { value, uid } => {
+                        value.len() + uid.as_ref().map_or(0, |u| u.len())
+                    }
+                    Action::Update { value } => value.len(),
+                    Action::Delete => 0,
+                };
+                let preconditions: usize = op
+                    .preconditions
+                    .iter()
+                    .map(|p| match p {
+                        Precondition::Uid(u) => u.len() + FRAMING,
+                        _ => FRAMING,
+                    })
+                    .sum();
+                op.key.len() + action + preconditions + FRAMING
+            })
+            .sum::<usize>()
+            + FRAMING
     }
 
     /// Check a command before it enters the log: a command that would be
@@ -190,6 +229,14 @@ impl Command {
                     limit: limits.max_value_bytes,
                 });
             }
+        }
+        let total = self.payload_bytes();
+        if total > limits.max_txn_bytes {
+            return Err(StoreError::InvalidCommand(format!(
+                "the transaction's {} operations hold {total} bytes in all, above the limit of {} bytes per transaction",
+                ops.len(),
+                limits.max_txn_bytes
+            )));
         }
         Ok(())
     }
@@ -283,5 +330,30 @@ mod tests {
             Command::txn(vec![]).validate(&limits),
             Err(StoreError::InvalidCommand(_))
         ));
+    }
+
+    #[test]
+    fn validate_bounds_a_transactions_total_bytes() {
+        let limits = Limits::default();
+        // Each value is within its own limit; together they are not.
+        let value = vec![7u8; limits.max_value_bytes - 16];
+        let n = limits.max_txn_bytes / value.len() + 1;
+        let ops: Vec<Op> = (0..n)
+            .map(|i| Op::create(format!("k{i}"), value.clone()))
+            .collect();
+        let cmd = Command::txn(ops);
+        assert!(cmd.payload_bytes() > limits.max_txn_bytes);
+        let err = cmd.validate(&limits).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidCommand(ref m) if m.contains("per transaction")),
+            "{err}"
+        );
+        // One fewer fits, and the bound covers the encoded size.
+        let ops: Vec<Op> = (0..n - 1)
+            .map(|i| Op::create(format!("k{i}"), value.clone()))
+            .collect();
+        let cmd = Command::txn(ops);
+        cmd.validate(&limits).unwrap();
+        assert!(crate::codec::encode(&cmd).len() <= cmd.payload_bytes());
     }
 }

@@ -60,8 +60,11 @@ pub enum StoreError {
     /// This member is not the leader; the request belongs on `leader_id`.
     #[error("member is not the leader; member {leader_id} at {leader_addr} is")]
     NotLeader { leader_id: u64, leader_addr: String },
-    /// The write may or may not have been applied: the deadline passed first.
-    #[error("timed out after {millis} ms while {step}")]
+    /// The outcome is unknown: the write may or may not have been applied (the
+    /// deadline passed after it was proposed, or the leader's answer to a
+    /// forwarded write was lost). Never reported as [`StoreError::NoLeader`],
+    /// which promises that nothing was written.
+    #[error("timed out after {millis} ms while {step}; the outcome is unknown")]
     Timeout { step: &'static str, millis: u64 },
     /// The requested revision is older than the oldest retained event.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
@@ -72,6 +75,9 @@ pub enum StoreError {
     /// The hub cut this watcher off; resume from the last revision received.
     #[error("watch closed: {reason}")]
     WatchDropped { reason: String },
+    /// The member already serves its configured maximum of open watches.
+    #[error("too many open watches on this member (the limit is {limit}); retry later")]
+    TooManyWatches { limit: usize },
     /// A continuation token that this store did not issue, or that is damaged.
     #[error("invalid continuation token: {0}")]
     InvalidContinue(String),
@@ -90,7 +96,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether a client may retry the same request unchanged.
+    /// Whether the failure is transient, so a later attempt may succeed. When
+    /// [`StoreError::is_outcome_unknown`] also holds, the first attempt may
+    /// have been applied: only a write that is safe to apply twice (guarded
+    /// by a precondition) may be repeated blindly.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -99,5 +108,12 @@ impl StoreError {
                 | StoreError::Transport { .. }
                 | StoreError::WatchDropped { .. }
         )
+    }
+
+    /// Whether a write may have been applied although it failed: only
+    /// [`StoreError::Timeout`]. A write that fails otherwise was not applied
+    /// (except when Raft itself stops under it, reported as [`StoreError::Raft`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::Timeout { .. })
     }
 }

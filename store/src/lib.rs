@@ -10,6 +10,8 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` (raft log + vote, fsync'd).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: objects, events, applied state.
 //! - [`snapshot`]: the snapshot file format (checksummed) and how it is built and installed.
+//! - [`snapshot_file`]: the snapshot file on disk (only moves forward) and the data handle
+//!   received snapshots stream to.
 //! - [`read`]: gets and ranges, now or at a past revision, with continuation tokens.
 //! - [`watch`]: the watch hub (one writer, many readers) and the per-watcher state machine.
 //! - [`network`]: the member-to-member transport trait, openraft's network on top of it,
@@ -53,10 +55,9 @@ pub mod member;
 pub mod network;
 pub mod read;
 pub mod snapshot;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod watch;
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +78,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_file::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
 use rocksdb::IteratorMode;
 use tokio::sync::Notify;
 
@@ -18,7 +18,7 @@ use crate::db::{CF_EVENTS, Db};
 use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::network::{
-    LeaderError, LogPosition, NetworkFactory, PeerRequest, PeerResponse, Transport,
+    LeaderError, LogPosition, NetworkFactory, PeerRequest, PeerResponse, Transport, TransportError,
 };
 use crate::read::{self, Consistency, RangeRequest, RangeResponse};
 use crate::state_machine::{AppliedState, StateMachine};
@@ -155,6 +155,11 @@ fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
         install_snapshot_timeout: 10_000,
         purge_batch_size: (c.snapshot_every / 4).clamp(1, 256),
         replication_lag_threshold: c.snapshot_every.max(1000),
+        // Bounds what the leader reads from its log per batch (openraft's
+        // default, 300, is 450 MiB of 1.5 MiB entries). The bytes of a batch
+        // are bounded by the network (`APPEND_BUDGET_BYTES`), which asks
+        // openraft for fewer entries when they do not fit.
+        max_payload_entries: 64,
         ..Default::default()
     }
     .validate()
@@ -171,6 +176,7 @@ impl Member {
         let db = Db::open(&config.data_dir)?;
         let log_store = LogStore::new(db.clone());
         log_store.verify()?;
+        crate::state_machine::recover_snapshot(&db)?;
         let state = AppliedState::load(&db)?;
         let applied = state.applied.map(|l| l.index).unwrap_or(0);
         let hub = WatchHub::new(db.clone(), config.watch, applied, state.compacted);
@@ -279,6 +285,8 @@ impl Member {
                 leader_addr,
             }) => {
                 bump(&self.counters.writes_forwarded);
+                let started = std::time::Instant::now();
+                let millis = || started.elapsed().as_millis() as u64;
                 let resp = self
                     .transport
                     .call(
@@ -288,12 +296,27 @@ impl Member {
                         self.config.request_timeout,
                     )
                     .await
-                    .map_err(|e| StoreError::Transport {
-                        target: leader_id,
-                        detail: e.to_string(),
+                    .map_err(|e| match e {
+                        // Never delivered: nothing was proposed, a retry is safe.
+                        TransportError::Unreachable(_) | TransportError::TooLarge(_) => {
+                            StoreError::Transport {
+                                target: leader_id,
+                                detail: e.to_string(),
+                            }
+                        }
+                        // Sent, but no answer came back: the leader may have committed it.
+                        TransportError::Network(_) => {
+                            tracing::debug!(leader = leader_id, error = %e, "forwarded write: outcome unknown");
+                            StoreError::Timeout {
+                                step: "waiting for the leader's answer to a forwarded write",
+                                millis: millis(),
+                            }
+                        }
                     })?;
                 match resp {
-                    PeerResponse::Forward(r) => r.map_err(|e| e.into_store_error(leader_id)),
+                    PeerResponse::Forward(r) => {
+                        r.map_err(|e| e.into_store_error(leader_id, millis()))
+                    }
                     other => Err(StoreError::Transport {
                         target: leader_id,
                         detail: format!("unexpected answer {other:?}"),
@@ -383,7 +406,12 @@ impl Member {
                         detail: e.to_string(),
                     })?;
                 match resp {
-                    PeerResponse::ReadIndex(r) => r.map_err(|e| e.into_store_error(leader_id))?,
+                    PeerResponse::ReadIndex(r) => r.map_err(|e| {
+                        e.into_store_error(
+                            leader_id,
+                            self.config.request_timeout.as_millis() as u64,
+                        )
+                    })?,
                     other => {
                         return Err(StoreError::Transport {
                             target: leader_id,
@@ -625,7 +653,7 @@ impl Member {
             self.last_append.lock().unwrap().elapsed()
         };
         LogPosition {
-            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log: self.raft.data_metrics().borrow().last_log,
             leader_silent_ms: silent.as_millis() as u64,
         }
     }
@@ -635,11 +663,15 @@ impl Member {
     /// survivors can reject each other's candidacies for several rounds
     /// (measured: 5–18 s of write unavailability). Once no member has heard
     /// from a leader for longer than the maximum election timeout (so every
-    /// leader lease has run out), the voter whose log is the longest among
-    /// those it can reach (ties to the lowest id) calls an election at once:
-    /// the others grant it, since its log is at least as long as theirs.
-    /// Calling an election is always safe in Raft; this only chooses who and
-    /// when.
+    /// leader lease has run out), the voter whose last log id (leader term,
+    /// then index: the order Raft grants votes by) is the greatest among those
+    /// it can reach (ties to the lowest id) calls an election at once; the
+    /// others grant it, since its log is at least as up to date as theirs. A
+    /// longer log from an older term ranks below a shorter one from a newer
+    /// term: ranking by index alone let a stale member campaign again and
+    /// again, raising its term past the member that could win, so the cluster
+    /// stayed leaderless. Calling an election is always safe in Raft; this
+    /// only chooses who and when.
     async fn assist_election(&self) {
         // The cheap test first: a follower that hears its leader does nothing.
         let quiet = self.config.election_timeout.1 + self.config.heartbeat;
@@ -664,7 +696,7 @@ impl Member {
         {
             return;
         }
-        let mine = m.last_log_index.unwrap_or(0);
+        let mine = self.raft.data_metrics().borrow().last_log;
         let mut answers = Vec::new();
         for id in voters.iter().copied().filter(|id| *id != me) {
             let Some(node) = membership.get_node(&id) else {
@@ -684,8 +716,8 @@ impl Member {
         *self.last_elect.lock().unwrap() = Some(std::time::Instant::now());
         tracing::info!(
             id = me,
-            last_log_index = mine,
-            "no leader heard from and this member's log is the longest reachable: calling an election"
+            last_log = ?mine,
+            "no leader heard from and this member's log is the most up to date reachable: calling an election"
         );
         if let Err(e) = self.raft.trigger().elect().await {
             tracing::warn!(error = %e, "calling an election failed");
@@ -855,11 +887,13 @@ fn retention_target(
 }
 
 /// The election assist's rule: call an election when no reachable voter
-/// still hears a leader, this member's log is the longest among them (ties
-/// to the lowest id), and it can reach a majority with them.
+/// still hears a leader, this member's last log id is the greatest among
+/// them in Raft's vote order (ties to the lowest id), and it can reach a
+/// majority with them. Any peer with a greater last log id would refuse its
+/// vote, so the assist then leaves the election to that peer.
 fn should_call_election(
     me: NodeId,
-    my_last_log_index: u64,
+    my_last_log: Option<LogId<NodeId>>,
     answers: &[(NodeId, LogPosition)],
     voters: usize,
     quiet: Duration,
@@ -867,9 +901,9 @@ fn should_call_election(
     let someone_hears_a_leader = answers
         .iter()
         .any(|(_, p)| (p.leader_silent_ms as u128) < quiet.as_millis());
-    let someone_is_ahead = answers.iter().any(|(id, p)| {
-        p.last_log_index > my_last_log_index || (p.last_log_index == my_last_log_index && *id < me)
-    });
+    let someone_is_ahead = answers
+        .iter()
+        .any(|(id, p)| p.last_log > my_last_log || (p.last_log == my_last_log && *id < me));
     let majority = (answers.len() + 1) * 2 > voters;
     !someone_hears_a_leader && !someone_is_ahead && majority
 }
@@ -919,35 +953,120 @@ async fn retention_loop(member: Weak<Member>, stop: Arc<Notify>) {
 mod election_assist_tests {
     use std::time::Duration;
 
+    use openraft::{CommittedLeaderId, LogId};
+
     use super::{LogPosition, should_call_election};
 
-    #[test]
-    fn the_longest_log_calls_the_election() {
-        let quiet = Duration::from_millis(3250);
-        let silent = |idx: u64| LogPosition {
-            last_log_index: idx,
+    /// A last log id written by leader `leader` in `term`, at `index`.
+    fn at(term: u64, leader: u64, index: u64) -> Option<LogId<u64>> {
+        Some(LogId::new(CommittedLeaderId::new(term, leader), index))
+    }
+
+    fn silent(last_log: Option<LogId<u64>>) -> LogPosition {
+        LogPosition {
+            last_log,
             leader_silent_ms: 4000,
-        };
+        }
+    }
+
+    #[test]
+    fn the_most_up_to_date_log_calls_the_election() {
+        let quiet = Duration::from_millis(3250);
         // Two survivors of three: the one ahead calls, the other waits.
-        assert!(should_call_election(2, 120, &[(3, silent(118))], 3, quiet));
-        assert!(!should_call_election(3, 118, &[(2, silent(120))], 3, quiet));
+        assert!(should_call_election(
+            2,
+            at(4, 1, 120),
+            &[(3, silent(at(4, 1, 118)))],
+            3,
+            quiet
+        ));
+        assert!(!should_call_election(
+            3,
+            at(4, 1, 118),
+            &[(2, silent(at(4, 1, 120)))],
+            3,
+            quiet
+        ));
         // Equal logs: the lower id calls.
-        assert!(should_call_election(2, 120, &[(3, silent(120))], 3, quiet));
-        assert!(!should_call_election(3, 120, &[(2, silent(120))], 3, quiet));
+        assert!(should_call_election(
+            2,
+            at(4, 1, 120),
+            &[(3, silent(at(4, 1, 120)))],
+            3,
+            quiet
+        ));
+        assert!(!should_call_election(
+            3,
+            at(4, 1, 120),
+            &[(2, silent(at(4, 1, 120)))],
+            3,
+            quiet
+        ));
         // A member that still hears the leader makes everyone stand down.
         let hearing = LogPosition {
-            last_log_index: 100,
+            last_log: at(4, 1, 100),
             leader_silent_ms: 200,
         };
-        assert!(!should_call_election(2, 120, &[(3, hearing)], 3, quiet));
+        assert!(!should_call_election(
+            2,
+            at(4, 1, 120),
+            &[(3, hearing)],
+            3,
+            quiet
+        ));
         // Alone in a minority: no election (it could not win).
-        assert!(!should_call_election(2, 120, &[], 3, quiet));
+        assert!(!should_call_election(2, at(4, 1, 120), &[], 3, quiet));
         // Five voters, three reachable including this one: a majority.
         assert!(should_call_election(
             1,
-            50,
-            &[(4, silent(40)), (5, silent(49))],
+            at(2, 1, 50),
+            &[(4, silent(at(2, 1, 40))), (5, silent(at(2, 1, 49)))],
             5,
+            quiet
+        ));
+        // An empty log ranks below any entry.
+        assert!(!should_call_election(
+            1,
+            None,
+            &[(2, silent(at(1, 1, 1)))],
+            3,
+            quiet
+        ));
+    }
+
+    #[test]
+    fn a_longer_log_from_an_older_term_ranks_below_a_newer_term() {
+        let quiet = Duration::from_millis(3250);
+        // Member 3 holds a stale uncommitted tail (term 5 up to 110), member 1
+        // the newer term's log (term 6 up to 103). Raft grants votes to 1, not
+        // to 3: only 1 may call the election, whatever the ids.
+        assert!(!should_call_election(
+            3,
+            at(5, 3, 110),
+            &[(1, silent(at(6, 2, 103)))],
+            3,
+            quiet
+        ));
+        assert!(should_call_election(
+            1,
+            at(6, 2, 103),
+            &[(3, silent(at(5, 3, 110)))],
+            3,
+            quiet
+        ));
+        // Same with the ids swapped.
+        assert!(!should_call_election(
+            1,
+            at(5, 3, 110),
+            &[(3, silent(at(6, 2, 103)))],
+            3,
+            quiet
+        ));
+        assert!(should_call_election(
+            3,
+            at(6, 2, 103),
+            &[(1, silent(at(5, 3, 110)))],
+            3,
             quiet
         ));
     }

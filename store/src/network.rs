@@ -8,15 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_proto::member as pb;
-use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -30,6 +31,43 @@ use crate::{NodeId, TypeConfig};
 /// gRPC messages may be this large: above openraft's 3 MiB snapshot chunks
 /// and large append batches, below anything that would exhaust memory.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The most entry bytes one AppendEntries carries. openraft gives an
+/// AppendEntries one heartbeat interval to travel and be fsync'd by the
+/// follower, so a batch must stay small enough for that, far below the
+/// message limit. A larger batch is refused before it is sent, with a hint
+/// that makes openraft send fewer entries; a single entry (at most
+/// [`crate::command::MAX_TXN_BYTES`]) always goes alone.
+pub const APPEND_BUDGET_BYTES: usize = 4 << 20;
+
+/// An upper bound on the bytes an entry takes in an AppendEntries message.
+fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    use openraft::EntryPayload;
+    const FRAMING: usize = 64;
+    FRAMING
+        + match &entry.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Normal(cmd) => cmd.payload_bytes(),
+            EntryPayload::Membership(m) => m
+                .nodes()
+                .map(|(_, n)| n.addr.len() + FRAMING)
+                .sum::<usize>()
+                .saturating_mul(2),
+        }
+}
+
+/// How many leading entries fit in [`APPEND_BUDGET_BYTES`] (at least one), or
+/// `None` when they all do.
+fn entries_within_budget(entries: &[openraft::Entry<TypeConfig>]) -> Option<u64> {
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        total += entry_bytes(e);
+        if total > APPEND_BUDGET_BYTES {
+            return Some(i.max(1) as u64);
+        }
+    }
+    None
+}
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,8 +98,9 @@ pub enum PeerResponse {
 /// A member's answer to [`PeerRequest::Position`].
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogPosition {
-    /// Index of the last entry in its log (0 when empty).
-    pub last_log_index: u64,
+    /// The id (leader term and index) of the last entry in its log: Raft
+    /// compares logs by this, term first, when it grants a vote.
+    pub last_log: Option<LogId<NodeId>>,
     /// Milliseconds since an AppendEntries (or heartbeat) last reached it.
     pub leader_silent_ms: u64,
 }
@@ -70,25 +109,53 @@ pub struct LogPosition {
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct LeaderError {
-    pub retryable: bool,
+    pub kind: LeaderErrorKind,
     pub message: String,
+}
+
+/// What a follower may tell its caller about a write the leader failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaderErrorKind {
+    /// Nothing was written and a retry may succeed (no leader, leadership moved).
+    Retry,
+    /// The write may have been applied (the leader's deadline passed after proposing).
+    Unknown,
+    /// The leader refused the request as written.
+    Refused,
 }
 
 impl From<&StoreError> for LeaderError {
     fn from(e: &StoreError) -> Self {
+        let kind = if e.is_outcome_unknown() {
+            LeaderErrorKind::Unknown
+        } else if e.is_retryable() || matches!(e, StoreError::NotLeader { .. }) {
+            LeaderErrorKind::Retry
+        } else {
+            LeaderErrorKind::Refused
+        };
         LeaderError {
-            retryable: e.is_retryable() || matches!(e, StoreError::NotLeader { .. }),
+            kind,
             message: e.to_string(),
         }
     }
 }
 
 impl LeaderError {
-    pub fn into_store_error(self, leader: NodeId) -> StoreError {
-        if self.retryable {
-            StoreError::NoLeader(format!("leader {leader} answered: {}", self.message))
-        } else {
-            StoreError::InvalidCommand(format!("leader {leader} refused: {}", self.message))
+    /// The error a follower reports for the leader's answer `self`, after
+    /// forwarding for `millis` ms. An unknown outcome stays unknown: calling it
+    /// "no leader" would invite the client to repeat a write that may be applied.
+    pub fn into_store_error(self, leader: NodeId, millis: u64) -> StoreError {
+        match self.kind {
+            LeaderErrorKind::Retry => {
+                StoreError::NoLeader(format!("leader {leader} answered: {}", self.message))
+            }
+            LeaderErrorKind::Unknown => StoreError::Timeout {
+                step: "waiting for the leader to commit a forwarded request",
+                millis,
+            },
+            LeaderErrorKind::Refused => {
+                StoreError::InvalidCommand(format!("leader {leader} refused: {}", self.message))
+            }
         }
     }
 }
@@ -99,9 +166,13 @@ pub enum TransportError {
     /// The member cannot be reached; back off before retrying.
     #[error("unreachable: {0}")]
     Unreachable(String),
-    /// The call failed in flight; it may be retried at once.
+    /// The call failed in flight; it may be retried at once. The receiver may
+    /// have processed the request.
     #[error("network: {0}")]
     Network(String),
+    /// The request is above the message size limit; it was not sent.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 /// Delivers peer requests. The gRPC implementation is [`GrpcTransport`].
@@ -144,7 +215,9 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 fn transport_err<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNode, E> {
     match e {
         TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
-        TransportError::Network(_) => RPCError::Network(NetworkError::new(&e)),
+        TransportError::Network(_) | TransportError::TooLarge(_) => {
+            RPCError::Network(NetworkError::new(&e))
+        }
     }
 }
 
@@ -159,6 +232,21 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        // openraft bounds a batch by entry count only; entries of up to a few
+        // MiB each can exceed the message limit, which it would retry without
+        // end. PayloadTooLarge is the one error that makes it send fewer.
+        let sent = rpc.entries.len() as u64;
+        if let Some(fit) = entries_within_budget(&rpc.entries) {
+            tracing::debug!(
+                peer = self.target,
+                sent,
+                fit,
+                "append batch above the byte budget"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         let resp = self
             .transport
             .call(
@@ -168,7 +256,13 @@ impl RaftNetwork<TypeConfig> for Network {
                 option.hard_ttl(),
             )
             .await
-            .map_err(transport_err)?;
+            .map_err(|e| match e {
+                // A batch the estimate let through but the transport refused: halve it.
+                TransportError::TooLarge(_) if sent > 1 => RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(sent / 2).with_source_error(&e),
+                ),
+                e => transport_err(e),
+            })?;
         match resp {
             PeerResponse::Append(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -243,9 +337,15 @@ pub fn unpayload<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<
             p.crc32
         )));
     }
-    codec::decode(&p.data)
+    // Bounded (see `codec::decode`): anyone who reaches the member port can
+    // send a payload, and a forged length must fail here, not in the allocator.
+    codec::decode_limited(&p.data, MAX_PAYLOAD_CLAIM)
         .map_err(|e| Status::invalid_argument(format!("payload does not decode: {e}")))
 }
+
+/// The most a decoded peer payload may claim: a message is at most
+/// [`MAX_MESSAGE_BYTES`] and decodes to at most 16 times that.
+const MAX_PAYLOAD_CLAIM: usize = 1 << 30;
 
 /// The real transport: gRPC over HTTP/2 with one lazily connected channel per peer.
 #[derive(Default)]
@@ -277,6 +377,11 @@ fn status_err(target: NodeId, s: Status) -> TransportError {
     match s.code() {
         tonic::Code::Unavailable => {
             TransportError::Unreachable(format!("member {target}: {}", s.message()))
+        }
+        // tonic's answer to a message above the encode or decode limit (on
+        // either side): the request was never processed.
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            TransportError::TooLarge(format!("member {target}: {}", s.message()))
         }
         _ => TransportError::Network(format!("member {target}: {:?}: {}", s.code(), s.message())),
     }
@@ -425,6 +530,7 @@ pub fn to_status(e: &StoreError) -> Status {
         | StoreError::ValueTooLarge { .. }
         | StoreError::InvalidCommand(_)
         | StoreError::InvalidContinue(_) => Code::InvalidArgument,
+        StoreError::TooManyWatches { .. } => Code::ResourceExhausted,
         StoreError::Membership(_) => Code::FailedPrecondition,
         StoreError::Snapshot(_) => Code::DataLoss,
         StoreError::OpenDb { .. }
@@ -665,10 +771,16 @@ impl pb::kv_server::Kv for MemberService {
             .map_err(|e| to_status(&e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
+            loop {
+                // A client that went away ends the watch at once, freeing its
+                // place under the hub's watch cap.
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    () = tx.closed() => return,
+                };
+                let Some(item) = item else { return };
                 let out = item.map(watch_reply).map_err(|e| to_status(&e));
                 let end = out.is_err();
-                // A client that went away ends the watch.
                 if tx.send(out).await.is_err() || end {
                     return;
                 }

@@ -74,21 +74,67 @@ impl ContinueToken {
         s
     }
 
+    /// Parse a token from a client. Anything this store did not issue is
+    /// `InvalidContinue`: the hex is read byte by byte (a multi-byte character
+    /// is "not hexadecimal", never a split char), and the bincode decode is
+    /// bounded, so a forged length cannot make it allocate.
     fn decode(token: &str) -> Result<ContinueToken, StoreError> {
         let bad = |d: &str| StoreError::InvalidContinue(d.to_string());
         let hex = token
             .strip_prefix("kc1.")
-            .ok_or_else(|| bad("unknown token format"))?;
+            .ok_or_else(|| bad("unknown token format"))?
+            .as_bytes();
         if hex.len() % 2 != 0 {
             return Err(bad("odd length"));
         }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad("not hexadecimal"))?;
-        codec::decode(&bytes).map_err(|e| bad(&e))
+        if hex.len() / 2 > MAX_TOKEN_BYTES {
+            return Err(bad("longer than any token this store issues"));
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let bytes = hex
+            .chunks_exact(2)
+            .map(|p| Some((nibble(p[0])? << 4) | nibble(p[1])?))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("not hexadecimal"))?;
+        let tok: ContinueToken =
+            codec::decode_limited(&bytes, codec::MAX_TOKEN_CLAIM).map_err(|e| bad(&e))?;
+        if !tok.after.starts_with(&tok.prefix) {
+            return Err(bad("its last key is outside its prefix"));
+        }
+        Ok(tok)
     }
+}
+
+/// The longest encoded token this store issues: a prefix and a key, each at
+/// most one value limit (keys count against it), and a revision.
+const MAX_TOKEN_BYTES: usize = 2 * 1536 * 1024 + 32;
+
+/// Every key of a range, read page by page (all at the first page's
+/// revision) and gathered: for callers that need the whole set at once and
+/// accept holding it. A `limit` applies to the total.
+pub async fn range_all(
+    member: &crate::Member,
+    mut req: RangeRequest,
+) -> Result<RangeResponse, StoreError> {
+    let total = req.limit;
+    let mut first = member.range(req.clone()).await?;
+    while let Some(token) = first.continue_token.take() {
+        if total != 0 && first.kvs.len() >= total {
+            first.continue_token = Some(token);
+            break;
+        }
+        req.limit = if total == 0 {
+            0
+        } else {
+            total - first.kvs.len()
+        };
+        req.continue_token = Some(token);
+        req.revision = None;
+        let page = member.range(req.clone()).await?;
+        first.kvs.extend(page.kvs);
+        first.continue_token = page.continue_token;
+    }
+    Ok(first)
 }
 
 fn meta_u64(
@@ -162,6 +208,93 @@ pub fn revisions(db: &Db) -> Result<(u64, u64), StoreError> {
     ))
 }
 
+/// A page holds at most about this many bytes of keys, values and per-key
+/// overhead, whatever its key limit: a range without a limit (or with a huge
+/// one) comes back in pages linked by continuation tokens, so no request
+/// builds a whole prefix in memory. A single key above it is still returned.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+
+/// The memory a returned key costs beyond its key, value and uid bytes.
+const KV_OVERHEAD: usize = 96;
+
+fn kv_cost(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + kv.uid.as_ref().map_or(0, String::len) + KV_OVERHEAD
+}
+
+/// The first fields of a stored [`Event`]: enough to skip an event without
+/// decoding its values.
+#[derive(Deserialize)]
+struct EventHead {
+    _revision: u64,
+    _op_index: u32,
+    _kind: crate::EventKind,
+    key: String,
+}
+
+/// The keys under a prefix that changed after a past read revision, with
+/// their value at that revision, from the smallest key at or after the page
+/// start. Bounded by [`MAX_PAGE_BYTES`]: once over it, the largest keys are
+/// dropped and `horizon` (the smallest dropped key) marks where the set stops
+/// being complete, so the page ends before it.
+#[derive(Default)]
+struct Undo {
+    entries: BTreeMap<String, Option<KeyValue>>,
+    horizon: Option<String>,
+}
+
+impl Undo {
+    fn collect(
+        snap: &rocksdb::Snapshot<'_>,
+        db: &Db,
+        r: u64,
+        applied: u64,
+        prefix: &str,
+        start: &[u8],
+    ) -> Result<Undo, StoreError> {
+        let mut undo = Undo::default();
+        let mut bytes = 0usize;
+        let cost = |k: &str, prev: &Option<KeyValue>| k.len() + prev.as_ref().map_or(0, kv_cost);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(codec::event_key(applied.saturating_add(1), 0).to_vec());
+        let from = codec::event_key(r.saturating_add(1), 0);
+        for item in snap.iterator_cf_opt(
+            db.cf(CF_EVENTS),
+            ro,
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(|source| StoreError::Io {
+                step: "reading events",
+                source,
+            })?;
+            let corrupt = |detail| StoreError::Corrupt {
+                cf: CF_EVENTS,
+                key: format!("{:?}", codec::parse_event_key(&k)),
+                detail,
+            };
+            let head: EventHead = codec::decode_prefix(&v).map_err(corrupt)?;
+            let key = head.key;
+            if key.as_bytes() < start
+                || !key.starts_with(prefix)
+                || undo.horizon.as_ref().is_some_and(|h| key >= *h)
+                || undo.entries.contains_key(&key)
+            {
+                // Only the first event after `r` holds the value at `r`.
+                continue;
+            }
+            let ev: Event = codec::decode(&v).map_err(corrupt)?;
+            bytes += cost(&ev.key, &ev.prev);
+            undo.entries.insert(ev.key, ev.prev);
+            while bytes > MAX_PAGE_BYTES && undo.entries.len() > 1 {
+                if let Some((k, prev)) = undo.entries.pop_last() {
+                    bytes -= cost(&k, &prev);
+                    undo.horizon = Some(k);
+                }
+            }
+        }
+        Ok(undo)
+    }
+}
+
 /// Run a range request against local state.
 pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
     let (mut at, after) = match &req.continue_token {
@@ -209,30 +342,10 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         None => prefix.to_vec(),
     };
     // Keys changed after the read revision, with their value at that revision.
-    let mut undo: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
-    if let Some(r) = at {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(codec::event_key(applied + 1, 0).to_vec());
-        let from = codec::event_key(r + 1, 0);
-        for item in snap.iterator_cf_opt(
-            db.cf(CF_EVENTS),
-            ro,
-            IteratorMode::From(&from, Direction::Forward),
-        ) {
-            let (k, v) = item.map_err(|source| StoreError::Io {
-                step: "reading events",
-                source,
-            })?;
-            let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
-                cf: CF_EVENTS,
-                key: format!("{:?}", codec::parse_event_key(&k)),
-                detail,
-            })?;
-            if ev.key.as_bytes() >= start.as_slice() && ev.key.starts_with(&req.prefix) {
-                undo.entry(ev.key.clone()).or_insert(ev.prev);
-            }
-        }
-    }
+    let undo = match at {
+        Some(r) => Undo::collect(&snap, db, r, applied, &req.prefix, &start)?,
+        None => Undo::default(),
+    };
     let mut ro = ReadOptions::default();
     if let Some(end) = codec::prefix_end(prefix) {
         ro.set_iterate_upper_bound(end);
@@ -244,64 +357,79 @@ pub fn range(db: &Db, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
             IteratorMode::From(&start, Direction::Forward),
         )
         .peekable();
-    let mut undo_iter = undo.into_iter().peekable();
+    let horizon = undo.horizon;
+    let mut undo_iter = undo.entries.into_iter().peekable();
     let limit = if req.limit == 0 {
         usize::MAX
     } else {
         req.limit
     };
     let mut kvs = Vec::new();
+    let mut page_bytes = 0usize;
+    // The last key this page accounted for (returned, or absent at the read
+    // revision): the next page starts after it.
+    let mut last_key: Option<String> = None;
     let mut more = false;
     loop {
         // Merge current keys with keys whose past value differs, in key order.
         let cur_key: Option<Vec<u8>> = match current.peek() {
             Some(Ok((k, _))) => Some(k.to_vec()),
-            Some(Err(_)) => {
-                let e = current
-                    .next()
-                    .expect("peeked")
-                    .expect_err("peeked an error");
+            Some(Err(e)) => {
                 return Err(StoreError::Io {
                     step: "reading objects",
-                    source: e,
+                    source: e.clone(),
                 });
             }
             None => None,
         };
         let undo_key = undo_iter.peek().map(|(k, _)| k.as_bytes().to_vec());
-        let next: Option<KeyValue> = match (cur_key, undo_key) {
+        let key = match (&cur_key, &undo_key) {
             (None, None) => break,
-            (Some(c), u) if u.as_ref().is_none_or(|u| c < *u) => {
-                let (k, v) = current.next().expect("peeked").expect("peeked ok");
-                Some(decode_kv(&k, &v)?)
-            }
-            (c, Some(u)) => {
-                if c.as_ref() == Some(&u) {
-                    current.next();
-                }
-                undo_iter.next().expect("peeked").1
-            }
-            (Some(_), None) => unreachable!("a current key with no undo key takes the first arm"),
+            (Some(c), Some(u)) => c.min(u).clone(),
+            (Some(k), None) | (None, Some(k)) => k.clone(),
         };
-        if let Some(kv) = next {
-            if kvs.len() == limit {
+        // Past the horizon the undo set is incomplete: end the page there.
+        if horizon
+            .as_ref()
+            .is_some_and(|h| key.as_slice() >= h.as_bytes())
+        {
+            more = true;
+            break;
+        }
+        let from_undo = undo_key.as_ref() == Some(&key);
+        let next: Option<KeyValue> = if from_undo {
+            // The key changed after the read revision: its past value wins.
+            // (Taken even if the page ends here: the next page rebuilds it.)
+            undo_iter.next().and_then(|(_, prev)| prev)
+        } else {
+            match current.peek() {
+                Some(Ok((k, v))) => Some(decode_kv(k, v)?),
+                _ => None,
+            }
+        };
+        if let Some(kv) = &next {
+            if kvs.len() == limit || (page_bytes >= MAX_PAGE_BYTES && !kvs.is_empty()) {
                 more = true;
                 break;
             }
-            kvs.push(kv);
+            page_bytes += kv_cost(kv);
         }
+        if cur_key.as_ref() == Some(&key) {
+            current.next();
+        }
+        last_key = Some(String::from_utf8_lossy(&key).into_owned());
+        kvs.extend(next);
     }
-    let continue_token = if more {
-        kvs.last().map(|kv| {
+    let continue_token = match (more, last_key) {
+        (true, Some(after)) => Some(
             ContinueToken {
                 revision,
                 prefix: req.prefix.clone(),
-                after: kv.key.clone(),
+                after,
             }
-            .encode()
-        })
-    } else {
-        None
+            .encode(),
+        ),
+        _ => None,
     };
     Ok(RangeResponse {
         kvs,

@@ -2,8 +2,6 @@
 //! events column families, one write batch per entry (objects, events, applied
 //! log id), then tells the watch hub. Also builds and installs snapshots.
 
-use std::io::{Cursor, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -21,6 +19,7 @@ use crate::command::{
 use crate::db::{CF_EVENTS, CF_OBJECTS, CF_STORE_META, Db};
 use crate::error::StoreError;
 use crate::snapshot::SnapshotBody;
+use crate::snapshot_file::{SnapshotData, SnapshotFiles};
 use crate::watch::WatchHub;
 use crate::{Event, EventKind, KeyValue, NodeId, TypeConfig};
 
@@ -28,7 +27,7 @@ use crate::{Event, EventKind, KeyValue, NodeId, TypeConfig};
 pub struct StateMachine {
     db: Arc<Db>,
     hub: Arc<WatchHub>,
-    snapshot_path: PathBuf,
+    files: Arc<SnapshotFiles>,
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     compacted: u64,
@@ -70,11 +69,11 @@ fn sm_err(e: StoreError) -> StorageError<NodeId> {
 
 impl StateMachine {
     pub fn new(db: Arc<Db>, hub: Arc<WatchHub>, state: AppliedState) -> StateMachine {
-        let snapshot_path = db.path.join("snapshot.bin");
+        let files = Arc::new(SnapshotFiles::open(&db.path));
         StateMachine {
             db,
             hub,
-            snapshot_path,
+            files,
             applied: state.applied,
             membership: state.membership,
             compacted: state.compacted,
@@ -233,12 +232,15 @@ type Records = Vec<(Vec<u8>, Vec<u8>)>;
 /// Builds a snapshot from one consistent RocksDB view.
 pub struct SnapshotBuilder {
     db: Arc<Db>,
-    snapshot_path: PathBuf,
+    files: Arc<SnapshotFiles>,
 }
 
 impl SnapshotBuilder {
     fn build(&self) -> Result<(SnapshotBody, Vec<u8>), StoreError> {
-        // Make every applied batch durable before a snapshot lets Raft purge the log.
+        let snap = self.db.db.snapshot();
+        // Make every applied batch in the view durable before the snapshot
+        // file claims it and lets Raft purge the log. Synced after taking the
+        // view, so entries applied in between are covered too.
         self.db
             .db
             .flush_wal(true)
@@ -246,7 +248,6 @@ impl SnapshotBuilder {
                 step: "syncing the WAL before a snapshot",
                 source,
             })?;
-        let snap = self.db.db.snapshot();
         let meta = |key: &'static [u8]| -> Result<Option<Vec<u8>>, StoreError> {
             snap.get_cf(self.db.cf(CF_STORE_META), key)
                 .map_err(|source| StoreError::Io {
@@ -322,11 +323,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let this = SnapshotBuilder {
             db: self.db.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            files: self.files.clone(),
         };
         let (body, bytes) = tokio::task::spawn_blocking(move || {
             let (body, bytes) = this.build()?;
-            write_file(&this.snapshot_path, &this.db.path, &bytes)?;
+            // Builds run alongside installs: an install that replaced the
+            // state (and the file) while this one read keeps its newer file.
+            if !this
+                .files
+                .publish(&mut this.files.lock(), body.meta.last_log_id, &bytes)?
+            {
+                tracing::info!(snapshot = %body.meta.snapshot_id, "a newer snapshot file is in place; kept it");
+            }
             Ok::<_, StoreError>((body, bytes))
         })
         .await
@@ -334,25 +342,105 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| StorageError::from(StorageIOError::read_state_machine(&e)))?;
         Ok(Snapshot {
             meta: body.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotData::memory(bytes)),
         })
     }
 }
 
-fn write_file(
-    path: &std::path::Path,
-    dir: &std::path::Path,
+/// The write batch that replaces a member's whole state with `body`.
+fn install_batch(db: &Db, body: &SnapshotBody) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(db.cf(CF_OBJECTS), b"".as_slice(), [0xffu8].as_slice());
+    batch.delete_range_cf(
+        db.cf(CF_EVENTS),
+        codec::event_key(0, 0).as_slice(),
+        [0xffu8; 13].as_slice(),
+    );
+    for (k, v) in &body.objects {
+        batch.put_cf(db.cf(CF_OBJECTS), k, v);
+    }
+    for (k, v) in &body.events {
+        batch.put_cf(db.cf(CF_EVENTS), k, v);
+    }
+    let meta_cf = db.cf(CF_STORE_META);
+    batch.put_cf(
+        meta_cf,
+        store_meta::APPLIED,
+        codec::encode(&body.meta.last_log_id),
+    );
+    batch.put_cf(
+        meta_cf,
+        store_meta::MEMBERSHIP,
+        codec::encode(&body.meta.last_membership),
+    );
+    batch.put_cf(
+        meta_cf,
+        store_meta::COMPACTED,
+        codec::encode(&body.compacted),
+    );
+    batch.put_cf(
+        meta_cf,
+        store_meta::EVENT_COUNT,
+        codec::encode(&body.event_count),
+    );
+    batch
+}
+
+/// Install `body` (verified, the bytes of `bytes`): the snapshot file first,
+/// then the state in one synced batch, both under the file's lock. A crash
+/// between the two leaves a file ahead of the state, which
+/// [`recover_snapshot`] completes at the next start; never a file behind it.
+fn install_body(
+    db: &Db,
+    files: &SnapshotFiles,
+    body: &SnapshotBody,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| StoreError::Snapshot(format!("writing {}: {e}", tmp.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    let mut guard = files.lock();
+    files.publish(&mut guard, body.meta.last_log_id, bytes)?;
+    fail_point("after the snapshot file, before the install batch")?;
+    db.write_synced(install_batch(db, body), "installing a snapshot")
+}
+
+/// Finish an install that a crash interrupted: when the snapshot file is
+/// ahead of the applied state, install it. Run before the state is loaded.
+/// Returns whether it installed anything.
+pub fn recover_snapshot(db: &Db) -> Result<bool, StoreError> {
+    let files = SnapshotFiles::open(&db.path);
+    let Ok(Some((meta, mut file))) = files.read_current() else {
+        return Ok(false);
+    };
+    let applied = AppliedState::load(db)?.applied;
+    if meta.last_log_id <= applied {
+        return Ok(false);
     }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| StoreError::Snapshot(format!("reading {}: {e}", files.path().display())))?;
+    let body = SnapshotBody::from_bytes(&bytes)?;
+    tracing::warn!(
+        snapshot = %meta.snapshot_id,
+        applied = ?applied,
+        "the snapshot file is ahead of the state (an install was interrupted): installing it"
+    );
+    db.write_synced(
+        install_batch(db, &body),
+        "completing an interrupted snapshot install",
+    )?;
+    Ok(true)
+}
+
+/// Tests make a step fail here to stand for a crash at that point.
+#[cfg(test)]
+fn fail_point(at: &'static str) -> Result<(), StoreError> {
+    if tests::CRASH_AT.with(|c| c.get()) == Some(at) {
+        return Err(StoreError::Snapshot(format!("simulated crash {at}")));
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+fn fail_point(_at: &'static str) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -474,25 +562,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            files: self.files.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        // Chunks go to a file of their own, bounded in size, not to memory.
+        self.files
+            .receive()
+            .map(Box::new)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        let bytes = snapshot.into_inner();
         let snap_err = |e: &StoreError| -> StorageError<NodeId> {
             StorageIOError::read_snapshot(Some(meta.signature()), e).into()
         };
+        let bytes = snapshot.read_all().await.map_err(|e| snap_err(&e))?;
+        drop(snapshot);
         let body = SnapshotBody::from_bytes(&bytes).map_err(|e| {
             tracing::error!(snapshot = %meta.snapshot_id, error = %e, "refusing snapshot");
             snap_err(&e)
@@ -504,48 +597,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
             return Err(snap_err(&e));
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_OBJECTS), b"".as_slice(), [0xffu8].as_slice());
-        batch.delete_range_cf(
-            self.db.cf(CF_EVENTS),
-            codec::event_key(0, 0).as_slice(),
-            [0xffu8; 13].as_slice(),
-        );
-        for (k, v) in &body.objects {
-            batch.put_cf(self.db.cf(CF_OBJECTS), k, v);
-        }
-        for (k, v) in &body.events {
-            batch.put_cf(self.db.cf(CF_EVENTS), k, v);
-        }
-        let meta_cf = self.db.cf(CF_STORE_META);
-        batch.put_cf(
-            meta_cf,
-            store_meta::APPLIED,
-            codec::encode(&meta.last_log_id),
-        );
-        batch.put_cf(
-            meta_cf,
-            store_meta::MEMBERSHIP,
-            codec::encode(&meta.last_membership),
-        );
-        batch.put_cf(
-            meta_cf,
-            store_meta::COMPACTED,
-            codec::encode(&body.compacted),
-        );
-        batch.put_cf(
-            meta_cf,
-            store_meta::EVENT_COUNT,
-            codec::encode(&body.event_count),
-        );
-        self.db
-            .write_synced(batch, "installing a snapshot")
-            .map_err(|e| snap_err(&e))?;
+        let (db, files) = (self.db.clone(), self.files.clone());
+        let body = tokio::task::spawn_blocking(move || {
+            install_body(&db, &files, &body, &bytes).map(|()| body)
+        })
+        .await
+        .map_err(|e| snap_err(&StoreError::Raft(e.to_string())))?
+        .map_err(|e| snap_err(&e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.compacted = body.compacted;
         self.event_count = body.event_count;
-        write_file(&self.snapshot_path, &self.db.path, &bytes).map_err(|e| snap_err(&e))?;
         self.hub.reset(
             meta.last_log_id.map(|l| l.index).unwrap_or(0),
             body.compacted,
@@ -562,21 +624,113 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let bytes = match std::fs::read(&self.snapshot_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
-        };
-        match SnapshotBody::meta_from_bytes(&bytes) {
-            Ok(meta) => Ok(Some(Snapshot {
+        match self.files.read_current() {
+            Ok(None) => Ok(None),
+            Ok(Some((meta, file))) => Ok(Some(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(bytes)),
+                snapshot: Box::new(SnapshotData::file(file)),
             })),
             Err(e) => {
                 // The file is derived data: a damaged one is dropped and rebuilt.
-                tracing::warn!(path = %self.snapshot_path.display(), error = %e, "ignoring damaged snapshot file");
+                tracing::warn!(path = %self.files.path().display(), error = %e, "ignoring damaged snapshot file");
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    thread_local! {
+        /// The [`fail_point`] at which this thread's install "crashes".
+        pub(super) static CRASH_AT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    fn body_at(index: u64, key: &str) -> SnapshotBody {
+        let kv = KeyValue {
+            key: key.into(),
+            value: b"v".to_vec(),
+            create_revision: index,
+            mod_revision: index,
+            version: 1,
+            uid: None,
+        };
+        let mut body = SnapshotBody {
+            meta: Default::default(),
+            compacted: 0,
+            event_count: 0,
+            objects: vec![(key.as_bytes().to_vec(), codec::encode(&kv))],
+            events: vec![],
+        };
+        body.meta.last_log_id = Some(LogId::new(CommittedLeaderId::new(2, 1), index));
+        body.meta.snapshot_id = format!("test-{index}");
+        body
+    }
+
+    fn file_meta(db: &Db) -> Option<LogId<NodeId>> {
+        let (meta, _) = SnapshotFiles::open(&db.path)
+            .read_current()
+            .unwrap()
+            .unwrap();
+        meta.last_log_id
+    }
+
+    #[test]
+    fn a_crash_inside_an_install_never_leaves_the_file_behind_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let files = SnapshotFiles::open(&db.path);
+        let old = body_at(20, "old");
+        install_body(&db, &files, &old, &old.to_bytes()).unwrap();
+        assert_eq!(file_meta(&db), old.meta.last_log_id);
+
+        // The next install stops between its two steps, as a crash would.
+        let new = body_at(50, "new");
+        CRASH_AT.with(|c| c.set(Some("after the snapshot file, before the install batch")));
+        assert!(install_body(&db, &files, &new, &new.to_bytes()).is_err());
+        CRASH_AT.with(|c| c.set(None));
+        // The file is never behind the state: here it is ahead, and the next
+        // start completes the install from it.
+        assert_eq!(file_meta(&db), new.meta.last_log_id);
+        assert!(recover_snapshot(&db).unwrap());
+        let state = AppliedState::load(&db).unwrap();
+        assert_eq!(state.applied, new.meta.last_log_id);
+        assert_eq!(file_meta(&db), state.applied);
+        assert!(db.get(CF_OBJECTS, b"new").unwrap().is_some());
+        assert!(db.get(CF_OBJECTS, b"old").unwrap().is_none());
+        // Nothing more to do once state and file agree.
+        assert!(!recover_snapshot(&db).unwrap());
+    }
+
+    #[test]
+    fn a_build_that_read_older_state_never_replaces_an_installed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let files = Arc::new(SnapshotFiles::open(&db.path));
+        let first = body_at(20, "a");
+        install_body(&db, &files, &first, &first.to_bytes()).unwrap();
+        // A build reads the state at 20 ...
+        let builder = SnapshotBuilder {
+            db: db.clone(),
+            files: files.clone(),
+        };
+        let (built, bytes) = builder.build().unwrap();
+        assert_eq!(built.meta.last_log_id, first.meta.last_log_id);
+        // ... an install at 50 lands meanwhile ...
+        let newer = body_at(50, "b");
+        install_body(&db, &files, &newer, &newer.to_bytes()).unwrap();
+        // ... and the build's file loses: the file stays at the installed state.
+        assert!(
+            !files
+                .publish(&mut files.lock(), built.meta.last_log_id, &bytes)
+                .unwrap()
+        );
+        assert_eq!(file_meta(&db), newer.meta.last_log_id);
     }
 }

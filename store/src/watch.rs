@@ -60,6 +60,9 @@ pub struct WatchConfig {
     pub progress_interval: Duration,
     /// Events read from disk per backfill step.
     pub backfill_page: usize,
+    /// Open watches this member serves at once (the Kubernetes API's and the
+    /// `Kv` service's together); one more is refused with `TooManyWatches`.
+    pub max_watches: usize,
 }
 
 impl Default for WatchConfig {
@@ -68,6 +71,7 @@ impl Default for WatchConfig {
             channel_capacity: 1024,
             progress_interval: Duration::from_secs(5),
             backfill_page: 512,
+            max_watches: 10_000,
         }
     }
 }
@@ -205,6 +209,16 @@ impl WatchHub {
         let (tx, rx) = mpsc::channel(self.config.channel_capacity);
         let closed = Arc::new(Mutex::new(None));
         let mut st = self.lock();
+        if st.slots.len() >= self.config.max_watches {
+            // Watchers whose stream was dropped between two publishes still
+            // hold a slot until the next publish or tick notices.
+            st.slots.retain(|_, slot| !slot.tx.is_closed());
+            if st.slots.len() >= self.config.max_watches {
+                return Err(StoreError::TooManyWatches {
+                    limit: self.config.max_watches,
+                });
+            }
+        }
         let head = st.revision;
         let from = match start {
             WatchStart::Now => head,
@@ -246,6 +260,7 @@ impl WatchHub {
             closed,
             last_revision: from,
             failed: false,
+            slot: Some((Arc::downgrade(self), id)),
         })
     }
 
@@ -295,6 +310,19 @@ pub struct WatchStream {
     closed: Arc<Mutex<Option<StoreError>>>,
     last_revision: u64,
     failed: bool,
+    /// The hub slot to free when the stream is dropped, so the watch cap
+    /// counts open streams only.
+    slot: Option<(Weak<WatchHub>, u64)>,
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        if let Some((hub, id)) = self.slot.take()
+            && let Some(hub) = hub.upgrade()
+        {
+            hub.lock().slots.remove(&id);
+        }
+    }
 }
 
 impl std::fmt::Debug for WatchStream {

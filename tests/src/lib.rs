@@ -9,14 +9,22 @@
 //! - [`Cluster`]: N members in one temp directory, with kill / restart / wipe.
 //! - [`wait_for`]: poll a condition until a deadline (never a bare sleep).
 //! - [`digest`]: a hash of a member's objects and events, to compare members.
+//! - [`fuzz`]: fuzz entry points shared by `tests/tests/fuzz.rs` and `fuzz/`.
+//! - [`lazyfs`]: a FUSE filesystem that loses unsynced writes in a simulated
+//!   power cut (`tests/tests/power_cut.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod fuzz;
+pub mod lazyfs;
+
 use keel_store::network::{PeerRequest, PeerResponse, Transport, TransportError};
-use keel_store::{Consistency, Member, MemberConfig, NodeId, RangeRequest, StoreError};
+use keel_store::{
+    Consistency, Event, KeyValue, Member, MemberConfig, NodeId, RangeRequest, StoreError,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Install a tracing subscriber once. RUST_LOG controls it; by default only
@@ -446,7 +454,7 @@ impl Cluster {
 pub async fn objects(m: &Member) -> BTreeMap<String, (Vec<u8>, u64, u64)> {
     let mut req = RangeRequest::prefix("");
     req.consistency = Consistency::Local;
-    m.range(req)
+    keel_store::read::range_all(m, req)
         .await
         .expect("range")
         .kvs
@@ -455,34 +463,104 @@ pub async fn objects(m: &Member) -> BTreeMap<String, (Vec<u8>, u64, u64)> {
         .collect()
 }
 
-/// FNV-1a over a member's objects and retained events.
+/// FNV-1a over everything members must agree on: the compacted revision,
+/// every field of every object, and every field of every retained event
+/// (with its `value` and `prev` in full). The structs are destructured
+/// without `..`, so a field added later fails to compile here until the
+/// digest covers it.
 pub async fn digest(m: &Member) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
+    let mut h = Fnv::default();
+    let (_, compacted) = m.revisions().expect("revisions");
+    h.u64(compacted);
     let mut req = RangeRequest::prefix("");
     req.consistency = Consistency::Local;
-    let kvs = m.range(req).await.expect("range").kvs;
-    for kv in kvs {
-        feed(kv.key.as_bytes());
-        feed(&kv.value);
-        feed(&kv.create_revision.to_be_bytes());
-        feed(&kv.mod_revision.to_be_bytes());
+    let kvs = keel_store::read::range_all(m, req)
+        .await
+        .expect("range")
+        .kvs;
+    h.u64(kvs.len() as u64);
+    for kv in &kvs {
+        h.kv(kv);
     }
-    for ev in m.events().expect("events") {
-        feed(&ev.revision.to_be_bytes());
-        feed(&ev.op_index.to_be_bytes());
-        feed(ev.key.as_bytes());
-        feed(format!("{:?}", ev.kind).as_bytes());
-        if let Some(v) = &ev.value {
-            feed(&v.value);
+    let events = m.events().expect("events");
+    h.u64(events.len() as u64);
+    for ev in &events {
+        let Event {
+            revision,
+            op_index,
+            kind,
+            key,
+            value,
+            prev,
+            at_ms,
+        } = ev;
+        h.u64(*revision);
+        h.u64(u64::from(*op_index));
+        h.bytes(format!("{kind:?}").as_bytes());
+        h.bytes(key.as_bytes());
+        for kv in [value, prev] {
+            match kv {
+                Some(kv) => {
+                    h.u64(1);
+                    h.kv(kv);
+                }
+                None => h.u64(0),
+            }
+        }
+        h.u64(*at_ms);
+    }
+    h.0
+}
+
+/// FNV-1a, fed length-prefixed fields so that moving bytes from one field
+/// to the next changes the hash.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+}
+
+impl Fnv {
+    fn raw(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
         }
     }
-    h
+
+    fn u64(&mut self, v: u64) {
+        self.raw(&v.to_be_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.raw(b);
+    }
+
+    fn kv(&mut self, kv: &KeyValue) {
+        let KeyValue {
+            key,
+            value,
+            create_revision,
+            mod_revision,
+            version,
+            uid,
+        } = kv;
+        self.bytes(key.as_bytes());
+        self.bytes(value);
+        self.u64(*create_revision);
+        self.u64(*mod_revision);
+        self.u64(*version);
+        match uid {
+            Some(u) => {
+                self.u64(1);
+                self.bytes(u.as_bytes());
+            }
+            None => self.u64(0),
+        }
+    }
 }
 
 /// A loopback port that was free a moment ago.
@@ -531,3 +609,40 @@ pub fn rng(seed: u64) -> StdRng {
 }
 
 pub use rand;
+
+impl Cluster {
+    /// Like [`Cluster::start_with`], but member `first` bootstraps the
+    /// cluster, so it is the first leader (bootstrapping elects at once).
+    pub async fn start_led_by(
+        n: u64,
+        seed: u64,
+        first: NodeId,
+        tweak: impl Fn(&mut MemberConfig),
+    ) -> Cluster {
+        init_tracing();
+        let mut cluster = Cluster {
+            router: Router::new(seed),
+            configs: BTreeMap::new(),
+            members: BTreeMap::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        for id in 1..=n {
+            let mut c = test_config(id, cluster.dir.path().join(format!("m{id}")));
+            tweak(&mut c);
+            cluster.configs.insert(id, c);
+            cluster.start_member(id).await;
+        }
+        let all: BTreeMap<NodeId, String> = cluster
+            .configs
+            .iter()
+            .map(|(id, c)| (*id, c.addr.clone()))
+            .collect();
+        cluster
+            .member(first)
+            .initialize(all)
+            .await
+            .expect("initialize");
+        cluster.leader(Duration::from_secs(30)).await;
+        cluster
+    }
+}

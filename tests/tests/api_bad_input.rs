@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_tests::{free_port, keel_bin, wait_until};
 
@@ -66,10 +66,38 @@ fn bad_input_gets_a_status_and_stores_nothing() {
             "BadRequest",
         ),
         (
-            "a YAML body",
+            "malformed YAML",
             vec![
                 "-H",
                 "Content-Type: application/yaml",
+                "-X",
+                "POST",
+                "-d",
+                "a: [b",
+                cms,
+            ],
+            400,
+            "BadRequest",
+        ),
+        (
+            "a YAML body without a name",
+            vec![
+                "-H",
+                "Content-Type: application/yaml",
+                "-X",
+                "POST",
+                "-d",
+                "data: {a: b}",
+                cms,
+            ],
+            422,
+            "Invalid",
+        ),
+        (
+            "a body in an unknown format",
+            vec![
+                "-H",
+                "Content-Type: text/plain",
                 "-X",
                 "POST",
                 "-d",

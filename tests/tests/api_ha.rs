@@ -132,6 +132,49 @@ fn read_events(child: &mut Child) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// (resourceVersion, data.i) of a ConfigMap named `name`.
+fn committed(obj: &serde_json::Value, name: &str) -> (String, String) {
+    assert_eq!(obj["metadata"]["name"], name, "{obj}");
+    (
+        obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no resourceVersion: {obj}"))
+            .to_string(),
+        obj["data"]["i"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// name -> (resourceVersion, data.i) of every ConfigMap in a LIST.
+fn by_name(list: &serde_json::Value) -> BTreeMap<String, (String, String)> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|o| {
+            let name = o["metadata"]["name"].as_str().unwrap().to_string();
+            let c = committed(o, &name);
+            (name, c)
+        })
+        .collect()
+}
+
+/// GET a ConfigMap through any running member (one may be mid-failover).
+fn read_back(pki: &Path, members: &[Member], name: &str) -> serde_json::Value {
+    let mut n = 0usize;
+    wait_until(
+        &format!("{name} to be readable after a 409"),
+        Duration::from_secs(60),
+        || {
+            let running: Vec<&Member> = members.iter().filter(|m| m.child.is_some()).collect();
+            let m = running[n % running.len()];
+            n += 1;
+            let url = format!("{}/api/v1/namespaces/default/configmaps/{name}", m.base());
+            let (code, obj) = request(pki, &[&url]);
+            (code == 200).then_some(obj)
+        },
+    )
+}
+
 #[test]
 fn api_survives_kill_9_of_the_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +234,9 @@ fn api_survives_kill_9_of_the_leader() {
     let leader_base = members[(lead - 1) as usize].base();
     let mut first_watch = watch(&pki, &leader_base, &start_rv, 60);
 
-    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    // name -> (resourceVersion, data.i) of every write known to be committed.
+    let mut acked: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut retried_409 = 0;
     let mut killed = false;
     let mut target = 0usize;
     for i in 0..60 {
@@ -207,12 +252,14 @@ fn api_survives_kill_9_of_the_leader() {
             r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"i":"{i}"}}}}"#
         );
         let write_deadline = Instant::now() + Duration::from_secs(60);
+        let mut attempts = 0;
         loop {
             let m = &members[target % 3];
             target += 1;
             if m.child.is_none() {
                 continue;
             }
+            attempts += 1;
             let (code, obj) = request(
                 &pki,
                 &[
@@ -227,27 +274,30 @@ fn api_survives_kill_9_of_the_leader() {
             );
             match code {
                 201 => {
-                    acked.insert(
-                        name.clone(),
-                        obj["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap()
-                            .to_string(),
-                    );
+                    acked.insert(name.clone(), committed(&obj, &name));
                     break;
                 }
-                // The first attempt committed but its answer was lost: it is there.
-                409 => break,
+                // An earlier attempt committed but its answer was lost. That
+                // write must hold what was sent, and is checked like any other.
+                409 if attempts > 1 => {
+                    let obj = read_back(&pki, &members, &name);
+                    let got = committed(&obj, &name);
+                    assert_eq!(got.1, i.to_string(), "{name} holds another write: {obj}");
+                    acked.insert(name.clone(), got);
+                    retried_409 += 1;
+                    break;
+                }
                 _ => assert!(
-                    Instant::now() < write_deadline,
-                    "no write accepted for {name}: {code} {obj}"
+                    Instant::now() < write_deadline && code != 409,
+                    "no write accepted for {name} (attempt {attempts}): {code} {obj}"
                 ),
             }
         }
     }
     assert!(killed);
+    assert_eq!(acked.len(), 60, "every write ends committed");
     println!(
-        "{} writes acknowledged around a kill -9 of the API leader",
+        "{} writes acknowledged around a kill -9 of the API leader ({retried_409} found committed after a 409 on retry)",
         acked.len()
     );
     // Every acknowledged write is on every survivor, at its resourceVersion.
@@ -260,22 +310,9 @@ fn api_survives_kill_9_of_the_leader() {
             )],
         );
         assert_eq!(code, 200);
-        let have: BTreeMap<String, String> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                (
-                    o["metadata"]["name"].as_str().unwrap().to_string(),
-                    o["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                )
-            })
-            .collect();
-        for (name, rv) in &acked {
-            assert_eq!(have.get(name), Some(rv), "member {} lost {name}", m.id);
+        let have = by_name(&list);
+        for (name, want) in &acked {
+            assert_eq!(have.get(name), Some(want), "member {} lost {name}", m.id);
         }
     }
     // The watch on the dead leader ended; resume on a survivor from its last resourceVersion.
@@ -302,10 +339,10 @@ fn api_survives_kill_9_of_the_leader() {
         revs.windows(2).all(|w| w[0] < w[1]),
         "events out of order: {revs:?}"
     );
-    for name in acked.keys() {
+    for (name, (rv, _)) in &acked {
         assert!(
-            unique.contains(name.as_str()),
-            "the resumed watch missed {name}"
+            all.iter().any(|e| &e.0 == name && &e.1 == rv),
+            "the resumed watch missed {name} at {rv}"
         );
     }
     // The killed member restarts from its data and catches up.
@@ -320,12 +357,10 @@ fn api_survives_kill_9_of_the_leader() {
                 &pki,
                 &[&format!("{base}/api/v1/namespaces/default/configmaps")],
             );
-            (code == 200
-                && list["items"].as_array().is_some_and(|a| {
-                    acked
-                        .keys()
-                        .all(|n| a.iter().any(|o| o["metadata"]["name"] == n.as_str()))
-                }))
+            (code == 200 && {
+                let have = by_name(&list);
+                acked.iter().all(|(n, want)| have.get(n) == Some(want))
+            })
             .then_some(())
         },
     );

@@ -65,6 +65,66 @@ fn positive(row: &serde_json::Map<String, Value>, col: &str) -> f64 {
     v
 }
 
+/// What a closed-loop step reports: `clients` each run one operation after
+/// another for at least the step's duration.
+struct Measured {
+    clients: usize,
+    ops: u64,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+/// Check that a step's numbers can describe one real run (an ordering such as
+/// p99 >= p50 holds by construction and proves nothing). Each client's
+/// latencies add up to at most the elapsed time, so at least half the
+/// operations taking p50 or more fit in `clients` x elapsed; no single
+/// operation outlasts the step; and the step lasted at least `min_secs`.
+fn consistent(what: &str, m: Measured, min_secs: f64) {
+    let Measured {
+        clients,
+        ops,
+        ops_per_sec,
+        p50_ms,
+        p99_ms,
+        p999_ms,
+    } = m;
+    assert!(ops > 0, "{what}: no operation completed");
+    for (name, v) in [
+        ("ops/s", ops_per_sec),
+        ("p50", p50_ms),
+        ("p99", p99_ms),
+        ("p999", p999_ms),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{what}: {name} is {v}");
+    }
+    assert!(
+        p50_ms <= p99_ms && p99_ms <= p999_ms,
+        "{what}: percentiles out of order: {p50_ms} {p99_ms} {p999_ms}"
+    );
+    // Rounding: rates to 0.001, latencies to 1 µs.
+    let slack = 1.01;
+    let elapsed_ms = ops as f64 / ops_per_sec * 1000.0;
+    assert!(
+        elapsed_ms * slack >= min_secs * 1000.0,
+        "{what}: {ops} ops at {ops_per_sec}/s is {elapsed_ms:.1} ms, shorter than the step"
+    );
+    assert!(
+        elapsed_ms < 600_000.0,
+        "{what}: {ops} ops at {ops_per_sec}/s is {elapsed_ms:.1} ms, far longer than the step"
+    );
+    assert!(
+        p999_ms <= elapsed_ms * slack + 0.01,
+        "{what}: p999 {p999_ms} ms is longer than the whole step ({elapsed_ms:.1} ms)"
+    );
+    let half = (ops as f64 / 2.0).max(1.0);
+    assert!(
+        p50_ms * half <= clients as f64 * elapsed_ms * slack + 0.01,
+        "{what}: {ops} ops by {clients} clients in {elapsed_ms:.1} ms cannot have a p50 of {p50_ms} ms"
+    );
+}
+
 #[test]
 fn bench_store_runs_every_step_against_keel_and_etcd() {
     let doc = bench(&[
@@ -91,12 +151,19 @@ fn bench_store_runs_every_step_against_keel_and_etcd() {
                 .iter()
                 .find(|r| r["system"] == system && r["step"] == step && r["clients"] == clients)
                 .unwrap_or_else(|| panic!("no result for {system} {step} c={clients}"));
-            assert!(
-                r["ops"].as_u64().unwrap() > 0,
-                "{system} {step}: no operation completed: {r}"
+            assert_eq!(r["errors"], 0, "{system} {step}: {r}");
+            consistent(
+                &format!("{system} {step} c={clients}"),
+                Measured {
+                    clients,
+                    ops: r["ops"].as_u64().unwrap(),
+                    ops_per_sec: r["ops_per_sec"].as_f64().unwrap(),
+                    p50_ms: r["p50_ms"].as_f64().unwrap(),
+                    p99_ms: r["p99_ms"].as_f64().unwrap(),
+                    p999_ms: r["p999_ms"].as_f64().unwrap(),
+                },
+                0.3,
             );
-            assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
-            assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
             assert!(
                 r["rss_mib"].as_f64().unwrap() > 0.0,
                 "memory was not sampled: {r}"
@@ -124,10 +191,26 @@ fn bench_api_measures_every_verb() {
             .iter()
             .find(|r| r["verb"] == verb)
             .unwrap_or_else(|| panic!("no {verb} row: {rows:?}"));
-        positive(r, "ops/s");
         positive(r, "RSS MiB");
         assert_eq!(r["errors"], 0, "{r:?}");
-        assert!(positive(r, "p99 ms") >= r["p50 ms"].as_f64().unwrap());
+        let num = |col: &str| {
+            r[col]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{col} is not a number in {r:?}"))
+        };
+        consistent(
+            verb,
+            Measured {
+                clients: r["clients"].as_u64().unwrap() as usize,
+                ops: r["ops"].as_u64().unwrap(),
+                ops_per_sec: num("ops/s"),
+                p50_ms: num("p50 ms"),
+                p99_ms: num("p99 ms"),
+                p999_ms: num("p999 ms"),
+            },
+            // A client stops early once it has nothing left (get, delete).
+            0.0,
+        );
     }
 }
 

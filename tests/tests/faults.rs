@@ -1,13 +1,15 @@
 //! A seeded randomized workload under faults (partitions, kills, restarts,
-//! dropped and delayed messages).
+//! dropped and delayed messages), and partitions combined with kills that
+//! leave no side a quorum until the heal.
 //! Afterwards every acknowledged write is present on every member, and the
 //! final state equals a `BTreeMap` model that replays the commands in
 //! revision order (acknowledged ones, plus any whose answer was lost but that
 //! the log shows committed).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use keel_store::command::FailureReason;
 use keel_store::{Action, EventKind, Op, Precondition, StoreError};
 use keel_tests::{Cluster, objects, rng, seed};
 use rand::Rng;
@@ -247,4 +249,224 @@ async fn randomized_workload_under_faults_matches_the_model() {
         );
     }
     c.shutdown().await;
+}
+
+/// How soon after a heal writes must commit again. Electing a leader takes one
+/// election timeout (at most 2 s) plus a round trip; the bound leaves room for
+/// split votes and a loaded machine. An election that never settles (a
+/// candidate that cannot win kept ahead of one that can) exceeds it.
+const RECOVERY: Duration = Duration::from_secs(20);
+
+/// Create `key` through any running member, retrying retryable errors until
+/// `within` has passed; its revision. A retry that finds the key already
+/// there (an earlier attempt committed, its answer lost) reads it back and
+/// accepts it only if it holds `value`.
+async fn commit(c: &Cluster, key: &str, value: &[u8], within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut attempts = 0usize;
+    loop {
+        let running = c.running();
+        let via = running[attempts % running.len()];
+        attempts += 1;
+        match c
+            .member(via)
+            .txn(vec![Op::create(key, value.to_vec())])
+            .await
+        {
+            Ok(rev) => return rev,
+            Err(StoreError::Precondition(f))
+                if attempts > 1 && f.reason == FailureReason::AlreadyExists =>
+            {
+                let kv = f.current.expect("an existing key comes with its value");
+                assert_eq!(kv.value, value, "{key} holds another write");
+                return kv.mod_revision;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{key}: unexpected error {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no write of {key} committed within {within:?}: {e}"
+                );
+                // Back off between attempts; bounded by the deadline above.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Safety after faults: every acknowledged write is on every member at its
+/// revision, no write that was never acknowledged and cannot have committed
+/// is anywhere, and the members are identical (digests included).
+async fn check_nothing_lost(c: &Cluster, acked: &[(String, u64)], never: &str) {
+    let last = acked.iter().map(|(_, r)| *r).max().expect("acked writes");
+    c.wait_applied(last, LONG).await;
+    c.wait_converged(LONG).await;
+    for id in c.all_ids() {
+        let objs = objects(&c.member(id)).await;
+        for (key, rev) in acked {
+            assert_eq!(
+                objs.get(key).map(|o| o.2),
+                Some(*rev),
+                "member {id} lost acknowledged write {key}"
+            );
+        }
+        let phantom: Vec<&String> = objs.keys().filter(|k| k.starts_with(never)).collect();
+        assert!(
+            phantom.is_empty(),
+            "member {id} holds writes that were never acknowledged: {phantom:?}"
+        );
+    }
+}
+
+/// The leader is cut off with a tail of writes it can never commit; the other
+/// two elect a leader and commit; then that new leader dies, so no side has a
+/// quorum. After the heal the old leader (longer log, older term) and the
+/// survivor (shorter log, newer term) must elect the survivor: Raft votes by
+/// (last term, last index), and only the survivor's log can win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_plus_killed_new_leader_recovers_after_heal() {
+    let seed = seed("isolated_leader_plus_killed_new_leader");
+    let mut c = Cluster::start(3, seed).await;
+    let ids = c.all_ids();
+    let old = c.leader(LONG).await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let key = format!("/pk/before/{i}");
+        acked.push((key.clone(), commit(&c, &key, b"1", LONG).await));
+    }
+    tracing::info!("--- isolating leader {old}");
+    c.router.isolate(old, &ids);
+    // Writes sent to the cut-off leader enter its log and can never commit.
+    let stale: Vec<_> = (0..20)
+        .map(|i| {
+            let m = c.member(old);
+            tokio::spawn(async move {
+                m.txn(vec![Op::create(format!("/pk/stale/{i}"), b"x".to_vec())])
+                    .await
+            })
+        })
+        .collect();
+    let majority: Vec<u64> = ids.iter().copied().filter(|i| *i != old).collect();
+    let new = c.leader_among(&majority, LONG).await;
+    for i in 0..3 {
+        let key = format!("/pk/majority/{i}");
+        let rev = c
+            .member(new)
+            .txn(vec![Op::create(key.clone(), b"2".to_vec())])
+            .await
+            .unwrap();
+        acked.push((key, rev));
+    }
+    for t in stale {
+        let res = t.await.unwrap();
+        assert!(res.is_err(), "the isolated leader acknowledged {res:?}");
+    }
+    let (old_last, new_last) = (last_log_index(&c, old), last_log_index(&c, new));
+    println!("old leader {old}: last log index {old_last}; new leader {new}: {new_last}");
+    assert!(
+        old_last > new_last,
+        "the scenario needs the cut-off leader to hold the longer (stale) log"
+    );
+    tracing::info!("--- killing the new leader {new}, then healing");
+    c.kill(new).await;
+    c.router.heal();
+    let healed = Instant::now();
+    let rev = commit(&c, "/pk/after-heal", b"3", RECOVERY).await;
+    let took = healed.elapsed();
+    println!("writes resumed {took:?} after the heal");
+    assert!(
+        took < RECOVERY,
+        "writes resumed only {took:?} after the heal"
+    );
+    acked.push(("/pk/after-heal".into(), rev));
+    let survivor = majority.iter().copied().find(|i| *i != new).unwrap();
+    assert_eq!(
+        c.leader(LONG).await,
+        survivor,
+        "only the member with the newer log can lead"
+    );
+    c.restart(new).await;
+    check_nothing_lost(&c, &acked, "/pk/stale/").await;
+    c.shutdown().await;
+}
+
+/// A follower is cut off and misses writes while its term climbs with every
+/// failed election; then the leader dies, so no side has a quorum. After the
+/// heal the stale follower (higher term, shorter log) must not win, and the
+/// survivor must lead within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_follower_plus_killed_leader_recovers_after_heal() {
+    let seed = seed("isolated_follower_plus_killed_leader");
+    let mut c = Cluster::start(3, seed).await;
+    let ids = c.all_ids();
+    let leader = c.leader(LONG).await;
+    let cut = ids.iter().copied().find(|i| *i != leader).unwrap();
+    let survivor = ids
+        .iter()
+        .copied()
+        .find(|i| *i != leader && *i != cut)
+        .unwrap();
+    let mut acked = Vec::new();
+    tracing::info!("--- isolating follower {cut}");
+    c.router.isolate(cut, &ids);
+    for i in 0..10 {
+        let key = format!("/pk/missed/{i}");
+        let rev = c
+            .member(leader)
+            .txn(vec![Op::create(key.clone(), b"1".to_vec())])
+            .await
+            .unwrap();
+        acked.push((key, rev));
+    }
+    // Give the cut-off follower the time to campaign (in vain) and raise its
+    // term, as an isolated member does without pre-vote. Either way the heal
+    // below must elect the survivor.
+    let term = c.member(leader).raft().metrics().borrow().current_term;
+    let campaigned = tokio::time::timeout(Duration::from_secs(10), async {
+        while c.member(cut).raft().metrics().borrow().current_term <= term {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
+    println!("cut-off follower {cut} campaigned: {campaigned}");
+    tracing::info!("--- killing leader {leader}, then healing");
+    c.kill(leader).await;
+    // Without a quorum nothing is acknowledged.
+    let res = c
+        .member(survivor)
+        .txn(vec![Op::create("/pk/noquorum/0", b"x".to_vec())])
+        .await;
+    assert!(
+        res.is_err(),
+        "a write was acknowledged without a quorum: {res:?}"
+    );
+    c.router.heal();
+    let healed = Instant::now();
+    let rev = commit(&c, "/pk/after-heal", b"3", RECOVERY).await;
+    let took = healed.elapsed();
+    println!("writes resumed {took:?} after the heal");
+    assert!(
+        took < RECOVERY,
+        "writes resumed only {took:?} after the heal"
+    );
+    acked.push(("/pk/after-heal".into(), rev));
+    assert_eq!(
+        c.leader(LONG).await,
+        survivor,
+        "the member that missed writes cannot lead"
+    );
+    c.restart(leader).await;
+    check_nothing_lost(&c, &acked, "/pk/noquorum/").await;
+    c.shutdown().await;
+}
+
+/// A member's last log index.
+fn last_log_index(c: &Cluster, id: u64) -> u64 {
+    c.member(id)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap_or(0)
 }

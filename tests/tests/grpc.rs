@@ -1,6 +1,7 @@
 //! Members over the real gRPC transport on loopback: forwarding, read index,
 //! the admin service (status, add a member that catches up from a chunked
-//! snapshot, remove), and a corrupted payload refused by its checksum.
+//! snapshot, remove), a corrupted payload refused by its checksum, and a
+//! follower catching up on entries that together exceed the message limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +34,25 @@ async fn node(
     cfg.addr = addr.clone();
     tweak(&mut cfg);
     let member = Member::open(cfg, GrpcTransport::new()).await.unwrap();
+    let (stop, server) = serve(member.clone(), listener);
+    Node {
+        member,
+        addr,
+        stop,
+        server,
+    }
+}
+
+/// Serve a member's gRPC services on `listener` until `stop` fires.
+fn serve(
+    member: Arc<Member>,
+    listener: TcpListener,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = MemberService::new(member.clone()).router();
+    let router = MemberService::new(member).router();
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -43,12 +61,7 @@ async fn node(
             .await
             .unwrap();
     });
-    Node {
-        member,
-        addr,
-        stop,
-        server,
-    }
+    (stop, server)
 }
 
 async fn admin(addr: &str) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
@@ -193,4 +206,102 @@ async fn cluster_over_grpc() {
         let _ = n.stop.send(());
         let _ = n.server.await;
     }
+}
+
+/// A follower that missed 60 writes of 1.4 MiB (84 MiB, above the 64 MiB
+/// gRPC message limit in one batch) catches up once it is back: the leader
+/// sends them in batches bounded by bytes. Batched by count only, every
+/// attempt exceeded the limit and the follower never caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_on_entries_larger_than_one_message() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(node(id, dir.path(), |_| {}).await);
+    }
+    let all: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|n| (n.member.id(), n.addr.clone()))
+        .collect();
+    nodes[0].member.initialize(all).await.unwrap();
+    let leader = wait_for("a leader over gRPC", LONG, || async {
+        nodes
+            .iter()
+            .find(|n| n.member.is_leader())
+            .map(|n| n.member.id())
+    })
+    .await;
+    let lagging_id = if leader == 3 { 2 } else { 3 };
+    let lagging = nodes.remove(
+        nodes
+            .iter()
+            .position(|n| n.member.id() == lagging_id)
+            .unwrap(),
+    );
+    let leader = nodes.iter().find(|n| n.member.id() == leader).unwrap();
+    leader
+        .member
+        .txn(vec![Op::create("/big/first", b"1".to_vec())])
+        .await
+        .unwrap();
+    lagging
+        .member
+        .raft()
+        .wait(Some(LONG))
+        .applied_index_at_least(Some(leader.member.status().applied_index), "in step")
+        .await
+        .unwrap();
+
+    // Stop the follower (server and member); its data stays.
+    let Node {
+        member,
+        addr,
+        stop,
+        server,
+    } = lagging;
+    let _ = stop.send(());
+    let _ = server.await;
+    let db = member.db_handle();
+    member.shutdown().await;
+    drop(member);
+    wait_for("the stopped member's database to close", LONG, || {
+        let closed = db.upgrade().is_none();
+        async move { closed.then_some(()) }
+    })
+    .await;
+
+    const VALUE: usize = 1400 * 1024;
+    let mut last = 0;
+    for i in 0..60u8 {
+        last = leader
+            .member
+            .txn(vec![Op::create(format!("/big/{i:02}"), vec![i; VALUE])])
+            .await
+            .unwrap();
+    }
+
+    // Restart it on the same address and data directory.
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    let mut cfg = test_config(lagging_id, dir.path().join(format!("g{lagging_id}")));
+    cfg.addr = addr.clone();
+    let member = Member::open(cfg, GrpcTransport::new()).await.unwrap();
+    let (stop, server) = serve(member.clone(), listener);
+    member
+        .raft()
+        .wait(Some(Duration::from_secs(30)))
+        .applied_index_at_least(Some(last), "the restarted follower caught up")
+        .await
+        .unwrap();
+    let (kv, _) = member.get("/big/59", Consistency::Local).await.unwrap();
+    assert_eq!(kv.unwrap().value, vec![59u8; VALUE]);
+
+    for n in nodes {
+        n.member.shutdown().await;
+        let _ = n.stop.send(());
+        let _ = n.server.await;
+    }
+    member.shutdown().await;
+    let _ = stop.send(());
+    let _ = server.await;
 }

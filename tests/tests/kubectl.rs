@@ -3,12 +3,12 @@
 //! of a multi-document YAML, label, patch (merge and json), replace with a
 //! stale resourceVersion, invalid objects, get -w receiving live changes,
 //! delete, and an anonymous client refused. Runs kubectl 1.33 (the default
-//! on PATH) and 1.27 where installed.
+//! on PATH) and 1.27; either one missing fails the test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_tests::{free_port, keel_bin, wait_until};
 
@@ -69,16 +69,66 @@ fn start() -> Server {
     server
 }
 
-fn kubectl_bin(version: Option<&str>) -> Option<PathBuf> {
+/// The kubectl to run: `/usr/bin/kubectl`, or `kubectl.<version>` beside the
+/// file it resolves to. A missing binary fails the test (`make deps` installs
+/// both): a skipped block would claim coverage that never ran.
+fn kubectl_bin(version: Option<&str>) -> PathBuf {
     let default = Path::new("/usr/bin/kubectl");
-    let real = std::fs::canonicalize(default).ok()?;
-    match version {
-        None => Some(default.to_path_buf()),
-        Some(v) => {
-            let p = real.parent()?.join(format!("kubectl.{v}"));
-            p.exists().then_some(p)
-        }
+    let real = std::fs::canonicalize(default).unwrap_or_else(|e| {
+        panic!(
+            "kubectl is missing: {} ({e}); run `make deps`",
+            default.display()
+        )
+    });
+    let p = match version {
+        None => default.to_path_buf(),
+        Some(v) => real
+            .parent()
+            .expect("kubectl has a parent directory")
+            .join(format!("kubectl.{v}")),
+    };
+    assert!(
+        p.is_file(),
+        "kubectl {} is missing: {} does not exist; run `make deps`",
+        version.unwrap_or("(default)"),
+        p.display()
+    );
+    p
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+/// The lines of a child's output on a channel, so that reading has a deadline.
+fn line_reader(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Percent-encode a query parameter value.
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn run(bin: &Path, s: &Server, args: &[&str]) -> Output {
@@ -94,7 +144,7 @@ fn run(bin: &Path, s: &Server, args: &[&str]) -> Output {
 }
 
 fn kubectl(s: &Server, args: &[&str]) -> Output {
-    run(&kubectl_bin(None).unwrap(), s, args)
+    run(&kubectl_bin(None), s, args)
 }
 
 fn ok(out: &Output) -> String {
@@ -465,9 +515,9 @@ fn kubectl_drives_keel() {
     let refused = err(&kubectl(&s, &["create", "-f", invalid.to_str().unwrap()]));
     for msg in [
         r#"PersistentVolumeClaim "no-size" is invalid: spec.resources[storage]: Required value"#,
-        r#"RoleBinding "bad-ref" is invalid: roleRef.kind: Unsupported value: "Deployment""#,
+        r#"RoleBinding.rbac.authorization.k8s.io "bad-ref" is invalid: roleRef.kind: Unsupported value: "Deployment""#,
         r#"PersistentVolume "no-source" is invalid: spec: Required value: must specify a volume type"#,
-        r#"CustomResourceDefinition "gadgets.example.com" is invalid: metadata.name: Invalid value"#,
+        r#"CustomResourceDefinition.apiextensions.k8s.io "gadgets.example.com" is invalid: metadata.name: Invalid value"#,
         r#"spec.containers[0].resources.requests: Invalid value: "2": must be less than or equal to cpu limit of 1"#,
         r#"ConfigMap "bad-label" is invalid: metadata.labels: Invalid value: "has space""#,
     ] {
@@ -938,26 +988,100 @@ fn kubectl_drives_keel() {
         std::fs::write(&p, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n  namespace: team-a\n")).unwrap();
         ok(&kubectl(&s, &["create", "-f", p.to_str().unwrap()]));
     }
-    let paged = ok(&kubectl(
+    // The server pages: limit=1 gives exactly one item and a continue token
+    // per page, and the tokens walk every item once.
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut path = "/api/v1/namespaces/team-a/configmaps?limit=1".to_string();
+        if let Some(t) = &token {
+            path.push_str(&format!("&continue={}", query_escape(t)));
+        }
+        let page: serde_json::Value =
+            serde_json::from_str(&ok(&kubectl(&s, &["get", "--raw", &path]))).unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "limit=1 must give one item a page: {page}");
+        names.push(items[0]["metadata"]["name"].as_str().unwrap().to_string());
+        token = page["metadata"]["continue"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+        assert!(
+            names.len() < 3,
+            "a continue token after the last item: {page}"
+        );
+    }
+    assert_eq!(names, ["page-0", "page-1", "page-2"]);
+    // kubectl --chunk-size=1 gets them in three requests, two of them continued
+    // (-v=6 logs every request URL).
+    let chunked = kubectl(
         &s,
-        &["get", "cm", "-n", "team-a", "--chunk-size=1", "-o", "name"],
-    ));
-    assert_eq!(paged.lines().count(), 3, "{paged}");
+        &[
+            "get",
+            "cm",
+            "-n",
+            "team-a",
+            "--chunk-size=1",
+            "-o",
+            "name",
+            "-v=6",
+        ],
+    );
+    assert_eq!(
+        ok(&chunked).lines().collect::<Vec<_>>(),
+        ["configmap/page-0", "configmap/page-1", "configmap/page-2"]
+    );
+    let log = String::from_utf8_lossy(&chunked.stderr);
+    let requests: std::collections::BTreeSet<&str> = log
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .filter(|w| w.starts_with("https://") && w.contains("/namespaces/team-a/configmaps?"))
+        .collect();
+    assert_eq!(requests.len(), 3, "three list requests expected:\n{log}");
+    assert!(
+        requests.iter().all(|u| u.contains("limit=1")),
+        "every request asks for one item:\n{log}"
+    );
+    assert_eq!(
+        requests.iter().filter(|u| u.contains("continue=")).count(),
+        2,
+        "the second and third requests continue the first:\n{log}"
+    );
 
     // get -w sees a change made after it started.
-    let mut watch = Command::new(kubectl_bin(None).unwrap())
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["get", "cm", "-n", "team-a", "-w", "--output-watch-events"])
-        .env("HOME", s._dir.path().join("home"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    // The initial list arrives first; then a new object shows up live.
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("EVENT") || first.contains("NAME"), "{first}");
+    let mut watch = KillOnDrop(
+        Command::new(kubectl_bin(None))
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(["get", "cm", "-n", "team-a", "-w", "--output-watch-events"])
+            .env("HOME", s._dir.path().join("home"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = line_reader(watch.0.stdout.take().unwrap());
+    let next_line = |what: &str| {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("kubectl get -w printed nothing more while {what}: {e}"))
+    };
+    // The initial list arrives first, as ADDED events of the three objects
+    // (after a header); only then is the watch proven to be running.
+    let mut initial = std::collections::BTreeSet::new();
+    while initial.len() < 3 {
+        let line = next_line("waiting for the initial list");
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        match cols.as_slice() {
+            ["EVENT", "NAME", ..] => {}
+            ["ADDED", name, ..] if name.starts_with("page-") => {
+                assert!(initial.insert(name.to_string()), "{name} listed twice");
+            }
+            _ => panic!("unexpected line before the initial list was complete: {line}"),
+        }
+    }
     let p = dir.path().join("live.yaml");
     std::fs::write(
         &p,
@@ -965,17 +1089,13 @@ fn kubectl_drives_keel() {
     )
     .unwrap();
     ok(&kubectl(&s, &["create", "-f", p.to_str().unwrap()]));
-    let seen = lines
-        .by_ref()
-        .take(20)
-        .map(|l| l.unwrap())
-        .find(|l| l.contains("live-one"));
-    let _ = watch.kill();
-    let _ = watch.wait();
-    assert!(
-        seen.is_some_and(|l| l.contains("ADDED")),
-        "the watch did not report live-one"
+    let seen = next_line("waiting for live-one");
+    assert_eq!(
+        seen.split_whitespace().take(2).collect::<Vec<_>>(),
+        ["ADDED", "live-one"],
+        "the watch must report live-one as its next event: {seen}"
     );
+    drop(watch);
 
     // delete waits for the object to go.
     let deleted = ok(&kubectl(&s, &["delete", "cm", "live-one", "-n", "team-a"]));
@@ -1005,7 +1125,8 @@ fn kubectl_drives_keel() {
     );
 
     // An older kubectl works too.
-    if let Some(old) = kubectl_bin(Some("1.27")) {
+    {
+        let old = kubectl_bin(Some("1.27"));
         let ns = ok(&run(&old, &s, &["get", "ns"]));
         assert!(ns.contains("team-a"), "{ns}");
         let cms = ok(&run(&old, &s, &["get", "cm", "-n", "team-a", "-o", "wide"]));
@@ -1084,7 +1205,7 @@ fn kubectl_drives_keel() {
         format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user: {{token: not-a-credential}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
     )
     .unwrap();
-    let out = Command::new(kubectl_bin(None).unwrap())
+    let out = Command::new(kubectl_bin(None))
         .arg("--kubeconfig")
         .arg(&anon)
         .args(["get", "cm"])

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_store::{Event, EventKind, Op, StoreError, WatchMessage, WatchStart, WatchStream};
-use keel_tests::{Cluster, rng, seed};
+use keel_tests::{Cluster, rng, seed, wait_for};
 use rand::Rng;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -136,13 +136,18 @@ async fn watch_guarantees_hold_across_members_and_leader_changes() {
     let mut last = 0;
     for i in 30..60 {
         let ops = write(&mut r, i);
-        last = loop {
-            match c.member(new_leader).txn(ops.clone()).await {
-                Ok(rev) => break rev,
-                Err(e) if e.is_retryable() => continue,
-                Err(e) => panic!("write failed: {e}"),
+        // Retry what the leader change makes retryable, but never past a deadline.
+        last = wait_for(&format!("write {i} to commit"), LONG, || {
+            let (m, ops) = (c.member(new_leader), ops.clone());
+            async move {
+                match m.txn(ops).await {
+                    Ok(rev) => Some(rev),
+                    Err(e) if e.is_retryable() => None,
+                    Err(e) => panic!("write {i} failed: {e}"),
+                }
             }
-        };
+        })
+        .await;
     }
     c.restart(leader).await;
     c.wait_applied(last, LONG).await;

@@ -1,0 +1,214 @@
+//! The body of a watch response: the initial state as ADDED events, read page
+//! by page at one pinned revision, then the store's events strictly after that
+//! revision (so nothing is missed or sent twice), bookmarks, and the end at
+//! the watch's deadline. Memory per watch is one page and a bounded channel,
+//! however many objects the watched prefix holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use keel_store::{
+    Event, KeyValue, Member, RangeRequest, RangeResponse, StoreError, WatchMessage, WatchStart,
+    WatchStream,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+
+/// Objects read per page of a watch's initial state.
+pub const INITIAL_PAGE: usize = 500;
+
+/// How long a watch lasts without `timeoutSeconds` (or with 0), as
+/// kube-apiserver's default minimum request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The longest a watch lasts: a larger `timeoutSeconds` is clamped to this
+/// (a deadline of `now + u64::MAX` seconds does not exist). Clients re-watch
+/// from their last resourceVersion when a watch ends, so a day costs nothing.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The duration of a watch from its `timeoutSeconds` parameter: unset, 0 or
+/// not a number gives the default, and anything above the cap the cap.
+pub fn timeout(param: Option<&str>) -> Duration {
+    match param.and_then(|s| s.parse::<u64>().ok()) {
+        None | Some(0) => DEFAULT_TIMEOUT,
+        Some(secs) => Duration::from_secs(secs).min(MAX_TIMEOUT),
+    }
+}
+
+/// The JSON line of an ADDED event for a stored object, `None` when the
+/// watch's selectors exclude it.
+pub type AddedLine = dyn Fn(&KeyValue) -> Result<Option<Bytes>, ApiError> + Send + Sync;
+/// The JSON line of a store event for this watcher, `None` when neither the
+/// object nor its previous version is selected.
+pub type EventLine = dyn Fn(&Event) -> Option<Bytes> + Send + Sync;
+
+/// One watch, ready to stream.
+pub struct Watch {
+    pub member: Arc<Member>,
+    pub prefix: String,
+    /// Live events strictly after this revision are sent.
+    pub start: u64,
+    /// The first page of the initial state, read at `start`; its continue
+    /// token (pinned to `start`) reads the rest.
+    pub initial: Option<RangeResponse>,
+    /// After the initial state, a bookmark annotated
+    /// `k8s.io/initial-events-end` (watch-list, `sendInitialEvents=true`).
+    pub initial_end_bookmark: bool,
+    /// Whether progress notifications become BOOKMARK events.
+    pub bookmarks: bool,
+    pub deadline: tokio::time::Instant,
+    /// `kind` and `apiVersion` of bookmark objects.
+    pub kind: &'static str,
+    pub api_version: String,
+    pub added: Box<AddedLine>,
+    pub event: Box<EventLine>,
+}
+
+type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+fn json_line(v: &Value) -> Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+impl Watch {
+    /// Start streaming; the stream ends at the deadline, on an error (sent
+    /// as an ERROR event), or when the client goes away.
+    pub fn into_body(self) -> Body {
+        let (tx, rx) = mpsc::channel(256);
+        let deadline = self.deadline;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout_at(deadline, self.run(&tx)).await;
+        });
+        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        json_line(&json!({"type": "BOOKMARK", "object": {
+            "kind": self.kind, "apiVersion": self.api_version, "metadata": meta,
+        }}))
+    }
+
+    async fn run(mut self, tx: &Sink) {
+        let send = |b: Bytes| async move { tx.send(Ok(b)).await.is_ok() };
+        let error = |e: ApiError| json_line(&json!({"type": "ERROR", "object": e.status()}));
+        if let Some(first) = self.initial.take() {
+            if let Err(e) = self.send_initial(first, tx).await {
+                let _ = send(error(e)).await;
+                return;
+            }
+            if tx.is_closed() {
+                return;
+            }
+            if self.initial_end_bookmark && !send(self.bookmark(self.start, true)).await {
+                return;
+            }
+        }
+        let mut stream = match self.register().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = send(error(e.into())).await;
+                return;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = tx.closed() => return,
+            };
+            let lines = match msg {
+                None => return,
+                Some(Err(e)) => {
+                    let _ = send(error(e.into())).await;
+                    return;
+                }
+                Some(Ok(WatchMessage::Progress { revision })) if self.bookmarks => {
+                    vec![self.bookmark(revision, false)]
+                }
+                Some(Ok(WatchMessage::Progress { .. })) => vec![],
+                Some(Ok(WatchMessage::Events { events, .. })) => {
+                    events.iter().filter_map(|e| (self.event)(e)).collect()
+                }
+            };
+            for l in lines {
+                if !send(l).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Send the initial state as ADDED events, one page in memory at a time.
+    /// Every page after the first continues at the first page's revision,
+    /// so the state is one snapshot even while writes go on.
+    async fn send_initial(&self, first: RangeResponse, tx: &Sink) -> Result<(), ApiError> {
+        let mut page = first;
+        loop {
+            for kv in &page.kvs {
+                if let Some(line) = (self.added)(kv)?
+                    && tx.send(Ok(line)).await.is_err()
+                {
+                    // The client is gone: nothing more to send.
+                    return Ok(());
+                }
+            }
+            let Some(token) = page.continue_token.take() else {
+                return Ok(());
+            };
+            let mut req = RangeRequest::prefix(self.prefix.clone());
+            req.limit = INITIAL_PAGE;
+            req.continue_token = Some(token);
+            page = self.member.range(req).await?;
+        }
+    }
+
+    /// Register for events after `start`. The store publishes a revision to
+    /// watchers just after a read can see it, so a watch that starts at a
+    /// revision it has just read may briefly find it "in the future": retry
+    /// for a moment before reporting that.
+    async fn register(&self) -> Result<WatchStream, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self
+                .member
+                .watch(self.prefix.clone(), WatchStart::After(self.start))
+            {
+                Err(StoreError::FutureRevision { .. }) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_clamped_and_never_overflow_a_deadline() {
+        assert_eq!(timeout(None), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(Some("0")), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(Some("-1")), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(Some("7")), Duration::from_secs(7));
+        for huge in ["18446744073709551615", "86401", "9223372036854775808"] {
+            let t = timeout(Some(huge));
+            assert_eq!(t, MAX_TIMEOUT, "{huge}");
+            // What the old code did with the raw value, and panicked on.
+            let _ = tokio::time::Instant::now() + t;
+            let _ = std::time::Instant::now() + t;
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! libFuzzer target: `keel_tests::fuzz::bincode_payloads` on each input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keel_tests::fuzz::bincode_payloads(data));

@@ -1,0 +1,373 @@
+//! The snapshot file on disk, which only moves forward, and the handle
+//! openraft streams snapshots through ([`SnapshotData`]): a received snapshot
+//! is written chunk by chunk to a temporary file, bounded in size, instead of
+//! growing a buffer in memory.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use openraft::LogId;
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+
+use crate::NodeId;
+use crate::error::StoreError;
+use crate::snapshot::SnapshotBody;
+
+type Meta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+
+/// The largest snapshot a member accepts from a peer (etcd's largest quota).
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
+
+/// The name of the current snapshot in the data directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Temporary files (being written or received) end with this.
+const TMP_SUFFIX: &str = ".snap-tmp";
+
+/// The data directory's snapshot file. Builds and installs replace it through
+/// [`SnapshotFiles::publish`] under one lock, so it never moves back to an
+/// older `last_log_id`, and two writers never share a temporary file.
+pub struct SnapshotFiles {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The `last_log_id` of the file now in place (`None`: no valid file).
+    published: Mutex<Option<LogId<NodeId>>>,
+    seq: AtomicU64,
+}
+
+/// Held while the snapshot file (and, on install, the state it describes) changes.
+pub struct PublishGuard<'a>(MutexGuard<'a, Option<LogId<NodeId>>>);
+
+impl SnapshotFiles {
+    /// The snapshot files of data directory `dir`. Temporary files left by a
+    /// crash are removed.
+    pub fn open(dir: &Path) -> SnapshotFiles {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let files = SnapshotFiles {
+            dir: dir.to_path_buf(),
+            path: dir.join(SNAPSHOT_FILE),
+            published: Mutex::new(None),
+            seq: AtomicU64::new(0),
+        };
+        let current = files.read_current().ok().flatten().map(|(meta, _)| meta);
+        *files.published.lock().unwrap_or_else(|e| e.into_inner()) =
+            current.and_then(|m| m.last_log_id);
+        files
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current file's bytes and metadata after its checks; `None` when
+    /// there is none. A damaged file is an error (the caller decides).
+    pub fn read_current(&self) -> Result<Option<(Meta, std::fs::File)>, StoreError> {
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Snapshot(format!(
+                    "reading {}: {e}",
+                    self.path.display()
+                )));
+            }
+        };
+        // Read through the handle that is returned, so a file replaced in
+        // between cannot pair one file's metadata with another's bytes.
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .and_then(|_| f.seek(SeekFrom::Start(0)))
+            .map_err(|e| StoreError::Snapshot(format!("reading {}: {e}", self.path.display())))?;
+        let meta = SnapshotBody::meta_from_bytes(&bytes)?;
+        Ok(Some((meta, f)))
+    }
+
+    /// Take the lock that every change of the file holds.
+    pub fn lock(&self) -> PublishGuard<'_> {
+        PublishGuard(self.published.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Make `bytes` (a snapshot up to `last_log_id`) the current file, unless
+    /// the file in place already covers as much: then nothing changes and
+    /// `false` is returned. Written to a temporary file of this writer's own,
+    /// synced, renamed into place, and the directory synced.
+    pub fn publish(
+        &self,
+        guard: &mut PublishGuard<'_>,
+        last_log_id: Option<LogId<NodeId>>,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        if guard.0.is_some() && *guard.0 >= last_log_id {
+            return Ok(false);
+        }
+        let tmp = self.tmp_path("build");
+        let io =
+            |e: std::io::Error| StoreError::Snapshot(format!("writing {}: {e}", tmp.display()));
+        let res = (|| {
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, &self.path).map_err(io)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        *guard.0 = last_log_id;
+        Ok(true)
+    }
+
+    /// A fresh temporary file name in the data directory: unique per writer.
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!(
+            "snapshot.{what}-{}-{n}{TMP_SUFFIX}",
+            std::process::id()
+        ))
+    }
+
+    /// An empty temporary file that a received snapshot is written to; it is
+    /// removed when the handle is dropped.
+    pub fn receive(&self) -> Result<SnapshotData, StoreError> {
+        let path = self.tmp_path("recv");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::Snapshot(format!("creating {}: {e}", path.display())))?;
+        Ok(SnapshotData {
+            inner: Inner::File(tokio::fs::File::from_std(f)),
+            pos: 0,
+            limit: MAX_SNAPSHOT_BYTES,
+            remove_on_drop: Some(path),
+        })
+    }
+}
+
+/// A snapshot as openraft reads and writes it: the bytes of a built snapshot,
+/// an open snapshot file, or a temporary file being received. Writes and
+/// seeks beyond [`MAX_SNAPSHOT_BYTES`] fail, so a peer cannot make a member
+/// allocate or store without bound.
+pub struct SnapshotData {
+    inner: Inner,
+    pos: u64,
+    limit: u64,
+    remove_on_drop: Option<PathBuf>,
+}
+
+enum Inner {
+    Memory(std::io::Cursor<Vec<u8>>),
+    File(tokio::fs::File),
+}
+
+impl SnapshotData {
+    /// A snapshot held in memory (a build's bytes, or a test's).
+    pub fn memory(bytes: Vec<u8>) -> SnapshotData {
+        SnapshotData {
+            inner: Inner::Memory(std::io::Cursor::new(bytes)),
+            pos: 0,
+            limit: MAX_SNAPSHOT_BYTES,
+            remove_on_drop: None,
+        }
+    }
+
+    /// An open snapshot file, read from its start.
+    pub fn file(f: std::fs::File) -> SnapshotData {
+        SnapshotData {
+            inner: Inner::File(tokio::fs::File::from_std(f)),
+            pos: 0,
+            limit: MAX_SNAPSHOT_BYTES,
+            remove_on_drop: None,
+        }
+    }
+
+    /// Every byte, from the start, refusing more than [`MAX_SNAPSHOT_BYTES`].
+    pub async fn read_all(&mut self) -> Result<Vec<u8>, StoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let io = |e: std::io::Error| StoreError::Snapshot(format!("reading a snapshot: {e}"));
+        let len = self.seek(SeekFrom::End(0)).await.map_err(io)?;
+        if len > self.limit {
+            return Err(StoreError::Snapshot(format!(
+                "{len} bytes, above the limit of {} bytes",
+                self.limit
+            )));
+        }
+        self.seek(SeekFrom::Start(0)).await.map_err(io)?;
+        let mut out = Vec::with_capacity(len as usize);
+        self.read_to_end(&mut out).await.map_err(io)?;
+        Ok(out)
+    }
+
+    fn too_large(&self, end: u64) -> std::io::Error {
+        std::io::Error::other(format!(
+            "snapshot would reach {end} bytes, above the limit of {} bytes",
+            self.limit
+        ))
+    }
+}
+
+impl Drop for SnapshotData {
+    fn drop(&mut self) {
+        if let Some(p) = self.remove_on_drop.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl AsyncRead for SnapshotData {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = match &mut this.inner {
+            Inner::Memory(c) => Pin::new(c).poll_read(cx, buf),
+            Inner::File(f) => Pin::new(f).poll_read(cx, buf),
+        };
+        if let Poll::Ready(Ok(())) = res {
+            this.pos += (buf.filled().len() - before) as u64;
+        }
+        res
+    }
+}
+
+impl AsyncWrite for SnapshotData {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let end = this.pos.saturating_add(buf.len() as u64);
+        if end > this.limit {
+            return Poll::Ready(Err(this.too_large(end)));
+        }
+        let res = match &mut this.inner {
+            Inner::Memory(c) => Pin::new(c).poll_write(cx, buf),
+            Inner::File(f) => Pin::new(f).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = res {
+            this.pos += n as u64;
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_flush(cx),
+            Inner::File(f) => Pin::new(f).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Memory(c) => Pin::new(c).poll_shutdown(cx),
+            Inner::File(f) => Pin::new(f).poll_shutdown(cx),
+        }
+    }
+}
+
+impl AsyncSeek for SnapshotData {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> std::io::Result<()> {
+        let this = self.get_mut();
+        if let SeekFrom::Start(n) = position
+            && n > this.limit
+        {
+            return Err(this.too_large(n));
+        }
+        match &mut this.inner {
+            Inner::Memory(c) => Pin::new(c).start_seek(position),
+            Inner::File(f) => Pin::new(f).start_seek(position),
+        }
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        let this = self.get_mut();
+        let res = match &mut this.inner {
+            Inner::Memory(c) => Pin::new(c).poll_complete(cx),
+            Inner::File(f) => Pin::new(f).poll_complete(cx),
+        };
+        if let Poll::Ready(Ok(p)) = res {
+            this.pos = p;
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_received_snapshot_is_bounded_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path());
+        let mut data = files.receive().unwrap();
+        data.limit = 10;
+        data.write_all(b"0123456789").await.unwrap();
+        assert!(data.write_all(b"x").await.is_err(), "past the limit");
+        assert!(data.seek(SeekFrom::Start(11)).await.is_err());
+        data.seek(SeekFrom::Start(2)).await.unwrap();
+        data.write_all(b"ab").await.unwrap();
+        assert_eq!(data.read_all().await.unwrap(), b"01ab456789");
+        let tmp = data.remove_on_drop.clone().unwrap();
+        assert!(tmp.exists());
+        drop(data);
+        assert!(!tmp.exists(), "an uninstalled received snapshot is removed");
+    }
+
+    #[test]
+    fn the_file_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |index| Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
+        let body = |index| {
+            let mut b = SnapshotBody {
+                meta: Default::default(),
+                compacted: 0,
+                event_count: 0,
+                objects: vec![],
+                events: vec![],
+            };
+            b.meta.last_log_id = at(index);
+            b.to_bytes()
+        };
+        let files = SnapshotFiles::open(dir.path());
+        assert!(files.publish(&mut files.lock(), at(10), &body(10)).unwrap());
+        assert!(!files.publish(&mut files.lock(), at(5), &body(5)).unwrap());
+        assert!(!files.publish(&mut files.lock(), at(10), &body(10)).unwrap());
+        let (meta, _) = files.read_current().unwrap().unwrap();
+        assert_eq!(meta.last_log_id, at(10));
+        // A reopened directory remembers what is in place.
+        let files = SnapshotFiles::open(dir.path());
+        assert!(!files.publish(&mut files.lock(), at(9), &body(9)).unwrap());
+        assert!(files.publish(&mut files.lock(), at(11), &body(11)).unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            vec![SNAPSHOT_FILE.to_string()],
+            "no temporary file is left"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The snapshot file only moves forward: a member that installs a snapshot
+//! while builds of its own run (triggered again and again) ends with a
+//! `snapshot.bin` that is the snapshot openraft reports, never an older one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use keel_store::Op;
+use keel_store::snapshot::SnapshotBody;
+use keel_tests::{Cluster, wait_for};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
+    let mut c = Cluster::start_with(3, 31, |cfg| {
+        cfg.snapshot_every = 20;
+        cfg.keep_behind_snapshot = 5;
+    })
+    .await;
+    let leader = c.leader(LONG).await;
+    let lagging = if leader == 3 { 2 } else { 3 };
+    c.member(leader)
+        .txn(vec![Op::create("/s/first", b"1".to_vec())])
+        .await
+        .unwrap();
+    c.wait_applied(c.member(leader).status().applied_index, LONG)
+        .await;
+    c.kill(lagging).await;
+    let mut last = 0;
+    for i in 0..120 {
+        last = c
+            .member(leader)
+            .txn(vec![Op::create(format!("/s/{i:03}"), vec![b'v'; 4096])])
+            .await
+            .unwrap();
+    }
+    c.member(leader)
+        .raft()
+        .wait(Some(LONG))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > 10),
+            "the leader purged past the lagging member",
+        )
+        .await
+        .unwrap();
+
+    let member = c.restart(lagging).await;
+    // Builds of its own state race the install the leader sends.
+    let done = Arc::new(AtomicBool::new(false));
+    let trigger = {
+        let (member, done) = (member.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let _ = member.raft().trigger().snapshot().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    member
+        .raft()
+        .wait(Some(LONG))
+        .applied_index_at_least(Some(last), "the restarted member caught up")
+        .await
+        .unwrap();
+    assert!(
+        member.raft().metrics().borrow().snapshot.is_some(),
+        "it caught up from a snapshot"
+    );
+    done.store(true, Ordering::Relaxed);
+    trigger.await.unwrap();
+
+    // Once the last build has finished, the file is the snapshot openraft
+    // reports (never an older one left by a build that lost the race).
+    let path = c.configs[&lagging].data_dir.join("snapshot.bin");
+    let file_meta = || {
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| SnapshotBody::meta_from_bytes(&b).ok())
+            .and_then(|m| m.last_log_id)
+    };
+    wait_for(
+        "snapshot.bin to be the member's current snapshot",
+        Duration::from_secs(10),
+        || {
+            let (file, metrics) = (file_meta(), member.raft().metrics().borrow().snapshot);
+            async move { (file.is_some() && file == metrics).then_some(()) }
+        },
+    )
+    .await;
+    let m = member.raft().metrics().borrow().clone();
+    assert!(
+        file_meta() >= m.purged,
+        "the snapshot file covers the purged log"
+    );
+    drop(member);
+    c.shutdown().await;
+}
