@@ -286,6 +286,61 @@ fn delete_on_the_all_namespaces_path_is_refused() {
 }
 
 #[test]
+fn delete_collection_deletes_every_page() {
+    // The store answers a range in pages of at most 16 MiB; 15 ConfigMaps of
+    // 1.3 MB need two. A collection DELETE that read one page left the rest.
+    let s = Server::start();
+    let body = s._dir.path().join("big.json");
+    let big = "x".repeat(1_300_000);
+    for i in 0..15 {
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("big-{i:02}"), "labels": {"size": "big"}},
+            "data": {"k": big}});
+        std::fs::write(&body, obj.to_string()).unwrap();
+        let r = s.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+            CMS,
+        ]);
+        assert_eq!(r.code, 201, "create big-{i:02}: {}", r.body);
+    }
+    assert_eq!(s.json("POST", CMS, &cm("small")).code, 201);
+    let r = s.curl(&["-X", "DELETE", &format!("{CMS}?labelSelector=size%3Dbig")]);
+    assert_eq!(r.code, 200, "deletecollection: {}", r.body);
+    assert_eq!(
+        r.body["items"].as_array().map(Vec::len),
+        Some(15),
+        "every matching object is deleted and returned"
+    );
+    let names = |r: &Reply| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a list: {}", r.body))
+            .iter()
+            .map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let left = s.curl(&[CMS]);
+    assert_eq!(left.code, 200, "{}", left.body);
+    let mut left = names(&left);
+    left.retain(|n| n != "kube-root-ca.crt");
+    assert_eq!(
+        left,
+        vec!["small".to_string()],
+        "only the unselected object is left"
+    );
+}
+
+#[test]
 fn removing_the_last_finalizer_deletes_the_object() {
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
