@@ -646,3 +646,14 @@ impl Cluster {
         cluster
     }
 }
+
+/// A child process (a `keel server`) that is killed and reaped when dropped,
+/// so a failed assertion never leaves it running.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::{Reaped, free_port, keel_bin, wait_until};
 
 /// (HTTP code, body) of a curl request with the admin certificate.
 fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
@@ -35,7 +35,7 @@ fn bad_input_gets_a_status_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let api_port = free_port();
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["server", "--data-dir"])
         .arg(&data)
         .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
@@ -45,6 +45,8 @@ fn bad_input_gets_a_status_and_stores_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed when the test ends, failed assertions included.
+    let _server = Reaped(child);
     let base = format!("https://127.0.0.1:{api_port}");
     let cms = "BASE/api/v1/namespaces/default/configmaps";
     wait_until("the server to be ready", Duration::from_secs(60), || {
@@ -231,6 +233,4 @@ fn bad_input_gets_a_status_and_stores_nothing() {
     assert_eq!(code, 200);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
     assert_eq!(curl(&data, &base, &["BASE/readyz"]).0, 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }

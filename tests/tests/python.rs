@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::{Reaped, free_port, keel_bin, wait_until};
 
 #[test]
 fn python_kubernetes_client_works_unchanged() {
@@ -14,7 +14,7 @@ fn python_kubernetes_client_works_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["server", "--data-dir"])
         .arg(&data)
         .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
@@ -24,6 +24,7 @@ fn python_kubernetes_client_works_unchanged() {
         .stderr(log)
         .spawn()
         .unwrap();
+    let server = Reaped(child);
     let kubeconfig = data.join("kubeconfig");
     wait_until(
         "a kubeconfig to be written",
@@ -43,8 +44,7 @@ fn python_kubernetes_client_works_unchanged() {
         let text = String::from_utf8_lossy(&o.stderr).into_owned();
         (o.status.success() || !text.contains("\"default\" in names")).then_some(o)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert!(
         out.status.success(),
         "python client failed:\n{}\n{}",
