@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use keel_proto::member as pb;
 use keel_store::Member;
 use keel_store::network::{GrpcTransport, MemberService};
+use keel_tests::fuzz::crc32;
 use keel_tests::{init_tracing, test_config, wait_for};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -165,22 +166,6 @@ async fn hostile_tokens_and_payloads_are_refused_and_the_member_keeps_serving() 
         assert_eq!(err.code(), Code::DataLoss);
         still_serving(&mut c, 100 + n).await;
     }
-}
-
-/// CRC-32 (IEEE), as the member protocol frames payloads.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for b in data {
-        crc ^= *b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
