@@ -259,28 +259,7 @@ impl Cluster {
     }
 
     pub async fn start_with(n: u64, seed: u64, tweak: impl Fn(&mut MemberConfig)) -> Cluster {
-        init_tracing();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cluster = Cluster {
-            router: Router::new(seed),
-            configs: BTreeMap::new(),
-            members: BTreeMap::new(),
-            dir,
-        };
-        for id in 1..=n {
-            let mut c = test_config(id, cluster.dir.path().join(format!("m{id}")));
-            tweak(&mut c);
-            cluster.configs.insert(id, c);
-            cluster.start_member(id).await;
-        }
-        let all: BTreeMap<NodeId, String> = cluster
-            .configs
-            .iter()
-            .map(|(id, c)| (*id, c.addr.clone()))
-            .collect();
-        cluster.member(1).initialize(all).await.expect("initialize");
-        cluster.leader(Duration::from_secs(30)).await;
-        cluster
+        Cluster::start_led_by(n, seed, 1, tweak).await
     }
 
     /// Open a member from its configured directory and attach it to the network.

@@ -257,6 +257,19 @@ async fn randomized_workload_under_faults_matches_the_model() {
 /// candidate that cannot win kept ahead of one that can) exceeds it.
 const RECOVERY: Duration = Duration::from_secs(20);
 
+/// After a heal, a write must commit within [`RECOVERY`]; its revision.
+async fn write_after_heal(c: &Cluster) -> u64 {
+    let healed = Instant::now();
+    let rev = commit(c, "/pk/after-heal", b"3", RECOVERY).await;
+    let took = healed.elapsed();
+    println!("writes resumed {took:?} after the heal");
+    assert!(
+        took < RECOVERY,
+        "writes resumed only {took:?} after the heal"
+    );
+    rev
+}
+
 /// Create `key` through any running member, retrying retryable errors until
 /// `within` has passed; its revision. A retry that finds the key already
 /// there (an earlier attempt committed, its answer lost) reads it back and
@@ -370,15 +383,7 @@ async fn isolated_leader_plus_killed_new_leader_recovers_after_heal() {
     tracing::info!("--- killing the new leader {new}, then healing");
     c.kill(new).await;
     c.router.heal();
-    let healed = Instant::now();
-    let rev = commit(&c, "/pk/after-heal", b"3", RECOVERY).await;
-    let took = healed.elapsed();
-    println!("writes resumed {took:?} after the heal");
-    assert!(
-        took < RECOVERY,
-        "writes resumed only {took:?} after the heal"
-    );
-    acked.push(("/pk/after-heal".into(), rev));
+    acked.push(("/pk/after-heal".into(), write_after_heal(&c).await));
     let survivor = majority.iter().copied().find(|i| *i != new).unwrap();
     assert_eq!(
         c.leader(LONG).await,
@@ -442,15 +447,7 @@ async fn isolated_follower_plus_killed_leader_recovers_after_heal() {
         "a write was acknowledged without a quorum: {res:?}"
     );
     c.router.heal();
-    let healed = Instant::now();
-    let rev = commit(&c, "/pk/after-heal", b"3", RECOVERY).await;
-    let took = healed.elapsed();
-    println!("writes resumed {took:?} after the heal");
-    assert!(
-        took < RECOVERY,
-        "writes resumed only {took:?} after the heal"
-    );
-    acked.push(("/pk/after-heal".into(), rev));
+    acked.push(("/pk/after-heal".into(), write_after_heal(&c).await));
     assert_eq!(
         c.leader(LONG).await,
         survivor,

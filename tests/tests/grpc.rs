@@ -64,6 +64,22 @@ fn serve(
     (stop, server)
 }
 
+/// Bootstrap `nodes` together from the first one and wait for a leader's id.
+async fn bootstrap(nodes: &[Node]) -> u64 {
+    let all: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|n| (n.member.id(), n.addr.clone()))
+        .collect();
+    nodes[0].member.initialize(all).await.unwrap();
+    wait_for("a leader over gRPC", LONG, || async {
+        nodes
+            .iter()
+            .find(|n| n.member.is_leader())
+            .map(|n| n.member.id())
+    })
+    .await
+}
+
 async fn admin(addr: &str) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
     pb::admin_client::AdminClient::connect(format!("http://{addr}"))
         .await
@@ -82,18 +98,7 @@ async fn cluster_over_grpc() {
     for id in 1..=3 {
         nodes.push(node(id, dir.path(), small_snapshots).await);
     }
-    let all: BTreeMap<u64, String> = nodes
-        .iter()
-        .map(|n| (n.member.id(), n.addr.clone()))
-        .collect();
-    nodes[0].member.initialize(all).await.unwrap();
-    let leader = wait_for("a leader over gRPC", LONG, || async {
-        nodes
-            .iter()
-            .find(|n| n.member.is_leader())
-            .map(|n| n.member.id())
-    })
-    .await;
+    let leader = bootstrap(&nodes).await;
     let follower = nodes.iter().find(|n| n.member.id() != leader).unwrap();
     // A write on a follower is forwarded to the leader over gRPC.
     let rev = follower
@@ -220,18 +225,7 @@ async fn a_follower_catches_up_on_entries_larger_than_one_message() {
     for id in 1..=3 {
         nodes.push(node(id, dir.path(), |_| {}).await);
     }
-    let all: BTreeMap<u64, String> = nodes
-        .iter()
-        .map(|n| (n.member.id(), n.addr.clone()))
-        .collect();
-    nodes[0].member.initialize(all).await.unwrap();
-    let leader = wait_for("a leader over gRPC", LONG, || async {
-        nodes
-            .iter()
-            .find(|n| n.member.is_leader())
-            .map(|n| n.member.id())
-    })
-    .await;
+    let leader = bootstrap(&nodes).await;
     let lagging_id = if leader == 3 { 2 } else { 3 };
     let lagging = nodes.remove(
         nodes
