@@ -6,7 +6,9 @@ export CARGO_BUILD_JOBS ?= 2
 # The Python `kubernetes` client for the client-compatibility test, in its own venv.
 PYVENV ?= /var/tmp/keel-venv
 export KEEL_PYTHON ?= $(PYVENV)/bin/python3
-# libclang-dev: RocksDB bindings; protobuf-compiler: the etcd client's protos;
+# libclang-dev: RocksDB bindings; protobuf-compiler: the protos of the etcd
+# client, which only the `keel-bench` crate links (the `keel` binary does not;
+# `make build` and `make test` build the whole workspace, bench included);
 # etcd-server: the baseline of `keel bench`; fuse3: fusermount3 for the
 # power-cut filesystem of the durability tests.
 DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl fuse3
@@ -33,8 +35,8 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 # Every test of the workspace (unit, property, conformance, in-process clusters,
-# gRPC, fuzz, power cuts, kubectl). The binaries the process tests start
-# (`keel`, the test filesystem) are built first: `cargo test` alone does not
+# gRPC, fuzz, power cuts, kubectl, bench). The binaries the process tests start
+# (`keel`, `keel-bench`, the test filesystem) are built first: `cargo test` alone does not
 # build another package's binaries. --all-targets in both steps keeps one
 # feature resolution, so RocksDB is compiled once.
 test: deps
@@ -54,10 +56,12 @@ fmt:
 
 # Benchmarks (release build). `make bench SUITE=watch BENCH_ARGS='--watchers 1000'`
 # runs one suite (store, api, watch, scale, failover, restart); each starts its
-# own Keel and etcd members on loopback ports and stops them.
+# own Keel and etcd members on loopback ports and stops them. `keel bench` runs
+# the `keel-bench` binary beside `keel`, which starts `keel server` processes:
+# both are built.
 SUITE ?= store
 bench: deps
-	$(CARGO) build --release --bin keel
+	$(CARGO) build --release --bin keel --bin keel-bench
 	$(CARGO) run --release --bin keel -- bench $(SUITE) $(BENCH_ARGS)
 
 bench-store: SUITE = store

@@ -295,6 +295,36 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Storage failures map as the store's always did. `NotFound`,
+/// `AlreadyExists` and `Conflict` need the resource's name, so the registry
+/// maps them where it knows it; one that reaches here is a registry bug.
+impl From<crate::registry::storage::StorageError> for ApiError {
+    fn from(e: crate::registry::storage::StorageError) -> ApiError {
+        use crate::registry::storage::StorageError as S;
+        match e {
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            S::Timeout(m) => ApiError::StoreTimeout(m),
+            S::InvalidContinue(m) => ApiError::BadRequest(format!("invalid continue token: {m}")),
+            S::FutureRevision { requested, current } => {
+                ApiError::TooLargeResourceVersion { requested, current }
+            }
+            S::TooLarge { size, limit, .. } => ApiError::TooLarge { size, limit },
+            S::Invalid(m) => ApiError::BadRequest(m),
+            S::TooManyWatches { .. } => ApiError::TooManyRequests,
+            S::Internal(m) => ApiError::Internal(m),
+            e @ (S::NotFound { .. } | S::AlreadyExists { .. } | S::Conflict { .. }) => {
+                ApiError::Internal(format!("storage answer without a resource: {e}"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

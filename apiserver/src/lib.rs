@@ -3,27 +3,37 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: HTTPS serving, authentication by client certificate, limits,
-//!   `/version` and health, default namespaces.
-//! - [`api`]: path parsing, discovery and the generic registry (get, list,
-//!   watch, create, update, patch, delete) over the event log.
-//! - [`kinds`]: one strategy per kind: defaults, validation, table columns.
-//! - [`rules`]: defaults and field rules of storage, network, RBAC, CRD and other kinds.
-//! - [`prepared`]: watch events decoded and encoded once for all watchers.
-//! - [`watch`]: a watch's stream: the initial state page by page, then live events.
-//! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps, selectors).
+//! A request goes down this list: the HTTP layer, the request's target, the
+//! registry, the storage.
+//!
+//! - [`http`]: the listener, TLS and limits ([`http::server`]), the one router
+//!   ([`http::routes`]), authentication by client certificate into a
+//!   `UserInfo` ([`http::auth`]), `/healthz`, `/livez`, `/readyz` ([`http::health`]).
+//! - [`request`]: path and method → the request's target (kind, namespace,
+//!   name, subresource) and verb.
+//! - [`discovery`]: `/api`, `/apis`, aggregated discovery, resource lists.
+//! - [`registry`]: the verbs on every kind, one file per concern: body decoding
+//!   and field checks, get and list, create, the one guaranteed-update path,
+//!   patch, delete, watch (with its stream and the events [`registry::prepared`]
+//!   once for all watchers), the status, scale and binding subresources, Tables;
+//!   over the storage seam ([`registry::storage`]).
+//! - [`response`]: JSON responses, `Warning` headers, streamed bodies.
+//! - [`selector`]: label and field selectors.
+//! - [`options`]: LIST and WATCH parameters (resourceVersion, resourceVersionMatch) checked as Kubernetes does.
+//! - [`kinds`]: the served kinds: descriptors, subresources and one strategy per kind
+//!   (defaults, validation, table columns), the runtime kind table, typed checks.
+//! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps).
+//! - [`patch`]: the JSON merge patch and JSON patch algorithms.
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
 //! - [`gnostic`]: the protobuf encoding of `/openapi/v2` that kubectl ≤1.31 reads.
-//! - [`patch`]: JSON merge patch and JSON patch.
-//! - [`options`]: LIST and WATCH parameters (resourceVersion, resourceVersionMatch) checked as Kubernetes does.
-//! - [`typed`]: decoding into the Kubernetes types: type errors and unknown fields.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
 
-pub mod api;
+pub mod discovery;
 pub mod error;
 pub mod gnostic;
+pub mod http;
 pub mod kinds;
 pub mod meta;
 pub mod metrics;
@@ -31,14 +41,11 @@ pub mod openapi;
 pub mod options;
 pub mod patch;
 pub mod pki;
-pub mod prepared;
-pub mod rules;
-pub mod server;
-pub mod typed;
-pub mod watch;
+pub mod registry;
+pub mod request;
+pub mod response;
+pub mod selector;
 
-/// The request types of [`api::ApiState::handle`], for callers that drive the
-/// API without a socket (the fuzz harness).
-pub use axum::{body::Bytes, http};
+pub use axum::body::Bytes;
 pub use error::{ApiError, ServerError};
-pub use server::{ApiConfig, RunningApi, start};
+pub use http::server::{ApiConfig, DEFAULT_MAX_WATCHES, RunningApi, start};

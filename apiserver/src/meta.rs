@@ -1,11 +1,11 @@
 //! Object metadata rules shared by every kind: name validation, uids,
-//! timestamps, label selectors and the resourceVersion ↔ revision mapping.
+//! timestamps and labels (selectors are in [`crate::selector`]).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::error::{ApiError, Cause};
+use crate::error::Cause;
 
 /// RFC 1123 label: lowercase alphanumerics and '-', at most 63 characters.
 pub fn dns1123_label(s: &str) -> Option<String> {
@@ -189,111 +189,6 @@ pub fn age(created: Option<&str>) -> String {
     }
 }
 
-/// One requirement of a label selector.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Requirement {
-    Eq(String, String),
-    NotEq(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    NotExists(String),
-}
-
-/// Parse a label selector: `a=b,c!=d,e in (f,g),h notin (i),j,!k`.
-pub fn parse_label_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
-    let bad = |m: String| ApiError::BadRequest(format!("unable to parse requirement: {m}"));
-    let mut out = Vec::new();
-    // Split on commas outside parentheses.
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    for p in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
-        let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| bad(format!("{p:?}: expected a (list)")))?;
-            Ok(inner
-                .split(',')
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .collect())
-        };
-        if let Some(k) = p.strip_prefix('!') {
-            out.push(Requirement::NotExists(k.trim().to_string()));
-        } else if let Some((k, v)) = p.split_once("!=") {
-            out.push(Requirement::NotEq(k.trim().into(), v.trim().into()));
-        } else if let Some((k, v)) = p.split_once("==") {
-            out.push(Requirement::Eq(k.trim().into(), v.trim().into()));
-        } else if let Some((k, v)) = p.split_once('=') {
-            out.push(Requirement::Eq(k.trim().into(), v.trim().into()));
-        } else if let Some((k, rest)) = p.split_once(" notin ") {
-            out.push(Requirement::NotIn(k.trim().into(), set(rest)?));
-        } else if let Some((k, rest)) = p.split_once(" in ") {
-            out.push(Requirement::In(k.trim().into(), set(rest)?));
-        } else if p
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        {
-            out.push(Requirement::Exists(p.to_string()));
-        } else {
-            return Err(bad(format!("{p:?}")));
-        }
-    }
-    Ok(out)
-}
-
-/// Whether labels satisfy every requirement.
-pub fn labels_match(reqs: &[Requirement], labels: &BTreeMap<String, String>) -> bool {
-    reqs.iter().all(|r| match r {
-        Requirement::Eq(k, v) => labels.get(k) == Some(v),
-        Requirement::NotEq(k, v) => labels.get(k) != Some(v),
-        Requirement::In(k, vs) => labels.get(k).is_some_and(|x| vs.contains(x)),
-        Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|x| !vs.contains(x)),
-        Requirement::Exists(k) => labels.contains_key(k),
-        Requirement::NotExists(k) => !labels.contains_key(k),
-    })
-}
-
-/// One field requirement: (field path, equal?, value).
-/// A field requirement: the field as a JSON pointer (`spec.nodeName` →
-/// `/spec/nodeName`, made once when the selector is parsed, not per object),
-/// whether it must equal (or differ from) the value, and the value.
-pub type FieldRequirement = (String, bool, String);
-
-/// A field selector: `field=value` / `field==value` / `field!=value`, comma-separated.
-pub fn parse_field_selector(s: &str) -> Result<Vec<FieldRequirement>, ApiError> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let pointer = |k: &str| format!("/{}", k.trim().replace('.', "/"));
-            if let Some((k, v)) = p.split_once("!=") {
-                Ok((pointer(k), false, v.trim().to_string()))
-            } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
-                Ok((pointer(k), true, v.trim().to_string()))
-            } else {
-                Err(ApiError::BadRequest(format!(
-                    "invalid field selector: {p:?}"
-                )))
-            }
-        })
-        .collect()
-}
-
 /// The labels of an object.
 pub fn labels(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
@@ -428,21 +323,5 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert_ne!(a, new_uid());
-    }
-
-    #[test]
-    fn label_selectors() {
-        let l: BTreeMap<String, String> = [("app", "nginx"), ("tier", "web")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let m = |s: &str| labels_match(&parse_label_selector(s).unwrap(), &l);
-        assert!(m("app=nginx,tier in (web,db)"));
-        assert!(m("app==nginx"));
-        assert!(!m("app!=nginx"));
-        assert!(m("tier notin (db)"));
-        assert!(m("app,!missing"));
-        assert!(!m("missing"));
-        assert!(parse_label_selector("a in b").is_err());
     }
 }

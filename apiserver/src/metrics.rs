@@ -37,13 +37,14 @@ pub const UNKNOWN: &str = "unknown";
 /// routes it: the resource is a served kind's plural (with a known
 /// subresource), `discovery`, or [`UNKNOWN`]. Labels therefore come from a
 /// fixed set, however many distinct paths clients send.
-pub fn classify(method: &str, path: &str, watch: bool) -> (&'static str, String) {
-    let types = crate::kinds::all();
-    let find = |g: &str, v: &str, plural: &str| {
-        types
-            .iter()
-            .find(|t| t.group == g && t.version == v && t.plural == plural)
-    };
+pub fn classify(
+    kinds: &crate::kinds::Kinds,
+    method: &str,
+    path: &str,
+    watch: bool,
+) -> (&'static str, String) {
+    let types = kinds.all();
+    let find = |g: &str, v: &str, plural: &str| kinds.find(g, v, plural);
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -180,6 +181,11 @@ impl ApiMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Classified against the built-in kinds.
+    fn classify(method: &str, path: &str, watch: bool) -> (&'static str, String) {
+        super::classify(&crate::kinds::Kinds::builtin(), method, path, watch)
+    }
 
     #[test]
     fn classifies_paths() {

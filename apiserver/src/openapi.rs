@@ -11,7 +11,9 @@
 
 use serde_json::{Value, json};
 
-use crate::kinds::ResourceType;
+use std::sync::Arc;
+
+use crate::kinds::{Kinds, ResourceType};
 
 fn gv_path(t: &ResourceType) -> String {
     if t.group.is_empty() {
@@ -25,7 +27,7 @@ fn schema_name(t: &ResourceType) -> String {
     let group = if t.group.is_empty() {
         "core".to_string()
     } else {
-        t.group.split('.').next().unwrap_or(t.group).to_string()
+        t.group.split('.').next().unwrap_or(&t.group).to_string()
     };
     format!("io.k8s.api.{group}.{}.{}", t.version, t.kind)
 }
@@ -45,12 +47,12 @@ fn cached() -> &'static (Value, std::collections::BTreeMap<String, Value>) {
     static DOCS: std::sync::OnceLock<(Value, std::collections::BTreeMap<String, Value>)> =
         std::sync::OnceLock::new();
     DOCS.get_or_init(|| {
-        let types = crate::kinds::all();
+        let types = Kinds::builtin().all();
         let mut docs = std::collections::BTreeMap::new();
-        for t in types {
+        for t in &types {
             let p = gv_path(t);
             if !docs.contains_key(&p)
-                && let Some(d) = build_document(types, &p)
+                && let Some(d) = build_document(&types, &p)
             {
                 docs.insert(p, d);
             }
@@ -84,8 +86,8 @@ fn index_of(docs: &std::collections::BTreeMap<String, Value>) -> Value {
 }
 
 /// The document of one group-version path (`api/v1`, `apis/apps/v1`).
-fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
-    let kinds: Vec<&ResourceType> = types.iter().filter(|t| gv_path(t) == gv).collect();
+fn build_document(types: &[Arc<ResourceType>], gv: &str) -> Option<Value> {
+    let kinds: Vec<&Arc<ResourceType>> = types.iter().filter(|t| gv_path(t) == gv).collect();
     if kinds.is_empty() {
         return None;
     }
@@ -95,7 +97,7 @@ fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
     let mut named: Vec<(String, Value)> = Vec::new();
     for t in kinds {
         let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
-        let name = match crate::typed::typed_for(t.group, t.kind) {
+        let name = match t.typed {
             Some(typed) => {
                 let r = (typed.schema)(&mut generator);
                 r.get("$ref")
@@ -137,7 +139,7 @@ fn build_document(types: &[ResourceType], gv: &str) -> Option<Value> {
         let mut put = op("put", "replace");
         put["requestBody"] = json!({"content": {"application/json": {"schema": reference}}});
         paths.insert(item, json!({"parameters": params, "get": op("get", "read"), "put": put, "patch": patch, "delete": op("delete", "delete")}));
-        if crate::typed::typed_for(t.group, t.kind).is_some() {
+        if t.typed.is_some() {
             continue;
         }
         schemas.insert(
@@ -233,8 +235,8 @@ fn v2_json() -> Value {
         }
     }
     let mut paths = serde_json::Map::new();
-    for t in crate::kinds::all() {
-        let gv = gv_path(t);
+    for t in Kinds::builtin().all() {
+        let gv = gv_path(&t);
         let (item, mut params) = if t.namespaced {
             (
                 format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", t.plural),

@@ -4,12 +4,13 @@
 
 use std::sync::{Arc, OnceLock};
 
-use keel_apiserver::api::ApiState;
+use keel_apiserver::http::{InProcess, UserInfo};
+use keel_apiserver::registry::Registry;
 use keel_tests::Cluster;
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    api: Arc<ApiState>,
+    api: InProcess,
     _cluster: Cluster,
 }
 
@@ -18,7 +19,14 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let cluster = rt.block_on(Cluster::start(1, 1));
-        let api = Arc::new(ApiState::new(cluster.member(1)));
+        let api = InProcess::new(
+            Arc::new(Registry::new(cluster.member(1))),
+            UserInfo {
+                name: "admin".into(),
+                groups: vec!["system:masters".into()],
+                ..UserInfo::default()
+            },
+        );
         Env {
             rt,
             api,

@@ -1,12 +1,16 @@
-//! Opens the member's one RocksDB with its column families, checks the data
-//! format marker, and wraps reads and writes with typed errors.
+//! Opens the member's one RocksDB (in the data directory's `db/`) with its
+//! column families, checks the data format marker, and wraps reads and writes
+//! with typed errors. The RocksDB handle itself is private to the storage
+//! modules (`log_store`, `state_machine`, `snapshot`, `read`); a member reads
+//! through `read`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 
 use crate::codec;
+use crate::data_dir::DataDir;
 use crate::error::StoreError;
 
 /// The on-disk format this build reads and writes.
@@ -27,19 +31,18 @@ const ALL_CFS: [&str; 5] = [
 
 /// The member's RocksDB, shared by the log store, the state machine and readers.
 pub struct Db {
-    pub db: DB,
-    pub path: PathBuf,
+    pub(crate) db: DB,
+    dir: DataDir,
 }
 
 impl Db {
-    /// Open (or create) the store at `path`. A directory holding data of another
-    /// format, or data RocksDB cannot verify, is refused with the reason.
-    pub fn open(path: &Path) -> Result<Arc<Db>, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Corrupt {
-            cf: "-",
-            key: path.display().to_string(),
-            detail: format!("cannot create data directory: {e}"),
-        })?;
+    /// Open (or create) the store of data directory `data_dir` (RocksDB in
+    /// its `db/`; an old flat layout is moved first, see `data_dir`). A
+    /// directory holding data of another format, or data RocksDB cannot
+    /// verify, is refused with the reason.
+    pub fn open(data_dir: &Path) -> Result<Arc<Db>, StoreError> {
+        let dir = DataDir::prepare(data_dir)?;
+        let path = dir.db();
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -72,10 +75,7 @@ impl Db {
                 path: path.display().to_string(),
                 source,
             })?;
-        let db = Db {
-            db,
-            path: path.to_path_buf(),
-        };
+        let db = Db { db, dir };
         db.check_format()?;
         Ok(Arc::new(db))
     }
@@ -121,7 +121,7 @@ impl Db {
                     })?;
                 if found != FORMAT_VERSION {
                     return Err(StoreError::FormatVersion {
-                        path: self.path.display().to_string(),
+                        path: self.dir.root().display().to_string(),
                         found,
                         expected: FORMAT_VERSION,
                     });
@@ -129,6 +129,11 @@ impl Db {
                 Ok(())
             }
         }
+    }
+
+    /// The data directory's parts.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
     }
 
     pub fn cf(&self, name: &str) -> &ColumnFamily {
@@ -174,9 +179,8 @@ impl Db {
             .map_err(|source| StoreError::Io { step, source })
     }
 
-    /// Bytes on disk in the data directory (SST, WAL, manifest, snapshot file),
-    /// after flushing memtables so that what is counted is what would persist.
-    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+    /// Flush every column family's memtables to SST files.
+    pub fn flush(&self) -> Result<(), StoreError> {
         for cf in ALL_CFS {
             self.db
                 .flush_cf(self.cf(cf))
@@ -185,17 +189,26 @@ impl Db {
                     source,
                 })?;
         }
+        Ok(())
+    }
+
+    /// Bytes on disk in the store's parts of the data directory (SST, WAL,
+    /// manifest, snapshot file), after flushing memtables so that what is
+    /// counted is what would persist.
+    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+        self.flush()?;
         let mut total = 0;
-        let entries = std::fs::read_dir(&self.path).map_err(|e| StoreError::Corrupt {
-            cf: "-",
-            key: self.path.display().to_string(),
-            detail: format!("cannot list the data directory: {e}"),
-        })?;
-        for entry in entries.flatten() {
-            if let Ok(meta) = entry.metadata()
-                && meta.is_file()
-            {
-                total += meta.len();
+        for part in [self.dir.db(), self.dir.snapshots()] {
+            let entries = std::fs::read_dir(part).map_err(|e| StoreError::DataDir {
+                path: self.dir.root().display().to_string(),
+                detail: format!("cannot list {}: {e}", part.display()),
+            })?;
+            for entry in entries.flatten() {
+                if let Ok(meta) = entry.metadata()
+                    && meta.is_file()
+                {
+                    total += meta.len();
+                }
             }
         }
         Ok(total)

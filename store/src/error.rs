@@ -13,6 +13,10 @@ pub enum StoreError {
         #[source]
         source: rocksdb::Error,
     },
+    /// The data directory cannot be created or laid out (see `data_dir`): the
+    /// detail says what went wrong and, for an old layout, how to move it by hand.
+    #[error("data directory {path}: {detail}")]
+    DataDir { path: String, detail: String },
     /// A value on disk failed to decode: the member cannot trust its data.
     #[error("corrupt data in column family {cf}, key {key}: {detail}")]
     Corrupt {

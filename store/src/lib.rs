@@ -6,17 +6,23 @@
 //!
 //! - [`codec`]: bincode configuration and the byte layout of keys.
 //! - [`command`]: the replicated [`Command`] (transactions, compaction) and its outcome.
-//! - [`db`]: opening RocksDB with its column families and refusing untrusted data.
+//! - [`data_dir`]: the data directory's parts (`db/`, `snapshots/`) and moving the old
+//!   flat layout into them.
+//! - [`db`]: opening RocksDB with its column families and refusing untrusted data; its
+//!   handle is private to the storage modules below.
 //! - [`log_store`]: openraft's `RaftLogStorage` (raft log + vote, fsync'd).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: objects, events, applied state.
 //! - [`snapshot`]: the snapshot file format (checksummed) and how it is built and installed.
 //! - [`snapshot_file`]: the snapshot file on disk (only moves forward) and the data handle
 //!   received snapshots stream to.
-//! - [`read`]: gets and ranges, now or at a past revision, with continuation tokens.
+//! - [`read`]: gets and ranges, now or at a past revision, with continuation tokens; event scans.
 //! - [`watch`]: the watch hub (one writer, many readers) and the per-watcher state machine.
-//! - [`network`]: the member-to-member transport trait, openraft's network on top of it,
-//!   and the real gRPC transport and services.
-//! - [`member`]: a running member: proposals, forwarding, reads, watches, retention, admin.
+//! - [`transport`]: the member-to-member [`Transport`] seam and the requests it carries.
+//! - [`raft_network`]: openraft's network on top of a [`Transport`].
+//! - [`grpc`]: the real transport ([`GrpcTransport`]) and the gRPC services
+//!   ([`MemberService`], the only code outside [`member`] that knows a [`Member`]).
+//! - [`member`]: a running member, one file per concern: proposals and forwarding,
+//!   reads, metrics, election assist, retention, admin, serving peers.
 //!
 //! # Design notes: revisions and events
 //!
@@ -48,23 +54,28 @@
 
 pub mod codec;
 pub mod command;
+pub mod data_dir;
 pub mod db;
 pub mod error;
+pub mod grpc;
 pub mod log_store;
 pub mod member;
-pub mod network;
+pub mod raft_network;
 pub mod read;
 pub mod snapshot;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod transport;
 pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{Action, Command, CommandBody, CommandOutcome, Limits, Op, Precondition};
 pub use error::StoreError;
-pub use member::{Member, MemberConfig, MemberStatus, RetentionConfig};
+pub use grpc::{GrpcTransport, MemberService};
+pub use member::{Member, MemberConfig, MemberInfo, MemberStatus, RetentionConfig};
 pub use read::{Consistency, RangeRequest, RangeResponse};
+pub use transport::{PeerRequest, PeerResponse, Transport, TransportError};
 pub use watch::{WatchMessage, WatchStart, WatchStream};
 
 /// A member's id.

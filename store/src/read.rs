@@ -208,6 +208,56 @@ pub fn revisions(db: &Db) -> Result<(u64, u64), StoreError> {
     ))
 }
 
+/// One retained event as stored: its revision at hand, the event itself
+/// decoded only when asked (a scan that looks at revisions only skips it).
+pub struct StoredEvent<'a> {
+    pub revision: u64,
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+impl StoredEvent<'_> {
+    pub fn decode(&self) -> Result<Event, StoreError> {
+        codec::decode(self.value).map_err(|detail| StoreError::Corrupt {
+            cf: CF_EVENTS,
+            key: format!("{:?}", codec::parse_event_key(self.key)),
+            detail,
+        })
+    }
+}
+
+/// Visit the retained events, oldest first, while `visit` returns true.
+/// `step` names the scan in an I/O error.
+pub fn scan_events(
+    db: &Db,
+    step: &'static str,
+    mut visit: impl FnMut(StoredEvent<'_>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    for item in db.db.iterator_cf(db.cf(CF_EVENTS), IteratorMode::Start) {
+        let (key, value) = item.map_err(|source| StoreError::Io { step, source })?;
+        let revision = codec::parse_event_key(&key).map_or(0, |(rev, _)| rev);
+        let event = StoredEvent {
+            revision,
+            key: &key,
+            value: &value,
+        };
+        if !visit(event)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Every retained event, oldest first.
+pub fn events(db: &Db) -> Result<Vec<Event>, StoreError> {
+    let mut out = Vec::new();
+    scan_events(db, "reading events", |e| {
+        out.push(e.decode()?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 /// A page holds at most about this many bytes of keys, values and per-key
 /// overhead, whatever its key limit: a range without a limit (or with a huge
 /// one) comes back in pages linked by continuation tokens, so no request

@@ -22,11 +22,11 @@ type Meta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 /// The largest snapshot a member accepts from a peer (etcd's largest quota).
 pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
 
-/// The name of the current snapshot in the data directory.
+/// The name of the current snapshot in the data directory's `snapshots/`.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// Temporary files (being written or received) end with this.
-const TMP_SUFFIX: &str = ".snap-tmp";
+pub(crate) const TMP_SUFFIX: &str = ".snap-tmp";
 
 /// The data directory's snapshot file. Builds and installs replace it through
 /// [`SnapshotFiles::publish`] under one lock, so it never moves back to an

@@ -5,60 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_store::command::{Command, FailureReason, Op};
-use keel_store::network::{PeerRequest, PeerResponse, Transport, TransportError};
+use keel_store::db::{CF_RAFT_META, CF_STORE_META, Db};
 use keel_store::{
-    Consistency, Member, MemberConfig, NodeId, RangeRequest, StoreError, WatchMessage, WatchStart,
+    Consistency, Member, PeerRequest, PeerResponse, RangeRequest, StoreError, WatchMessage,
+    WatchStart,
 };
 
-/// A single member never calls its peers.
-struct NoPeers;
-
-#[tonic::async_trait]
-impl Transport for NoPeers {
-    async fn call(
-        &self,
-        target: NodeId,
-        _: &str,
-        _: PeerRequest,
-        _: Duration,
-    ) -> Result<PeerResponse, TransportError> {
-        Err(TransportError::Unreachable(format!(
-            "no member {target} in a single-member test"
-        )))
-    }
-}
-
-fn config(dir: &std::path::Path) -> MemberConfig {
-    let mut c = MemberConfig::new(1, "single", dir);
-    c.heartbeat = Duration::from_millis(100);
-    c.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
-    c
-}
-
-async fn start(c: MemberConfig) -> Arc<Member> {
-    let m = Member::open(c, Arc::new(NoPeers)).await.expect("open");
-    m.bootstrap_single().await.expect("bootstrap");
-    m.raft()
-        .wait(Some(Duration::from_secs(20)))
-        .metrics(|x| x.current_leader == Some(1), "single member leads")
-        .await
-        .expect("leader");
-    m
-}
-
-async fn stop(m: Arc<Member>) {
-    let db = m.db_handle();
-    m.shutdown().await;
-    drop(m);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while db.upgrade().is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "database did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+mod common;
+use common::{NoPeers, config, start, stop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_reads_and_preconditions() {
@@ -322,14 +276,10 @@ async fn untrusted_data_is_refused_with_the_reason() {
     m.txn(vec![Op::create("/a", b"1".to_vec())]).await.unwrap();
     stop(m).await;
     {
-        let db = keel_store::db::Db::open(dir.path()).unwrap();
-        db.db
-            .put_cf(
-                db.cf(keel_store::db::CF_RAFT_META),
-                b"vote",
-                b"\xff\xff\xff",
-            )
-            .unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(db.cf(CF_RAFT_META), b"vote", b"\xff\xff\xff");
+        db.write_synced(batch, "damaging the vote").unwrap();
     }
     let err = Member::open(config(dir.path()), Arc::new(NoPeers))
         .await
@@ -343,14 +293,10 @@ async fn untrusted_data_is_refused_with_the_reason() {
     // A data directory of another format version.
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = keel_store::db::Db::open(dir.path()).unwrap();
-        db.db
-            .put_cf(
-                db.cf(keel_store::db::CF_STORE_META),
-                b"format",
-                7u32.to_be_bytes(),
-            )
-            .unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(db.cf(CF_STORE_META), b"format", 7u32.to_be_bytes());
+        db.write_synced(batch, "writing another format").unwrap();
     }
     let err = Member::open(config(dir.path()), Arc::new(NoPeers))
         .await
@@ -385,12 +331,10 @@ async fn untrusted_data_is_refused_with_the_reason() {
     stop(m).await;
     // Flush leaves SST files; cut every one of them in half.
     {
-        let db = keel_store::db::Db::open(dir.path()).unwrap();
-        db.db.flush_cf(db.cf(keel_store::db::CF_OBJECTS)).unwrap();
-        db.db.flush_cf(db.cf(keel_store::db::CF_RAFT_LOG)).unwrap();
+        Db::open(dir.path()).unwrap().flush().unwrap();
     }
     let mut truncated = 0;
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
+    for entry in std::fs::read_dir(keel_store::data_dir::DataDir::new(dir.path()).db()).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "sst") {
             let len = std::fs::metadata(&p).unwrap().len();
@@ -544,8 +488,11 @@ async fn disk_use_levels_off_under_churn() {
         sizes.push(bytes);
         println!("round {round}: head revision {head}, data directory {bytes} bytes");
         if std::env::var("KEEL_DEBUG_FILES").is_ok() {
-            for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
-                println!("   {:?} {}", e.file_name(), e.metadata().unwrap().len());
+            let parts = keel_store::data_dir::DataDir::new(dir.path());
+            for part in [parts.db(), parts.snapshots()] {
+                for e in std::fs::read_dir(part).unwrap().flatten() {
+                    println!("   {:?} {}", e.file_name(), e.metadata().unwrap().len());
+                }
             }
         }
     }

@@ -3,18 +3,19 @@
 //! Each takes arbitrary bytes, feeds them to the decoders and parsers that
 //! see input from outside, and must return: a panic or an abort is a bug.
 
-use std::sync::Arc;
-
-use keel_apiserver::api::ApiState;
+use keel_apiserver::http::InProcess;
 use keel_apiserver::http::{HeaderMap, HeaderValue, Method, Uri, header};
-use keel_apiserver::{Bytes, kinds, meta, patch, typed};
+use keel_apiserver::kinds::{Kinds, typed};
+use keel_apiserver::selector::{FieldSelector, LabelSelector};
+use keel_apiserver::{Bytes, meta, patch};
 use keel_proto::member as pb;
 use keel_proto::prost::Message;
 use keel_store::db::Db;
-use keel_store::network::{PeerRequest, PeerResponse, unpayload};
+use keel_store::grpc::unpayload;
 use keel_store::read::{self, Consistency, RangeRequest};
 use keel_store::snapshot::SnapshotBody;
 use keel_store::{Command, CommandOutcome, Event, KeyValue, NodeId, StoreError, TypeConfig, codec};
+use keel_store::{PeerRequest, PeerResponse};
 use openraft::{BasicNode, Entry, LogId, StoredMembership, Vote};
 use serde_json::{Value, json};
 
@@ -108,11 +109,11 @@ pub fn continue_token(db: &Db, data: &[u8]) {
 /// Label and field selectors, then matching the parsed selector.
 pub fn selectors(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(reqs) = meta::parse_label_selector(&text) {
+    if let Ok(sel) = LabelSelector::parse(&text) {
         let labels = meta::labels(&json!({"metadata": {"labels": {"app": "web", "tier": ""}}}));
-        let _ = meta::labels_match(&reqs, &labels);
+        let _ = sel.matches(&labels);
     }
-    let _ = meta::parse_field_selector(&text);
+    let _ = FieldSelector::parse(&text);
 }
 
 /// Merge, JSON and strategic (plain-merge detection) patches: the input is
@@ -151,9 +152,9 @@ pub fn bodies(data: &[u8]) {
         values.push(v);
     }
     for v in &values {
-        for rt in kinds::all() {
-            if let Some(check) = typed::check_for(rt.group, rt.kind) {
-                let _ = check(v);
+        for rt in Kinds::builtin().all() {
+            if let Some(t) = rt.typed {
+                let _ = (t.check)(v);
             }
         }
     }
@@ -164,7 +165,7 @@ pub fn bodies(data: &[u8]) {
 /// and body. Returns the status code, or `None` when the bytes make no valid
 /// URI (no client can send one). Watches are answered with a stream that the
 /// caller drops.
-pub async fn api_request(api: &Arc<ApiState>, data: &[u8]) -> Option<u16> {
+pub async fn api_request(api: &InProcess, data: &[u8]) -> Option<u16> {
     let (&m, rest) = data.split_first()?;
     let (&k, rest) = rest.split_first()?;
     let mut parts = rest.splitn(4, |b| *b == 0);
@@ -180,7 +181,7 @@ pub async fn api_request(api: &Arc<ApiState>, data: &[u8]) -> Option<u16> {
         Method::DELETE,
     ][m as usize % 5]
         .clone();
-    let all = kinds::all();
+    let all = api.registry().kinds.all();
     let rt = &all[k as usize % all.len()];
     let base = if rt.group.is_empty() {
         format!("/api/{}", rt.version)
@@ -206,9 +207,6 @@ pub async fn api_request(api: &Arc<ApiState>, data: &[u8]) -> Option<u16> {
     if let Ok(v) = HeaderValue::from_str(&ctype) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    let resp = api
-        .clone()
-        .handle(method, uri, headers, Bytes::from(body))
-        .await;
+    let resp = api.handle(method, uri, headers, Bytes::from(body)).await;
     Some(resp.status().as_u16())
 }

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 pub mod fuzz;
 pub mod lazyfs;
 
-use keel_store::network::{PeerRequest, PeerResponse, Transport, TransportError};
 use keel_store::{
-    Consistency, Event, KeyValue, Member, MemberConfig, NodeId, RangeRequest, StoreError,
+    Consistency, Event, KeyValue, Member, MemberConfig, NodeId, PeerRequest, PeerResponse,
+    RangeRequest, StoreError, Transport, TransportError,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 

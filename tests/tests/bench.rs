@@ -2,7 +2,8 @@
 //! cannot rot: each must start its clusters, run every step against every
 //! system and report numbers. How fast is not asserted (benchmarks report,
 //! tests assert). The suites run one at a time: each starts several
-//! processes.
+//! processes. They go through `keel bench`, which runs the `keel-bench`
+//! binary beside `keel` with the arguments unchanged.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -304,4 +305,58 @@ fn bench_restart_times_both_systems() {
             positive(r, "disk MiB/member");
         }
     }
+}
+
+/// `keel bench` hands everything after `bench` to keel-bench, `--help` included.
+#[test]
+fn keel_bench_passes_its_arguments_through() {
+    let out = Command::new(keel_bin())
+        .args(["bench", "--help"])
+        .output()
+        .expect("run keel bench --help");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Usage: keel bench <COMMAND>"), "{stdout}");
+    for suite in ["store", "api", "watch", "scale", "failover", "restart"] {
+        assert!(
+            stdout.contains(&format!("\n  {suite} ")),
+            "no {suite}:\n{stdout}"
+        );
+    }
+    let out = Command::new(keel_bin())
+        .args(["bench", "store", "--clients", "x"])
+        .output()
+        .expect("run keel bench store");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("invalid value 'x' for '--clients"),
+        "{stderr}"
+    );
+}
+
+/// A `keel` without keel-bench beside it says what is missing and how to build it.
+#[test]
+fn keel_bench_without_the_binary_says_how_to_build_it() {
+    let keel = keel_bin();
+    // A link to `keel` in a directory of its own (same filesystem as the build).
+    let dir = tempfile::tempdir_in(keel.parent().unwrap()).unwrap();
+    let lone = dir.path().join("keel");
+    std::fs::hard_link(&keel, &lone).unwrap();
+    let out = Command::new(&lone)
+        .args(["bench", "store", "--json"])
+        .output()
+        .expect("run keel bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keel-bench")
+            && stderr.contains("cargo build -p keel-bench")
+            && stderr.contains(&dir.path().join("keel-bench").display().to_string()),
+        "{stderr}"
+    );
 }

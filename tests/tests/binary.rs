@@ -2,14 +2,17 @@
 //! cluster, report health and metrics over HTTP, survive `kill -9` of the
 //! leader while clients write (every acknowledged write is present on every
 //! member afterwards; the killed member restarts and catches up), serve the
-//! `keel kv` CLI, and stop cleanly on SIGTERM.
+//! `keel kv` CLI, and stop cleanly on SIGTERM. Also `keel server --config`
+//! (flags over the file, unknown keys refused) and `keel up` (ports from a
+//! base, one kubeconfig context per member).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
-use keel_tests::{free_port, keel_bin, wait_for};
+use keel_tests::{free_port, keel_bin, wait_for, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -353,4 +356,302 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         .await;
         assert!(code.success(), "member {} exited with {code}", p.id);
     }
+}
+
+/// A `keel server --config` whose file names a key no version knows: it
+/// refuses to start, naming the key and the file.
+#[test]
+fn config_file_with_an_unknown_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"data_dir": "{}", "retain_event": 5}}"#,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(keel_bin())
+        .args(["server", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with an unknown key: {stderr}"
+    );
+    assert!(
+        stderr.contains("unknown field `retain_event`") && stderr.contains("keel.json"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused config still created the data directory"
+    );
+}
+
+/// Flags on the command line win over the config file, the file over the
+/// defaults: the member serves health on the flag's port, and its peer
+/// protocol on the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_fills_in_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, file_http, flag_http) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("keel.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"data_dir": "{}", "peer_addr": "127.0.0.1:{peer}", "http_addr": "127.0.0.1:{file_http}", "api_addr": "127.0.0.1:1"}}"#,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+    let mut p = Proc {
+        id: 1,
+        peer,
+        http: flag_http,
+        dir: dir.path().join("data"),
+        child: None,
+    };
+    p.child = Some(
+        Command::new(keel_bin())
+            .args(["server", "--config"])
+            .arg(&config)
+            .args(["--http-addr", &format!("127.0.0.1:{flag_http}")])
+            .args(["--api-addr", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the member to be ready on the flag's port",
+        LONG,
+        || async {
+            http_get(flag_http, "/readyz")
+                .await
+                .filter(|(s, _)| *s == 200)
+        },
+    )
+    .await;
+    assert!(
+        http_get(file_http, "/readyz").await.is_none(),
+        "the file's http_addr is served although the flag overrides it"
+    );
+    // The file's peer address and data directory are used.
+    let s = tokio::task::spawn_blocking(move || status(peer))
+        .await
+        .unwrap()
+        .expect("member status on the file's peer_addr");
+    assert!(s.contains(&format!("127.0.0.1:{peer}")), "{s}");
+    assert!(dir.path().join("data").join("kubeconfig").exists());
+}
+
+/// A base port with every port `keel up --members 3` uses free: the API on
+/// base.., the peers on base+558.., health on base+638...
+fn free_base() -> u16 {
+    let mut n = std::process::id() as u64;
+    wait_until("a free range of ports for keel up", LONG, || {
+        // Below Linux's ephemeral range, where connections take ports.
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 20_000 + (n >> 33) as u16 % 11_000;
+        let ports = (0..3).flat_map(|i| [base + i, base + 558 + i, base + 638 + i]);
+        let held: Vec<_> = ports
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        held.iter().all(Result::is_ok).then_some(base)
+    })
+}
+
+/// `keel up` and the member processes it started; all are killed when dropped.
+struct Up {
+    child: Child,
+    members: Vec<u32>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        for pid in &self.members {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "10s"])
+        .args(args)
+        .output()
+        .expect("run kubectl (make deps installs it)")
+}
+
+/// `keel up --base-port` starts three members on ports counted from the
+/// base and writes a kubeconfig with one context per member, so that with
+/// member 1 killed kubectl still writes and reads through the others.
+#[test]
+fn up_serves_every_member_through_its_own_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base();
+    let mut child = Command::new(keel_bin())
+        .args(["up", "--members", "3", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut up = Up {
+        child,
+        members: Vec::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + LONG;
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("kubeconfig: ")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("keel up printed no kubeconfig line ({e}): {lines:?}"));
+        if let Some(pid) = line.rsplit_once(" pid ").and_then(|(_, p)| p.parse().ok()) {
+            up.members.push(pid);
+        }
+        lines.push(line);
+    }
+    assert_eq!(up.members.len(), 3, "{lines:?}");
+    for (i, want) in [
+        (base, base + 558, base + 638),
+        (base + 1, base + 559, base + 639),
+        (base + 2, base + 560, base + 640),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (api, peer, http) = want;
+        let line = &lines[i];
+        assert!(
+            line.starts_with(&format!("member {}: api https://127.0.0.1:{api}  peer 127.0.0.1:{peer}  health http://127.0.0.1:{http}/readyz", i + 1)),
+            "{line}"
+        );
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    let view = kubectl(&kubeconfig, &["config", "view", "-o", "json"]);
+    assert!(
+        view.status.success(),
+        "{}",
+        String::from_utf8_lossy(&view.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&view.stdout).unwrap();
+    assert_eq!(view["current-context"], "keel-m1");
+    let contexts = view["contexts"].as_array().unwrap();
+    assert_eq!(contexts.len(), 3, "{view}");
+    for (i, api) in (base..base + 3).enumerate() {
+        let name = format!("keel-m{}", i + 1);
+        let ctx = contexts.iter().find(|c| c["name"] == name.as_str());
+        let ctx = ctx.unwrap_or_else(|| panic!("no context {name}: {view}"));
+        let cluster = ctx["context"]["cluster"].as_str().unwrap();
+        assert_eq!(ctx["context"]["user"], "admin");
+        let server = view["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == cluster)
+            .map(|c| c["cluster"]["server"].clone());
+        assert_eq!(
+            server,
+            Some(serde_json::json!(format!("https://127.0.0.1:{api}"))),
+            "{view}"
+        );
+    }
+    wait_until("the cluster to serve through member 1", LONG, || {
+        kubectl(&kubeconfig, &["get", "ns", "default", "-o", "name"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // Member 1 dies: its context fails, member 2's and 3's still serve.
+    let m1 = up.members[0];
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &m1.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("member 1's context to fail", LONG, || {
+        (!kubectl(&kubeconfig, &["get", "ns", "default", "-o", "name"])
+            .status
+            .success())
+        .then_some(())
+    });
+    // A manifest, sent as JSON (`create configmap` sends protobuf, not served yet).
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-m1\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    wait_until("a write through member 2's context", LONG, || {
+        let out = kubectl(
+            &kubeconfig,
+            &["--context", "keel-m2", "create", "-f", manifest],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        (out.status.success() || stderr.contains("already exists")).then_some(())
+    });
+    let out = kubectl(
+        &kubeconfig,
+        &[
+            "--context",
+            "keel-m3",
+            "get",
+            "configmap",
+            "after-m1",
+            "-o",
+            "jsonpath={.data.k}",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v");
+    // SIGTERM stops `keel up`, which stops the members it started.
+    let pid = up.child.id();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let code = wait_until("keel up to exit after SIGTERM", LONG, || {
+        up.child.try_wait().unwrap()
+    });
+    assert!(code.success(), "keel up exited with {code}");
+    // Reaped by `keel up`: their pids may belong to others now.
+    up.members.clear();
 }

@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use keel_apiserver::api::ApiState;
+use keel_apiserver::http::{InProcess, UserInfo};
+use keel_apiserver::registry::Registry;
 use keel_store::command::{Command, Op};
 use keel_store::db::Db;
-use keel_store::network::{PeerRequest, PeerResponse};
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub};
 use keel_store::{KeyValue, TypeConfig, codec};
+use keel_store::{PeerRequest, PeerResponse};
 use keel_tests::{Cluster, fuzz};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -531,7 +532,7 @@ fn yaml_of(v: &Value) -> String {
 #[test]
 fn fuzz_bodies_of_every_kind() {
     let mut rng = StdRng::seed_from_u64(seed() ^ 5);
-    let all = keel_apiserver::kinds::all();
+    let all = keel_apiserver::kinds::Kinds::builtin().all();
     let n = cases(300);
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for i in 0..n {
@@ -626,7 +627,7 @@ const CONTENT_TYPES: &[&str] = &[
 
 /// An API request in the layout `fuzz::api_request` reads.
 fn api_input(rng: &mut StdRng, i: usize) -> Vec<u8> {
-    let all = keel_apiserver::kinds::all();
+    let all = keel_apiserver::kinds::Kinds::builtin().all();
     let k = rng.gen_range(0..all.len());
     let method: u8 = rng.r#gen();
     let name = if rng.gen_bool(0.6) {
@@ -656,15 +657,25 @@ fn api_input(rng: &mut StdRng, i: usize) -> Vec<u8> {
 async fn fuzz_api_requests() {
     watch_panics();
     let cluster = Cluster::start(1, seed()).await;
-    let api = Arc::new(ApiState::new(cluster.member(1)));
+    let api = Arc::new(InProcess::new(
+        Arc::new(Registry::new(cluster.member(1))),
+        UserInfo {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+            ..UserInfo::default()
+        },
+    ));
     let ns = [1u8, 0];
     let mut setup = ns.to_vec();
     setup.extend_from_slice(b"\0\0application/json\0");
     setup.extend_from_slice(
         br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}"#,
     );
-    // The Namespace kind's index, whatever the order of `kinds::all()`.
-    let idx = keel_apiserver::kinds::all()
+    // The Namespace kind's index, whatever the order of `Kinds::all()`.
+    let idx = api
+        .registry()
+        .kinds
+        .all()
         .iter()
         .position(|rt| rt.kind == "Namespace")
         .unwrap();

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::member as pb;
-use keel_store::network::{GrpcTransport, MemberService, payload};
+use keel_store::grpc::payload;
 use keel_store::{Consistency, Member, Op};
+use keel_store::{GrpcTransport, MemberService};
 use keel_tests::{init_tracing, test_config, wait_for};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;

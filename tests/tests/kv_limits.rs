@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
 use keel_store::Member;
-use keel_store::network::{GrpcTransport, MemberService};
+use keel_store::{GrpcTransport, MemberService};
 use keel_tests::fuzz::crc32;
 use keel_tests::{init_tracing, test_config, wait_for};
 use tokio::net::TcpListener;

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use keel_store::Op;
+use keel_store::data_dir::DataDir;
 use keel_store::snapshot::SnapshotBody;
+use keel_store::snapshot_file::SNAPSHOT_FILE;
 use keel_tests::{Cluster, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -73,7 +75,9 @@ async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
 
     // Once the last build has finished, the file is the snapshot openraft
     // reports (never an older one left by a build that lost the race).
-    let path = c.configs[&lagging].data_dir.join("snapshot.bin");
+    let path = DataDir::new(&c.configs[&lagging].data_dir)
+        .snapshots()
+        .join(SNAPSHOT_FILE);
     let file_meta = || {
         std::fs::read(&path)
             .ok()

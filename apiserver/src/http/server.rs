@@ -1,24 +1,31 @@
-//! Serving: HTTPS (rustls; HTTP/1.1 and HTTP/2 by ALPN) with client
-//! certificates, the routes outside the resource API (/version, health), the
-//! request limits, and the bootstrap of the default namespaces.
+//! Serving: the listener, HTTPS (rustls; HTTP/1.1 and HTTP/2 by ALPN) with
+//! client certificates, the request limits, and the bootstrap of the default
+//! namespaces.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::{Extension, Request, State};
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use keel_store::{Member, Op};
+use keel_store::Member;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::api::{ApiState, MAX_BODY};
+use super::auth::{Connection, UserInfo};
+use super::{AppState, routes};
 use crate::error::{ApiError, ServerError};
+use crate::metrics::ApiMetrics;
 use crate::pki::{Pki, serving_names};
+use crate::registry::Registry;
+use crate::request::RequestTarget;
 
 /// Default of [`ApiConfig::max_watches`].
 pub const DEFAULT_MAX_WATCHES: usize = 10_000;
@@ -53,21 +60,6 @@ impl ApiConfig {
     }
 }
 
-/// Whether the connection presented a client certificate signed by the CA.
-#[derive(Clone, Copy, Debug)]
-struct Identity {
-    authenticated: bool,
-}
-
-struct Shared {
-    api: Arc<ApiState>,
-    metrics: crate::metrics::ApiMetrics,
-    in_flight: Semaphore,
-    /// One permit per open watch, held until its stream is dropped.
-    watches: Arc<Semaphore>,
-    timeout: Duration,
-}
-
 /// A running API server.
 pub struct RunningApi {
     pub addr: SocketAddr,
@@ -84,100 +76,50 @@ impl RunningApi {
     }
 }
 
-fn version() -> serde_json::Value {
-    json!({
-        "major": "1", "minor": "33",
-        "gitVersion": format!("v1.33.0+keel-{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "rust", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
-    })
+/// The request limits: requests served at once, watches open at once,
+/// and the deadline of a request that is not a watch.
+pub struct Limits {
+    in_flight: Semaphore,
+    /// One permit per open watch, held until its stream is dropped.
+    watches: Arc<Semaphore>,
+    timeout: Duration,
 }
 
-async fn health(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
-    let ok = match uri.path() {
-        "/readyz" => s.api.member.ready().await,
-        _ => s.api.member.raft().metrics().borrow().running_state.is_ok(),
-    };
-    if ok {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+impl Limits {
+    pub fn new(cfg: &ApiConfig) -> Limits {
+        Limits {
+            in_flight: Semaphore::new(cfg.max_in_flight),
+            watches: Arc::new(Semaphore::new(cfg.max_watches.min(Semaphore::MAX_PERMITS))),
+            timeout: cfg.request_timeout,
+        }
     }
 }
 
-async fn resource(
-    State(s): State<Arc<Shared>>,
-    Extension(id): Extension<Identity>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !id.authenticated {
-        return ApiError::Unauthorized.into_response();
-    }
-    let path = uri.path();
-    if path == "/openapi/v2" {
-        let accept = headers
-            .get(axum::http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let (ct, body) = crate::openapi::v2_document(accept.contains("protobuf"));
-        return ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response();
-    }
-    if path == "/openapi/v3" {
-        return axum::Json(crate::openapi::served_index()).into_response();
-    }
-    if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-        return match crate::openapi::served_document(gv) {
-            Some(doc) => axum::Json(doc).into_response(),
-            None => ApiError::NoRoute.into_response(),
-        };
-    }
-    if path == "/metrics" {
-        let text = format!("{}{}", s.metrics.render(), s.api.member.render_metrics());
-        return (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )],
-            text,
-        )
-            .into_response();
-    }
-    if !(path == "/api"
-        || path.starts_with("/api/")
-        || path == "/apis"
-        || path.starts_with("/apis/"))
-    {
-        return ApiError::NoRoute.into_response();
-    }
-    let watch = method == Method::GET && is_watch(&uri);
-    let (verb, resource) = crate::metrics::classify(method.as_str(), path, watch);
+/// The limits layer of `/api` and `/apis`: a request beyond a limit is a
+/// 429, one past its deadline a 504; each is counted in the metrics, and an
+/// open watch holds its slot (and counts as open) until its stream ends.
+pub async fn limits(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let watch = method == Method::GET && is_watch(req.uri());
+    let (verb, resource) =
+        crate::metrics::classify(&s.registry.kinds, method.as_str(), req.uri().path(), watch);
     let started = std::time::Instant::now();
     let mut watch_permit = None;
     let resp = if watch {
-        match s.watches.clone().try_acquire_owned() {
+        match s.limits.watches.clone().try_acquire_owned() {
             Err(_) => ApiError::TooManyRequests.into_response(),
             Ok(permit) => {
                 watch_permit = Some(permit);
-                s.metrics
-                    .watches_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                s.api.clone().handle(method, uri, headers, body).await
+                s.metrics.watches_total.fetch_add(1, Ordering::Relaxed);
+                next.run(req).await
             }
         }
     } else {
-        match s.in_flight.try_acquire() {
+        match s.limits.in_flight.try_acquire() {
             Err(_) => ApiError::TooManyRequests.into_response(),
-            Ok(_permit) => match tokio::time::timeout(
-                s.timeout,
-                s.api.clone().handle(method, uri, headers, body),
-            )
-            .await
-            {
+            Ok(_permit) => match tokio::time::timeout(s.limits.timeout, next.run(req)).await {
                 Ok(r) => r,
-                Err(_) => ApiError::Timeout(s.timeout.as_secs()).into_response(),
+                Err(_) => ApiError::Timeout(s.limits.timeout.as_secs()).into_response(),
             },
         }
     };
@@ -188,19 +130,16 @@ async fn resource(
     {
         // Counted open, and holding its slot, until the stream body is dropped.
         let guard = WatchGuard {
-            shared: s.clone(),
+            metrics: s.metrics.clone(),
             _slot: permit,
         };
-        s.metrics
-            .watches_open
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.metrics.watches_open.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = resp.into_parts();
-        let stream =
-            futures::stream::unfold((body.into_data_stream(), guard), |(mut b, g)| async move {
-                use futures::StreamExt;
-                b.next().await.map(|item| (item, (b, g)))
-            });
-        return Response::from_parts(parts, axum::body::Body::from_stream(stream));
+        let stream = body.into_data_stream().map(move |item| {
+            let _ = &guard;
+            item
+        });
+        return Response::from_parts(parts, Body::from_stream(stream));
     }
     resp
 }
@@ -220,45 +159,39 @@ fn is_watch(uri: &Uri) -> bool {
 /// Decrements the open-watch gauge and frees the watch's slot when its
 /// stream ends.
 struct WatchGuard {
-    shared: Arc<Shared>,
+    metrics: Arc<ApiMetrics>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.shared
-            .metrics
-            .watches_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.watches_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Create the default namespaces once a leader exists (idempotent).
-async fn bootstrap_namespaces(member: Arc<Member>) {
-    let ns_type = crate::kinds::all()
-        .iter()
-        .find(|t| t.plural == "namespaces")
+/// Create the default namespaces once a leader exists (idempotent),
+/// through the registry's create.
+async fn bootstrap_namespaces(registry: Arc<Registry>) {
+    let ns_type = registry
+        .kinds
+        .find("", "v1", "namespaces")
         .expect("namespaces are served");
+    let target = RequestTarget {
+        rt: ns_type,
+        namespace: None,
+        name: None,
+        subresource: None,
+    };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         loop {
-            let mut obj =
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            obj["metadata"]["uid"] = json!(crate::meta::new_uid());
-            obj["metadata"]["creationTimestamp"] =
-                json!(crate::meta::rfc3339(crate::meta::now_secs()));
-            ns_type.strategy.prepare_create(&mut obj);
-            let uid = obj["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            match member
-                .txn(vec![
-                    Op::create(ns_type.key(None, name), obj.to_string().into_bytes()).with_uid(uid),
-                ])
-                .await
-            {
-                Ok(_) | Err(keel_store::StoreError::Precondition(_)) => break,
-                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match registry.create_object(&target, obj, false).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => break,
+                // No leader yet, or the write's outcome is unknown (then the
+                // next attempt finds it exists).
+                Err(ApiError::Unavailable(_) | ApiError::StoreTimeout(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
                 Err(e) => {
                     tracing::warn!(namespace = name, error = %e, "cannot create a default namespace");
                     break;
@@ -292,25 +225,13 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     // It embeds the admin key: private like the key files.
     pki.write_kubeconfig(&kubeconfig, &format!("https://{host}:{}", addr.port()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
-    let shared = Arc::new(Shared {
-        api: Arc::new(ApiState::new(member.clone())),
-        metrics: Default::default(),
-        in_flight: Semaphore::new(cfg.max_in_flight),
-        watches: Arc::new(Semaphore::new(cfg.max_watches.min(Semaphore::MAX_PERMITS))),
-        timeout: cfg.request_timeout,
+    let registry = Arc::new(Registry::new(member));
+    let app = routes::router(AppState {
+        registry: registry.clone(),
+        metrics: Arc::default(),
+        limits: Arc::new(Limits::new(&cfg)),
     });
-    let app = axum::Router::new()
-        .route(
-            "/version",
-            axum::routing::get(|| async { axum::Json(version()) }),
-        )
-        .route("/healthz", axum::routing::get(health))
-        .route("/livez", axum::routing::get(health))
-        .route("/readyz", axum::routing::get(health))
-        .fallback(resource)
-        .layer(DefaultBodyLimit::max(MAX_BODY * 2))
-        .with_state(shared);
-    tokio::spawn(bootstrap_namespaces(member));
+    tokio::spawn(bootstrap_namespaces(registry));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -338,13 +259,14 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
                     }
                     Err(_) => return,
                 };
-                let authenticated = tls
+                // Verified against the CA by the handshake; parsed once per connection.
+                let certificate_user = tls
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .is_some_and(|c| !c.is_empty());
+                    .and_then(UserInfo::from_certificates);
                 let svc = hyper_util::service::TowerToHyperService::new(
-                    app.layer(Extension(Identity { authenticated })),
+                    app.layer(Extension(Connection { certificate_user })),
                 );
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)

@@ -3,7 +3,6 @@
 //! path) and encoded back; fields of the request that did not survive the
 //! round trip are unknown fields, reported or dropped per `fieldValidation`.
 
-use k8s_openapi::api;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -32,10 +31,13 @@ fn subschema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> sche
     g.subschema_for::<T>()
 }
 
-fn typed<T: DeserializeOwned + Serialize + schemars::JsonSchema>() -> Typed {
-    Typed {
-        check: roundtrip::<T>,
-        schema: subschema::<T>,
+impl Typed {
+    /// The check and schema of Kubernetes type `T`.
+    pub fn of<T: DeserializeOwned + Serialize + schemars::JsonSchema>() -> Typed {
+        Typed {
+            check: roundtrip::<T>,
+            schema: subschema::<T>,
+        }
     }
 }
 
@@ -47,52 +49,6 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, TypeEr
     serde_json::to_value(&typed).map_err(|e| TypeError {
         path: ".".into(),
         message: e.to_string(),
-    })
-}
-
-/// The typed check of a kind, if `k8s-openapi` has its type.
-pub fn check_for(group: &str, kind: &str) -> Option<Check> {
-    typed_for(group, kind).map(|t| t.check)
-}
-
-/// The Kubernetes type of a kind, if `k8s-openapi` has it.
-pub fn typed_for(group: &str, kind: &str) -> Option<Typed> {
-    use api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
-    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apireg;
-    Some(match (group, kind) {
-        ("", "Namespace") => typed::<core::Namespace>(),
-        ("", "Pod") => typed::<core::Pod>(),
-        ("", "Node") => typed::<core::Node>(),
-        ("", "Service") => typed::<core::Service>(),
-        ("", "Endpoints") => typed::<core::Endpoints>(),
-        ("", "ConfigMap") => typed::<core::ConfigMap>(),
-        ("", "Secret") => typed::<core::Secret>(),
-        ("", "ServiceAccount") => typed::<core::ServiceAccount>(),
-        ("", "Event") => typed::<core::Event>(),
-        ("", "PersistentVolume") => typed::<core::PersistentVolume>(),
-        ("", "PersistentVolumeClaim") => typed::<core::PersistentVolumeClaim>(),
-        ("", "ResourceQuota") => typed::<core::ResourceQuota>(),
-        ("", "LimitRange") => typed::<core::LimitRange>(),
-        ("apps", "Deployment") => typed::<apps::Deployment>(),
-        ("apps", "ReplicaSet") => typed::<apps::ReplicaSet>(),
-        ("apps", "StatefulSet") => typed::<apps::StatefulSet>(),
-        ("apps", "DaemonSet") => typed::<apps::DaemonSet>(),
-        ("apps", "ControllerRevision") => typed::<apps::ControllerRevision>(),
-        ("batch", "Job") => typed::<batch::Job>(),
-        ("coordination.k8s.io", "Lease") => typed::<api::coordination::v1::Lease>(),
-        ("networking.k8s.io", "NetworkPolicy") => typed::<api::networking::v1::NetworkPolicy>(),
-        ("storage.k8s.io", "StorageClass") => typed::<api::storage::v1::StorageClass>(),
-        ("events.k8s.io", "Event") => typed::<api::events::v1::Event>(),
-        ("rbac.authorization.k8s.io", "Role") => typed::<rbac::Role>(),
-        ("rbac.authorization.k8s.io", "ClusterRole") => typed::<rbac::ClusterRole>(),
-        ("rbac.authorization.k8s.io", "RoleBinding") => typed::<rbac::RoleBinding>(),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => typed::<rbac::ClusterRoleBinding>(),
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            typed::<apiext::CustomResourceDefinition>()
-        }
-        ("apiregistration.k8s.io", "APIService") => typed::<apireg::APIService>(),
-        _ => return None,
     })
 }
 
@@ -150,11 +106,12 @@ pub fn from_yaml(body: &[u8]) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
     use serde_json::json;
 
     #[test]
     fn nested_unknown_fields_are_found_and_pruned() {
-        let check = check_for("apps", "Deployment").unwrap();
+        let check = Typed::of::<Deployment>().check;
         let input = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "w", "labelz": {"a": "b"}, "creationTimestamp": null},
@@ -181,7 +138,7 @@ mod tests {
 
     #[test]
     fn wrong_types_name_their_field() {
-        let check = check_for("apps", "Deployment").unwrap();
+        let check = Typed::of::<Deployment>().check;
         let err = check(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}, "spec": {"replicas": "three", "selector": {}, "template": {}}}))
             .unwrap_err();
         assert_eq!(err.path, "spec.replicas");

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use keel_proto::member as pb;
 use serde::Serialize;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::cluster::{EtcdCluster, KeelCluster};
-use super::{parse_duration, percentile, ready, usage};
+use super::{Table, num, parse_duration, percentile, ready, usage};
 
 /// Options of `keel bench store`.
 #[derive(clap::Args, Clone, Debug)]
@@ -330,8 +331,9 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
     Ok(results)
 }
 
-/// Render results as a side-by-side table with the Keel/etcd ratio.
-pub fn render(results: &[StepResult]) -> String {
+/// The results as one table, each step's Keel row then its etcd row, with
+/// the Keel/etcd throughput ratio on the Keel row.
+pub fn table(results: &[StepResult], duration: Duration) -> Table {
     let mut by_step: BTreeMap<(String, usize), BTreeMap<String, &StepResult>> = BTreeMap::new();
     for r in results {
         by_step
@@ -339,21 +341,22 @@ pub fn render(results: &[StepResult]) -> String {
             .or_default()
             .insert(r.system.clone(), r);
     }
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<18} {:>7} {:<5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>10}\n",
-        "step",
-        "clients",
-        "sys",
-        "ops/s",
-        "p50 ms",
-        "p99 ms",
-        "p999 ms",
-        "errors",
-        "RSS MiB",
-        "CPU s",
-        "keel/etcd"
-    ));
+    let mut t = Table::new(
+        &format!("Keel's store against etcd ({duration:?} per step)"),
+        &[
+            "step",
+            "clients",
+            "sys",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+            "errors",
+            "RSS MiB",
+            "CPU s",
+            "keel/etcd",
+        ],
+    );
     // Keep the order in which steps ran.
     let mut order: Vec<(String, usize)> = Vec::new();
     for r in results {
@@ -366,28 +369,67 @@ pub fn render(results: &[StepResult]) -> String {
         let systems = &by_step[&k];
         let ratio = match (systems.get("keel"), systems.get("etcd")) {
             (Some(a), Some(b)) if b.ops_per_sec > 0.0 => {
-                format!("{:.2}x", a.ops_per_sec / b.ops_per_sec)
+                json!(format!("{:.2}x", a.ops_per_sec / b.ops_per_sec))
             }
-            _ => "-".into(),
+            _ => Value::Null,
         };
         for (i, sys) in ["keel", "etcd"].iter().enumerate() {
             if let Some(r) = systems.get(*sys) {
-                out.push_str(&format!(
-                    "{:<18} {:>7} {:<5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>8.1} {:>8.2} {:>10}\n",
-                    r.step,
-                    r.clients,
-                    sys,
-                    r.ops_per_sec,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.p999_ms,
-                    r.errors,
-                    r.rss_mib,
-                    r.cpu_secs,
-                    if i == 0 { ratio.as_str() } else { "" }
-                ));
+                t.push(vec![
+                    json!(r.step),
+                    json!(r.clients),
+                    json!(sys),
+                    num(r.ops_per_sec),
+                    num(r.p50_ms),
+                    num(r.p99_ms),
+                    num(r.p999_ms),
+                    json!(r.errors),
+                    num(r.rss_mib),
+                    num(r.cpu_secs),
+                    if i == 0 { ratio.clone() } else { json!("") },
+                ]);
             }
         }
     }
-    out
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(system: &str, ops_per_sec: f64) -> StepResult {
+        StepResult {
+            step: "put".into(),
+            system: system.into(),
+            clients: 4,
+            ops: 10,
+            errors: 0,
+            ops_per_sec,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            p999_ms: 3.0,
+            rss_mib: 50.0,
+            cpu_secs: 0.5,
+        }
+    }
+
+    #[test]
+    fn the_table_pairs_each_step_with_the_keel_etcd_ratio() {
+        let t = table(
+            &[step("keel", 300.0), step("etcd", 200.0)],
+            Duration::from_secs(1),
+        );
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[2].contains("keel") && lines[2].ends_with("1.50x"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("etcd") && !lines[3].contains('x'),
+            "{text}"
+        );
+    }
 }

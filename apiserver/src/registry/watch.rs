@@ -1,5 +1,5 @@
-//! The body of a watch response: the initial state as ADDED events, read page
-//! by page at one pinned revision, then the store's events strictly after that
+//! The watch verb, and the body of its response: the initial state as ADDED
+//! events, read page by page at one pinned revision, then the store's events strictly after that
 //! revision (so nothing is missed or sent twice), bookmarks, and the end at
 //! the watch's deadline. Memory per watch is one page and a bounded channel,
 //! however many objects the watched prefix holds.
@@ -8,14 +8,140 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use keel_store::{
-    Event, KeyValue, Member, RangeRequest, RangeResponse, StoreError, WatchMessage, WatchStart,
-    WatchStream,
-};
+use axum::response::Response;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::storage::{
+    Consistency, Event, KeyValue, RangeRequest, RangeResponse, Storage, WatchMessage,
+};
+use super::{Registry, prepared, table};
 use crate::error::ApiError;
+use crate::request::{Query, RequestTarget};
+use crate::response;
+use crate::selector::Selector;
+
+impl Registry {
+    /// GET of a collection with `watch=true`.
+    pub(super) async fn watch(
+        &self,
+        t: &RequestTarget,
+        q: &Query,
+        table: Option<table::TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let selector = Selector::from_query(q)?;
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+        // Clamped, so the deadline cannot overflow (see watch::MAX_TIMEOUT).
+        let deadline =
+            tokio::time::Instant::now() + timeout(q.get("timeoutSeconds").map(String::as_str));
+        let prefix = t.rt.prefix(t.namespace.as_deref());
+        let rv = q
+            .get("resourceVersion")
+            .filter(|s| !s.is_empty() && *s != "0");
+        let explicit_initial = q.get("sendInitialEvents").is_some_and(|s| s == "true");
+        let send_initial = q
+            .get("sendInitialEvents")
+            .map(|s| s == "true")
+            .unwrap_or(rv.is_none());
+        // Start: an exact revision, or now with the current state as ADDED
+        // events. Only the first page of that state is read here (so a store
+        // error is still an HTTP status); the stream reads the rest at the
+        // same revision.
+        let mut initial = None;
+        let start = match rv {
+            Some(r) if !send_initial => {
+                let rv = r
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {r:?}")))?;
+                // A replica still behind `rv` afterwards refuses the watch
+                // as too large (its watch says FutureRevision).
+                self.storage.catch_up_to(rv).await;
+                rv
+            }
+            // sendInitialEvents=false: changes from now on, no current state.
+            None if !send_initial => self.storage.linearize().await?,
+            _ => {
+                let mut req = RangeRequest::prefix(prefix.clone());
+                req.consistency = Consistency::Linearizable;
+                req.limit = INITIAL_PAGE;
+                let first = self.storage.list(req).await?;
+                let revision = first.revision;
+                initial = Some(first);
+                revision
+            }
+        };
+        let rt = t.rt.clone();
+        let line = move |mut ev: Value| -> Bytes {
+            if let Some(opts) = table {
+                let obj = ev["object"].take();
+                ev["object"] = table::render(&rt, &[obj], None, None, opts);
+            }
+            let mut s = ev.to_string();
+            s.push('\n');
+            Bytes::from(s)
+        };
+        let selected = Arc::new(selector);
+        let sel = selected.clone();
+        let added_line = line.clone();
+        let added = move |kv: &KeyValue| -> Result<Option<Bytes>, ApiError> {
+            if !sel.may_match(&kv.value) {
+                return Ok(None);
+            }
+            let obj = prepared::stored(kv, kv.mod_revision).map_err(|e| {
+                ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
+            })?;
+            Ok(sel
+                .matches(&obj)
+                .then(|| added_line(json!({"type": "ADDED", "object": obj}))))
+        };
+        let prepared = self.prepared.clone();
+        let event = move |e: &keel_store::Event| -> Option<Bytes> {
+            let p = prepared.get(e);
+            let (kind, obj) = watch_event(&p, &selected)?;
+            Some(if table.is_some() {
+                line(json!({"type": kind, "object": obj.value.clone()}))
+            } else {
+                prepared::line(kind, &obj.json)
+            })
+        };
+        let body = Watch {
+            storage: self.storage.clone(),
+            prefix,
+            start,
+            initial,
+            // With sendInitialEvents=true (watch-list) the initial events end
+            // with a bookmark annotated k8s.io/initial-events-end.
+            initial_end_bookmark: explicit_initial,
+            bookmarks,
+            deadline,
+            kind: t.rt.kind.clone(),
+            api_version: t.rt.api_version(),
+            added: Box::new(added),
+            event: Box::new(event),
+        }
+        .into_body();
+        Ok(response::watch(body))
+    }
+}
+
+/// The type of watch event a prepared store event is for this watcher,
+/// with the object to send, or `None` when neither version matches.
+fn watch_event<'a>(
+    p: &'a prepared::Prepared,
+    selector: &Selector,
+) -> Option<(&'static str, &'a prepared::Object)> {
+    let new_match = p.new.as_ref().is_some_and(|o| selector.matches(&o.value));
+    let old_match = p.old.as_ref().is_some_and(|o| selector.matches(&o.value));
+    // An object leaving the selection is DELETED for this watcher, entering it ADDED.
+    match (&p.new, new_match, old_match) {
+        (Some(o), true, true) => Some(("MODIFIED", o)),
+        (Some(o), true, false) => Some(("ADDED", o)),
+        (Some(o), false, true) => Some(("DELETED", o)),
+        (None, _, true) => p.old.as_ref().map(|o| ("DELETED", o)),
+        _ => None,
+    }
+}
 
 /// Objects read per page of a watch's initial state.
 pub const INITIAL_PAGE: usize = 500;
@@ -47,7 +173,7 @@ pub type EventLine = dyn Fn(&Event) -> Option<Bytes> + Send + Sync;
 
 /// One watch, ready to stream.
 pub struct Watch {
-    pub member: Arc<Member>,
+    pub storage: Arc<dyn Storage>,
     pub prefix: String,
     /// Live events strictly after this revision are sent.
     pub start: u64,
@@ -61,7 +187,7 @@ pub struct Watch {
     pub bookmarks: bool,
     pub deadline: tokio::time::Instant,
     /// `kind` and `apiVersion` of bookmark objects.
-    pub kind: &'static str,
+    pub kind: String,
     pub api_version: String,
     pub added: Box<AddedLine>,
     pub event: Box<EventLine>,
@@ -84,9 +210,7 @@ impl Watch {
         tokio::spawn(async move {
             let _ = tokio::time::timeout_at(deadline, self.run(&tx)).await;
         });
-        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        response::streamed(rx)
     }
 
     fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
@@ -114,7 +238,9 @@ impl Watch {
                 return;
             }
         }
-        let mut stream = match self.register().await {
+        // A watch that starts at a revision just read may briefly find it
+        // "in the future": the storage's watch retries for a moment.
+        let mut stream = match self.storage.watch(&self.prefix, self.start).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = send(error(e.into())).await;
@@ -168,27 +294,7 @@ impl Watch {
             let mut req = RangeRequest::prefix(self.prefix.clone());
             req.limit = INITIAL_PAGE;
             req.continue_token = Some(token);
-            page = self.member.range(req).await?;
-        }
-    }
-
-    /// Register for events after `start`. The store publishes a revision to
-    /// watchers just after a read can see it, so a watch that starts at a
-    /// revision it has just read may briefly find it "in the future": retry
-    /// for a moment before reporting that.
-    async fn register(&self) -> Result<WatchStream, StoreError> {
-        let mut tries = 0;
-        loop {
-            match self
-                .member
-                .watch(self.prefix.clone(), WatchStart::After(self.start))
-            {
-                Err(StoreError::FutureRevision { .. }) if tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                r => return r,
-            }
+            page = self.storage.list(req).await?;
         }
     }
 }

@@ -15,6 +15,21 @@ use tonic::transport::Channel;
 
 use super::{Proc, free_port, ready};
 
+/// The `keel` binary the members run: the one beside this executable
+/// (cargo builds both into the same directory).
+pub fn keel_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this executable")?;
+    let keel = me.with_file_name("keel");
+    if !keel.exists() {
+        bail!(
+            "{} not found: the benchmark starts the `keel` binary beside it \
+             (build both: cargo build --workspace --release)",
+            keel.display()
+        );
+    }
+    Ok(keel)
+}
+
 pub struct KeelMember {
     pub id: u64,
     pub peer: String,
@@ -101,7 +116,7 @@ impl KeelCluster {
 
     /// Start member `i` (again) on its data.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
-        let exe = std::env::current_exe()?;
+        let exe = keel_exe()?;
         let m = &mut self.members[i];
         let log = append(&self.root.join(format!("keel-{}.log", m.id)))?;
         let child = Command::new(exe)

@@ -1,5 +1,6 @@
-//! `keel bench <suite>`: benchmarks that start what they measure (Keel
-//! members as real `keel server` processes, etcd 3.4 as the baseline) on
+//! `keel-bench <suite>` (also `keel bench <suite>`): benchmarks that start
+//! what they measure (Keel members as real `keel server` processes of the
+//! `keel` binary beside this one, etcd 3.4 as the baseline) on
 //! loopback ports, drive them with one load generator, sample every
 //! process's memory and CPU while they run, and stop everything they started.
 //!

@@ -1,0 +1,99 @@
+//! Authentication: who made a request. The TLS handshake verifies a client
+//! certificate against the cluster CA; [`authenticate`] turns what the
+//! connection proved into the request's [`UserInfo`] (the certificate's
+//! common name is the user, its organizations the groups, as Kubernetes'
+//! x509 authenticator reads them) and inserts it as a request extension for
+//! the chain that follows (authorization and admission will read it there).
+//! A request without one is anonymous; [`require_user`] refuses it.
+
+use std::collections::BTreeMap;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rustls::pki_types::CertificateDer;
+
+use crate::error::ApiError;
+
+/// An authenticated user, as Kubernetes' `user.Info`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The user of a client certificate chain the handshake verified: CN →
+    /// name, each O → a group. A certificate whose subject does not parse
+    /// still proved its signature, so it is a user, with no name.
+    pub fn from_certificates(chain: &[CertificateDer<'_>]) -> Option<UserInfo> {
+        let leaf = chain.first()?;
+        let mut user = UserInfo::default();
+        match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+            Ok((_, cert)) => {
+                let subject = cert.subject();
+                user.name = subject
+                    .iter_common_name()
+                    .find_map(|a| a.as_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                user.groups = subject
+                    .iter_organization()
+                    .filter_map(|a| a.as_str().ok())
+                    .map(str::to_string)
+                    .collect();
+            }
+            Err(e) => tracing::debug!(error = %e, "client certificate subject does not parse"),
+        }
+        Some(user)
+    }
+}
+
+/// What a connection's TLS handshake proved, attached to every request
+/// that comes over it.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    /// The user of the verified client certificate; `None` without one.
+    pub certificate_user: Option<UserInfo>,
+}
+
+/// The authentication layer: inserts the request's [`UserInfo`], when it
+/// has one, for the handlers and layers after it.
+pub async fn authenticate(mut req: Request, next: Next) -> Response {
+    let user = req
+        .extensions()
+        .get::<Connection>()
+        .and_then(|c| c.certificate_user.clone());
+    if let Some(user) = user {
+        req.extensions_mut().insert(user);
+    }
+    next.run(req).await
+}
+
+/// Refuses an anonymous request with a 401 `Status`.
+pub async fn require_user(req: Request, next: Next) -> Response {
+    if req.extensions().get::<UserInfo>().is_none() {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_names_the_user_and_its_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki =
+            crate::pki::Pki::load_or_create(dir.path(), &crate::pki::serving_names(&[])).unwrap();
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(pki.admin_cert_pem.as_bytes())
+            .unwrap();
+        let user = UserInfo::from_certificates(&[der]).unwrap();
+        assert_eq!(user.name, "admin");
+        assert_eq!(user.groups, vec!["system:masters".to_string()]);
+        assert!(user.extra.is_empty());
+        assert_eq!(UserInfo::from_certificates(&[]), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! The one router of the API server. Every path it serves is a route here;
+//! a resource path's tail (namespace, name, subresource) is resolved by
+//! [`crate::request`], against the kinds served at that moment.
+//!
+//! Layers, outermost first: the body limit, [`auth::authenticate`], then
+//! for everything but `/version` and health [`auth::require_user`], and for
+//! `/api` and `/apis` the request limits and metrics ([`server::limits`]).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::json;
+
+use super::{AppState, auth, health, server};
+use crate::discovery;
+use crate::error::ApiError;
+use crate::registry::MAX_BODY;
+use crate::request::{self, RequestTarget};
+use crate::response;
+
+/// The router over `state`.
+pub fn router(state: AppState) -> Router {
+    // Each discovery path also with a trailing slash, as it was served
+    // before the router had routes.
+    let api = Router::new()
+        .route("/api", any(core_root))
+        .route("/api/", any(core_root))
+        .route("/apis", any(groups_root))
+        .route("/apis/", any(groups_root))
+        .route("/apis/{group}", any(group))
+        .route("/apis/{group}/", any(group))
+        .route("/api/{version}", any(core_resources))
+        .route("/api/{version}/", any(core_resources))
+        .route("/apis/{group}/{version}", any(resources))
+        .route("/apis/{group}/{version}/", any(resources))
+        .route("/api/{version}/{*rest}", any(core_resource))
+        .route("/apis/{group}/{version}/{*rest}", any(resource))
+        .route_layer(from_fn_with_state(state.clone(), server::limits));
+    let authenticated = Router::new()
+        .merge(api)
+        .route("/openapi/v2", any(openapi_v2))
+        .route("/openapi/v3", any(openapi_v3_index))
+        .route("/openapi/v3/{*gv}", any(openapi_v3))
+        .route("/metrics", any(metrics))
+        .fallback(no_route)
+        .layer(from_fn(auth::require_user));
+    Router::new()
+        .route("/version", get(version))
+        .merge(health::routes())
+        .merge(authenticated)
+        .layer(from_fn(auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY * 2))
+        .with_state(state)
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "major": "1", "minor": "33",
+        "gitVersion": format!("v1.33.0+keel-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    }))
+    .into_response()
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+// Handlers read the path's segments as sent (see `request::segments`), not
+// percent-decoded path parameters: a name is part of a store key.
+
+/// `/api`.
+async fn core_root(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&headers) {
+        return discovery::aggregated(&s.registry.kinds, true);
+    }
+    response::json(StatusCode::OK, &discovery::api_versions())
+}
+
+/// `/apis`.
+async fn groups_root(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&headers) {
+        return discovery::aggregated(&s.registry.kinds, false);
+    }
+    response::json(StatusCode::OK, &discovery::group_list(&s.registry.kinds))
+}
+
+/// `/apis/{group}`.
+async fn group(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let segs = request::segments(uri.path());
+    let v = discovery::group(&s.registry.kinds, segs[1])?;
+    Ok(response::json(StatusCode::OK, &v))
+}
+
+/// `/api/{version}`.
+async fn core_resources(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let segs = request::segments(uri.path());
+    let v = discovery::resource_list(&s.registry.kinds, "", segs[1])?;
+    Ok(response::json(StatusCode::OK, &v))
+}
+
+/// `/apis/{group}/{version}`.
+async fn resources(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let segs = request::segments(uri.path());
+    let v = discovery::resource_list(&s.registry.kinds, segs[1], segs[2])?;
+    Ok(response::json(StatusCode::OK, &v))
+}
+
+/// `/api/{version}/…`.
+async fn core_resource(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let segs = request::segments(uri.path());
+    serve(&s, "", segs[1], &segs[2..], method, &uri, headers, body).await
+}
+
+/// `/apis/{group}/{version}/…`.
+async fn resource(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let segs = request::segments(uri.path());
+    serve(
+        &s,
+        segs[1],
+        segs[2],
+        &segs[3..],
+        method,
+        &uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    s: &AppState,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if rest.is_empty() {
+        // `/api/v1//`: the resource list, as `/api/v1/`.
+        let v = discovery::resource_list(&s.registry.kinds, group, version)?;
+        return Ok(response::json(StatusCode::OK, &v));
+    }
+    let target = RequestTarget::resolve(&s.registry.kinds, group, version, rest)?;
+    let q = request::query(uri);
+    let verb = target.verb(&method, &q)?;
+    s.registry.serve(verb, &target, &q, &headers, body).await
+}
+
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (ct, body) = crate::openapi::v2_document(accept.contains("protobuf"));
+    ([(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+async fn openapi_v3_index() -> Response {
+    axum::Json(crate::openapi::served_index()).into_response()
+}
+
+async fn openapi_v3(uri: Uri) -> Result<Response, ApiError> {
+    let gv = uri.path().strip_prefix("/openapi/v3/").unwrap_or_default();
+    match crate::openapi::served_document(gv) {
+        Some(doc) => Ok(axum::Json(doc).into_response()),
+        None => Err(ApiError::NoRoute),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let text = format!(
+        "{}{}",
+        s.metrics.render(),
+        s.registry.storage.render_metrics()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_match_the_routes_that_matched() {
+        // What a route template matched is what the handler indexes.
+        assert_eq!(
+            request::segments("/apis/apps/v1/namespaces/d/deployments/x/"),
+            ["apis", "apps", "v1", "namespaces", "d", "deployments", "x"]
+        );
+        assert_eq!(request::segments("/api/v1/"), ["api", "v1"]);
+    }
+}

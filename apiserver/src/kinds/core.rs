@@ -1,0 +1,473 @@
+//! The core group's (`v1`) kinds besides pods, services and volumes:
+//! namespaces, config maps, secrets, service accounts, nodes, endpoints,
+//! events, resource quotas and limit ranges.
+
+use base64::Engine;
+use k8s_openapi::api::core::v1 as core;
+use serde_json::{Value, json};
+
+use super::columns::{self, Printed, at};
+use super::fields::{array_at, cidr, one_of, port_number, quantities, str_at, tcp_by_default};
+use super::{Column, ResourceType, Strategy, Subresource};
+use crate::error::Cause;
+use crate::meta;
+
+/// The core kinds of this file, in discovery order.
+pub fn kinds() -> Vec<ResourceType> {
+    vec![
+        ResourceType::of::<core::Namespace>()
+            .short_names(&["ns"])
+            .subresources(&[Subresource::Status])
+            .strategy(NamespaceStrategy),
+        ResourceType::of::<core::ConfigMap>()
+            .short_names(&["cm"])
+            .strategy(ConfigMapStrategy),
+        ResourceType::of::<core::Secret>().strategy(SecretStrategy),
+        ResourceType::of::<core::ServiceAccount>()
+            .short_names(&["sa"])
+            .strategy(ServiceAccountStrategy),
+        ResourceType::of::<core::Node>()
+            .short_names(&["no"])
+            .subresources(&[Subresource::Status])
+            .strategy(NodeStrategy),
+        ResourceType::of::<core::Endpoints>()
+            .short_names(&["ep"])
+            .strategy(EndpointsStrategy),
+        ResourceType::of::<core::Event>()
+            .short_names(&["ev"])
+            .strategy(EventStrategy),
+        ResourceType::of::<core::ResourceQuota>()
+            .short_names(&["quota"])
+            .subresources(&[Subresource::Status])
+            .strategy(ResourceQuotaStrategy),
+        ResourceType::of::<core::LimitRange>()
+            .short_names(&["limits"])
+            .strategy(LimitRangeStrategy),
+    ]
+}
+
+struct NamespaceStrategy;
+impl Strategy for NamespaceStrategy {
+    fn name_rule(&self) -> fn(&str) -> Option<String> {
+        meta::dns1123_label
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        if obj.pointer("/spec/finalizers").is_none() {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            obj["status"] = json!({"phase": "Active"});
+        }
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![Column::new("Status", "The status of the namespace")]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![
+            obj.pointer("/status/phase")
+                .cloned()
+                .unwrap_or(json!("Active")),
+        ]
+    }
+}
+
+fn config_key_causes(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(m) = obj.get(field) {
+        match m.as_object() {
+            Some(m) => {
+                for k in m.keys() {
+                    let ok = !k.is_empty()
+                        && k.len() <= 253
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                    if !ok {
+                        causes.push(Cause::invalid(
+                            format!("{field}[{k}]"),
+                            format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"),
+                        ));
+                    }
+                }
+            }
+            None if m.is_null() => {}
+            None => causes.push(Cause::invalid(field, "must be a map")),
+        }
+    }
+}
+
+fn count(obj: &Value, fields: &[&str]) -> usize {
+    fields
+        .iter()
+        .filter_map(|f| obj.get(*f)?.as_object().map(|m| m.len()))
+        .sum()
+}
+
+struct ConfigMapStrategy;
+impl Strategy for ConfigMapStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        data_update(new, old)
+    }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        config_key_causes(obj, "data", &mut causes);
+        config_key_causes(obj, "binaryData", &mut causes);
+        if let Some(m) = obj.get("data").and_then(Value::as_object) {
+            for (k, v) in m {
+                if !v.is_string() {
+                    causes.push(Cause::invalid(format!("data[{k}]"), "must be a string"));
+                }
+            }
+        }
+        causes
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![Column::new("Data", "Number of data entries")]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(count(obj, &["data", "binaryData"]))]
+    }
+}
+
+/// ConfigMaps and Secrets marked `immutable` keep their data, and stay immutable.
+fn data_update(new: &Value, old: &Value) -> Vec<Cause> {
+    if old.get("immutable") != Some(&json!(true)) {
+        return vec![];
+    }
+    let mut causes = Vec::new();
+    for f in ["data", "binaryData"] {
+        if new.get(f) != old.get(f) {
+            causes.push(Cause::forbidden(
+                f,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+    if new.get("immutable") != Some(&json!(true)) {
+        causes.push(Cause::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    causes
+}
+
+struct SecretStrategy;
+impl Strategy for SecretStrategy {
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        let mut causes = data_update(new, old);
+        if new.get("type") != old.get("type") {
+            causes.push(Cause::invalid(
+                "type",
+                format!("Invalid value: {}: field is immutable", new["type"]),
+            ));
+        }
+        causes
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj["type"] = json!("Opaque");
+        }
+        // stringData is write-only: it is merged into data, base64-encoded.
+        if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+            if !obj.get("data").is_some_and(Value::is_object) {
+                obj["data"] = json!({});
+            }
+            for (k, v) in sd {
+                let s = v.as_str().unwrap_or_default().to_string();
+                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+            }
+        }
+    }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        config_key_causes(obj, "data", &mut causes);
+        if let Some(m) = obj.get("data").and_then(Value::as_object) {
+            for (k, v) in m {
+                let ok = v
+                    .as_str()
+                    .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                if !ok {
+                    causes.push(Cause::invalid(
+                        format!("data[{k}]"),
+                        "must be base64-encoded bytes",
+                    ));
+                }
+            }
+        }
+        causes.extend(secret_type(obj));
+        causes
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::new("Type", "The type of the secret"),
+            Column::new("Data", "Number of data entries"),
+        ]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![
+            obj.get("type").cloned().unwrap_or(json!("Opaque")),
+            json!(count(obj, &["data"])),
+        ]
+    }
+}
+
+/// Secrets of the well-known types carry the keys their type promises.
+fn secret_type(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let has = |k: &str| obj.get("data").and_then(|d| d.get(k)).is_some();
+    let require = |keys: &[&str], causes: &mut Vec<Cause>| {
+        for k in keys {
+            if !has(k) {
+                causes.push(Cause::required(format!("data[{k}]")));
+            }
+        }
+    };
+    match str_at(obj, "/type").unwrap_or("Opaque") {
+        "kubernetes.io/tls" => require(&["tls.crt", "tls.key"], &mut causes),
+        "kubernetes.io/dockerconfigjson" => require(&[".dockerconfigjson"], &mut causes),
+        "kubernetes.io/dockercfg" => require(&[".dockercfg"], &mut causes),
+        "kubernetes.io/ssh-auth" => require(&["ssh-privatekey"], &mut causes),
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => causes.push(
+            Cause::required_because("data[username]", "either username or password is required"),
+        ),
+        "kubernetes.io/service-account-token"
+            if str_at(
+                obj,
+                "/metadata/annotations/kubernetes.io~1service-account.name",
+            )
+            .is_none_or(str::is_empty) =>
+        {
+            causes.push(Cause::required(
+                "metadata.annotations[kubernetes.io/service-account.name]",
+            ))
+        }
+        _ => {}
+    }
+    causes
+}
+
+struct ServiceAccountStrategy;
+impl Strategy for ServiceAccountStrategy {
+    fn columns(&self) -> Vec<Column> {
+        vec![Column::new("Secrets", "Number of secrets")]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(
+            obj.get("secrets")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0)
+        )]
+    }
+}
+
+struct NodeStrategy;
+impl Strategy for NodeStrategy {
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        validate_node(obj)
+    }
+    fn columns(&self) -> Vec<Column> {
+        columns::columns(NODE_COLUMNS)
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        columns::cells(NODE_COLUMNS, obj)
+    }
+}
+
+const NODE_COLUMNS: &[Printed] = &[at(
+    "Version",
+    "Kubelet version",
+    "/status/nodeInfo/kubeletVersion",
+)];
+
+fn validate_node(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    cidr(obj, "/spec/podCIDR", "spec.podCIDR", &mut causes);
+    for (i, _) in array_at(obj, "/spec/podCIDRs").iter().enumerate() {
+        cidr(
+            obj,
+            &format!("/spec/podCIDRs/{i}"),
+            &format!("spec.podCIDRs[{i}]"),
+            &mut causes,
+        );
+    }
+    for (i, t) in array_at(obj, "/spec/taints").iter().enumerate() {
+        let at = format!("spec.taints[{i}]");
+        match str_at(t, "/key") {
+            None | Some("") => causes.push(Cause::required(format!("{at}.key"))),
+            Some(k) => {
+                if let Some(m) = meta::qualified_name(k) {
+                    causes.push(Cause::invalid(
+                        format!("{at}.key"),
+                        format!("Invalid value: {k:?}: {m}"),
+                    ));
+                }
+            }
+        }
+        let effects = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+        match str_at(t, "/effect") {
+            Some(e) if effects.contains(&e) => {}
+            None | Some("") => causes.push(Cause::required(format!("{at}.effect"))),
+            Some(e) => causes.push(Cause::not_supported(format!("{at}.effect"), e, &effects)),
+        }
+    }
+    causes
+}
+
+struct EndpointsStrategy;
+impl Strategy for EndpointsStrategy {
+    fn prepare_create(&self, obj: &mut Value) {
+        endpoints_defaults(obj)
+    }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        validate_endpoints(obj)
+    }
+    fn columns(&self) -> Vec<Column> {
+        columns::columns(ENDPOINTS_COLUMNS)
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        columns::cells(ENDPOINTS_COLUMNS, obj)
+    }
+}
+
+const ENDPOINTS_COLUMNS: &[Printed] = &[columns::count("Subsets", "Number of subsets", "/subsets")];
+
+fn endpoints_defaults(obj: &mut Value) {
+    if let Some(subsets) = obj.get_mut("subsets").and_then(Value::as_array_mut) {
+        subsets.iter_mut().for_each(tcp_by_default);
+    }
+}
+
+fn validate_endpoints(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (i, s) in array_at(obj, "/subsets").iter().enumerate() {
+        for list in ["addresses", "notReadyAddresses"] {
+            for (j, a) in array_at(s, &format!("/{list}")).iter().enumerate() {
+                let field = format!("subsets[{i}].{list}[{j}].ip");
+                match str_at(a, "/ip") {
+                    None | Some("") => causes.push(Cause::required(field)),
+                    Some(ip) if ip.parse::<std::net::IpAddr>().is_err() => {
+                        causes.push(Cause::invalid(
+                            field,
+                            format!("Invalid value: {ip:?}: must be a valid IP address"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (j, p) in array_at(s, "/ports").iter().enumerate() {
+            let at = format!("subsets[{i}].ports[{j}]");
+            port_number(p, "/port", &format!("{at}.port"), &mut causes);
+            one_of(
+                p,
+                "/protocol",
+                &format!("{at}.protocol"),
+                &["TCP", "UDP", "SCTP"],
+                &mut causes,
+            );
+        }
+    }
+    causes
+}
+
+/// Core events: no rules beyond their type.
+struct EventStrategy;
+impl Strategy for EventStrategy {
+    fn columns(&self) -> Vec<Column> {
+        columns::columns(EVENT_COLUMNS)
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        columns::cells(EVENT_COLUMNS, obj)
+    }
+}
+
+const EVENT_COLUMNS: &[Printed] = &[
+    at("Type", "Event type", "/type"),
+    at("Reason", "Reason", "/reason"),
+    at("Object", "Involved object", "/involvedObject/name"),
+    at("Message", "Message", "/message"),
+];
+
+struct ResourceQuotaStrategy;
+impl Strategy for ResourceQuotaStrategy {
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        validate_resourcequota(obj)
+    }
+}
+
+fn validate_resourcequota(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    quantities(obj, "/spec/hard", "spec.hard", &mut causes);
+    let scopes = [
+        "Terminating",
+        "NotTerminating",
+        "BestEffort",
+        "NotBestEffort",
+        "PriorityClass",
+        "CrossNamespacePodAffinity",
+    ];
+    for (i, s) in array_at(obj, "/spec/scopes").iter().enumerate() {
+        let s = s.as_str().unwrap_or("");
+        if !scopes.contains(&s) {
+            causes.push(Cause::not_supported(
+                format!("spec.scopes[{i}]"),
+                s,
+                &scopes,
+            ));
+        }
+    }
+    causes
+}
+
+struct LimitRangeStrategy;
+impl Strategy for LimitRangeStrategy {
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        validate_limitrange(obj)
+    }
+}
+
+fn validate_limitrange(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let types = ["Pod", "Container", "PersistentVolumeClaim"];
+    for (i, l) in array_at(obj, "/spec/limits").iter().enumerate() {
+        let at = format!("spec.limits[{i}]");
+        match str_at(l, "/type") {
+            Some(t) if types.contains(&t) => {}
+            None | Some("") => causes.push(Cause::required(format!("{at}.type"))),
+            Some(t) => causes.push(Cause::not_supported(format!("{at}.type"), t, &types)),
+        }
+        for f in [
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ] {
+            quantities(l, &format!("/{f}"), &format!("{at}.{f}"), &mut causes);
+        }
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(causes: &[Cause]) -> Vec<&str> {
+        causes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[test]
+    fn typed_secrets_carry_their_keys() {
+        let tls = json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}});
+        assert_eq!(fields(&secret_type(&tls)), ["data[tls.key]"]);
+        let sa = json!({"type": "kubernetes.io/service-account-token", "metadata": {
+            "annotations": {"kubernetes.io/service-account.name": "default"}}});
+        assert!(secret_type(&sa).is_empty());
+        assert!(secret_type(&json!({"type": "Opaque"})).is_empty());
+    }
+}

@@ -1,0 +1,48 @@
+//! The kinds this server serves. [`strategy`] says what a kind is (its
+//! descriptor, rules, subresources and columns), [`table`] holds the kinds
+//! served at run time, [`typed`] checks objects against their Kubernetes
+//! types. Each built-in kind lives in the file of its API group, with the
+//! field rules ([`fields`]) and table cells ([`columns`]) they share.
+
+pub mod columns;
+pub mod fields;
+pub mod strategy;
+pub mod table;
+pub mod typed;
+
+mod apiextensions;
+mod apiregistration;
+mod batch;
+mod coordination;
+mod core;
+mod events;
+mod networking;
+mod pod;
+mod rbac;
+mod service;
+mod storage;
+mod workloads;
+
+pub use strategy::{Column, NoRules, ResourceType, StatusStrategy, Strategy, Subresource};
+pub use table::{Kinds, KindsError};
+
+/// Every built-in kind, in discovery order.
+pub fn builtin() -> Vec<ResourceType> {
+    [
+        core::kinds(),
+        pod::kinds(),
+        service::kinds(),
+        storage::kinds(),
+        workloads::kinds(),
+        batch::kinds(),
+        coordination::kinds(),
+        networking::kinds(),
+        rbac::kinds(),
+        apiextensions::kinds(),
+        apiregistration::kinds(),
+        events::kinds(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}

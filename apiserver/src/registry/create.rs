@@ -1,0 +1,154 @@
+//! The create verb: system fields, defaults and validation of a new object,
+//! then a write that fails if the name is taken. The default namespaces are
+//! created through here too ([`Registry::create_object`]).
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::storage::{Consistency, StorageError};
+use super::{Registry, decode, storage_error};
+use crate::error::ApiError;
+use crate::meta;
+use crate::request::{Query, RequestTarget};
+use crate::response;
+
+impl Registry {
+    /// POST of a collection.
+    pub(super) async fn create(
+        &self,
+        t: &RequestTarget,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let mut obj = decode::parse_body(t, headers, &body, false)?;
+        decode::check_type(t, &mut obj)?;
+        let warnings = decode::field_validation(t, &mut obj, q)?;
+        let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+        let obj = self.create_object(t, obj, dry_run).await?;
+        Ok(response::with_warnings(
+            response::json(StatusCode::CREATED, &obj),
+            &warnings,
+        ))
+    }
+
+    /// Create `obj`, decoded and of `t`'s type: metadata the system owns
+    /// (uid, creation time, generation), a generated name, the kind's
+    /// defaults and validation, then the write. Returns the stored object
+    /// (or, for a dry run, the object that would be stored).
+    pub async fn create_object(
+        &self,
+        t: &RequestTarget,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if t.rt.namespaced {
+            let ns = t
+                .namespace
+                .clone()
+                .ok_or_else(|| ApiError::BadRequest("a namespace is required".into()))?;
+            match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+                }
+                _ => obj["metadata"]["namespace"] = json!(ns),
+            }
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty()
+            && let Some(g) = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+        {
+            let suffix: String = meta::new_uid()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(5)
+                .collect();
+            obj["metadata"]["name"] = json!(format!("{g}{suffix}"));
+        }
+        let m = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            m.remove(f);
+        }
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert(
+            "creationTimestamp".into(),
+            json!(meta::rfc3339(meta::now_secs())),
+        );
+        if obj.get("spec").is_some() {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        t.rt.strategy.prepare_create(&mut obj);
+        decode::validate(t, &obj, None)?;
+        if let Some(ns) = &t.namespace {
+            self.namespace_exists(ns).await?;
+        }
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if dry_run {
+            // A dry run answers as the write would: an existing name is a conflict.
+            if self.current(t, &name).await.is_ok() {
+                let key = t.rt.key(t.namespace.as_deref(), &name);
+                return Err(storage_error(t, &name, StorageError::AlreadyExists { key }));
+            }
+            return Ok(obj);
+        }
+        let uid = obj["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = t.rt.key(t.namespace.as_deref(), &name);
+        let rev = self
+            .storage
+            .create(&key, obj.to_string().into_bytes(), Some(uid))
+            .await
+            .map_err(|e| storage_error(t, &name, e))?;
+        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+        Ok(obj)
+    }
+
+    /// A namespaced object is created only in a namespace that exists.
+    async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
+        let ns_type = self
+            .kinds
+            .find("", "v1", "namespaces")
+            .expect("namespaces are served");
+        match self
+            .storage
+            .get(&ns_type.key(None, ns), Consistency::Linearizable)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound { .. }) => Err(ApiError::NotFound {
+                group: String::new(),
+                resource: "namespaces".into(),
+                name: ns.into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The generic registry: every verb on every kind, over a [`storage::Storage`].
+//! [`Registry`] owns the served kinds and the store; one file per concern:
+//! body decoding and field checks ([`decode`]), get and list ([`get`]),
+//! [`create`], the one guaranteed-update path ([`update`]), the patch verb
+//! ([`patch`]), [`delete`], [`watch`], the status, scale and binding
+//! subresources ([`subresources`]) and Table rendering ([`table`]).
+
+pub mod storage;
+
+mod create;
+mod decode;
+mod delete;
+mod get;
+mod patch;
+pub mod prepared;
+mod subresources;
+pub mod table;
+#[cfg(test)]
+mod tests;
+mod update;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::Value;
+
+pub use decode::MAX_BODY;
+
+use crate::error::ApiError;
+use crate::kinds::{Kinds, Subresource};
+use crate::request::{Query, RequestTarget, Verb};
+use storage::{Consistency, KeyValue, Storage, StorageError};
+
+/// Shared by every request: the served kinds and the store they live in.
+pub struct Registry {
+    /// Where the objects live (the Raft member, or memory in tests).
+    pub storage: Arc<dyn Storage>,
+    /// The served kinds.
+    pub kinds: Kinds,
+    /// Watch events decoded and encoded once for all watchers.
+    prepared: Arc<prepared::PreparedEvents>,
+}
+
+impl Registry {
+    /// The registry of `kinds` over `storage`. (`Registry::new` builds one
+    /// over a store member with the built-in kinds: [`storage::MemberStorage`].)
+    pub fn with_storage(storage: Arc<dyn Storage>, kinds: Kinds) -> Registry {
+        Registry {
+            storage,
+            kinds,
+            prepared: Arc::default(),
+        }
+    }
+
+    /// Run `verb` on `t`.
+    pub async fn serve(
+        &self,
+        verb: Verb,
+        t: &RequestTarget,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let table = table::requested(headers, q);
+        if matches!(verb, Verb::List | Verb::Watch) {
+            crate::options::validate(q, verb == Verb::Watch)?;
+        }
+        let name = t.name.as_deref().unwrap_or_default();
+        match (verb, t.subresource) {
+            (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body).await,
+            (Verb::Get, Some(Subresource::Scale)) => self.get_scale(t, name).await,
+            (Verb::Update, Some(Subresource::Scale)) => {
+                self.scale(t, name, q, false, headers, body).await
+            }
+            (Verb::Patch, Some(Subresource::Scale)) => {
+                self.scale(t, name, q, true, headers, body).await
+            }
+            (Verb::Get, _) => self.get(t, name, q, table).await,
+            (Verb::List, _) => self.list(t, q, table).await,
+            (Verb::Watch, _) => self.watch(t, q, table).await,
+            (Verb::Create, _) => self.create(t, q, headers, body).await,
+            (Verb::Update, _) => self.update(t, name, q, headers, body).await,
+            (Verb::Patch, _) => self.patch(t, name, q, headers, body).await,
+            (Verb::Delete, _) => self.delete(t, name, q, body).await,
+            (Verb::DeleteCollection, _) => self.delete_collection(t, q).await,
+        }
+    }
+
+    /// A stored object; one that is not a JSON object (or whose `metadata`
+    /// is not one), written around the API, is a 500 naming its key. Decoded
+    /// as watch events decode it ([`prepared::stored`]).
+    fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        prepared::stored(kv, kv.mod_revision).map_err(|e| {
+            ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
+        })
+    }
+
+    /// The object `name` now (a linearizable read), or `NotFound`.
+    async fn current(&self, t: &RequestTarget, name: &str) -> Result<(KeyValue, Value), ApiError> {
+        let (kv, _) = self
+            .storage
+            .get(
+                &t.rt.key(t.namespace.as_deref(), name),
+                Consistency::Linearizable,
+            )
+            .await
+            .map_err(|e| storage_error(t, name, e))?;
+        let obj = self.decode(&kv)?;
+        Ok((kv, obj))
+    }
+}
+
+/// The one mapping of a storage answer about object `name` of `t` to the
+/// wire: the typed outcomes name the resource, everything else maps as the
+/// storage error does on its own ([`crate::error`]).
+fn storage_error(t: &RequestTarget, name: &str, e: StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound { .. } => not_found(t, name),
+        StorageError::AlreadyExists { .. } => ApiError::AlreadyExists {
+            group: t.rt.group.clone(),
+            resource: t.rt.plural.clone(),
+            name: name.into(),
+        },
+        StorageError::Conflict { .. } => conflict(t, name),
+        e => e.into(),
+    }
+}
+
+fn not_found(t: &RequestTarget, name: &str) -> ApiError {
+    ApiError::NotFound {
+        group: t.rt.group.clone(),
+        resource: t.rt.plural.clone(),
+        name: name.into(),
+    }
+}
+
+/// A write based on an object that has changed since (a resourceVersion
+/// precondition, or contention that outlasted the retries).
+fn conflict(t: &RequestTarget, name: &str) -> ApiError {
+    ApiError::Conflict {
+        group: t.rt.group.clone(),
+        resource: t.rt.plural.clone(),
+        name: name.into(),
+        message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}

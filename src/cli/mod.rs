@@ -1,0 +1,18 @@
+//! The subcommands of the `keel` binary, one file each, and what they share.
+
+pub mod bench;
+pub mod config;
+pub mod kv;
+pub mod member;
+pub mod server;
+pub mod up;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,100 @@
+//! The real [`Transport`]: gRPC over HTTP/2, one lazily connected channel per peer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_proto::member as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::frame::{MAX_MESSAGE_BYTES, payload, unpayload};
+use crate::NodeId;
+use crate::transport::{PeerRequest, PeerResponse, Transport, TransportError};
+
+/// The real transport: gRPC over HTTP/2 with one lazily connected channel per peer.
+#[derive(Default)]
+pub struct GrpcTransport {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcTransport {
+    pub fn new() -> Arc<GrpcTransport> {
+        Arc::new(GrpcTransport::default())
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+fn status_err(target: NodeId, s: Status) -> TransportError {
+    match s.code() {
+        tonic::Code::Unavailable => {
+            TransportError::Unreachable(format!("member {target}: {}", s.message()))
+        }
+        // tonic's answer to a message above the encode or decode limit (on
+        // either side): the request was never processed.
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            TransportError::TooLarge(format!("member {target}: {}", s.message()))
+        }
+        _ => TransportError::Network(format!("member {target}: {:?}: {}", s.code(), s.message())),
+    }
+}
+
+#[tonic::async_trait]
+impl Transport for GrpcTransport {
+    async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let ch = self.channel(addr)?;
+        let mut request = Request::new(payload(&req));
+        request.set_timeout(timeout);
+        let fut = async {
+            match req {
+                PeerRequest::Vote(_) | PeerRequest::Append(_) | PeerRequest::Snapshot(_) => {
+                    let mut c = pb::raft_client::RaftClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    match req {
+                        PeerRequest::Vote(_) => c.vote(request).await,
+                        PeerRequest::Append(_) => c.append_entries(request).await,
+                        _ => c.install_snapshot(request).await,
+                    }
+                }
+                // The payload names the request; Position travels on ReadIndex's method.
+                PeerRequest::Forward(_) | PeerRequest::ReadIndex | PeerRequest::Position => {
+                    let mut c = pb::client_client::ClientClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    if matches!(req, PeerRequest::Forward(_)) {
+                        c.forward(request).await
+                    } else {
+                        c.read_index(request).await
+                    }
+                }
+            }
+        };
+        let resp = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| {
+                TransportError::Network(format!("member {target}: no answer within {timeout:?}"))
+            })?
+            .map_err(|s| status_err(target, s))?;
+        unpayload(resp.get_ref()).map_err(|s| status_err(target, s))
+    }
+}

@@ -1,0 +1,372 @@
+//! Serves the member protocol (Raft, Client, Kv, Admin) for one [`Member`]:
+//! the one place outside `member/` that knows the member.
+
+use std::sync::Arc;
+
+use keel_proto::member as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::frame::{MAX_MESSAGE_BYTES, payload, unpayload};
+use crate::error::StoreError;
+use crate::member::{Member, MemberInfo};
+use crate::transport::PeerRequest;
+
+/// Serves the member protocol (Raft, Client, Admin) for one member.
+#[derive(Clone)]
+pub struct MemberService {
+    member: Arc<Member>,
+}
+
+impl MemberService {
+    pub fn new(member: Arc<Member>) -> MemberService {
+        MemberService { member }
+    }
+
+    /// A tonic router with all three services, limits raised for snapshot chunks.
+    pub fn router(self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::raft_server::RaftServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::client_server::ClientServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::kv_server::KvServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(pb::admin_server::AdminServer::new(self))
+    }
+
+    async fn serve(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let peer_req: PeerRequest = unpayload(req.get_ref())?;
+        let resp = self.member.handle(peer_req).await;
+        Ok(Response::new(payload(&resp)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for MemberService {
+    async fn vote(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn append_entries(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::client_server::Client for MemberService {
+    async fn forward(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+    async fn read_index(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.serve(req).await
+    }
+}
+
+/// The one mapping from store errors to gRPC status codes.
+pub fn to_status(e: &StoreError) -> Status {
+    use tonic::Code;
+    let code = match e {
+        StoreError::NoLeader(_)
+        | StoreError::NotLeader { .. }
+        | StoreError::Timeout { .. }
+        | StoreError::Transport { .. }
+        | StoreError::WatchDropped { .. } => Code::Unavailable,
+        StoreError::Precondition(_) => Code::FailedPrecondition,
+        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
+        StoreError::UnsupportedCommandVersion { .. }
+        | StoreError::ValueTooLarge { .. }
+        | StoreError::InvalidCommand(_)
+        | StoreError::InvalidContinue(_) => Code::InvalidArgument,
+        StoreError::TooManyWatches { .. } => Code::ResourceExhausted,
+        StoreError::Membership(_) => Code::FailedPrecondition,
+        StoreError::Snapshot(_) => Code::DataLoss,
+        StoreError::OpenDb { .. }
+        | StoreError::DataDir { .. }
+        | StoreError::Corrupt { .. }
+        | StoreError::FormatVersion { .. }
+        | StoreError::Io { .. }
+        | StoreError::Raft(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn admin_status(e: StoreError) -> Status {
+    to_status(&e)
+}
+
+fn members_reply(members: Vec<MemberInfo>) -> pb::MembershipReply {
+    pb::MembershipReply {
+        members: members
+            .into_iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                addr: m.addr,
+                voter: m.voter,
+            })
+            .collect(),
+    }
+}
+
+impl MemberService {
+    /// Admin calls go to the leader; a follower passes them on.
+    async fn leader_admin(&self) -> Result<Option<pb::admin_client::AdminClient<Channel>>, Status> {
+        match self.member.leader() {
+            Some((id, _)) if id == self.member.id() => Ok(None),
+            Some((_, addr)) => {
+                let ch = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect()
+                    .await
+                    .map_err(|e| {
+                        Status::unavailable(format!("cannot reach the leader at {addr}: {e}"))
+                    })?;
+                Ok(Some(pb::admin_client::AdminClient::new(ch)))
+            }
+            None => Err(Status::unavailable("no leader is known (retry)")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for MemberService {
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        if let Some(mut leader) = self.leader_admin().await? {
+            return leader.add_member(req.into_inner()).await;
+        }
+        let r = req.into_inner();
+        let members = self
+            .member
+            .add_member(r.id, r.addr)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(members_reply(members)))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        if let Some(mut leader) = self.leader_admin().await? {
+            return leader.remove_member(req.into_inner()).await;
+        }
+        let members = self
+            .member
+            .remove_member(req.into_inner().id)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(members_reply(members)))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let s = self.member.status();
+        Ok(Response::new(pb::StatusReply {
+            id: s.id,
+            leader: s.leader.unwrap_or(0),
+            term: s.term,
+            applied_index: s.applied_index,
+            last_log_index: s.last_log_index,
+            compacted_revision: s.compacted_revision,
+            members: members_reply(s.members).members,
+            state: s.state,
+        }))
+    }
+}
+
+fn kv_to_pb(kv: crate::KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        uid: kv.uid.unwrap_or_default(),
+    }
+}
+
+fn op_from_pb(o: pb::Operation) -> Result<crate::Op, Status> {
+    use crate::command::{Action, Precondition};
+    let action = match pb::operation::Kind::try_from(o.kind) {
+        Ok(pb::operation::Kind::Create) => Action::Create {
+            value: o.value,
+            uid: (!o.uid.is_empty()).then_some(o.uid),
+        },
+        Ok(pb::operation::Kind::Update) => Action::Update { value: o.value },
+        Ok(pb::operation::Kind::Delete) => Action::Delete,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown operation kind {}",
+                o.kind
+            )));
+        }
+    };
+    let mut preconditions = Vec::new();
+    if o.if_absent {
+        preconditions.push(Precondition::Absent);
+    }
+    if let Some(r) = o.if_mod_revision {
+        preconditions.push(Precondition::ModRevision(r));
+    }
+    if let Some(u) = o.if_uid {
+        preconditions.push(Precondition::Uid(u));
+    }
+    Ok(crate::Op {
+        key: o.key,
+        action,
+        preconditions,
+    })
+}
+
+fn watch_reply(msg: crate::WatchMessage) -> pb::WatchReply {
+    match msg {
+        crate::WatchMessage::Progress { revision } => pb::WatchReply {
+            revision,
+            events: vec![],
+            progress: true,
+        },
+        crate::WatchMessage::Events { revision, events } => pb::WatchReply {
+            revision,
+            progress: false,
+            events: events
+                .iter()
+                .map(|e| pb::Event {
+                    kind: match e.kind {
+                        crate::EventKind::Added => pb::event::Kind::Added,
+                        crate::EventKind::Modified => pb::event::Kind::Modified,
+                        crate::EventKind::Deleted => pb::event::Kind::Deleted,
+                    } as i32,
+                    // A deleted key is reported with its key and the deletion revision.
+                    kv: Some(
+                        e.value
+                            .clone()
+                            .map(kv_to_pb)
+                            .unwrap_or_else(|| pb::KeyValue {
+                                key: e.key.clone(),
+                                mod_revision: e.revision,
+                                ..Default::default()
+                            }),
+                    ),
+                    prev: e.prev.clone().map(kv_to_pb),
+                    op_index: e.op_index,
+                })
+                .collect(),
+        },
+    }
+}
+
+type WatchReplyStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for MemberService {
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        let ops = req
+            .into_inner()
+            .ops
+            .into_iter()
+            .map(op_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        let revision = self.member.txn(ops).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::TxnReply { revision }))
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeReply>, Status> {
+        let r = req.into_inner();
+        let resp = self
+            .member
+            .range(crate::RangeRequest {
+                prefix: r.prefix,
+                limit: r.limit as usize,
+                continue_token: (!r.continue_token.is_empty()).then_some(r.continue_token),
+                revision: (r.revision != 0).then_some(r.revision),
+                consistency: if r.serializable {
+                    crate::Consistency::Local
+                } else {
+                    crate::Consistency::Linearizable
+                },
+            })
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::RangeReply {
+            kvs: resp.kvs.into_iter().map(kv_to_pb).collect(),
+            revision: resp.revision,
+            continue_token: resp.continue_token.unwrap_or_default(),
+        }))
+    }
+
+    type WatchStream = WatchReplyStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        let start = match r.after_revision {
+            Some(rev) => crate::WatchStart::After(rev),
+            None => crate::WatchStart::Now,
+        };
+        let mut stream = self
+            .member
+            .watch(r.prefix, start)
+            .map_err(|e| to_status(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                // A client that went away ends the watch at once, freeing its
+                // place under the hub's watch cap.
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    () = tx.closed() => return,
+                };
+                let Some(item) = item else { return };
+                let out = item.map(watch_reply).map_err(|e| to_status(&e));
+                let end = out.is_err();
+                if tx.send(out).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,128 @@
+//! What a member has served, counted, and its state and counters rendered in
+//! the Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Member;
+
+/// Counters of what a member has served, exported by [`Member::render_metrics`].
+#[derive(Default)]
+pub struct Counters {
+    pub writes_applied: AtomicU64,
+    pub writes_failed_precondition: AtomicU64,
+    pub writes_error: AtomicU64,
+    pub writes_forwarded: AtomicU64,
+    pub reads_linearizable: AtomicU64,
+    pub reads_local: AtomicU64,
+    pub watches_started: AtomicU64,
+}
+
+pub(super) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Member {
+    /// Prometheus text exposition of this member's state and counters.
+    pub fn render_metrics(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in samples {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        let is_leader = u64::from(m.current_leader == Some(self.config.id));
+        metric(
+            "keel_raft_term",
+            "gauge",
+            "Current Raft term.",
+            &[("", m.current_term)],
+        );
+        metric(
+            "keel_raft_is_leader",
+            "gauge",
+            "1 if this member leads.",
+            &[("", is_leader)],
+        );
+        metric(
+            "keel_raft_has_leader",
+            "gauge",
+            "1 if this member knows a leader.",
+            &[("", u64::from(m.current_leader.is_some()))],
+        );
+        metric(
+            "keel_raft_last_log_index",
+            "gauge",
+            "Index of the last entry in the local Raft log.",
+            &[("", m.last_log_index.unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_applied_index",
+            "gauge",
+            "Index of the last applied entry (the member's revision).",
+            &[("", m.last_applied.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_snapshot_index",
+            "gauge",
+            "Index covered by the current snapshot.",
+            &[("", m.snapshot.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_raft_purged_index",
+            "gauge",
+            "Index up to which the Raft log was purged.",
+            &[("", m.purged.map(|l| l.index).unwrap_or(0))],
+        );
+        metric(
+            "keel_store_compacted_revision",
+            "gauge",
+            "Events at or below this revision are compacted.",
+            &[("", self.hub.compacted())],
+        );
+        metric(
+            "keel_store_watchers",
+            "gauge",
+            "Open watchers.",
+            &[("", self.hub.watcher_count() as u64)],
+        );
+        metric(
+            "keel_store_writes_total",
+            "counter",
+            "Proposals submitted to this member, by result.",
+            &[
+                ("{result=\"applied\"}", get(&c.writes_applied)),
+                (
+                    "{result=\"precondition_failed\"}",
+                    get(&c.writes_failed_precondition),
+                ),
+                ("{result=\"error\"}", get(&c.writes_error)),
+            ],
+        );
+        metric(
+            "keel_store_writes_forwarded_total",
+            "counter",
+            "Proposals forwarded to the leader.",
+            &[("", get(&c.writes_forwarded))],
+        );
+        metric(
+            "keel_store_reads_total",
+            "counter",
+            "Reads served, by consistency.",
+            &[
+                ("{consistency=\"linearizable\"}", get(&c.reads_linearizable)),
+                ("{consistency=\"local\"}", get(&c.reads_local)),
+            ],
+        );
+        metric(
+            "keel_store_watches_started_total",
+            "counter",
+            "Watches started.",
+            &[("", get(&c.watches_started))],
+        );
+        out
+    }
+}

@@ -1,0 +1,228 @@
+//! A running store member: the openraft instance with its RocksDB storage and
+//! the watch hub. Each concern of a member has its own file:
+//!
+//! - `propose.rs`: proposals, and forwarding them from a follower to the leader.
+//! - `reads.rs`: linearizable and local reads, watches, the read index.
+//! - `metrics.rs`: the member's counters and their Prometheus rendering.
+//! - `election.rs`: the election assist and its pure decision.
+//! - `retention.rs`: the leader's retention task and how far it compacts.
+//! - `admin.rs`: bootstrap, membership changes, status.
+//! - `peer.rs`: serving the requests of other members.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+use tokio::sync::Notify;
+
+use crate::command::Limits;
+use crate::db::Db;
+use crate::error::StoreError;
+use crate::log_store::LogStore;
+use crate::raft_network::NetworkFactory;
+use crate::state_machine::{AppliedState, StateMachine};
+use crate::transport::Transport;
+use crate::watch::{WatchConfig, WatchHub};
+use crate::{NodeId, Raft};
+
+mod admin;
+mod election;
+mod metrics;
+mod peer;
+mod propose;
+mod reads;
+mod retention;
+
+pub use admin::{MemberInfo, MemberStatus};
+pub use metrics::Counters;
+pub use retention::RetentionConfig;
+
+/// Everything a member needs to start.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub id: NodeId,
+    /// The address other members reach this one at (host:port).
+    pub addr: String,
+    /// The data directory: RocksDB in `db/`, snapshots in `snapshots/` (see
+    /// [`crate::data_dir`]).
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot for followers that are slightly behind.
+    pub keep_behind_snapshot: u64,
+    pub limits: Limits,
+    pub retention: RetentionConfig,
+    pub watch: WatchConfig,
+    /// Deadline for a write to commit, or a read index to be confirmed.
+    pub request_timeout: Duration,
+}
+
+impl MemberConfig {
+    /// Defaults suited to a loaded two-core machine.
+    pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> MemberConfig {
+        MemberConfig {
+            id,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(250),
+            election_timeout: (Duration::from_millis(1500), Duration::from_millis(3000)),
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+            limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            watch: WatchConfig::default(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running member.
+pub struct Member {
+    config: MemberConfig,
+    raft: Raft,
+    db: Arc<Db>,
+    hub: Arc<WatchHub>,
+    transport: Arc<dyn Transport>,
+    /// Wakes background tasks on shutdown.
+    stop: Arc<Notify>,
+    counters: Counters,
+    /// When an AppendEntries (or heartbeat) from a leader last arrived.
+    last_append: std::sync::Mutex<std::time::Instant>,
+    /// When this member last called an election itself (election assist).
+    last_elect: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
+    Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: c.heartbeat.as_millis() as u64,
+        election_timeout_min: c.election_timeout.0.as_millis() as u64,
+        election_timeout_max: c.election_timeout.1.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        max_in_snapshot_log_to_keep: c.keep_behind_snapshot,
+        // Chunks stay far below the gRPC message limit; each may take seconds on a busy machine.
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
+        purge_batch_size: (c.snapshot_every / 4).clamp(1, 256),
+        replication_lag_threshold: c.snapshot_every.max(1000),
+        // Bounds what the leader reads from its log per batch (openraft's
+        // default, 300, is 450 MiB of 1.5 MiB entries). The bytes of a batch
+        // are bounded by the network (`APPEND_BUDGET_BYTES`), which asks
+        // openraft for fewer entries when they do not fit.
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StoreError::Raft(format!("invalid raft configuration: {e}")))
+}
+
+impl Member {
+    /// Open the data directory and start Raft. A directory whose data cannot be
+    /// trusted is refused with the reason; nothing is modified (except that a
+    /// directory of the old, flat layout is first moved into its parts).
+    pub async fn open(
+        config: MemberConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Member>, StoreError> {
+        let db = Db::open(&config.data_dir)?;
+        let log_store = LogStore::new(db.clone());
+        log_store.verify()?;
+        crate::snapshot::recover_snapshot(&db)?;
+        let state = AppliedState::load(&db)?;
+        let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        let hub = WatchHub::new(db.clone(), config.watch, applied, state.compacted);
+        let sm = StateMachine::new(db.clone(), hub.clone(), state);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config(&config)?),
+            NetworkFactory {
+                transport: transport.clone(),
+            },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StoreError::Raft(format!("starting raft: {e}")))?;
+        let member = Arc::new(Member {
+            config,
+            raft,
+            db,
+            hub,
+            transport,
+            stop: Arc::new(Notify::new()),
+            counters: Counters::default(),
+            last_append: std::sync::Mutex::new(std::time::Instant::now()),
+            last_elect: std::sync::Mutex::new(None),
+        });
+        tokio::spawn(retention::retention_loop(
+            Arc::downgrade(&member),
+            member.stop.clone(),
+        ));
+        tokio::spawn(election::election_assist_loop(
+            Arc::downgrade(&member),
+            member.stop.clone(),
+        ));
+        tracing::info!(id = member.config.id, addr = %member.config.addr, revision = applied, "member started");
+        Ok(member)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Whether Raft is running on this member (it has not stopped on a fatal
+    /// storage or network error, nor been shut down).
+    pub fn is_running(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_ok()
+    }
+
+    pub fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+
+    /// A weak handle on the database: it is closed once this upgrade fails.
+    pub fn db_handle(&self) -> Weak<Db> {
+        Arc::downgrade(&self.db)
+    }
+
+    /// The current leader and its address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.config.id)
+    }
+
+    /// Stop Raft and background tasks. The database closes when the last
+    /// handle (including open watch streams) is dropped.
+    pub async fn shutdown(&self) {
+        self.stop.notify_waiters();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(id = self.config.id, error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Run a blocking storage call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Raft(format!("read task failed: {e}")))?
+}

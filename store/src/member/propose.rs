@@ -1,0 +1,119 @@
+//! Proposals: validated, committed through Raft on the leader, and on a
+//! follower forwarded to the leader, with the outcome of a lost answer kept
+//! unknown (never reported as safe to retry).
+
+use openraft::BasicNode;
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::Member;
+use super::metrics::bump;
+use crate::NodeId;
+use crate::command::{Command, CommandOutcome, Op};
+use crate::error::StoreError;
+use crate::transport::{PeerRequest, PeerResponse, TransportError};
+
+impl Member {
+    /// Propose a command; on a follower it is forwarded to the leader. With no
+    /// known leader this fails at once with a retryable error.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        let res = self.propose_inner(cmd).await;
+        match &res {
+            Ok(CommandOutcome::Failed(_)) => bump(&self.counters.writes_failed_precondition),
+            Ok(_) => bump(&self.counters.writes_applied),
+            Err(_) => bump(&self.counters.writes_error),
+        }
+        res
+    }
+
+    async fn propose_inner(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        cmd.validate(&self.config.limits)?;
+        match self.propose_local(cmd.clone()).await {
+            Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr,
+            }) => {
+                bump(&self.counters.writes_forwarded);
+                let started = std::time::Instant::now();
+                let millis = || started.elapsed().as_millis() as u64;
+                let resp = self
+                    .transport
+                    .call(
+                        leader_id,
+                        &leader_addr,
+                        PeerRequest::Forward(cmd),
+                        self.config.request_timeout,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        // Never delivered: nothing was proposed, a retry is safe.
+                        TransportError::Unreachable(_) | TransportError::TooLarge(_) => {
+                            StoreError::Transport {
+                                target: leader_id,
+                                detail: e.to_string(),
+                            }
+                        }
+                        // Sent, but no answer came back: the leader may have committed it.
+                        TransportError::Network(_) => {
+                            tracing::debug!(leader = leader_id, error = %e, "forwarded write: outcome unknown");
+                            StoreError::Timeout {
+                                step: "waiting for the leader's answer to a forwarded write",
+                                millis: millis(),
+                            }
+                        }
+                    })?;
+                match resp {
+                    PeerResponse::Forward(r) => {
+                        r.map_err(|e| e.into_store_error(leader_id, millis()))
+                    }
+                    other => Err(StoreError::Transport {
+                        target: leader_id,
+                        detail: format!("unexpected answer {other:?}"),
+                    }),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Apply a transaction; a failed precondition becomes `StoreError::Precondition`.
+    pub async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+        match self.propose(Command::txn(ops)).await? {
+            CommandOutcome::Applied { revision } => Ok(revision),
+            CommandOutcome::Failed(f) => Err(StoreError::Precondition(Box::new(f))),
+            other => Err(StoreError::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Compact the event log up to `revision` on every member.
+    pub async fn compact(&self, revision: u64) -> Result<u64, StoreError> {
+        match self.propose(Command::compact(revision)).await? {
+            CommandOutcome::Compacted { compacted } => Ok(compacted),
+            other => Err(StoreError::Raft(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    pub(super) async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        let t = self.config.request_timeout;
+        match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
+            Err(_) => Err(StoreError::Timeout {
+                step: "committing a write",
+                millis: t.as_millis() as u64,
+            }),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    pub(super) fn not_leader(&self, id: Option<NodeId>, node: Option<BasicNode>) -> StoreError {
+        match (id, node) {
+            (Some(leader_id), Some(n)) if leader_id != self.config.id => StoreError::NotLeader {
+                leader_id,
+                leader_addr: n.addr,
+            },
+            _ => StoreError::NoLeader(format!("member {} knows no leader", self.config.id)),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Reads through a member: linearizable ones wait for the leader's read
+//! index (asked over the transport on a follower), local ones read what this
+//! member has applied. The storage side is `crate::read`.
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+
+use super::metrics::bump;
+use super::{Member, blocking};
+use crate::error::StoreError;
+use crate::read::{self, Consistency, RangeRequest, RangeResponse};
+use crate::transport::{PeerRequest, PeerResponse};
+use crate::watch::{WatchStart, WatchStream};
+use crate::{Event, KeyValue};
+
+impl Member {
+    /// On the leader: confirm leadership with a quorum; the index to wait for.
+    pub(super) async fn read_index_local(&self) -> Result<u64, StoreError> {
+        let t = self.config.request_timeout;
+        match tokio::time::timeout(t, self.raft.get_read_log_id()).await {
+            Err(_) => Err(StoreError::Timeout {
+                step: "confirming leadership for a read",
+                millis: t.as_millis() as u64,
+            }),
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id, f.leader_node))
+            }
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Wait until this member has applied everything committed before now.
+    pub async fn linearize(&self) -> Result<u64, StoreError> {
+        let index = match self.read_index_local().await {
+            Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr,
+            }) => {
+                let resp = self
+                    .transport
+                    .call(
+                        leader_id,
+                        &leader_addr,
+                        PeerRequest::ReadIndex,
+                        self.config.request_timeout,
+                    )
+                    .await
+                    .map_err(|e| StoreError::Transport {
+                        target: leader_id,
+                        detail: e.to_string(),
+                    })?;
+                match resp {
+                    PeerResponse::ReadIndex(r) => r.map_err(|e| {
+                        e.into_store_error(
+                            leader_id,
+                            self.config.request_timeout.as_millis() as u64,
+                        )
+                    })?,
+                    other => {
+                        return Err(StoreError::Transport {
+                            target: leader_id,
+                            detail: format!("unexpected answer {other:?}"),
+                        });
+                    }
+                }
+            }
+            r => r?,
+        };
+        let t = self.config.request_timeout;
+        self.raft
+            .wait(Some(t))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| StoreError::Timeout {
+                step: "applying up to the read index",
+                millis: t.as_millis() as u64,
+            })?;
+        Ok(index)
+    }
+
+    /// Read one key.
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<(Option<KeyValue>, u64), StoreError> {
+        self.count_read(consistency);
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        let db = self.db.clone();
+        let key = key.to_string();
+        blocking(move || read::get(&db, &key)).await
+    }
+
+    /// Read a range of keys (see [`RangeRequest`]).
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.count_read(req.consistency);
+        if req.consistency == Consistency::Linearizable
+            && req.revision.is_none()
+            && req.continue_token.is_none()
+        {
+            self.linearize().await?;
+        }
+        let db = self.db.clone();
+        blocking(move || read::range(&db, &req)).await
+    }
+
+    /// Watch every key starting with `prefix`.
+    pub fn watch(
+        &self,
+        prefix: impl Into<String>,
+        start: WatchStart,
+    ) -> Result<WatchStream, StoreError> {
+        bump(&self.counters.watches_started);
+        self.hub.watch(prefix, start)
+    }
+
+    fn count_read(&self, consistency: Consistency) {
+        match consistency {
+            Consistency::Linearizable => bump(&self.counters.reads_linearizable),
+            Consistency::Local => bump(&self.counters.reads_local),
+        }
+    }
+
+    /// Whether this member can serve linearizable reads now: it knows a leader
+    /// and has applied everything committed before the check.
+    pub async fn ready(&self) -> bool {
+        self.leader().is_some() && self.linearize().await.is_ok()
+    }
+
+    /// The applied and compacted revisions of this member.
+    pub fn revisions(&self) -> Result<(u64, u64), StoreError> {
+        read::revisions(&self.db)
+    }
+
+    /// Every event this member retains, in order (for tests and tooling).
+    pub fn events(&self) -> Result<Vec<Event>, StoreError> {
+        read::events(&self.db)
+    }
+}
