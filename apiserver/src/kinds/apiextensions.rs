@@ -192,10 +192,7 @@ fn crd_update(new: &Value, old: &Value) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     #[test]
     fn crds_name_their_group_and_one_storage_version() {

@@ -404,10 +404,7 @@ fn cron_number(text: &str, names: &[&str]) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     fn cronjob(spec: Value) -> Value {
         let mut obj = json!({"metadata": {"name": "backup"}, "spec": spec});

@@ -456,10 +456,7 @@ fn validate_limitrange(obj: &Value) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     #[test]
     fn typed_secrets_carry_their_keys() {

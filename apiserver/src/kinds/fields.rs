@@ -266,13 +266,16 @@ pub fn default_at(obj: &mut Value, path: &[&str], value: Value) {
     }
 }
 
+/// The field paths of some causes, for tests that assert which fields failed.
+#[cfg(test)]
+pub(crate) fn cause_fields(causes: &[Cause]) -> Vec<&str> {
+    causes.iter().map(|c| c.field.as_str()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     #[test]
     fn quantities_parse_like_kubernetes() {

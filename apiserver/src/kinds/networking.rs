@@ -157,10 +157,7 @@ fn validate_networkpolicy(obj: &Value) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     #[test]
     fn network_policies_default_their_types() {

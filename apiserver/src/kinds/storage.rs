@@ -430,10 +430,7 @@ fn storageclass_update(new: &Value, old: &Value) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(causes: &[Cause]) -> Vec<&str> {
-        causes.iter().map(|c| c.field.as_str()).collect()
-    }
+    use crate::kinds::fields::cause_fields as fields;
 
     #[test]
     fn volumes_need_capacity_modes_and_one_source() {
