@@ -61,7 +61,7 @@ fmt:
 # both are built.
 SUITE ?= store
 bench: deps
-	$(CARGO) build --release --bin keel --bin keel-bench
+	$(CARGO) build --release -p keel -p keel-bench
 	$(CARGO) run --release --bin keel -- bench $(SUITE) $(BENCH_ARGS)
 
 bench-store: SUITE = store

@@ -201,6 +201,23 @@ impl Selector {
     pub fn may_match(&self, raw: &[u8]) -> bool {
         self.fields.may_match(raw)
     }
+
+    /// Whether it selects everything (no requirement at all).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.0.is_empty()
+    }
+
+    /// The field selector's equality requirements as (JSON pointer, value):
+    /// what storage with an index can narrow a LIST by
+    /// ([`Storage::list_matching`](crate::registry::storage::Storage::list_matching)).
+    pub fn equalities(&self) -> Vec<(String, String)> {
+        self.fields
+            .0
+            .iter()
+            .filter(|r| r.equal)
+            .map(|r| (r.pointer.clone(), r.value.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -258,22 +258,28 @@ fn log_tail(path: &Path) -> String {
 
 /// GET `path` over plain HTTP/1.0; Ok when the status is 200.
 pub async fn http_ok(addr: String, path: &str) -> Result<()> {
+    http_get(&addr, path).await.map(drop)
+}
+
+/// GET `path` over plain HTTP/1.0 (the server closes the connection after
+/// the body, so no chunked encoding); the body when the status is 200.
+pub async fn http_get(addr: &str, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(&addr),
-    )
-    .await??;
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await??;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
     let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).to_string();
-    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
+    if !(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")) {
         bail!("{path}: {head}")
     }
+    let body = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&buf[..0], |at| &buf[at + 4..]);
+    Ok(String::from_utf8_lossy(body).into_owned())
 }
 
 pub struct EtcdMember {

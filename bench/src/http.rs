@@ -141,6 +141,7 @@ impl Api {
         Ok(Lines {
             body: resp.into_body(),
             buf: Vec::new(),
+            start: 0,
         })
     }
 }
@@ -149,18 +150,28 @@ impl Api {
 pub struct Lines {
     body: hyper::body::Incoming,
     buf: Vec<u8>,
+    /// Where the first unread line starts in `buf`.
+    start: usize,
 }
 
 impl Lines {
     /// The next line (without its newline); `None` when the stream ends.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        self.next_with(<[u8]>::to_vec).await
+    }
+
+    /// `f` of the next line (without its newline), read in place: watchers
+    /// that only look at a line allocate nothing per event.
+    pub async fn next_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let rest = self.buf.split_off(i + 1);
-                let mut line = std::mem::replace(&mut self.buf, rest);
-                line.pop();
-                return Ok(Some(line));
+            if let Some(i) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+                let line = self.start..self.start + i;
+                self.start += i + 1;
+                return Ok(Some(f(&self.buf[line])));
             }
+            // Only the unfinished line is kept before more is read.
+            self.buf.drain(..self.start);
+            self.start = 0;
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(frame) => {

@@ -4,7 +4,9 @@
 //! loopback ports, drive them with one load generator, sample every
 //! process's memory and CPU while they run, and stop everything they started.
 //!
-//! - [`store`]: puts and reads, Keel's store against etcd.
+//! - [`store`]: puts and reads, Keel's store against etcd, beside the
+//!   disk's own fsync ceiling ([`disk`]) and with leader changes counted
+//!   from the members' metrics ([`leaders`]).
 //! - [`api`]: ConfigMap verbs through the Kubernetes REST API.
 //! - [`watch`]: watch delivery latency with many watchers, Keel (API and
 //!   store) against etcd.
@@ -17,8 +19,10 @@
 
 pub mod api;
 pub mod cluster;
+pub mod disk;
 pub mod failover;
 pub mod http;
+pub mod leaders;
 pub mod restart;
 pub mod scale;
 pub mod store;

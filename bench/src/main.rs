@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use keel_bench::{api, failover, machine, print_tables, restart, scale, store, watch};
+use keel_bench::{api, disk, failover, machine, print_tables, restart, scale, store, watch};
 
 #[derive(Parser)]
 #[command(
@@ -55,15 +55,20 @@ async fn main() -> std::process::ExitCode {
 async fn run(suite: Suite) -> Result<()> {
     match suite {
         Suite::Store(args) => {
-            let results = store::store(&args).await?;
+            let report = store::store(&args).await?;
             if args.json {
-                // The store suite's JSON lists its steps as objects (`results`).
-                let doc =
-                    serde_json::json!({"suite": "store", "machine": machine(), "results": results});
+                // The store suite's JSON lists its steps as objects (`results`)
+                // and the disk's ceiling beside them (`disk`).
+                let doc = serde_json::json!({"suite": "store", "machine": machine(),
+                    "disk": report.disk, "results": report.results});
                 println!("{}", serde_json::to_string_pretty(&doc)?);
                 Ok(())
             } else {
-                print_tables("store", &[store::table(&results, args.duration)], false)
+                let tables = [
+                    disk::table(&report.disk),
+                    store::table(&report.results, args.duration),
+                ];
+                print_tables("store", &tables, false)
             }
         }
         Suite::Api(args) => print_tables("api", &api::run(&args).await?, args.json),

@@ -1,12 +1,19 @@
 //! `keel bench scale`: Nodes and Pods of realistic size (labels, owner
 //! references, two containers with probes and resources, tolerations, a
 //! Running status) loaded through the REST API of three Keel members; then
-//! LIST of every pod, LIST of one node's pods (`fieldSelector=spec.nodeName`)
-//! and a watch of one node's pods. The same objects (the exact bytes Keel
-//! stores, copied from its store) are then written to a three-member etcd,
-//! and each member's memory and disk are compared. Kubernetes' documented
-//! limits are 5,000 nodes and 150,000 pods; the defaults are a tenth of that
-//! so the suite finishes in minutes on two cores.
+//! LIST of every pod (and how much the serving member's memory grows during
+//! it), LIST of the pods of many nodes one at a time
+//! (`fieldSelector=spec.nodeName`, as each kubelet does) and a watch of one
+//! node's pods. The store's own put rate, with pod-sized values at the same
+//! concurrency, is measured beside the API's pod creation rate. The same
+//! objects (the exact bytes Keel stores, copied from its store) are then
+//! written to a three-member etcd, and each member's memory and disk are
+//! compared. Kubernetes' documented limits are 5,000 nodes and 150,000 pods
+//! (`--nodes 5000 --pods 150000`); the defaults are a tenth of that so the
+//! suite finishes in minutes on two cores.
+
+mod load;
+mod objects;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +25,15 @@ use keel_proto::member as pb;
 use serde_json::{Value, json};
 
 use super::cluster::{EtcdCluster, KeelCluster};
-use super::http::Api;
 use super::{Sampler, Table, disk_bytes, drive, micros, num, percentile, progress, usage};
+use load::{load, store_puts};
+use objects::{node, pod, pods_on};
+
+/// The most puts of the store's own rate measurement (enough for a steady
+/// rate; more would only lengthen the run).
+const STORE_PUTS_MAX: usize = 20_000;
+
+const MIB: f64 = (1 << 20) as f64;
 
 /// Options of `keel bench scale`.
 #[derive(clap::Args, Clone, Debug)]
@@ -33,9 +47,12 @@ pub struct ScaleBenchArgs {
     /// Concurrent clients while loading.
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
-    /// Times each LIST is repeated.
+    /// Times each LIST of every pod is repeated.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// LISTs of one node's pods, each of a different node (spread over all).
+    #[arg(long, default_value_t = 100)]
+    pub node_lists: usize,
     /// The etcd binary of the baseline.
     #[arg(long, default_value = "etcd")]
     pub etcd: String,
@@ -44,116 +61,30 @@ pub struct ScaleBenchArgs {
     pub json: bool,
 }
 
-fn node(i: usize) -> Value {
-    let name = format!("node-{i:05}");
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "node.kubernetes.io/instance-type": "m5.xlarge", "topology.kubernetes.io/zone": format!("zone-{}", i % 3),
-            "topology.kubernetes.io/region": "region-1"}},
-        "spec": {"podCIDR": format!("10.{}.{}.0/24", 64 + i / 256, i % 256), "providerID": format!("example://region-1/{name}")},
-        "status": {
-            "capacity": {"cpu": "4", "memory": "16073948Ki", "pods": "110", "ephemeral-storage": "101445540Ki"},
-            "allocatable": {"cpu": "3920m", "memory": "15035612Ki", "pods": "110", "ephemeral-storage": "93492209510"},
-            "conditions": [
-                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available", "lastHeartbeatTime": "2026-11-27T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z"},
-                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "kubelet has no disk pressure", "lastHeartbeatTime": "2026-11-27T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z"},
-                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "kubelet has sufficient PID available", "lastHeartbeatTime": "2026-11-27T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z"},
-                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": "2026-11-27T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z"}],
-            "addresses": [{"type": "InternalIP", "address": format!("192.168.{}.{}", i / 250, i % 250 + 1)}, {"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"machineID": format!("{i:032x}"), "systemUUID": format!("{i:08x}-0000-4000-8000-000000000000"), "bootID": format!("{i:08x}-1111-4000-8000-000000000000"),
-                "kernelVersion": "6.1.0-18-cloud-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.13",
-                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "operatingSystem": "linux", "architecture": "amd64"}
-        }
-    })
-}
+/// The columns of the operations table.
+const COLUMNS: [&str; 10] = [
+    "operation",
+    "system",
+    "runs",
+    "per s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "items",
+    "MiB",
+    "RSS +MiB",
+];
 
-fn pod(i: usize, nodes: usize) -> Value {
-    let app = format!("app-{}", i % 50);
-    let container = |name: &str, image: &str, port: u16| {
-        json!({
-            "name": name, "image": image,
-            "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-            "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-            "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}, {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
-            "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10},
-            "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 5}
-        })
-    };
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": format!("{app}-{i:06}"),
-            "labels": {"app": app, "tier": "backend", "pod-template-hash": "5d8f7c9b6d"},
-            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-5d8f7c9b6d"),
-                "uid": format!("{:08x}-2222-4000-8000-000000000000", i % 50), "controller": true, "blockOwnerDeletion": true}]
-        },
-        "spec": {
-            "nodeName": format!("node-{:05}", i % nodes),
-            "serviceAccountName": "default",
-            "containers": [container("app", "registry.example.com/team/app:1.4.2", 8080), container("proxy", "registry.example.com/infra/proxy:2.1.0", 15001)],
-            "volumes": [{"name": "config", "configMap": {"name": format!("{app}-config")}},
-                {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}],
-            "tolerations": [
-                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
-        },
-        "status": {
-            "phase": "Running", "qosClass": "Burstable",
-            "hostIP": format!("192.168.{}.{}", (i % nodes) / 250, (i % nodes) % 250 + 1),
-            "podIP": format!("10.{}.{}.{}", 64 + (i % nodes) / 256, (i % nodes) % 256, i / nodes % 250 + 2),
-            "startTime": "2026-11-27T10:00:00Z",
-            "conditions": [
-                {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-11-27T10:00:00Z"},
-                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-27T10:00:05Z"},
-                {"type": "ContainersReady", "status": "True", "lastTransitionTime": "2026-11-27T10:00:05Z"},
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-27T10:00:00Z"}],
-            "containerStatuses": [
-                {"name": "app", "ready": true, "restartCount": 0, "image": "registry.example.com/team/app:1.4.2", "imageID": "registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "containerID": format!("containerd://{i:064x}"), "started": true, "state": {"running": {"startedAt": "2026-11-27T10:00:02Z"}}},
-                {"name": "proxy", "ready": true, "restartCount": 0, "image": "registry.example.com/infra/proxy:2.1.0", "imageID": "registry.example.com/infra/proxy@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210", "containerID": format!("containerd://{:064x}", (i + 1) << 20), "started": true, "state": {"running": {"startedAt": "2026-11-27T10:00:03Z"}}}]
-        }
-    })
-}
-
-/// Create `count` objects built by `make` at `path`, split over `clients`.
-async fn load(
-    apis: &Arc<Vec<Api>>,
-    path: &'static str,
-    count: usize,
-    clients: usize,
-    make: fn(usize, usize) -> Value,
-    nodes: usize,
-) -> Result<Duration> {
-    let began = Instant::now();
-    let per = count.div_ceil(clients.max(1));
-    let apis = apis.clone();
-    let (_, errors, _) = drive(clients, Duration::from_secs(24 * 3600), move |c, i| {
-        let apis = apis.clone();
-        async move {
-            let n = c * per + i as usize;
-            if i as usize >= per || n >= count {
-                return Ok(false);
-            }
-            let body = make(n, nodes).to_string().into_bytes();
-            apis[c % apis.len()]
-                .ok(Method::POST, path, Some(body))
-                .await?;
-            Ok(true)
-        }
-    })
-    .await;
-    if errors > 0 {
-        bail!("{errors} creates failed while loading {path}");
-    }
-    Ok(began.elapsed())
-}
-
-/// A table row of timed runs: how many, their rate, p50 and max.
-fn timed_row(op: Value, system: Value, lat: &[u32], items: Value, mib: Value) -> Vec<Value> {
+/// A table row of timed runs one after another: how many, their rate, p50,
+/// p99 and max; `grew` is how much the serving member's RSS grew.
+fn timed_row(
+    op: Value,
+    system: Value,
+    lat: &[u32],
+    items: Value,
+    mib: Value,
+    grew: Value,
+) -> Vec<Value> {
     let secs = lat.iter().map(|l| *l as f64).sum::<f64>() / 1e6;
     vec![
         op,
@@ -161,22 +92,27 @@ fn timed_row(op: Value, system: Value, lat: &[u32], items: Value, mib: Value) ->
         json!(lat.len()),
         num(lat.len() as f64 / secs.max(1e-9)),
         num(percentile(lat, 0.5)),
+        num(percentile(lat, 0.99)),
         num(percentile(lat, 1.0)),
         items,
         mib,
+        grew,
     ]
 }
 
-/// A table row of a bulk load: how many objects and how fast.
-fn load_row(op: &str, count: usize, took: Duration) -> Vec<Value> {
+/// A table row of a bulk load: how many objects, how fast overall, and the
+/// latency of each request.
+fn load_row(op: &str, system: &str, count: usize, took: Duration, lat: &[u32]) -> Vec<Value> {
     vec![
         json!(op),
-        json!("keel"),
+        json!(system),
         json!(count),
         num(count as f64 / took.as_secs_f64()),
-        json!(null),
-        json!(null),
+        num(percentile(lat, 0.5)),
+        num(percentile(lat, 0.99)),
+        num(percentile(lat, 1.0)),
         json!(count),
+        json!(null),
         json!(null),
     ]
 }
@@ -213,16 +149,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let sampler = Sampler::new();
     let mut lat_table = Table::new(
         &format!("{} nodes and {} pods", args.nodes, args.pods),
-        &[
-            "operation",
-            "system",
-            "runs",
-            "per s",
-            "p50 ms",
-            "max ms",
-            "items",
-            "MiB",
-        ],
+        &COLUMNS,
     );
     let mut mem_table = Table::new(
         "each member holding the same objects",
@@ -249,7 +176,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     }
     let apis = Arc::new(apis);
     p(&format!("keel: creating {} nodes", args.nodes));
-    let took = load(
+    let (took, lat) = load(
         &apis,
         "/api/v1/nodes",
         args.nodes,
@@ -258,7 +185,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         args.nodes,
     )
     .await?;
-    lat_table.push(load_row("create nodes", args.nodes, took));
+    lat_table.push(load_row("create nodes", "keel", args.nodes, took, &lat));
     p(&format!(
         "keel: {} nodes in {:.1} s; creating {} pods",
         args.nodes,
@@ -266,7 +193,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         args.pods
     ));
     super::api::namespace(&apis[0], "scale").await?;
-    let took = load(
+    let (took, lat) = load(
         &apis,
         "/api/v1/namespaces/scale/pods",
         args.pods,
@@ -281,74 +208,99 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         took.as_secs_f64(),
         args.pods as f64 / took.as_secs_f64()
     ));
-    lat_table.push(load_row("create pods", args.pods, took));
+    let create_pods_took = took;
+    lat_table.push(load_row("create pods", "keel", args.pods, took, &lat));
+    // Where the store's own put rate goes, once the members' memory and disk
+    // have been recorded (its keys would count in them).
+    let store_puts_row = lat_table.rows.len();
 
     p("keel: LIST every pod");
-    let size = Arc::new(AtomicUsize::new(0));
-    let lat = timed(args.repeats, || {
-        let api = apis[0].clone();
-        let size = size.clone();
-        let want = args.pods;
-        async move {
-            let body = api.ok(Method::GET, "/api/v1/pods", None).await?;
-            let n = count(&body, b"\"nodeName\":");
-            if n != want {
-                bail!("LIST returned {n} pods, not {want}");
-            }
-            size.store(body.len(), Ordering::Relaxed);
-            Ok(())
+    // How much the serving member's memory grows while it answers.
+    let serving = keel.pids()[0];
+    let list_sampler = Sampler::new();
+    let rss_before = usage(&[serving]).0 as f64 / MIB;
+    list_sampler.track("serving", vec![serving]);
+    let (mut lat, mut size) = (Vec::new(), 0);
+    for _ in 0..args.repeats {
+        let began = Instant::now();
+        let body = apis[0].ok(Method::GET, "/api/v1/pods", None).await?;
+        lat.push(micros(began.elapsed()));
+        let n = count(&body, b"\"nodeName\":");
+        if n != args.pods {
+            bail!("LIST returned {n} pods, not {}", args.pods);
         }
-    })
-    .await?;
+        size = body.len();
+    }
+    lat.sort_unstable();
+    // LISTs shorter than the sampler's period may end before its first
+    // sample: the RSS after them bounds the peak from below. Memory given
+    // back during them counts as no growth.
+    let after = usage(&[serving]).0 as f64 / MIB;
+    let grew = (list_sampler.usage("serving").peak_rss_mib.max(after) - rss_before).max(0.0);
+    drop(list_sampler);
+    p(&format!(
+        "keel: LIST of every pod: p50 {:.0} ms, {:.0} MiB; the serving member grew by {grew:.0} MiB",
+        percentile(&lat, 0.5),
+        size as f64 / MIB
+    ));
     lat_table.push(timed_row(
         json!("LIST all pods"),
         json!("keel"),
         &lat,
         json!(args.pods),
-        num(size.load(Ordering::Relaxed) as f64 / (1 << 20) as f64),
+        num(size as f64 / MIB),
+        num(grew),
     ));
 
-    let node_name = format!("node-{:05}", args.nodes / 2);
-    let per_node = (0..args.pods)
-        .filter(|i| i % args.nodes == args.nodes / 2)
-        .count();
-    p(&format!("keel: LIST the pods of {node_name}"));
-    let selector = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node_name}");
-    let rv = Arc::new(std::sync::Mutex::new(String::new()));
-    let lat = timed(args.repeats * 4, || {
-        let (api, path, rv) = (apis[1].clone(), selector.clone(), rv.clone());
-        async move {
-            let body = api.ok(Method::GET, &path, None).await?;
-            let list: Value = serde_json::from_slice(&body)?;
-            let n = list["items"].as_array().map_or(0, Vec::len);
-            if n != per_node {
-                bail!("LIST of one node returned {n} pods, not {per_node}");
-            }
-            *rv.lock().unwrap() = list["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            Ok(())
+    // One LIST per node, as each kubelet does, over nodes spread evenly.
+    let lists = args.node_lists.max(1);
+    let stride = (args.nodes / lists).max(1);
+    p(&format!(
+        "keel: LIST the pods of {lists} nodes, one node at a time"
+    ));
+    let (mut lat, mut items, mut rv) = (Vec::new(), 0, String::new());
+    for k in 0..lists {
+        let n = (k * stride + stride / 2) % args.nodes;
+        let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-{n:05}");
+        let began = Instant::now();
+        let body = apis[1].ok(Method::GET, &path, None).await?;
+        lat.push(micros(began.elapsed()));
+        let list: Value = serde_json::from_slice(&body)?;
+        let got = list["items"].as_array().map_or(0, Vec::len);
+        let want = pods_on(n, args.nodes, args.pods);
+        if got != want {
+            bail!("LIST of node-{n:05} returned {got} pods, not {want}");
         }
-    })
-    .await?;
+        items += got;
+        rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+    }
+    lat.sort_unstable();
+    p(&format!(
+        "keel: LIST of one node's pods: p50 {:.2} ms, p99 {:.2} ms over {lists} nodes",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    ));
     lat_table.push(timed_row(
         json!("LIST one node's pods"),
         json!("keel"),
         &lat,
-        json!(per_node),
+        num(items as f64 / lists as f64),
+        json!(null),
         json!(null),
     ));
+
+    let node_name = format!("node-{:05}", args.nodes / 2);
+    let selector = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node_name}");
 
     p(&format!(
         "keel: watch the pods of {node_name} while some change"
     ));
     let opened = Instant::now();
     let mut lines = apis[2]
-        .stream(&format!(
-            "{selector}&watch=true&resourceVersion={}",
-            rv.lock().unwrap()
-        ))
+        .stream(&format!("{selector}&watch=true&resourceVersion={rv}"))
         .await?;
     let open_ms = opened.elapsed().as_secs_f64() * 1000.0;
     let names: Vec<String> = (0..args.pods)
@@ -394,6 +346,8 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         json!(null),
         num(open_ms),
         num(open_ms),
+        num(open_ms),
+        json!(null),
         json!(null),
         json!(null),
     ]);
@@ -403,8 +357,12 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         &lat,
         json!(null),
         json!(null),
+        json!(null),
     ));
-    let keel_peak = sampler.usage("keel").peak_rss_mib;
+    let keel_peak = sampler
+        .usage("keel")
+        .peak_rss_mib
+        .max(usage(&keel.pids()).0 as f64 / MIB);
     for (i, m) in keel.members.iter().enumerate() {
         let pid = keel.pids()[i];
         mem_table.push(vec![
@@ -414,6 +372,31 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
             if i == 0 { num(keel_peak) } else { json!(null) },
             num(disk_bytes(&m.dir) as f64 / (1 << 20) as f64),
         ]);
+    }
+
+    let puts = args.pods.min(STORE_PUTS_MAX);
+    if puts > 0 {
+        p(&format!(
+            "keel store: {puts} puts of the same pods' JSON with {} clients (the API's ceiling)",
+            args.clients
+        ));
+        let (took, lat) = store_puts(&keel, puts, args.clients, args.nodes).await?;
+        let rate = puts as f64 / took.as_secs_f64();
+        let api_rate = args.pods as f64 / create_pods_took.as_secs_f64();
+        p(&format!(
+            "keel store: {rate:.0} puts/s; pods through the API: {api_rate:.0}/s ({:.2}x the store)",
+            api_rate / rate
+        ));
+        lat_table.rows.insert(
+            store_puts_row,
+            load_row(
+                "store puts, pod-sized values, same clients",
+                "keel store",
+                puts,
+                took,
+                &lat,
+            ),
+        );
     }
 
     // The same bytes, under the same keys, in etcd.
@@ -496,7 +479,8 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         json!("etcd"),
         &lat,
         json!(args.pods),
-        num(size.load(Ordering::Relaxed) as f64 / (1 << 20) as f64),
+        num(size.load(Ordering::Relaxed) as f64 / MIB),
+        json!(null),
     ));
     let lat = timed(args.repeats, || {
         let mut kv = kv.clone();
@@ -533,8 +517,12 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         &lat,
         json!(args.pods),
         json!(null),
+        json!(null),
     ));
-    let etcd_peak = sampler.usage("etcd").peak_rss_mib;
+    let etcd_peak = sampler
+        .usage("etcd")
+        .peak_rss_mib
+        .max(usage(&etcd.pids()).0 as f64 / MIB);
     for (i, m) in etcd.members.iter().enumerate() {
         let pid = etcd.pids()[i];
         mem_table.push(vec![

@@ -4,7 +4,10 @@
 //!
 //! Each step runs for a fixed duration with N concurrent clients; latencies
 //! are recorded per operation and reported as percentiles. Memory (RSS) and
-//! CPU time of every process are sampled after each step.
+//! CPU time of every process are sampled after each step, and leader changes
+//! during it are counted from the members' metrics. Before any cluster
+//! starts, the disk's own append+fdatasync ceiling is measured in the same
+//! directory (see [`super::disk`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::cluster::{EtcdCluster, KeelCluster};
+use super::disk::{self, Ceiling};
+use super::leaders::{LeaderWatch, Source};
 use super::{Table, num, parse_duration, percentile, ready, usage};
 
 /// Options of `keel bench store`.
@@ -38,12 +43,23 @@ pub struct StoreBenchArgs {
     /// Keys preloaded for the read steps.
     #[arg(long, default_value_t = 1000)]
     pub read_keys: usize,
+    /// How long each block size of the disk-ceiling loop (append + fdatasync) runs.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub disk_duration: Duration,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// The etcd binary of the baseline.
     #[arg(long, default_value = "etcd")]
     pub etcd: String,
+}
+
+/// Everything the suite measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreReport {
+    /// The disk's append+fdatasync ceiling where the members keep their data.
+    pub disk: Vec<Ceiling>,
+    pub results: Vec<StepResult>,
 }
 
 /// One measured step.
@@ -62,6 +78,11 @@ pub struct StepResult {
     pub rss_mib: f64,
     /// CPU seconds the members used during the step.
     pub cpu_secs: f64,
+    /// Leader changes during the step (Keel: Raft term increases or a new
+    /// leader, sampled every 100 ms; etcd: growth of its
+    /// `etcd_server_leader_changes_seen_total`); `None` when the metrics
+    /// could not be read.
+    pub leader_changes: Option<u64>,
 }
 
 /// The operations the generator needs from a store.
@@ -191,9 +212,21 @@ fn progress(msg: &str) {
     super::progress("store", msg);
 }
 
-/// Run the store suite; returns every step's result.
-pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
+/// Run the store suite; returns the disk's ceiling and every step's result.
+pub async fn store(args: &StoreBenchArgs) -> Result<StoreReport> {
     let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+    progress(&format!(
+        "the disk's ceiling: append + fdatasync under {} for {:?} per block size",
+        dir.path().display(),
+        args.disk_duration
+    ));
+    let ceilings = disk::measure_all(dir.path(), args.disk_duration).await?;
+    for c in &ceilings {
+        progress(&format!(
+            "disk: {} B appends: {:.0} syncs/s, {:.2} MB/s",
+            c.block, c.syncs_per_sec, c.mb_per_sec
+        ));
+    }
     let mut results = Vec::new();
     for system in ["keel", "etcd"] {
         progress(&format!(
@@ -214,6 +247,21 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 .or_else(|| etcd.as_ref().map(EtcdCluster::pids))
                 .unwrap_or_default()
         };
+        // Keel's metrics are cheap and name the leader: look every 100 ms.
+        // etcd's counter only grows, so its first and last values suffice.
+        let (leaders, every) = match (&keel, &etcd) {
+            (Some(k), _) => (
+                Source::Keel(k.members.iter().map(|m| (m.id, m.http.clone())).collect()),
+                Some(Duration::from_millis(100)),
+            ),
+            (_, Some(e)) => (
+                Source::Etcd(e.members.iter().map(|m| m.client.clone()).collect()),
+                None,
+            ),
+            _ => (Source::Etcd(Vec::new()), None),
+        };
+        let leaders = Arc::new(leaders);
+        let watch_leaders = || LeaderWatch::start(leaders.clone(), every);
         let mut target = if let Some(k) = &keel {
             let mut clients = Vec::new();
             for i in 0..k.members.len() {
@@ -250,35 +298,46 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
             },
         )
         .await?;
-        let mut measure =
-            |step: String, clients: usize, out: (Vec<u32>, u64, Duration), before: (u64, f64)| {
-                let (lat, errors, elapsed) = out;
-                let (rss, cpu) = usage(&pids());
-                let r = StepResult {
-                    step,
-                    system: system.to_string(),
-                    clients,
-                    ops: lat.len() as u64,
-                    errors,
-                    ops_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
-                    p50_ms: percentile(&lat, 0.50),
-                    p99_ms: percentile(&lat, 0.99),
-                    p999_ms: percentile(&lat, 0.999),
-                    rss_mib: rss as f64 / (1 << 20) as f64,
-                    cpu_secs: cpu - before.1,
-                };
-                progress(&format!(
-                    "{} {} c={}: {:.0} ops/s, p99 {:.2} ms",
-                    r.system, r.step, r.clients, r.ops_per_sec, r.p99_ms
-                ));
-                results.push(r);
+        let mut measure = |step: String,
+                           clients: usize,
+                           out: (Vec<u32>, u64, Duration),
+                           before: (u64, f64),
+                           leader_changes: Option<u64>| {
+            let (lat, errors, elapsed) = out;
+            let (rss, cpu) = usage(&pids());
+            let r = StepResult {
+                step,
+                system: system.to_string(),
+                clients,
+                ops: lat.len() as u64,
+                errors,
+                ops_per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+                p50_ms: percentile(&lat, 0.50),
+                p99_ms: percentile(&lat, 0.99),
+                p999_ms: percentile(&lat, 0.999),
+                rss_mib: rss as f64 / (1 << 20) as f64,
+                cpu_secs: cpu - before.1,
+                leader_changes,
             };
+            progress(&format!(
+                "{} {} c={}: {:.0} ops/s, p99 {:.2} ms, leader changes {}",
+                r.system,
+                r.step,
+                r.clients,
+                r.ops_per_sec,
+                r.p99_ms,
+                r.leader_changes
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+            ));
+            results.push(r);
+        };
         for &c in &args.clients {
             progress(&format!(
                 "{system}: puts with {c} clients for {:?}",
                 args.duration
             ));
             let before = usage(&pids());
+            let watch = watch_leaders().await;
             let out = run_step(
                 &target,
                 OpKind::Put,
@@ -289,7 +348,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 &format!("/bench/put/{c}"),
             )
             .await;
-            measure("put".into(), c, out, before);
+            measure("put".into(), c, out, before, watch.finish().await);
         }
         progress(&format!(
             "{system}: loading {} keys for the read steps",
@@ -314,6 +373,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 args.read_clients
             ));
             let before = usage(&pids());
+            let watch = watch_leaders().await;
             let out = run_step(
                 &target,
                 kind,
@@ -324,11 +384,20 @@ pub async fn store(args: &StoreBenchArgs) -> Result<Vec<StepResult>> {
                 "/bench/mixed",
             )
             .await;
-            measure(name.into(), args.read_clients, out, before);
+            measure(
+                name.into(),
+                args.read_clients,
+                out,
+                before,
+                watch.finish().await,
+            );
         }
         drop((keel, etcd));
     }
-    Ok(results)
+    Ok(StoreReport {
+        disk: ceilings,
+        results,
+    })
 }
 
 /// The results as one table, each step's Keel row then its etcd row, with
@@ -354,6 +423,7 @@ pub fn table(results: &[StepResult], duration: Duration) -> Table {
             "errors",
             "RSS MiB",
             "CPU s",
+            "leader changes",
             "keel/etcd",
         ],
     );
@@ -386,6 +456,7 @@ pub fn table(results: &[StepResult], duration: Duration) -> Table {
                     json!(r.errors),
                     num(r.rss_mib),
                     num(r.cpu_secs),
+                    r.leader_changes.map_or(Value::Null, |n| json!(n)),
                     if i == 0 { ratio.clone() } else { json!("") },
                 ]);
             }
@@ -411,6 +482,7 @@ mod tests {
             p999_ms: 3.0,
             rss_mib: 50.0,
             cpu_secs: 0.5,
+            leader_changes: Some(0),
         }
     }
 

@@ -144,6 +144,8 @@ pub mod store_meta {
     pub const MEMBERSHIP: &[u8] = b"membership";
     pub const COMPACTED: &[u8] = b"compacted";
     pub const EVENT_COUNT: &[u8] = b"event_count";
+    /// Revisions taken beyond one per entry by batch entries (absent: 0).
+    pub const REVISION_OFFSET: &[u8] = b"revision_offset";
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
-//! What members replicate: a versioned [`Command`] holding either a
-//! transaction of key operations with per-operation preconditions or a
-//! compaction, and the [`CommandOutcome`] every member computes identically.
+//! What members replicate: a versioned [`Command`] holding a transaction of
+//! key operations with per-operation preconditions, a batch of such
+//! transactions (the leader's group commit), or a compaction, and the
+//! [`CommandOutcome`] every member computes identically.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-/// The format version this build writes and understands.
-pub const COMMAND_VERSION: u16 = 1;
+/// The format version this build writes. Version 2 added
+/// [`CommandBody::Batch`]; version 1 entries (no batches) still apply, so a
+/// log written by an older build replays unchanged.
+pub const COMMAND_VERSION: u16 = 2;
+
+/// The oldest format version this build still applies.
+pub const OLDEST_COMMAND_VERSION: u16 = 1;
 
 /// One replicated command. Timestamps and uids are filled in by the proposer:
 /// the state machine reads no clock, so every member applies it identically.
@@ -28,6 +34,11 @@ pub enum CommandBody {
     /// Drop every event with revision `<= revision` (bounded by the applied
     /// revision). Proposed by the leader's retention task.
     Compact { revision: u64 },
+    /// Independent transactions committed as one log entry (group commit).
+    /// Each gets its own revision, in order, and its own outcome, exactly as
+    /// if each had been an entry of its own: one failing changes nothing
+    /// for the others.
+    Batch(Vec<Vec<Op>>),
 }
 
 /// One operation on one key.
@@ -105,6 +116,8 @@ pub enum CommandOutcome {
     Compacted { compacted: u64 },
     /// Raft-internal entries (blank, membership) carry no command.
     Internal { revision: u64 },
+    /// One outcome per transaction of a [`CommandBody::Batch`], in order.
+    Batch(Vec<CommandOutcome>),
 }
 
 /// Limits a member enforces before it proposes a command.
@@ -154,92 +167,104 @@ impl Command {
     /// An upper bound on the bytes this command takes in a log entry or a
     /// message (its keys, values, uids and preconditions plus framing).
     pub fn payload_bytes(&self) -> usize {
-        const FRAMING: usize = 32;
-        let CommandBody::Txn(ops) = &self.body else {
-            return FRAMING;
-        };
-        ops.iter()
-            .map(|op| {
-                let action = match &op.action {
-                    Action::Create { value, uid } => {
-                        value.len() + uid.as_ref().map_or(0, |u| u.len())
-                    }
-                    Action::Update { value } => value.len(),
-                    Action::Delete => 0,
-                };
-                let preconditions: usize = op
-                    .preconditions
-                    .iter()
-                    .map(|p| match p {
-                        Precondition::Uid(u) => u.len() + FRAMING,
-                        _ => FRAMING,
-                    })
-                    .sum();
-                op.key.len() + action + preconditions + FRAMING
-            })
-            .sum::<usize>()
-            + FRAMING
+        match &self.body {
+            CommandBody::Txn(ops) => txn_payload_bytes(ops),
+            CommandBody::Batch(txns) => {
+                txns.iter().map(|ops| txn_payload_bytes(ops)).sum::<usize>() + FRAMING
+            }
+            CommandBody::Compact { .. } => FRAMING,
+        }
+    }
+
+    /// [`Command::payload_bytes`] of a transaction of `ops`.
+    pub fn txn_bytes(ops: &[Op]) -> usize {
+        txn_payload_bytes(ops)
+    }
+
+    /// A batch of transactions, each already validated on its own.
+    pub fn batch(txns: Vec<Vec<Op>>) -> Command {
+        Command {
+            version: COMMAND_VERSION,
+            proposed_at_ms: now_ms(),
+            body: CommandBody::Batch(txns),
+        }
     }
 
     /// Check a command before it enters the log: a command that would be
     /// refused must never be replicated.
     pub fn validate(&self, limits: &Limits) -> Result<(), StoreError> {
-        if self.version != COMMAND_VERSION {
+        if !(OLDEST_COMMAND_VERSION..=COMMAND_VERSION).contains(&self.version) {
             return Err(StoreError::UnsupportedCommandVersion {
                 found: self.version,
                 supported: COMMAND_VERSION,
             });
         }
-        let CommandBody::Txn(ops) = &self.body else {
-            return Ok(());
-        };
-        if ops.is_empty() {
-            return Err(StoreError::InvalidCommand(
-                "a transaction needs at least one operation".into(),
-            ));
-        }
-        if ops.len() > limits.max_ops {
-            return Err(StoreError::InvalidCommand(format!(
-                "{} operations in one transaction, the limit is {}",
-                ops.len(),
-                limits.max_ops
-            )));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for op in ops {
-            if op.key.is_empty() {
-                return Err(StoreError::InvalidCommand(
-                    "an operation has an empty key".into(),
-                ));
+        match &self.body {
+            CommandBody::Txn(ops) => validate_txn(ops, limits)?,
+            CommandBody::Batch(txns) => {
+                if txns.is_empty() {
+                    return Err(StoreError::InvalidCommand(
+                        "a batch needs at least one transaction".into(),
+                    ));
+                }
+                for ops in txns {
+                    validate_txn(ops, limits)?;
+                }
             }
-            if !seen.insert(op.key.as_str()) {
-                return Err(StoreError::InvalidCommand(format!(
-                    "key {} appears twice in one transaction",
-                    op.key
-                )));
-            }
-            let size = match &op.action {
-                Action::Create { value, .. } | Action::Update { value } => value.len(),
-                Action::Delete => 0,
-            };
-            if size + op.key.len() > limits.max_value_bytes {
-                return Err(StoreError::ValueTooLarge {
-                    key: op.key.clone(),
-                    size: size + op.key.len(),
-                    limit: limits.max_value_bytes,
-                });
-            }
+            CommandBody::Compact { .. } => return Ok(()),
         }
         let total = self.payload_bytes();
         if total > limits.max_txn_bytes {
             return Err(StoreError::InvalidCommand(format!(
-                "the transaction's {} operations hold {total} bytes in all, above the limit of {} bytes per transaction",
-                ops.len(),
+                "the transaction's operations hold {total} bytes in all, above the limit of {} bytes per transaction",
                 limits.max_txn_bytes
             )));
         }
         Ok(())
     }
+}
+
+/// The checks every transaction passes before it enters the log, alone or
+/// in a batch.
+fn validate_txn(ops: &[Op], limits: &Limits) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Err(StoreError::InvalidCommand(
+            "a transaction needs at least one operation".into(),
+        ));
+    }
+    if ops.len() > limits.max_ops {
+        return Err(StoreError::InvalidCommand(format!(
+            "{} operations in one transaction, the limit is {}",
+            ops.len(),
+            limits.max_ops
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for op in ops {
+        if op.key.is_empty() {
+            return Err(StoreError::InvalidCommand(
+                "an operation has an empty key".into(),
+            ));
+        }
+        if !seen.insert(op.key.as_str()) {
+            return Err(StoreError::InvalidCommand(format!(
+                "key {} appears twice in one transaction",
+                op.key
+            )));
+        }
+        let size = match &op.action {
+            Action::Create { value, .. } | Action::Update { value } => value.len(),
+            Action::Delete => 0,
+        };
+        if size + op.key.len() > limits.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                key: op.key.clone(),
+                size: size + op.key.len(),
+                limit: limits.max_value_bytes,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Op {
@@ -288,6 +313,31 @@ impl Op {
         self.preconditions.push(Precondition::Uid(uid.into()));
         self
     }
+}
+
+const FRAMING: usize = 32;
+
+/// An upper bound on the bytes one transaction's operations take.
+fn txn_payload_bytes(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| {
+            let action = match &op.action {
+                Action::Create { value, uid } => value.len() + uid.as_ref().map_or(0, |u| u.len()),
+                Action::Update { value } => value.len(),
+                Action::Delete => 0,
+            };
+            let preconditions: usize = op
+                .preconditions
+                .iter()
+                .map(|p| match p {
+                    Precondition::Uid(u) => u.len() + FRAMING,
+                    _ => FRAMING,
+                })
+                .sum();
+            op.key.len() + action + preconditions + FRAMING
+        })
+        .sum::<usize>()
+        + FRAMING
 }
 
 /// Milliseconds since the Unix epoch (proposer side only; never in apply).

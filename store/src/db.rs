@@ -63,6 +63,15 @@ impl Db {
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
             cf_opts.set_write_buffer_size(16 << 20);
             cf_opts.set_max_write_buffer_number(2);
+            if *name == CF_OBJECTS {
+                // Applying a create looks the key up first, and the key is
+                // usually new: a bloom filter answers "absent" without
+                // searching every level's index and data blocks.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_whole_key_filtering(true);
+                cf_opts.set_block_based_table_factory(&table);
+            }
             if *name == CF_EVENTS || *name == CF_RAFT_LOG {
                 // Ranges of these CFs are dropped with delete_range; compacting
                 // files full of tombstones early gives the space back.

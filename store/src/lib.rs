@@ -5,7 +5,9 @@
 //! # Layout
 //!
 //! - [`codec`]: bincode configuration and the byte layout of keys.
-//! - [`command`]: the replicated [`Command`] (transactions, compaction) and its outcome.
+//! - [`command`]: the replicated [`Command`] (transactions, batches of them, compaction)
+//!   and its outcome.
+//! - `apply`: one apply call's entries into one RocksDB write batch.
 //! - [`data_dir`]: the data directory's parts (`db/`, `snapshots/`) and moving the old
 //!   flat layout into them.
 //! - [`db`]: opening RocksDB with its column families and refusing untrusted data; its
@@ -26,11 +28,16 @@
 //!
 //! # Design notes: revisions and events
 //!
-//! The revision of a change is the Raft log index of the entry that made it, so
-//! it is identical on every member. Applying an entry writes, in one RocksDB
-//! write batch, the new objects, one event per operation and the applied log id.
-//! A worked example, starting from an empty store where entry 1 is Raft's
-//! initial membership entry:
+//! The revision of a change is computed from the Raft log index of the entry
+//! that made it, so it is identical on every member: every entry takes one
+//! revision, except a batch entry (the leader's group commit of concurrent
+//! transactions, `member/batcher.rs`), which takes one per transaction, in
+//! order. The state machine keeps the running difference (the revision
+//! offset), so the revision of entry `i` is `i + offset`; with no batches it
+//! is the index itself. Applying the entries of one apply call writes, in one
+//! RocksDB write batch, the new objects, one event per operation, the applied
+//! log id and the offset. A worked example, starting from an empty store where
+//! entry 1 is Raft's initial membership entry:
 //!
 //! ```text
 //! index 2: Txn[Create a=1, Create b=1]
@@ -46,12 +53,18 @@
 //! index 5: Txn[Update a=3 if mod_revision == 2]   → Failed(ModRevisionMismatch), nothing written
 //! index 6: Compact{revision: 3}
 //!   events:  (2,*) and (3,0) removed; compacted = 3; a watch from revision 2 gets Compacted
+//! index 7: Batch[Txn[Create c=1], Txn[Create c=2], Txn[Create d=1]]   (revisions 7, 8, 9)
+//!   objects: c → {value 1, create 7, mod 7}; d → {value 1, create 9, mod 9}
+//!   outcomes: Applied 7, Failed(AlreadyExists) at 8, Applied 9; offset = 2
+//!   events:  (7,0) Added c    (9,0) Added d
+//! index 8: Txn[Delete d]   → revision 10
 //! ```
 //!
 //! A range at a past revision `R` (with `compacted <= R`) reads the current
 //! objects and undoes the events after `R` using each event's previous value:
 //! at revision 3 above, `b` is restored from event (4,0) and `a` is current.
 
+mod apply;
 pub mod codec;
 pub mod command;
 pub mod data_dir;

@@ -158,22 +158,26 @@ fn meta_u64(
     }
 }
 
+/// The revision of the last change applied in `snap`: the applied index plus
+/// the revisions batch entries took beyond one each (written in the same
+/// batch, so the two always agree).
 fn applied_index(snap: &rocksdb::Snapshot<'_>, db: &Db) -> Result<u64, StoreError> {
-    match snap
+    let index = match snap
         .get_cf(db.cf(CF_STORE_META), store_meta::APPLIED)
         .map_err(|source| StoreError::Io {
             step: "reading the applied index",
             source,
         })? {
-        None => Ok(0),
+        None => 0,
         Some(v) => codec::decode::<Option<openraft::LogId<NodeId>>>(&v)
             .map(|l| l.map(|l| l.index).unwrap_or(0))
             .map_err(|detail| StoreError::Corrupt {
                 cf: CF_STORE_META,
                 key: "applied".into(),
                 detail,
-            }),
-    }
+            })?,
+    };
+    Ok(index + meta_u64(snap, db, store_meta::REVISION_OFFSET, "revision_offset")?)
 }
 
 fn decode_kv(k: &[u8], v: &[u8]) -> Result<KeyValue, StoreError> {

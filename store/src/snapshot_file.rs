@@ -1,9 +1,9 @@
 //! The snapshot file on disk, which only moves forward, and the handle
 //! openraft streams snapshots through ([`SnapshotData`]): a received snapshot
 //! is written chunk by chunk to a temporary file, bounded in size, instead of
-//! growing a buffer in memory.
+//! growing a buffer in memory, and installed from that file.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,6 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use crate::NodeId;
 use crate::error::StoreError;
-use crate::snapshot::SnapshotBody;
 
 type Meta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 
@@ -69,8 +68,10 @@ impl SnapshotFiles {
         &self.path
     }
 
-    /// The current file's bytes and metadata after its checks; `None` when
-    /// there is none. A damaged file is an error (the caller decides).
+    /// The current file, open at its start, and its metadata after checking
+    /// its structure and checksum (read through once, never held whole);
+    /// `None` when there is none. A damaged file is an error (the caller
+    /// decides).
     pub fn read_current(&self) -> Result<Option<(Meta, std::fs::File)>, StoreError> {
         let mut f = match std::fs::File::open(&self.path) {
             Ok(f) => f,
@@ -84,12 +85,11 @@ impl SnapshotFiles {
         };
         // Read through the handle that is returned, so a file replaced in
         // between cannot pair one file's metadata with another's bytes.
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes)
-            .and_then(|_| f.seek(SeekFrom::Start(0)))
+        let (header, _) = crate::snapshot::verify(BufReader::with_capacity(1 << 20, &f), false)
+            .map_err(|e| StoreError::Snapshot(format!("{}: {e}", self.path.display())))?;
+        f.seek(SeekFrom::Start(0))
             .map_err(|e| StoreError::Snapshot(format!("reading {}: {e}", self.path.display())))?;
-        let meta = SnapshotBody::meta_from_bytes(&bytes)?;
-        Ok(Some((meta, f)))
+        Ok(Some((header.meta, f)))
     }
 
     /// Take the lock that every change of the file holds.
@@ -97,32 +97,29 @@ impl SnapshotFiles {
         PublishGuard(self.published.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Make `bytes` (a snapshot up to `last_log_id`) the current file, unless
-    /// the file in place already covers as much: then nothing changes and
-    /// `false` is returned. Written to a temporary file of this writer's own,
-    /// synced, renamed into place, and the directory synced.
+    /// Make `tmp` (a synced temporary file from [`SnapshotFiles::create_tmp`]
+    /// or [`SnapshotFiles::receive`], holding a snapshot up to `last_log_id`)
+    /// the current file, unless the file in place already covers as much:
+    /// then nothing changes, `tmp` is removed and `false` is returned.
+    /// Renamed into place, then the directory synced; handles open on `tmp`
+    /// keep reading it either way.
     pub fn publish(
         &self,
         guard: &mut PublishGuard<'_>,
         last_log_id: Option<LogId<NodeId>>,
-        bytes: &[u8],
+        tmp: &Path,
     ) -> Result<bool, StoreError> {
         if guard.0.is_some() && *guard.0 >= last_log_id {
+            let _ = std::fs::remove_file(tmp);
             return Ok(false);
         }
-        let tmp = self.tmp_path("build");
-        let io =
-            |e: std::io::Error| StoreError::Snapshot(format!("writing {}: {e}", tmp.display()));
-        let res = (|| {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &self.path).map_err(io)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = std::fs::rename(tmp, &self.path) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(StoreError::Snapshot(format!(
+                "moving {} into place: {e}",
+                tmp.display()
+            )));
         }
-        res?;
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
@@ -139,16 +136,23 @@ impl SnapshotFiles {
         ))
     }
 
-    /// An empty temporary file that a received snapshot is written to; it is
-    /// removed when the handle is dropped.
-    pub fn receive(&self) -> Result<SnapshotData, StoreError> {
-        let path = self.tmp_path("recv");
+    /// A new, empty temporary file of this directory (read and write), for a
+    /// snapshot being built; the caller removes it unless it is published.
+    pub fn create_tmp(&self, what: &str) -> Result<(PathBuf, std::fs::File), StoreError> {
+        let path = self.tmp_path(what);
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| StoreError::Snapshot(format!("creating {}: {e}", path.display())))?;
+        Ok((path, f))
+    }
+
+    /// An empty temporary file that a received snapshot is written to; it is
+    /// removed when the handle is dropped.
+    pub fn receive(&self) -> Result<SnapshotData, StoreError> {
+        let (path, f) = self.create_tmp("recv")?;
         Ok(SnapshotData {
             inner: Inner::File(tokio::fs::File::from_std(f)),
             pos: 0,
@@ -158,8 +162,8 @@ impl SnapshotFiles {
     }
 }
 
-/// A snapshot as openraft reads and writes it: the bytes of a built snapshot,
-/// an open snapshot file, or a temporary file being received. Writes and
+/// A snapshot as openraft reads and writes it: an open snapshot file (the
+/// current one, or one just built), or a temporary file being received. Writes and
 /// seeks beyond [`MAX_SNAPSHOT_BYTES`] fail, so a peer cannot make a member
 /// allocate or store without bound.
 pub struct SnapshotData {
@@ -175,7 +179,7 @@ enum Inner {
 }
 
 impl SnapshotData {
-    /// A snapshot held in memory (a build's bytes, or a test's).
+    /// A snapshot held in memory (tests; an install copies it to a file).
     pub fn memory(bytes: Vec<u8>) -> SnapshotData {
         SnapshotData {
             inner: Inner::Memory(std::io::Cursor::new(bytes)),
@@ -195,21 +199,30 @@ impl SnapshotData {
         }
     }
 
-    /// Every byte, from the start, refusing more than [`MAX_SNAPSHOT_BYTES`].
-    pub async fn read_all(&mut self) -> Result<Vec<u8>, StoreError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let io = |e: std::io::Error| StoreError::Snapshot(format!("reading a snapshot: {e}"));
-        let len = self.seek(SeekFrom::End(0)).await.map_err(io)?;
-        if len > self.limit {
-            return Err(StoreError::Snapshot(format!(
-                "{len} bytes, above the limit of {} bytes",
-                self.limit
-            )));
+    /// The snapshot as a temporary file of the snapshot directory, to be
+    /// read as a stream (never whole into memory) and published by an
+    /// install: the file it was received into, or else a copy.
+    pub async fn into_file(mut self, files: &SnapshotFiles) -> Result<ReceivedFile, StoreError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let io = |e: std::io::Error| StoreError::Snapshot(format!("storing a snapshot: {e}"));
+        self.flush().await.map_err(io)?;
+        if matches!(self.inner, Inner::File(_))
+            && let Some(path) = self.remove_on_drop.take()
+        {
+            let inner = std::mem::replace(&mut self.inner, Inner::Memory(Default::default()));
+            let Inner::File(f) = inner else {
+                unreachable!("checked above")
+            };
+            let file = f.into_std().await;
+            return Ok(ReceivedFile { path, file });
         }
+        let (path, file) = files.create_tmp("recv")?;
+        let received = ReceivedFile { path, file };
+        let mut out = tokio::fs::File::from_std(received.file.try_clone().map_err(io)?);
         self.seek(SeekFrom::Start(0)).await.map_err(io)?;
-        let mut out = Vec::with_capacity(len as usize);
-        self.read_to_end(&mut out).await.map_err(io)?;
-        Ok(out)
+        tokio::io::copy(&mut self, &mut out).await.map_err(io)?;
+        out.flush().await.map_err(io)?;
+        Ok(received)
     }
 
     fn too_large(&self, end: u64) -> std::io::Error {
@@ -217,6 +230,19 @@ impl SnapshotData {
             "snapshot would reach {end} bytes, above the limit of {} bytes",
             self.limit
         ))
+    }
+}
+
+/// A snapshot in a temporary file of the snapshot directory, removed on drop
+/// unless it was published (moved into place) first.
+pub struct ReceivedFile {
+    pub path: PathBuf,
+    pub file: std::fs::File,
+}
+
+impl Drop for ReceivedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -312,9 +338,10 @@ impl AsyncSeek for SnapshotData {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     use super::*;
+    use crate::snapshot::SnapshotWriter;
 
     #[tokio::test]
     async fn a_received_snapshot_is_bounded_and_removed_when_dropped() {
@@ -327,7 +354,10 @@ mod tests {
         assert!(data.seek(SeekFrom::Start(11)).await.is_err());
         data.seek(SeekFrom::Start(2)).await.unwrap();
         data.write_all(b"ab").await.unwrap();
-        assert_eq!(data.read_all().await.unwrap(), b"01ab456789");
+        data.seek(SeekFrom::Start(0)).await.unwrap();
+        let mut back = Vec::new();
+        data.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"01ab456789");
         let tmp = data.remove_on_drop.clone().unwrap();
         assert!(tmp.exists());
         drop(data);
@@ -338,27 +368,35 @@ mod tests {
     fn the_file_never_moves_back() {
         let dir = tempfile::tempdir().unwrap();
         let at = |index| Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
-        let body = |index| {
-            let mut b = SnapshotBody {
-                meta: Default::default(),
-                compacted: 0,
-                event_count: 0,
-                objects: vec![],
-                events: vec![],
+        let body = |files: &SnapshotFiles, index| {
+            let header = crate::snapshot::Header {
+                meta: crate::snapshot::Meta {
+                    last_log_id: at(index),
+                    ..Default::default()
+                },
+                revision_offset: 0,
             };
-            b.meta.last_log_id = at(index);
-            b.to_bytes()
+            let (path, file) = files.create_tmp("test").unwrap();
+            SnapshotWriter::new(&file, &header)
+                .unwrap()
+                .finish()
+                .unwrap();
+            path
         };
         let files = SnapshotFiles::open(dir.path());
-        assert!(files.publish(&mut files.lock(), at(10), &body(10)).unwrap());
-        assert!(!files.publish(&mut files.lock(), at(5), &body(5)).unwrap());
-        assert!(!files.publish(&mut files.lock(), at(10), &body(10)).unwrap());
+        let publish = |files: &SnapshotFiles, index| {
+            let tmp = body(files, index);
+            files.publish(&mut files.lock(), at(index), &tmp).unwrap()
+        };
+        assert!(publish(&files, 10));
+        assert!(!publish(&files, 5));
+        assert!(!publish(&files, 10));
         let (meta, _) = files.read_current().unwrap().unwrap();
         assert_eq!(meta.last_log_id, at(10));
         // A reopened directory remembers what is in place.
         let files = SnapshotFiles::open(dir.path());
-        assert!(!files.publish(&mut files.lock(), at(9), &body(9)).unwrap());
-        assert!(files.publish(&mut files.lock(), at(11), &body(11)).unwrap());
+        assert!(!publish(&files, 9));
+        assert!(publish(&files, 11));
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()

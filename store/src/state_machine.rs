@@ -1,6 +1,7 @@
 //! openraft's `RaftStateMachine`: applies committed entries to the objects and
-//! events column families, one write batch per entry (objects, events, applied
-//! log id), then tells the watch hub. Snapshots are built and installed by
+//! events column families, one write batch per apply call ([`crate::apply`]:
+//! objects, events, applied log id, revision offset), then tells the watch
+//! hub. Snapshots are built and installed by
 //! [`crate::snapshot`]; this hands them to openraft.
 
 use std::sync::Arc;
@@ -12,17 +13,15 @@ use openraft::{
 };
 use rocksdb::{IteratorMode, WriteBatch};
 
+use crate::apply::ApplyBatch;
 use crate::codec::{self, store_meta};
-use crate::command::{
-    Action, COMMAND_VERSION, CommandBody, CommandOutcome, FailureReason, Op, Precondition,
-    TxnFailure,
-};
-use crate::db::{CF_EVENTS, CF_OBJECTS, CF_STORE_META, Db};
+use crate::command::{COMMAND_VERSION, CommandBody, CommandOutcome, OLDEST_COMMAND_VERSION};
+use crate::db::{CF_EVENTS, CF_STORE_META, Db};
 use crate::error::StoreError;
-use crate::snapshot::{SnapshotBody, SnapshotBuilder, install_body};
+use crate::snapshot::{SnapshotBuilder, install_file, verify_file};
 use crate::snapshot_file::{SnapshotData, SnapshotFiles};
 use crate::watch::WatchHub;
-use crate::{Event, EventKind, KeyValue, NodeId, TypeConfig};
+use crate::{NodeId, TypeConfig};
 
 /// The applied state of one member.
 pub struct StateMachine {
@@ -33,6 +32,9 @@ pub struct StateMachine {
     membership: StoredMembership<NodeId, BasicNode>,
     compacted: u64,
     event_count: u64,
+    /// Revisions taken beyond one per entry by batch entries so far: the
+    /// revision of the entry at index `i` is `i + revision_offset`.
+    revision_offset: u64,
 }
 
 /// The persisted applied state, read at start.
@@ -41,9 +43,16 @@ pub struct AppliedState {
     pub membership: StoredMembership<NodeId, BasicNode>,
     pub compacted: u64,
     pub event_count: u64,
+    /// See [`StateMachine`]'s field of the same name.
+    pub revision_offset: u64,
 }
 
 impl AppliedState {
+    /// The revision of the last applied change.
+    pub fn revision(&self) -> u64 {
+        self.applied.map(|l| l.index).unwrap_or(0) + self.revision_offset
+    }
+
     /// Read (and decode) the applied state; a value that does not decode makes
     /// the member refuse to start.
     pub fn load(db: &Db) -> Result<AppliedState, StoreError> {
@@ -59,6 +68,11 @@ impl AppliedState {
                 .unwrap_or(0),
             event_count: db
                 .get_decoded(CF_STORE_META, store_meta::EVENT_COUNT)?
+                .unwrap_or(0),
+            // Absent in a store written before batch entries existed: every
+            // entry took one revision, so the revision is the index.
+            revision_offset: db
+                .get_decoded(CF_STORE_META, store_meta::REVISION_OFFSET)?
                 .unwrap_or(0),
         })
     }
@@ -79,88 +93,62 @@ impl StateMachine {
             membership: state.membership,
             compacted: state.compacted,
             event_count: state.event_count,
+            revision_offset: state.revision_offset,
         }
     }
 
-    fn read_object(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.db.get_decoded(CF_OBJECTS, key.as_bytes())
+    /// The revision of the last applied change.
+    fn revision(&self) -> u64 {
+        self.applied.map(|l| l.index).unwrap_or(0) + self.revision_offset
     }
 
-    /// Evaluate a transaction against current state; on success fill `batch`
-    /// and return the events it makes.
+    /// One transaction into the call's batch; its outcome.
     fn apply_txn(
         &mut self,
+        work: &mut ApplyBatch<'_>,
         revision: u64,
         at_ms: u64,
-        ops: &[Op],
-        batch: &mut WriteBatch,
-    ) -> Result<Result<Vec<Event>, TxnFailure>, StoreError> {
-        let mut current = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            let cur = self.read_object(&op.key)?;
-            if let Some(reason) = check(op, cur.as_ref()) {
-                return Ok(Err(TxnFailure {
-                    op_index: i as u32,
-                    key: op.key.clone(),
-                    reason,
-                    current: cur,
-                }));
+        ops: &[crate::command::Op],
+    ) -> Result<CommandOutcome, StoreError> {
+        Ok(match work.txn(revision, at_ms, ops)? {
+            Ok(n) => {
+                self.event_count += n;
+                CommandOutcome::Applied { revision }
             }
-            current.push(cur);
+            Err(failure) => CommandOutcome::Failed(failure),
+        })
+    }
+
+    /// Write the call's batch with the applied state (up to `last`) and hand
+    /// its events to the hub.
+    fn finish(
+        &mut self,
+        mut work: ApplyBatch<'_>,
+        last: Option<LogId<NodeId>>,
+    ) -> Result<(), StoreError> {
+        let Some(last) = last else {
+            return work.write().map(|_| ());
+        };
+        let meta = self.db.cf(CF_STORE_META);
+        work.batch
+            .put_cf(meta, store_meta::APPLIED, codec::encode(&Some(last)));
+        work.batch.put_cf(
+            meta,
+            store_meta::EVENT_COUNT,
+            codec::encode(&self.event_count),
+        );
+        work.batch.put_cf(
+            meta,
+            store_meta::REVISION_OFFSET,
+            codec::encode(&self.revision_offset),
+        );
+        let events = work.write()?;
+        self.applied = Some(last);
+        for (revision, evs) in &events {
+            self.hub.publish(*revision, evs);
         }
-        let mut events = Vec::with_capacity(ops.len());
-        for (i, (op, prev)) in ops.iter().zip(current).enumerate() {
-            let (kind, value) = match &op.action {
-                Action::Create { value, uid } => (
-                    EventKind::Added,
-                    Some(KeyValue {
-                        key: op.key.clone(),
-                        value: value.clone(),
-                        create_revision: revision,
-                        mod_revision: revision,
-                        version: 1,
-                        uid: uid.clone(),
-                    }),
-                ),
-                Action::Update { value } => {
-                    let prev = prev.as_ref().expect("checked: key exists");
-                    (
-                        EventKind::Modified,
-                        Some(KeyValue {
-                            key: op.key.clone(),
-                            value: value.clone(),
-                            create_revision: prev.create_revision,
-                            mod_revision: revision,
-                            version: prev.version + 1,
-                            uid: prev.uid.clone(),
-                        }),
-                    )
-                }
-                Action::Delete => (EventKind::Deleted, None),
-            };
-            match &value {
-                Some(kv) => {
-                    batch.put_cf(self.db.cf(CF_OBJECTS), op.key.as_bytes(), codec::encode(kv))
-                }
-                None => batch.delete_cf(self.db.cf(CF_OBJECTS), op.key.as_bytes()),
-            }
-            let event = Event {
-                revision,
-                op_index: i as u32,
-                kind,
-                key: op.key.clone(),
-                value,
-                prev,
-                at_ms,
-            };
-            batch.put_cf(
-                self.db.cf(CF_EVENTS),
-                codec::event_key(revision, i as u32),
-                codec::encode(&event),
-            );
-            events.push(event);
-        }
-        Ok(Ok(events))
+        self.hub.publish(self.revision(), &[]);
+        Ok(())
     }
 
     /// Drop events up to `target`; returns the new compacted revision.
@@ -195,38 +183,6 @@ impl StateMachine {
     }
 }
 
-/// The first failed precondition of `op` against the key's current value.
-fn check(op: &Op, cur: Option<&KeyValue>) -> Option<FailureReason> {
-    match (&op.action, cur) {
-        (Action::Create { .. }, Some(_)) => return Some(FailureReason::AlreadyExists),
-        (Action::Update { .. } | Action::Delete, None) => return Some(FailureReason::NotFound),
-        _ => {}
-    }
-    for p in &op.preconditions {
-        match (p, cur) {
-            (Precondition::Absent, Some(_)) => return Some(FailureReason::AlreadyExists),
-            (Precondition::Absent, None) => {}
-            (Precondition::ModRevision(_) | Precondition::Uid(_), None) => {
-                return Some(FailureReason::NotFound);
-            }
-            (Precondition::ModRevision(expected), Some(kv)) if kv.mod_revision != *expected => {
-                return Some(FailureReason::ModRevisionMismatch {
-                    expected: *expected,
-                    actual: kv.mod_revision,
-                });
-            }
-            (Precondition::Uid(expected), Some(kv)) if kv.uid.as_deref() != Some(expected) => {
-                return Some(FailureReason::UidMismatch {
-                    expected: expected.clone(),
-                    actual: kv.uid.clone(),
-                });
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -243,22 +199,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut out = Vec::new();
+        let db = self.db.clone();
+        let mut work = ApplyBatch::new(&db);
+        let mut last = None;
+        let mut new_compacted = None;
         for entry in entries {
             let log_id = entry.log_id;
-            let revision = log_id.index;
-            if self.applied.is_some_and(|a| a.index >= revision) {
+            let index = log_id.index;
+            if self.applied.is_some_and(|a| a.index >= index) {
                 // Already applied before a restart: applying is idempotent.
-                out.push(CommandOutcome::Internal { revision });
+                out.push(CommandOutcome::Internal {
+                    revision: self.revision(),
+                });
                 continue;
             }
-            let mut batch = WriteBatch::default();
-            let mut events = Vec::new();
-            let mut new_compacted = None;
+            // The entry's (first) revision: its index plus the revisions
+            // earlier batch entries took beyond one each.
+            let revision = index + self.revision_offset;
             let outcome = match &entry.payload {
                 EntryPayload::Blank => CommandOutcome::Internal { revision },
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m.clone());
-                    batch.put_cf(
+                    work.batch.put_cf(
                         self.db.cf(CF_STORE_META),
                         store_meta::MEMBERSHIP,
                         codec::encode(&self.membership),
@@ -266,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     CommandOutcome::Internal { revision }
                 }
                 EntryPayload::Normal(cmd) => {
-                    if cmd.version != COMMAND_VERSION {
+                    if !(OLDEST_COMMAND_VERSION..=COMMAND_VERSION).contains(&cmd.version) {
                         // Validated before proposing, so only a newer member could
                         // have written this: stop rather than diverge from it.
                         let e = StoreError::UnsupportedCommandVersion {
@@ -277,35 +239,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         return Err(StorageIOError::apply(log_id, &e).into());
                     }
                     match &cmd.body {
-                        CommandBody::Txn(ops) => {
-                            match self
-                                .apply_txn(revision, cmd.proposed_at_ms, ops, &mut batch)
-                                .map_err(sm_err)?
-                            {
-                                Ok(evs) => {
-                                    self.event_count += evs.len() as u64;
-                                    batch.put_cf(
-                                        self.db.cf(CF_STORE_META),
-                                        store_meta::EVENT_COUNT,
-                                        codec::encode(&self.event_count),
-                                    );
-                                    events = evs;
-                                    CommandOutcome::Applied { revision }
-                                }
-                                Err(failure) => CommandOutcome::Failed(failure),
+                        CommandBody::Txn(ops) => self
+                            .apply_txn(&mut work, revision, cmd.proposed_at_ms, ops)
+                            .map_err(sm_err)?,
+                        CommandBody::Batch(txns) => {
+                            let mut outcomes = Vec::with_capacity(txns.len());
+                            for (j, ops) in txns.iter().enumerate() {
+                                outcomes.push(
+                                    self.apply_txn(
+                                        &mut work,
+                                        revision + j as u64,
+                                        cmd.proposed_at_ms,
+                                        ops,
+                                    )
+                                    .map_err(sm_err)?,
+                                );
                             }
+                            self.revision_offset += (txns.len() as u64).saturating_sub(1);
+                            CommandOutcome::Batch(outcomes)
                         }
                         CommandBody::Compact { revision: target } => {
+                            // A compaction counts the events it drops in
+                            // RocksDB: what this call wrote so far goes first.
+                            self.finish(std::mem::replace(&mut work, ApplyBatch::new(&db)), last)
+                                .map_err(sm_err)?;
                             // Never compact the entry's own revision or beyond.
                             let target = (*target).min(revision.saturating_sub(1));
                             let before = self.compacted;
-                            let compacted =
-                                self.apply_compact(target, &mut batch).map_err(sm_err)?;
-                            batch.put_cf(
-                                self.db.cf(CF_STORE_META),
-                                store_meta::EVENT_COUNT,
-                                codec::encode(&self.event_count),
-                            );
+                            let compacted = self
+                                .apply_compact(target, &mut work.batch)
+                                .map_err(sm_err)?;
                             if compacted > before {
                                 new_compacted = Some(compacted);
                             }
@@ -314,30 +277,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             };
-            batch.put_cf(
-                self.db.cf(CF_STORE_META),
-                store_meta::APPLIED,
-                codec::encode(&Some(log_id)),
-            );
-            // Not fsync'd: the raft log is, and replaying it is idempotent (the
-            // applied id is in this same batch). Snapshots sync the WAL first.
-            self.db.db.write(batch).map_err(|source| {
-                sm_err(StoreError::Io {
-                    step: "applying an entry",
-                    source,
-                })
-            })?;
-            self.applied = Some(log_id);
-            if let Some(c) = new_compacted {
-                self.hub.set_compacted(c);
-                let db = self.db.clone();
-                let end = codec::event_key(c + 1, 0);
-                // Turn the range tombstone into free disk space, off the apply path.
-                tokio::task::spawn_blocking(move || db.reclaim(CF_EVENTS, &end));
-            }
-            let shared: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-            self.hub.publish(revision, &shared);
+            last = Some(log_id);
             out.push(outcome);
+        }
+        self.finish(work, last).map_err(sm_err)?;
+        if let Some(c) = new_compacted {
+            self.hub.set_compacted(c);
+            let db = self.db.clone();
+            let end = codec::event_key(c + 1, 0);
+            // Turn the range tombstone into free disk space, off the apply path.
+            tokio::task::spawn_blocking(move || db.reclaim(CF_EVENTS, &end));
         }
         Ok(out)
     }
@@ -359,43 +308,42 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        mut snapshot: Box<SnapshotData>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
         let snap_err = |e: &StoreError| -> StorageError<NodeId> {
             StorageIOError::read_snapshot(Some(meta.signature()), e).into()
         };
-        let bytes = snapshot.read_all().await.map_err(|e| snap_err(&e))?;
-        drop(snapshot);
-        let body = SnapshotBody::from_bytes(&bytes).map_err(|e| {
-            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "refusing snapshot");
-            snap_err(&e)
-        })?;
-        if body.meta.last_log_id != meta.last_log_id {
-            let e = StoreError::Snapshot(format!(
-                "snapshot {} covers {:?} but was announced as covering {:?}",
-                body.meta.snapshot_id, body.meta.last_log_id, meta.last_log_id
-            ));
-            return Err(snap_err(&e));
-        }
-        let (db, files) = (self.db.clone(), self.files.clone());
-        let body = tokio::task::spawn_blocking(move || {
-            install_body(&db, &files, &body, &bytes).map(|()| body)
+        // Streamed from the file it was received into, never read whole.
+        let received = snapshot
+            .into_file(&self.files)
+            .await
+            .map_err(|e| snap_err(&e))?;
+        let (db, files, hub) = (self.db.clone(), self.files.clone(), self.hub.clone());
+        let announced = meta.last_log_id;
+        let installed = tokio::task::spawn_blocking(move || {
+            let header = verify_file(&received.file, announced).inspect_err(|e| {
+                tracing::error!(error = %e, "refusing snapshot");
+            })?;
+            // The events go and the state changes over several batches:
+            // cut watchers off before, so none reads halfway.
+            hub.reset(header.revision(), header.revision());
+            install_file(&db, &files, &received.path, &received.file, announced)
         })
         .await
         .map_err(|e| snap_err(&StoreError::Raft(e.to_string())))?
         .map_err(|e| snap_err(&e))?;
+        // The watch window starts at the snapshot: no events came with it.
+        let revision = installed.header.revision();
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.compacted = body.compacted;
-        self.event_count = body.event_count;
-        self.hub.reset(
-            meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            body.compacted,
-        );
+        self.revision_offset = installed.header.revision_offset;
+        self.compacted = revision;
+        self.event_count = 0;
+        self.hub.reset(revision, revision);
         tracing::info!(
             snapshot = %meta.snapshot_id,
-            objects = body.objects.len(),
-            events = body.events.len(),
+            revision,
+            objects = installed.records,
             "installed snapshot"
         );
         Ok(())
@@ -404,7 +352,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        match self.files.read_current() {
+        // Checking the file reads it through once: off the async workers.
+        let files = self.files.clone();
+        let current = tokio::task::spawn_blocking(move || files.read_current())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &StoreError::Raft(e.to_string())))?;
+        match current {
             Ok(None) => Ok(None),
             Ok(Some((meta, file))) => Ok(Some(Snapshot {
                 meta,

@@ -7,8 +7,12 @@
 //! (`Arc`) by all watchers. A watcher whose channel is full is cut off with a
 //! reason instead of slowing the writer; it resumes by revision. Idle watchers
 //! get progress notifications carrying the current revision (bookmarks).
+//!
+//! Watchers are indexed by prefix: publishing an event looks up the event
+//! key's own prefixes (one hash lookup per distinct watched prefix length),
+//! so its cost follows the watchers it reaches, not every watcher open.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -89,6 +93,48 @@ struct HubState {
     compacted: u64,
     next_id: u64,
     slots: HashMap<u64, Slot>,
+    /// Slot ids by watched prefix.
+    by_prefix: HashMap<String, Vec<u64>>,
+    /// How many watched prefixes have each length (in bytes).
+    lengths: BTreeMap<usize, usize>,
+}
+
+impl HubState {
+    fn add(&mut self, id: u64, slot: Slot) {
+        *self.lengths.entry(slot.prefix.len()).or_default() += 1;
+        self.by_prefix
+            .entry(slot.prefix.clone())
+            .or_default()
+            .push(id);
+        self.slots.insert(id, slot);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Slot> {
+        let slot = self.slots.remove(&id)?;
+        if let Some(ids) = self.by_prefix.get_mut(&slot.prefix) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_prefix.remove(&slot.prefix);
+            }
+        }
+        if let Some(n) = self.lengths.get_mut(&slot.prefix.len()) {
+            *n -= 1;
+            if *n == 0 {
+                self.lengths.remove(&slot.prefix.len());
+            }
+        }
+        Some(slot)
+    }
+
+    /// Every slot whose prefix `key` starts with.
+    fn matching<'a>(&'a self, key: &'a str) -> impl Iterator<Item = u64> + 'a {
+        self.lengths
+            .range(..=key.len())
+            .filter(|(len, _)| key.is_char_boundary(**len))
+            .filter_map(|(len, _)| self.by_prefix.get(&key[..*len]))
+            .flatten()
+            .copied()
+    }
 }
 
 /// Fan-out of applied events to watchers.
@@ -110,6 +156,8 @@ impl WatchHub {
                 compacted,
                 next_id: 0,
                 slots: HashMap::new(),
+                by_prefix: HashMap::new(),
+                lengths: BTreeMap::new(),
             }),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -146,16 +194,18 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
-        let mut dropped = Vec::new();
-        for (id, slot) in st.slots.iter_mut() {
-            let matching: Vec<Arc<Event>> = events
-                .iter()
-                .filter(|e| e.key.starts_with(&slot.prefix))
-                .cloned()
-                .collect();
-            if matching.is_empty() {
-                continue;
+        // Each reached watcher's events of this revision, in operation order.
+        let mut reached: HashMap<u64, Vec<Arc<Event>>> = HashMap::new();
+        for e in events {
+            for id in st.matching(&e.key) {
+                reached.entry(id).or_default().push(e.clone());
             }
+        }
+        let mut dropped = Vec::new();
+        for (id, matching) in reached {
+            let Some(slot) = st.slots.get_mut(&id) else {
+                continue;
+            };
             slot.active = true;
             match slot.tx.try_send(WatchMessage::Events {
                 revision,
@@ -170,13 +220,29 @@ impl WatchHub {
                                 self.config.channel_capacity
                             ),
                         });
-                    dropped.push(*id);
+                    dropped.push(id);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(id),
             }
         }
         for id in dropped {
-            st.slots.remove(&id);
+            st.remove(id);
+        }
+    }
+
+    /// Send every watcher of exactly `prefix` a progress notification at the
+    /// current revision (etcd's `RequestProgress`). Publishing happens under
+    /// the same lock, so it arrives after every event up to that revision: a
+    /// watcher learns it is current even when the latest revisions had no
+    /// event for it (a failed transaction, a new leader's first entry).
+    pub fn request_progress(&self, prefix: &str) {
+        let st = self.lock();
+        let revision = st.revision;
+        for id in st.by_prefix.get(prefix).into_iter().flatten() {
+            if let Some(slot) = st.slots.get(id) {
+                // A full channel already carries newer news.
+                let _ = slot.tx.try_send(WatchMessage::Progress { revision });
+            }
         }
     }
 
@@ -191,6 +257,8 @@ impl WatchHub {
         let mut st = self.lock();
         st.revision = revision;
         st.compacted = compacted;
+        st.by_prefix.clear();
+        st.lengths.clear();
         for (_, slot) in st.slots.drain() {
             *slot.closed.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(StoreError::WatchDropped {
@@ -212,7 +280,15 @@ impl WatchHub {
         if st.slots.len() >= self.config.max_watches {
             // Watchers whose stream was dropped between two publishes still
             // hold a slot until the next publish or tick notices.
-            st.slots.retain(|_, slot| !slot.tx.is_closed());
+            let gone: Vec<u64> = st
+                .slots
+                .iter()
+                .filter(|(_, slot)| slot.tx.is_closed())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                st.remove(id);
+            }
             if st.slots.len() >= self.config.max_watches {
                 return Err(StoreError::TooManyWatches {
                     limit: self.config.max_watches,
@@ -240,7 +316,7 @@ impl WatchHub {
         };
         let id = st.next_id;
         st.next_id += 1;
-        st.slots.insert(
+        st.add(
             id,
             Slot {
                 prefix: prefix.clone(),
@@ -280,7 +356,7 @@ impl WatchHub {
             }
         }
         for id in dropped {
-            st.slots.remove(&id);
+            st.remove(id);
         }
     }
 }
@@ -320,7 +396,7 @@ impl Drop for WatchStream {
         if let Some((hub, id)) = self.slot.take()
             && let Some(hub) = hub.upgrade()
         {
-            hub.lock().slots.remove(&id);
+            hub.lock().remove(id);
         }
     }
 }

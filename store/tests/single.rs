@@ -126,7 +126,7 @@ async fn bad_commands_are_refused_before_the_log() {
             err,
             StoreError::UnsupportedCommandVersion {
                 found: 99,
-                supported: 1
+                supported: keel_store::command::COMMAND_VERSION
             }
         ),
         "{err}"
@@ -475,11 +475,19 @@ async fn disk_use_levels_off_under_churn() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Concurrent writers share log entries (group commit), so the log's
+        // head is an index below the revision.
+        let head_index = m
+            .raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
         m.raft().trigger().snapshot().await.unwrap();
         m.raft()
             .wait(Some(Duration::from_secs(30)))
             .metrics(
-                |x| x.purged.is_some_and(|p| p.index + 200 >= head),
+                |x| x.purged.is_some_and(|p| p.index + 200 >= head_index),
                 "log purged behind the snapshot",
             )
             .await
@@ -506,4 +514,130 @@ async fn disk_use_levels_off_under_churn() {
         "disk use keeps growing: {sizes:?}"
     );
     stop(m).await;
+}
+
+/// Many transactions at once share log entries (group commit), yet each gets
+/// its own revision, its own outcome, and its own event, delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_share_log_entries_but_not_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(config(dir.path())).await;
+    let seed = m
+        .txn(vec![Op::create("/g/seed", b"0".to_vec())])
+        .await
+        .unwrap();
+    let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let start_rev = m.revisions().unwrap().0;
+    let mut watch = m.watch("/g/", WatchStart::After(start_rev)).unwrap();
+    const N: usize = 256;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every other write names a revision the seed never had, so
+            // failures sit inside batches next to successes.
+            let op = if i % 2 == 0 {
+                Op::create(format!("/g/{i}"), i.to_be_bytes().to_vec())
+            } else {
+                Op::update("/g/seed", i.to_be_bytes().to_vec()).if_mod_revision(seed + 1_000_000)
+            };
+            (i, m.txn(vec![op]).await)
+        }));
+    }
+    let mut revisions = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (i, res) = t.await.unwrap();
+        match res {
+            Ok(r) => {
+                assert_eq!(i % 2, 0, "write {i} should have failed its precondition");
+                assert!(revisions.insert(r, i).is_none(), "revision {r} given twice");
+            }
+            Err(StoreError::Precondition(f)) => {
+                assert_eq!(i % 2, 1, "write {i} failed: {f}");
+            }
+            Err(e) => panic!("write {i}: {e}"),
+        }
+    }
+    assert_eq!(revisions.len(), N / 2);
+    // The watcher sees exactly the successful writes, in revision order.
+    let mut seen = Vec::new();
+    while seen.len() < N / 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch stalled")
+            .expect("the watch ended")
+            .unwrap();
+        if let WatchMessage::Events { revision, events } = msg {
+            assert_eq!(events.len(), 1);
+            let i = revisions[&revision];
+            assert_eq!(events[0].key, format!("/g/{i}"));
+            seen.push(revision);
+        }
+    }
+    assert_eq!(seen, revisions.keys().copied().collect::<Vec<_>>());
+    // Fewer log entries than transactions: they were batched.
+    let index_after = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let entries = index_after - index_before;
+    assert!(
+        entries < N as u64,
+        "{N} concurrent transactions took {entries} log entries"
+    );
+    assert!(m.revisions().unwrap().0 >= start_rev + N as u64);
+    drop(watch);
+    stop(m).await;
+}
+
+/// A watcher told nothing by the newest revisions (they changed other keys,
+/// or failed) learns on request that it is current, after every earlier event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_on_request_reaches_only_that_prefix_after_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(config(dir.path())).await;
+    let mut quiet = m.watch("/quiet/", WatchStart::Now).unwrap();
+    let mut busy = m.watch("/busy/", WatchStart::Now).unwrap();
+    let own = m
+        .txn(vec![Op::create("/quiet/a", b"1".to_vec())])
+        .await
+        .unwrap();
+    m.txn(vec![Op::create("/busy/a", b"1".to_vec())])
+        .await
+        .unwrap();
+    // A failed write takes a revision and makes no event at all.
+    assert!(
+        m.txn(vec![Op::create("/busy/a", b"2".to_vec())])
+            .await
+            .is_err()
+    );
+    let head = m.revisions().unwrap().0;
+    assert!(head > own + 1);
+    m.hub().request_progress("/quiet/");
+    match next_msg(&mut quiet).await {
+        WatchMessage::Events { revision, .. } => assert_eq!(revision, own),
+        other => panic!("expected the quiet watcher's own event first, got {other:?}"),
+    }
+    assert_eq!(
+        next_msg(&mut quiet).await,
+        WatchMessage::Progress { revision: head }
+    );
+    // The other prefix got its event and no progress.
+    assert!(matches!(
+        next_msg(&mut busy).await,
+        WatchMessage::Events { .. }
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), busy.next())
+            .await
+            .is_err(),
+        "a watcher of another prefix was sent something"
+    );
+    drop((quiet, busy));
+    stop(m).await;
+}
+
+async fn next_msg(w: &mut keel_store::WatchStream) -> WatchMessage {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("the watch stalled")
+        .expect("the watch ended")
+        .unwrap()
 }

@@ -13,7 +13,7 @@ use keel_proto::prost::Message;
 use keel_store::db::Db;
 use keel_store::grpc::unpayload;
 use keel_store::read::{self, Consistency, RangeRequest};
-use keel_store::snapshot::SnapshotBody;
+use keel_store::snapshot;
 use keel_store::{Command, CommandOutcome, Event, KeyValue, NodeId, StoreError, TypeConfig, codec};
 use keel_store::{PeerRequest, PeerResponse};
 use openraft::{BasicNode, Entry, LogId, StoredMembership, Vote};
@@ -50,8 +50,8 @@ pub fn bincode_payloads(data: &[u8]) {
     let _ = codec::decode::<StoredMembership<NodeId, BasicNode>>(data);
     let _ = codec::decode::<u64>(data);
     let _ = codec::decode_prefix::<String>(data);
-    let _ = SnapshotBody::from_bytes(data);
-    let _ = SnapshotBody::meta_from_bytes(data);
+    let _ = snapshot::verify(data, true);
+    let _ = snapshot::meta_from_bytes(data);
     let framed = pb::RaftPayload {
         data: data.to_vec(),
         crc32: crc32(data),

@@ -377,7 +377,25 @@ impl Cluster {
     }
 
     /// Wait until every running member has applied at least `index`.
-    pub async fn wait_applied(&self, index: u64, timeout: Duration) {
+    /// Wait until every running member has applied the change at `revision`
+    /// (a revision is not a log index: a batch entry holds several).
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) {
+        for (id, m) in &self.members {
+            let m = m.clone();
+            wait_for(
+                &format!("member {id} to apply revision {revision}"),
+                timeout,
+                || {
+                    let reached = m.hub().revision();
+                    async move { (reached >= revision).then_some(()) }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Wait until every running member has applied the log entry at `index`.
+    pub async fn wait_applied_index(&self, index: u64, timeout: Duration) {
         for (id, m) in &self.members {
             m.raft()
                 .wait(Some(timeout))
@@ -393,9 +411,17 @@ impl Cluster {
             "all running members to hold identical state",
             timeout,
             || async {
+                // A member installed from a snapshot keeps no events before
+                // it: the event logs must agree above every member's floor.
+                let floor = self
+                    .members
+                    .values()
+                    .map(|m| m.revisions().expect("revisions").1)
+                    .max()
+                    .unwrap_or(0);
                 let mut digests: HashSet<(u64, u64)> = HashSet::new();
                 for m in self.members.values() {
-                    digests.insert((m.revisions().expect("revisions").0, digest(m).await));
+                    digests.insert((m.revisions().expect("revisions").0, digest(m, floor).await));
                 }
                 let applied: HashSet<u64> = self
                     .members
@@ -442,15 +468,15 @@ pub async fn objects(m: &Member) -> BTreeMap<String, (Vec<u8>, u64, u64)> {
         .collect()
 }
 
-/// FNV-1a over everything members must agree on: the compacted revision,
-/// every field of every object, and every field of every retained event
-/// (with its `value` and `prev` in full). The structs are destructured
+/// FNV-1a over everything members must agree on: every field of every
+/// object, and every field of every retained event after revision `floor`
+/// (with its `value` and `prev` in full). Events up to `floor` and the
+/// compacted revision are left out: a member installed from a snapshot
+/// starts its event log at the snapshot. The structs are destructured
 /// without `..`, so a field added later fails to compile here until the
 /// digest covers it.
-pub async fn digest(m: &Member) -> u64 {
+pub async fn digest(m: &Member, floor: u64) -> u64 {
     let mut h = Fnv::default();
-    let (_, compacted) = m.revisions().expect("revisions");
-    h.u64(compacted);
     let mut req = RangeRequest::prefix("");
     req.consistency = Consistency::Local;
     let kvs = keel_store::read::range_all(m, req)
@@ -461,7 +487,8 @@ pub async fn digest(m: &Member) -> u64 {
     for kv in &kvs {
         h.kv(kv);
     }
-    let events = m.events().expect("events");
+    let mut events = m.events().expect("events");
+    events.retain(|e| e.revision > floor);
     h.u64(events.len() as u64);
     for ev in &events {
         let Event {

@@ -138,7 +138,28 @@ fn bench_store_runs_every_step_against_keel_and_etcd() {
         "2",
         "--read-keys",
         "20",
+        "--disk-duration",
+        "200ms",
     ]);
+    // The disk's own ceiling, measured before the clusters start.
+    let disk = doc["disk"].as_array().expect("no disk ceiling");
+    assert_eq!(disk.len(), 2, "{disk:?}");
+    for (c, block) in disk.iter().zip([1024, 16384]) {
+        assert_eq!(c["block"], block, "{c}");
+        let syncs = c["syncs"].as_f64().unwrap();
+        let secs = c["secs"].as_f64().unwrap();
+        let rate = c["syncs_per_sec"].as_f64().unwrap();
+        assert!(syncs >= 10.0 && secs >= 0.2, "{c}");
+        assert!(
+            (rate - syncs / secs).abs() <= rate * 0.01,
+            "syncs/s disagrees with syncs and seconds: {c}"
+        );
+        let mb = c["mb_per_sec"].as_f64().unwrap();
+        assert!(
+            (mb - rate * block as f64 / 1e6).abs() <= mb * 0.01,
+            "MB/s disagrees with syncs/s: {c}"
+        );
+    }
     let results = doc["results"].as_array().unwrap();
     for system in ["keel", "etcd"] {
         for (step, clients) in [
@@ -168,6 +189,14 @@ fn bench_store_runs_every_step_against_keel_and_etcd() {
             assert!(
                 r["rss_mib"].as_f64().unwrap() > 0.0,
                 "memory was not sampled: {r}"
+            );
+            // Read from the members' metrics (null when they could not be).
+            let changes = r["leader_changes"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("leader changes were not counted: {r}"));
+            assert!(
+                changes < 10,
+                "{system} {step}: {changes} leader changes: {r}"
             );
         }
     }
@@ -217,10 +246,11 @@ fn bench_api_measures_every_verb() {
 
 #[test]
 fn bench_watch_delivers_to_every_system() {
+    // More watchers than one task of the load generator reads.
     let doc = bench(&[
         "watch",
         "--watchers",
-        "5",
+        "150",
         "--rates",
         "20",
         "--duration",
@@ -243,29 +273,54 @@ fn bench_watch_delivers_to_every_system() {
 
 #[test]
 fn bench_scale_lists_and_compares_memory_with_etcd() {
-    let doc = bench(&["scale", "--nodes", "4", "--pods", "40", "--repeats", "1"]);
+    let doc = bench(&[
+        "scale",
+        "--nodes",
+        "4",
+        "--pods",
+        "40",
+        "--repeats",
+        "1",
+        "--node-lists",
+        "4",
+    ]);
     let ops = rows(&doc["tables"][0]);
+    let row = |op: &str| {
+        ops.iter()
+            .find(|r| r["operation"] == op)
+            .unwrap_or_else(|| panic!("no {op} row: {ops:?}"))
+    };
     for op in [
         "create pods",
+        "store puts, pod-sized values, same clients",
         "LIST all pods",
         "LIST one node's pods",
         "watch one node's pods: event after the write is sent",
     ] {
-        let r = ops
-            .iter()
-            .find(|r| r["operation"] == op)
-            .unwrap_or_else(|| panic!("no {op} row: {ops:?}"));
-        positive(r, "per s");
+        positive(row(op), "per s");
+        positive(row(op), "p99 ms");
     }
+    // The store's own rate at the same concurrency, beside the API's.
+    assert_eq!(
+        row("store puts, pod-sized values, same clients")["runs"],
+        40
+    );
+    // Every node's LIST was checked against the pods on it.
+    assert_eq!(row("LIST one node's pods")["runs"], 4);
+    assert_eq!(row("LIST one node's pods")["items"].as_f64(), Some(10.0));
+    // The serving member's memory growth during the LISTs is measured.
+    let grew = row("LIST all pods")["RSS +MiB"].as_f64();
+    assert!(grew.is_some_and(|g| g >= 0.0), "RSS +MiB: {ops:?}");
     assert!(ops.iter().any(|r| r["system"] == "etcd"));
     let members = rows(&doc["tables"][1]);
     for system in ["keel", "etcd"] {
         let ms: Vec<_> = members.iter().filter(|r| r["system"] == system).collect();
         assert_eq!(ms.len(), 3, "{members:?}");
-        for m in ms {
+        for m in &ms {
             positive(m, "RSS MiB");
             positive(m, "disk MiB");
         }
+        positive(ms[0], "peak RSS MiB, 3 members");
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keel_store::Op;
 use keel_store::data_dir::DataDir;
-use keel_store::snapshot::SnapshotBody;
+use keel_store::snapshot;
 use keel_store::snapshot_file::SNAPSHOT_FILE;
 use keel_tests::{Cluster, wait_for};
 
@@ -27,7 +27,7 @@ async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
         .txn(vec![Op::create("/s/first", b"1".to_vec())])
         .await
         .unwrap();
-    c.wait_applied(c.member(leader).status().applied_index, LONG)
+    c.wait_applied_index(c.member(leader).status().applied_index, LONG)
         .await;
     c.kill(lagging).await;
     let mut last = 0;
@@ -81,7 +81,7 @@ async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
     let file_meta = || {
         std::fs::read(&path)
             .ok()
-            .and_then(|b| SnapshotBody::meta_from_bytes(&b).ok())
+            .and_then(|b| snapshot::meta_from_bytes(&b).ok())
             .and_then(|m| m.last_log_id)
     };
     wait_for(

@@ -83,6 +83,13 @@ impl Registry {
         };
         req.revision = if exact { rv_num } else { None };
         req.continue_token = cont;
+        req.limit = limit;
+        // Behind the watch cache, most LISTs stream from memory.
+        if table.is_none()
+            && let Some(resp) = self.list_from_cache(t, &req, &selector, rv_num).await?
+        {
+            return Ok(resp);
+        }
         // Tables need every object at once; plain lists encode each object
         // as soon as it is read and keep only the bytes, so a LIST of many
         // objects never holds them all as JSON values.
@@ -95,7 +102,7 @@ impl Registry {
         let continued = req.continue_token.is_some();
         let (revision, token) = loop {
             req.limit = if limit == 0 { 0 } else { limit - count };
-            let resp = self.storage.list(req.clone()).await.map_err(|e| match e {
+            let resp = self.storage.list_matching(req.clone(), selector.equalities()).await.map_err(|e| match e {
                 StorageError::Compacted { .. } if continued => ApiError::Expired(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
                 ),

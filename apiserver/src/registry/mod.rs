@@ -42,6 +42,8 @@ pub struct Registry {
     pub kinds: Kinds,
     /// Watch events decoded and encoded once for all watchers.
     prepared: Arc<prepared::PreparedEvents>,
+    /// The watch cache `storage` is, when it is one: watches fan out from it.
+    cache: Option<Arc<storage::WatchCache>>,
 }
 
 impl Registry {
@@ -52,6 +54,19 @@ impl Registry {
             storage,
             kinds,
             prepared: Arc::default(),
+            cache: None,
+        }
+    }
+
+    /// The registry of `kinds` over a watch cache of `inner`: lists and
+    /// watches are served from memory ([`storage::cache`]).
+    pub fn with_cache(inner: Arc<dyn Storage>, kinds: Kinds) -> Registry {
+        let cache = storage::WatchCache::new(inner);
+        Registry {
+            storage: cache.clone(),
+            kinds,
+            prepared: Arc::default(),
+            cache: Some(cache),
         }
     }
 

@@ -2,7 +2,9 @@
 //! events, read page by page at one pinned revision, then the store's events strictly after that
 //! revision (so nothing is missed or sent twice), bookmarks, and the end at
 //! the watch's deadline. Memory per watch is one page and a bounded channel,
-//! however many objects the watched prefix holds.
+//! however many objects the watched prefix holds. Behind the watch cache,
+//! live events come from the cache's one store watch per server, each
+//! encoded once for every watcher ([`WatchCache`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::storage::cache::{CachedEvent, Next, Subscription, WatchCache};
 use super::storage::{
     Consistency, Event, KeyValue, RangeRequest, RangeResponse, Storage, WatchMessage,
 };
@@ -65,7 +68,10 @@ impl Registry {
                 let mut req = RangeRequest::prefix(prefix.clone());
                 req.consistency = Consistency::Linearizable;
                 req.limit = INITIAL_PAGE;
-                let first = self.storage.list(req).await?;
+                let first = self
+                    .storage
+                    .list_matching(req, selector.equalities())
+                    .await?;
                 let revision = first.revision;
                 initial = Some(first);
                 revision
@@ -95,6 +101,21 @@ impl Registry {
                 .matches(&obj)
                 .then(|| added_line(json!({"type": "ADDED", "object": obj}))))
         };
+        // From the watch cache, every watcher sent the same line shares its bytes.
+        let cached_selector = selected.clone();
+        let everything = cached_selector.is_empty();
+        let cached_table_line = line.clone();
+        let cached = move |e: &CachedEvent| -> Option<Bytes> {
+            let l = e.line_for(&cached_selector, everything)?;
+            if table.is_some() {
+                let obj = e.object(l)?;
+                Some(cached_table_line(
+                    json!({"type": CachedEvent::kind(l), "object": obj.value.clone()}),
+                ))
+            } else {
+                e.encoded(l)
+            }
+        };
         let prepared = self.prepared.clone();
         let event = move |e: &keel_store::Event| -> Option<Bytes> {
             let p = prepared.get(e);
@@ -119,6 +140,8 @@ impl Registry {
             api_version: t.rt.api_version(),
             added: Box::new(added),
             event: Box::new(event),
+            cache: self.cache.clone(),
+            cached: Box::new(cached),
         }
         .into_body();
         Ok(response::watch(body))
@@ -170,6 +193,12 @@ pub type AddedLine = dyn Fn(&KeyValue) -> Result<Option<Bytes>, ApiError> + Send
 /// The JSON line of a store event for this watcher, `None` when neither the
 /// object nor its previous version is selected.
 pub type EventLine = dyn Fn(&Event) -> Option<Bytes> + Send + Sync;
+/// [`EventLine`] for an event from the watch cache, with shared bytes.
+pub type CachedLine = dyn Fn(&CachedEvent) -> Option<Bytes> + Send + Sync;
+
+/// Events (and bookmarks) a watcher from the cache is sent in one write
+/// when it has that many pending.
+const MAX_BATCH: usize = 256;
 
 /// One watch, ready to stream.
 pub struct Watch {
@@ -191,6 +220,9 @@ pub struct Watch {
     pub api_version: String,
     pub added: Box<AddedLine>,
     pub event: Box<EventLine>,
+    /// Where live events come from when it can serve them (else `storage`).
+    pub cache: Option<Arc<WatchCache>>,
+    pub cached: Box<CachedLine>,
 }
 
 type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
@@ -238,9 +270,17 @@ impl Watch {
                 return;
             }
         }
+        if let Some(cache) = &self.cache
+            && let Some(sub) = cache.subscribe(&self.prefix, self.start).await
+        {
+            return self.fan_out(sub, tx).await;
+        }
+        // What the cache cannot serve is asked of the storage under it
+        // directly (the cache would only ask again).
+        let storage = self.cache.as_ref().map_or(&self.storage, |c| c.inner());
         // A watch that starts at a revision just read may briefly find it
         // "in the future": the storage's watch retries for a moment.
-        let mut stream = match self.storage.watch(&self.prefix, self.start).await {
+        let mut stream = match storage.watch(&self.prefix, self.start).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = send(error(e.into())).await;
@@ -270,6 +310,56 @@ impl Watch {
                 if !send(l).await {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Live events from the watch cache: everything pending is sent as one
+    /// write. The watch ends silently when the cache cuts it off (too slow)
+    /// or re-lists, as kube-apiserver's do: the client watches again from
+    /// the last revision it saw.
+    async fn fan_out(&self, mut sub: Subscription, tx: &Sink) {
+        loop {
+            let first = tokio::select! {
+                n = sub.next() => n,
+                _ = tx.closed() => return,
+            };
+            let mut lines = Vec::new();
+            let mut next = Some(first);
+            let mut taken = 0;
+            let mut end = false;
+            while let Some(n) = next {
+                match n {
+                    Next::Event(e) => lines.extend((self.cached)(&e)),
+                    Next::Progress(r) if self.bookmarks => lines.push(self.bookmark(r, false)),
+                    Next::Progress(_) => {}
+                    Next::End(why) => {
+                        tracing::debug!("watch of {} ended: {why}", self.prefix);
+                        end = true;
+                        break;
+                    }
+                }
+                taken += 1;
+                next = (taken < MAX_BATCH).then(|| sub.try_next()).flatten();
+            }
+            let chunk = match lines.len() {
+                0 => None,
+                1 => lines.pop(),
+                _ => {
+                    let mut buf = Vec::with_capacity(lines.iter().map(Bytes::len).sum());
+                    for l in &lines {
+                        buf.extend_from_slice(l);
+                    }
+                    Some(Bytes::from(buf))
+                }
+            };
+            if let Some(c) = chunk
+                && tx.send(Ok(c)).await.is_err()
+            {
+                return;
+            }
+            if end {
+                return;
             }
         }
     }

@@ -2,6 +2,7 @@
 //! the watch hub. Each concern of a member has its own file:
 //!
 //! - `propose.rs`: proposals, and forwarding them from a follower to the leader.
+//! - `batcher.rs`: group commit of concurrent transactions into batch entries.
 //! - `reads.rs`: linearizable and local reads, watches, the read index.
 //! - `metrics.rs`: the member's counters and their Prometheus rendering.
 //! - `election.rs`: the election assist and its pure decision.
@@ -27,6 +28,7 @@ use crate::watch::{WatchConfig, WatchHub};
 use crate::{NodeId, Raft};
 
 mod admin;
+mod batcher;
 mod election;
 mod metrics;
 mod peer;
@@ -58,6 +60,10 @@ pub struct MemberConfig {
     pub watch: WatchConfig,
     /// Deadline for a write to commit, or a read index to be confirmed.
     pub request_timeout: Duration,
+    /// Log entries of queued transactions being committed at once; more
+    /// transactions wait and go in together as one batch entry (see
+    /// `batcher.rs`).
+    pub commit_slots: usize,
 }
 
 impl MemberConfig {
@@ -75,6 +81,7 @@ impl MemberConfig {
             retention: RetentionConfig::default(),
             watch: WatchConfig::default(),
             request_timeout: Duration::from_secs(5),
+            commit_slots: 4,
         }
     }
 }
@@ -93,6 +100,10 @@ pub struct Member {
     last_append: std::sync::Mutex<std::time::Instant>,
     /// When this member last called an election itself (election assist).
     last_elect: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The group-commit queue and commit slots ([`batcher`]).
+    batcher: batcher::Batcher,
+    /// This member, for the tasks it spawns.
+    me: Weak<Member>,
 }
 
 fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
@@ -132,7 +143,7 @@ impl Member {
         log_store.verify()?;
         crate::snapshot::recover_snapshot(&db)?;
         let state = AppliedState::load(&db)?;
-        let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        let applied = state.revision();
         let hub = WatchHub::new(db.clone(), config.watch, applied, state.compacted);
         let sm = StateMachine::new(db.clone(), hub.clone(), state);
         let raft = Raft::new(
@@ -146,7 +157,8 @@ impl Member {
         )
         .await
         .map_err(|e| StoreError::Raft(format!("starting raft: {e}")))?;
-        let member = Arc::new(Member {
+        let batcher = batcher::Batcher::new(config.commit_slots, config.limits.max_txn_bytes);
+        let member = Arc::new_cyclic(|me| Member {
             config,
             raft,
             db,
@@ -156,6 +168,8 @@ impl Member {
             counters: Counters::default(),
             last_append: std::sync::Mutex::new(std::time::Instant::now()),
             last_elect: std::sync::Mutex::new(None),
+            batcher,
+            me: me.clone(),
         });
         tokio::spawn(retention::retention_loop(
             Arc::downgrade(&member),

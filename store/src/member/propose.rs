@@ -8,7 +8,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use super::Member;
 use super::metrics::bump;
 use crate::NodeId;
-use crate::command::{Command, CommandOutcome, Op};
+use crate::command::{Command, CommandBody, CommandOutcome, Op};
 use crate::error::StoreError;
 use crate::transport::{PeerRequest, PeerResponse, TransportError};
 
@@ -92,7 +92,22 @@ impl Member {
         }
     }
 
+    /// Commit on this member if it leads. A transaction goes through the
+    /// group-commit queue ([`super::batcher`]); anything else is an entry of
+    /// its own.
     pub(super) async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        let Command {
+            body: CommandBody::Txn(ops),
+            ..
+        } = cmd
+        else {
+            return self.commit_local(cmd).await;
+        };
+        self.propose_txn(ops).await
+    }
+
+    /// Propose one log entry through Raft on this member.
+    pub(super) async fn commit_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         let t = self.config.request_timeout;
         match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
             Err(_) => Err(StoreError::Timeout {

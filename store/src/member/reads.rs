@@ -29,7 +29,8 @@ impl Member {
         }
     }
 
-    /// Wait until this member has applied everything committed before now.
+    /// Wait until this member has applied everything committed before now;
+    /// the revision it has reached.
     pub async fn linearize(&self) -> Result<u64, StoreError> {
         let index = match self.read_index_local().await {
             Err(StoreError::NotLeader {
@@ -75,7 +76,10 @@ impl Member {
                 step: "applying up to the read index",
                 millis: t.as_millis() as u64,
             })?;
-        Ok(index)
+        // The revision, not the index: batch entries take several revisions.
+        // Everything committed before the read index is applied, so this
+        // covers every change acknowledged before the read began.
+        Ok(self.hub.revision())
     }
 
     /// Read one key.

@@ -27,14 +27,20 @@ impl MemberStorage {
 }
 
 impl crate::registry::Registry {
-    /// The built-in kinds over a store member: what the server runs. Here
-    /// rather than beside [`Registry::with_storage`](crate::registry::Registry::with_storage)
+    /// The built-in kinds over a store member, behind the watch cache: what
+    /// the server runs. Here rather than beside
+    /// [`Registry::with_storage`](crate::registry::Registry::with_storage)
     /// so that this file stays the registry's only one that knows `Member`.
+    /// `KEEL_WATCH_CACHE=off` in the environment serves everything from the
+    /// member instead (to compare, or to rule the cache out).
     pub fn new(member: Arc<Member>) -> crate::registry::Registry {
-        crate::registry::Registry::with_storage(
-            Arc::new(MemberStorage::new(member)),
-            crate::kinds::Kinds::builtin(),
-        )
+        let storage = Arc::new(MemberStorage::new(member));
+        let kinds = crate::kinds::Kinds::builtin();
+        if std::env::var("KEEL_WATCH_CACHE").is_ok_and(|v| v == "off") {
+            crate::registry::Registry::with_storage(storage, kinds)
+        } else {
+            crate::registry::Registry::with_cache(storage, kinds)
+        }
     }
 }
 
@@ -219,6 +225,10 @@ impl Storage for MemberStorage {
             }
         }
         .boxed()
+    }
+
+    fn request_progress(&self, prefix: &str) {
+        self.member.hub().request_progress(prefix);
     }
 
     fn ready(&self) -> BoxFuture<'_, bool> {

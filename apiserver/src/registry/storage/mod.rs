@@ -3,6 +3,8 @@
 //! ([`Storage`]), in the manner of Kubernetes' `storage.Interface`. The Raft
 //! member implements it ([`MemberStorage`]) and so does an in-memory map
 //! ([`MemoryStorage`]) that registry unit tests run against in milliseconds.
+//! The watch cache ([`WatchCache`]) wraps either and serves lists and
+//! watches from memory.
 //!
 //! The trait returns boxed futures so the registry can hold an
 //! `Arc<dyn Storage>` without a generic parameter spreading through every
@@ -12,6 +14,7 @@
 //! implementation retries the same way and the store's precondition failures
 //! become `Conflict`/`NotFound` in exactly one place per implementation.
 
+pub mod cache;
 mod member;
 mod memory;
 #[cfg(test)]
@@ -20,6 +23,7 @@ mod tests;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub use cache::WatchCache;
 pub use keel_store::{
     Consistency, Event, EventKind, KeyValue, RangeRequest, RangeResponse, WatchMessage,
 };
@@ -157,6 +161,19 @@ pub trait Storage: Send + Sync + 'static {
     /// than this replica's is `FutureRevision`.
     fn list(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, StorageError>>;
 
+    /// [`Storage::list`] for a caller that keeps only the objects whose
+    /// fields (JSON pointer, value) all equal `fields`, and checks every
+    /// object itself: storage with an index on one of them (the watch
+    /// cache's `spec.nodeName`) may leave out objects that cannot match.
+    fn list_matching(
+        &self,
+        req: RangeRequest,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<RangeResponse, StorageError>> {
+        let _ = fields;
+        self.list(req)
+    }
+
     /// Create `key`; the new revision. An existing key is `AlreadyExists`.
     fn create<'a>(
         &'a self,
@@ -197,6 +214,13 @@ pub trait Storage: Send + Sync + 'static {
     /// yet (a follower behind the leader a client read from) catches up
     /// first, as far as it can. One that still lacks it refuses the watch.
     fn catch_up_to(&self, revision: u64) -> BoxFuture<'_, ()>;
+
+    /// Ask that watches of exactly `prefix` on this replica get a progress
+    /// notification at its current revision, after every event up to it
+    /// (the watch cache uses it to learn it is current when the newest
+    /// revisions carried no event for it). Storage without watches of its
+    /// own ignores it.
+    fn request_progress(&self, _prefix: &str) {}
 
     /// Whether this replica can serve linearizable reads now (`/readyz`).
     fn ready(&self) -> BoxFuture<'_, bool>;
