@@ -48,11 +48,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 100_000)]
     pub retain_events: u64,
     /// Milliseconds between the leader's heartbeats.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in this range
     /// (milliseconds, `min-max`) starts an election.
-    #[arg(long, default_value = "1500-3000", value_parser = parse_range)]
+    #[arg(long, default_value = "1000-1500", value_parser = parse_range)]
     #[serde(with = "range")]
     pub election_timeout_ms: (u64, u64),
     /// Take a Raft snapshot (and purge the log behind it) every this many

@@ -75,7 +75,9 @@ impl Default for WatchConfig {
             channel_capacity: 1024,
             progress_interval: Duration::from_secs(5),
             backfill_page: 512,
-            max_watches: 10_000,
+            // The API's watches share the watch cache's one slot, so this
+            // bounds `Kv` watchers: 10,000 of them plus the cache must fit.
+            max_watches: 20_000,
         }
     }
 }
