@@ -66,14 +66,23 @@ where
     let per = count.div_ceil(clients.max(1));
     let done = Arc::new(AtomicUsize::new(0));
     let ticker = report_progress(what, done.clone(), count);
+    // The first failure's message, so a run that fails says why.
+    let first: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let first_seen = first.clone();
     let (lat, errors, _) = drive(clients, Duration::from_secs(24 * 3600), move |c, i| {
-        let (op, done) = (op.clone(), done.clone());
+        let (op, done, first) = (op.clone(), done.clone(), first_seen.clone());
         async move {
             let n = c * per + i as usize;
             if i as usize >= per || n >= count {
                 return Ok(false);
             }
-            op(c, n).await?;
+            if let Err(e) = op(c, n).await {
+                first
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| format!("{e:#}"));
+                return Err(e);
+            }
             done.fetch_add(1, Ordering::Relaxed);
             Ok(true)
         }
@@ -81,7 +90,12 @@ where
     .await;
     ticker.abort();
     if errors > 0 {
-        bail!("{what}: {errors} of {count} failed");
+        let why = first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        bail!("{what}: {errors} of {count} failed; the first: {why}");
     }
     Ok((began.elapsed(), lat))
 }
