@@ -346,3 +346,32 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
     drop((early, resumed, fresh));
     c.shutdown().await;
 }
+
+/// A leader whose followers do not answer cannot confirm a read: the read
+/// fails as retryable (nothing was read or written), never as a refusal,
+/// and reads work again once the followers answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_read_index_is_retryable_not_a_refusal() {
+    let mut c = Cluster::start(3, 7).await;
+    let leader = c.leader(LONG).await;
+    c.member(leader)
+        .txn(vec![Op::create("/ri/a", b"1".to_vec())])
+        .await
+        .unwrap();
+    let ids = c.all_ids();
+    c.router.isolate(leader, &ids);
+    let err = c
+        .member(leader)
+        .get("/ri/a", Consistency::Linearizable)
+        .await
+        .expect_err("a leader cut off from its quorum confirmed a read");
+    assert!(err.is_retryable(), "not retryable: {err}");
+    c.router.heal();
+    let new_leader = c.leader(LONG).await;
+    wait_for("linearizable reads after the heal", LONG, || {
+        let m = c.member(new_leader);
+        async move { m.get("/ri/a", Consistency::Linearizable).await.ok() }
+    })
+    .await;
+    c.shutdown().await;
+}

@@ -72,11 +72,14 @@ async fn bootstrap(nodes: &[Node]) -> u64 {
         .map(|n| (n.member.id(), n.addr.clone()))
         .collect();
     nodes[0].member.initialize(all).await.unwrap();
-    wait_for("a leader over gRPC", LONG, || async {
+    // Every member must know the leader: a follower that has not heard from
+    // it yet has nowhere to forward a write to.
+    wait_for("a leader known to every member over gRPC", LONG, || async {
+        let leader = nodes.iter().find(|n| n.member.is_leader())?.member.id();
         nodes
             .iter()
-            .find(|n| n.member.is_leader())
-            .map(|n| n.member.id())
+            .all(|n| n.member.leader().map(|(id, _)| id) == Some(leader))
+            .then_some(leader)
     })
     .await
 }

@@ -15,6 +15,9 @@ pub struct Counters {
     pub reads_linearizable: AtomicU64,
     pub reads_local: AtomicU64,
     pub watches_started: AtomicU64,
+    /// Leadership confirmations (read index) a busy quorum did not answer in
+    /// time, tried again.
+    pub read_index_retries: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -122,6 +125,12 @@ impl Member {
             "counter",
             "Watches started.",
             &[("", get(&c.watches_started))],
+        );
+        metric(
+            "keel_store_read_index_retries_total",
+            "counter",
+            "Leadership confirmations for a read that a quorum did not answer in time, tried again.",
+            &[("", get(&c.read_index_retries))],
         );
         out
     }

@@ -14,18 +14,39 @@ use crate::{Event, KeyValue};
 
 impl Member {
     /// On the leader: confirm leadership with a quorum; the index to wait for.
+    /// A confirmation round that a busy quorum did not answer in time is
+    /// tried again until the request deadline: it says nothing about the
+    /// request, so failing it (as a refusal) would fail a read, or a write's
+    /// read, that the next round serves.
     pub(super) async fn read_index_local(&self) -> Result<u64, StoreError> {
         let t = self.config.request_timeout;
-        match tokio::time::timeout(t, self.raft.get_read_log_id()).await {
-            Err(_) => Err(StoreError::Timeout {
-                step: "confirming leadership for a read",
-                millis: t.as_millis() as u64,
-            }),
-            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(self.not_leader(f.leader_id, f.leader_node))
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+                Err(_) => {
+                    return Err(StoreError::Timeout {
+                        step: "confirming leadership for a read",
+                        millis: t.as_millis() as u64,
+                    });
+                }
+                Ok(Ok((read, _applied))) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(self.not_leader(f.leader_id, f.leader_node));
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                    if tokio::time::Instant::now() + self.config.heartbeat >= deadline {
+                        // Retryable: nothing was read or written.
+                        return Err(StoreError::NoLeader(format!(
+                            "member {} could not confirm its leadership with a quorum: {e}",
+                            self.config.id
+                        )));
+                    }
+                    tracing::debug!(error = %e, "read index: quorum did not answer, trying again");
+                    bump(&self.counters.read_index_retries);
+                    tokio::time::sleep(self.config.heartbeat / 4).await;
+                }
+                Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
             }
-            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
         }
     }
 
