@@ -352,7 +352,7 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
 /// and reads work again once the followers answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_read_index_is_retryable_not_a_refusal() {
-    let mut c = Cluster::start(3, 7).await;
+    let c = Cluster::start(3, 7).await;
     let leader = c.leader(LONG).await;
     c.member(leader)
         .txn(vec![Op::create("/ri/a", b"1".to_vec())])
