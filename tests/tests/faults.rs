@@ -164,9 +164,14 @@ async fn randomized_workload_under_faults_matches_the_model() {
     // no single member need hold it all. Where members overlap they agree.
     let mut by_rev: BTreeMap<u64, Summary> = BTreeMap::new();
     let mut from_member: BTreeMap<u64, u64> = BTreeMap::new();
+    // Below every member's oldest retained event nothing can be checked
+    // event by event; the final objects are still compared below.
+    let mut window = u64::MAX;
     for id in c.all_ids() {
+        let events = c.member(id).events().unwrap();
+        window = window.min(events.first().map_or(u64::MAX, |e| e.revision));
         let mut mine: BTreeMap<u64, Summary> = BTreeMap::new();
-        for e in c.member(id).events().unwrap() {
+        for e in events {
             if e.key.starts_with("/m/") {
                 mine.entry(e.revision).or_default().push((
                     e.kind,
@@ -189,17 +194,6 @@ async fn randomized_workload_under_faults_matches_the_model() {
             }
         }
     }
-    // Below every member's oldest retained event nothing can be checked
-    // event by event; the final objects are still compared below.
-    let window = c
-        .all_ids()
-        .into_iter()
-        .map(|id| {
-            let evs = c.member(id).events().unwrap();
-            evs.first().map_or(u64::MAX, |e| e.revision)
-        })
-        .min()
-        .unwrap_or(0);
     let first_acked = issued.iter().filter_map(|i| i.acked).min().unwrap_or(0);
     let full_history = window <= first_acked;
     println!("history retained from revision {window} (complete: {full_history})");
