@@ -94,10 +94,27 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback port for a server the bench is about to start: free now, not
+/// handed out before in this run, and below Linux's ephemeral range, where the
+/// bench's own clients (thousands of connections) could take it first.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static STATE: Mutex<(u64, Vec<u16>)> = Mutex::new((0, Vec::new()));
+    let mut state = STATE.lock().unwrap();
+    if state.0 == 0 {
+        state.0 = u64::from(std::process::id()) | 1;
+    }
+    for _ in 0..10_000 {
+        state.0 = state
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20_000 + ((state.0 >> 33) % 12_768) as u16;
+        if !state.1.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            state.1.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port between 20000 and 32767")
 }
 
 /// (RSS bytes, CPU seconds) of a process from /proc.

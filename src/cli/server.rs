@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -55,7 +56,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = member_http(member.clone());
+    let started = Arc::new(AtomicBool::new(false));
+    let router = member_http(member.clone(), started.clone());
     let http_server = tokio::spawn(async move {
         axum::serve(http, router)
             .with_graceful_shutdown(async {
@@ -74,6 +76,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let api = keel_apiserver::start(api_config, member.clone())
         .await
         .context("starting the API server")?;
+    started.store(true, Ordering::Release);
     tracing::info!(
         api = %api.addr,
         kubeconfig = %api.kubeconfig.display(),
@@ -130,8 +133,9 @@ fn nodelay(
 
 /// The member's plain-HTTP endpoints (`--http-addr`), for probes and
 /// scrapers that hold no client certificate: the API's health routes
-/// (/livez, /healthz, /readyz) and the member's /metrics.
-fn member_http(member: Arc<Member>) -> axum::Router {
+/// (/livez, /healthz, /readyz, which is ready once `started`) and the
+/// member's /metrics.
+fn member_http(member: Arc<Member>, started: Arc<AtomicBool>) -> axum::Router {
     use axum::http::header;
     let metrics = {
         let member = member.clone();
@@ -142,5 +146,6 @@ fn member_http(member: Arc<Member>) -> axum::Router {
             )
         }
     };
-    keel_apiserver::http::health::router(member).route("/metrics", axum::routing::get(metrics))
+    keel_apiserver::http::health::router(member, started)
+        .route("/metrics", axum::routing::get(metrics))
 }

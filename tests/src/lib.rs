@@ -13,7 +13,7 @@
 //! - [`lazyfs`]: a FUSE filesystem that loses unsynced writes in a simulated
 //!   power cut (`tests/tests/power_cut.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -569,13 +569,49 @@ impl Fnv {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a server a test is about to start: free now, never
+/// handed out before in this process, and below Linux's ephemeral range
+/// (32768..), so that no outgoing connection of a concurrent test can take it
+/// before the server binds it. (`bind(0)` hands out ephemeral ports, which
+/// other tests' clients then used as source ports: the server failed to bind
+/// and the test waited out its deadline.)
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    loop {
+        let port = PORTS_FROM + (next_random() % u64::from(PORTS_TO - PORTS_FROM)) as u16;
+        if claim_port(port) {
+            return port;
+        }
+    }
+}
+
+/// The ports [`free_port`] and [`claim_port`] hand out.
+pub const PORTS_FROM: u16 = 20_000;
+/// One past the last: where Linux's ephemeral range starts.
+pub const PORTS_TO: u16 = 32_768;
+
+/// Claim `port` for this process: true when no test here claimed it before
+/// and it can be bound now.
+pub fn claim_port(port: u16) -> bool {
+    static CLAIMED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut claimed = CLAIMED.lock().unwrap();
+    if claimed.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    claimed.insert(port);
+    true
+}
+
+/// A pseudo-random number, seeded by the process id so that test processes
+/// that run side by side start at different ports.
+pub fn next_random() -> u64 {
+    static STATE: Mutex<Option<u64>> = Mutex::new(None);
+    let mut state = STATE.lock().unwrap();
+    let n = state
+        .unwrap_or(u64::from(std::process::id()))
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state = Some(n);
+    n >> 33
 }
 
 /// The `keel` binary of this build (test executables live in target/<profile>/deps).

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
-use keel_tests::{free_port, keel_bin, wait_for, wait_until};
+use keel_tests::{
+    PORTS_FROM, PORTS_TO, claim_port, free_port, keel_bin, next_random, wait_for, wait_until,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -445,7 +447,12 @@ async fn config_file_fills_in_and_flags_win() {
     let s = tokio::task::spawn_blocking(move || status(peer))
         .await
         .unwrap()
-        .expect("member status on the file's peer_addr");
+        .unwrap_or_else(|| {
+            panic!(
+                "no member status on the file's peer_addr; the member's log:\n{}",
+                std::fs::read_to_string(dir.path().join("keel.log")).unwrap_or_default()
+            )
+        });
     assert!(s.contains(&format!("127.0.0.1:{peer}")), "{s}");
     assert!(dir.path().join("data").join("kubeconfig").exists());
 }
@@ -453,18 +460,13 @@ async fn config_file_fills_in_and_flags_win() {
 /// A base port with every port `keel up --members 3` uses free: the API on
 /// base.., the peers on base+558.., health on base+638...
 fn free_base() -> u16 {
-    let mut n = std::process::id() as u64;
     wait_until("a free range of ports for keel up", LONG, || {
-        // Below Linux's ephemeral range, where connections take ports.
-        n = n
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + (n >> 33) as u16 % 11_000;
-        let ports = (0..3).flat_map(|i| [base + i, base + 558 + i, base + 638 + i]);
-        let held: Vec<_> = ports
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
-            .collect();
-        held.iter().all(Result::is_ok).then_some(base)
+        let span = u64::from(PORTS_TO - PORTS_FROM - 641);
+        let base = PORTS_FROM + (next_random() % span) as u16;
+        (0..3)
+            .flat_map(|i| [base + i, base + 558 + i, base + 638 + i])
+            .all(claim_port)
+            .then_some(base)
     })
 }
 

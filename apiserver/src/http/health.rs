@@ -4,6 +4,7 @@
 //! Kubernetes serves them to load balancers and probes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -35,10 +36,26 @@ where
         .route("/readyz", get(health))
 }
 
-/// The health routes alone, over `member`.
-pub fn router(member: Arc<Member>) -> Router {
+/// The health routes alone, over `member`, for a process that serves more
+/// than the store: `/readyz` also waits for `started` (the API listening and
+/// its kubeconfig written), as Kubernetes' readyz waits for post-start hooks.
+pub fn router(member: Arc<Member>, started: Arc<AtomicBool>) -> Router {
     let storage: Arc<dyn Storage> = Arc::new(MemberStorage::new(member));
-    routes().with_state(storage)
+    let ready = move |State(storage): State<Arc<dyn Storage>>, uri: Uri| {
+        let started = started.clone();
+        async move {
+            if started.load(Ordering::Acquire) {
+                health(State(storage), uri).await
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting").into_response()
+            }
+        }
+    };
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .with_state(storage)
 }
 
 async fn health(State(storage): State<Arc<dyn Storage>>, uri: Uri) -> Response {
