@@ -5,5 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/keel/member.proto");
     tonic_prost_build::configure().compile_protos(&["proto/keel/member.proto"], &["proto"])?;
+    // Kubernetes' KMS v2 plugin API (secrets encrypted at rest).
+    println!("cargo:rerun-if-changed=proto/kms/v2/api.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/kms/v2/api.proto"], &["proto"])?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The `keel` binary: parses the command line and hands each subcommand to
-//! its file under `cli/` (`server`, `up`, `member`, `kv`, `bench`).
+//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`).
 
 mod cli;
 
@@ -25,9 +25,8 @@ enum Command {
     Server(cli::config::ServerArgs),
     /// Read and write keys through any member (the store's client API).
     Kv {
-        /// Peer address of any member.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        addr: String,
+        #[command(flatten)]
+        peer: cli::member::PeerClient,
         #[command(subcommand)]
         action: cli::kv::KvAction,
     },
@@ -46,11 +45,19 @@ enum Command {
     },
     /// Administer the cluster through any member.
     Member {
-        /// Peer address of any member.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        addr: String,
+        #[command(flatten)]
+        peer: cli::member::PeerClient,
         #[command(subcommand)]
         action: cli::member::MemberAction,
+    },
+    /// Issue member, node and user certificates (and kubeconfigs) from the
+    /// cluster CA.
+    Certs(cli::certs::CertsArgs),
+    /// Secrets encrypted at rest: `keel secrets rotate` re-encrypts every
+    /// Secret under the current first key (docs/SECURITY.md).
+    Secrets {
+        #[command(subcommand)]
+        action: cli::secrets::SecretsAction,
     },
 }
 
@@ -89,9 +96,11 @@ async fn run() -> Result<()> {
                 .expect("the server subcommand was parsed");
             cli::server::run(cli::config::ServerArgs::resolve(sub)?).await
         }
-        Command::Member { addr, action } => cli::member::run(addr, action).await,
-        Command::Kv { addr, action } => cli::kv::run(addr, action).await,
+        Command::Member { peer, action } => cli::member::run(peer, action).await,
+        Command::Kv { peer, action } => cli::kv::run(peer, action).await,
+        Command::Certs(args) => cli::certs::run(args),
         Command::Up(args) => cli::up::run(args).await,
+        Command::Secrets { action } => cli::secrets::run(action).await,
         Command::Bench { args } => cli::bench::run(args),
     }
 }

@@ -79,12 +79,15 @@ fn aggregated_resource(r: &ResourceType) -> Value {
     if r.has(Subresource::Binding) {
         subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
     }
+    if r.has(Subresource::Token) {
+        subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
+    }
     let mut v = json!({
         "resource": r.plural,
         "responseKind": kind(&r.kind),
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        "verbs": r.verbs(),
         "subresources": subs,
     });
     if !r.short_names.is_empty() {
@@ -159,7 +162,7 @@ pub fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Result<Value,
         .map(|t| {
             let mut r = json!({
                 "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "verbs": t.verbs(),
             });
             if !t.short_names.is_empty() {
                 r["shortNames"] = json!(t.short_names);
@@ -174,6 +177,9 @@ pub fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Result<Value,
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Binding)).map(|t| {
             json!({"name": format!("{}/binding", t.plural), "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
+        }))
+        .chain(types.iter().filter(|t| t.has(Subresource::Token)).map(|t| {
+            json!({"name": format!("{}/token", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Scale)).map(|t| {
             json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})

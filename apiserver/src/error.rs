@@ -19,6 +19,13 @@ pub enum ServerError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("audit: {0}")]
+    Audit(String),
+    #[error("authentication: {0}")]
+    Authn(#[from] crate::authn::AuthnError),
+    /// Not a `source`: the message already holds it, once.
+    #[error("encryption at rest: {0}")]
+    Encryption(crate::encryption::EncryptionError),
 }
 
 /// One invalid field, as `details.causes[]` of a 422.
@@ -137,6 +144,16 @@ pub enum ApiError {
     NoRoute,
     #[error("Unauthorized")]
     Unauthorized,
+    /// Refused by authorization or admission, in Kubernetes' `NewForbidden`
+    /// shape: `secrets "x" is forbidden: {reason}`, without the name for a
+    /// collection, `forbidden: {reason}` without a resource (a path).
+    #[error("{}", forbidden_message(group, resource, name, reason))]
+    Forbidden {
+        group: String,
+        resource: String,
+        name: String,
+        reason: String,
+    },
     #[error("too many requests, please try again later")]
     TooManyRequests,
     #[error("the request did not finish within {0} seconds")]
@@ -163,6 +180,19 @@ fn qualified(name: &str, group: &str) -> String {
     }
 }
 
+fn forbidden_message(group: &str, resource: &str, name: &str, reason: &str) -> String {
+    if resource.is_empty() {
+        format!("forbidden: {reason}")
+    } else if name.is_empty() {
+        format!("{} is forbidden: {reason}", qualified(resource, group))
+    } else {
+        format!(
+            "{} {name:?} is forbidden: {reason}",
+            qualified(resource, group)
+        )
+    }
+}
+
 impl ApiError {
     fn code_reason(&self) -> (u16, &'static str) {
         match self {
@@ -177,6 +207,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
             ApiError::Unavailable(_) => (503, "ServiceUnavailable"),
             ApiError::Unauthorized => (401, "Unauthorized"),
+            ApiError::Forbidden { .. } => (403, "Forbidden"),
             ApiError::TooManyRequests => (429, "TooManyRequests"),
             ApiError::Timeout(_)
             | ApiError::StoreTimeout(_)
@@ -200,6 +231,12 @@ impl ApiError {
                 name,
             }
             | ApiError::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            }
+            | ApiError::Forbidden {
                 group,
                 resource,
                 name,

@@ -28,9 +28,20 @@
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
 //! - [`gnostic`]: the protobuf encoding of `/openapi/v2` that kubectl ≤1.31 reads.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
+//! - [`authn`]: authentication: client certificates, static and ServiceAccount tokens.
+//! - [`authz`]: authorization: request attributes and the chain of authorizers.
+//! - [`admission`]: checks of a write that need the user and the object.
+//! - [`audit`]: the audit log, one `audit.k8s.io/v1` event per request.
+//! - [`encryption`]: secrets encrypted at rest: the `EncryptionConfiguration`, the providers,
+//!   and the storage layer that encrypts before a write is proposed.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
 
+pub mod admission;
+pub mod audit;
+pub mod authn;
+pub mod authz;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod gnostic;
 pub mod http;

@@ -4,7 +4,8 @@
 //! after. Also writes the kubeconfig that points kubectl at the server.
 //! Private keys and the kubeconfig (which embeds the admin key) are created
 //! owner-only (0600) from the first byte, and older ones are narrowed to 0600
-//! at start.
+//! at start. Certificates for members, nodes and users come from
+//! [`issue`] (`keel certs`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,11 @@ use rcgen::{
 };
 
 use crate::error::ServerError;
+
+pub mod issue;
+pub use issue::{
+    ADMIN_GROUP, Ca, Issued, MEMBER_GROUP, NODE_GROUP, kubeconfig, member_name, subject,
+};
 
 /// PEM material of the cluster.
 #[derive(Clone)]
@@ -199,21 +205,12 @@ impl Pki {
         for f in KEY_FILES {
             tighten(&dir.join(f))?;
         }
-        let ca_crt = dir.join("ca.crt");
-        let ca_key = dir.join("ca.key");
-        let (ca_pem, ca_key_pem) = match (read(&ca_crt)?, read(&ca_key)?) {
-            (Some(c), Some(k)) => (c, k),
-            _ => {
-                let key = KeyPair::generate().map_err(|e| tls_err("generating the CA key", e))?;
-                let cert = ca_params()
-                    .and_then(|p| p.self_signed(&key))
-                    .map_err(|e| tls_err("creating the CA", e))?;
-                write(&ca_key, &key.serialize_pem(), true)?;
-                write(&ca_crt, &cert.pem(), false)?;
-                tracing::info!(dir = %dir.display(), "created the cluster CA");
-                (cert.pem(), key.serialize_pem())
-            }
-        };
+        // Shared with `keel server --ca-dir` and `keel certs`: one creator
+        // wins, and a kept key is never replaced.
+        let Ca {
+            cert_pem: ca_pem,
+            key_pem: ca_key_pem,
+        } = Ca::load_or_create(dir)?;
         let key = KeyPair::from_pem(&ca_key_pem).map_err(|e| tls_err("reading ca.key", e))?;
         // The issuer is the CA's subject and key; rebuilding its parameters
         // avoids parsing the certificate back.

@@ -113,8 +113,9 @@ impl RequestTarget {
                 return Err(ApiError::NoRoute);
             }
             return match (sub, method.clone()) {
-                (Subresource::Binding, Method::POST) => Ok(Verb::Create),
+                (Subresource::Binding | Subresource::Token, Method::POST) => Ok(Verb::Create),
                 (Subresource::Binding, _) => Err(ApiError::NoRoute),
+                (Subresource::Token, _) => Err(ApiError::MethodNotAllowed),
                 (_, Method::GET) => Ok(Verb::Get),
                 (_, Method::PUT) => Ok(Verb::Update),
                 (_, Method::PATCH) => Ok(Verb::Patch),

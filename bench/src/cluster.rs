@@ -45,6 +45,8 @@ pub struct KeelCluster {
     extra: Vec<String>,
     root: PathBuf,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The administrator certificate on the member port (mutual TLS).
+    pub peer_tls: keel_store::ClientTls,
 }
 
 impl KeelCluster {
@@ -83,6 +85,13 @@ impl KeelCluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             root: root.to_path_buf(),
             tls: Arc::new(pki.client_config()?),
+            peer_tls: keel_store::ClientTls {
+                ca_pem: pki.ca_pem.clone(),
+                identity: keel_store::PemIdentity {
+                    cert_pem: pki.admin_cert_pem.clone(),
+                    key_pem: pki.admin_key_pem.clone(),
+                },
+            },
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -146,13 +155,15 @@ impl KeelCluster {
         running(self.members.iter().map(|m| &m.proc))
     }
 
+    /// The member port of member `i`, over mutual TLS as the administrator.
+    pub fn endpoint(&self, i: usize) -> Result<tonic::transport::Endpoint> {
+        Ok(self.peer_tls.endpoint(&self.members[i].peer)?)
+    }
+
     /// A store client (`Kv` over gRPC) of member `i`.
     pub async fn kv(&self, i: usize) -> Result<pb::kv_client::KvClient<Channel>> {
-        let url = format!("http://{}", self.members[i].peer);
         let ch = ready("keel member", Duration::from_secs(60), || async {
-            Ok(tonic::transport::Endpoint::from_shared(url.clone())?
-                .connect()
-                .await?)
+            Ok(self.endpoint(i)?.connect().await?)
         })
         .await?;
         Ok(pb::kv_client::KvClient::new(ch))
@@ -160,11 +171,12 @@ impl KeelCluster {
 
     /// The index of the leader, as the running members see it.
     pub async fn leader(&self) -> Option<usize> {
-        for m in &self.members {
+        for (i, m) in self.members.iter().enumerate() {
             if m.proc.is_none() {
                 continue;
             }
-            let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://{}", m.peer))
+            let Ok(ch) = self
+                .endpoint(i)
                 .ok()?
                 .connect_timeout(Duration::from_millis(500))
                 .connect()

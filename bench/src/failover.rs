@@ -52,14 +52,14 @@ struct Trial {
 
 /// The two systems behind one interface: a write through member `i`.
 enum Writer {
-    Keel(Vec<String>),
+    Keel(Vec<String>, keel_store::ClientTls),
     Etcd(Vec<String>),
 }
 
 impl Writer {
     fn members(&self) -> usize {
         match self {
-            Writer::Keel(a) | Writer::Etcd(a) => a.len(),
+            Writer::Keel(a, _) | Writer::Etcd(a) => a.len(),
         }
     }
 }
@@ -84,16 +84,14 @@ fn spawn_writers(
                     let key = format!("/bench/failover/{w}/{i}");
                     let res: Result<()> = async {
                         match &*writer {
-                            Writer::Keel(addrs) => {
+                            Writer::Keel(addrs, tls) => {
                                 if keel.is_none() {
-                                    let ch = tonic::transport::Endpoint::from_shared(format!(
-                                        "http://{}",
-                                        addrs[member]
-                                    ))?
-                                    .connect_timeout(Duration::from_millis(300))
-                                    .timeout(OP_TIMEOUT)
-                                    .connect()
-                                    .await?;
+                                    let ch = tls
+                                        .endpoint(&addrs[member])?
+                                        .connect_timeout(Duration::from_millis(300))
+                                        .timeout(OP_TIMEOUT)
+                                        .connect()
+                                        .await?;
                                     keel = Some(pb::kv_client::KvClient::new(ch));
                                 }
                                 let c = keel.as_mut().expect("connected");
@@ -205,8 +203,9 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
             let extra: Vec<&str> = args.keel_args.iter().map(String::as_str).collect();
             let c = KeelCluster::launch(&root, 3, &extra).await?;
             let addrs = c.members.iter().map(|m| m.peer.clone()).collect();
+            let tls = c.peer_tls.clone();
             keel = Some(c);
-            Writer::Keel(addrs)
+            Writer::Keel(addrs, tls)
         } else {
             let c = EtcdCluster::launch(&root, 3, &args.etcd).await?;
             let addrs = c.members.iter().map(|m| m.client.clone()).collect();

@@ -85,9 +85,9 @@ impl Sys {
         loop {
             let ok = match self {
                 Sys::Keel(c) => {
-                    let url = format!("http://{}", c.members[i].peer);
                     async {
-                        let ch = tonic::transport::Endpoint::from_shared(url)?
+                        let ch = c
+                            .endpoint(i)?
                             .connect_timeout(Duration::from_millis(200))
                             .timeout(Duration::from_secs(2))
                             .connect()

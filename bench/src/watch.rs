@@ -430,14 +430,7 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
                         let k = keel.as_ref().expect("keel started");
                         let mut channels = Vec::new();
                         for _ in 0..conns {
-                            channels.push(
-                                tonic::transport::Endpoint::from_shared(format!(
-                                    "http://{}",
-                                    k.members[0].peer
-                                ))?
-                                .connect()
-                                .await?,
-                            );
+                            channels.push(k.endpoint(0)?.connect().await?);
                         }
                         Target::Store {
                             channels,

@@ -43,6 +43,12 @@ pub struct ServerArgs {
     /// Wait to be added to an existing cluster (`keel member add`) instead of bootstrapping.
     #[arg(long)]
     pub join: bool,
+    /// A directory holding the cluster CA (`ca.crt`, `ca.key`) that every
+    /// member of the cluster names: the first member to start creates it,
+    /// the others use it. Without it the CA of `<data-dir>/pki` is used
+    /// (created if missing), which suits one member.
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
     /// Events the log retains for watches and past-revision reads before
     /// the leader compacts older ones (events older than an hour go too).
     #[arg(long, default_value_t = 100_000)]
@@ -60,10 +66,40 @@ pub struct ServerArgs {
     /// is built in memory, so taking one often costs memory and time.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot when the log is purged, so that a
+    /// follower slightly behind catches up from the log, not a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_behind_snapshot: u64,
     /// Watches the Kubernetes API keeps open at once on this member; more
     /// get 429 with Retry-After. Each costs a task and buffers.
     #[arg(long, default_value_t = keel_apiserver::DEFAULT_MAX_WATCHES)]
     pub max_watches: usize,
+    /// A Kubernetes `EncryptionConfiguration` file (YAML or JSON): the
+    /// resources encrypted at rest and their providers, the first of which
+    /// encrypts (docs/SECURITY.md). Without it secrets are encrypted with a
+    /// key derived from the cluster CA, kept in <data-dir>/pki/encryption-config.yaml.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Static bearer tokens, one per line in Kubernetes' CSV format:
+    /// `token,user,uid` and optionally `"group1,group2"`. A malformed file
+    /// refuses start-up, naming the line.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as `system:anonymous` (group
+    /// `system:unauthenticated`) instead of refusing them with 401.
+    #[arg(long)]
+    pub anonymous_auth: bool,
+    /// The issuer (`iss`) of ServiceAccount tokens.
+    #[arg(long, default_value = keel_apiserver::authn::service_account::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+    /// Audiences the API accepts in ServiceAccount tokens (comma-separated);
+    /// a token for none of them is refused. Default: the issuer.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// Write an audit log here: one `audit.k8s.io/v1` Event per request, as
+    /// JSON lines, at the Metadata level (docs/SECURITY.md). Off without it.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -199,7 +235,7 @@ mod tests {
         let args = resolve(
             &[],
             r#"{"id": 3, "data_dir": "/d", "peer_addr": "127.0.0.1:9001", "api_addr": "127.0.0.1:9443",
-                "http_addr": "127.0.0.1:9080", "initial_members": "3=127.0.0.1:9001", "join": true,
+                "http_addr": "127.0.0.1:9080", "initial_members": "3=127.0.0.1:9001", "join": true, "ca_dir": "/ca",
                 "retain_events": 5, "snapshot_every": 7, "max_watches": 9, "heartbeat_ms": 100,
                 "election_timeout_ms": "400-800"}"#,
         )
@@ -211,6 +247,7 @@ mod tests {
         assert_eq!(args.http_addr.to_string(), "127.0.0.1:9080");
         assert_eq!(args.initial_members.as_deref(), Some("3=127.0.0.1:9001"));
         assert!(args.join);
+        assert_eq!(args.ca_dir, Some(PathBuf::from("/ca")));
         assert_eq!(
             (args.retain_events, args.snapshot_every, args.max_watches),
             (5, 7, 9)
@@ -249,6 +286,26 @@ mod tests {
             },
             d
         );
+    }
+
+    #[test]
+    fn authentication_options_come_from_flags_or_the_file() {
+        let d = defaults();
+        assert_eq!((d.token_auth_file.clone(), d.anonymous_auth), (None, false));
+        assert_eq!(
+            d.service_account_issuer,
+            "https://kubernetes.default.svc.cluster.local"
+        );
+        assert!(d.api_audiences.is_empty());
+        let args = resolve(
+            &["--anonymous-auth", "--api-audiences", "a,b"],
+            r#"{"token_auth_file": "/t.csv", "service_account_issuer": "https://keel", "api_audiences": ["c"]}"#,
+        )
+        .unwrap();
+        assert_eq!(args.token_auth_file, Some(PathBuf::from("/t.csv")));
+        assert!(args.anonymous_auth);
+        assert_eq!(args.service_account_issuer, "https://keel");
+        assert_eq!(args.api_audiences, ["a", "b"]);
     }
 
     #[test]

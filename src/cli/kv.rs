@@ -1,7 +1,7 @@
 //! `keel kv`: reads, writes and watches keys through any member's `Kv`
 //! service (the store's client API).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use keel_proto::member as pb;
 
@@ -61,11 +61,9 @@ fn print_kv(kv: &pb::KeyValue) {
     );
 }
 
-pub async fn run(addr: String, action: KvAction) -> Result<()> {
+pub async fn run(peer: super::member::PeerClient, action: KvAction) -> Result<()> {
     use pb::operation::Kind;
-    let mut client = pb::kv_client::KvClient::connect(format!("http://{addr}"))
-        .await
-        .with_context(|| format!("connecting to member at {addr}"))?;
+    let mut client = pb::kv_client::KvClient::new(peer.channel().await?);
     let op = |kind: Kind, key: String, value: String, if_mod_revision: Option<u64>| pb::Operation {
         kind: kind as i32,
         key,

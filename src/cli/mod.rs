@@ -1,9 +1,11 @@
 //! The subcommands of the `keel` binary, one file each, and what they share.
 
 pub mod bench;
+pub mod certs;
 pub mod config;
 pub mod kv;
 pub mod member;
+pub mod secrets;
 pub mod server;
 pub mod up;
 

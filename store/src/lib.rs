@@ -22,7 +22,8 @@
 //! - [`transport`]: the member-to-member [`Transport`] seam and the requests it carries.
 //! - [`raft_network`]: openraft's network on top of a [`Transport`].
 //! - [`grpc`]: the real transport ([`GrpcTransport`]) and the gRPC services
-//!   ([`MemberService`], the only code outside [`member`] that knows a [`Member`]).
+//!   ([`MemberService`], the only code outside [`member`] that knows a [`Member`]),
+//!   both over mutual TLS ([`PeerTls`]).
 //! - [`member`]: a running member, one file per concern: proposals and forwarding,
 //!   reads, metrics, election assist, retention, admin, serving peers.
 //!
@@ -85,7 +86,7 @@ use serde::{Deserialize, Serialize};
 
 pub use command::{Action, Command, CommandBody, CommandOutcome, Limits, Op, Precondition};
 pub use error::StoreError;
-pub use grpc::{GrpcTransport, MemberService};
+pub use grpc::{ClientTls, GrpcTransport, MemberService, PeerTls, PemIdentity};
 pub use member::{Member, MemberConfig, MemberInfo, MemberStatus, RetentionConfig};
 pub use read::{Consistency, RangeRequest, RangeResponse};
 pub use transport::{PeerRequest, PeerResponse, Transport, TransportError};

@@ -12,14 +12,18 @@
 //! - [`fuzz`]: fuzz entry points shared by `tests/tests/fuzz.rs` and `fuzz/`.
 //! - [`lazyfs`]: a FUSE filesystem that loses unsynced writes in a simulated
 //!   power cut (`tests/tests/power_cut.rs`).
+//! - [`peer_tls`]: certificates for tests that talk to the member port.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod at_rest;
 pub mod fuzz;
+pub mod kms_plugin;
 pub mod lazyfs;
+pub mod peer_tls;
 
 use keel_store::{
     Consistency, Event, KeyValue, Member, MemberConfig, NodeId, PeerRequest, PeerResponse,

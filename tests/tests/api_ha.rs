@@ -83,16 +83,14 @@ fn request(pki: &Path, args: &[&str]) -> (u16, serde_json::Value) {
 fn leader(pki: &Path, members: &[Member]) -> Option<u64> {
     members.iter().filter(|m| m.child.is_some()).find_map(|m| {
         let out = Command::new(keel_bin())
-            .args([
-                "member",
-                "--addr",
-                &format!("127.0.0.1:{}", m.peer),
-                "status",
-            ])
+            .args(["member", "--addr", &format!("127.0.0.1:{}", m.peer)])
+            // Member 1's data directory: its admin certificate.
+            .arg("--data-dir")
+            .arg(pki.parent()?)
+            .arg("status")
             .output()
             .ok()?;
         let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        let _ = pki;
         s.lines()
             .find_map(|l| l.strip_prefix("leader:"))
             .and_then(|v| v.trim().parse().ok())

@@ -223,7 +223,9 @@ fn patches_of_any_shape_and_stored_garbage_get_a_status() {
     for (name, value) in [("bad-number", "5"), ("bad-meta", r#"{"metadata":"x"}"#)] {
         let key = format!("/registry/core/configmaps/default/{name}");
         let st = Command::new(keel_bin())
-            .args(["kv", "--addr", &s.peer, "create", &key, value])
+            .args(["kv", "--addr", &s.peer, "--data-dir"])
+            .arg(&s.data)
+            .args(["create", &key, value])
             .stdout(Stdio::null())
             .status()
             .unwrap();

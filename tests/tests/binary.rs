@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
+use keel_store::ClientTls;
+use keel_tests::peer_tls::admin_of;
 use keel_tests::{
     PORTS_FROM, PORTS_TO, claim_port, free_port, keel_bin, next_random, wait_for, wait_until,
 };
@@ -59,6 +61,9 @@ impl Proc {
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
             .args(["--api-addr", "127.0.0.1:0"])
             .args(["--initial-members", members])
+            // One CA for the cluster, created by whichever member starts first.
+            .arg("--ca-dir")
+            .arg(self.dir.with_file_name("ca"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -76,9 +81,14 @@ impl Drop for Proc {
     }
 }
 
-fn status(peer: u16) -> Option<String> {
+/// `keel member status` through `peer`, with the admin certificate of the
+/// member whose data directory is `dir`.
+fn status(peer: u16, dir: PathBuf) -> Option<String> {
     let out = Command::new(keel_bin())
-        .args(["member", "--addr", &format!("127.0.0.1:{peer}"), "status"])
+        .args(["member", "--addr", &format!("127.0.0.1:{peer}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("status")
         .output()
         .ok()?;
     out.status
@@ -95,16 +105,33 @@ fn leader_of(status: &str) -> Option<u64> {
 
 /// Read one key linearizably through any member that answers (one may be
 /// dead or mid-election), before `deadline`.
-async fn read_back(peers: &[u16], key: &str, deadline: std::time::Instant) -> pb::KeyValue {
+/// A `Kv` client of the member at `port`, over mutual TLS as `tls`.
+async fn kv_at(
+    tls: &ClientTls,
+    port: u16,
+) -> Result<pb::kv_client::KvClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let ch = tls
+        .endpoint(&format!("127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    Ok(pb::kv_client::KvClient::new(ch))
+}
+
+async fn read_back(
+    tls: &ClientTls,
+    peers: &[u16],
+    key: &str,
+    deadline: std::time::Instant,
+) -> pb::KeyValue {
     let mut n = 0;
     loop {
         assert!(
             std::time::Instant::now() < deadline,
             "{key} could not be read back"
         );
-        let addr = format!("http://127.0.0.1:{}", peers[n % peers.len()]);
+        let port = peers[n % peers.len()];
         n += 1;
-        let reply = match pb::kv_client::KvClient::connect(addr).await {
+        let reply = match kv_at(tls, port).await {
             Ok(mut c) => c
                 .range(pb::RangeRequest {
                     prefix: key.into(),
@@ -159,8 +186,11 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         );
     }
     let first_peer = procs[0].peer;
-    let leader = wait_for("a leader in `keel member status`", LONG, || async move {
-        let s = tokio::task::spawn_blocking(move || status(first_peer))
+    let first_dir = procs[0].dir.clone();
+    let tls = admin_of(&first_dir);
+    let leader = wait_for("a leader in `keel member status`", LONG, || async {
+        let dir = first_dir.clone();
+        let s = tokio::task::spawn_blocking(move || status(first_peer, dir))
             .await
             .ok()??;
         leader_of(&s).filter(|l| *l != 0)
@@ -174,6 +204,7 @@ async fn three_processes_survive_kill_9_of_the_leader() {
     for w in 0..3usize {
         let peers = peers.clone();
         let acked_tx = acked_tx.clone();
+        let tls = tls.clone();
         writers.push(tokio::spawn(async move {
             let mut target = w;
             for i in 0..40 {
@@ -186,14 +217,14 @@ async fn three_processes_survive_kill_9_of_the_leader() {
                         "no member accepted {key} within {LONG:?}"
                     );
                     attempts += 1;
-                    let addr = format!("http://127.0.0.1:{}", peers[target % peers.len()]);
+                    let port = peers[target % peers.len()];
                     let op = pb::Operation {
                         kind: pb::operation::Kind::Create as i32,
                         key: key.clone(),
                         value: vec![w as u8; 64],
                         ..Default::default()
                     };
-                    let res = match pb::kv_client::KvClient::connect(addr).await {
+                    let res = match kv_at(&tls, port).await {
                         Ok(mut c) => c
                             .txn(pb::TxnRequest { ops: vec![op] })
                             .await
@@ -209,7 +240,7 @@ async fn three_processes_survive_kill_9_of_the_leader() {
                         // hold what was sent, and joins the writes checked on
                         // every member.
                         Err(s) if s.code() == tonic::Code::FailedPrecondition && attempts > 1 => {
-                            let kv = read_back(&peers, &key, deadline).await;
+                            let kv = read_back(&tls, &peers, &key, deadline).await;
                             assert_eq!(
                                 (kv.value.as_slice(), kv.version),
                                 (&[w as u8; 64][..], 1),
@@ -247,9 +278,10 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         .collect();
     let new_leader = wait_for("a new leader among the survivors", LONG, || {
         let survivors = survivors.clone();
+        let dir = first_dir.clone();
         async move {
             let peer = survivors[0].1;
-            let s = tokio::task::spawn_blocking(move || status(peer))
+            let s = tokio::task::spawn_blocking(move || status(peer, dir))
                 .await
                 .ok()??;
             leader_of(&s).filter(|l| *l != leader && *l != 0)
@@ -286,8 +318,7 @@ async fn three_processes_survive_kill_9_of_the_leader() {
     assert_eq!(acked.len(), 120, "writes lost track of");
     // Every acknowledged write is on every member, the restarted one included.
     for p in &procs {
-        let addr = format!("http://127.0.0.1:{}", p.peer);
-        let client = pb::kv_client::KvClient::connect(addr).await.unwrap();
+        let client = kv_at(&tls, p.peer).await.unwrap();
         let reply = wait_for(
             &format!("member {} to apply revision {last}", p.id),
             LONG,
@@ -324,13 +355,10 @@ async fn three_processes_survive_kill_9_of_the_leader() {
     }
     // The CLI reads through any member.
     let out = Command::new(keel_bin())
-        .args([
-            "kv",
-            "--addr",
-            &format!("127.0.0.1:{}", procs[0].peer),
-            "get",
-            &acked[0].0,
-        ])
+        .args(["kv", "--addr", &format!("127.0.0.1:{}", procs[0].peer)])
+        .arg("--data-dir")
+        .arg(&procs[0].dir)
+        .args(["get", &acked[0].0])
         .output()
         .unwrap();
     assert!(
@@ -444,7 +472,8 @@ async fn config_file_fills_in_and_flags_win() {
         "the file's http_addr is served although the flag overrides it"
     );
     // The file's peer address and data directory are used.
-    let s = tokio::task::spawn_blocking(move || status(peer))
+    let data = dir.path().join("data");
+    let s = tokio::task::spawn_blocking(move || status(peer, data))
         .await
         .unwrap()
         .unwrap_or_else(|| {

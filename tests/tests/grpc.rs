@@ -1,4 +1,4 @@
-//! Members over the real gRPC transport on loopback: forwarding, read index,
+//! Members over the real gRPC transport (mutual TLS) on loopback: forwarding, read index,
 //! the admin service (status, add a member that catches up from a chunked
 //! snapshot, remove), a corrupted payload refused by its checksum, and a
 //! follower catching up on entries that together exceed the message limit.
@@ -11,6 +11,7 @@ use keel_proto::member as pb;
 use keel_store::grpc::payload;
 use keel_store::{Consistency, Member, Op};
 use keel_store::{GrpcTransport, MemberService};
+use keel_tests::peer_tls::{admin_tls, member_tls};
 use keel_tests::{init_tracing, test_config, wait_for};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -34,7 +35,9 @@ async fn node(
     let mut cfg = test_config(id, dir.join(format!("g{id}")));
     cfg.addr = addr.clone();
     tweak(&mut cfg);
-    let member = Member::open(cfg, GrpcTransport::new()).await.unwrap();
+    let member = Member::open(cfg, GrpcTransport::new(member_tls(id).as_member()))
+        .await
+        .unwrap();
     let (stop, server) = serve(member.clone(), listener);
     Node {
         member,
@@ -53,7 +56,8 @@ fn serve(
     tokio::task::JoinHandle<()>,
 ) {
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = MemberService::new(member).router();
+    let id = member.id();
+    let router = MemberService::new(member, member_tls(id)).router().unwrap();
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -85,9 +89,8 @@ async fn bootstrap(nodes: &[Node]) -> u64 {
 }
 
 async fn admin(addr: &str) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
-    pb::admin_client::AdminClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    let ch = admin_tls().endpoint(addr).unwrap().connect().await.unwrap();
+    pb::admin_client::AdminClient::new(ch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +189,14 @@ async fn cluster_over_grpc() {
     assert_eq!(kv.unwrap().value, vec![47u8; 64 * 1024]);
 
     // A payload whose checksum does not match is refused, and the member stays healthy.
-    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{}", fourth.addr))
+    let ch = member_tls(1)
+        .as_member()
+        .endpoint(&fourth.addr)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut raft = pb::raft_client::RaftClient::new(ch);
     let mut bad = payload(&"not really a snapshot chunk");
     bad.crc32 ^= 1;
     let err = raft.install_snapshot(bad).await.unwrap_err();
@@ -283,7 +291,9 @@ async fn a_follower_catches_up_on_entries_larger_than_one_message() {
     let listener = TcpListener::bind(&addr).await.unwrap();
     let mut cfg = test_config(lagging_id, dir.path().join(format!("g{lagging_id}")));
     cfg.addr = addr.clone();
-    let member = Member::open(cfg, GrpcTransport::new()).await.unwrap();
+    let member = Member::open(cfg, GrpcTransport::new(member_tls(lagging_id).as_member()))
+        .await
+        .unwrap();
     let (stop, server) = serve(member.clone(), listener);
     member
         .raft()

@@ -11,6 +11,7 @@ use keel_proto::member as pb;
 use keel_store::Member;
 use keel_store::{GrpcTransport, MemberService};
 use keel_tests::fuzz::crc32;
+use keel_tests::peer_tls::{admin_tls, member_tls};
 use keel_tests::{init_tracing, test_config, wait_for};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -26,8 +27,12 @@ async fn member(dir: &std::path::Path, max_watches: usize) -> (Arc<Member>, Stri
     let mut cfg = test_config(1, dir.join("m1"));
     cfg.addr = addr.clone();
     cfg.watch.max_watches = max_watches;
-    let member = Member::open(cfg, GrpcTransport::new()).await.unwrap();
-    let router = MemberService::new(member.clone()).router();
+    let member = Member::open(cfg, GrpcTransport::new(member_tls(1).as_member()))
+        .await
+        .unwrap();
+    let router = MemberService::new(member.clone(), member_tls(1))
+        .router()
+        .unwrap();
     tokio::spawn(async move {
         let _ = router
             .serve_with_incoming(TcpListenerStream::new(listener))
@@ -45,10 +50,8 @@ async fn member(dir: &std::path::Path, max_watches: usize) -> (Arc<Member>, Stri
 }
 
 async fn kv(addr: &str) -> pb::kv_client::KvClient<Channel> {
-    pb::kv_client::KvClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20)
+    let ch = admin_tls().endpoint(addr).unwrap().connect().await.unwrap();
+    pb::kv_client::KvClient::new(ch).max_decoding_message_size(64 << 20)
 }
 
 fn create(key: String, value: Vec<u8>) -> pb::Operation {
@@ -126,7 +129,11 @@ async fn hostile_tokens_and_payloads_are_refused_and_the_member_keeps_serving() 
         &[3, 0xfc, 0xff, 0xff, 0xff, 0x7f],
         &[0xff; 64],
     ];
-    let ch = Channel::from_shared(format!("http://{addr}"))
+    // Forged payloads from a member's certificate: past the handshake and
+    // the group check, into the decoder.
+    let ch = member_tls(2)
+        .as_member()
+        .endpoint(&addr)
         .unwrap()
         .connect()
         .await

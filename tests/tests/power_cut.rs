@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
 use keel_tests::lazyfs::LazyMount;
+use keel_tests::peer_tls::{admin_channel, test_ca_dir};
 use keel_tests::{free_port, keel_bin, wait_for};
 
 const LONG: Duration = Duration::from_secs(40);
@@ -32,6 +33,7 @@ struct Member {
     peer: u16,
     http: u16,
     log: PathBuf,
+    ca_dir: PathBuf,
     child: Option<Child>,
     mount: Option<LazyMount>,
 }
@@ -55,6 +57,8 @@ impl Member {
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http)])
             .args(["--api-addr", "127.0.0.1:0"])
             .args(["--initial-members", members])
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -74,7 +78,7 @@ impl Member {
     }
 
     fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer)
+        format!("127.0.0.1:{}", self.peer)
     }
 }
 
@@ -108,12 +112,15 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        // The test's CA: its administrator certificate reaches every member.
+        let ca_dir = test_ca_dir(dir.path());
         let mut members: Vec<Member> = (1..=3)
             .map(|id| Member {
                 id,
                 peer: free_port(),
                 http: free_port(),
                 log: dir.path().join(format!("k{id}.log")),
+                ca_dir: ca_dir.clone(),
                 child: None,
                 mount: Some(
                     LazyMount::mount(
@@ -176,9 +183,8 @@ impl Cluster {
                 let mut leaders = Vec::new();
                 for a in &addrs {
                     let status = within(async {
-                        let mut c = pb::admin_client::AdminClient::connect(a.clone())
-                            .await
-                            .ok()?;
+                        let mut c =
+                            pb::admin_client::AdminClient::new(admin_channel(a).await.ok()?);
                         c.status(pb::StatusRequest {}).await.ok()
                     });
                     leaders.push(status.await??.into_inner().leader);
@@ -193,9 +199,7 @@ impl Cluster {
 /// Every key of one member (a local read), key → (value, mod revision), and
 /// the revision it was read at.
 async fn contents(addr: &str) -> Option<(u64, BTreeMap<String, (Vec<u8>, u64)>)> {
-    let mut c = pb::kv_client::KvClient::connect(addr.to_string())
-        .await
-        .ok()?;
+    let mut c = pb::kv_client::KvClient::new(admin_channel(addr).await.ok()?);
     let mut out = BTreeMap::new();
     let (mut token, mut revision) = (String::new(), 0);
     loop {
@@ -246,9 +250,11 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
 }
 
 async fn txn(addr: String, op: pb::Operation) -> Result<u64, tonic::Status> {
-    let mut c = pb::kv_client::KvClient::connect(addr)
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut c = pb::kv_client::KvClient::new(
+        admin_channel(&addr)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?,
+    );
     let reply = c.txn(pb::TxnRequest { ops: vec![op] }).await?;
     Ok(reply.into_inner().revision)
 }

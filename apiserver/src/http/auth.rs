@@ -1,24 +1,29 @@
-//! Authentication: who made a request. The TLS handshake verifies a client
-//! certificate against the cluster CA; [`authenticate`] turns what the
-//! connection proved into the request's [`UserInfo`] (the certificate's
-//! common name is the user, its organizations the groups, as Kubernetes'
-//! x509 authenticator reads them) and inserts it as a request extension for
-//! the chain that follows (authorization and admission will read it there).
-//! A request without one is anonymous; [`require_user`] refuses it.
+//! Authentication as an HTTP layer: who made a request. The TLS handshake
+//! verifies a client certificate against the cluster CA; [`authenticate`]
+//! runs the authenticator chain ([`crate::authn`]: that certificate, else a
+//! bearer token, else anonymous when enabled) and inserts the request's
+//! [`UserInfo`] as a request extension for the chain that follows
+//! (authorization and admission read it there). A bearer token that
+//! authenticates nobody is a 401 here; a request with no user at all is
+//! refused by [`require_user`] where one is needed.
 
 use std::collections::BTreeMap;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rustls::pki_types::CertificateDer;
 
+use super::AppState;
 use crate::error::ApiError;
 
 /// An authenticated user, as Kubernetes' `user.Info`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
+    /// Stable across renames where the authenticator knows one (a
+    /// ServiceAccount's uid, the token file's uid column); else empty.
+    pub uid: String,
     pub groups: Vec<String>,
     pub extra: BTreeMap<String, Vec<String>>,
 }
@@ -59,14 +64,23 @@ pub struct Connection {
 }
 
 /// The authentication layer: inserts the request's [`UserInfo`], when it
-/// has one, for the handlers and layers after it.
-pub async fn authenticate(mut req: Request, next: Next) -> Response {
-    let user = req
+/// has one, for the handlers and layers after it; a bad bearer token is a
+/// 401 `Status`.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let certificate_user = req
         .extensions()
         .get::<Connection>()
         .and_then(|c| c.certificate_user.clone());
-    if let Some(user) = user {
-        req.extensions_mut().insert(user);
+    let authn = s.registry.authenticator();
+    match authn
+        .authenticate(certificate_user, req.headers(), &s.registry)
+        .await
+    {
+        Ok(Some(user)) => {
+            req.extensions_mut().insert(user);
+        }
+        Ok(None) => {}
+        Err(e) => return e.into_response(),
     }
     next.run(req).await
 }

@@ -1,11 +1,12 @@
 //! The HTTP layer: the listener, TLS and request limits ([`server`]), the
-//! one router ([`routes`]), who made each request ([`auth`]) and health
-//! ([`health`]). Everything below the router is HTTP-agnostic in intent:
+//! one router ([`routes`]), who made each request ([`auth`]), acting as
+//! another user ([`impersonate`]) and health ([`health`]). Everything below the router is HTTP-agnostic in intent:
 //! a [`crate::request::RequestTarget`] and a verb, run by the
 //! [`crate::registry::Registry`].
 
 pub mod auth;
 pub mod health;
+pub mod impersonate;
 pub mod routes;
 pub mod server;
 
@@ -30,6 +31,12 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::ApiMetrics>,
     pub limits: Arc<server::Limits>,
+    /// Who may do what ([`crate::authz`]): a chain, built by [`server::start`].
+    pub authorizer: Arc<dyn crate::authz::Authorizer>,
+    /// The RBAC index, for SelfSubjectRulesReview (`None` without RBAC).
+    pub rbac: Option<Arc<crate::authz::rbac::Rbac>>,
+    /// The audit log, when one is written ([`crate::audit`]).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// Health reports on the registry's storage.
@@ -57,6 +64,13 @@ impl InProcess {
             registry: registry.clone(),
             metrics: Arc::default(),
             limits: Arc::new(server::Limits::new(&defaults)),
+            // Without the server's RBAC tasks, only `system:masters` users
+            // are allowed anything (the fuzz harness runs as one).
+            authorizer: Arc::new(crate::authz::Chain(vec![Arc::new(
+                crate::authz::rbac::PrivilegedGroup,
+            )])),
+            rbac: None,
+            audit: None,
         };
         InProcess {
             registry,

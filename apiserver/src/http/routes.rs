@@ -3,24 +3,28 @@
 //! [`crate::request`], against the kinds served at that moment.
 //!
 //! Layers, outermost first: the body limit, [`auth::authenticate`], then
-//! for everything but `/version` and health [`auth::require_user`], and for
-//! `/api` and `/apis` the request limits and metrics ([`server::limits`]).
+//! for everything but `/version` and health [`auth::require_user`],
+//! [`impersonate::impersonate`] and the authorization of non-resource paths
+//! (`authorize_path`), and for `/api` and `/apis` the request limits and
+//! metrics ([`server::limits`]). Resource requests are authorized in
+//! `serve` once their target is resolved.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::json;
 
-use super::{AppState, auth, health, server};
-use crate::discovery;
+use super::auth::UserInfo;
+use super::{AppState, auth, health, impersonate, server};
 use crate::error::ApiError;
 use crate::registry::MAX_BODY;
 use crate::request::{self, RequestTarget};
 use crate::response;
+use crate::{authz, discovery};
 
 /// The router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -40,19 +44,30 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{version}/{*rest}", any(core_resource))
         .route("/apis/{group}/{version}/{*rest}", any(resource))
         .route_layer(from_fn_with_state(state.clone(), server::limits));
-    let authenticated = Router::new()
+    let mut authenticated = Router::new()
         .merge(api)
         .route("/openapi/v2", any(openapi_v2))
         .route("/openapi/v3", any(openapi_v3_index))
         .route("/openapi/v3/{*gv}", any(openapi_v3))
         .route("/metrics", any(metrics))
         .fallback(no_route)
+        .layer(from_fn_with_state(state.clone(), authorize_path))
+        .layer(from_fn_with_state(state.clone(), impersonate::impersonate))
         .layer(from_fn(auth::require_user));
+    // Outside impersonation, so an event names the real user and the one
+    // impersonated; inside authentication, so it names a user at all.
+    if let Some(log) = &state.audit {
+        let audit = crate::audit::AuditState {
+            log: log.clone(),
+            kinds: state.registry.kinds.clone(),
+        };
+        authenticated = authenticated.layer(from_fn_with_state(audit, crate::audit::audit));
+    }
     Router::new()
         .route("/version", get(version))
         .merge(health::routes())
         .merge(authenticated)
-        .layer(from_fn(auth::authenticate))
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY * 2))
         .with_state(state)
 }
@@ -114,24 +129,39 @@ async fn resources(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiE
 /// `/api/{version}/…`.
 async fn core_resource(
     State(s): State<AppState>,
+    user: Option<Extension<UserInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
-    serve(&s, "", segs[1], &segs[2..], method, &uri, headers, body).await
+    let user = user.map(|u| u.0).unwrap_or_default();
+    serve(
+        &s,
+        "",
+        segs[1],
+        &segs[2..],
+        method,
+        &uri,
+        headers,
+        body,
+        &user,
+    )
+    .await
 }
 
 /// `/apis/{group}/{version}/…`.
 async fn resource(
     State(s): State<AppState>,
+    user: Option<Extension<UserInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
+    let user = user.map(|u| u.0).unwrap_or_default();
     serve(
         &s,
         segs[1],
@@ -141,6 +171,7 @@ async fn resource(
         &uri,
         headers,
         body,
+        &user,
     )
     .await
 }
@@ -155,6 +186,7 @@ async fn serve(
     uri: &Uri,
     headers: HeaderMap,
     body: Bytes,
+    user: &UserInfo,
 ) -> Result<Response, ApiError> {
     if rest.is_empty() {
         // `/api/v1//`: the resource list, as `/api/v1/`.
@@ -164,7 +196,71 @@ async fn serve(
     let target = RequestTarget::resolve(&s.registry.kinds, group, version, rest)?;
     let q = request::query(uri);
     let verb = target.verb(&method, &q)?;
-    s.registry.serve(verb, &target, &q, &headers, body).await
+    authz::check(
+        &*s.authorizer,
+        &authz::Attributes::resource(user, verb, &target),
+    )?;
+    if target.rt.create_only && target.rt.group == "authorization.k8s.io" {
+        return access_review(s, &target, verb, &headers, body, user);
+    }
+    s.registry
+        .serve(verb, &target, &q, &headers, body, user)
+        .await
+}
+
+/// Authorization of the non-resource requests: discovery (`/api`,
+/// `/apis/{group}/{version}`), `/openapi/…`, `/metrics`. Resource requests
+/// are authorized in [`serve`], once their target is resolved.
+async fn authorize_path(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let segs = request::segments(path);
+    let resource = match segs.first() {
+        Some(&"api") => segs.len() > 2,
+        Some(&"apis") => segs.len() > 3,
+        _ => false,
+    };
+    if !resource {
+        let user = req
+            .extensions()
+            .get::<UserInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let a = authz::Attributes::path(&user, req.method().as_str(), path);
+        if let Err(e) = authz::check(&*s.authorizer, &a) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A create of an `authorization.k8s.io` review, answered at once.
+fn access_review(
+    s: &AppState,
+    t: &RequestTarget,
+    verb: request::Verb,
+    headers: &HeaderMap,
+    body: Bytes,
+    user: &UserInfo,
+) -> Result<Response, ApiError> {
+    if verb != request::Verb::Create || t.subresource.is_some() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let obj = if ct.split(';').next().unwrap_or("").trim() == authz::rbac::review_proto::MEDIA_TYPE
+    {
+        authz::rbac::review_proto::decode(&body, &t.rt.kind).ok_or_else(|| {
+            ApiError::BadRequest("the protobuf request body does not decode".into())
+        })?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the review does not decode: {e}")))?
+    };
+    let index = s.rbac.as_ref().map(|r| &**r.index());
+    let answer = authz::rbac::review::answer(&*s.authorizer, index, t, obj, user)?;
+    Ok(response::json(StatusCode::CREATED, &answer))
 }
 
 async fn openapi_v2(headers: HeaderMap) -> Response {

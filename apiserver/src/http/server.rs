@@ -45,6 +45,16 @@ pub struct ApiConfig {
     pub max_watches: usize,
     /// Deadline of a non-watch request.
     pub request_timeout: Duration,
+    /// The `EncryptionConfiguration` file (`--encryption-provider-config`);
+    /// `None`: `<data_dir>/pki/encryption-config.yaml`, written on first
+    /// start ([`crate::encryption::default`]).
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Token file, anonymous requests, ServiceAccount token issuer and
+    /// audiences ([`crate::authn`]).
+    pub authn: crate::authn::AuthnConfig,
+    /// Where the audit log is written (`--audit-log-path`); `None`: no
+    /// audit log ([`crate::audit`]).
+    pub audit_log_path: Option<PathBuf>,
 }
 
 impl ApiConfig {
@@ -56,6 +66,9 @@ impl ApiConfig {
             max_in_flight: 400,
             max_watches: DEFAULT_MAX_WATCHES,
             request_timeout: Duration::from_secs(60),
+            encryption_provider_config: None,
+            authn: crate::authn::AuthnConfig::default(),
+            audit_log_path: None,
         }
     }
 }
@@ -182,10 +195,18 @@ async fn bootstrap_namespaces(registry: Arc<Registry>) {
         name: None,
         subresource: None,
     };
+    let apiserver = UserInfo {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into()],
+        ..UserInfo::default()
+    };
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         loop {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match registry.create_object(&target, obj, false).await {
+            match registry
+                .create_object(&target, obj, false, &apiserver)
+                .await
+            {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => break,
                 // No leader yet, or the write's outcome is unknown (then the
                 // next attempt finds it exists).
@@ -199,6 +220,20 @@ async fn bootstrap_namespaces(registry: Arc<Registry>) {
             }
         }
     }
+}
+
+/// The member's storage behind encryption at rest ([`crate::encryption`]),
+/// after the PKI exists (the default key derives from the CA key).
+fn encrypted_storage(
+    cfg: &ApiConfig,
+    member: Arc<Member>,
+) -> Result<Arc<dyn crate::registry::storage::Storage>, ServerError> {
+    use crate::encryption::{EncryptedStorage, Encryption};
+    let enc = Encryption::load(cfg.encryption_provider_config.as_deref(), &cfg.data_dir)
+        .map_err(ServerError::Encryption)?;
+    tracing::info!(file = %enc.source.display(), encrypted = ?enc.summary(), "encryption at rest");
+    let member = Arc::new(crate::registry::storage::MemberStorage::new(member));
+    Ok(Arc::new(EncryptedStorage::new(member, Arc::new(enc))))
 }
 
 /// Start serving the Kubernetes API for `member` and write the kubeconfig.
@@ -225,12 +260,45 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     // It embeds the admin key: private like the key files.
     pki.write_kubeconfig(&kubeconfig, &format!("https://{host}:{}", addr.port()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
-    let registry = Arc::new(Registry::new(member));
+    let registry = Arc::new(Registry::serving(encrypted_storage(&cfg, member)?));
+    // Authorization: the `system:masters` bypass, then RBAC (its index,
+    // aggregation and default policy run as tasks). The Node authorizer
+    // goes at the front of `authorizers`, its NodeRestriction admission
+    // plugin beside the escalation check.
+    let rbac = crate::authz::rbac::Rbac::start(&registry);
+    let node_graph = crate::authz::node::start(registry.storage.clone());
+    registry.add_admission(Arc::new(crate::authz::node::NodeRestriction::new(
+        node_graph.clone(),
+    )));
+    let authorizers: Vec<Arc<dyn crate::authz::Authorizer>> = vec![
+        Arc::new(crate::authz::node::NodeAuthorizer::new(node_graph)),
+        Arc::new(crate::authz::rbac::PrivilegedGroup),
+        rbac.clone(),
+    ];
+    let authorizer: Arc<dyn crate::authz::Authorizer> = Arc::new(crate::authz::Chain(authorizers));
+    registry.add_admission(Arc::new(crate::authz::rbac::Escalation::new(
+        rbac.index().clone(),
+        authorizer.clone(),
+    )));
+    let audit = match &cfg.audit_log_path {
+        Some(path) => Some(crate::audit::AuditLog::open(path).await?),
+        None => None,
+    };
     let app = routes::router(AppState {
         registry: registry.clone(),
         metrics: Arc::default(),
         limits: Arc::new(Limits::new(&cfg)),
+        authorizer,
+        rbac: Some(rbac),
+        audit,
     });
+    // ServiceAccount tokens are signed with a key derived from the CA's,
+    // which every member of the cluster shares.
+    let authn = crate::authn::Authenticator::load(&cfg.authn, &pki.dir.join("ca.key"))?;
+    registry.set_authenticator(Arc::new(authn));
+    tokio::spawn(crate::authn::default_service_account::run(Arc::downgrade(
+        &registry,
+    )));
     tokio::spawn(bootstrap_namespaces(registry));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -266,7 +334,8 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
                     .peer_certificates()
                     .and_then(UserInfo::from_certificates);
                 let svc = hyper_util::service::TowerToHyperService::new(
-                    app.layer(Extension(Connection { certificate_user })),
+                    app.layer(Extension(Connection { certificate_user }))
+                        .layer(Extension(axum::extract::ConnectInfo(peer))),
                 );
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)

@@ -25,6 +25,7 @@ pub fn kinds() -> Vec<ResourceType> {
         ResourceType::of::<core::Secret>().strategy(SecretStrategy),
         ResourceType::of::<core::ServiceAccount>()
             .short_names(&["sa"])
+            .subresources(&[Subresource::Token])
             .strategy(ServiceAccountStrategy),
         ResourceType::of::<core::Node>()
             .short_names(&["no"])

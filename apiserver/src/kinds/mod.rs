@@ -12,6 +12,8 @@ pub mod typed;
 
 mod apiextensions;
 mod apiregistration;
+mod authentication;
+mod authorization;
 mod batch;
 mod coordination;
 mod core;
@@ -38,6 +40,8 @@ pub fn builtin() -> Vec<ResourceType> {
         coordination::kinds(),
         networking::kinds(),
         rbac::kinds(),
+        authorization::kinds(),
+        authentication::kinds(),
         apiextensions::kinds(),
         apiregistration::kinds(),
         events::kinds(),

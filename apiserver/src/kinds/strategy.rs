@@ -116,6 +116,9 @@ pub enum Subresource {
     Scale,
     /// `/binding`: a `v1` Binding that assigns a pod to a node.
     Binding,
+    /// `/token`: an `authentication.k8s.io/v1` TokenRequest for a
+    /// ServiceAccount (`registry::token`).
+    Token,
 }
 
 impl Subresource {
@@ -125,6 +128,7 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Token => "token",
         }
     }
 
@@ -134,6 +138,7 @@ impl Subresource {
             Subresource::Status,
             Subresource::Scale,
             Subresource::Binding,
+            Subresource::Token,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -157,6 +162,9 @@ pub struct ResourceType {
     /// The Kubernetes type's check and schema (`None`: no typed check, such
     /// as a custom resource without a structural schema).
     pub typed: Option<Typed>,
+    /// Only `create` is served: a review answered, never stored
+    /// (SubjectAccessReview, TokenReview, …).
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -182,6 +190,31 @@ impl ResourceType {
             subresources: vec![],
             strategy: Arc::new(NoRules),
             typed: Some(Typed::of::<K>()),
+            create_only: false,
+        }
+    }
+
+    /// Serving only `create` (a review kind, never stored).
+    pub fn create_only(mut self) -> ResourceType {
+        self.create_only = true;
+        self
+    }
+
+    /// The verbs discovery lists for the kind.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.create_only {
+            &["create"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
         }
     }
 

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use super::storage::{Consistency, StorageError};
 use super::{Registry, decode, storage_error};
+use crate::admission;
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::meta;
 use crate::request::{Query, RequestTarget};
 use crate::response;
@@ -22,12 +24,13 @@ impl Registry {
         q: &Query,
         headers: &HeaderMap,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let mut obj = decode::parse_body(t, headers, &body, false)?;
         decode::check_type(t, &mut obj)?;
         let warnings = decode::field_validation(t, &mut obj, q)?;
         let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-        let obj = self.create_object(t, obj, dry_run).await?;
+        let obj = self.create_object(t, obj, dry_run, user).await?;
         Ok(response::with_warnings(
             response::json(StatusCode::CREATED, &obj),
             &warnings,
@@ -36,13 +39,15 @@ impl Registry {
 
     /// Create `obj`, decoded and of `t`'s type: metadata the system owns
     /// (uid, creation time, generation), a generated name, the kind's
-    /// defaults and validation, then the write. Returns the stored object
-    /// (or, for a dry run, the object that would be stored).
+    /// defaults and validation, admission for `user`, then the write.
+    /// Returns the stored object (or, for a dry run, the object that would
+    /// be stored).
     pub async fn create_object(
         &self,
         t: &RequestTarget,
         mut obj: Value,
         dry_run: bool,
+        user: &UserInfo,
     ) -> Result<Value, ApiError> {
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
@@ -109,6 +114,14 @@ impl Registry {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        self.admit(&admission::Attributes {
+            user,
+            operation: admission::Operation::Create,
+            target: t,
+            name: &name,
+            object: Some(&obj),
+            old: None,
+        })?;
         if dry_run {
             // A dry run answers as the write would: an existing name is a conflict.
             if self.current(t, &name).await.is_ok() {

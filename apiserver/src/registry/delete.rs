@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::storage::{Preconditions, RangeRequest};
 use super::{Registry, conflict, storage_error};
+use crate::admission;
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::meta;
 use crate::request::{Query, RequestTarget};
 use crate::response;
@@ -22,6 +24,7 @@ impl Registry {
         name: &str,
         q: &Query,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let opts: Value = if body.is_empty() {
             json!({})
@@ -52,6 +55,14 @@ impl Registry {
         {
             return Err(conflict(t, name));
         }
+        self.admit(&admission::Attributes {
+            user,
+            operation: admission::Operation::Delete,
+            target: t,
+            name,
+            object: None,
+            old: Some(&obj),
+        })?;
         if q.get("dryRun").is_some_and(|d| d == "All")
             || opts
                 .get("dryRun")
@@ -97,6 +108,7 @@ impl Registry {
         &self,
         t: &RequestTarget,
         q: &Query,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let selector = Selector::from_query(q)?;
         let mut req = RangeRequest::prefix(t.rt.prefix(t.namespace.as_deref()));
@@ -128,7 +140,7 @@ impl Registry {
                     name: Some(name.clone()),
                     subresource: None,
                 };
-                match self.delete(&target, &name, q, Bytes::new()).await {
+                match self.delete(&target, &name, q, Bytes::new(), user).await {
                     Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
                     Err(e) => return Err(e),
                 }

@@ -17,6 +17,7 @@ mod subresources;
 pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod token;
 mod update;
 pub mod watch;
 
@@ -29,7 +30,9 @@ use serde_json::Value;
 
 pub use decode::MAX_BODY;
 
+use crate::admission::{self, Admit};
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::kinds::{Kinds, Subresource};
 use crate::request::{Query, RequestTarget, Verb};
 use storage::{Consistency, KeyValue, Storage, StorageError};
@@ -44,6 +47,10 @@ pub struct Registry {
     prepared: Arc<prepared::PreparedEvents>,
     /// The watch cache `storage` is, when it is one: watches fan out from it.
     cache: Option<Arc<storage::WatchCache>>,
+    /// Admission plugins, run on every write ([`crate::admission`]).
+    admission: std::sync::RwLock<Vec<Arc<dyn Admit>>>,
+    /// Who requests are from ([`crate::authn`]); set once by the server ([`token`]).
+    authn: std::sync::OnceLock<Arc<crate::authn::Authenticator>>,
 }
 
 impl Registry {
@@ -55,6 +62,8 @@ impl Registry {
             kinds,
             prepared: Arc::default(),
             cache: None,
+            admission: Default::default(),
+            authn: Default::default(),
         }
     }
 
@@ -67,10 +76,24 @@ impl Registry {
             kinds,
             prepared: Arc::default(),
             cache: Some(cache),
+            admission: Default::default(),
+            authn: Default::default(),
         }
     }
 
-    /// Run `verb` on `t`.
+    /// Add an admission plugin; it runs on every later write, after those
+    /// added before it.
+    pub fn add_admission(&self, plugin: Arc<dyn Admit>) {
+        self.admission.write().unwrap().push(plugin);
+    }
+
+    /// Run every admission plugin on one write; the first refusal wins.
+    fn admit(&self, a: &admission::Attributes<'_>) -> Result<(), ApiError> {
+        let plugins = self.admission.read().unwrap().clone();
+        plugins.iter().try_for_each(|p| p.admit(a))
+    }
+
+    /// Run `verb` on `t` for `user`.
     pub async fn serve(
         &self,
         verb: Verb,
@@ -78,6 +101,7 @@ impl Registry {
         q: &Query,
         headers: &HeaderMap,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let table = table::requested(headers, q);
         if matches!(verb, Verb::List | Verb::Watch) {
@@ -85,22 +109,29 @@ impl Registry {
         }
         let name = t.name.as_deref().unwrap_or_default();
         match (verb, t.subresource) {
-            (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body).await,
+            (Verb::Create, Some(Subresource::Token)) => {
+                self.create_token(t, name, headers, &body, user).await
+            }
+            (Verb::Create, None) if t.rt.create_only && t.rt.group == crate::authn::GROUP => {
+                crate::authn::review::create(self, t, headers, &body, user).await
+            }
+            (_, None) if t.rt.create_only => Err(ApiError::MethodNotAllowed),
+            (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body, user).await,
             (Verb::Get, Some(Subresource::Scale)) => self.get_scale(t, name).await,
             (Verb::Update, Some(Subresource::Scale)) => {
-                self.scale(t, name, q, false, headers, body).await
+                self.scale(t, name, q, false, headers, body, user).await
             }
             (Verb::Patch, Some(Subresource::Scale)) => {
-                self.scale(t, name, q, true, headers, body).await
+                self.scale(t, name, q, true, headers, body, user).await
             }
             (Verb::Get, _) => self.get(t, name, q, table).await,
             (Verb::List, _) => self.list(t, q, table).await,
             (Verb::Watch, _) => self.watch(t, q, table).await,
-            (Verb::Create, _) => self.create(t, q, headers, body).await,
-            (Verb::Update, _) => self.update(t, name, q, headers, body).await,
-            (Verb::Patch, _) => self.patch(t, name, q, headers, body).await,
-            (Verb::Delete, _) => self.delete(t, name, q, body).await,
-            (Verb::DeleteCollection, _) => self.delete_collection(t, q).await,
+            (Verb::Create, _) => self.create(t, q, headers, body, user).await,
+            (Verb::Update, _) => self.update(t, name, q, headers, body, user).await,
+            (Verb::Patch, _) => self.patch(t, name, q, headers, body, user).await,
+            (Verb::Delete, _) => self.delete(t, name, q, body, user).await,
+            (Verb::DeleteCollection, _) => self.delete_collection(t, q, user).await,
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::Registry;
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::patch::PatchError;
 use crate::request::{Query, RequestTarget};
 
@@ -22,6 +23,7 @@ impl Registry {
         q: &Query,
         headers: &HeaderMap,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let ct = headers
             .get(header::CONTENT_TYPE)
@@ -48,7 +50,7 @@ impl Registry {
         };
         // Reapplied to the current object on every attempt; a resourceVersion
         // the patch sets is a precondition, checked by `replace`.
-        self.guaranteed_update(t, name, q, |_, old| {
+        self.guaranteed_update(t, name, q, user, |_, old| {
             let mut new = old.clone();
             let refused = |m: String| ApiError::Invalid {
                 group: t.rt.group.clone(),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Registry, decode};
 use crate::error::{ApiError, Cause};
+use crate::http::auth::UserInfo;
 use crate::request::{Query, RequestTarget};
 use crate::response;
 
@@ -21,6 +22,7 @@ impl Registry {
         name: &str,
         q: &Query,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let binding = decode::json_body(&body)?;
         let node = binding
@@ -35,7 +37,7 @@ impl Registry {
             })?
             .to_string();
         let main = t.main();
-        self.guaranteed_update(&main, name, q, |_, old| {
+        self.guaranteed_update(&main, name, q, user, |_, old| {
             if let Some(current) = old
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
@@ -73,6 +75,7 @@ impl Registry {
     }
 
     /// PUT (`patch` false) or PATCH of `/scale`: only `spec.replicas` of the resource changes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn scale(
         &self,
         t: &RequestTarget,
@@ -81,6 +84,7 @@ impl Registry {
         patch: bool,
         headers: &HeaderMap,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let body = decode::json_body(&body)?;
         let ct = headers
@@ -107,7 +111,7 @@ impl Registry {
             causes: vec![cause],
         };
         let main = t.main();
-        self.guaranteed_update(&main, name, q, |kv, old| {
+        self.guaranteed_update(&main, name, q, user, |kv, old| {
             let wanted = if !patch {
                 body.clone()
             } else {

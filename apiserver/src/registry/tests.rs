@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::Registry;
 use super::storage::{Consistency, MAX_UPDATE_ATTEMPTS, MemoryStorage, Storage, StorageError};
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::kinds::Kinds;
 use crate::request::{self, RequestTarget};
 
@@ -100,7 +101,9 @@ impl Api {
         let served = async {
             let t = RequestTarget::resolve(&self.registry.kinds, group, version, rest)?;
             let verb = t.verb(&method, &q)?;
-            self.registry.serve(verb, &t, &q, &headers, body).await
+            self.registry
+                .serve(verb, &t, &q, &headers, body, &UserInfo::default())
+                .await
         }
         .await;
         served.unwrap_or_else(ApiError::into_response)

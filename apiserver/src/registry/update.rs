@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::storage::{self, KeyValue, UpdateError, Write, Written};
 use super::{Registry, conflict, decode, storage_error};
+use crate::admission;
 use crate::error::ApiError;
+use crate::http::auth::UserInfo;
 use crate::kinds::{StatusStrategy, Subresource};
 use crate::request::{Query, RequestTarget};
 use crate::response;
@@ -27,13 +29,36 @@ impl Registry {
         t: &RequestTarget,
         name: &str,
         q: &Query,
+        user: &UserInfo,
         mut mutate: impl FnMut(&KeyValue, &Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let key = t.rt.key(t.namespace.as_deref(), name);
         let attempt = storage::guaranteed_update(&*self.storage, &key, |kv| {
             let old = self.decode(kv)?;
             let new = mutate(kv, &old)?;
-            replace(t, name, kv, &old, new, q)
+            let (write, (new, warnings)) = replace(t, name, kv, &old, new, q)?;
+            // Also a no-op: whether a write was allowed does not depend on
+            // whether it changed anything.
+            self.admit(&admission::Attributes {
+                user,
+                operation: admission::Operation::Update,
+                target: t,
+                name,
+                object: Some(&new),
+                old: Some(&old),
+            })?;
+            // Stored under an encryption key that is no longer the first:
+            // an unchanged object is written again, which re-encrypts it
+            // (`keel secrets rotate`).
+            let write = match write {
+                Write::Keep
+                    if q.get("dryRun").is_none_or(|d| d != "All") && self.storage.stale(kv) =>
+                {
+                    Write::Put(kv.value.clone())
+                }
+                w => w,
+            };
+            Ok((write, (new, warnings)))
         })
         .await;
         let ((mut new, warnings), written) = attempt.map_err(|e| match e {
@@ -58,10 +83,11 @@ impl Registry {
         q: &Query,
         headers: &HeaderMap,
         body: Bytes,
+        user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let body = decode::parse_body(t, headers, &body, false)?;
         let (group, plural) = (t.rt.group.clone(), t.rt.plural.clone());
-        self.guaranteed_update(t, name, q, |_, old| {
+        self.guaranteed_update(t, name, q, user, |_, old| {
             // A uid in the body is a precondition, as in kube-apiserver: an
             // object deleted and created again under the same name is not
             // overwritten by a client that read the old one.

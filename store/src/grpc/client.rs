@@ -5,22 +5,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_proto::member as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::frame::{MAX_MESSAGE_BYTES, payload, unpayload};
+use super::tls::ClientTls;
 use crate::NodeId;
 use crate::transport::{PeerRequest, PeerResponse, Transport, TransportError};
 
-/// The real transport: gRPC over HTTP/2 with one lazily connected channel per peer.
-#[derive(Default)]
+/// The real transport: gRPC over HTTP/2 and mutual TLS, presenting this
+/// member's certificate, with one lazily connected channel per peer.
 pub struct GrpcTransport {
+    tls: ClientTls,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl GrpcTransport {
-    pub fn new() -> Arc<GrpcTransport> {
-        Arc::new(GrpcTransport::default())
+    /// A transport that calls other members as `tls` (the member's own
+    /// certificate; see [`super::tls::PeerTls::as_member`]).
+    pub fn new(tls: ClientTls) -> Arc<GrpcTransport> {
+        Arc::new(GrpcTransport {
+            tls,
+            channels: Mutex::default(),
+        })
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
@@ -28,7 +35,9 @@ impl GrpcTransport {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let ch = self
+            .tls
+            .endpoint(addr)
             .map_err(|e| TransportError::Unreachable(format!("bad address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)

@@ -4,28 +4,37 @@
 use std::sync::Arc;
 
 use keel_proto::member as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::frame::{MAX_MESSAGE_BYTES, payload, unpayload};
+use super::tls::{PeerTls, Role, authorize};
 use crate::error::StoreError;
 use crate::member::{Member, MemberInfo};
 use crate::transport::PeerRequest;
 
-/// Serves the member protocol (Raft, Client, Admin) for one member.
+/// Serves the member protocol (Raft, Client, Kv, Admin) for one member,
+/// over mutual TLS: Raft and Client calls need a member's certificate, Kv
+/// and Admin an administrator's (see [`super::tls`]).
 #[derive(Clone)]
 pub struct MemberService {
     member: Arc<Member>,
+    tls: Arc<PeerTls>,
 }
 
 impl MemberService {
-    pub fn new(member: Arc<Member>) -> MemberService {
-        MemberService { member }
+    pub fn new(member: Arc<Member>, tls: PeerTls) -> MemberService {
+        MemberService {
+            member,
+            tls: Arc::new(tls),
+        }
     }
 
-    /// A tonic router with all three services, limits raised for snapshot chunks.
-    pub fn router(self) -> tonic::transport::server::Router {
-        tonic::transport::Server::builder()
+    /// A tonic router with all four services behind mutual TLS, limits
+    /// raised for snapshot chunks.
+    pub fn router(self) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
+        Ok(tonic::transport::Server::builder()
+            .tls_config(self.tls.server_config())?
             .tcp_nodelay(true)
             .add_service(
                 pb::raft_server::RaftServer::new(self.clone())
@@ -42,13 +51,15 @@ impl MemberService {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(pb::admin_server::AdminServer::new(self))
+            .add_service(pb::admin_server::AdminServer::new(self)))
     }
 
+    /// A call from another member: Raft, forwarding, read index, position.
     async fn serve(
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        authorize(&req, Role::Member)?;
         let peer_req: PeerRequest = unpayload(req.get_ref())?;
         let resp = self.member.handle(peer_req).await;
         Ok(Response::new(payload(&resp)))
@@ -144,7 +155,12 @@ impl MemberService {
         match self.member.leader() {
             Some((id, _)) if id == self.member.id() => Ok(None),
             Some((_, addr)) => {
-                let ch = Endpoint::from_shared(format!("http://{addr}"))
+                // The caller was authorized here; the leader sees this
+                // member's administrator certificate.
+                let ch = self
+                    .tls
+                    .as_admin()
+                    .endpoint(&addr)
                     .map_err(|e| Status::internal(e.to_string()))?
                     .connect()
                     .await
@@ -164,6 +180,7 @@ impl pb::admin_server::Admin for MemberService {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        authorize(&req, Role::Admin)?;
         if let Some(mut leader) = self.leader_admin().await? {
             return leader.add_member(req.into_inner()).await;
         }
@@ -180,6 +197,7 @@ impl pb::admin_server::Admin for MemberService {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        authorize(&req, Role::Admin)?;
         if let Some(mut leader) = self.leader_admin().await? {
             return leader.remove_member(req.into_inner()).await;
         }
@@ -193,8 +211,9 @@ impl pb::admin_server::Admin for MemberService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
+        authorize(&req, Role::Admin)?;
         let s = self.member.status();
         Ok(Response::new(pb::StatusReply {
             id: s.id,
@@ -296,6 +315,7 @@ type WatchReplyStream =
 #[tonic::async_trait]
 impl pb::kv_server::Kv for MemberService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
+        authorize(&req, Role::Admin)?;
         let ops = req
             .into_inner()
             .ops
@@ -310,6 +330,7 @@ impl pb::kv_server::Kv for MemberService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeReply>, Status> {
+        authorize(&req, Role::Admin)?;
         let r = req.into_inner();
         let resp = self
             .member
@@ -339,6 +360,7 @@ impl pb::kv_server::Kv for MemberService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        authorize(&req, Role::Admin)?;
         let r = req.into_inner();
         let start = match r.after_revision {
             Some(rev) => crate::WatchStart::After(rev),

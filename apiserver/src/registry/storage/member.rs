@@ -34,7 +34,13 @@ impl crate::registry::Registry {
     /// `KEEL_WATCH_CACHE=off` in the environment serves everything from the
     /// member instead (to compare, or to rule the cache out).
     pub fn new(member: Arc<Member>) -> crate::registry::Registry {
-        let storage = Arc::new(MemberStorage::new(member));
+        crate::registry::Registry::serving(Arc::new(MemberStorage::new(member)))
+    }
+
+    /// The built-in kinds over `storage` (the member's, or a layer over it
+    /// such as [`crate::encryption::EncryptedStorage`]), behind the watch
+    /// cache as [`Registry::new`](crate::registry::Registry::new) describes.
+    pub fn serving(storage: Arc<dyn Storage>) -> crate::registry::Registry {
         let kinds = crate::kinds::Kinds::builtin();
         if std::env::var("KEEL_WATCH_CACHE").is_ok_and(|v| v == "off") {
             crate::registry::Registry::with_storage(storage, kinds)

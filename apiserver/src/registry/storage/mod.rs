@@ -222,6 +222,14 @@ pub trait Storage: Send + Sync + 'static {
     /// own ignores it.
     fn request_progress(&self, _prefix: &str) {}
 
+    /// Whether `kv`, as this storage returned it, is stored in a form that
+    /// is no longer current (encrypted with a key other than the first
+    /// configured one, [`crate::encryption`]): an update that changes
+    /// nothing writes it again anyway, which re-encrypts it.
+    fn stale(&self, _kv: &KeyValue) -> bool {
+        false
+    }
+
     /// Whether this replica can serve linearizable reads now (`/readyz`).
     fn ready(&self) -> BoxFuture<'_, bool>;
 

@@ -32,7 +32,14 @@ async fn get(registry: &Registry, path: &str) -> Response {
         let t = RequestTarget::resolve(&registry.kinds, "", version, rest)?;
         let verb = t.verb(&Method::GET, &q)?;
         registry
-            .serve(verb, &t, &q, &HeaderMap::new(), Bytes::new())
+            .serve(
+                verb,
+                &t,
+                &q,
+                &HeaderMap::new(),
+                Bytes::new(),
+                &crate::http::auth::UserInfo::default(),
+            )
             .await
     }
     .await;

@@ -109,6 +109,18 @@ impl WatchCache {
         self.shared.lock().synced
     }
 
+    /// The object at `key` as the cache holds it (`Some(None)`: absent at
+    /// the cache's revision); `None` until the first list completes or for
+    /// a key outside the cached shape, when the store must answer.
+    pub fn object(&self, key: &str) -> Option<Option<Arc<Object>>> {
+        let resource = store::resource_of(key)?;
+        let st = self.shared.lock();
+        if !st.synced {
+            return None;
+        }
+        Some(st.resources.get(resource).and_then(|r| r.get(key)))
+    }
+
     /// Wait up to `within` until the cache has applied `revision`.
     pub async fn reached(&self, revision: u64, within: Duration) -> bool {
         let mut rx = self.shared.revision.subscribe();
@@ -336,6 +348,10 @@ impl Storage for WatchCache {
 
     fn catch_up_to(&self, revision: u64) -> BoxFuture<'_, ()> {
         self.inner.catch_up_to(revision)
+    }
+
+    fn stale(&self, kv: &KeyValue) -> bool {
+        self.inner.stale(kv)
     }
 
     fn ready(&self) -> BoxFuture<'_, bool> {

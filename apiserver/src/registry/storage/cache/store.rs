@@ -136,6 +136,11 @@ impl Resource {
         self.active = true;
     }
 
+    /// The object at `key`, if cached.
+    pub fn get(&self, key: &str) -> Option<Arc<Object>> {
+        self.objects.get(key).cloned()
+    }
+
     /// The objects under `prefix` that can have `spec.nodeName` = `node`
     /// (every object under it when `node` is `None` or not indexed), in key order.
     pub fn select(&self, prefix: &str, node: Option<&str>) -> Vec<Arc<Object>> {

@@ -1,0 +1,176 @@
+//! Mutual TLS on the member port. Every connection presents a certificate
+//! from the cluster CA (or gets no further than the handshake), and each
+//! call checks the group (subject O) of the certificate it came with:
+//! Raft and the member-to-member `Client` service need [`MEMBER_GROUP`],
+//! `Kv` and `Admin` need [`ADMIN_GROUP`]. The store reads only PEM and
+//! group names; who issues the certificates is the caller's business.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+/// The group (certificate O) of member certificates.
+pub const MEMBER_GROUP: &str = "system:keel-members";
+/// The group of administrators' client certificates.
+pub const ADMIN_GROUP: &str = "system:masters";
+
+/// A handshake not finished in this time is dropped: a client that opens a
+/// connection and says nothing must not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone)]
+pub struct PemIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// What a client of the member port needs: the CA it trusts the server's
+/// certificate by, and the certificate it presents.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: String,
+    pub identity: PemIdentity,
+}
+
+impl ClientTls {
+    /// `ca.crt`, `<name>.crt` and `<name>.key` of `dir` (a member's `pki/`
+    /// holds `admin` and `member`).
+    pub fn from_dir(dir: &Path, name: &str) -> std::io::Result<ClientTls> {
+        Self::from_files(
+            &dir.join("ca.crt"),
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// The CA, certificate and key from these PEM files.
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> std::io::Result<ClientTls> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        Ok(ClientTls {
+            ca_pem: read(ca)?,
+            identity: PemIdentity {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            },
+        })
+    }
+
+    /// tonic's client TLS settings: verify the member against the CA (its
+    /// certificate names the host dialled), present our certificate.
+    pub fn config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(
+                &self.identity.cert_pem,
+                &self.identity.key_pem,
+            ))
+            .timeout(HANDSHAKE_TIMEOUT)
+    }
+
+    /// An endpoint for the member at `addr` (`host:port`) over mutual TLS.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        Endpoint::from_shared(format!("https://{addr}"))?.tls_config(self.config())
+    }
+}
+
+/// A member's TLS material: the CA, its member certificate (served, and
+/// presented to other members), and an administrator's certificate with
+/// which a follower passes `Admin` calls it has authorized on to the leader.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub ca_pem: String,
+    pub member: PemIdentity,
+    pub admin: PemIdentity,
+}
+
+impl PeerTls {
+    /// How this member calls other members.
+    pub fn as_member(&self) -> ClientTls {
+        ClientTls {
+            ca_pem: self.ca_pem.clone(),
+            identity: self.member.clone(),
+        }
+    }
+
+    /// How this member passes an administrator's call on to the leader.
+    pub fn as_admin(&self) -> ClientTls {
+        ClientTls {
+            ca_pem: self.ca_pem.clone(),
+            identity: self.admin.clone(),
+        }
+    }
+
+    /// The server side: serve the member certificate and require a client
+    /// certificate from the CA on every connection.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &self.member.cert_pem,
+                &self.member.key_pem,
+            ))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(false)
+            .timeout(HANDSHAKE_TIMEOUT)
+    }
+}
+
+/// Who may make a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Another member: Raft and forwarding.
+    Member,
+    /// An administrator: `Kv` and `Admin`.
+    Admin,
+}
+
+impl Role {
+    fn group(self) -> &'static str {
+        match self {
+            Role::Member => MEMBER_GROUP,
+            Role::Admin => ADMIN_GROUP,
+        }
+    }
+}
+
+/// Refuse `req` unless its connection's verified certificate is in the
+/// group `role` needs. The handshake already proved the certificate comes
+/// from the CA; this reads who it names.
+pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<(), Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let (cn, groups) = subject(leaf)
+        .map_err(|e| Status::unauthenticated(format!("unreadable client certificate: {e}")))?;
+    if groups.iter().any(|g| g == role.group()) {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "{cn:?} (groups {groups:?}) may not call this service: it needs a certificate in group {:?}",
+        role.group()
+    )))
+}
+
+/// The CN and O values of a DER certificate.
+fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let s = cert.subject();
+    let cn = s
+        .iter_common_name()
+        .find_map(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let groups = s
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok().map(str::to_string))
+        .collect();
+    Ok((cn, groups))
+}
