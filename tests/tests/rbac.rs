@@ -148,74 +148,30 @@ impl Server {
     }
 
     /// A kubeconfig for a user with a client certificate of its own, signed
-    /// by the cluster CA (CN = name, O = group).
+    /// by the cluster CA (CN = name, O = group), issued by `keel certs`.
     fn user_kubeconfig(&self, name: &str, group: &str) -> PathBuf {
-        let pki = self.data.join("pki");
-        let dir = self.dir.path();
-        let (key, csr, crt, ext) = (
-            dir.join(format!("{name}.key")),
-            dir.join(format!("{name}.csr")),
-            dir.join(format!("{name}.crt")),
-            dir.join("ext.cnf"),
-        );
-        std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
-        let ok = |c: &mut Command| {
-            assert!(
-                c.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .unwrap()
-                    .success()
-            )
-        };
-        ok(Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-            ])
-            .arg(&key)
-            .args(["-subj", &format!("/CN={name}/O={group}"), "-out"])
-            .arg(&csr));
-        ok(Command::new("openssl")
-            .args(["x509", "-req", "-days", "1", "-in"])
-            .arg(&csr)
-            .arg("-CA")
-            .arg(pki.join("ca.crt"))
-            .arg("-CAkey")
-            .arg(pki.join("ca.key"))
-            .args(["-CAcreateserial", "-CAserial"])
-            .arg(dir.join("ca.srl"))
-            .arg("-extfile")
-            .arg(&ext)
-            .arg("-out")
-            .arg(&crt));
         let admin = std::fs::read_to_string(self.data.join("kubeconfig")).unwrap();
-        let field = |k: &str| {
-            admin
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(k))
-                .unwrap()
-                .trim()
-                .to_string()
-        };
-        let cfg = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: keel\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: keel\n  context:\n    cluster: keel\n    user: {name}\n    namespace: default\ncurrent-context: keel\n",
-                field("server:"),
-                field("certificate-authority-data:"),
-                crt.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let out = self.dir.path().join("certs");
+        let issued = Command::new(keel_bin())
+            .arg("certs")
+            .arg("--ca-dir")
+            .arg(self.data.join("pki"))
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--server", &server, "user", "--name", name, "--group", group,
+            ])
+            .output()
+            .unwrap();
+        assert!(issued.status.success(), "keel certs: {issued:?}");
+        let cfg = out.join(format!("{name}.kubeconfig"));
+        assert!(cfg.exists(), "keel certs wrote no {}", cfg.display());
         cfg
     }
 }
