@@ -154,8 +154,12 @@ pub async fn run(peer: super::member::PeerClient, action: KvAction) -> Result<()
                         .map(|k| k.as_str_name())
                         .unwrap_or("?");
                     let kv = e.kv.clone().unwrap_or_default();
+                    // Last, so the columns before it keep their places.
+                    let actor = e.actor.as_ref().map_or("-".to_string(), |a| {
+                        format!("{} [{}]", a.user, a.groups.join(","))
+                    });
                     println!(
-                        "{}\t{kind}\t{}\t{}",
+                        "{}\t{kind}\t{}\t{}\t{actor}",
                         reply.revision,
                         kv.key,
                         String::from_utf8_lossy(&kv.value)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rocksdb::WriteBatch;
 
 use crate::codec;
-use crate::command::{Action, FailureReason, Op, Precondition, TxnFailure};
+use crate::command::{Action, Actor, FailureReason, Op, Precondition, TxnFailure};
 use crate::db::{CF_EVENTS, CF_OBJECTS, Db};
 use crate::error::StoreError;
 use crate::{Event, EventKind, KeyValue};
@@ -55,13 +55,14 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Evaluate a transaction at `revision`: on success its objects and events
-    /// join the batch and the number of events is returned; on a failed
-    /// precondition nothing is written.
+    /// (each naming `actor`) join the batch and the number of events is
+    /// returned; on a failed precondition nothing is written.
     pub(crate) fn txn(
         &mut self,
         revision: u64,
         at_ms: u64,
         ops: &[Op],
+        actor: Option<&Actor>,
     ) -> Result<Result<u64, TxnFailure>, StoreError> {
         let mut current = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
@@ -76,6 +77,7 @@ impl<'a> ApplyBatch<'a> {
             }
             current.push(cur);
         }
+        let actor = actor.map(|a| Arc::new(a.clone()));
         let mut events = Vec::with_capacity(ops.len());
         for (i, (op, prev)) in ops.iter().zip(current).enumerate() {
             let (kind, value) = match &op.action {
@@ -123,11 +125,12 @@ impl<'a> ApplyBatch<'a> {
                 value,
                 prev,
                 at_ms,
+                actor: actor.clone(),
             };
             self.batch.put_cf(
                 self.db.cf(CF_EVENTS),
                 codec::event_key(revision, i as u32),
-                codec::encode(&event),
+                codec::encode_event(&event),
             );
             events.push(Arc::new(event));
         }

@@ -1,16 +1,23 @@
 //! What members replicate: a versioned [`Command`] holding a transaction of
-//! key operations with per-operation preconditions, a batch of such
-//! transactions (the leader's group commit), or a compaction, and the
-//! [`CommandOutcome`] every member computes identically.
+//! key operations with per-operation preconditions (and, from format 3, the
+//! [`Actor`] who asked for it), a batch of such transactions (the leader's
+//! group commit), or a compaction, and the [`CommandOutcome`] every member
+//! computes identically.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
 /// The format version this build writes. Version 2 added
-/// [`CommandBody::Batch`]; version 1 entries (no batches) still apply, so a
-/// log written by an older build replays unchanged.
-pub const COMMAND_VERSION: u16 = 2;
+/// [`CommandBody::Batch`], version 3 the transactions that name their
+/// [`Actor`] ([`CommandBody::TxnBy`], [`CommandBody::BatchBy`], new variants
+/// at the end so older bodies encode as before); version 1 and 2 entries
+/// still apply, so a log written by an older build replays unchanged.
+pub const COMMAND_VERSION: u16 = 3;
+
+/// The first format version with [`CommandBody::TxnBy`] and
+/// [`CommandBody::BatchBy`].
+pub const ACTOR_COMMAND_VERSION: u16 = 3;
 
 /// The oldest format version this build still applies.
 pub const OLDEST_COMMAND_VERSION: u16 = 1;
@@ -39,6 +46,49 @@ pub enum CommandBody {
     /// if each had been an entry of its own: one failing changes nothing
     /// for the others.
     Batch(Vec<Vec<Op>>),
+    /// [`CommandBody::Txn`] with who asked for it (format 3): its events
+    /// record the actor.
+    TxnBy(Txn),
+    /// [`CommandBody::Batch`] whose transactions each keep their own actor
+    /// (format 3): concurrent requests of different users share an entry.
+    BatchBy(Vec<Txn>),
+}
+
+/// One transaction and, when the proposer knows it, who asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub ops: Vec<Op>,
+    pub actor: Option<Actor>,
+}
+
+/// Who asked for a transaction: a user name and its groups, as the layer
+/// above authenticated them. The store records it in the transaction's
+/// events and gives it no meaning of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// The most an [`Actor`] may weigh ([`Actor::bytes`]): every event of its
+/// transaction repeats it.
+pub const MAX_ACTOR_BYTES: usize = 64 * 1024;
+
+impl Actor {
+    pub fn new(
+        user: impl Into<String>,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Actor {
+        Actor {
+            user: user.into(),
+            groups: groups.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// An upper bound on the bytes it takes encoded.
+    pub fn bytes(&self) -> usize {
+        self.user.len() + self.groups.iter().map(|g| g.len() + 8).sum::<usize>() + 16
+    }
 }
 
 /// One operation on one key.
@@ -164,21 +214,38 @@ impl Command {
         }
     }
 
+    /// A transaction on behalf of `actor`: the format-1 body when there is
+    /// none, so an anonymous transaction encodes exactly as before.
+    pub fn txn_as(txn: Txn) -> Command {
+        match txn.actor {
+            None => Command::txn(txn.ops),
+            Some(_) => Command {
+                version: COMMAND_VERSION,
+                proposed_at_ms: now_ms(),
+                body: CommandBody::TxnBy(txn),
+            },
+        }
+    }
+
     /// An upper bound on the bytes this command takes in a log entry or a
-    /// message (its keys, values, uids and preconditions plus framing).
+    /// message (its keys, values, uids, preconditions and actors plus framing).
     pub fn payload_bytes(&self) -> usize {
         match &self.body {
             CommandBody::Txn(ops) => txn_payload_bytes(ops),
             CommandBody::Batch(txns) => {
                 txns.iter().map(|ops| txn_payload_bytes(ops)).sum::<usize>() + FRAMING
             }
+            CommandBody::TxnBy(txn) => Command::txn_bytes(txn),
+            CommandBody::BatchBy(txns) => {
+                txns.iter().map(Command::txn_bytes).sum::<usize>() + FRAMING
+            }
             CommandBody::Compact { .. } => FRAMING,
         }
     }
 
-    /// [`Command::payload_bytes`] of a transaction of `ops`.
-    pub fn txn_bytes(ops: &[Op]) -> usize {
-        txn_payload_bytes(ops)
+    /// [`Command::payload_bytes`] of one transaction, its actor included.
+    pub fn txn_bytes(txn: &Txn) -> usize {
+        txn_payload_bytes(&txn.ops) + txn.actor.as_ref().map_or(0, Actor::bytes)
     }
 
     /// A batch of transactions, each already validated on its own.
@@ -187,6 +254,19 @@ impl Command {
             version: COMMAND_VERSION,
             proposed_at_ms: now_ms(),
             body: CommandBody::Batch(txns),
+        }
+    }
+
+    /// A batch of transactions that keep their actors: the format-2 body
+    /// when none has one.
+    pub fn batch_as(txns: Vec<Txn>) -> Command {
+        if txns.iter().all(|t| t.actor.is_none()) {
+            return Command::batch(txns.into_iter().map(|t| t.ops).collect());
+        }
+        Command {
+            version: COMMAND_VERSION,
+            proposed_at_ms: now_ms(),
+            body: CommandBody::BatchBy(txns),
         }
     }
 
@@ -199,17 +279,26 @@ impl Command {
                 supported: COMMAND_VERSION,
             });
         }
+        let batch_size = |n: usize| {
+            if n == 0 {
+                return Err(StoreError::InvalidCommand(
+                    "a batch needs at least one transaction".into(),
+                ));
+            }
+            Ok(())
+        };
         match &self.body {
             CommandBody::Txn(ops) => validate_txn(ops, limits)?,
             CommandBody::Batch(txns) => {
-                if txns.is_empty() {
-                    return Err(StoreError::InvalidCommand(
-                        "a batch needs at least one transaction".into(),
-                    ));
-                }
+                batch_size(txns.len())?;
                 for ops in txns {
                     validate_txn(ops, limits)?;
                 }
+            }
+            CommandBody::TxnBy(txn) => validate_actor_txns(self.version, [txn], limits)?,
+            CommandBody::BatchBy(txns) => {
+                batch_size(txns.len())?;
+                validate_actor_txns(self.version, txns, limits)?;
             }
             CommandBody::Compact { .. } => return Ok(()),
         }
@@ -222,6 +311,39 @@ impl Command {
         }
         Ok(())
     }
+}
+
+/// Format-3 transactions: each checked as any other, its actor bounded.
+fn validate_actor_txns<'t>(
+    version: u16,
+    txns: impl IntoIterator<Item = &'t Txn>,
+    limits: &Limits,
+) -> Result<(), StoreError> {
+    if version < ACTOR_COMMAND_VERSION {
+        return Err(StoreError::InvalidCommand(format!(
+            "a format {version} command cannot name actors (format {ACTOR_COMMAND_VERSION} can)"
+        )));
+    }
+    for t in txns {
+        validate_txn(&t.ops, limits)?;
+        if let Some(actor) = &t.actor {
+            validate_actor(actor)?;
+        }
+    }
+    Ok(())
+}
+
+/// An actor's size is bounded: every event of its transaction repeats it.
+fn validate_actor(actor: &Actor) -> Result<(), StoreError> {
+    if actor.bytes() > MAX_ACTOR_BYTES {
+        return Err(StoreError::InvalidCommand(format!(
+            "the actor {:?} with {} groups takes {} bytes, above the limit of {MAX_ACTOR_BYTES}",
+            actor.user,
+            actor.groups.len(),
+            actor.bytes()
+        )));
+    }
+    Ok(())
 }
 
 /// The checks every transaction passes before it enters the log, alone or
@@ -379,6 +501,82 @@ mod tests {
         assert!(matches!(
             Command::txn(vec![]).validate(&limits),
             Err(StoreError::InvalidCommand(_))
+        ));
+    }
+
+    /// Entries written before actors existed, as their bytes were: a
+    /// format-1 transaction and a format-2 batch still decode (and apply,
+    /// see `store/tests/single.rs`), and a transaction with no actor still
+    /// encodes its body exactly so.
+    #[test]
+    fn commands_written_before_actors_still_decode() {
+        // version 1, at 5 ms, Txn (variant 0), 1 op: key "a", Create (0)
+        // value "x" uid None, no preconditions.
+        let v1 = [1u8, 5, 0, 1, 1, b'a', 0, 1, b'x', 0, 0];
+        let cmd: Command = crate::codec::decode(&v1).unwrap();
+        assert_eq!(cmd.version, 1);
+        assert_eq!(cmd.proposed_at_ms, 5);
+        assert_eq!(
+            cmd.body,
+            CommandBody::Txn(vec![Op::create("a", b"x".to_vec())])
+        );
+        cmd.validate(&Limits::default()).unwrap();
+        // version 2, Batch (variant 2) of two txns: [Delete "a"], [Update "b" = "y" if mod 7].
+        let v2 = [
+            2u8, 5, 2, 2, 1, 1, b'a', 2, 0, 1, 1, b'b', 1, 1, b'y', 1, 1, 7,
+        ];
+        let cmd: Command = crate::codec::decode(&v2).unwrap();
+        assert_eq!(
+            cmd.body,
+            CommandBody::Batch(vec![
+                vec![Op::delete("a")],
+                vec![Op::update("b", b"y".to_vec()).if_mod_revision(7)],
+            ])
+        );
+        cmd.validate(&Limits::default()).unwrap();
+        let mut now = Command::txn_as(Txn {
+            ops: vec![Op::create("a", b"x".to_vec())],
+            actor: None,
+        });
+        now.version = 1;
+        now.proposed_at_ms = 5;
+        assert_eq!(crate::codec::encode(&now), v1);
+    }
+
+    #[test]
+    fn actors_travel_in_format_3_and_are_bounded() {
+        let limits = Limits::default();
+        let alice = Actor::new("alice", ["dev", "system:authenticated"]);
+        let txn = |actor: Option<Actor>| Txn {
+            ops: vec![Op::create("k", b"v".to_vec())],
+            actor,
+        };
+        let cmd = Command::txn_as(txn(Some(alice.clone())));
+        assert_eq!(cmd.body, CommandBody::TxnBy(txn(Some(alice.clone()))));
+        cmd.validate(&limits).unwrap();
+        let back: Command = crate::codec::decode(&crate::codec::encode(&cmd)).unwrap();
+        assert_eq!(back, cmd);
+        assert!(cmd.payload_bytes() >= crate::codec::encode(&cmd).len());
+        // A batch keeps each transaction's actor; with none, the old body.
+        let batch = Command::batch_as(vec![txn(Some(alice.clone())), txn(None)]);
+        assert!(
+            matches!(&batch.body, CommandBody::BatchBy(t) if t[0].actor == Some(alice.clone()) && t[1].actor.is_none())
+        );
+        assert!(matches!(
+            Command::batch_as(vec![txn(None), txn(None)]).body,
+            CommandBody::Batch(_)
+        ));
+        // An older format cannot carry actors.
+        let mut old = cmd.clone();
+        old.version = 2;
+        assert!(matches!(
+            old.validate(&limits),
+            Err(StoreError::InvalidCommand(ref m)) if m.contains("actors")
+        ));
+        let heavy = Actor::new("h", (0..MAX_ACTOR_BYTES / 8).map(|i| format!("g{i}")));
+        assert!(matches!(
+            Command::txn_as(txn(Some(heavy))).validate(&limits),
+            Err(StoreError::InvalidCommand(ref m)) if m.contains("actor")
         ));
     }
 

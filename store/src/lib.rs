@@ -84,7 +84,9 @@ pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Action, Command, CommandBody, CommandOutcome, Limits, Op, Precondition};
+pub use command::{
+    Action, Actor, Command, CommandBody, CommandOutcome, Limits, Op, Precondition, Txn,
+};
 pub use error::StoreError;
 pub use grpc::{ClientTls, GrpcTransport, MemberService, PeerTls, PemIdentity};
 pub use member::{Member, MemberConfig, MemberInfo, MemberStatus, RetentionConfig};
@@ -134,7 +136,9 @@ pub enum EventKind {
     Deleted,
 }
 
-/// One change to one key, as stored in the events column family and sent to watchers.
+/// One change to one key, as stored in the events column family and sent to
+/// watchers. Stored by [`codec::encode_event`]: its serde form is the
+/// format-1 record, without the actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub revision: u64,
@@ -148,4 +152,10 @@ pub struct Event {
     pub prev: Option<KeyValue>,
     /// The proposer's wall-clock time, used for age-based retention.
     pub at_ms: u64,
+    /// Who asked for the transaction that made it, when its proposer said
+    /// (format-3 commands); shared by the events of one transaction. Stored
+    /// as an extension after the format-1 record ([`codec::encode_event`]),
+    /// so events written before actors existed decode with `None`.
+    #[serde(skip)]
+    pub actor: Option<std::sync::Arc<Actor>>,
 }

@@ -222,7 +222,7 @@ pub struct StoredEvent<'a> {
 
 impl StoredEvent<'_> {
     pub fn decode(&self) -> Result<Event, StoreError> {
-        codec::decode(self.value).map_err(|detail| StoreError::Corrupt {
+        codec::decode_event(self.value).map_err(|detail| StoreError::Corrupt {
             cf: CF_EVENTS,
             key: format!("{:?}", codec::parse_event_key(self.key)),
             detail,
@@ -335,7 +335,7 @@ impl Undo {
                 // Only the first event after `r` holds the value at `r`.
                 continue;
             }
-            let ev: Event = codec::decode(&v).map_err(corrupt)?;
+            let ev: Event = codec::decode_event(&v).map_err(corrupt)?;
             bytes += cost(&ev.key, &ev.prev);
             undo.entries.insert(ev.key, ev.prev);
             while bytes > MAX_PAGE_BYTES && undo.entries.len() > 1 {

@@ -109,14 +109,35 @@ impl StateMachine {
         revision: u64,
         at_ms: u64,
         ops: &[crate::command::Op],
+        actor: Option<&crate::command::Actor>,
     ) -> Result<CommandOutcome, StoreError> {
-        Ok(match work.txn(revision, at_ms, ops)? {
+        Ok(match work.txn(revision, at_ms, ops, actor)? {
             Ok(n) => {
                 self.event_count += n;
                 CommandOutcome::Applied { revision }
             }
             Err(failure) => CommandOutcome::Failed(failure),
         })
+    }
+
+    /// A batch entry's transactions, each at its own revision from
+    /// `revision` on, with its own outcome.
+    fn apply_batch<'t>(
+        &mut self,
+        work: &mut ApplyBatch<'_>,
+        revision: u64,
+        at_ms: u64,
+        txns: impl ExactSizeIterator<
+            Item = (&'t [crate::command::Op], Option<&'t crate::command::Actor>),
+        >,
+    ) -> Result<CommandOutcome, StoreError> {
+        let n = txns.len() as u64;
+        let mut outcomes = Vec::with_capacity(txns.len());
+        for (j, (ops, actor)) in txns.enumerate() {
+            outcomes.push(self.apply_txn(work, revision + j as u64, at_ms, ops, actor)?);
+        }
+        self.revision_offset += n.saturating_sub(1);
+        Ok(CommandOutcome::Batch(outcomes))
     }
 
     /// Write the call's batch with the applied state (up to `last`) and hand
@@ -238,25 +259,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         tracing::error!(revision, error = %e, "refusing to apply entry");
                         return Err(StorageIOError::apply(log_id, &e).into());
                     }
+                    let at = cmd.proposed_at_ms;
                     match &cmd.body {
                         CommandBody::Txn(ops) => self
-                            .apply_txn(&mut work, revision, cmd.proposed_at_ms, ops)
+                            .apply_txn(&mut work, revision, at, ops, None)
+                            .map_err(sm_err)?,
+                        CommandBody::TxnBy(txn) => self
+                            .apply_txn(&mut work, revision, at, &txn.ops, txn.actor.as_ref())
                             .map_err(sm_err)?,
                         CommandBody::Batch(txns) => {
-                            let mut outcomes = Vec::with_capacity(txns.len());
-                            for (j, ops) in txns.iter().enumerate() {
-                                outcomes.push(
-                                    self.apply_txn(
-                                        &mut work,
-                                        revision + j as u64,
-                                        cmd.proposed_at_ms,
-                                        ops,
-                                    )
-                                    .map_err(sm_err)?,
-                                );
-                            }
-                            self.revision_offset += (txns.len() as u64).saturating_sub(1);
-                            CommandOutcome::Batch(outcomes)
+                            let txns = txns.iter().map(|ops| (&ops[..], None));
+                            self.apply_batch(&mut work, revision, at, txns)
+                                .map_err(sm_err)?
+                        }
+                        CommandBody::BatchBy(txns) => {
+                            let txns = txns.iter().map(|t| (&t.ops[..], t.actor.as_ref()));
+                            self.apply_batch(&mut work, revision, at, txns)
+                                .map_err(sm_err)?
                         }
                         CommandBody::Compact { revision: target } => {
                             // A compaction counts the events it drops in

@@ -528,7 +528,7 @@ pub(crate) fn read_events_page(
             return Ok((msgs, covered));
         }
         covered = rev;
-        let ev: Event = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+        let ev: Event = codec::decode_event(&v).map_err(|detail| StoreError::Corrupt {
             cf: CF_EVENTS,
             key: format!(
                 "({rev},{})",

@@ -1,10 +1,11 @@
 //! A single member end to end: writes, reads, watches, bad input, refusal to
-//! start on untrusted data, and disk use under a steady churn.
+//! start on untrusted data, disk use under a steady churn, and the actors
+//! events name.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_store::command::{Command, FailureReason, Op};
+use keel_store::command::{Actor, Command, FailureReason, Op};
 use keel_store::db::{CF_RAFT_META, CF_STORE_META, Db};
 use keel_store::{
     Consistency, Member, PeerRequest, PeerResponse, RangeRequest, StoreError, WatchMessage,
@@ -640,4 +641,123 @@ async fn next_msg(w: &mut keel_store::WatchStream) -> WatchMessage {
         .expect("the watch stalled")
         .expect("the watch ended")
         .unwrap()
+}
+
+/// Every event names the actor of its transaction: alone, or grouped into
+/// batch entries with other users' transactions (and anonymous ones), live
+/// to a watcher, read back from RocksDB, and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_name_their_actors_through_batches_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(config(dir.path())).await;
+    let actor = |i: usize| {
+        Actor::new(
+            format!("user-{i}"),
+            [format!("team-{}", i % 3), "all".into()],
+        )
+    };
+    // Two operations, one transaction: both events name alice.
+    let alice = Actor::new("alice", ["dev"]);
+    let first = m
+        .txn_by(
+            vec![
+                Op::create("/a/x", b"1".to_vec()),
+                Op::create("/a/y", b"1".to_vec()),
+            ],
+            alice.clone(),
+        )
+        .await
+        .unwrap();
+    let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let mut watch = m.watch("/a/", WatchStart::After(first - 1)).unwrap();
+    const N: usize = 128;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let ops = vec![Op::create(format!("/a/{i}"), b"v".to_vec())];
+                // Every fourth write names nobody, as a `Kv` write without a certificate.
+                match i % 4 {
+                    0 => m.txn(ops).await,
+                    _ => m.txn_by(ops, actor(i)).await,
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let index_after = m.raft().metrics().borrow().last_applied.unwrap().index;
+    assert!(
+        index_after - index_before < N as u64,
+        "{N} concurrent transactions took {} log entries: none was batched",
+        index_after - index_before
+    );
+    let expected = |key: &str| -> Option<Actor> {
+        match key.strip_prefix("/a/").unwrap() {
+            "x" | "y" => Some(alice.clone()),
+            i => {
+                let i: usize = i.parse().unwrap();
+                (!i.is_multiple_of(4)).then(|| actor(i))
+            }
+        }
+    };
+    let check = |events: &[keel_store::Event], from: &str| {
+        assert_eq!(events.len(), N + 2, "{from}");
+        for e in events {
+            assert_eq!(
+                e.actor.as_deref().cloned(),
+                expected(&e.key),
+                "{from}: {}",
+                e.key
+            );
+        }
+    };
+    // Live, as the apply published them.
+    let mut live = Vec::new();
+    while live.len() < N + 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch stalled")
+            .expect("the watch ended")
+            .unwrap();
+        if let WatchMessage::Events { events, .. } = msg {
+            live.extend(events.iter().map(|e| (**e).clone()));
+        }
+    }
+    check(&live, "live");
+    // Read back from RocksDB: the store's event scan, and a watch replaying them.
+    let stored: Vec<_> = m
+        .events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.key.starts_with("/a/"))
+        .collect();
+    check(&stored, "stored");
+    assert_eq!(stored, live);
+    drop(watch);
+    stop(m).await;
+    let m = start(config(dir.path())).await;
+    let after: Vec<_> = m
+        .events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.key.starts_with("/a/"))
+        .collect();
+    assert_eq!(after, stored, "after a restart");
+    let mut replay = m.watch("/a/", WatchStart::After(first - 1)).unwrap();
+    let mut replayed = Vec::new();
+    while replayed.len() < N + 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), replay.next())
+            .await
+            .expect("the replay stalled")
+            .expect("the replay ended")
+            .unwrap();
+        if let WatchMessage::Events { events, .. } = msg {
+            replayed.extend(events.iter().map(|e| (**e).clone()));
+        }
+    }
+    assert_eq!(replayed, stored, "replayed from disk after a restart");
+    drop(replay);
+    stop(m).await;
 }

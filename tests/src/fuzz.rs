@@ -14,7 +14,7 @@ use keel_store::db::Db;
 use keel_store::grpc::unpayload;
 use keel_store::read::{self, Consistency, RangeRequest};
 use keel_store::snapshot;
-use keel_store::{Command, CommandOutcome, Event, KeyValue, NodeId, StoreError, TypeConfig, codec};
+use keel_store::{Command, CommandOutcome, KeyValue, NodeId, StoreError, TypeConfig, codec};
 use keel_store::{PeerRequest, PeerResponse};
 use openraft::{BasicNode, Entry, LogId, StoredMembership, Vote};
 use serde_json::{Value, json};
@@ -44,7 +44,7 @@ pub fn bincode_payloads(data: &[u8]) {
     let _ = codec::decode::<CommandOutcome>(data);
     let _ = codec::decode::<Entry<TypeConfig>>(data);
     let _ = codec::decode::<KeyValue>(data);
-    let _ = codec::decode::<Event>(data);
+    let _ = codec::decode_event(data);
     let _ = codec::decode::<Vote<NodeId>>(data);
     let _ = codec::decode::<Option<LogId<NodeId>>>(data);
     let _ = codec::decode::<StoredMembership<NodeId, BasicNode>>(data);

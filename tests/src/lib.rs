@@ -503,6 +503,7 @@ pub async fn digest(m: &Member, floor: u64) -> u64 {
             value,
             prev,
             at_ms,
+            actor,
         } = ev;
         h.u64(*revision);
         h.u64(u64::from(*op_index));
@@ -518,6 +519,15 @@ pub async fn digest(m: &Member, floor: u64) -> u64 {
             }
         }
         h.u64(*at_ms);
+        match actor {
+            Some(a) => {
+                h.u64(1);
+                h.bytes(a.user.as_bytes());
+                h.u64(a.groups.len() as u64);
+                a.groups.iter().for_each(|g| h.bytes(g.as_bytes()));
+            }
+            None => h.u64(0),
+        }
     }
     h.0
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use keel_apiserver::encryption::aesgcmsiv::random_secret;
 use keel_apiserver::encryption::{EncryptedStorage, Encryption, config};
-use keel_apiserver::registry::storage::{Consistency, MemoryStorage, Storage};
+use keel_apiserver::registry::storage::{Actor, Consistency, MemoryStorage, Storage};
 use keel_tests::at_rest::{
     Cluster, LONG, assert_scan_sees, b64, contains, needles, ok, random_value, read_secret,
 };
@@ -288,6 +288,7 @@ async fn the_kms_provider_round_trips_through_the_test_plugin() {
             &key(i),
             format!("{{\"v\":\"plain-{i}\"}}").into_bytes(),
             None,
+            &Actor::new("tester", ["testers"]),
         )
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use keel_apiserver::http::{InProcess, UserInfo};
 use keel_apiserver::registry::Registry;
-use keel_store::command::{Command, Op};
+use keel_store::command::{Actor, Command, Op, Txn};
 use keel_store::db::Db;
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub};
@@ -151,8 +151,26 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         uid: Some("u-1".into()),
     };
     let vote = openraft::Vote::new(4, 2);
+    let by = |user: &str| Txn {
+        ops: vec![Op::delete("/gone")],
+        actor: Some(Actor::new(user, ["dev", "system:authenticated"])),
+    };
+    let batch = Command::batch_as(vec![by("alice"), by("bob")]);
+    let event = keel_store::Event {
+        revision: 9,
+        op_index: 0,
+        kind: keel_store::EventKind::Modified,
+        key: "/k".into(),
+        value: Some(kv.clone()),
+        prev: Some(kv.clone()),
+        at_ms: 5,
+        actor: Some(Arc::new(Actor::new("alice", ["dev"]))),
+    };
     vec![
         codec::encode(&cmd),
+        codec::encode(&Command::txn_as(by("carol"))),
+        codec::encode(&PeerRequest::Forward(batch)),
+        codec::encode_event(&event),
         codec::encode(&kv),
         codec::encode(&entry(12, cmd.clone())),
         codec::encode(&PeerRequest::Forward(cmd.clone())),

@@ -27,7 +27,7 @@ use futures::{FutureExt, StreamExt};
 use super::transformer::PREFIX;
 use super::{Encryption, EncryptionError};
 use crate::registry::storage::{
-    Consistency, Event, EventKind, EventStream, KeyValue, Preconditions, RangeRequest,
+    Actor, Consistency, Event, EventKind, EventStream, KeyValue, Preconditions, RangeRequest,
     RangeResponse, Storage, StorageError, WatchMessage,
 };
 
@@ -255,10 +255,11 @@ impl Storage for EncryptedStorage {
         key: &'a str,
         value: Vec<u8>,
         uid: Option<String>,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
             let value = self.core.seal(key, value).await?;
-            let r = self.inner.create(key, value, uid).await?;
+            let r = self.inner.create(key, value, uid, actor).await?;
             self.core.written(key);
             Ok(r)
         }
@@ -270,10 +271,11 @@ impl Storage for EncryptedStorage {
         key: &'a str,
         value: Vec<u8>,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
             let value = self.core.seal(key, value).await?;
-            let r = self.inner.update(key, value, preconditions).await?;
+            let r = self.inner.update(key, value, preconditions, actor).await?;
             self.core.written(key);
             Ok(r)
         }
@@ -284,9 +286,10 @@ impl Storage for EncryptedStorage {
         &'a self,
         key: &'a str,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
-            let r = self.inner.delete(key, preconditions).await?;
+            let r = self.inner.delete(key, preconditions, actor).await?;
             self.core.written(key);
             Ok(r)
         }

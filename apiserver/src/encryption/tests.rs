@@ -12,11 +12,16 @@ use super::aesgcmsiv::random_secret;
 use super::config::{self, ProviderConfig};
 use super::*;
 use crate::registry::storage::{
-    Consistency, EventKind, MemoryStorage, Preconditions, RangeRequest, Storage, StorageError,
-    WatchMessage,
+    Actor, Consistency, EventKind, MemoryStorage, Preconditions, RangeRequest, Storage,
+    StorageError, WatchMessage,
 };
 
 const SECRET_KEY: &str = "/registry/core/secrets/default/s1";
+
+/// The actor of the tests' writes.
+fn who() -> Actor {
+    Actor::new("tester", ["testers"])
+}
 
 fn b64(k: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(k)
@@ -321,13 +326,14 @@ fn layered(text: &str) -> (Arc<MemoryStorage>, EncryptedStorage) {
 async fn the_storage_layer_encrypts_writes_and_decrypts_reads_lists_and_watches() {
     let (inner, s) = layered(&yaml(&[("k1", random_secret())], true));
     let mut w = s.watch("/registry/", 0).await.unwrap();
-    s.create(SECRET_KEY, b"{\"p\":\"hunter2\"}".to_vec(), None)
+    s.create(SECRET_KEY, b"{\"p\":\"hunter2\"}".to_vec(), None, &who())
         .await
         .unwrap();
     s.create(
         "/registry/core/configmaps/default/c",
         b"{\"p\":\"open\"}".to_vec(),
         None,
+        &who(),
     )
     .await
     .unwrap();
@@ -361,6 +367,8 @@ async fn the_storage_layer_encrypts_writes_and_decrypts_reads_lists_and_watches(
                 events[0].value.as_ref().unwrap().value,
                 b"{\"p\":\"hunter2\"}"
             );
+            // Decrypting the value keeps who wrote it.
+            assert_eq!(events[0].actor.as_deref(), Some(&who()));
         }
         m => panic!("expected the secret's event, got {m:?}"),
     }
@@ -370,7 +378,9 @@ async fn the_storage_layer_encrypts_writes_and_decrypts_reads_lists_and_watches(
 async fn a_value_under_an_old_key_is_stale_until_rewritten() {
     let (k1, k2) = (random_secret(), random_secret());
     let (inner, old) = layered(&yaml(&[("k1", k1)], true));
-    old.create(SECRET_KEY, b"{}".to_vec(), None).await.unwrap();
+    old.create(SECRET_KEY, b"{}".to_vec(), None, &who())
+        .await
+        .unwrap();
     let new = EncryptedStorage::new(inner.clone(), enc(&yaml(&[("k2", k2), ("k1", k1)], true)));
     let (kv, _) = new
         .get(SECRET_KEY, Consistency::Linearizable)
@@ -381,6 +391,7 @@ async fn a_value_under_an_old_key_is_stale_until_rewritten() {
         SECRET_KEY,
         kv.value.clone(),
         Preconditions::mod_revision(kv.mod_revision),
+        &who(),
     )
     .await
     .unwrap();
@@ -410,10 +421,17 @@ async fn a_value_under_an_old_key_is_stale_until_rewritten() {
 #[tokio::test]
 async fn an_undecryptable_value_fails_its_object_and_is_left_out_of_the_cache_feed() {
     let (inner, s) = layered(&yaml(&[("k1", random_secret())], true));
-    s.create(SECRET_KEY, b"{}".to_vec(), None).await.unwrap();
-    s.create("/registry/core/secrets/default/s2", b"{}".to_vec(), None)
+    s.create(SECRET_KEY, b"{}".to_vec(), None, &who())
         .await
         .unwrap();
+    s.create(
+        "/registry/core/secrets/default/s2",
+        b"{}".to_vec(),
+        None,
+        &who(),
+    )
+    .await
+    .unwrap();
     let lost = EncryptedStorage::new(inner.clone(), enc(&yaml(&[("k9", random_secret())], true)));
     let e = lost
         .get(SECRET_KEY, Consistency::Linearizable)
@@ -436,16 +454,26 @@ async fn an_undecryptable_value_fails_its_object_and_is_left_out_of_the_cache_fe
     // revision as progress); a change to one takes it out of the cache,
     // which never keeps a superseded version.
     let mut w = lost.watch("/registry/", inner.revision()).await.unwrap();
-    s.create("/registry/core/secrets/default/s3", b"{}".to_vec(), None)
-        .await
-        .unwrap();
+    s.create(
+        "/registry/core/secrets/default/s3",
+        b"{}".to_vec(),
+        None,
+        &who(),
+    )
+    .await
+    .unwrap();
     match w.next().await.unwrap().unwrap() {
         WatchMessage::Progress { revision } => assert_eq!(revision, inner.revision()),
         m => panic!("expected progress, got {m:?}"),
     }
-    s.update(SECRET_KEY, b"{\"v\":2}".to_vec(), Preconditions::default())
-        .await
-        .unwrap();
+    s.update(
+        SECRET_KEY,
+        b"{\"v\":2}".to_vec(),
+        Preconditions::default(),
+        &who(),
+    )
+    .await
+    .unwrap();
     match w.next().await.unwrap().unwrap() {
         WatchMessage::Events { events, .. } => {
             let e = &events[0];
@@ -459,9 +487,14 @@ async fn an_undecryptable_value_fails_its_object_and_is_left_out_of_the_cache_fe
         .watch("/registry/core/secrets/", inner.revision())
         .await
         .unwrap();
-    s.update(SECRET_KEY, b"{\"v\":3}".to_vec(), Preconditions::default())
-        .await
-        .unwrap();
+    s.update(
+        SECRET_KEY,
+        b"{\"v\":3}".to_vec(),
+        Preconditions::default(),
+        &who(),
+    )
+    .await
+    .unwrap();
     let e = only.next().await.unwrap().unwrap_err();
     assert!(e.to_string().contains(SECRET_KEY), "{e}");
     // The get, the list of secrets (stops at the first), two left out of

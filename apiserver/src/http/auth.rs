@@ -29,6 +29,16 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// Who the store's events name for this user's writes: the name and the
+    /// groups (the uid and extra stay in the audit log; a name is what RBAC
+    /// and history are read by).
+    pub fn actor(&self) -> keel_store::Actor {
+        keel_store::Actor {
+            user: self.name.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+
     /// The user of a client certificate chain the handshake verified: CN →
     /// name, each O → a group. A certificate whose subject does not parse
     /// still proved its signature, so it is a user, with no name.

@@ -90,14 +90,18 @@ impl Registry {
             let at = Preconditions::mod_revision(kv.mod_revision);
             let rev = self
                 .storage
-                .update(&key, marked.to_string().into_bytes(), at)
+                .update(&key, marked.to_string().into_bytes(), at, &user.actor())
                 .await
                 .map_err(|e| storage_error(t, name, e))?;
             marked["metadata"]["resourceVersion"] = json!(rev.to_string());
             return Ok(response::json(StatusCode::ACCEPTED, &marked));
         }
         self.storage
-            .delete(&key, Preconditions::mod_revision(kv.mod_revision))
+            .delete(
+                &key,
+                Preconditions::mod_revision(kv.mod_revision),
+                &user.actor(),
+            )
             .await
             .map_err(|e| storage_error(t, name, e))?;
         Ok(response::json(StatusCode::OK, &obj))

@@ -119,6 +119,7 @@ mod tests {
             value: Some(kv(value)),
             prev: prev.map(kv),
             at_ms: 0,
+            actor: None,
         }
     }
 

@@ -60,7 +60,12 @@ impl Api {
     /// `method` on `path` (with its query) as the router serves it; a
     /// `Value::Null` body sends none.
     async fn call(&self, method: Method, path: &str, body: Value) -> Answer {
-        let resp = self.respond(method, path, body).await;
+        self.call_as(&UserInfo::default(), method, path, body).await
+    }
+
+    /// [`Api::call`] as `user`.
+    async fn call_as(&self, user: &UserInfo, method: Method, path: &str, body: Value) -> Answer {
+        let resp = self.respond_as(user, method, path, body).await;
         let code = resp.status();
         let retry_after = resp
             .headers()
@@ -79,6 +84,18 @@ impl Api {
 
     /// The response of [`Api::call`], its body unread (a watch streams).
     async fn respond(&self, method: Method, path: &str, body: Value) -> Response {
+        self.respond_as(&UserInfo::default(), method, path, body)
+            .await
+    }
+
+    /// [`Api::respond`] as `user`.
+    async fn respond_as(
+        &self,
+        user: &UserInfo,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> Response {
         let uri: Uri = path.parse().expect("a valid path");
         let segs = request::segments(uri.path());
         let (group, version, rest) = match segs.as_slice() {
@@ -102,7 +119,7 @@ impl Api {
             let t = RequestTarget::resolve(&self.registry.kinds, group, version, rest)?;
             let verb = t.verb(&method, &q)?;
             self.registry
-                .serve(verb, &t, &q, &headers, body, &UserInfo::default())
+                .serve(verb, &t, &q, &headers, body, user)
                 .await
         }
         .await;
@@ -420,6 +437,81 @@ async fn delete_with_finalizers_marks_the_object_until_the_last_one_goes() {
     assert_eq!(
         api.get(&format!("{CM}/f")).await.code,
         StatusCode::NOT_FOUND
+    );
+}
+
+/// Every write's event names the user who asked for it, with the user's
+/// groups, whichever path wrote: a create, a patch (the guaranteed update),
+/// a delete that only marks the object (finalizers), and the patch that
+/// removes the last finalizer and so deletes it.
+#[tokio::test]
+async fn every_write_names_the_requesting_user_in_its_event() {
+    let api = Api::new().await;
+    let user = |name: &str, groups: &[&str]| UserInfo {
+        name: name.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..UserInfo::default()
+    };
+    let alice = user("alice", &["dev", "system:authenticated"]);
+    let bob = user("bob", &["ops", "system:authenticated"]);
+    let before = api.storage.revision();
+    let path = format!("{CM}/h");
+    let steps = [
+        (
+            &alice,
+            Method::POST,
+            CM,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "h", "finalizers": ["example.com/keep"]}}),
+            StatusCode::CREATED,
+        ),
+        (
+            &bob,
+            Method::PATCH,
+            path.as_str(),
+            json!({"data": {"a": "2"}}),
+            StatusCode::OK,
+        ),
+        (
+            &alice,
+            Method::DELETE,
+            path.as_str(),
+            Value::Null,
+            StatusCode::ACCEPTED,
+        ),
+        (
+            &bob,
+            Method::PATCH,
+            path.as_str(),
+            json!({"metadata": {"finalizers": null}}),
+            StatusCode::OK,
+        ),
+    ];
+    for (who, method, path, body, code) in steps {
+        let a = api.call_as(who, method.clone(), path, body).await;
+        assert_eq!(a.code, code, "{method} {path} as {}: {}", who.name, a.body);
+    }
+    let events: Vec<_> = api
+        .storage
+        .events()
+        .iter()
+        .filter(|e| e.revision > before)
+        .map(|e| (e.kind, e.actor.as_deref().cloned()))
+        .collect();
+    let (a, b) = (Some(alice.actor()), Some(bob.actor()));
+    use keel_store::EventKind::{Added, Deleted, Modified};
+    assert_eq!(
+        events,
+        [
+            (Added, a.clone()),
+            (Modified, b.clone()),
+            (Modified, a),
+            (Deleted, b)
+        ]
+    );
+    assert_eq!(
+        alice.actor(),
+        keel_store::Actor::new("alice", ["dev", "system:authenticated"])
     );
 }
 

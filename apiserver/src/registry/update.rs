@@ -33,7 +33,8 @@ impl Registry {
         mut mutate: impl FnMut(&KeyValue, &Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let key = t.rt.key(t.namespace.as_deref(), name);
-        let attempt = storage::guaranteed_update(&*self.storage, &key, |kv| {
+        let actor = user.actor();
+        let attempt = storage::guaranteed_update(&*self.storage, &key, &actor, |kv| {
             let old = self.decode(kv)?;
             let new = mutate(kv, &old)?;
             let (write, (new, warnings)) = replace(t, name, kv, &old, new, q)?;

@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::frame::{MAX_MESSAGE_BYTES, payload, unpayload};
-use super::tls::{PeerTls, Role, authorize};
+use super::tls::{PeerTls, Role, authorize, caller};
 use crate::error::StoreError;
 use crate::member::{Member, MemberInfo};
 use crate::transport::PeerRequest;
@@ -303,6 +303,10 @@ fn watch_reply(msg: crate::WatchMessage) -> pb::WatchReply {
                     ),
                     prev: e.prev.clone().map(kv_to_pb),
                     op_index: e.op_index,
+                    actor: e.actor.as_ref().map(|a| pb::Actor {
+                        user: a.user.clone(),
+                        groups: a.groups.clone(),
+                    }),
                 })
                 .collect(),
         },
@@ -316,13 +320,19 @@ type WatchReplyStream =
 impl pb::kv_server::Kv for MemberService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
         authorize(&req, Role::Admin)?;
+        // The administrator's certificate is who the events name.
+        let actor = caller(&req);
         let ops = req
             .into_inner()
             .ops
             .into_iter()
             .map(op_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
-        let revision = self.member.txn(ops).await.map_err(|e| to_status(&e))?;
+        let revision = match actor {
+            Some(actor) => self.member.txn_by(ops, actor).await,
+            None => self.member.txn(ops).await,
+        }
+        .map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::TxnReply { revision }))
     }
 

@@ -159,6 +159,14 @@ pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<(), Status> {
     )))
 }
 
+/// The CN and O of the caller's verified certificate, as the actor of its
+/// writes; `None` when it has none that parses.
+pub fn caller<T>(req: &Request<T>) -> Option<crate::Actor> {
+    let certs = req.peer_certs()?;
+    let (user, groups) = subject(certs.first()?).ok()?;
+    Some(crate::Actor { user, groups })
+}
+
 /// The CN and O values of a DER certificate.
 fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;

@@ -1,7 +1,8 @@
 //! Group commit: transactions proposed on this member while earlier ones are
 //! still being committed wait in a queue and enter the log together as one
-//! batch entry ([`CommandBody::Batch`]), each with its own revision and its
-//! own outcome.
+//! batch entry ([`CommandBody::Batch`], or [`CommandBody::BatchBy`] when any
+//! names its actor), each with its own revision, its own outcome and its own
+//! actor.
 //!
 //! openraft 0.9 handles every client write as its own entry in its single
 //! core task (append, replicate, commit, apply, answer), and that task, not
@@ -17,6 +18,7 @@
 //! queued transaction always has a committer coming.
 //!
 //! [`CommandBody::Batch`]: crate::command::CommandBody::Batch
+//! [`CommandBody::BatchBy`]: crate::command::CommandBody::BatchBy
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::Member;
-use crate::command::{Command, CommandOutcome, Op};
+use crate::command::{Command, CommandOutcome, Txn};
 use crate::error::StoreError;
 
 /// Transactions in one batch entry at most.
@@ -34,7 +36,7 @@ type Reply = oneshot::Sender<Result<CommandOutcome, StoreError>>;
 
 /// A transaction waiting for a batch.
 struct Pending {
-    ops: Vec<Op>,
+    txn: Txn,
     bytes: usize,
     reply: Reply,
 }
@@ -86,17 +88,17 @@ impl Batcher {
 
 impl Member {
     /// Commit a validated transaction through the group-commit queue.
-    pub(super) async fn propose_txn(&self, ops: Vec<Op>) -> Result<CommandOutcome, StoreError> {
-        let bytes = Command::txn_bytes(&ops);
+    pub(super) async fn propose_txn(&self, txn: Txn) -> Result<CommandOutcome, StoreError> {
+        let bytes = Command::txn_bytes(&txn);
         // Decided under the lock; the lock is never held across an await.
         let queued = {
             let mut st = self.batcher.lock();
             if st.busy < self.batcher.slots && st.queue.is_empty() {
                 st.busy += 1;
-                Err(ops)
+                Err(txn)
             } else {
                 let (reply, answer) = oneshot::channel();
-                st.queue.push_back(Pending { ops, bytes, reply });
+                st.queue.push_back(Pending { txn, bytes, reply });
                 // A slot is free but others are queued: commit them all.
                 let batch = (st.busy < self.batcher.slots).then(|| {
                     st.busy += 1;
@@ -106,11 +108,11 @@ impl Member {
             }
         };
         match queued {
-            Err(ops) => {
+            Err(txn) => {
                 // Frees the slot (or hands it to the queue) even if this
                 // future is dropped mid-commit.
                 let _slot = Slot(self);
-                self.commit_local(Command::txn(ops)).await
+                self.commit_local(Command::txn_as(txn)).await
             }
             Ok((answer, batch)) => {
                 if let Some(batch) = batch {
@@ -189,13 +191,13 @@ async fn wait(
 async fn commit(member: &Arc<Member>, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         let p = batch.pop().expect("one");
-        let res = member.commit_local(Command::txn(p.ops)).await;
+        let res = member.commit_local(Command::txn_as(p.txn)).await;
         let _ = p.reply.send(res);
         return;
     }
-    let (txns, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.ops, p.reply)).unzip();
+    let (txns, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
     let n = txns.len();
-    match member.commit_local(Command::batch(txns)).await {
+    match member.commit_local(Command::batch_as(txns)).await {
         Ok(CommandOutcome::Batch(outcomes)) if outcomes.len() == n => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -273,7 +275,10 @@ mod tests {
         for bytes in [60, 60, 500, 10] {
             let (reply, _) = oneshot::channel();
             st.queue.push_back(Pending {
-                ops: vec![],
+                txn: Txn {
+                    ops: vec![],
+                    actor: None,
+                },
                 bytes,
                 reply,
             });

@@ -8,7 +8,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use super::Member;
 use super::metrics::bump;
 use crate::NodeId;
-use crate::command::{Command, CommandBody, CommandOutcome, Op};
+use crate::command::{Actor, Command, CommandBody, CommandOutcome, Op, Txn};
 use crate::error::StoreError;
 use crate::transport::{PeerRequest, PeerResponse, TransportError};
 
@@ -77,7 +77,20 @@ impl Member {
 
     /// Apply a transaction; a failed precondition becomes `StoreError::Precondition`.
     pub async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
-        match self.propose(Command::txn(ops)).await? {
+        self.txn_as(Txn { ops, actor: None }).await
+    }
+
+    /// [`Member::txn`] on behalf of an actor, whom its events name.
+    pub async fn txn_by(&self, ops: Vec<Op>, actor: Actor) -> Result<u64, StoreError> {
+        self.txn_as(Txn {
+            ops,
+            actor: Some(actor),
+        })
+        .await
+    }
+
+    async fn txn_as(&self, txn: Txn) -> Result<u64, StoreError> {
+        match self.propose(Command::txn_as(txn)).await? {
             CommandOutcome::Applied { revision } => Ok(revision),
             CommandOutcome::Failed(f) => Err(StoreError::Precondition(Box::new(f))),
             other => Err(StoreError::Raft(format!("unexpected outcome {other:?}"))),
@@ -93,17 +106,14 @@ impl Member {
     }
 
     /// Commit on this member if it leads. A transaction goes through the
-    /// group-commit queue ([`super::batcher`]); anything else is an entry of
-    /// its own.
+    /// group-commit queue ([`super::batcher`]), keeping its actor; anything
+    /// else is an entry of its own.
     pub(super) async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
-        let Command {
-            body: CommandBody::Txn(ops),
-            ..
-        } = cmd
-        else {
-            return self.commit_local(cmd).await;
-        };
-        self.propose_txn(ops).await
+        match cmd.body {
+            CommandBody::Txn(ops) => self.propose_txn(Txn { ops, actor: None }).await,
+            CommandBody::TxnBy(txn) => self.propose_txn(txn).await,
+            _ => self.commit_local(cmd).await,
+        }
     }
 
     /// Propose one log entry through Raft on this member.

@@ -1,5 +1,5 @@
 //! [`Storage`] over the Raft member: every write is a one-operation
-//! transaction with its preconditions, and the store's precondition failures
+//! transaction with its preconditions and its actor, and the store's precondition failures
 //! become `AlreadyExists`, `NotFound` or `Conflict` here, once. The only
 //! file of the registry that knows `Member`.
 
@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use keel_store::{Member, Op, StoreError, WatchStart};
 
 use super::{
-    Consistency, EventStream, KeyValue, Preconditions, RangeRequest, RangeResponse, Storage,
+    Actor, Consistency, EventStream, KeyValue, Preconditions, RangeRequest, RangeResponse, Storage,
     StorageError,
 };
 
@@ -144,13 +144,15 @@ impl Storage for MemberStorage {
         key: &'a str,
         value: Vec<u8>,
         uid: Option<String>,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
             let mut op = Op::create(key, value);
             if let Some(uid) = uid {
                 op = op.with_uid(uid);
             }
-            self.member.txn(vec![op]).await.map_err(|e| match e {
+            let created = self.member.txn_by(vec![op], actor.clone()).await;
+            created.map_err(|e| match e {
                 StoreError::Precondition(_) => StorageError::AlreadyExists {
                     key: key.to_string(),
                 },
@@ -165,11 +167,12 @@ impl Storage for MemberStorage {
         key: &'a str,
         value: Vec<u8>,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
             let op = guarded(Op::update(key, value), preconditions);
             self.member
-                .txn(vec![op])
+                .txn_by(vec![op], actor.clone())
                 .await
                 .map_err(|e| conditional(key, e))
         }
@@ -180,11 +183,12 @@ impl Storage for MemberStorage {
         &'a self,
         key: &'a str,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         async move {
             let op = guarded(Op::delete(key), preconditions);
             self.member
-                .txn(vec![op])
+                .txn_by(vec![op], actor.clone())
                 .await
                 .map_err(|e| conditional(key, e))
         }

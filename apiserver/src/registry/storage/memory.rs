@@ -15,7 +15,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    Consistency, Event, EventKind, EventStream, KeyValue, Preconditions, RangeRequest,
+    Actor, Consistency, Event, EventKind, EventStream, KeyValue, Preconditions, RangeRequest,
     RangeResponse, Storage, StorageError, WatchMessage,
 };
 
@@ -75,10 +75,16 @@ impl MemoryStorage {
     }
 
     /// Write `value` at `key` whatever is there (created if absent): a write
-    /// from around the registry, or another client's. Returns its revision.
+    /// from around the registry, or another client's, naming no actor.
+    /// Returns its revision.
     pub fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> u64 {
         let mut st = lock(&self.state);
-        self.commit(&mut st, key, Some(value.into()), None)
+        self.commit(&mut st, key, Some(value.into()), None, None)
+    }
+
+    /// The retained events, oldest first (what history shows).
+    pub fn events(&self) -> Vec<Arc<Event>> {
+        lock(&self.state).log.clone()
     }
 
     /// Delete `key` if it is there, unconditionally (another client's
@@ -87,7 +93,7 @@ impl MemoryStorage {
         let mut st = lock(&self.state);
         st.objects
             .contains_key(key)
-            .then(|| self.commit(&mut st, key, None, None))
+            .then(|| self.commit(&mut st, key, None, None, None))
     }
 
     /// Drop the events up to `revision`: reads and watches before it are
@@ -134,13 +140,15 @@ impl MemoryStorage {
         }
     }
 
-    /// Apply one change (`None` deletes) at the next revision and publish it.
+    /// Apply one change (`None` deletes) at the next revision, by `actor`,
+    /// and publish it.
     fn commit(
         &self,
         st: &mut State,
         key: &str,
         value: Option<Vec<u8>>,
         uid: Option<String>,
+        actor: Option<&Actor>,
     ) -> u64 {
         st.revision += 1;
         let revision = st.revision;
@@ -170,6 +178,7 @@ impl MemoryStorage {
             value: next,
             prev,
             at_ms: keel_store::command::now_ms(),
+            actor: actor.map(|a| Arc::new(a.clone())),
         });
         st.log.push(event.clone());
         // No receiver is not an error: nobody watches.
@@ -186,6 +195,7 @@ impl MemoryStorage {
         key: &str,
         value: Option<Vec<u8>>,
         pre: &Preconditions,
+        actor: &Actor,
     ) -> Result<u64, StorageError> {
         self.injected()?;
         self.interfere();
@@ -200,7 +210,7 @@ impl MemoryStorage {
                 detail,
             });
         }
-        Ok(self.commit(&mut st, key, value, None))
+        Ok(self.commit(&mut st, key, value, None, Some(actor)))
     }
 
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
@@ -402,6 +412,7 @@ impl Storage for MemoryStorage {
         key: &'a str,
         value: Vec<u8>,
         uid: Option<String>,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
         let res = self.injected().and_then(|()| {
             let mut st = lock(&self.state);
@@ -410,7 +421,7 @@ impl Storage for MemoryStorage {
                     key: key.to_string(),
                 });
             }
-            Ok(self.commit(&mut st, key, Some(value), uid))
+            Ok(self.commit(&mut st, key, Some(value), uid, Some(actor)))
         });
         futures::future::ready(res).boxed()
     }
@@ -420,16 +431,18 @@ impl Storage for MemoryStorage {
         key: &'a str,
         value: Vec<u8>,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        futures::future::ready(self.change(key, Some(value), &preconditions)).boxed()
+        futures::future::ready(self.change(key, Some(value), &preconditions, actor)).boxed()
     }
 
     fn delete<'a>(
         &'a self,
         key: &'a str,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        futures::future::ready(self.change(key, None, &preconditions)).boxed()
+        futures::future::ready(self.change(key, None, &preconditions, actor)).boxed()
     }
 
     fn watch<'a>(

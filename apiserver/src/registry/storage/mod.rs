@@ -6,6 +6,10 @@
 //! The watch cache ([`WatchCache`]) wraps either and serves lists and
 //! watches from memory.
 //!
+//! Every write names its [`Actor`] (the requesting user and groups, or a
+//! named system identity for the server's own writes), passed explicitly,
+//! and the events it produces record it.
+//!
 //! The trait returns boxed futures so the registry can hold an
 //! `Arc<dyn Storage>` without a generic parameter spreading through every
 //! verb, and without a macro crate: one allocation per call is noise beside a
@@ -25,7 +29,7 @@ use futures::stream::BoxStream;
 
 pub use cache::WatchCache;
 pub use keel_store::{
-    Consistency, Event, EventKind, KeyValue, RangeRequest, RangeResponse, WatchMessage,
+    Actor, Consistency, Event, EventKind, KeyValue, RangeRequest, RangeResponse, WatchMessage,
 };
 pub use member::MemberStorage;
 pub use memory::MemoryStorage;
@@ -174,29 +178,35 @@ pub trait Storage: Send + Sync + 'static {
         self.list(req)
     }
 
-    /// Create `key`; the new revision. An existing key is `AlreadyExists`.
+    /// Create `key` on behalf of `actor`; the new revision. An existing key
+    /// is `AlreadyExists`.
     fn create<'a>(
         &'a self,
         key: &'a str,
         value: Vec<u8>,
         uid: Option<String>,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>>;
 
-    /// Replace `key`'s value if `preconditions` hold; the new revision.
-    /// A missing key is `NotFound`, a failed precondition `Conflict`.
+    /// Replace `key`'s value if `preconditions` hold, on behalf of `actor`;
+    /// the new revision. A missing key is `NotFound`, a failed precondition
+    /// `Conflict`.
     fn update<'a>(
         &'a self,
         key: &'a str,
         value: Vec<u8>,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>>;
 
-    /// Delete `key` if `preconditions` hold; the revision of the delete.
-    /// A missing key is `NotFound`, a failed precondition `Conflict`.
+    /// Delete `key` if `preconditions` hold, on behalf of `actor`; the
+    /// revision of the delete. A missing key is `NotFound`, a failed
+    /// precondition `Conflict`.
     fn delete<'a>(
         &'a self,
         key: &'a str,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>>;
 
     /// Every change under `prefix` with a revision strictly after `after`.
@@ -276,10 +286,11 @@ pub enum UpdateError<E> {
 /// read again and decide again. A missing key is `NotFound` (also when it
 /// goes between the read and the write); running out of attempts is
 /// `Conflict`. `try_update` returns its own result beside the write, so the
-/// caller can answer with the object it built.
+/// caller can answer with the object it built. The write is `actor`'s.
 pub async fn guaranteed_update<S, T, E, F>(
     storage: &S,
     key: &str,
+    actor: &Actor,
     mut try_update: F,
 ) -> Result<(T, Written), UpdateError<E>>
 where
@@ -296,11 +307,11 @@ where
         let done = match write {
             Write::Keep => return Ok((out, Written::Kept)),
             Write::Put(value) => storage
-                .update(key, value, at)
+                .update(key, value, at, actor)
                 .await
                 .map(|revision| Written::Put { revision }),
             Write::Delete => storage
-                .delete(key, at)
+                .delete(key, at, actor)
                 .await
                 .map(|revision| Written::Deleted { revision }),
         };

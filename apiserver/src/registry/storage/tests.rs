@@ -15,6 +15,11 @@ fn storage() -> Arc<dyn Storage> {
     Arc::new(MemoryStorage::new())
 }
 
+/// The actor of the tests' writes.
+fn who() -> Actor {
+    Actor::new("tester", ["testers"])
+}
+
 fn list(prefix: &str) -> RangeRequest {
     RangeRequest::prefix(prefix)
 }
@@ -42,21 +47,31 @@ async fn get_create_update_delete_answer_with_typed_errors() {
         }
     );
     let r1 = s
-        .create("/a", b"1".to_vec(), Some("u1".into()))
+        .create("/a", b"1".to_vec(), Some("u1".into()), &who())
         .await
         .unwrap();
     assert_eq!(r1, 2);
     assert_eq!(
-        s.create("/a", b"again".to_vec(), None).await.unwrap_err(),
+        s.create("/a", b"again".to_vec(), None, &who())
+            .await
+            .unwrap_err(),
         StorageError::AlreadyExists { key: "/a".into() }
     );
     // Stale revision and wrong uid are conflicts; nothing is written.
     let stale = s
-        .update("/a", b"2".to_vec(), Preconditions::mod_revision(r1 - 1))
+        .update(
+            "/a",
+            b"2".to_vec(),
+            Preconditions::mod_revision(r1 - 1),
+            &who(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(stale, StorageError::Conflict { .. }), "{stale:?}");
-    let wrong_uid = s.delete("/a", Preconditions::uid("u2")).await.unwrap_err();
+    let wrong_uid = s
+        .delete("/a", Preconditions::uid("u2"), &who())
+        .await
+        .unwrap_err();
     assert!(
         matches!(wrong_uid, StorageError::Conflict { .. }),
         "{wrong_uid:?}"
@@ -68,7 +83,7 @@ async fn get_create_update_delete_answer_with_typed_errors() {
     );
 
     let r2 = s
-        .update("/a", b"2".to_vec(), Preconditions::mod_revision(r1))
+        .update("/a", b"2".to_vec(), Preconditions::mod_revision(r1), &who())
         .await
         .unwrap();
     let (kv, _) = s.get("/a", Consistency::Linearizable).await.unwrap();
@@ -89,15 +104,18 @@ async fn get_create_update_delete_answer_with_typed_errors() {
                 mod_revision: Some(r2),
                 uid: Some("u1".into()),
             },
+            &who(),
         )
         .await
         .unwrap();
     assert_eq!(gone, r2 + 1);
     for e in [
-        s.update("/a", b"3".to_vec(), Preconditions::default())
+        s.update("/a", b"3".to_vec(), Preconditions::default(), &who())
             .await
             .unwrap_err(),
-        s.delete("/a", Preconditions::default()).await.unwrap_err(),
+        s.delete("/a", Preconditions::default(), &who())
+            .await
+            .unwrap_err(),
     ] {
         assert!(matches!(e, StorageError::NotFound { .. }), "{e:?}");
     }
@@ -107,7 +125,9 @@ async fn get_create_update_delete_answer_with_typed_errors() {
 async fn lists_page_at_the_first_pages_revision() {
     let s = storage();
     for k in ["/p/a", "/p/b", "/p/c", "/q/x"] {
-        s.create(k, k.as_bytes().to_vec(), None).await.unwrap();
+        s.create(k, k.as_bytes().to_vec(), None, &who())
+            .await
+            .unwrap();
     }
     let mut req = list("/p/");
     req.limit = 2;
@@ -115,8 +135,10 @@ async fn lists_page_at_the_first_pages_revision() {
     assert_eq!(keys(&first), ["/p/a", "/p/b"]);
     let pinned = first.revision;
     // Writes after the first page do not show in the next one.
-    s.delete("/p/c", Preconditions::default()).await.unwrap();
-    s.create("/p/d", b"d".to_vec(), None).await.unwrap();
+    s.delete("/p/c", Preconditions::default(), &who())
+        .await
+        .unwrap();
+    s.create("/p/d", b"d".to_vec(), None, &who()).await.unwrap();
     req.continue_token = first.continue_token.clone();
     let second = s.list(req.clone()).await.unwrap();
     assert_eq!((keys(&second), second.revision), (vec!["/p/c"], pinned));
@@ -136,7 +158,7 @@ async fn list_revisions_and_tokens_are_checked() {
     let mem = Arc::new(MemoryStorage::new());
     let s: Arc<dyn Storage> = mem.clone();
     for k in ["/p/a", "/p/b", "/p/c"] {
-        s.create(k, b"v".to_vec(), None).await.unwrap();
+        s.create(k, b"v".to_vec(), None, &who()).await.unwrap();
     }
     let mut req = list("/p/");
     req.limit = 1;
@@ -168,7 +190,7 @@ async fn list_revisions_and_tokens_are_checked() {
         StorageError::InvalidContinue(_)
     ));
     // A token older than the retained events has expired.
-    s.update("/p/a", b"w".to_vec(), Preconditions::default())
+    s.update("/p/a", b"w".to_vec(), Preconditions::default(), &who())
         .await
         .unwrap();
     mem.compact(mem.revision());
@@ -186,12 +208,12 @@ async fn list_revisions_and_tokens_are_checked() {
 async fn a_watch_from_a_revision_gets_the_later_events_under_its_prefix() {
     let mem = Arc::new(MemoryStorage::new());
     let s: Arc<dyn Storage> = mem.clone();
-    let r1 = s.create("/p/a", b"1".to_vec(), None).await.unwrap();
+    let r1 = s.create("/p/a", b"1".to_vec(), None, &who()).await.unwrap();
     let r2 = s
-        .update("/p/a", b"2".to_vec(), Preconditions::default())
+        .update("/p/a", b"2".to_vec(), Preconditions::default(), &who())
         .await
         .unwrap();
-    s.create("/q/x", b"x".to_vec(), None).await.unwrap();
+    s.create("/q/x", b"x".to_vec(), None, &who()).await.unwrap();
     let mut w = s.watch("/p/", r1).await.unwrap();
     // The backlog: only what came after r1.
     match next(&mut w).await.unwrap() {
@@ -203,8 +225,11 @@ async fn a_watch_from_a_revision_gets_the_later_events_under_its_prefix() {
         other => panic!("{other:?}"),
     }
     // Then live events, other prefixes left out, and progress.
-    s.create("/q/y", b"y".to_vec(), None).await.unwrap();
-    let r4 = s.delete("/p/a", Preconditions::default()).await.unwrap();
+    s.create("/q/y", b"y".to_vec(), None, &who()).await.unwrap();
+    let r4 = s
+        .delete("/p/a", Preconditions::default(), &who())
+        .await
+        .unwrap();
     match next(&mut w).await.unwrap() {
         WatchMessage::Events { revision, events } => {
             assert_eq!((revision, events[0].kind), (r4, EventKind::Deleted));
@@ -232,13 +257,13 @@ async fn a_watch_from_a_revision_gets_the_later_events_under_its_prefix() {
 async fn a_guaranteed_update_redoes_its_change_after_a_concurrent_write() {
     let mem = Arc::new(MemoryStorage::new());
     let s: Arc<dyn Storage> = mem.clone();
-    s.create("/c", b"1".to_vec(), None).await.unwrap();
+    s.create("/c", b"1".to_vec(), None, &who()).await.unwrap();
     // Someone else writes between our read and our swap, once.
     mem.before_next_write(|m| {
         m.put("/c", "10");
     });
     let calls = AtomicUsize::new(0);
-    let (seen, written) = guaranteed_update(s.as_ref(), "/c", |kv| {
+    let (seen, written) = guaranteed_update(s.as_ref(), "/c", &who(), |kv| {
         calls.fetch_add(1, Ordering::Relaxed);
         let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
         Ok::<_, ()>((Write::Put((n + 1).to_string().into_bytes()), n))
@@ -261,19 +286,19 @@ async fn a_guaranteed_update_redoes_its_change_after_a_concurrent_write() {
 async fn a_guaranteed_update_reports_each_outcome() {
     let mem = Arc::new(MemoryStorage::new());
     let s: Arc<dyn Storage> = mem.clone();
-    let missing = guaranteed_update(s.as_ref(), "/m", |_| Ok::<_, ()>((Write::Keep, ())))
+    let missing = guaranteed_update(s.as_ref(), "/m", &who(), |_| Ok::<_, ()>((Write::Keep, ())))
         .await
         .unwrap_err();
     assert!(matches!(
         missing,
         UpdateError::Storage(StorageError::NotFound { .. })
     ));
-    let r = s.create("/m", b"v".to_vec(), None).await.unwrap();
-    let refused = guaranteed_update(s.as_ref(), "/m", |_| Err::<(Write, ()), _>("no"))
+    let r = s.create("/m", b"v".to_vec(), None, &who()).await.unwrap();
+    let refused = guaranteed_update(s.as_ref(), "/m", &who(), |_| Err::<(Write, ()), _>("no"))
         .await
         .unwrap_err();
     assert_eq!(refused, UpdateError::Rejected("no"));
-    let kept = guaranteed_update(s.as_ref(), "/m", |_| Ok::<_, ()>((Write::Keep, ())))
+    let kept = guaranteed_update(s.as_ref(), "/m", &who(), |_| Ok::<_, ()>((Write::Keep, ())))
         .await
         .unwrap();
     assert_eq!((kept.1, mem.revision()), (Written::Kept, r));
@@ -281,17 +306,21 @@ async fn a_guaranteed_update_reports_each_outcome() {
     mem.before_next_write(|m| {
         m.remove("/m");
     });
-    let raced = guaranteed_update(s.as_ref(), "/m", |_| Ok::<_, ()>((Write::Delete, ())))
-        .await
-        .unwrap_err();
+    let raced = guaranteed_update(s.as_ref(), "/m", &who(), |_| {
+        Ok::<_, ()>((Write::Delete, ()))
+    })
+    .await
+    .unwrap_err();
     assert!(matches!(
         raced,
         UpdateError::Storage(StorageError::NotFound { .. })
     ));
-    s.create("/m", b"v".to_vec(), None).await.unwrap();
-    let (_, deleted) = guaranteed_update(s.as_ref(), "/m", |_| Ok::<_, ()>((Write::Delete, ())))
-        .await
-        .unwrap();
+    s.create("/m", b"v".to_vec(), None, &who()).await.unwrap();
+    let (_, deleted) = guaranteed_update(s.as_ref(), "/m", &who(), |_| {
+        Ok::<_, ()>((Write::Delete, ()))
+    })
+    .await
+    .unwrap();
     assert_eq!(
         deleted,
         Written::Deleted {
@@ -300,9 +329,9 @@ async fn a_guaranteed_update_reports_each_outcome() {
     );
     // A failed write (here one whose outcome is unknown) is passed
     // through, never retried.
-    s.create("/n", b"v".to_vec(), None).await.unwrap();
+    s.create("/n", b"v".to_vec(), None, &who()).await.unwrap();
     let rounds = AtomicUsize::new(0);
-    let timed_out = guaranteed_update(s.as_ref(), "/n", |_| {
+    let timed_out = guaranteed_update(s.as_ref(), "/n", &who(), |_| {
         rounds.fetch_add(1, Ordering::Relaxed);
         mem.fail_next(StorageError::Timeout("lost".into()));
         Ok::<_, ()>((Write::Put(b"w".to_vec()), ()))
@@ -320,9 +349,9 @@ async fn a_guaranteed_update_reports_each_outcome() {
 async fn a_guaranteed_update_gives_up_under_sustained_contention() {
     let mem = Arc::new(MemoryStorage::new());
     let s: Arc<dyn Storage> = mem.clone();
-    s.create("/h", b"0".to_vec(), None).await.unwrap();
+    s.create("/h", b"0".to_vec(), None, &who()).await.unwrap();
     let m = mem.clone();
-    let e = guaranteed_update(s.as_ref(), "/h", move |_| {
+    let e = guaranteed_update(s.as_ref(), "/h", &who(), move |_| {
         // Every round, another write lands first.
         m.before_next_write(|m| {
             m.put("/h", "x");

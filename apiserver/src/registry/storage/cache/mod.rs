@@ -46,7 +46,7 @@ pub use store::Object;
 pub use subscription::{Next, Subscription};
 
 use super::{
-    Consistency, EventStream, KeyValue, Preconditions, RangeRequest, RangeResponse, Storage,
+    Actor, Consistency, EventStream, KeyValue, Preconditions, RangeRequest, RangeResponse, Storage,
     StorageError, WatchMessage,
 };
 use store::{State, scope_of};
@@ -307,8 +307,9 @@ impl Storage for WatchCache {
         key: &'a str,
         value: Vec<u8>,
         uid: Option<String>,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        self.inner.create(key, value, uid)
+        self.inner.create(key, value, uid, actor)
     }
 
     fn update<'a>(
@@ -316,16 +317,18 @@ impl Storage for WatchCache {
         key: &'a str,
         value: Vec<u8>,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        self.inner.update(key, value, preconditions)
+        self.inner.update(key, value, preconditions, actor)
     }
 
     fn delete<'a>(
         &'a self,
         key: &'a str,
         preconditions: Preconditions,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        self.inner.delete(key, preconditions)
+        self.inner.delete(key, preconditions, actor)
     }
 
     fn watch<'a>(
