@@ -32,20 +32,9 @@ pub fn random_value(r: &mut impl Rng, marker: &str) -> String {
     format!("{marker}{tail}")
 }
 
-/// The kubectl on PATH (`make deps` installs it).
-pub fn kubectl_bin() -> PathBuf {
-    let p = PathBuf::from("/usr/bin/kubectl");
-    assert!(
-        p.exists(),
-        "kubectl is missing: {}; run `make deps`",
-        p.display()
-    );
-    p
-}
-
 /// Run kubectl against `kubeconfig`, with its caches under `home`.
 pub fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(kubectl_bin())
+    crate::server::kubectl()
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)

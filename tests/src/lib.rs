@@ -13,6 +13,7 @@
 //! - [`lazyfs`]: a FUSE filesystem that loses unsynced writes in a simulated
 //!   power cut (`tests/tests/power_cut.rs`).
 //! - [`peer_tls`]: certificates for tests that talk to the member port.
+//! - [`server`]: one `keel server` process for tests that drive it with kubectl or curl.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub mod fuzz;
 pub mod kms_plugin;
 pub mod lazyfs;
 pub mod peer_tls;
+pub mod server;
 
 use keel_store::{
     Consistency, Event, KeyValue, Member, MemberConfig, NodeId, PeerRequest, PeerResponse,

@@ -2,11 +2,19 @@
 //! process for in-process members, and the administrator certificate a
 //! `keel server` process wrote under its data directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use keel_apiserver::pki::{ADMIN_GROUP, Ca, Issued};
-use keel_store::{ClientTls, PeerTls, PemIdentity};
+use keel_store::{
+    ClientTls, GrpcTransport, Member, MemberConfig, MemberService, PeerTls, PemIdentity,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{test_config, wait_for};
 
 /// The CA every in-process member of this test process trusts.
 pub fn test_ca() -> &'static Ca {
@@ -77,4 +85,38 @@ pub async fn admin_channel(
     addr: &str,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     admin_tls().endpoint(addr)?.connect().await
+}
+
+/// Member 1 of the test CA in `<dir>/m1`, its configuration changed by
+/// `tweak`, initialized alone and serving its member port on loopback once
+/// it leads; with that port's address.
+pub async fn serving_member(
+    dir: &Path,
+    tweak: impl FnOnce(&mut MemberConfig),
+) -> (Arc<Member>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut cfg = test_config(1, dir.join("m1"));
+    cfg.addr = addr.clone();
+    tweak(&mut cfg);
+    let member = Member::open(cfg, GrpcTransport::new(member_tls(1).as_member()))
+        .await
+        .unwrap();
+    let router = MemberService::new(member.clone(), member_tls(1))
+        .router()
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    member
+        .initialize(BTreeMap::from([(1, addr.clone())]))
+        .await
+        .unwrap();
+    wait_for("a leader", Duration::from_secs(60), || async {
+        member.is_leader().then_some(())
+    })
+    .await;
+    (member, addr)
 }

@@ -6,18 +6,15 @@
 //! leader and grouped into batch entries there). A `Kv` transaction names
 //! the administrator certificate that made it, and the `Kv` watch shows it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_apiserver::http::{HeaderMap, HeaderValue, InProcess, Method, Uri, UserInfo, header};
 use keel_apiserver::{Bytes, registry::Registry};
 use keel_proto::member as pb;
-use keel_store::{Actor, EventKind, GrpcTransport, Member, MemberService};
-use keel_tests::peer_tls::{admin_tls, member_tls};
-use keel_tests::{Cluster, test_config, wait_for};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use keel_store::{Actor, EventKind};
+use keel_tests::peer_tls::{admin_tls, serving_member};
+use keel_tests::{Cluster, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -170,29 +167,7 @@ async fn api_writes_name_the_requesting_user_in_every_members_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kv_write_names_the_administrator_certificate_in_the_kv_watch() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let mut cfg = test_config(1, dir.path().join("m1"));
-    cfg.addr = addr.clone();
-    let member = Member::open(cfg, GrpcTransport::new(member_tls(1).as_member()))
-        .await
-        .unwrap();
-    let router = MemberService::new(member.clone(), member_tls(1))
-        .router()
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
-    member
-        .initialize(BTreeMap::from([(1, addr.clone())]))
-        .await
-        .unwrap();
-    wait_for("a leader", LONG, || async {
-        member.is_leader().then_some(())
-    })
-    .await;
+    let (member, addr) = serving_member(dir.path(), |_| {}).await;
     let ch = admin_tls()
         .endpoint(&addr)
         .unwrap()

@@ -2,23 +2,15 @@
 //! and the admin client certificate: every case gets a 4xx `Status` with the
 //! right reason, nothing is stored, and the server stays healthy.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::{Reaped, free_port, keel_bin, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::wait_until;
 
 /// (HTTP code, body) of a curl request with the admin certificate.
-fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
-    let pki = data.join("pki");
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(pki.join("ca.crt"))
-        .arg("--cert")
-        .arg(pki.join("admin.crt"))
-        .arg("--key")
-        .arg(pki.join("admin.key"))
-        .args(args.iter().map(|a| a.replace("BASE", base)))
+fn curl(s: &KeelServer, args: &[&str]) -> (u16, serde_json::Value) {
+    let out = s
+        .curl(&[&["-w", "\n%{http_code}"][..], args].concat())
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -31,32 +23,17 @@ fn curl(data: &Path, base: &str, args: &[&str]) -> (u16, serde_json::Value) {
 
 #[test]
 fn bad_input_gets_a_status_and_stores_nothing() {
-    let bin = keel_bin();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let api_port = free_port();
-    let child = Command::new(bin)
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Killed when the test ends, failed assertions included.
-    let _server = Reaped(child);
-    let base = format!("https://127.0.0.1:{api_port}");
+    let server = KeelServer::start(&[]);
     let cms = "BASE/api/v1/namespaces/default/configmaps";
     wait_until("the server to be ready", Duration::from_secs(60), || {
-        (curl(&data, &base, &["BASE/api/v1/namespaces/default"]).0 == 200).then_some(())
+        (curl(&server, &["BASE/api/v1/namespaces/default"]).0 == 200).then_some(())
     });
     let big = format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
         "x".repeat(2_000_000)
     );
-    let big_file = dir.path().join("big.json");
+    let big_file = server.dir().join("big.json");
     std::fs::write(&big_file, big).unwrap();
     let big_arg = format!("@{}", big_file.display());
     let json = ["-H", "Content-Type: application/json", "-X", "POST"];
@@ -205,15 +182,14 @@ fn bad_input_gets_a_status_and_stores_nothing() {
         ),
     ];
     for (what, args, code, reason) in cases {
-        let (got, body) = curl(&data, &base, &args);
+        let (got, body) = curl(&server, &args);
         assert_eq!(got, code, "{what}: {body}");
         assert_eq!(body["kind"], "Status", "{what}: {body}");
         assert_eq!(body["reason"], reason, "{what}: {body}");
         assert_eq!(body["code"], code, "{what}: {body}");
     }
     let (_, invalid) = curl(
-        &data,
-        &base,
+        &server,
         &[
             &json[..],
             &[
@@ -229,8 +205,8 @@ fn bad_input_gets_a_status_and_stores_nothing() {
         "{invalid}"
     );
     // Nothing was stored, and the server is healthy.
-    let (code, list) = curl(&data, &base, &[cms]);
+    let (code, list) = curl(&server, &[cms]);
     assert_eq!(code, 200);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
-    assert_eq!(curl(&data, &base, &["BASE/readyz"]).0, 200);
+    assert_eq!(curl(&server, &["BASE/readyz"]).0, 200);
 }

@@ -4,13 +4,15 @@
 //! state streamed in pages at one revision, metric labels that do not grow
 //! with the paths clients send, and private key files.
 
+use std::ffi::OsStr;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, rng, seed, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::{rng, seed, wait_until};
 use rand::Rng;
 use serde_json::Value;
 
@@ -19,33 +21,13 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 /// A `keel server` process on free ports, killed on drop.
 struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
+    keel: KeelServer,
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let api_port = free_port();
-        let child = Command::new(keel_bin())
-            .args(["server", "--data-dir"])
-            .arg(&data)
-            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    fn start(extra: &[&dyn AsRef<OsStr>]) -> Server {
         let s = Server {
-            child,
-            _dir: dir,
-            data,
-            base: format!("https://127.0.0.1:{api_port}"),
+            keel: KeelServer::start(extra),
         };
         wait_until("the server to be ready", LONG, || {
             (s.curl(&["BASE/api/v1/namespaces/default"]).0 == 200).then_some(())
@@ -55,16 +37,7 @@ impl Server {
 
     /// curl with the admin certificate; `BASE` in an argument is the API's URL.
     fn cmd(&self, args: &[&str]) -> Command {
-        let pki = self.data.join("pki");
-        let mut c = Command::new("curl");
-        c.args(["-s", "--max-time", "60", "--cacert"])
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .args(args.iter().map(|a| a.replace("BASE", &self.base)));
-        c
+        self.keel.curl(&[&["--max-time", "60"][..], args].concat())
     }
 
     /// (HTTP code, body as JSON or Null, raw body).
@@ -99,9 +72,9 @@ impl Server {
 
     /// Run curl over a config file (many requests, one connection).
     fn curl_config(&self, config: &str) -> String {
-        let file = self.data.join("curl.cfg");
+        let file = self.keel.data().join("curl.cfg");
         // `next` resets the options given before it, the certificates too.
-        let pki = self.data.join("pki");
+        let pki = self.keel.data().join("pki");
         let tls = format!(
             "cacert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             pki.join("ca.crt").display(),
@@ -109,7 +82,7 @@ impl Server {
             pki.join("admin.key").display()
         );
         let config = config
-            .replace("BASE", &self.base)
+            .replace("BASE", &self.keel.url())
             .replace("next\n", &format!("next\n{tls}"));
         std::fs::write(&file, config).unwrap();
         let out = self
@@ -154,13 +127,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A curl streaming a watch; its lines arrive through a reader thread.
 struct Watch {
     child: Child,
@@ -196,7 +162,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn watches_beyond_the_cap_get_429_until_one_ends() {
-    let s = Server::start(&["--max-watches", "3"]);
+    let s = Server::start(&[&"--max-watches", &"3"]);
     // Namespaces exist from the start: a first ADDED line proves a watch is open.
     let open: Vec<Watch> = (0..3)
         .map(|_| {
@@ -205,7 +171,7 @@ fn watches_beyond_the_cap_get_429_until_one_ends() {
             w
         })
         .collect();
-    let headers = s.data.join("headers");
+    let headers = s.keel.data().join("headers");
     let (code, status, _) = s.curl(&[
         "-D",
         headers.to_str().unwrap(),
@@ -264,9 +230,9 @@ fn a_watch_with_the_largest_timeout_streams_like_any_other() {
     assert_eq!(name_of(&w.next()), "later");
 
     // The kubeconfig and every key are private to the server's user.
-    assert_eq!(mode(&s.data.join("kubeconfig")), 0o600, "kubeconfig");
+    assert_eq!(mode(&s.keel.data().join("kubeconfig")), 0o600, "kubeconfig");
     for key in ["ca.key", "server.key", "admin.key"] {
-        assert_eq!(mode(&s.data.join("pki").join(key)), 0o600, "{key}");
+        assert_eq!(mode(&s.keel.data().join("pki").join(key)), 0o600, "{key}");
     }
 }
 

@@ -3,20 +3,17 @@
 //! handler, writes that lost or kept data wrongly, resourceVersion and
 //! continue rules, and the wording of messages.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::{keel_bin, wait_until};
 use serde_json::{Value, json};
 
 /// A single-member `keel server` in a temp directory, killed on drop.
 struct Server {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
-    peer: String,
-    child: Child,
+    keel: KeelServer,
 }
 
 /// One HTTP answer: code, raw headers (lowercased names) and JSON body
@@ -40,26 +37,8 @@ impl Reply {
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let api_port = free_port();
-        let peer = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(keel_bin())
-            .args(["server", "--data-dir"])
-            .arg(&data)
-            .args(["--peer-addr", &peer])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let s = Server {
-            _dir: dir,
-            data,
-            base: format!("https://127.0.0.1:{api_port}"),
-            peer,
-            child,
+            keel: KeelServer::start(&[]),
         };
         wait_until("the server to be ready", Duration::from_secs(60), || {
             (s.curl(&["BASE/api/v1/namespaces/default"]).code == 200).then_some(())
@@ -68,16 +47,7 @@ impl Server {
     }
 
     fn curl_cmd(&self, args: &[&str]) -> Command {
-        let pki = self.data.join("pki");
-        let mut c = Command::new("curl");
-        c.args(["-s", "--cacert"])
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .args(args.iter().map(|a| a.replace("BASE", &self.base)));
-        c
+        self.keel.curl(args)
     }
 
     /// A request; `BASE` in an argument is replaced by the server's URL.
@@ -123,13 +93,6 @@ impl Server {
             .stdout(std::fs::File::create(out).unwrap())
             .spawn()
             .expect("curl watch")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -223,8 +186,8 @@ fn patches_of_any_shape_and_stored_garbage_get_a_status() {
     for (name, value) in [("bad-number", "5"), ("bad-meta", r#"{"metadata":"x"}"#)] {
         let key = format!("/registry/core/configmaps/default/{name}");
         let st = Command::new(keel_bin())
-            .args(["kv", "--addr", &s.peer, "--data-dir"])
-            .arg(&s.data)
+            .args(["kv", "--addr", &s.keel.peer_addr(), "--data-dir"])
+            .arg(s.keel.data())
             .args(["create", &key, value])
             .stdout(Stdio::null())
             .status()
@@ -292,7 +255,7 @@ fn delete_collection_deletes_every_page() {
     // The store answers a range in pages of at most 16 MiB; 15 ConfigMaps of
     // 1.3 MB need two. A collection DELETE that read one page left the rest.
     let s = Server::start();
-    let body = s._dir.path().join("big.json");
+    let body = s.keel.dir().join("big.json");
     let big = "x".repeat(1_300_000);
     for i in 0..15 {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",

@@ -3,70 +3,33 @@
 //! it impersonated), the Kubernetes verb, the object and the answer's code,
 //! at the Metadata level: no request or response body reaches the file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::server::{KeelServer, output_with_stdin};
 use serde_json::Value;
 
 struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    data: PathBuf,
+    keel: KeelServer,
     audit: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let audit = dir.path().join("audit").join("audit.log");
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let child = Command::new(keel_bin())
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
-        .arg("--audit-log-path")
-        .arg(&audit)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let s = Server {
-        child,
-        dir,
-        data,
-        audit,
-    };
-    wait_until("the API to serve", Duration::from_secs(60), || {
-        (s.data.join("kubeconfig").exists()
-            && kubectl(&s, &["get", "ns", "default"]).status.success())
-        .then_some(())
-    });
-    s
+    let keel = KeelServer::start_in(dir, &[&"--audit-log-path", &audit]);
+    Server { keel, audit }
 }
 
 fn kubectl(s: &Server, args: &[&str]) -> Output {
-    let bin = Path::new("/usr/bin/kubectl");
-    assert!(bin.exists(), "kubectl is missing: run `make deps`");
-    let mut c = Command::new(bin);
-    c.env("HOME", s.dir.path().join("home"))
-        .arg("--kubeconfig")
-        .arg(s.data.join("kubeconfig"))
-        .args(args)
+    s.keel
+        .admin(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c.output().unwrap()
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
 }
 
 fn events(s: &Server) -> Vec<Value> {
@@ -118,26 +81,7 @@ fn each_request_is_one_metadata_event_with_user_verb_object_and_code() {
         ],
     );
     assert!(created.status.success(), "{created:?}");
-    let mut apply = Command::new("/usr/bin/kubectl");
-    apply
-        .env("HOME", s.dir.path().join("home"))
-        .arg("--kubeconfig")
-        .arg(s.data.join("kubeconfig"))
-        .args(["create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = apply.spawn().unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&created.stdout)
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(s.keel.admin(&["create", "-f", "-"]), &created.stdout);
     assert!(out.status.success(), "{out:?}");
 
     let create = find(&s, "the create event", |e| {

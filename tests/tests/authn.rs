@@ -7,119 +7,50 @@
 //! or when its signature is altered. The static token file's user is
 //! recognized, and a malformed token file refuses start-up naming its line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use keel_tests::server::{KeelServer, kubectl, output_with_stdin};
 use keel_tests::{free_port, keel_bin, wait_until};
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    data: PathBuf,
-    /// `https://127.0.0.1:PORT`.
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const STATIC_TOKEN: &str = "static-secret-31337";
 
-fn start() -> Server {
+fn start() -> KeelServer {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(
         &tokens,
         format!("{STATIC_TOKEN},alice,alice-uid,\"devs,ops\"\n"),
     )
     .unwrap();
-    let api_port = free_port();
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let child = Command::new(keel_bin())
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-        .arg("--token-auth-file")
-        .arg(&tokens)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let s = Server {
-        child,
-        dir,
-        data,
-        url: format!("https://127.0.0.1:{api_port}"),
-    };
+    let s = KeelServer::start_in(dir, &[&"--token-auth-file", &tokens]);
     // Ready once the default ServiceAccount of `default` exists.
     wait_until(
         "the default service account",
         Duration::from_secs(60),
         || {
-            (s.data.join("kubeconfig").exists()
-                && admin(&s, &["get", "serviceaccount", "default", "-o", "name"])
-                    .status
-                    .success())
-            .then_some(())
+            admin(&s, &["get", "serviceaccount", "default", "-o", "name"])
+                .status
+                .success()
+                .then_some(())
         },
     );
     s
 }
 
-/// The kubectl on PATH; missing fails the test (`make deps` installs it).
-fn kubectl() -> Command {
-    let bin = Path::new("/usr/bin/kubectl");
-    assert!(bin.exists(), "kubectl is missing: run `make deps`");
-    Command::new(bin)
-}
-
-fn run(mut c: Command, s: &Server, stdin: Option<&str>) -> Output {
-    c.env("HOME", s.dir.path().join("home"));
-    match stdin {
-        None => c.output().unwrap(),
-        Some(input) => {
-            use std::io::Write;
-            let mut child = c
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
-        }
-    }
-}
-
 /// kubectl as the administrator (client certificate, `system:masters`).
-fn admin(s: &Server, args: &[&str]) -> Output {
-    let mut c = kubectl();
-    c.arg("--kubeconfig")
-        .arg(s.data.join("kubeconfig"))
-        .args(args);
-    run(c, s, None)
+fn admin(s: &KeelServer, args: &[&str]) -> Output {
+    s.admin(args).output().unwrap()
 }
 
-fn admin_ok(s: &Server, args: &[&str], stdin: Option<&str>) -> String {
-    let mut c = kubectl();
-    c.arg("--kubeconfig")
-        .arg(s.data.join("kubeconfig"))
-        .args(args);
-    let out = run(c, s, stdin);
+fn admin_ok(s: &KeelServer, args: &[&str], stdin: Option<&str>) -> String {
+    let mut c = s.admin(args);
+    let out = match stdin {
+        None => c.output().unwrap(),
+        Some(input) => output_with_stdin(c, input.as_bytes()),
+    };
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",
@@ -130,21 +61,22 @@ fn admin_ok(s: &Server, args: &[&str], stdin: Option<&str>) -> String {
 
 /// kubectl with only `token` as credentials: no client certificate (a
 /// kubeconfig that names none), so the token alone decides.
-fn with_token(s: &Server, token: &str, args: &[&str]) -> Output {
-    let empty = s.dir.path().join("empty-kubeconfig");
+fn with_token(s: &KeelServer, token: &str, args: &[&str]) -> Output {
+    let empty = s.dir().join("empty-kubeconfig");
     std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
-    let mut c = kubectl();
-    c.arg("--kubeconfig")
+    s.kubectl()
+        .arg("--kubeconfig")
         .arg(&empty)
-        .args(["--server", &s.url, "--token", token])
+        .args(["--server", &s.url(), "--token", token])
         .arg("--certificate-authority")
-        .arg(s.data.join("pki").join("ca.crt"))
-        .args(args);
-    run(c, s, None)
+        .arg(s.ca_cert())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// `kubectl auth whoami` with `token`: the userInfo, or the error text.
-fn whoami(s: &Server, token: &str) -> Result<Value, String> {
+fn whoami(s: &KeelServer, token: &str) -> Result<Value, String> {
     let out = with_token(s, token, &["auth", "whoami", "-o", "json"]);
     if out.status.success() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -160,12 +92,12 @@ fn refused(r: Result<Value, String>) -> bool {
 
 /// The HTTP status of a GET of `path` with curl's extra `args` (no client
 /// certificate).
-fn curl_code(s: &Server, path: &str, args: &[&str]) -> (u16, Value) {
+fn curl_code(s: &KeelServer, path: &str, args: &[&str]) -> (u16, Value) {
     let out = Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(s.data.join("pki").join("ca.crt"))
+        .arg(s.ca_cert())
         .args(args)
-        .arg(format!("{}{path}", s.url))
+        .arg(format!("{}{path}", s.url()))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -324,23 +256,9 @@ fn a_malformed_token_file_refuses_start_up_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, "good,alice,1\nbroken-line\n").unwrap();
-    let mut child = Command::new(keel_bin())
-        .args(["server", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
-        .arg("--token-auth-file")
-        .arg(&tokens)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_until("keel server to exit", Duration::from_secs(60), || {
-        child.try_wait().unwrap()
-    });
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let mut s = KeelServer::spawn_in(dir, &[&"--token-auth-file", &tokens]);
+    let status = s.wait_exit(Duration::from_secs(60));
+    let err = s.log();
     assert!(!status.success());
     assert!(
         err.contains(&tokens.display().to_string()) && err.contains("line 2"),
@@ -446,29 +364,9 @@ fn every_member_accepts_the_tokens_of_the_others() {
 
 #[test]
 fn anonymous_requests_are_served_only_when_enabled() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let api_port = free_port();
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let child = Command::new(keel_bin())
-        .args(["server", "--anonymous-auth", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let s = Server {
-        child,
-        dir,
-        data,
-        url: format!("https://127.0.0.1:{api_port}"),
-    };
+    let s = KeelServer::start(&[&"--anonymous-auth"]);
     wait_until("the server to answer", Duration::from_secs(60), || {
-        (s.data.join("pki").join("ca.crt").exists() && curl_code(&s, "/readyz", &[]).0 == 200)
-            .then_some(())
+        (s.ca_cert().exists() && curl_code(&s, "/readyz", &[]).0 == 200).then_some(())
     });
     // Past authentication as system:anonymous: authorization decides (a
     // 403 names the user), never a 401.

@@ -7,7 +7,7 @@
 //! envelope provider with the test plugin, in-process and as a process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,7 +19,8 @@ use keel_tests::at_rest::{
     Cluster, LONG, assert_scan_sees, b64, contains, needles, ok, random_value, read_secret,
 };
 use keel_tests::kms_plugin::{Plugin, serve};
-use keel_tests::{free_port, keel_bin, rng, seed, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::{keel_bin, rng, seed, wait_until};
 
 /// Secrets written per phase.
 const SECRETS: usize = 6;
@@ -148,24 +149,12 @@ fn a_missing_or_malformed_configuration_refuses_start_up_naming_the_file() {
     .unwrap();
     let missing = dir.path().join("missing-encryption.yaml");
     for (file, why) in [(&missing, "cannot read"), (&bad, "expected 32")] {
-        let mut child = Command::new(keel_bin())
-            .arg("server")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
-            .arg("--encryption-provider-config")
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_until("keel server to refuse its configuration", LONG, || {
-            child.try_wait().unwrap()
-        });
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let mut s = KeelServer::spawn_in(
+            tempfile::tempdir().unwrap(),
+            &[&"--encryption-provider-config", file],
+        );
+        let status = s.wait_exit(LONG);
+        let err = s.log();
         assert!(!status.success(), "started with {}", file.display());
         let line = err
             .lines()

@@ -3,18 +3,14 @@
 //! serving), a `Kv.Range` without a limit comes back in pages, and `Kv.Watch`
 //! beyond the member's watch cap is RESOURCE_EXHAUSTED until a watch closes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_proto::member as pb;
 use keel_store::Member;
-use keel_store::{GrpcTransport, MemberService};
 use keel_tests::fuzz::crc32;
-use keel_tests::peer_tls::{admin_tls, member_tls};
-use keel_tests::{init_tracing, test_config, wait_for};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use keel_tests::peer_tls::{admin_tls, member_tls, serving_member};
+use keel_tests::{init_tracing, wait_for};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -22,31 +18,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// One initialized member serving gRPC on a loopback port.
 async fn member(dir: &std::path::Path, max_watches: usize) -> (Arc<Member>, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let mut cfg = test_config(1, dir.join("m1"));
-    cfg.addr = addr.clone();
-    cfg.watch.max_watches = max_watches;
-    let member = Member::open(cfg, GrpcTransport::new(member_tls(1).as_member()))
-        .await
-        .unwrap();
-    let router = MemberService::new(member.clone(), member_tls(1))
-        .router()
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
-    member
-        .initialize(BTreeMap::from([(1, addr.clone())]))
-        .await
-        .unwrap();
-    wait_for("a leader", LONG, || async {
-        member.is_leader().then_some(())
-    })
-    .await;
-    (member, addr)
+    serving_member(dir, |cfg| cfg.watch.max_watches = max_watches).await
 }
 
 async fn kv(addr: &str) -> pb::kv_client::KvClient<Channel> {

@@ -6,53 +6,21 @@
 //! node and member certificates it issues name who they should, and the API
 //! takes the user's kubeconfig as that user.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_apiserver::pki::{ADMIN_GROUP, Ca, MEMBER_GROUP, NODE_GROUP, subject};
 use keel_proto::member as pb;
+use keel_store::ClientTls;
 use keel_store::grpc::payload;
-use keel_store::{ClientTls, GrpcTransport, Member, MemberService};
-use keel_tests::peer_tls::{client, member_tls, test_ca};
-use keel_tests::{Reaped, free_port, init_tracing, keel_bin, test_config, wait_for, wait_until};
+use keel_tests::peer_tls::{client, member_tls, serving_member, test_ca};
+use keel_tests::{Reaped, free_port, init_tracing, keel_bin, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// One initialized member of the test CA serving its member port.
-async fn serving_member(dir: &Path) -> (Arc<Member>, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let mut cfg = test_config(1, dir.join("m1"));
-    cfg.addr = addr.clone();
-    let member = Member::open(cfg, GrpcTransport::new(member_tls(1).as_member()))
-        .await
-        .unwrap();
-    let router = MemberService::new(member.clone(), member_tls(1))
-        .router()
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
-    member
-        .initialize(BTreeMap::from([(1, addr.clone())]))
-        .await
-        .unwrap();
-    wait_for("a leader", LONG, || async {
-        member.is_leader().then_some(())
-    })
-    .await;
-    (member, addr)
-}
 
 /// What one identity gets from each service: `Ok(())` or the status code.
 struct Answers {
@@ -99,7 +67,7 @@ async fn connect(tls: &ClientTls, addr: &str) -> Result<Channel, tonic::transpor
 async fn the_member_port_serves_each_certificate_only_its_groups_services() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (member, addr) = serving_member(dir.path()).await;
+    let (member, addr) = serving_member(dir.path(), |_| {}).await;
     let ca = test_ca();
 
     // The administrator: Kv and Admin, not Raft.

@@ -6,11 +6,10 @@
 //! only its own Node (within the allowed labels), Lease and pods' status,
 //! and gets tokens only for its own pods.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::wait_until;
 use serde_json::{Value, json};
 
 /// How long the graph may take to follow a change.
@@ -18,10 +17,7 @@ const FOLLOW: Duration = Duration::from_secs(20);
 
 /// A single-member `keel server` in a temp directory, killed on drop.
 struct Server {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
-    child: Child,
+    keel: KeelServer,
 }
 
 struct Reply {
@@ -31,24 +27,8 @@ struct Reply {
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let api_port = free_port();
-        let child = Command::new(keel_bin())
-            .args(["server", "--data-dir"])
-            .arg(&data)
-            .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let s = Server {
-            _dir: dir,
-            data,
-            base: format!("https://127.0.0.1:{api_port}"),
-            child,
+            keel: KeelServer::start(&[]),
         };
         wait_until("the server to be ready", Duration::from_secs(60), || {
             (s.admin("GET", "/api/v1/namespaces/default", None).code == 200).then_some(())
@@ -59,15 +39,9 @@ impl Server {
     /// One request with the admin certificate, as `node` when given;
     /// `body` as JSON (a merge patch for PATCH).
     fn request(&self, node: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        let pki = self.data.join("pki");
-        let mut c = Command::new("curl");
-        c.args(["-s", "--max-time", "30", "-w", "\n%{http_code}", "--cacert"])
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .args(["-X", method]);
+        let mut c = self
+            .keel
+            .curl(&["--max-time", "30", "-w", "\n%{http_code}", "-X", method]);
         if let Some(node) = node {
             c.args(["-H", &format!("Impersonate-User: system:node:{node}")])
                 .args(["-H", "Impersonate-Group: system:nodes"]);
@@ -81,7 +55,7 @@ impl Server {
             c.args(["-H", &format!("Content-Type: {ct}"), "--data-binary"])
                 .arg(body.to_string());
         }
-        c.arg(format!("{}{path}", self.base));
+        c.arg(format!("{}{path}", self.keel.url()));
         let out = c.output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
@@ -106,13 +80,6 @@ impl Server {
         wait_until(&format!("node {node} GET {path} -> {code}"), FOLLOW, || {
             (self.request(Some(node), "GET", path, None).code == code).then_some(())
         });
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,34 +3,16 @@
 //! with a conflict and resumes a watch across a reconnect.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use keel_tests::{Reaped, free_port, keel_bin, wait_until};
+use keel_tests::server::KeelServer;
+use keel_tests::wait_until;
 
 #[test]
 fn python_kubernetes_client_works_unchanged() {
-    let bin = keel_bin();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let child = Command::new(bin)
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Reaped(child);
-    let kubeconfig = data.join("kubeconfig");
-    wait_until(
-        "a kubeconfig to be written",
-        Duration::from_secs(60),
-        || kubeconfig.exists().then_some(()),
-    );
+    let server = KeelServer::start(&[]);
+    let kubeconfig = server.kubeconfig();
     // `make deps` puts the client in a venv and exports KEEL_PYTHON.
     let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/client.py");

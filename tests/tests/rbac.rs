@@ -8,55 +8,25 @@
 //! admin, and one, carol, has a client certificate of her own from the CA.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_bin, wait_until};
+use keel_tests::server::{KeelServer, output_with_stdin};
+use keel_tests::{keel_bin, wait_until};
 
 /// Changes reach the RBAC index through the watch stream: every wait on
 /// one polls with this deadline.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
+/// The server under test; its admin is the data directory's kubeconfig.
 struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    keel: KeelServer,
 }
 
 fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    let child = Command::new(keel_bin())
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let s = Server { child, dir, data };
-    wait_until(
-        "keel server to become ready",
-        Duration::from_secs(60),
-        || {
-            (s.data.join("kubeconfig").exists()
-                && s.kubectl(&["get", "ns", "default", "-o", "name"])
-                    .status
-                    .success())
-            .then_some(())
-        },
-    );
-    s
+    Server {
+        keel: KeelServer::start(&[]),
+    }
 }
 
 struct Out {
@@ -76,34 +46,27 @@ fn out(o: Output) -> Out {
 impl Server {
     /// kubectl with `kubeconfig`, its discovery cache in the test's directory.
     fn run(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = Command::new("/usr/bin/kubectl");
+        let mut c = self.keel.kubectl();
         c.arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--cache-dir")
-            .arg(self.dir.path().join("cache"))
+            .arg(self.keel.dir().join("cache"))
             .args(["--request-timeout", "20s"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(args);
         match stdin {
-            None => c.stdin(Stdio::null()).output().expect("kubectl runs"),
-            Some(text) => {
-                use std::io::Write;
-                let mut child = c.stdin(Stdio::piped()).spawn().expect("kubectl runs");
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(text.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
+            None => c
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("kubectl runs"),
+            Some(text) => output_with_stdin(c, text.as_bytes()),
         }
     }
 
     /// As the admin.
     fn kubectl(&self, args: &[&str]) -> Output {
-        self.run(&self.data.join("kubeconfig"), args, None)
+        self.run(&self.keel.kubeconfig(), args, None)
     }
 
     fn k(&self, args: &[&str]) -> Out {
@@ -117,7 +80,7 @@ impl Server {
         {
             let made = out(self.kubectl(&[args, &["--dry-run=client", "-o", "json"]].concat()));
             assert!(made.ok, "kubectl {args:?}: {}", made.stderr);
-            let o = self.apply(&self.data.join("kubeconfig"), &made.stdout);
+            let o = self.apply(&self.keel.kubeconfig(), &made.stdout);
             assert!(o.ok, "kubectl {args:?}: {}", o.stderr);
             return o;
         }
@@ -150,18 +113,18 @@ impl Server {
     /// A kubeconfig for a user with a client certificate of its own, signed
     /// by the cluster CA (CN = name, O = group), issued by `keel certs`.
     fn user_kubeconfig(&self, name: &str, group: &str) -> PathBuf {
-        let admin = std::fs::read_to_string(self.data.join("kubeconfig")).unwrap();
+        let admin = std::fs::read_to_string(self.keel.kubeconfig()).unwrap();
         let server = admin
             .lines()
             .find_map(|l| l.trim().strip_prefix("server:"))
             .unwrap()
             .trim()
             .to_string();
-        let out = self.dir.path().join("certs");
+        let out = self.keel.dir().join("certs");
         let issued = Command::new(keel_bin())
             .arg("certs")
             .arg("--ca-dir")
-            .arg(self.data.join("pki"))
+            .arg(self.keel.data().join("pki"))
             .arg("--out")
             .arg(&out)
             .args([
@@ -422,7 +385,7 @@ fn rbac_matrix_with_kubectl() {
         "no"
     );
     let peek = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: secret-peeker\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [\"secrets\"]\n  verbs: [\"get\"]\n";
-    let admin_cfg = s.data.join("kubeconfig");
+    let admin_cfg = s.keel.kubeconfig();
     assert!(s.apply(&admin_cfg, peek).ok);
     s.wait_can_i(&["get", "secrets", "--as", "erin", "-n", "default"], "yes");
     wait_until("view's stored rules to include secrets", CATCH_UP, || {

@@ -7,59 +7,8 @@
 
 use serde_json::{Value, json};
 
-/// The media type of a Kubernetes protobuf body.
-pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
-
-const MAGIC: &[u8] = b"k8s\0";
-
-/// One field of a message.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed-width values: no field read here has one.
-    Other,
-}
-
-/// The fields of a message in order; `None` for a malformed message.
-fn fields(mut buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        let field = match key & 7 {
-            0 => Field::Varint(varint(&mut buf)?),
-            1 => {
-                buf = buf.get(8..)?;
-                Field::Other
-            }
-            2 => {
-                let len = usize::try_from(varint(&mut buf)?).ok()?;
-                let (b, rest) = (buf.get(..len)?, buf.get(len..)?);
-                buf = rest;
-                Field::Bytes(b)
-            }
-            5 => {
-                buf = buf.get(4..)?;
-                Field::Other
-            }
-            _ => return None,
-        };
-        out.push((key >> 3, field));
-    }
-    Some(out)
-}
-
-fn varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+pub use crate::protowire::MEDIA_TYPE;
+use crate::protowire::{Field, Message, unknown};
 
 fn string(b: &[u8]) -> Option<String> {
     String::from_utf8(b.to_vec()).ok()
@@ -67,24 +16,13 @@ fn string(b: &[u8]) -> Option<String> {
 
 /// The object bytes of a `k8s\0` + `runtime.Unknown` envelope.
 fn raw(body: &[u8]) -> Option<&[u8]> {
-    let unknown = body.strip_prefix(MAGIC)?;
-    fields(unknown)?
-        .into_iter()
-        .find_map(|(n, f)| match (n, f) {
-            (2, Field::Bytes(b)) => Some(b),
-            _ => None,
-        })
+    unknown(body)?.first(2)
 }
 
 /// Field `spec` (2) of a TokenRequest, TokenReview or SelfSubjectReview.
 fn spec(body: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
-    let obj = raw(body)?;
-    let spec = fields(obj)?.into_iter().find_map(|(n, f)| match (n, f) {
-        (2, Field::Bytes(b)) => Some(b),
-        _ => None,
-    });
-    match spec {
-        Some(s) => fields(s),
+    match Message::parse(raw(body)?)?.first(2) {
+        Some(s) => Message::parse(s).map(|m| m.0),
         None => Some(vec![]),
     }
 }
@@ -100,7 +38,7 @@ pub fn token_request(body: &[u8]) -> Option<Value> {
             (4, Field::Varint(v)) => spec["expirationSeconds"] = json!(v as i64),
             (3, Field::Bytes(b)) => {
                 let mut r = json!({});
-                for (n, f) in fields(b)? {
+                for (n, f) in Message::parse(b)?.0 {
                     let name = match n {
                         1 => "kind",
                         2 => "apiVersion",
@@ -142,19 +80,15 @@ pub fn token_review(body: &[u8]) -> Option<Value> {
 
 /// A SelfSubjectReview has nothing to read: the envelope must parse.
 pub fn self_subject_review(body: &[u8]) -> Option<Value> {
-    raw(body).and_then(fields)?;
+    raw(body).and_then(Message::parse)?;
     Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bytes(n: u64, b: &[u8]) -> Vec<u8> {
-        let mut out = vec![(n << 3 | 2) as u8, b.len() as u8];
-        out.extend_from_slice(b);
-        out
-    }
+    use crate::protowire::MAGIC;
+    use crate::protowire::tests::field as bytes;
 
     fn envelope(obj: &[u8]) -> Vec<u8> {
         let mut type_meta = bytes(1, b"authentication.k8s.io/v1");

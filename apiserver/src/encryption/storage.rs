@@ -48,6 +48,20 @@ impl EncryptedStorage {
             }),
         }
     }
+
+    /// Seals `value` for `key`, hands it to `write` (the inner storage's
+    /// create or update), and clears the key's stale mark once written.
+    async fn write_sealed<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        write: impl FnOnce(Vec<u8>) -> BoxFuture<'a, Result<u64, StorageError>>,
+    ) -> Result<u64, StorageError> {
+        let value = self.core.seal(key, value).await?;
+        let r = write(value).await?;
+        self.core.written(key);
+        Ok(r)
+    }
 }
 
 /// What the storage and its watch streams share.
@@ -257,13 +271,8 @@ impl Storage for EncryptedStorage {
         uid: Option<String>,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        async move {
-            let value = self.core.seal(key, value).await?;
-            let r = self.inner.create(key, value, uid, actor).await?;
-            self.core.written(key);
-            Ok(r)
-        }
-        .boxed()
+        self.write_sealed(key, value, move |v| self.inner.create(key, v, uid, actor))
+            .boxed()
     }
 
     fn update<'a>(
@@ -273,12 +282,9 @@ impl Storage for EncryptedStorage {
         preconditions: Preconditions,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<u64, StorageError>> {
-        async move {
-            let value = self.core.seal(key, value).await?;
-            let r = self.inner.update(key, value, preconditions, actor).await?;
-            self.core.written(key);
-            Ok(r)
-        }
+        self.write_sealed(key, value, move |v| {
+            self.inner.update(key, v, preconditions, actor)
+        })
         .boxed()
     }
 

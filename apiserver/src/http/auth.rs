@@ -45,19 +45,10 @@ impl UserInfo {
     pub fn from_certificates(chain: &[CertificateDer<'_>]) -> Option<UserInfo> {
         let leaf = chain.first()?;
         let mut user = UserInfo::default();
-        match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-            Ok((_, cert)) => {
-                let subject = cert.subject();
-                user.name = subject
-                    .iter_common_name()
-                    .find_map(|a| a.as_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                user.groups = subject
-                    .iter_organization()
-                    .filter_map(|a| a.as_str().ok())
-                    .map(str::to_string)
-                    .collect();
+        match keel_store::grpc::tls::subject(leaf.as_ref()) {
+            Ok((name, groups)) => {
+                user.name = name;
+                user.groups = groups;
             }
             Err(e) => tracing::debug!(error = %e, "client certificate subject does not parse"),
         }

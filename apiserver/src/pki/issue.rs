@@ -399,20 +399,7 @@ pub fn subject(cert_pem: &str) -> Result<(String, Vec<String>), ServerError> {
     use rustls::pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| ServerError::Pki(format!("certificate PEM: {e}")))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| ServerError::Pki(format!("certificate: {e}")))?;
-    let s = cert.subject();
-    let cn = s
-        .iter_common_name()
-        .filter_map(|a| a.as_str().ok())
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let groups = s
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok().map(str::to_string))
-        .collect();
-    Ok((cn, groups))
+    keel_store::grpc::tls::subject(&der).map_err(|e| ServerError::Pki(format!("certificate: {e}")))
 }
 
 #[cfg(test)]

@@ -33,10 +33,13 @@ pub(super) fn parse_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let base = ct.split(';').next().unwrap_or("").trim();
+    if !patch && base == super::protobuf::MEDIA_TYPE {
+        return super::protobuf::decode(t, body);
+    }
     let yaml = base == "application/yaml";
     if !patch && !yaml && base != "application/json" && base != "*/*" && !base.is_empty() {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {base})"
         )));
     }
     let v: Value = if yaml {

@@ -167,8 +167,9 @@ pub fn caller<T>(req: &Request<T>) -> Option<crate::Actor> {
     Some(crate::Actor { user, groups })
 }
 
-/// The CN and O values of a DER certificate.
-fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
+/// The CN and O values of a DER certificate's subject: the user and groups
+/// the member port and the API read from a client certificate.
+pub fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     let s = cert.subject();
     let cn = s

@@ -1,0 +1,178 @@
+//! One `keel server` process for the tests that drive it from outside, as
+//! kubectl and curl do: free loopback ports, a temp directory, readiness
+//! polled with a deadline, and the process killed when the test ends, pass
+//! or fail.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, keel_bin, wait_until};
+
+/// The kubectl the tests run (`make deps` installs it).
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// How long a server may take to serve its first request.
+pub const READY: Duration = Duration::from_secs(60);
+
+/// A kubectl command; a missing kubectl fails the test, never skips it.
+pub fn kubectl() -> Command {
+    let bin = Path::new(KUBECTL);
+    assert!(
+        bin.exists(),
+        "kubectl is missing: {KUBECTL}; run `make deps`"
+    );
+    Command::new(bin)
+}
+
+/// Runs `c` with `input` on its stdin; stdout and stderr are captured.
+pub fn output_with_stdin(mut c: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A single-member `keel server` in a temp directory: data in `data/`, its
+/// stderr in `keel.log`, kubectl's home in `home/`. Killed on drop.
+pub struct KeelServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    peer_port: u16,
+    api_port: u16,
+}
+
+impl KeelServer {
+    /// A server with `extra` options in a fresh directory, ready (see
+    /// [`KeelServer::start_in`]).
+    pub fn start(extra: &[&dyn AsRef<OsStr>]) -> KeelServer {
+        KeelServer::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// A server in `dir` (where the test put the files its options name),
+    /// waited for until its kubeconfig exists and the admin reads namespace
+    /// `default`; a server that exits first fails the test at once.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&dyn AsRef<OsStr>]) -> KeelServer {
+        let mut s = KeelServer::spawn_in(dir, extra);
+        let (kubeconfig, log) = (s.kubeconfig(), s.dir().join("keel.log"));
+        let mut probe = s.admin(&["get", "ns", "default", "-o", "name"]);
+        wait_until("keel server to serve the API", READY, || {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!(
+                    "keel server exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            (kubeconfig.exists() && probe.output().is_ok_and(|o| o.status.success())).then_some(())
+        });
+        s
+    }
+
+    /// A server spawned in `dir` and not waited for (a start-up that must
+    /// fail, or a test with its own readiness condition).
+    pub fn spawn_in(dir: tempfile::TempDir, extra: &[&dyn AsRef<OsStr>]) -> KeelServer {
+        let (peer_port, api_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+        let mut c = Command::new(keel_bin());
+        c.args(["server", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--peer-addr", &format!("127.0.0.1:{peer_port}")])
+            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--api-addr", &format!("127.0.0.1:{api_port}")]);
+        for a in extra {
+            c.arg(a);
+        }
+        let child = c.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        KeelServer {
+            child,
+            dir,
+            peer_port,
+            api_port,
+        }
+    }
+
+    /// The temp directory everything of this server lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The data directory (`--data-dir`).
+    pub fn data(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    /// The admin kubeconfig the server writes (a client certificate in
+    /// group `system:masters`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data().join("kubeconfig")
+    }
+
+    /// The cluster CA's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.data().join("pki").join("ca.crt")
+    }
+
+    /// `https://127.0.0.1:PORT` of the Kubernetes API.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.api_port)
+    }
+
+    /// `127.0.0.1:PORT` of the member port (`keel kv --addr`).
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("keel.log")).unwrap_or_default()
+    }
+
+    /// The exit status, waited for until `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_until("keel server to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
+    /// kubectl with `HOME` in the test's directory (its caches stay there).
+    pub fn kubectl(&self) -> Command {
+        let mut c = kubectl();
+        c.env("HOME", self.dir().join("home"));
+        c
+    }
+
+    /// Silent curl with the CA and the admin's client certificate, then
+    /// `args`, in which `BASE` stands for [`KeelServer::url`].
+    pub fn curl(&self, args: &[&str]) -> Command {
+        let pki = self.data().join("pki");
+        let mut c = Command::new("curl");
+        c.args(["-s", "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .args(args.iter().map(|a| a.replace("BASE", &self.url())));
+        c
+    }
+
+    /// kubectl as the admin with `args`.
+    pub fn admin(&self, args: &[&str]) -> Command {
+        let mut c = self.kubectl();
+        c.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
+        c
+    }
+}
+
+impl Drop for KeelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
