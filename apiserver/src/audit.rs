@@ -209,30 +209,25 @@ fn object_ref(kinds: &Kinds, path: &str) -> Option<ObjectRef> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return None,
     };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, plural, tail @ ..]
-            if kinds
-                .find(group, version, plural)
-                .is_some_and(|t| t.namespaced) =>
-        {
-            (ns.to_string(), [&[*plural][..], tail].concat())
-        }
-        _ => (String::new(), rest.to_vec()),
-    };
-    let resource = rest.first()?.to_string();
+    // Resolved as the router resolves it, so the event names what was served.
+    let t = crate::request::RequestTarget::resolve(kinds, group, version, rest).ok()?;
+    let name = t.name.clone().unwrap_or_default();
     // `namespaces/{name}` names the namespace itself.
-    let namespace = if resource == "namespaces" {
-        rest.get(1).map(|s| s.to_string()).unwrap_or(namespace)
+    let namespace = if t.rt.plural == "namespaces" {
+        name.clone()
     } else {
-        namespace
+        t.namespace.clone().unwrap_or_default()
     };
     Some(ObjectRef {
         api_group: group.to_string(),
         api_version: version.to_string(),
-        resource,
+        resource: t.rt.plural.to_string(),
         namespace,
-        name: rest.get(1).map(|s| s.to_string()).unwrap_or_default(),
-        subresource: rest.get(2).map(|s| s.to_string()).unwrap_or_default(),
+        name,
+        subresource: t
+            .subresource
+            .map(|s| s.name().to_string())
+            .unwrap_or_default(),
     })
 }
 
