@@ -1,9 +1,18 @@
 //! JSON merge patch (RFC 7386) and JSON patch (RFC 6902), as `kubectl
-//! label`, `annotate`, `scale` and `patch --type=merge|json` send them.
+//! label`, `annotate`, `scale` and `patch --type=merge|json` send them;
+//! strategic merge patch, which kubectl `apply`, `edit`, `set` and `patch`
+//! send for built-in kinds, is in [`strategic`].
 
 use serde_json::Value;
 
-/// Why a JSON patch was refused.
+mod order;
+pub mod strategic;
+#[cfg(test)]
+mod strategic_tests;
+#[cfg(test)]
+mod two_way;
+
+/// Why a JSON patch or a strategic merge patch was refused.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum PatchError {
     /// Not a JSON patch document (kube-apiserver: 400 BadRequest).

@@ -1,7 +1,7 @@
-//! The patch verb: JSON patch, merge patch, and strategic merge patches
-//! that mean the same as a merge patch, reapplied to the current object on
-//! every attempt of the guaranteed update. The algorithms are in
-//! [`crate::patch`].
+//! The patch verb: JSON patch, merge patch and strategic merge patch
+//! (built-in kinds only: it needs the kind's schema), reapplied to the
+//! current object on every attempt of the guaranteed update. The
+//! algorithms are in [`crate::patch`].
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
@@ -13,6 +13,48 @@ use crate::error::ApiError;
 use crate::http::auth::UserInfo;
 use crate::patch::PatchError;
 use crate::request::{Query, RequestTarget};
+use crate::schema::Node;
+
+/// The patch types every kind or only built-in kinds accept.
+#[derive(Clone, Copy)]
+pub(super) enum PatchType<'s> {
+    Json,
+    Merge,
+    /// With the schema of the kind patched.
+    Strategic(Node<'s>),
+}
+
+impl PatchType<'static> {
+    /// The patch type the request's Content-Type names, for an object of
+    /// `group`/`version`/`kind`. Strategic merge patch needs the kind's
+    /// schema: kinds without one (custom resources) get 415, as from
+    /// kube-apiserver.
+    pub(super) fn of(
+        headers: &HeaderMap,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Result<PatchType<'static>, ApiError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let unsupported = |got: &str| {
+            ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {got:?})"
+            ))
+        };
+        match ct.split(';').next().unwrap_or("").trim() {
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/strategic-merge-patch+json" => crate::schema::builtin()
+                .kind(group, version, kind)
+                .map(PatchType::Strategic)
+                .ok_or_else(|| unsupported("application/strategic-merge-patch+json")),
+            other => Err(unsupported(other)),
+        }
+    }
+}
 
 impl Registry {
     /// PATCH of an object or of its status.
@@ -25,31 +67,13 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let base = ct.split(';').next().unwrap_or("").trim().to_string();
+        let ty = PatchType::of(headers, &t.rt.group, &t.rt.version, &t.rt.kind)?;
         let patch: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
-        let json_patch = match base.as_str() {
-            "application/merge-patch+json" => false,
-            // Without lists or directives a strategic merge patch means the
-            // same as a merge patch; list merge keys are not supported yet.
-            "application/strategic-merge-patch+json"
-                if crate::patch::smp_is_plain_merge(&patch) =>
-            {
-                false
-            }
-            "application/json-patch+json" => true,
-            other => {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other})"
-                )));
-            }
-        };
         // Reapplied to the current object on every attempt; a resourceVersion
-        // the patch sets is a precondition, checked by `replace`.
+        // the patch sets is a precondition, checked by `replace`. A patch that
+        // changes nothing is no write (`replace` keeps the object), so the
+        // resourceVersion stays.
         self.guaranteed_update(t, name, q, user, |_, old| {
             let mut new = old.clone();
             let refused = |m: String| ApiError::Invalid {
@@ -58,7 +82,7 @@ impl Registry {
                 name: name.into(),
                 causes: vec![crate::error::Cause::invalid("patch", m)],
             };
-            apply(&mut new, &patch, json_patch, refused)?;
+            apply(&mut new, &patch, ty, refused)?;
             if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
                 return Err(refused(
                     "the patched object must be a JSON object whose metadata is an object".into(),
@@ -70,21 +94,27 @@ impl Registry {
     }
 }
 
-/// Apply a JSON patch (`json_patch`) or a merge patch to `doc`; a patch
+/// Apply a patch of type `ty` to `doc`; a malformed patch is a 400, one
 /// that cannot apply is the error `refused` makes of its message.
 pub(super) fn apply(
     doc: &mut Value,
     patch: &Value,
-    json_patch: bool,
+    ty: PatchType<'_>,
     refused: impl Fn(String) -> ApiError,
 ) -> Result<(), ApiError> {
-    if json_patch {
-        crate::patch::json_patch(doc, patch).map_err(|e| match e {
-            PatchError::Malformed(m) => ApiError::BadRequest(m),
-            PatchError::Failed(m) => refused(m),
-        })
-    } else {
-        crate::patch::merge(doc, patch);
-        Ok(())
+    let failed = |e| match e {
+        PatchError::Malformed(m) => ApiError::BadRequest(m),
+        PatchError::Failed(m) => refused(m),
+    };
+    match ty {
+        PatchType::Json => crate::patch::json_patch(doc, patch).map_err(failed),
+        PatchType::Merge => {
+            crate::patch::merge(doc, patch);
+            Ok(())
+        }
+        PatchType::Strategic(schema) => {
+            *doc = crate::patch::strategic::apply(doc, patch, Some(schema)).map_err(failed)?;
+            Ok(())
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! write through the guaranteed update.
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -86,24 +86,17 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
-        let body = decode::json_body(&body)?;
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let json_patch = match ct.split(';').next().unwrap_or("").trim() {
-            _ if !patch => false,
-            "application/json-patch+json" => true,
-            "application/merge-patch+json" => false,
-            "application/strategic-merge-patch+json" if crate::patch::smp_is_plain_merge(&body) => {
-                false
-            }
-            other => {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "unsupported patch type {other}"
-                )));
-            }
+        let ty = if patch {
+            Some(super::patch::PatchType::of(
+                headers,
+                "autoscaling",
+                "v1",
+                "Scale",
+            )?)
+        } else {
+            None
         };
+        let body = decode::json_body(&body)?;
         let invalid = |cause| ApiError::Invalid {
             group: "autoscaling".into(),
             kind: "Scale".into(),
@@ -112,14 +105,15 @@ impl Registry {
         };
         let main = t.main();
         self.guaranteed_update(&main, name, q, user, |kv, old| {
-            let wanted = if !patch {
-                body.clone()
-            } else {
-                let mut s = scale_of(old, kv.mod_revision);
-                super::patch::apply(&mut s, &body, json_patch, |m| {
-                    invalid(Cause::invalid("patch", m))
-                })?;
-                s
+            let wanted = match ty {
+                None => body.clone(),
+                Some(ty) => {
+                    let mut s = scale_of(old, kv.mod_revision);
+                    super::patch::apply(&mut s, &body, ty, |m| {
+                        invalid(Cause::invalid("patch", m))
+                    })?;
+                    s
+                }
             };
             let replicas = wanted
                 .pointer("/spec/replicas")
