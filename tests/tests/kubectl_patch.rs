@@ -265,3 +265,97 @@ fn kubectl_patches_with_133_and_127() {
     };
     scenario(&old, "n127");
 }
+
+/// A PATCH sent with curl: the HTTP code and the JSON body.
+fn send(s: &KeelServer, ct: &str, body: &str, url: &str) -> (u16, Value) {
+    let out = s
+        .curl(&[
+            "-X",
+            "PATCH",
+            "-H",
+            &format!("Content-Type: {ct}"),
+            "--data-binary",
+            body,
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+const SMP: &str = "application/strategic-merge-patch+json";
+
+/// Strategic merge patch over HTTP: a no-op keeps the resourceVersion,
+/// directives are carried out and not stored, patches that do not apply are
+/// `Status` 400 or 422 with Kubernetes' wording, and custom resources get
+/// 415 naming the accepted types.
+#[test]
+fn strategic_merge_patch_over_http() {
+    let s = KeelServer::start(&[]);
+    let k = Kubectl {
+        bin: kubectl_bin(None),
+        server: &s,
+        ns: "default",
+    };
+    let crd = k.file(
+        "crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n\
+spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n\
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]\n",
+    );
+    k.ok(&["apply", "-f", crd.to_str().unwrap()]);
+    k.ok(&["create", "configmap", "c", "--from-literal=k=v"]);
+    let url = "BASE/api/v1/namespaces/default/configmaps/c";
+
+    let (code, cm) = send(&s, SMP, r#"{"metadata":{"finalizers":["a/b","c/d"],"labels":{"x":"1"}}}"#, url);
+    assert_eq!(code, 200, "{cm}");
+    let rv = cm["metadata"]["resourceVersion"].clone();
+    let (code, same) = send(&s, SMP, r#"{"metadata":{"finalizers":["c/d"],"labels":{"x":"1"}},"data":{"k":"v"}}"#, url);
+    assert_eq!(code, 200, "{same}");
+    assert_eq!(same["metadata"]["resourceVersion"], rv, "a no-op patch keeps the resourceVersion");
+    let (code, cm) = send(
+        &s,
+        SMP,
+        r#"{"metadata":{"$setElementOrder/finalizers":["c/d"],"$deleteFromPrimitiveList/finalizers":["a/b"],"labels":{"$patch":"replace","y":"2"}}}"#,
+        url,
+    );
+    assert_eq!(code, 200, "{cm}");
+    assert_eq!(cm["metadata"]["finalizers"], serde_json::json!(["c/d"]), "{cm}");
+    assert_eq!(cm["metadata"]["labels"], serde_json::json!({"y": "2"}), "{cm}");
+    assert!(!cm.to_string().contains('$'), "{cm}");
+    assert_ne!(cm["metadata"]["resourceVersion"], rv);
+
+    for (body, code, reason, part) in [
+        (r#"{"data":{"$patch":"bogus"}}"#, 400, "BadRequest", "unknown patch type"),
+        (r#"{"metadata":{"$retainKeys":"x"}}"#, 400, "BadRequest", "retainKeys"),
+        (r#"[{"op":"add"}]"#, 400, "BadRequest", "JSON object"),
+        (r#"{"metadata":{"finalizers":[{"a":1}]}}"#, 422, "Invalid", "mix objects and scalars"),
+        (r#"{"metadata":{"$retainKeys":["name"],"labels":{}}}"#, 422, "Invalid", "retainKeys"),
+    ] {
+        let (got, st) = send(&s, SMP, body, url);
+        assert_eq!((got, st["reason"].as_str()), (code, Some(reason)), "{body}: {st}");
+        assert!(st["message"].as_str().unwrap_or("").contains(part), "{body}: {st}");
+    }
+
+    // A custom resource takes merge patches, not strategic ones.
+    let w = k.file("w.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n");
+    keel_tests::wait_until("the Widget kind to be served", std::time::Duration::from_secs(30), || {
+        k.output(&["apply", "-f", w.to_str().unwrap()]).status.success().then_some(())
+    });
+    let wurl = "BASE/apis/example.com/v1/namespaces/default/widgets/w";
+    let (code, st) = send(&s, SMP, r#"{"spec":{"size":2}}"#, wurl);
+    assert_eq!((code, st["reason"].as_str()), (415, Some("UnsupportedMediaType")), "{st}");
+    assert!(st["message"].as_str().unwrap_or("").contains("application/merge-patch+json"), "{st}");
+    let (code, w) = send(&s, "application/merge-patch+json", r#"{"spec":{"size":2}}"#, wurl);
+    assert_eq!((code, &w["spec"]["size"]), (200, &serde_json::json!(2)), "{w}");
+    // kubectl patches it with a merge patch when asked to.
+    k.ok(&["patch", "widget", "w", "--type", "merge", "-p", r#"{"spec":{"size":3}}"#]);
+    assert_eq!(k.get("widget/w")["spec"]["size"], 3);
+}

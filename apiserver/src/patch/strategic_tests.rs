@@ -102,9 +102,18 @@ fn pod_with(edit: impl FnOnce(&mut Value)) -> Value {
     p
 }
 
-#[test]
-fn directives_give_the_expected_objects() {
-    let cases: Vec<(&str, Value, Value)> = vec![
+/// The rows that need the test schema's made-up fields.
+const TEST_SCHEMA_ONLY: &[&str] = &["replace strategy replaces a map", "merged_no_key"];
+
+/// The Kubernetes schema of built-in kind `group`/`version`/`kind`.
+fn k8s(group: &str, version: &str, kind: &str) -> crate::schema::Node<'static> {
+    crate::schema::builtin()
+        .kind(group, version, kind)
+        .unwrap_or_else(|| panic!("no schema for {group}/{version}/{kind}"))
+}
+
+fn directive_cases() -> Vec<(&'static str, Value, Value)> {
+    vec![
         (
             "maps merge and null removes a key",
             json!({"metadata": {"labels": {"tier": null, "new": "x"}}}),
@@ -255,9 +264,25 @@ fn directives_give_the_expected_objects() {
             json!({"spec": {"schema": {"$ref": "#/x"}}}),
             pod_with(|p| p["spec"]["schema"] = json!({"$ref": "#/x"})),
         ),
-    ];
-    for (name, patch, want) in cases {
+    ]
+}
+
+#[test]
+fn directives_give_the_expected_objects() {
+    for (name, patch, want) in directive_cases() {
         let got = smp(&pod(), &patch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// The same rows with the Kubernetes schema of Pod.
+#[test]
+fn directives_give_the_expected_objects_with_the_pod_schema() {
+    for (name, patch, want) in directive_cases() {
+        if TEST_SCHEMA_ONLY.contains(&name) {
+            continue;
+        }
+        let got = apply(&pod(), &patch, Some(k8s("", "v1", "Pod"))).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got, want, "{name}");
     }
 }
@@ -265,12 +290,31 @@ fn directives_give_the_expected_objects() {
 #[test]
 fn deployment_strategy_retain_keys() {
     let d = json!({"spec": {"replicas": 1, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-    let got = smp(
-        &d,
-        &json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+    let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
+    let want = json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate"}}});
+    assert_eq!(smp(&d, &patch).unwrap(), want);
+    assert_eq!(apply(&d, &patch, Some(k8s("apps", "v1", "Deployment"))).unwrap(), want);
+}
+
+/// Node taints are atomic and owner references merge by uid, in the
+/// Kubernetes schema.
+#[test]
+fn kubernetes_schema_lists() {
+    let node = json!({"metadata": {"name": "n", "ownerReferences": [{"uid": "1", "name": "a"}]},
+                      "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
+    let got = apply(
+        &node,
+        &json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]},
+                "spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}}),
+        Some(k8s("", "v1", "Node")),
     )
     .unwrap();
-    assert_eq!(got, json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate"}}}));
+    assert_eq!(got["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
+    assert_eq!(names(&got["metadata"]["ownerReferences"]), ["2", "1"]);
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().filter_map(|x| x["uid"].as_str()).collect()
 }
 
 #[test]
@@ -293,10 +337,14 @@ fn refused_patches_say_why() {
         (json!({"$patch": "delete"}), false, "whole object"),
     ];
     for (patch, malformed, part) in cases {
-        match smp(&pod(), &patch) {
+        let test_only = patch.get("merged_no_key").is_some();
+        let real = (!test_only).then(|| apply(&pod(), &patch, Some(k8s("", "v1", "Pod"))));
+        for got in [Some(smp(&pod(), &patch)), real].into_iter().flatten() {
+        match got {
             Err(PatchError::Malformed(m)) if malformed && m.contains(part) => {}
             Err(PatchError::Failed(m)) if !malformed && m.contains(part) => {}
             other => panic!("{patch}: want {} with {part:?}, got {other:?}", if malformed { "400" } else { "422" }),
+        }
         }
     }
 }
@@ -511,5 +559,14 @@ proptest! {
         // Applying it again changes nothing.
         let again = smp(&new, &patch);
         prop_assert_eq!(again.ok(), Some(new));
+    }
+
+    /// The same with the Kubernetes schema of Deployment, on both sides.
+    #[test]
+    fn two_way_patch_round_trips_with_the_deployment_schema(old in gen::object(), new in gen::object()) {
+        let schema = Some(k8s("apps", "v1", "Deployment"));
+        let patch = two_way::diff(&old, &new, schema);
+        let got = apply(&old, &patch, schema);
+        prop_assert_eq!(got.as_ref().ok(), Some(&new), "patch {}: {:?}", patch, got);
     }
 }

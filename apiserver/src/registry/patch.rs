@@ -25,15 +25,12 @@ pub(super) enum PatchType<'s> {
 }
 
 impl PatchType<'static> {
-    /// The patch type the request's Content-Type names, for an object of
-    /// `group`/`version`/`kind`. Strategic merge patch needs the kind's
-    /// schema: kinds without one (custom resources) get 415, as from
-    /// kube-apiserver.
+    /// The patch type the request's Content-Type names, for an object
+    /// whose schema is `schema`. Strategic merge patch needs one: kinds
+    /// without (custom resources) get 415, as from kube-apiserver.
     pub(super) fn of(
         headers: &HeaderMap,
-        group: &str,
-        version: &str,
-        kind: &str,
+        schema: Option<Node<'static>>,
     ) -> Result<PatchType<'static>, ApiError> {
         let ct = headers
             .get(header::CONTENT_TYPE)
@@ -47,8 +44,7 @@ impl PatchType<'static> {
         match ct.split(';').next().unwrap_or("").trim() {
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/merge-patch+json" => Ok(PatchType::Merge),
-            "application/strategic-merge-patch+json" => crate::schema::builtin()
-                .kind(group, version, kind)
+            "application/strategic-merge-patch+json" => schema
                 .map(PatchType::Strategic)
                 .ok_or_else(|| unsupported("application/strategic-merge-patch+json")),
             other => Err(unsupported(other)),
@@ -67,7 +63,8 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
-        let ty = PatchType::of(headers, &t.rt.group, &t.rt.version, &t.rt.kind)?;
+        let schema = crate::schema::builtin().kind(&t.rt.group, &t.rt.version, &t.rt.kind);
+        let ty = PatchType::of(headers, schema)?;
         let patch: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         // Reapplied to the current object on every attempt; a resourceVersion

@@ -87,12 +87,11 @@ impl Registry {
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
         let ty = if patch {
-            Some(super::patch::PatchType::of(
-                headers,
-                "autoscaling",
-                "v1",
-                "Scale",
-            )?)
+            let schema = crate::schema::builtin();
+            let scale = schema
+                .kind("autoscaling", "v1", "Scale")
+                .or_else(|| schema.definition("io.k8s.api.autoscaling.v1.Scale"));
+            Some(super::patch::PatchType::of(headers, scale)?)
         } else {
             None
         };
