@@ -50,25 +50,6 @@ pub trait Meta: Copy {
     fn merge_key(&self) -> Option<&str>;
 }
 
-/// No schema at all: every list is replaced, every map merges.
-#[derive(Clone, Copy)]
-pub enum NoSchema {}
-
-impl Meta for NoSchema {
-    fn child(&self, _: &str) -> Option<Self> {
-        match *self {}
-    }
-    fn item(&self) -> Option<Self> {
-        match *self {}
-    }
-    fn strategy(&self) -> Strategy {
-        match *self {}
-    }
-    fn merge_key(&self) -> Option<&str> {
-        match *self {}
-    }
-}
-
 /// Apply strategic merge patch `patch` to `original` (an object of the kind
 /// whose root is `meta`) and return the new object. A malformed patch
 /// (a directive of the wrong shape) is [`PatchError::Malformed`] (400);

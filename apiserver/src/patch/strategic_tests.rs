@@ -409,9 +409,9 @@ fn kubectl_two_way_patches_round_trip() {
     assert_eq!(smp(&old, &patch).unwrap(), new, "patch {patch}");
 }
 
-/// Generators of Pod-like objects for the property test: unique names for
+/// Generators of Deployment-like objects for the property test: unique names for
 /// the lists merged by key, in any order.
-mod gen {
+mod objects {
     use proptest::prelude::*;
     use proptest::sample::subsequence;
     use serde_json::{Map, Value, json};
@@ -441,8 +441,10 @@ mod gen {
         })
     }
 
+    const PORTS: &[i32] = &[80, 443, 8080];
+
     fn ports() -> impl Strategy<Value = Value> {
-        (subsequence(&[80, 443, 8080][..], 0..=3).prop_shuffle(), prop::collection::vec(prop::option::of("[pq]"), 3))
+        (subsequence(PORTS, 0..=3).prop_shuffle(), prop::collection::vec(prop::option::of("[pq]"), 3))
             .prop_map(|(ps, ns)| {
                 Value::Array(
                     ps.iter()
@@ -552,7 +554,7 @@ proptest! {
     /// kubectl's two-way patch old → new, applied to old by the server,
     /// gives new.
     #[test]
-    fn two_way_patch_applied_to_old_gives_new(old in gen::object(), new in gen::object()) {
+    fn two_way_patch_applied_to_old_gives_new(old in objects::object(), new in objects::object()) {
         let patch = two_way::diff(&old, &new, Some(Fields(None)));
         let got = smp(&old, &patch);
         prop_assert_eq!(got.as_ref().ok(), Some(&new), "patch {}: {:?}", patch, got);
@@ -563,7 +565,7 @@ proptest! {
 
     /// The same with the Kubernetes schema of Deployment, on both sides.
     #[test]
-    fn two_way_patch_round_trips_with_the_deployment_schema(old in gen::object(), new in gen::object()) {
+    fn two_way_patch_round_trips_with_the_deployment_schema(old in objects::object(), new in objects::object()) {
         let schema = Some(k8s("apps", "v1", "Deployment"));
         let patch = two_way::diff(&old, &new, schema);
         let got = apply(&old, &patch, schema);

@@ -68,7 +68,7 @@ fn diff_lists<M: Meta>(
     let strategy = meta.map(|m| m.strategy()).unwrap_or_default();
     let mut changes = Vec::new();
     let order: Vec<Value>;
-    match meta.and_then(|m| m.merge_key()) {
+    match meta.as_ref().and_then(|m| m.merge_key()) {
         Some(key) if n.iter().chain(o).all(Value::is_object) => {
             let id = |x: &Value| x.get(key).cloned().unwrap_or(Value::Null);
             let item = meta.and_then(|m| m.item());
