@@ -115,3 +115,34 @@ pub(super) fn apply(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        h
+    }
+
+    /// A kind without a schema (a custom resource) takes JSON and merge
+    /// patches; a strategic merge patch is 415 naming the accepted types.
+    #[test]
+    fn strategic_merge_needs_a_schema() {
+        let smp = headers("application/strategic-merge-patch+json; charset=utf-8");
+        match PatchType::of(&smp, None) {
+            Err(ApiError::UnsupportedMediaType(m)) => {
+                assert!(m.contains("application/merge-patch+json"), "{m}")
+            }
+            _ => panic!("a strategic merge patch without a schema must be 415"),
+        }
+        let pod = crate::schema::builtin().kind("", "v1", "Pod");
+        assert!(matches!(PatchType::of(&smp, pod), Ok(PatchType::Strategic(_))));
+        for ct in ["application/merge-patch+json", "application/json-patch+json"] {
+            assert!(PatchType::of(&headers(ct), None).is_ok(), "{ct}");
+        }
+        assert!(PatchType::of(&headers("application/json"), pod).is_err());
+    }
+}
