@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 fn kubectl_133(s: &KeelServer) -> Command {
     let real = std::fs::canonicalize(keel_tests::server::KUBECTL).unwrap();
     let bin = real.parent().unwrap().join("kubectl.1.33");
-    assert!(bin.is_file(), "{} is missing; run `make deps`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing; run `make deps`",
+        bin.display()
+    );
     let mut c = Command::new(bin);
     c.env("HOME", s.dir().join("home"))
         .arg("--kubeconfig")
@@ -179,15 +183,63 @@ fn kubectl_create_commands_send_protobuf_and_are_stored() {
 /// name of what it makes, with its arguments (NAME stands for the name).
 const CREATES: &[(&str, &[&str])] = &[
     ("namespace", &["namespace", "NAME"]),
-    ("configmap", &["configmap", "NAME", "--from-literal=a=1", "--from-literal=b=two"]),
-    ("secret", &["secret", "generic", "NAME", "--from-literal=password=hunter2"]),
-    ("deployment", &["deployment", "NAME", "--image=nginx:1.27", "--replicas=2", "--port=80"]),
+    (
+        "configmap",
+        &[
+            "configmap",
+            "NAME",
+            "--from-literal=a=1",
+            "--from-literal=b=two",
+        ],
+    ),
+    (
+        "secret",
+        &[
+            "secret",
+            "generic",
+            "NAME",
+            "--from-literal=password=hunter2",
+        ],
+    ),
+    (
+        "deployment",
+        &[
+            "deployment",
+            "NAME",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ],
+    ),
     ("serviceaccount", &["serviceaccount", "NAME"]),
-    ("job", &["job", "NAME", "--image=busybox", "--", "echo", "hi"]),
-    ("cronjob", &["cronjob", "NAME", "--image=busybox", "--schedule=*/5 * * * *", "--", "echo", "hi"]),
-    ("service", &["service", "clusterip", "NAME", "--tcp=80:8080"]),
-    ("role", &["role", "NAME", "--verb=get,list", "--resource=pods"]),
-    ("rolebinding", &["rolebinding", "NAME", "--role=reader", "--user=alice"]),
+    (
+        "job",
+        &["job", "NAME", "--image=busybox", "--", "echo", "hi"],
+    ),
+    (
+        "cronjob",
+        &[
+            "cronjob",
+            "NAME",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+            "--",
+            "echo",
+            "hi",
+        ],
+    ),
+    (
+        "service",
+        &["service", "clusterip", "NAME", "--tcp=80:8080"],
+    ),
+    (
+        "role",
+        &["role", "NAME", "--verb=get,list", "--resource=pods"],
+    ),
+    (
+        "rolebinding",
+        &["rolebinding", "NAME", "--role=reader", "--user=alice"],
+    ),
     ("resourcequota", &["quota", "NAME", "--hard=pods=10,cpu=2"]),
 ];
 
@@ -198,7 +250,15 @@ fn comparable(mut v: Value) -> Value {
     let uid = v["metadata"]["uid"].as_str().unwrap_or("none").to_string();
     let name = v["metadata"]["name"].as_str().unwrap_or("none").to_string();
     if let Some(m) = v["metadata"].as_object_mut() {
-        for k in ["uid", "name", "namespace", "resourceVersion", "creationTimestamp", "managedFields", "generation"] {
+        for k in [
+            "uid",
+            "name",
+            "namespace",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+        ] {
             m.remove(k);
         }
     }
@@ -223,12 +283,24 @@ fn kubectl_133_creates_equal_the_json_path() {
     for ns in ["pb", "js"] {
         run(&s, &["create", "namespace", ns]);
     }
-    run(&s, &["create", "role", "reader", "-n", "pb", "--verb=get", "--resource=pods"]);
+    run(
+        &s,
+        &[
+            "create",
+            "role",
+            "reader",
+            "-n",
+            "pb",
+            "--verb=get",
+            "--resource=pods",
+        ],
+    );
     for (what, args) in CREATES {
         let (pb, js) = (format!("{what}-pb"), format!("{what}-js"));
         let with = |name: &str, ns: &str, extra: &[&str]| {
             let mut c = kubectl_133(&s);
-            c.arg("create").args(args.iter().map(|a| if *a == "NAME" { name } else { a }));
+            c.arg("create")
+                .args(args.iter().map(|a| if *a == "NAME" { name } else { a }));
             if *what != "namespace" {
                 c.args(["-n", ns]);
             }
@@ -242,7 +314,11 @@ fn kubectl_133_creates_equal_the_json_path() {
         let mut c = kubectl_133(&s);
         c.args(["create", "-f", "-"]);
         let out = keel_tests::server::output_with_stdin(c, &obj);
-        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let get = |name: &str, ns: &str| {
             let kind = args[0];
             let mut a = vec!["get", kind, name, "-o", "json"];
@@ -258,10 +334,29 @@ fn kubectl_133_creates_equal_the_json_path() {
         let (a, b) = (get(&pb, "pb"), get(&js, "js"));
         assert_eq!(comparable(a.clone()), comparable(b), "{what}: {a}");
     }
-    let d: Value = serde_json::from_str(&run(&s, &["get", "deployment", "deployment-pb", "-n", "pb", "-o", "json"])).unwrap();
+    let d: Value = serde_json::from_str(&run(
+        &s,
+        &[
+            "get",
+            "deployment",
+            "deployment-pb",
+            "-n",
+            "pb",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
     assert_eq!(d["spec"]["replicas"], 2);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27");
-    let sec: Value = serde_json::from_str(&run(&s, &["get", "secret", "secret-pb", "-n", "pb", "-o", "json"])).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
+    let sec: Value = serde_json::from_str(&run(
+        &s,
+        &["get", "secret", "secret-pb", "-n", "pb", "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(sec["data"]["password"], "aHVudGVyMg==");
 }
 
@@ -280,12 +375,20 @@ fn raw_get(s: &KeelServer, path: &str, accept: &str) -> (u16, String, Vec<u8>) {
     ]);
     let out = ok_out(&mut c);
     let (code, ct) = out.split_once(' ').unwrap();
-    (code.parse().unwrap(), ct.to_string(), std::fs::read(&body).unwrap())
+    (
+        code.parse().unwrap(),
+        ct.to_string(),
+        std::fs::read(&body).unwrap(),
+    )
 }
 
 fn ok_out(c: &mut Command) -> String {
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -294,7 +397,10 @@ const CLIENT_GO: &str = "application/vnd.kubernetes.protobuf, application/json";
 #[test]
 fn clients_preferring_protobuf_get_protobuf() {
     let s = KeelServer::start(&[]);
-    run(&s, &["create", "configmap", "conf", "--from-literal=mode=fast"]);
+    run(
+        &s,
+        &["create", "configmap", "conf", "--from-literal=mode=fast"],
+    );
     let json_get = |path: &str| -> Value {
         let (code, ct, body) = raw_get(&s, path, "application/json");
         assert_eq!((code, ct.as_str()), (200, "application/json"), "{path}");
@@ -315,8 +421,17 @@ fn clients_preferring_protobuf_get_protobuf() {
     assert_eq!((code, ct.as_str()), (200, protobuf::MEDIA_TYPE));
     let (_, kind, list) = protobuf::decode_body(&body, None).unwrap();
     assert_eq!(kind, "ConfigMapList");
-    assert!(list["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert!(
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| !rv.is_empty())
+    );
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
     assert!(names.contains(&"conf"), "{list}");
 
     // A 404 is a protobuf Status.
@@ -324,7 +439,10 @@ fn clients_preferring_protobuf_get_protobuf() {
     assert_eq!((code, ct.as_str()), (404, protobuf::MEDIA_TYPE));
     let (_, kind, status) = protobuf::decode_body(&body, None).unwrap();
     assert_eq!(kind, "Status");
-    assert_eq!((status["code"].clone(), status["reason"].clone()), (json!(404), json!("NotFound")));
+    assert_eq!(
+        (status["code"].clone(), status["reason"].clone()),
+        (json!(404), json!("NotFound"))
+    );
 
     // A Table stays JSON.
     let (code, ct, body) = raw_get(
@@ -333,7 +451,10 @@ fn clients_preferring_protobuf_get_protobuf() {
         "application/json;as=Table;v=v1;g=meta.k8s.io, application/json",
     );
     assert_eq!((code, ct.as_str()), (200, "application/json"));
-    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["kind"], "Table");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["kind"],
+        "Table"
+    );
 
     // A watch: length-prefixed WatchEvents, each object a k8s\0 envelope.
     let (code, ct, body) = raw_get(

@@ -9,9 +9,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::registry::protobuf;
 use crate::http::auth::UserInfo;
 use crate::registry::Registry;
+use crate::registry::protobuf;
 use crate::request::RequestTarget;
 use crate::response;
 
@@ -33,9 +33,7 @@ pub async fn create(
                 "status": {"userInfo": user_info(user)},
             })
         }
-        "TokenReview" => {
-            token_review(registry, decode(headers, body, "TokenReview")?).await
-        }
+        "TokenReview" => token_review(registry, decode(headers, body, "TokenReview")?).await,
         _ => return Err(ApiError::MethodNotAllowed),
     };
     Ok(response::json(StatusCode::CREATED, &out))

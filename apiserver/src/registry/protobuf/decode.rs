@@ -48,12 +48,12 @@ impl<'s> Decoder<'s> {
         self.spend()?;
         let schema = self.schema;
         let m = &schema.messages[msg];
-        let wire = wire::fields(buf).map_err(|e| format!("{}: {e}", short(&m.name)))?;
+        let on_wire = wire::fields(buf).map_err(|e| format!("{}: {e}", short(&m.name)))?;
         if let Some(s) = m.special {
-            return self.special(s, msg, &wire, depth);
+            return self.special(s, msg, &on_wire, depth);
         }
         let mut slots: Vec<Option<Value>> = vec![None; m.fields.len()];
-        for (number, w) in wire {
+        for (number, w) in on_wire {
             let Some((i, f)) = m.field(number) else {
                 continue; // unknown fields are skipped, as protobuf allows
             };
@@ -225,11 +225,12 @@ impl<'s> Decoder<'s> {
             }
         };
         // The schema messages these specials hold (JSONSchemaProps).
+        let schema = self.schema;
         let schema_msg = || {
-            let m = &self.schema.messages[msg];
-            m.field(1)
-                .or_else(|| m.field(2))
-                .and_then(|(_, f)| match f.ty {
+            let m = &schema.messages[msg];
+            [1, 2]
+                .into_iter()
+                .find_map(|n| match m.field(n)?.1.ty {
                     Type::Message(i) => Some(i),
                     _ => None,
                 })
@@ -374,14 +375,16 @@ fn wire_name(w: &Wire<'_>) -> &'static str {
 }
 
 fn name(f: &Field) -> &str {
-    if f.json.is_empty() { "(inline)" } else { &f.json }
+    if f.json.is_empty() {
+        "(inline)"
+    } else {
+        &f.json
+    }
 }
 
 /// `k8s.io.api.core.v1.Pod` → `v1.Pod`, for messages.
 pub fn short(full: &str) -> &str {
     let mut parts = full.rsplitn(3, '.');
     let _ = (parts.next(), parts.next());
-    parts
-        .next()
-        .map_or(full, |head| &full[head.len() + 1..])
+    parts.next().map_or(full, |head| &full[head.len() + 1..])
 }

@@ -96,19 +96,12 @@ impl Encoder<'_> {
         }
     }
 
-    fn special(
-        &self,
-        s: Special,
-        msg: usize,
-        v: &Value,
-        depth: usize,
-        out: &mut Vec<u8>,
-    ) -> R<()> {
+    fn special(&self, s: Special, msg: usize, v: &Value, depth: usize, out: &mut Vec<u8>) -> R<()> {
         let schema_msg = || {
             let m = &self.schema.messages[msg];
-            m.field(1)
-                .or_else(|| m.field(2))
-                .and_then(|(_, f)| match f.ty {
+            [1, 2]
+                .into_iter()
+                .find_map(|n| match m.field(n)?.1.ty {
                     Type::Message(i) => Some(i),
                     _ => None,
                 })

@@ -85,7 +85,6 @@ fn decode_envelope_with(
     let mut type_meta: &[u8] = &[];
     let mut raw: &[u8] = &[];
     let mut encoding = "";
-    let utf8 = |b| std::str::from_utf8(b).map_err(|_| "a string is not UTF-8".to_string());
     for (n, w) in wire::fields(envelope).map_err(|e| format!("runtime.Unknown: {e}"))? {
         match (n, w) {
             (1, wire::Wire::Bytes(b)) => type_meta = b,
@@ -122,6 +121,10 @@ fn decode_envelope_with(
     obj.insert("kind".into(), Value::String(kind.into()));
     obj.extend(fields);
     Ok((api_version.into(), kind.into(), Value::Object(obj)))
+}
+
+fn utf8(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|_| "a string is not UTF-8".to_string())
 }
 
 /// A JSON object of a built-in kind (its `apiVersion` and `kind` name a

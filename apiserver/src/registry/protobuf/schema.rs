@@ -173,7 +173,9 @@ impl Schema {
                 let flags = f[3].as_u64().ok_or_else(|| bad("flags"))?;
                 let t = f[2].as_str().ok_or_else(|| bad("type"))?;
                 let ty = if t == "map" {
-                    Type::Map(Box::new(ty(f[4].as_str().ok_or_else(|| bad("map value"))?)?))
+                    Type::Map(Box::new(ty(f[4]
+                        .as_str()
+                        .ok_or_else(|| bad("map value"))?)?))
                 } else {
                     ty(t)?
                 };

@@ -97,17 +97,94 @@ fn kubectl_configmap_bytes_decode_exactly() {
 #[test]
 fn every_kubectl_create_body_decodes() {
     let cases = [
-        ("secret", "", "v1", "secrets", "/data/password", json!("aHVudGVyMg==")),
-        ("serviceaccount", "", "v1", "serviceaccounts", "/metadata/name", json!("golden-sa")),
-        ("service", "", "v1", "services", "/spec/ports/0/targetPort", json!(8080)),
-        ("resourcequota", "", "v1", "resourcequotas", "/spec/hard/cpu", json!("2")),
-        ("deployment", "apps", "v1", "deployments", "/spec/replicas", json!(2)),
-        ("job", "batch", "v1", "jobs", "/spec/template/spec/containers/0/command", json!(["echo", "hi"])),
-        ("cronjob", "batch", "v1", "cronjobs", "/spec/schedule", json!("*/5 * * * *")),
-        ("rolebinding", "rbac.authorization.k8s.io", "v1", "rolebindings", "/subjects/0/name", json!("alice")),
-        ("priorityclass", "scheduling.k8s.io", "v1", "priorityclasses", "/value", json!(1000)),
-        ("poddisruptionbudget", "policy", "v1", "poddisruptionbudgets", "/spec/minAvailable", json!(1)),
-        ("ingress", "networking.k8s.io", "v1", "ingresses", "/spec/rules/0/host", json!("foo.com")),
+        (
+            "secret",
+            "",
+            "v1",
+            "secrets",
+            "/data/password",
+            json!("aHVudGVyMg=="),
+        ),
+        (
+            "serviceaccount",
+            "",
+            "v1",
+            "serviceaccounts",
+            "/metadata/name",
+            json!("golden-sa"),
+        ),
+        (
+            "service",
+            "",
+            "v1",
+            "services",
+            "/spec/ports/0/targetPort",
+            json!(8080),
+        ),
+        (
+            "resourcequota",
+            "",
+            "v1",
+            "resourcequotas",
+            "/spec/hard/cpu",
+            json!("2"),
+        ),
+        (
+            "deployment",
+            "apps",
+            "v1",
+            "deployments",
+            "/spec/replicas",
+            json!(2),
+        ),
+        (
+            "job",
+            "batch",
+            "v1",
+            "jobs",
+            "/spec/template/spec/containers/0/command",
+            json!(["echo", "hi"]),
+        ),
+        (
+            "cronjob",
+            "batch",
+            "v1",
+            "cronjobs",
+            "/spec/schedule",
+            json!("*/5 * * * *"),
+        ),
+        (
+            "rolebinding",
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "/subjects/0/name",
+            json!("alice"),
+        ),
+        (
+            "priorityclass",
+            "scheduling.k8s.io",
+            "v1",
+            "priorityclasses",
+            "/value",
+            json!(1000),
+        ),
+        (
+            "poddisruptionbudget",
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "/spec/minAvailable",
+            json!(1),
+        ),
+        (
+            "ingress",
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "/spec/rules/0/host",
+            json!("foo.com"),
+        ),
     ];
     let s = schema::schema().unwrap();
     for (file, group, version, plural, pointer, want) in cases {
@@ -128,24 +205,32 @@ fn every_kubectl_create_body_decodes() {
         assert!(v["metadata"].get("uid").is_none(), "{file}: {v}");
         assert!(v["metadata"].get("creationTimestamp").is_none(), "{file}");
         // Encode → decode is the identity on what kubectl sent.
-        assert_eq!(decode_body(&encode_object(&v).unwrap(), None).unwrap().2, v, "{file}");
+        assert_eq!(
+            decode_body(&encode_object(&v).unwrap(), None).unwrap().2,
+            v,
+            "{file}"
+        );
     }
     let d = decode_body(&golden("deployment"), None).unwrap().2;
     assert_eq!(
         d.pointer("/spec/template/spec/containers/0"),
-        Some(&json!({"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}], "resources": {}}))
+        Some(
+            &json!({"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}], "resources": {}})
+        )
     );
 }
 
 /// JSON → protobuf → JSON is the identity for an object of each group.
 #[test]
 fn json_round_trips_through_protobuf_for_every_group() {
-    let meta = |name: &str| json!({"name": name, "namespace": "default", "uid": "u-1",
+    let meta = |name: &str| {
+        json!({"name": name, "namespace": "default", "uid": "u-1",
         "resourceVersion": "42", "generation": 3, "creationTimestamp": "2024-05-06T07:08:09Z",
         "labels": {"app": "web"}, "annotations": {"a": "b"},
         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u-0", "controller": true, "blockOwnerDeletion": false}],
         "finalizers": ["x/y"],
-        "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1", "time": "2024-05-06T07:08:09Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}}}}]});
+        "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1", "time": "2024-05-06T07:08:09Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}}}}]})
+    };
     let container = json!({"name": "app", "image": "nginx", "command": ["sh"], "args": ["-c", "x"],
         "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}],
         "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}],
@@ -301,9 +386,12 @@ fn presence_omitempty_and_required_fields_follow_go_json() {
     );
     // A role's rule keeps its required verbs even when none were sent.
     let raw = [field(1, &field(1, b"r")), field(2, &field(2, b""))].concat();
-    let v = decode_body(&envelope_of("rbac.authorization.k8s.io/v1", "Role", &raw), None)
-        .unwrap()
-        .2;
+    let v = decode_body(
+        &envelope_of("rbac.authorization.k8s.io/v1", "Role", &raw),
+        None,
+    )
+    .unwrap()
+    .2;
     assert_eq!(v["rules"], json!([{"verbs": [], "apiGroups": [""]}]));
 }
 
@@ -326,8 +414,15 @@ fn review_bodies_decode_with_or_without_type_meta() {
     let v = decode_kind(&body, "authentication.k8s.io/v1", "TokenRequest").unwrap();
     assert_eq!(v["spec"]["audiences"], json!(["vault", "api"]));
     assert_eq!(v["spec"]["expirationSeconds"], 7200);
-    assert_eq!(v["spec"]["boundObjectRef"], json!({"kind": "Pod", "name": "web"}));
-    let msg = bad_request(decode_kind(&body, "authentication.k8s.io/v1", "TokenReview"));
+    assert_eq!(
+        v["spec"]["boundObjectRef"],
+        json!({"kind": "Pod", "name": "web"})
+    );
+    let msg = bad_request(decode_kind(
+        &body,
+        "authentication.k8s.io/v1",
+        "TokenReview",
+    ));
     assert!(msg.contains("TokenRequest"), "{msg}");
 }
 
@@ -356,13 +451,24 @@ fn malformed_bodies_are_400s() {
     // An unknown kind, and a kind of a custom resource group.
     let msg = bad_request(decode_body(&envelope_of("v1", "Widget", b""), None));
     assert!(msg.contains("no protobuf form"), "{msg}");
-    bad_request(decode_body(&envelope_of("example.com/v1", "Widget", b""), None));
+    bad_request(decode_body(
+        &envelope_of("example.com/v1", "Widget", b""),
+        None,
+    ));
     // A content encoding is refused.
-    let body = [MAGIC.to_vec(), field(1, &field(2, b"Namespace")), field(3, b"gzip")].concat();
+    let body = [
+        MAGIC.to_vec(),
+        field(1, &field(2, b"Namespace")),
+        field(3, b"gzip"),
+    ]
+    .concat();
     bad_request(decode_body(&body, None));
     // A body past the limit is a 413.
     let huge = vec![0u8; MAX_BODY + 1];
-    assert!(matches!(decode_body(&huge, None), Err(ApiError::TooLarge { .. })));
+    assert!(matches!(
+        decode_body(&huge, None),
+        Err(ApiError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -383,7 +489,14 @@ fn deep_nesting_is_refused() {
     for _ in 0..150 {
         let data = field(1, &[MAGIC, &obj[..]].concat());
         let revision = [field(1, &field(1, b"r")), field(2, &data)].concat();
-        obj = [field(1, &[field(1, b"apps/v1"), field(2, b"ControllerRevision")].concat()), field(2, &revision)].concat();
+        obj = [
+            field(
+                1,
+                &[field(1, b"apps/v1"), field(2, b"ControllerRevision")].concat(),
+            ),
+            field(2, &revision),
+        ]
+        .concat();
     }
     bad_request(decode_body(&[MAGIC, &obj[..]].concat(), None));
 }
@@ -397,7 +510,12 @@ fn watch_events_frame_and_decode() {
     assert_eq!(len, frame.len() - 4);
     assert_eq!(decode_watch_event(&frame[4..]).unwrap(), ev);
     // A custom resource has no protobuf form.
-    assert!(encode_watch_event(&json!({"type": "ADDED", "object": {"apiVersion": "example.com/v1", "kind": "Widget"}})).is_none());
+    assert!(
+        encode_watch_event(
+            &json!({"type": "ADDED", "object": {"apiVersion": "example.com/v1", "kind": "Widget"}})
+        )
+        .is_none()
+    );
 }
 
 #[test]
@@ -408,15 +526,27 @@ fn accept_headers_choose_protobuf_only_when_preferred() {
         h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
         negotiate::wants_protobuf(&h)
     };
-    assert!(wants("application/vnd.kubernetes.protobuf, application/json"));
-    assert!(wants("application/vnd.kubernetes.protobuf,application/json"));
+    assert!(wants(
+        "application/vnd.kubernetes.protobuf, application/json"
+    ));
+    assert!(wants(
+        "application/vnd.kubernetes.protobuf,application/json"
+    ));
     assert!(wants("application/vnd.kubernetes.protobuf;stream=watch"));
-    assert!(!wants("application/json, application/vnd.kubernetes.protobuf"));
+    assert!(!wants(
+        "application/json, application/vnd.kubernetes.protobuf"
+    ));
     assert!(!wants("application/json"));
     assert!(!wants("*/*"));
-    assert!(!wants("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
-    assert!(!wants("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"));
-    assert!(!wants("application/vnd.kubernetes.protobuf;q=0.5, application/json"));
+    assert!(!wants(
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    ));
+    assert!(!wants(
+        "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"
+    ));
+    assert!(!wants(
+        "application/vnd.kubernetes.protobuf;q=0.5, application/json"
+    ));
     assert!(!wants(""));
 }
 

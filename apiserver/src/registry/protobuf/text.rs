@@ -128,7 +128,10 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             .count();
         let value: f64 = rest[..n].parse().map_err(|_| bad())?;
         rest = &rest[n..];
-        let u = rest.bytes().take_while(|c| !c.is_ascii_digit() && *c != b'.').count();
+        let u = rest
+            .bytes()
+            .take_while(|c| !c.is_ascii_digit() && *c != b'.')
+            .count();
         let unit = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -159,11 +162,24 @@ mod tests {
             format_time(1_700_000_000, 123_456_789, true).unwrap(),
             "2023-11-14T22:13:20.123456Z"
         );
-        assert_eq!(parse_time("2023-11-14T22:13:20.123456Z"), Ok((1_700_000_000, 123_456_000)));
-        assert_eq!(parse_time("2023-11-14T23:13:20+01:00"), Ok((1_700_000_000, 0)));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.123456Z"),
+            Ok((1_700_000_000, 123_456_000))
+        );
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20+01:00"),
+            Ok((1_700_000_000, 0))
+        );
         assert!(format_time(i64::MAX, 0, false).is_err());
         assert!(format_time(0, -1, false).is_err());
-        for bad in ["", "2023-11-14", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20", "x023-11-14T22:13:20Z", "2023-11-14T22:13:20.Z"] {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T22:13:20",
+            "x023-11-14T22:13:20Z",
+            "2023-11-14T22:13:20.Z",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }

@@ -28,9 +28,11 @@ pub fn fields(mut buf: &[u8]) -> Result<Vec<(u32, Wire<'_>)>, String> {
         }
         let value = match key & 7 {
             0 => Wire::Varint(varint(&mut buf)?),
-            1 => Wire::Fixed64(u64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(
-                |_| "truncated fixed64".to_string(),
-            )?)),
+            1 => Wire::Fixed64(u64::from_le_bytes(
+                take(&mut buf, 8)?
+                    .try_into()
+                    .map_err(|_| "truncated fixed64".to_string())?,
+            )),
             2 => {
                 let len = varint(&mut buf)?;
                 let len = usize::try_from(len)
@@ -41,9 +43,11 @@ pub fn fields(mut buf: &[u8]) -> Result<Vec<(u32, Wire<'_>)>, String> {
                     })?;
                 Wire::Bytes(take(&mut buf, len)?)
             }
-            5 => Wire::Fixed32(u32::from_le_bytes(take(&mut buf, 4)?.try_into().map_err(
-                |_| "truncated fixed32".to_string(),
-            )?)),
+            5 => Wire::Fixed32(u32::from_le_bytes(
+                take(&mut buf, 4)?
+                    .try_into()
+                    .map_err(|_| "truncated fixed32".to_string())?,
+            )),
             t => return Err(format!("field {number}: unsupported wire type {t}")),
         };
         out.push((number as u32, value));
