@@ -17,8 +17,9 @@ branch read in each (default release-1.33).
 
 Table format (JSON):
   {"groups":   {"<apiVersion>": "<proto package>"},
-   "messages": {"<package>.<Message>": {"s": "<special>"} |
-                {"f": [[number, jsonName, type, flags(, mapValueType)]...]}}}
+   "messages": {"<package>.<Message>":
+                {"f": [[number, jsonName, type, flags(, mapValueType)]...],
+                 "s": "<special>" (absent for plain messages)}}}
 type: a scalar (string bool int32 int64 uint32 uint64 double float bytes),
 "map" (key type string; value type is element 5) or a message's full name.
 flags: 1 repeated, 2 omitempty (a zero value is left out of JSON),
@@ -182,12 +183,6 @@ def main():
             groups[f"{group}/{version}" if group else version] = package
         for name, fields in protos.items():
             full = f"{package}.{name}"
-            if full in SPECIAL:
-                messages[full] = {"s": SPECIAL[full]}
-                continue
-            if name in slices and len(fields) == 1 and fields[0][2] == "repeated":
-                messages[full] = {"s": "list", "f": [[fields[0][0], "items", resolve(package, fields[0][3]), 1]]}
-                continue
             go = structs.get(name, {})
             out = []
             for number, fname, label, ftype, value in fields:
@@ -202,6 +197,12 @@ def main():
                 else:
                     out.append([number, json_name, resolve(package, ftype), flags])
             messages[full] = {"f": sorted(out)}
+            # Specials keep their fields: the codec reads the unions' schema
+            # message and the lists' item type from them.
+            if full in SPECIAL:
+                messages[full]["s"] = SPECIAL[full]
+            elif name in slices and len(fields) == 1 and fields[0][2] == "repeated":
+                messages[full]["s"] = "list"
     # Every message a field names must be in the table.
     for full, m in messages.items():
         for f in m.get("f", []):

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
-use super::decode::MAX_DEPTH;
+use super::decode::{MAX_DEPTH, short};
 use super::schema::{Field, Scalar, Schema, Special, Type};
 use super::text;
 use super::wire::{put_bytes, put_key, put_uint};
@@ -29,14 +29,14 @@ impl Encoder<'_> {
         let mut out = Vec::new();
         if let Some(s) = m.special {
             self.special(s, msg, v, depth, &mut out)
-                .map_err(|e| format!("{}: {e}", m.name))?;
+                .map_err(|e| format!("{}: {e}", short(&m.name)))?;
             return Ok(out);
         }
         let Value::Object(o) = v else {
-            return Err(format!("{}: not an object", m.name));
+            return Err(format!("{}: not an object", short(&m.name)));
         };
         for f in &m.fields {
-            let at = |e: String| format!("{}.{}: {e}", m.name, f.json);
+            let at = |e: String| format!("{}.{}: {e}", short(&m.name), f.json);
             if f.inline {
                 if let Type::Message(i) = f.ty {
                     let b = self.message(i, v, depth + 1)?;

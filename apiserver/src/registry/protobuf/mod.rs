@@ -83,13 +83,14 @@ fn decode_envelope_with(
         .strip_prefix(MAGIC)
         .ok_or("does not start with the k8s\\0 prefix")?;
     let mut type_meta: &[u8] = &[];
-    let mut raw: &[u8] = &[];
+    let mut raw = None;
     let mut encoding = "";
     for (n, w) in wire::fields(envelope).map_err(|e| format!("runtime.Unknown: {e}"))? {
         match (n, w) {
             (1, wire::Wire::Bytes(b)) => type_meta = b,
-            (2, wire::Wire::Bytes(b)) => raw = b,
+            (2, wire::Wire::Bytes(b)) => raw = Some(b),
             (3, wire::Wire::Bytes(b)) => encoding = utf8(b)?,
+            (4, wire::Wire::Bytes(_)) => {}
             (1..=4, _) => return Err(format!("runtime.Unknown field {n}: wrong wire type")),
             _ => {}
         }
@@ -112,6 +113,7 @@ fn decode_envelope_with(
     let msg = d.schema.kind(api_version, kind).ok_or_else(|| {
         format!("holds kind {kind:?} of {api_version:?}, which has no protobuf form here (send application/json)")
     })?;
+    let raw = raw.ok_or("holds no object (runtime.Unknown has no raw field)")?;
     let v = d.message(msg, raw, depth + 1)?;
     let Value::Object(fields) = v else {
         return Err(format!("{kind} is not an object"));
@@ -131,12 +133,19 @@ fn utf8(b: &[u8]) -> Result<&str, String> {
 /// message of the table) as a `k8s\0` body; `None` for any other object or
 /// one that does not fit its message, which then goes out as JSON.
 pub fn encode_object(v: &Value) -> Option<Vec<u8>> {
-    let api_version = v.get("apiVersion")?.as_str()?;
-    let kind = v.get("kind")?.as_str()?;
-    let schema = schema::schema().ok()?;
-    let msg = schema.kind(api_version, kind)?;
-    let raw = Encoder { schema }.message(msg, v, 1).ok()?;
-    Some(envelope(api_version, kind, &raw))
+    encode_checked(v).ok()
+}
+
+/// [`encode_object`], saying why an object has no protobuf form.
+fn encode_checked(v: &Value) -> Result<Vec<u8>, String> {
+    let text = |k: &str| v.get(k).and_then(Value::as_str).ok_or(format!("no {k}"));
+    let (api_version, kind) = (text("apiVersion")?, text("kind")?);
+    let schema = schema::schema()?;
+    let msg = schema
+        .kind(api_version, kind)
+        .ok_or_else(|| format!("{kind} of {api_version} has no protobuf message"))?;
+    let raw = Encoder { schema }.message(msg, v, 1)?;
+    Ok(envelope(api_version, kind, &raw))
 }
 
 /// `k8s\0` + runtime.Unknown{typeMeta, raw, contentEncoding: "", contentType: ""}.

@@ -35,7 +35,8 @@ pub fn parse_time(s: &str) -> Result<(i64, i32), String> {
         }
         t.parse().map_err(|_| bad())
     };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (mo, d) = (num(5..7)?, num(8..10)?);
+    num(0..4)?;
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return Err(bad());
