@@ -298,13 +298,14 @@ fn kubectl_133_creates_equal_the_json_path() {
     for (what, args) in CREATES {
         let (pb, js) = (format!("{what}-pb"), format!("{what}-js"));
         let with = |name: &str, ns: &str, extra: &[&str]| {
+            // Flags first: a job's command follows `--`.
             let mut c = kubectl_133(&s);
-            c.arg("create")
-                .args(args.iter().map(|a| if *a == "NAME" { name } else { a }));
+            c.arg("create");
             if *what != "namespace" {
                 c.args(["-n", ns]);
             }
-            c.args(extra);
+            c.args(extra)
+                .args(args.iter().map(|a| if *a == "NAME" { name } else { a }));
             c
         };
         // Protobuf: kubectl 1.33's own request body.
