@@ -29,7 +29,6 @@
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
 //! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
 //! - [`gnostic`]: the protobuf encoding of `/openapi/v2` that kubectl ≤1.31 reads.
-//! - [`protowire`]: the protobuf wire format of the review and token bodies kubectl sends.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
 //! - [`authn`]: authentication: client certificates, static and ServiceAccount tokens.
 //! - [`authz`]: authorization: request attributes and the chain of authorizers.
@@ -55,7 +54,6 @@ pub mod openapi;
 pub mod options;
 pub mod patch;
 pub mod pki;
-pub mod protowire;
 pub mod registry;
 pub mod request;
 pub mod response;

@@ -34,6 +34,14 @@ pub fn streamed(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {
     Body::from_stream(ReceiverStream::new(rx))
 }
 
+/// Marks a watch whose events carry objects of one kind (not Tables), so
+/// that [`crate::registry::protobuf::negotiate`] may send them as protobuf.
+#[derive(Clone, Debug)]
+pub struct WatchOf {
+    pub api_version: String,
+    pub kind: String,
+}
+
 /// The response of a watch: newline-separated JSON events, never cached.
 pub fn watch(body: Body) -> Response {
     Response::builder()

@@ -9,13 +9,12 @@
 //! `--anonymous-auth`, and otherwise has no user (refused with 401 by
 //! `http::auth::require_user`).
 //!
-//! Also here: the `authentication.k8s.io` reviews ([`review`]), the
-//! protobuf bodies kubectl sends them in ([`protobuf`]), and the default
+//! Also here: the `authentication.k8s.io` reviews ([`review`]; their
+//! protobuf bodies decode in [`crate::registry::protobuf`]), and the default
 //! ServiceAccount of every namespace ([`default_service_account`]).
 
 pub mod default_service_account;
 pub mod jwt;
-pub mod protobuf;
 pub mod review;
 pub mod service_account;
 pub mod token_file;

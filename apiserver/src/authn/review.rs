@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::protobuf;
 use crate::error::ApiError;
 use crate::http::auth::UserInfo;
 use crate::registry::Registry;
+use crate::registry::protobuf;
 use crate::request::RequestTarget;
 use crate::response;
 
@@ -25,7 +25,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let out = match t.rt.kind.as_str() {
         "SelfSubjectReview" => {
-            decode(headers, body, protobuf::self_subject_review)?;
+            decode(headers, body, "SelfSubjectReview")?;
             json!({
                 "kind": "SelfSubjectReview",
                 "apiVersion": "authentication.k8s.io/v1",
@@ -33,29 +33,21 @@ pub async fn create(
                 "status": {"userInfo": user_info(user)},
             })
         }
-        "TokenReview" => {
-            token_review(registry, decode(headers, body, protobuf::token_review)?).await
-        }
+        "TokenReview" => token_review(registry, decode(headers, body, "TokenReview")?).await,
         _ => return Err(ApiError::MethodNotAllowed),
     };
     Ok(response::json(StatusCode::CREATED, &out))
 }
 
-/// A review body: JSON, or the protobuf kubectl ≥1.32 sends (`proto`
-/// decodes it).
-pub fn decode(
-    headers: &HeaderMap,
-    body: &Bytes,
-    proto: fn(&[u8]) -> Option<Value>,
-) -> Result<Value, ApiError> {
+/// A review body of `kind` (authentication.k8s.io/v1): JSON, or the
+/// protobuf kubectl ≥1.32 sends.
+pub fn decode(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ct.split(';').next().unwrap_or("").trim() == protobuf::MEDIA_TYPE {
-        return proto(body).ok_or_else(|| {
-            ApiError::BadRequest("the protobuf request body does not decode".into())
-        });
+        return protobuf::decode_kind(body, "authentication.k8s.io/v1", kind);
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(version))
         .merge(health::routes())
         .merge(authenticated)
+        .layer(from_fn(crate::registry::protobuf::negotiate::layer))
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY * 2))
         .with_state(state)
@@ -249,11 +250,9 @@ fn access_review(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let obj = if ct.split(';').next().unwrap_or("").trim() == authz::rbac::review_proto::MEDIA_TYPE
-    {
-        authz::rbac::review_proto::decode(&body, &t.rt.kind).ok_or_else(|| {
-            ApiError::BadRequest("the protobuf request body does not decode".into())
-        })?
+    let proto = crate::registry::protobuf::MEDIA_TYPE;
+    let obj = if ct.split(';').next().unwrap_or("").trim() == proto {
+        crate::registry::protobuf::decode_kind(&body, &t.rt.api_version(), &t.rt.kind)?
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the review does not decode: {e}")))?

@@ -13,7 +13,7 @@ mod delete;
 mod get;
 mod patch;
 pub mod prepared;
-mod protobuf;
+pub mod protobuf;
 mod subresources;
 pub mod table;
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::{Registry, not_found};
 use crate::authn::service_account::{
     DEFAULT_EXPIRATION_SECS, MAX_EXPIRATION_SECS, MIN_EXPIRATION_SECS, binding,
 };
-use crate::authn::{Authenticator, protobuf, review};
+use crate::authn::{Authenticator, review};
 use crate::error::{ApiError, Cause};
 use crate::meta;
 use crate::request::RequestTarget;
@@ -74,7 +74,7 @@ impl Registry {
         body: &Bytes,
         user: &crate::http::auth::UserInfo,
     ) -> Result<Response, ApiError> {
-        let req = review::decode(headers, body, protobuf::token_request)?;
+        let req = review::decode(headers, body, "TokenRequest")?;
         // NodeRestriction: a node's token must be bound to its own pod.
         self.admit(&crate::admission::Attributes {
             user,

@@ -144,7 +144,14 @@ impl Registry {
             cached: Box::new(cached),
         }
         .into_body();
-        Ok(response::watch(body))
+        let mut resp = response::watch(body);
+        if table.is_none() {
+            resp.extensions_mut().insert(response::WatchOf {
+                api_version: t.rt.api_version(),
+                kind: t.rt.kind.clone(),
+            });
+        }
+        Ok(resp)
     }
 }
 

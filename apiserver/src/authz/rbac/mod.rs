@@ -14,7 +14,6 @@ pub mod bootstrap;
 pub mod escalation;
 pub mod index;
 pub mod review;
-pub mod review_proto;
 pub mod rule;
 pub mod sync;
 

@@ -1,238 +1,140 @@
-//! The protobuf messages of the kinds whose bodies are decoded, declared by
-//! hand with their Kubernetes field numbers (`generated.proto` of each API
-//! group), and only the fields a client sets on create or update.
+//! The protobuf wire format, without a schema: varints, keys, and the four
+//! wire types Kubernetes messages use. Reading checks every length against
+//! the bytes left, so a hostile body is an error, never a panic or an
+//! allocation larger than the body; writing appends to a `Vec<u8>`.
 
-use std::collections::BTreeMap;
-
-/// `runtime.Unknown`: the envelope after the `k8s\0` magic.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Unknown {
-    #[prost(message, optional, tag = "1")]
-    pub type_meta: Option<TypeMeta>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub raw: Option<Vec<u8>>,
-    #[prost(string, optional, tag = "3")]
-    pub content_encoding: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    pub content_type: Option<String>,
+/// One field's value as it sits on the wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wire<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    /// A length-delimited value: a string, bytes, a message, a map entry
+    /// or a packed run of numbers.
+    Bytes(&'a [u8]),
+    Fixed32(u32),
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TypeMeta {
-    #[prost(string, optional, tag = "1")]
-    pub api_version: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub kind: Option<String>,
+/// Largest field number protobuf allows.
+const MAX_FIELD: u64 = (1 << 29) - 1;
+
+/// The (number, value) fields of one message, in wire order.
+pub fn fields(mut buf: &[u8]) -> Result<Vec<(u32, Wire<'_>)>, String> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        let number = key >> 3;
+        if number == 0 || number > MAX_FIELD {
+            return Err(format!("invalid field number {number}"));
+        }
+        let value = match key & 7 {
+            0 => Wire::Varint(varint(&mut buf)?),
+            1 => Wire::Fixed64(u64::from_le_bytes(
+                take(&mut buf, 8)?
+                    .try_into()
+                    .map_err(|_| "truncated fixed64".to_string())?,
+            )),
+            2 => {
+                let len = varint(&mut buf)?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|l| *l <= buf.len())
+                    .ok_or_else(|| {
+                        format!("field {number}: length {len} runs past the end of the message")
+                    })?;
+                Wire::Bytes(take(&mut buf, len)?)
+            }
+            5 => Wire::Fixed32(u32::from_le_bytes(
+                take(&mut buf, 4)?
+                    .try_into()
+                    .map_err(|_| "truncated fixed32".to_string())?,
+            )),
+            t => return Err(format!("field {number}: unsupported wire type {t}")),
+        };
+        out.push((number as u32, value));
+    }
+    Ok(out)
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ObjectMeta {
-    #[prost(string, optional, tag = "1")]
-    pub name: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub generate_name: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    pub namespace: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    pub uid: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    pub resource_version: Option<String>,
-    #[prost(int64, optional, tag = "7")]
-    pub generation: Option<i64>,
-    #[prost(message, optional, tag = "8")]
-    pub creation_timestamp: Option<Time>,
-    #[prost(message, optional, tag = "9")]
-    pub deletion_timestamp: Option<Time>,
-    #[prost(int64, optional, tag = "10")]
-    pub deletion_grace_period_seconds: Option<i64>,
-    #[prost(btree_map = "string, string", tag = "11")]
-    pub labels: BTreeMap<String, String>,
-    #[prost(btree_map = "string, string", tag = "12")]
-    pub annotations: BTreeMap<String, String>,
-    #[prost(message, repeated, tag = "13")]
-    pub owner_references: Vec<OwnerReference>,
-    #[prost(string, repeated, tag = "14")]
-    pub finalizers: Vec<String>,
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if buf.len() < n {
+        return Err("truncated message".into());
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Time {
-    #[prost(int64, optional, tag = "1")]
-    pub seconds: Option<i64>,
-    #[prost(int32, optional, tag = "2")]
-    pub nanos: Option<i32>,
+/// Reads one varint (at most ten bytes) off the front of `buf`.
+pub fn varint(buf: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than ten bytes".into())
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct OwnerReference {
-    #[prost(string, optional, tag = "1")]
-    pub kind: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    pub name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    pub uid: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    pub api_version: Option<String>,
-    #[prost(bool, optional, tag = "6")]
-    pub controller: Option<bool>,
-    #[prost(bool, optional, tag = "7")]
-    pub block_owner_deletion: Option<bool>,
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Secret {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(btree_map = "string, bytes", tag = "2")]
-    pub data: BTreeMap<String, Vec<u8>>,
-    #[prost(string, optional, tag = "3")]
-    pub r#type: Option<String>,
-    #[prost(btree_map = "string, string", tag = "4")]
-    pub string_data: BTreeMap<String, String>,
-    #[prost(bool, optional, tag = "5")]
-    pub immutable: Option<bool>,
+pub fn put_key(out: &mut Vec<u8>, number: u32, wire_type: u8) {
+    put_varint(out, (u64::from(number) << 3) | u64::from(wire_type));
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ConfigMap {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(btree_map = "string, string", tag = "2")]
-    pub data: BTreeMap<String, String>,
-    #[prost(btree_map = "string, bytes", tag = "3")]
-    pub binary_data: BTreeMap<String, Vec<u8>>,
-    #[prost(bool, optional, tag = "4")]
-    pub immutable: Option<bool>,
+/// A length-delimited field.
+pub fn put_bytes(out: &mut Vec<u8>, number: u32, b: &[u8]) {
+    put_key(out, number, 2);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Namespace {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    pub spec: Option<NamespaceSpec>,
+pub fn put_uint(out: &mut Vec<u8>, number: u32, v: u64) {
+    put_key(out, number, 0);
+    put_varint(out, v);
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct NamespaceSpec {
-    #[prost(string, repeated, tag = "1")]
-    pub finalizers: Vec<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ServiceAccount {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(message, repeated, tag = "2")]
-    pub secrets: Vec<ObjectReference>,
-    #[prost(message, repeated, tag = "3")]
-    pub image_pull_secrets: Vec<LocalObjectReference>,
-    #[prost(bool, optional, tag = "4")]
-    pub automount_service_account_token: Option<bool>,
-}
+    #[test]
+    fn varints_read_up_to_ten_bytes() {
+        let mut b: &[u8] = &[0xa0, 0x38, 0x01];
+        assert_eq!(varint(&mut b), Ok(7200));
+        assert_eq!(b, [0x01]);
+        assert!(varint(&mut &[0xff; 9][..]).is_err());
+        assert!(varint(&mut &[0x80; 11][..]).is_err());
+        let mut max: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(varint(&mut max), Ok(u64::MAX));
+        let mut out = Vec::new();
+        put_varint(&mut out, u64::MAX);
+        assert_eq!(varint(&mut &out[..]), Ok(u64::MAX));
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ObjectReference {
-    #[prost(string, optional, tag = "1")]
-    pub kind: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub namespace: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    pub name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    pub uid: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    pub api_version: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    pub resource_version: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    pub field_path: Option<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LocalObjectReference {
-    #[prost(string, optional, tag = "1")]
-    pub name: Option<String>,
-}
-
-/// Role and ClusterRole (a Role never sets `aggregation_rule`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Role {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(message, repeated, tag = "2")]
-    pub rules: Vec<PolicyRule>,
-    #[prost(message, optional, tag = "3")]
-    pub aggregation_rule: Option<AggregationRule>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PolicyRule {
-    #[prost(string, repeated, tag = "1")]
-    pub verbs: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    pub api_groups: Vec<String>,
-    #[prost(string, repeated, tag = "3")]
-    pub resources: Vec<String>,
-    #[prost(string, repeated, tag = "4")]
-    pub resource_names: Vec<String>,
-    #[prost(string, repeated, tag = "5")]
-    pub non_resource_urls: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AggregationRule {
-    #[prost(message, repeated, tag = "1")]
-    pub cluster_role_selectors: Vec<LabelSelector>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LabelSelector {
-    #[prost(btree_map = "string, string", tag = "1")]
-    pub match_labels: BTreeMap<String, String>,
-    #[prost(message, repeated, tag = "2")]
-    pub match_expressions: Vec<LabelSelectorRequirement>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LabelSelectorRequirement {
-    #[prost(string, optional, tag = "1")]
-    pub key: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub operator: Option<String>,
-    #[prost(string, repeated, tag = "3")]
-    pub values: Vec<String>,
-}
-
-/// RoleBinding and ClusterRoleBinding.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RoleBinding {
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<ObjectMeta>,
-    #[prost(message, repeated, tag = "2")]
-    pub subjects: Vec<Subject>,
-    #[prost(message, optional, tag = "3")]
-    pub role_ref: Option<RoleRef>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Subject {
-    #[prost(string, optional, tag = "1")]
-    pub kind: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub api_group: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    pub name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    pub namespace: Option<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RoleRef {
-    #[prost(string, optional, tag = "1")]
-    pub api_group: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    pub kind: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    pub name: Option<String>,
+    #[test]
+    fn lengths_past_the_end_and_groups_are_errors() {
+        assert!(fields(&[0x12, 0x7f]).is_err());
+        assert!(fields(&[0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(fields(&[0x09, 0, 0, 0]).is_err());
+        assert!(fields(&[0x0b]).is_err());
+        assert!(fields(&[0x02, 0x00]).is_err(), "field number 0");
+        let f = fields(&[0x0a, 1, b'a', 0x10, 5, 0x1d, 1, 0, 0, 0]).unwrap();
+        assert_eq!(
+            f,
+            vec![
+                (1, Wire::Bytes(b"a")),
+                (2, Wire::Varint(5)),
+                (3, Wire::Fixed32(1))
+            ]
+        );
+    }
 }
