@@ -5,7 +5,7 @@
 //! instead of clobbering a concurrent change.
 
 use kube::api::{Api, DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
-use kube::core::GetParams;
+use kube::api::GetParams;
 use kube::Client;
 use serde_json::{Value, json};
 
