@@ -262,6 +262,11 @@ fn namespace(k: &Kubectl, p: &str) {
     // ...then /finalize clears spec.finalizers...
     let mut fin = k.json(&["ns", &ns]).expect("held by keel.test/hold");
     fin["spec"]["finalizers"] = serde_json::json!([]);
+    // Unconditional: a controller may write the namespace meanwhile.
+    fin["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let file = k.server.dir().join(format!("{ns}.json"));
     std::fs::write(&file, fin.to_string()).unwrap();
     let out = k.ok(&["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", file.to_str().unwrap()]);

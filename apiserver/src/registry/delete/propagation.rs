@@ -115,6 +115,6 @@ pub fn namespace_after_delete(opts: &DeleteOptions, current: &[String]) -> Optio
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
-    let set = |x: &[String]| x.iter().collect::<std::collections::BTreeSet<_>>();
-    set(a) == set(b)
+    use std::collections::BTreeSet;
+    a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
 }
