@@ -72,6 +72,10 @@ impl DeleteOptions {
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("the request body is not valid DeleteOptions: {e}"))
         })?;
+        // `null` decodes to no options, as into Kubernetes' struct.
+        if v.is_null() {
+            return Ok(DeleteOptions::default());
+        }
         if !v.is_object() {
             return Err(ApiError::BadRequest(
                 "the request body must be a JSON object describing DeleteOptions".into(),

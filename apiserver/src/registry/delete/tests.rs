@@ -204,6 +204,9 @@ async fn bad_options_are_400_or_422_as_kubernetes_words_them() {
         let a = api.raw(Method::DELETE, &path, body).await;
         assert_eq!(a.code, StatusCode::BAD_REQUEST, "{path} {body}: {}", a.body);
     }
+    // `null` is no options.
+    api.cm("n", &[]).await;
+    assert_eq!(api.raw(Method::DELETE, &format!("{CM}/n"), "null").await.code, StatusCode::OK);
     // Nothing above deleted it.
     assert_eq!(api.get(&format!("{CM}/a")).await.code, StatusCode::OK);
 }
