@@ -226,19 +226,42 @@ mod tests {
     fn resolves_every_version_and_watches_the_preferred_once() {
         let v1 = APIResourceList {
             group_version: "example.com/v1".into(),
-            resources: vec![res("widgets", "Widget", true), res("widgets/status", "Widget", true)],
+            resources: vec![
+                res("widgets", "Widget", true),
+                res("widgets/status", "Widget", true),
+            ],
         };
         let beta = APIResourceList {
             group_version: "example.com/v1beta1".into(),
-            resources: vec![res("widgets", "Widget", true), res("gadgets", "Gadget", false)],
+            resources: vec![
+                res("widgets", "Widget", true),
+                res("gadgets", "Gadget", false),
+            ],
         };
         let mut r = Resources::from_lists(&[(v1, true), (beta.clone(), false)]);
         r.add_unpreferred(&beta);
-        let names: Vec<_> = r.preferred.iter().map(|p| p.ar.api_version.clone() + " " + &p.ar.plural).collect();
-        assert_eq!(names, ["example.com/v1 widgets", "example.com/v1beta1 gadgets"]);
-        assert_eq!(r.resolve("example.com/v1beta1", "Widget").unwrap().ar.version, "v1beta1");
+        let names: Vec<_> = r
+            .preferred
+            .iter()
+            .map(|p| p.ar.api_version.clone() + " " + &p.ar.plural)
+            .collect();
+        assert_eq!(
+            names,
+            ["example.com/v1 widgets", "example.com/v1beta1 gadgets"]
+        );
+        assert_eq!(
+            r.resolve("example.com/v1beta1", "Widget")
+                .unwrap()
+                .ar
+                .version,
+            "v1beta1"
+        );
         assert!(r.resolve("example.com/v2", "Widget").is_none());
-        assert!(!r.resolve("example.com/v1beta1", "Gadget").unwrap().namespaced);
+        assert!(
+            !r.resolve("example.com/v1beta1", "Gadget")
+                .unwrap()
+                .namespaced
+        );
         assert!(parsable("v1") && parsable("apps/v1") && !parsable("a/b/c") && !parsable(""));
     }
 }

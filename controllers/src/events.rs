@@ -6,8 +6,8 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::Error;
 
@@ -31,12 +31,24 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: Client, component: &'static str, instance: String) -> Recorder {
-        Recorder { client, component, instance }
+        Recorder {
+            client,
+            component,
+            instance,
+        }
     }
 
     /// Report a `Warning` event with `reason` and `message` about `object`.
-    pub async fn warning(&self, object: &Involved, reason: &str, message: &str) -> Result<(), Error> {
-        let ns = object.namespace.clone().unwrap_or_else(|| "default".to_string());
+    pub async fn warning(
+        &self,
+        object: &Involved,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        let ns = object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let now = Timestamp::now();
         let ev = Event {
             metadata: ObjectMeta {

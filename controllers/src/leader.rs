@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::{Error, status_code};
 
@@ -127,7 +127,10 @@ impl Elector {
             return Ok(false);
         }
         let (acquire, transitions) = if ours {
-            (spec.acquire_time.clone(), spec.lease_transitions.unwrap_or(0))
+            (
+                spec.acquire_time.clone(),
+                spec.lease_transitions.unwrap_or(0),
+            )
         } else {
             (None, spec.lease_transitions.unwrap_or(0).saturating_add(1))
         };
@@ -135,7 +138,11 @@ impl Elector {
         next.spec = Some(self.spec(now, acquire, transitions));
         // `replace` sends the resourceVersion read above: a concurrent
         // write makes this one fail with 409 rather than both winning.
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(l) => {
                 if !ours {
                     tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, previous = %holder, "acquired the controller lease");

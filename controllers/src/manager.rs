@@ -90,15 +90,27 @@ impl Drop for Manager {
 }
 
 /// The controllers, each restarted after a failure while this member leads.
-fn start_controllers(client: &Client, config: &ManagerConfig, metrics: &Arc<Metrics>) -> JoinSet<()> {
+fn start_controllers(
+    client: &Client,
+    config: &ManagerConfig,
+    metrics: &Arc<Metrics>,
+) -> JoinSet<()> {
     let mut set = JoinSet::new();
     if config.gc {
-        let (client, metrics, id) = (client.clone(), metrics.clone(), config.lease.identity.clone());
-        set.spawn(supervise(gc::NAME, move || gc::run(client.clone(), metrics.clone(), id.clone())));
+        let (client, metrics, id) = (
+            client.clone(),
+            metrics.clone(),
+            config.lease.identity.clone(),
+        );
+        set.spawn(supervise(gc::NAME, move || {
+            gc::run(client.clone(), metrics.clone(), id.clone())
+        }));
     }
     if config.namespaces {
         let (client, metrics) = (client.clone(), metrics.clone());
-        set.spawn(supervise(namespace::NAME, move || namespace::run(client.clone(), metrics.clone())));
+        set.spawn(supervise(namespace::NAME, move || {
+            namespace::run(client.clone(), metrics.clone())
+        }));
     }
     set
 }
@@ -112,13 +124,20 @@ where
     loop {
         match start().await {
             Ok(()) => tracing::warn!(controller = name, "controller stopped; restarting"),
-            Err(e) => tracing::warn!(controller = name, error = %e, "controller failed; restarting"),
+            Err(e) => {
+                tracing::warn!(controller = name, error = %e, "controller failed; restarting")
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn run(client: Client, config: ManagerConfig, metrics: Arc<Metrics>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+async fn run(
+    client: Client,
+    config: ManagerConfig,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut elector = Elector::new(client.clone(), config.lease.clone());
     let retry = config.lease.retry_period;
     loop {
@@ -127,7 +146,9 @@ async fn run(client: Client, config: ManagerConfig, metrics: Arc<Metrics>, mut s
             match elector.try_acquire_or_renew().await {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "controller lease: could not read or write the lease"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "controller lease: could not read or write the lease")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
@@ -143,7 +164,10 @@ async fn run(client: Client, config: ManagerConfig, metrics: Arc<Metrics>, mut s
                 _ = tokio::time::sleep(retry) => {}
                 _ = &mut stop => break true,
             }
-            let left = config.lease.renew_deadline.saturating_sub(renewed.elapsed());
+            let left = config
+                .lease
+                .renew_deadline
+                .saturating_sub(renewed.elapsed());
             match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => renewed = Instant::now(),
                 Ok(Ok(false)) => {

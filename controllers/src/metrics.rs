@@ -75,19 +75,75 @@ impl Metrics {
         let gauge = |s: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        gauge(&mut s, "keel_controller_manager_leader", "Whether this member holds the controller lease.", "gauge");
-        let _ = writeln!(s, "keel_controller_manager_leader {}", u8::from(self.is_leader()));
-        gauge(&mut s, "keel_controller_manager_leader_acquired_total", "Times this member became leader.", "counter");
-        let _ = writeln!(s, "keel_controller_manager_leader_acquired_total {}", self.acquired.load(Ordering::Relaxed));
-        gauge(&mut s, "keel_controller_manager_leader_lost_total", "Times this member lost the lease.", "counter");
-        let _ = writeln!(s, "keel_controller_manager_leader_lost_total {}", self.lost.load(Ordering::Relaxed));
-        let m = self.controllers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        gauge(
+            &mut s,
+            "keel_controller_manager_leader",
+            "Whether this member holds the controller lease.",
+            "gauge",
+        );
+        let _ = writeln!(
+            s,
+            "keel_controller_manager_leader {}",
+            u8::from(self.is_leader())
+        );
+        gauge(
+            &mut s,
+            "keel_controller_manager_leader_acquired_total",
+            "Times this member became leader.",
+            "counter",
+        );
+        let _ = writeln!(
+            s,
+            "keel_controller_manager_leader_acquired_total {}",
+            self.acquired.load(Ordering::Relaxed)
+        );
+        gauge(
+            &mut s,
+            "keel_controller_manager_leader_lost_total",
+            "Times this member lost the lease.",
+            "counter",
+        );
+        let _ = writeln!(
+            s,
+            "keel_controller_manager_leader_lost_total {}",
+            self.lost.load(Ordering::Relaxed)
+        );
+        let m = self
+            .controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let series: [(&str, &str, &str, fn(&Counters) -> u64); 5] = [
-            ("keel_controller_queue_depth", "Items waiting in the controller's work queue.", "gauge", |c| c.depth),
-            ("keel_controller_reconciles_total", "Work items processed.", "counter", |c| c.reconciles),
-            ("keel_controller_reconcile_errors_total", "Work items that failed and were retried.", "counter", |c| c.errors),
-            ("keel_controller_deletes_total", "Objects deleted by the controller.", "counter", |c| c.deletes),
-            ("keel_controller_patches_total", "Objects patched by the controller.", "counter", |c| c.patches),
+            (
+                "keel_controller_queue_depth",
+                "Items waiting in the controller's work queue.",
+                "gauge",
+                |c| c.depth,
+            ),
+            (
+                "keel_controller_reconciles_total",
+                "Work items processed.",
+                "counter",
+                |c| c.reconciles,
+            ),
+            (
+                "keel_controller_reconcile_errors_total",
+                "Work items that failed and were retried.",
+                "counter",
+                |c| c.errors,
+            ),
+            (
+                "keel_controller_deletes_total",
+                "Objects deleted by the controller.",
+                "counter",
+                |c| c.deletes,
+            ),
+            (
+                "keel_controller_patches_total",
+                "Objects patched by the controller.",
+                "counter",
+                |c| c.patches,
+            ),
         ];
         for (name, help, kind, get) in series {
             gauge(&mut s, name, help, kind);
@@ -112,11 +168,18 @@ mod tests {
         m.queue_depth("namespace", 3);
         m.set_leader(false);
         let text = m.render();
-        assert!(text.contains("keel_controller_manager_leader 0\n"), "{text}");
+        assert!(
+            text.contains("keel_controller_manager_leader 0\n"),
+            "{text}"
+        );
         assert!(text.contains("keel_controller_manager_leader_acquired_total 1\n"));
         assert!(text.contains("keel_controller_manager_leader_lost_total 1\n"));
-        assert!(text.contains("keel_controller_reconciles_total{controller=\"garbagecollector\"} 2\n"));
-        assert!(text.contains("keel_controller_reconcile_errors_total{controller=\"garbagecollector\"} 1\n"));
+        assert!(
+            text.contains("keel_controller_reconciles_total{controller=\"garbagecollector\"} 2\n")
+        );
+        assert!(text.contains(
+            "keel_controller_reconcile_errors_total{controller=\"garbagecollector\"} 1\n"
+        ));
         assert!(text.contains("keel_controller_queue_depth{controller=\"namespace\"} 3\n"));
     }
 }

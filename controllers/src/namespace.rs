@@ -107,11 +107,18 @@ impl Findings {
 /// The five conditions Kubernetes' namespace controller reports, with its
 /// reasons and messages.
 pub fn conditions(f: &Findings) -> Vec<(String, bool, String, String)> {
-    let c = |t: &str, on: bool, reason: &str, message: String| (t.to_string(), on, reason.to_string(), message);
+    let c = |t: &str, on: bool, reason: &str, message: String| {
+        (t.to_string(), on, reason.to_string(), message)
+    };
     let join = |items: Vec<String>| items.join(", ");
     vec![
         if f.discovery_failures.is_empty() {
-            c("NamespaceDeletionDiscoveryFailure", false, "ResourcesDiscovered", "All resources successfully discovered".into())
+            c(
+                "NamespaceDeletionDiscoveryFailure",
+                false,
+                "ResourcesDiscovered",
+                "All resources successfully discovered".into(),
+            )
         } else {
             c(
                 "NamespaceDeletionDiscoveryFailure",
@@ -120,32 +127,61 @@ pub fn conditions(f: &Findings) -> Vec<(String, bool, String, String)> {
                 format!(
                     "Discovery failed for some groups, {} failing: {}",
                     f.discovery_failures.len(),
-                    join(f.discovery_failures.iter().map(|(gv, e)| format!("unable to retrieve the complete list of server APIs: {gv}: {e}")).collect())
+                    join(
+                        f.discovery_failures
+                            .iter()
+                            .map(|(gv, e)| format!(
+                                "unable to retrieve the complete list of server APIs: {gv}: {e}"
+                            ))
+                            .collect()
+                    )
                 ),
             )
         },
         if f.unparsable.is_empty() {
-            c("NamespaceDeletionGroupVersionParsingFailure", false, "ParsedGroupVersions", "All legacy kube types successfully parsed".into())
+            c(
+                "NamespaceDeletionGroupVersionParsingFailure",
+                false,
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed".into(),
+            )
         } else {
             c(
                 "NamespaceDeletionGroupVersionParsingFailure",
                 true,
                 "GroupVersionParsingFailed",
-                format!("Failed to parse some group versions: {}", join(f.unparsable.clone())),
+                format!(
+                    "Failed to parse some group versions: {}",
+                    join(f.unparsable.clone())
+                ),
             )
         },
         if f.delete_failures.is_empty() {
-            c("NamespaceDeletionContentFailure", false, "ContentDeleted", "All content successfully deleted, may be waiting on finalization".into())
+            c(
+                "NamespaceDeletionContentFailure",
+                false,
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            )
         } else {
             c(
                 "NamespaceDeletionContentFailure",
                 true,
                 "ContentDeletionFailed",
-                format!("Failed to delete all resource types, {} remaining: {}", f.delete_failures.len(), join(f.delete_failures.clone())),
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    f.delete_failures.len(),
+                    join(f.delete_failures.clone())
+                ),
             )
         },
         if f.remaining.is_empty() {
-            c("NamespaceContentRemaining", false, "ContentRemoved", "All content successfully removed".into())
+            c(
+                "NamespaceContentRemaining",
+                false,
+                "ContentRemoved",
+                "All content successfully removed".into(),
+            )
         } else {
             c(
                 "NamespaceContentRemaining",
@@ -153,12 +189,22 @@ pub fn conditions(f: &Findings) -> Vec<(String, bool, String, String)> {
                 "SomeResourcesRemain",
                 format!(
                     "Some resources are remaining: {}",
-                    join(f.remaining.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect())
+                    join(
+                        f.remaining
+                            .iter()
+                            .map(|(r, n)| format!("{r} has {n} resource instances"))
+                            .collect()
+                    )
                 ),
             )
         },
         if f.finalizers.is_empty() {
-            c("NamespaceFinalizersRemaining", false, "ContentHasNoFinalizers", "All content-preserving finalizers finished".into())
+            c(
+                "NamespaceFinalizersRemaining",
+                false,
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".into(),
+            )
         } else {
             c(
                 "NamespaceFinalizersRemaining",
@@ -166,7 +212,12 @@ pub fn conditions(f: &Findings) -> Vec<(String, bool, String, String)> {
                 "SomeFinalizersRemain",
                 format!(
                     "Some content in the namespace has finalizers remaining: {}",
-                    join(f.finalizers.iter().map(|(r, n)| format!("{r} in {n} resource instances")).collect())
+                    join(
+                        f.finalizers
+                            .iter()
+                            .map(|(r, n)| format!("{r} in {n} resource instances"))
+                            .collect()
+                    )
                 ),
             )
         },
@@ -190,11 +241,17 @@ async fn process(client: &Client, name: &str) -> Result<Option<Duration>, Error>
             let targets: Vec<&Arc<ResourceInfo>> = resources
                 .preferred
                 .iter()
-                .filter(|r| r.namespaced && r.supports("list") && (r.supports("delete") || r.supports("deletecollection")))
+                .filter(|r| {
+                    r.namespaced
+                        && r.supports("list")
+                        && (r.supports("delete") || r.supports("deletecollection"))
+                })
                 .collect();
             for r in &targets {
                 if let Err(e) = delete_all(client, r, name).await {
-                    findings.delete_failures.push(format!("{}: {e}", r.group_resource()));
+                    findings
+                        .delete_failures
+                        .push(format!("{}: {e}", r.group_resource()));
                 }
             }
             for r in &targets {
@@ -208,17 +265,28 @@ async fn process(client: &Client, name: &str) -> Result<Option<Duration>, Error>
                             }
                         }
                     }
-                    Err(e) => findings.delete_failures.push(format!("{}: {e}", r.group_resource())),
+                    Err(e) => findings
+                        .delete_failures
+                        .push(format!("{}: {e}", r.group_resource())),
                 }
             }
         }
-        Err(e) => findings.discovery_failures.push(("/api, /apis".into(), e.to_string())),
+        Err(e) => findings
+            .discovery_failures
+            .push(("/api, /apis".into(), e.to_string())),
     }
     update_status(&api, name, &findings).await?;
-    if !findings.discovery_failures.is_empty() || !findings.unparsable.is_empty() || !findings.delete_failures.is_empty() {
+    if !findings.discovery_failures.is_empty()
+        || !findings.unparsable.is_empty()
+        || !findings.delete_failures.is_empty()
+    {
         return Err(Error::Invalid(format!(
             "namespace {name}: {:?}",
-            conditions(&findings).into_iter().filter(|c| c.1).map(|c| c.3).collect::<Vec<_>>()
+            conditions(&findings)
+                .into_iter()
+                .filter(|c| c.1)
+                .map(|c| c.3)
+                .collect::<Vec<_>>()
         )));
     }
     if !findings.remaining.is_empty() {
@@ -252,13 +320,25 @@ async fn delete_all(client: &Client, r: &ResourceInfo, ns: &str) -> Result<(), E
     }
     for item in raw_list(client, r, ns).await? {
         let m = &item["metadata"];
-        let (Some(name), Some(uid)) = (m.get("name").and_then(Value::as_str), m.get("uid").and_then(Value::as_str)) else {
+        let (Some(name), Some(uid)) = (
+            m.get("name").and_then(Value::as_str),
+            m.get("uid").and_then(Value::as_str),
+        ) else {
             continue;
         };
         if m.get("deletionTimestamp").is_some() {
             continue;
         }
-        raw::delete(client, r, Some(ns), name, uid, None, kube::api::PropagationPolicy::Background).await?;
+        raw::delete(
+            client,
+            r,
+            Some(ns),
+            name,
+            uid,
+            None,
+            kube::api::PropagationPolicy::Background,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -269,12 +349,18 @@ async fn raw_list(client: &Client, r: &ResourceInfo, ns: &str) -> Result<Vec<Val
     let mut items = Vec::new();
     let mut lp = ListParams::default().limit(500);
     loop {
-        let req = kube::core::Request::new(&url).list(&lp).map_err(|e| Error::Invalid(e.to_string()))?;
+        let req = kube::core::Request::new(&url)
+            .list(&lp)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let page: Value = client.request(req).await?;
         if let Some(a) = page.get("items").and_then(Value::as_array) {
             items.extend(a.iter().cloned());
         }
-        match page.pointer("/metadata/continue").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+        match page
+            .pointer("/metadata/continue")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        {
             Some(c) => lp.continue_token = Some(c.to_string()),
             None => return Ok(items),
         }
@@ -294,7 +380,10 @@ async fn update_status(api: &Api<Namespace>, name: &str, f: &Findings) -> Result
         for (type_, on, reason, message) in conditions(f) {
             let s = if on { "True" } else { "False" };
             match conds.iter_mut().find(|c| c.type_ == type_) {
-                Some(c) if c.status == s && c.reason.as_deref() == Some(reason.as_str()) && c.message.as_deref() == Some(message.as_str()) => {}
+                Some(c)
+                    if c.status == s
+                        && c.reason.as_deref() == Some(reason.as_str())
+                        && c.message.as_deref() == Some(message.as_str()) => {}
                 Some(c) => {
                     if c.status != s {
                         c.last_transition_time = Some(now.clone());
@@ -328,7 +417,9 @@ async fn update_status(api: &Api<Namespace>, name: &str, f: &Findings) -> Result
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Invalid(format!("namespace {name}: its status kept changing")))
+    Err(Error::Invalid(format!(
+        "namespace {name}: its status kept changing"
+    )))
 }
 
 /// Remove `kubernetes` from `spec.finalizers` through the finalize subresource.
@@ -339,7 +430,10 @@ async fn finalize(api: &Api<Namespace>, name: &str) -> Result<(), Error> {
     if let Some(f) = ns.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
         f.retain(|x| x != FINALIZER);
     }
-    match api.replace_subresource("finalize", name, &PostParams::default(), &ns).await {
+    match api
+        .replace_subresource("finalize", name, &PostParams::default(), &ns)
+        .await
+    {
         Ok(_) => {
             tracing::info!(namespace = %name, "namespace emptied and finalized");
             Ok(())
@@ -375,12 +469,19 @@ mod tests {
                 "Some resources are remaining: configmaps has 2 resource instances, widgets.example.com has 1 resource instances"
             )
         );
-        assert_eq!(c[4].3, "Some content in the namespace has finalizers remaining: example.com/keep in 1 resource instances");
+        assert_eq!(
+            c[4].3,
+            "Some content in the namespace has finalizers remaining: example.com/keep in 1 resource instances"
+        );
         f.delete_failures.push("pods: forbidden".into());
-        f.discovery_failures.push(("example.com/v1".into(), "503".into()));
+        f.discovery_failures
+            .push(("example.com/v1".into(), "503".into()));
         let c = conditions(&f);
         assert_eq!((c[0].1, c[0].2.as_str()), (true, "DiscoveryFailed"));
         assert_eq!((c[2].1, c[2].2.as_str()), (true, "ContentDeletionFailed"));
-        assert_eq!(c[2].3, "Failed to delete all resource types, 1 remaining: pods: forbidden");
+        assert_eq!(
+            c[2].3,
+            "Failed to delete all resource types, 1 remaining: pods: forbidden"
+        );
     }
 }

@@ -4,16 +4,20 @@
 //! by `test` operations, so that a write based on a stale read fails
 //! instead of clobbering a concurrent change.
 
-use kube::api::{Api, DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
-use kube::api::GetParams;
 use kube::Client;
+use kube::api::GetParams;
+use kube::api::{Api, DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
 use serde_json::{Value, json};
 
 use crate::discovery::ResourceInfo;
 use crate::{Error, status_code};
 
 /// An API handle for `info`, in `namespace` when the resource is namespaced.
-pub(crate) fn api(client: &Client, info: &ResourceInfo, namespace: Option<&str>) -> Api<DynamicObject> {
+pub(crate) fn api(
+    client: &Client,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     match (info.namespaced, namespace) {
         (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &info.ar),
         _ => Api::all_with(client.clone(), &info.ar),
@@ -127,7 +131,11 @@ pub(crate) async fn replace_metadata_list(
 pub(crate) fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -158,7 +166,18 @@ pub(crate) async fn remove_finalizer(
             .filter(|f| f != finalizer)
             .map(Value::String)
             .collect();
-        match replace_metadata_list(client, info, namespace, obj_name, uid, "finalizers", old, new).await? {
+        match replace_metadata_list(
+            client,
+            info,
+            namespace,
+            obj_name,
+            uid,
+            "finalizers",
+            old,
+            new,
+        )
+        .await?
+        {
             Patched::Done => return Ok(true),
             Patched::Gone => return Ok(false),
             Patched::Changed => continue,

@@ -24,7 +24,11 @@ pub async fn start(kubeconfig: &Path, identity: String, metrics: Arc<Metrics>) -
         .await
         .context("the controller manager's client")?;
     tracing::info!(%identity, "controller manager started, competing for the lease");
-    Ok(Manager::spawn(client, ManagerConfig::new(identity), metrics))
+    Ok(Manager::spawn(
+        client,
+        ManagerConfig::new(identity),
+        metrics,
+    ))
 }
 
 pub async fn run(args: ControllersArgs) -> Result<()> {

@@ -31,19 +31,28 @@ impl OwnerRef {
     /// The references of a JSON object (`metadata.ownerReferences`); an
     /// entry without a uid cannot name an owner and is skipped.
     pub fn all_of(obj: &Value) -> Vec<OwnerRef> {
-        let Some(refs) = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array) else {
+        let Some(refs) = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
             return Vec::new();
         };
         refs.iter()
             .filter_map(|r| {
-                let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                let s = |k: &str| {
+                    r.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
                 let uid = s("uid");
                 (!uid.is_empty()).then(|| OwnerRef {
                     api_version: s("apiVersion"),
                     kind: s("kind"),
                     name: s("name"),
                     uid,
-                    block_owner_deletion: r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true),
+                    block_owner_deletion: r.get("blockOwnerDeletion").and_then(Value::as_bool)
+                        == Some(true),
                 })
             })
             .collect()
@@ -67,7 +76,12 @@ impl Node {
     /// The node of a JSON object of `resource`; `None` without a uid or name.
     pub fn of(obj: &Value, resource: Arc<ResourceInfo>) -> Option<Node> {
         let m = obj.get("metadata")?;
-        let s = |k: &str| m.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
+        let s = |k: &str| {
+            m.get(k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
         Some(Node {
             uid: s("uid")?,
             name: s("name")?,
@@ -126,7 +140,11 @@ impl Graph {
         let mut out = Vec::new();
         let changed = match &old {
             None => true,
-            Some(o) => o.owners != node.owners || o.deleting != node.deleting || o.finalizers != node.finalizers,
+            Some(o) => {
+                o.owners != node.owners
+                    || o.deleting != node.deleting
+                    || o.finalizers != node.finalizers
+            }
         };
         if !changed {
             return out;
@@ -142,7 +160,10 @@ impl Graph {
             }
         }
         for r in &node.owners {
-            self.dependents.entry(r.uid.clone()).or_default().insert(uid.clone());
+            self.dependents
+                .entry(r.uid.clone())
+                .or_default()
+                .insert(uid.clone());
         }
         if node.needs_attention() {
             out.push(uid.clone());
@@ -162,7 +183,13 @@ impl Graph {
     /// Forget a deleted object; returns the uids to look at: its
     /// dependents (their owner is gone) and owners waiting on it.
     pub fn remove(&mut self, uid: &str) -> Vec<String> {
-        let mut out: Vec<String> = self.dependents.get(uid).into_iter().flatten().cloned().collect();
+        let mut out: Vec<String> = self
+            .dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         if let Some(node) = self.nodes.remove(uid) {
             for r in &node.owners {
                 if let Some(d) = self.dependents.get_mut(&r.uid) {
@@ -179,10 +206,18 @@ impl Graph {
         out
     }
 
-    fn push_waiting_owners<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>, out: &mut Vec<String>) {
+    fn push_waiting_owners<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = &'a Node>,
+        out: &mut Vec<String>,
+    ) {
         for n in nodes {
             for r in &n.owners {
-                if self.nodes.get(&r.uid).is_some_and(Node::deleting_dependents) {
+                if self
+                    .nodes
+                    .get(&r.uid)
+                    .is_some_and(Node::deleting_dependents)
+                {
                     out.push(r.uid.clone());
                 }
             }
@@ -193,7 +228,10 @@ impl Graph {
     pub fn uids_of(&self, resource: &ResourceInfo) -> Vec<String> {
         self.nodes
             .values()
-            .filter(|n| n.resource.ar.group == resource.ar.group && n.resource.ar.plural == resource.ar.plural)
+            .filter(|n| {
+                n.resource.ar.group == resource.ar.group
+                    && n.resource.ar.plural == resource.ar.plural
+            })
             .map(|n| n.uid.clone())
             .collect()
     }
@@ -213,7 +251,11 @@ impl Graph {
     pub fn blocking_dependents(&self, owner: &str) -> Vec<&Node> {
         self.dependents_of(owner)
             .into_iter()
-            .filter(|d| d.owners.iter().any(|r| r.uid == owner && r.block_owner_deletion))
+            .filter(|d| {
+                d.owners
+                    .iter()
+                    .any(|r| r.uid == owner && r.block_owner_deletion)
+            })
             .collect()
     }
 
@@ -252,7 +294,12 @@ pub enum Decision {
 /// Kubernetes' rule for a dependent with `refs` whose owners are in
 /// `states` (same order). `has_dependents`: the dependent owns objects
 /// itself; `finalizers`: its own.
-pub fn decide(refs: &[OwnerRef], states: &[OwnerState], has_dependents: bool, finalizers: &[String]) -> Decision {
+pub fn decide(
+    refs: &[OwnerRef],
+    states: &[OwnerState],
+    has_dependents: bool,
+    finalizers: &[String],
+) -> Decision {
     if refs.is_empty() {
         return Decision::Keep;
     }
@@ -270,7 +317,11 @@ pub fn decide(refs: &[OwnerRef], states: &[OwnerState], has_dependents: bool, fi
         }
     }
     if solid {
-        return if drop.is_empty() { Decision::Keep } else { Decision::RemoveRefs(drop) };
+        return if drop.is_empty() {
+            Decision::Keep
+        } else {
+            Decision::RemoveRefs(drop)
+        };
     }
     let has = |f: &str| finalizers.iter().any(|x| x == f);
     // An owner deleting in the foreground waits for this dependent, so the

@@ -32,12 +32,12 @@ use serde_json::Value;
 use tokio::task::{AbortHandle, JoinSet};
 
 use self::graph::{Decision, FOREGROUND, Graph, Node, ORPHAN, OwnerRef, OwnerState, decide};
+use crate::Error;
 use crate::discovery::{self, ResourceInfo, Resources};
 use crate::events::{Involved, Recorder};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::raw::{self, Deleted, Patched};
-use crate::Error;
 
 /// The controller's name in metrics and events.
 pub const NAME: &str = "garbagecollector";
@@ -71,7 +71,10 @@ impl Collector {
     }
 
     fn resources(&self) -> Arc<Resources> {
-        self.resources.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn enqueue(&self, uids: Vec<String>) {
@@ -110,7 +113,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, identity: String) -> Res
     // Every task of this run lives in `tasks`: dropping it (leadership
     // lost) aborts them all.
     let mut tasks = JoinSet::new();
-    let mut monitors: HashMap<(String, String), (AbortHandle, Arc<AtomicBool>, Arc<ResourceInfo>)> = HashMap::new();
+    let mut monitors: HashMap<(String, String), (AbortHandle, Arc<AtomicBool>, Arc<ResourceInfo>)> =
+        HashMap::new();
     let mut started = false;
     let mut first = Instant::now();
     loop {
@@ -122,13 +126,20 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, identity: String) -> Res
                     .preferred
                     .iter()
                     .filter(|r| {
-                        !ignored(r) && r.supports("list") && r.supports("watch") && r.supports("delete")
+                        !ignored(r)
+                            && r.supports("list")
+                            && r.supports("watch")
+                            && r.supports("delete")
                     })
                     .map(|r| ((r.ar.group.clone(), r.ar.plural.clone()), r.clone()))
                     .collect();
                 // Resources no longer served: their objects are gone.
                 // A failed group version keeps its monitors (a blip is not a deletion).
-                let failed: HashSet<&str> = found.failed.iter().map(|(gv, _)| discovery::split_api_version(gv).0).collect();
+                let failed: HashSet<&str> = found
+                    .failed
+                    .iter()
+                    .map(|(gv, _)| discovery::split_api_version(gv).0)
+                    .collect();
                 monitors.retain(|key, (handle, _, info)| {
                     if wanted.contains_key(key) || failed.contains(key.0.as_str()) {
                         return true;
@@ -163,7 +174,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, identity: String) -> Res
                     .collect();
                 if (pending.is_empty() && !monitors.is_empty()) || Instant::now() >= deadline {
                     if !pending.is_empty() {
-                        tracing::warn!(?pending, "garbage collector: starting before these resources listed");
+                        tracing::warn!(
+                            ?pending,
+                            "garbage collector: starting before these resources listed"
+                        );
                     }
                     break;
                 }
@@ -176,7 +190,11 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, identity: String) -> Res
                 continue;
             }
             let objects = gc.graph().len();
-            tracing::info!(resources = monitors.len(), objects, "garbage collector synced, collecting");
+            tracing::info!(
+                resources = monitors.len(),
+                objects,
+                "garbage collector synced, collecting"
+            );
             tasks.spawn(worker(gc.clone()));
             started = true;
         }
@@ -202,7 +220,12 @@ async fn monitor(gc: Arc<Collector>, info: Arc<ResourceInfo>, synced: Arc<Atomic
             Ok(Event::InitDone) => {
                 // Anything not listed again was deleted while unwatched.
                 let seen = listing.take().unwrap_or_default();
-                let gone: Vec<String> = gc.graph().uids_of(&info).into_iter().filter(|u| !seen.contains(u)).collect();
+                let gone: Vec<String> = gc
+                    .graph()
+                    .uids_of(&info)
+                    .into_iter()
+                    .filter(|u| !seen.contains(u))
+                    .collect();
                 for u in gone {
                     gc.forget(&u);
                 }
@@ -272,11 +295,25 @@ async fn delete_dependents(gc: &Collector, owner: &Node) -> Result<(), Error> {
     let (blocking, waiting): (usize, Vec<String>) = {
         let g = gc.graph();
         let blocking = g.blocking_dependents(&owner.uid).len();
-        let waiting = g.dependents_of(&owner.uid).into_iter().filter(|d| !d.deleting).map(|d| d.uid.clone()).collect();
+        let waiting = g
+            .dependents_of(&owner.uid)
+            .into_iter()
+            .filter(|d| !d.deleting)
+            .map(|d| d.uid.clone())
+            .collect();
         (blocking, waiting)
     };
     if blocking == 0 {
-        if raw::remove_finalizer(&gc.client, &owner.resource, owner.namespace.as_deref(), &owner.name, &owner.uid, FOREGROUND).await? {
+        if raw::remove_finalizer(
+            &gc.client,
+            &owner.resource,
+            owner.namespace.as_deref(),
+            &owner.name,
+            &owner.uid,
+            FOREGROUND,
+        )
+        .await?
+        {
             gc.metrics.patched(NAME);
             tracing::info!(resource = %owner.resource.group_resource(), namespace = ?owner.namespace, name = %owner.name, "dependents gone: removed the foregroundDeletion finalizer");
         }
@@ -291,12 +328,19 @@ async fn delete_dependents(gc: &Collector, owner: &Node) -> Result<(), Error> {
 /// Orphan deletion of `owner`: remove its uid from every dependent's
 /// ownerReferences, then the `orphan` finalizer.
 async fn orphan_dependents(gc: &Collector, owner: &Node) -> Result<(), Error> {
-    let dependents: Vec<Node> = gc.graph().dependents_of(&owner.uid).into_iter().cloned().collect();
+    let dependents: Vec<Node> = gc
+        .graph()
+        .dependents_of(&owner.uid)
+        .into_iter()
+        .cloned()
+        .collect();
     for d in dependents {
         let mut tries = 0;
         loop {
             tries += 1;
-            let Some(obj) = raw::get(&gc.client, &d.resource, d.namespace.as_deref(), &d.name).await? else {
+            let Some(obj) =
+                raw::get(&gc.client, &d.resource, d.namespace.as_deref(), &d.name).await?
+            else {
                 break;
             };
             if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(d.uid.as_str()) {
@@ -304,22 +348,51 @@ async fn orphan_dependents(gc: &Collector, owner: &Node) -> Result<(), Error> {
             }
             let old = obj.pointer("/metadata/ownerReferences");
             let refs: Vec<Value> = old.and_then(Value::as_array).cloned().unwrap_or_default();
-            let kept: Vec<Value> = refs.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner.uid.as_str())).cloned().collect();
+            let kept: Vec<Value> = refs
+                .iter()
+                .filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner.uid.as_str()))
+                .cloned()
+                .collect();
             if kept.len() == refs.len() {
                 break;
             }
-            match raw::replace_metadata_list(&gc.client, &d.resource, d.namespace.as_deref(), &d.name, &d.uid, "ownerReferences", old, kept).await? {
+            match raw::replace_metadata_list(
+                &gc.client,
+                &d.resource,
+                d.namespace.as_deref(),
+                &d.name,
+                &d.uid,
+                "ownerReferences",
+                old,
+                kept,
+            )
+            .await?
+            {
                 Patched::Done => {
                     gc.metrics.patched(NAME);
                     break;
                 }
                 Patched::Gone => break,
                 Patched::Changed if tries < 5 => continue,
-                Patched::Changed => return Err(Error::Invalid(format!("{} kept changing while being orphaned", d.name))),
+                Patched::Changed => {
+                    return Err(Error::Invalid(format!(
+                        "{} kept changing while being orphaned",
+                        d.name
+                    )));
+                }
             }
         }
     }
-    if raw::remove_finalizer(&gc.client, &owner.resource, owner.namespace.as_deref(), &owner.name, &owner.uid, ORPHAN).await? {
+    if raw::remove_finalizer(
+        &gc.client,
+        &owner.resource,
+        owner.namespace.as_deref(),
+        &owner.name,
+        &owner.uid,
+        ORPHAN,
+    )
+    .await?
+    {
         gc.metrics.patched(NAME);
         tracing::info!(resource = %owner.resource.group_resource(), namespace = ?owner.namespace, name = %owner.name, "dependents orphaned: removed the orphan finalizer");
     }
@@ -333,11 +406,20 @@ async fn attempt_to_delete(gc: &Collector, node: &Node) -> Result<Option<Duratio
         return Ok(None);
     }
     // Decide on the object as stored now, not as last watched.
-    let Some(obj) = raw::get(&gc.client, &node.resource, node.namespace.as_deref(), &node.name).await? else {
+    let Some(obj) = raw::get(
+        &gc.client,
+        &node.resource,
+        node.namespace.as_deref(),
+        &node.name,
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let m = &obj["metadata"];
-    if m.get("uid").and_then(Value::as_str) != Some(node.uid.as_str()) || m.get("deletionTimestamp").is_some() {
+    if m.get("uid").and_then(Value::as_str) != Some(node.uid.as_str())
+        || m.get("deletionTimestamp").is_some()
+    {
         return Ok(None);
     }
     let refs = OwnerRef::all_of(&obj);
@@ -360,17 +442,35 @@ async fn attempt_to_delete(gc: &Collector, node: &Node) -> Result<Option<Duratio
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter(|r| !r.get("uid").and_then(Value::as_str).is_some_and(|u| uids.iter().any(|x| x == u)))
+                .filter(|r| {
+                    !r.get("uid")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| uids.iter().any(|x| x == u))
+                })
                 .cloned()
                 .collect();
-            match raw::replace_metadata_list(&gc.client, &node.resource, node.namespace.as_deref(), &node.name, &node.uid, "ownerReferences", old, kept).await? {
+            match raw::replace_metadata_list(
+                &gc.client,
+                &node.resource,
+                node.namespace.as_deref(),
+                &node.name,
+                &node.uid,
+                "ownerReferences",
+                old,
+                kept,
+            )
+            .await?
+            {
                 Patched::Done => {
                     gc.metrics.patched(NAME);
                     tracing::info!(resource = %node.resource.group_resource(), namespace = ?node.namespace, name = %node.name, removed = ?uids, "removed references to absent owners");
                     Ok(again)
                 }
                 Patched::Gone => Ok(None),
-                Patched::Changed => Err(Error::Invalid(format!("{} changed while being patched", node.name))),
+                Patched::Changed => Err(Error::Invalid(format!(
+                    "{} changed while being patched",
+                    node.name
+                ))),
             }
         }
         Decision::Delete(policy) => {
@@ -379,14 +479,27 @@ async fn attempt_to_delete(gc: &Collector, node: &Node) -> Result<Option<Duratio
                 PropagationPolicy::Orphan => "Orphan",
                 PropagationPolicy::Background => "Background",
             };
-            match raw::delete(&gc.client, &node.resource, node.namespace.as_deref(), &node.name, &node.uid, rv, policy).await? {
+            match raw::delete(
+                &gc.client,
+                &node.resource,
+                node.namespace.as_deref(),
+                &node.name,
+                &node.uid,
+                rv,
+                policy,
+            )
+            .await?
+            {
                 Deleted::Done => {
                     gc.metrics.deleted(NAME);
                     tracing::info!(resource = %node.resource.group_resource(), namespace = ?node.namespace, name = %node.name, policy = policy_name, "deleted: no owner left");
                     Ok(None)
                 }
                 Deleted::Gone => Ok(None),
-                Deleted::Changed => Err(Error::Invalid(format!("{} changed before its deletion", node.name))),
+                Deleted::Changed => Err(Error::Invalid(format!(
+                    "{} changed before its deletion",
+                    node.name
+                ))),
             }
         }
     }
@@ -419,7 +532,11 @@ async fn owner_state(gc: &Collector, dependent: &Node, r: &OwnerRef) -> Result<R
         report_invalid(gc, dependent, r, "cluster-scoped").await;
         return Ok(Resolved::State(OwnerState::Unresolvable));
     }
-    let namespace = if info.namespaced { dependent.namespace.as_deref() } else { None };
+    let namespace = if info.namespaced {
+        dependent.namespace.as_deref()
+    } else {
+        None
+    };
     let Some(owner) = raw::get(&gc.client, &info, namespace, &r.name).await? else {
         check_cross_namespace(gc, dependent, r).await;
         return Ok(Resolved::State(OwnerState::Absent));
@@ -429,14 +546,23 @@ async fn owner_state(gc: &Collector, dependent: &Node, r: &OwnerRef) -> Result<R
         check_cross_namespace(gc, dependent, r).await;
         return Ok(Resolved::State(OwnerState::Absent));
     }
-    let deleting_dependents = m.get("deletionTimestamp").is_some() && raw::finalizers(&owner).iter().any(|f| f == FOREGROUND);
-    Ok(Resolved::State(if deleting_dependents { OwnerState::WaitingForDependents } else { OwnerState::Live }))
+    let deleting_dependents = m.get("deletionTimestamp").is_some()
+        && raw::finalizers(&owner).iter().any(|f| f == FOREGROUND);
+    Ok(Resolved::State(if deleting_dependents {
+        OwnerState::WaitingForDependents
+    } else {
+        OwnerState::Live
+    }))
 }
 
 /// An absent owner whose uid the collector knows in another namespace:
 /// the reference crossed namespaces, which is invalid.
 async fn check_cross_namespace(gc: &Collector, dependent: &Node, r: &OwnerRef) {
-    let elsewhere = gc.graph().get(&r.uid).filter(|o| o.namespace.is_some() && o.namespace != dependent.namespace).map(|o| o.namespace.clone());
+    let elsewhere = gc
+        .graph()
+        .get(&r.uid)
+        .filter(|o| o.namespace.is_some() && o.namespace != dependent.namespace)
+        .map(|o| o.namespace.clone());
     if let Some(ns) = elsewhere {
         let ns = ns.unwrap_or_default();
         report_invalid(gc, dependent, r, &format!("in namespace {ns:?}")).await;
@@ -446,7 +572,12 @@ async fn check_cross_namespace(gc: &Collector, dependent: &Node, r: &OwnerRef) {
 /// Report `OwnerRefInvalidNamespace` on the dependent, once per reference.
 async fn report_invalid(gc: &Collector, dependent: &Node, r: &OwnerRef, owner_is: &str) {
     let key = (dependent.uid.clone(), r.uid.clone());
-    if !gc.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
+    if !gc
+        .reported
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key)
+    {
         return;
     }
     let here = match &dependent.namespace {
@@ -469,7 +600,11 @@ async fn report_invalid(gc: &Collector, dependent: &Node, r: &OwnerRef, owner_is
         uid: dependent.uid.clone(),
     };
     tracing::warn!(name = %dependent.name, namespace = ?dependent.namespace, "{message}");
-    if let Err(e) = gc.recorder.warning(&involved, "OwnerRefInvalidNamespace", &message).await {
+    if let Err(e) = gc
+        .recorder
+        .warning(&involved, "OwnerRefInvalidNamespace", &message)
+        .await
+    {
         tracing::warn!(error = %e, "could not record an OwnerRefInvalidNamespace event");
     }
 }

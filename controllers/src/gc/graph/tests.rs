@@ -58,13 +58,25 @@ fn parses_owner_references_and_skips_those_without_uid() {
 #[test]
 fn indexes_dependents_and_follows_owner_changes() {
     let mut g = Graph::default();
-    assert_eq!(g.upsert(obj("owner", &[], false, &[])), Vec::<String>::new());
-    assert_eq!(g.upsert(obj("dep", &[("owner", true)], false, &[])), ["dep"]);
+    assert_eq!(
+        g.upsert(obj("owner", &[], false, &[])),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        g.upsert(obj("dep", &[("owner", true)], false, &[])),
+        ["dep"]
+    );
     assert_eq!(g.dependents_of("owner").len(), 1);
     // The same object again is no news.
-    assert!(g.upsert(obj("dep", &[("owner", true)], false, &[])).is_empty());
+    assert!(
+        g.upsert(obj("dep", &[("owner", true)], false, &[]))
+            .is_empty()
+    );
     // Re-pointed at another owner: gone from the first one's dependents.
-    assert_eq!(g.upsert(obj("dep", &[("other", false)], false, &[])), ["dep"]);
+    assert_eq!(
+        g.upsert(obj("dep", &[("other", false)], false, &[])),
+        ["dep"]
+    );
     assert!(g.dependents_of("owner").is_empty());
     assert_eq!(g.dependents_of("other").len(), 1);
     assert!(g.blocking_dependents("other").is_empty());
@@ -111,7 +123,10 @@ fn an_orphaning_owner_needs_attention() {
     assert!(g.get("owner").unwrap().orphaning());
     // Deleting with an unrelated finalizer is not the collector's business.
     g.upsert(obj("other", &[], false, &[]));
-    assert!(g.upsert(obj("other", &[], true, &["example.com/x"])).is_empty());
+    assert!(
+        g.upsert(obj("other", &[], true, &["example.com/x"]))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -132,17 +147,32 @@ fn decides_as_kubernetes_does() {
     use OwnerState::*;
     let none: &[String] = &[];
     // All owners absent: collected in the background.
-    assert_eq!(decide(&refs(&["a"]), &[Absent], false, none), Decision::Delete(PropagationPolicy::Background));
+    assert_eq!(
+        decide(&refs(&["a"]), &[Absent], false, none),
+        Decision::Delete(PropagationPolicy::Background)
+    );
     assert_eq!(
         decide(&refs(&["a", "b"]), &[Absent, Absent], true, none),
         Decision::Delete(PropagationPolicy::Background)
     );
     // One owner alive: only the dead reference goes.
-    assert_eq!(decide(&refs(&["a", "b"]), &[Live, Absent], false, none), Decision::RemoveRefs(vec!["b".into()]));
-    assert_eq!(decide(&refs(&["a", "b"]), &[Live, Live], false, none), Decision::Keep);
+    assert_eq!(
+        decide(&refs(&["a", "b"]), &[Live, Absent], false, none),
+        Decision::RemoveRefs(vec!["b".into()])
+    );
+    assert_eq!(
+        decide(&refs(&["a", "b"]), &[Live, Live], false, none),
+        Decision::Keep
+    );
     // An unresolvable owner keeps the dependent.
-    assert_eq!(decide(&refs(&["a", "b"]), &[Unresolvable, Absent], false, none), Decision::RemoveRefs(vec!["b".into()]));
-    assert_eq!(decide(&refs(&["a"]), &[Unresolvable], false, none), Decision::Keep);
+    assert_eq!(
+        decide(&refs(&["a", "b"]), &[Unresolvable, Absent], false, none),
+        Decision::RemoveRefs(vec!["b".into()])
+    );
+    assert_eq!(
+        decide(&refs(&["a"]), &[Unresolvable], false, none),
+        Decision::Keep
+    );
     // Owner in foreground deletion: a dependent with dependents of its own
     // goes in the foreground too, one without in the background.
     assert_eq!(
@@ -155,7 +185,12 @@ fn decides_as_kubernetes_does() {
     );
     // A live owner besides a deleting one: the dependent stays, released from the deleting one.
     assert_eq!(
-        decide(&refs(&["a", "b"]), &[WaitingForDependents, Live], false, none),
+        decide(
+            &refs(&["a", "b"]),
+            &[WaitingForDependents, Live],
+            false,
+            none
+        ),
         Decision::RemoveRefs(vec!["a".into()])
     );
     // The dependent's own finalizers choose its policy.
