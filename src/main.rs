@@ -1,5 +1,5 @@
 //! The `keel` binary: parses the command line and hands each subcommand to
-//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`).
+//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`, `controllers`).
 
 mod cli;
 
@@ -59,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         action: cli::secrets::SecretsAction,
     },
+    /// Run the controller manager (garbage collector, namespace controller)
+    /// alone, against any Kubernetes API, leader-elected through a Lease.
+    Controllers(cli::controllers::ControllersArgs),
 }
 
 #[tokio::main]
@@ -102,5 +105,6 @@ async fn run() -> Result<()> {
         Command::Up(args) => cli::up::run(args).await,
         Command::Secrets { action } => cli::secrets::run(action).await,
         Command::Bench { args } => cli::bench::run(args),
+        Command::Controllers(args) => cli::controllers::run(args).await,
     }
 }

@@ -82,6 +82,9 @@ fn aggregated_resource(r: &ResourceType) -> Value {
     if r.has(Subresource::Token) {
         subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
     }
+    if r.has(Subresource::Finalize) {
+        subs.push(json!({"subresource": "finalize", "responseKind": kind(&r.kind), "verbs": ["update"]}));
+    }
     let mut v = json!({
         "resource": r.plural,
         "responseKind": kind(&r.kind),
@@ -180,6 +183,9 @@ pub fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Result<Value,
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Token)).map(|t| {
             json!({"name": format!("{}/token", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})
+        }))
+        .chain(types.iter().filter(|t| t.has(Subresource::Finalize)).map(|t| {
+            json!({"name": format!("{}/finalize", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["update"]})
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Scale)).map(|t| {
             json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})

@@ -154,6 +154,16 @@ pub enum ApiError {
         name: String,
         reason: String,
     },
+    /// A create in a namespace being deleted (NamespaceLifecycle): a 403
+    /// whose cause `NamespaceTerminating` clients (the namespace
+    /// controller, kubectl) recognise.
+    #[error("{}", forbidden_message(group, resource, name, &format!("unable to create new content in namespace {namespace} because it is being terminated")))]
+    NamespaceTerminating {
+        group: String,
+        resource: String,
+        name: String,
+        namespace: String,
+    },
     #[error("too many requests, please try again later")]
     TooManyRequests,
     #[error("the request did not finish within {0} seconds")]
@@ -207,7 +217,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
             ApiError::Unavailable(_) => (503, "ServiceUnavailable"),
             ApiError::Unauthorized => (401, "Unauthorized"),
-            ApiError::Forbidden { .. } => (403, "Forbidden"),
+            ApiError::Forbidden { .. } | ApiError::NamespaceTerminating { .. } => {
+                (403, "Forbidden")
+            }
             ApiError::TooManyRequests => (429, "TooManyRequests"),
             ApiError::Timeout(_)
             | ApiError::StoreTimeout(_)
@@ -252,6 +264,19 @@ impl ApiError {
             } => json!({
                 "name": name, "group": group, "kind": kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+            }),
+            ApiError::NamespaceTerminating {
+                group,
+                resource,
+                name,
+                namespace,
+            } => json!({
+                "name": name, "group": group, "kind": resource,
+                "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }],
             }),
             ApiError::Unavailable(_) | ApiError::TooManyRequests => json!({"retryAfterSeconds": 1}),
             ApiError::TooLargeResourceVersion { .. } => json!({

@@ -116,6 +116,8 @@ impl RequestTarget {
                 (Subresource::Binding | Subresource::Token, Method::POST) => Ok(Verb::Create),
                 (Subresource::Binding, _) => Err(ApiError::NoRoute),
                 (Subresource::Token, _) => Err(ApiError::MethodNotAllowed),
+                (Subresource::Finalize, Method::PUT) => Ok(Verb::Update),
+                (Subresource::Finalize, _) => Err(ApiError::MethodNotAllowed),
                 (_, Method::GET) => Ok(Verb::Get),
                 (_, Method::PUT) => Ok(Verb::Update),
                 (_, Method::PATCH) => Ok(Verb::Patch),

@@ -1,1 +1,52 @@
-//! Controllers that reconcile cluster state through the public API (arrive with later issues).
+//! Keel's controllers: API clients on `kube` that reconcile cluster state
+//! through the public Kubernetes API, as any out-of-process controller would.
+//! [`Manager`] runs them on the member that holds the controller lease
+//! ([`leader`]); [`gc`] is the garbage collector (ownerReferences, foreground
+//! and orphan deletion) and [`namespace`] empties and finalizes deleted
+//! namespaces. Nothing here reaches into the store or the API server.
+
+pub mod discovery;
+pub mod events;
+pub mod gc;
+pub mod leader;
+pub mod manager;
+pub mod metrics;
+pub mod namespace;
+pub mod queue;
+mod raw;
+
+pub use manager::{Manager, ManagerConfig};
+pub use metrics::Metrics;
+
+/// What can go wrong talking to the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API answered with an error or could not be reached.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// An answer the controller could not make sense of.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A client for the API that `kubeconfig` (a file) names, with the
+/// credentials it carries (Keel's admin kubeconfig: a client certificate).
+pub async fn client_from_kubeconfig(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| Error::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The HTTP status code of an API error, if the API answered at all.
+pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}

@@ -100,6 +100,11 @@ pub struct ServerArgs {
     /// JSON lines, at the Metadata level (docs/SECURITY.md). Off without it.
     #[arg(long)]
     pub audit_log_path: Option<PathBuf>,
+    /// Run the controller manager (garbage collector, namespace
+    /// controller) in this member; the members elect one leader through a
+    /// Lease. `--controllers=false` leaves them to `keel controllers`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
 }
 
 impl ServerArgs {

@@ -61,7 +61,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.http_addr))?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Arc::new(AtomicBool::new(false));
-    let router = member_http(member.clone(), started.clone());
+    let controller_metrics = Arc::new(keel_controllers::Metrics::default());
+    let router = member_http(member.clone(), started.clone(), controller_metrics.clone());
     let http_server = tokio::spawn(async move {
         axum::serve(http, router)
             .with_graceful_shutdown(async {
@@ -89,6 +90,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .await
         .context("starting the API server")?;
     started.store(true, Ordering::Release);
+    let controllers = if args.controllers {
+        let identity = format!("keel-{}_{}_{}", args.id, api.addr, std::process::id());
+        Some(super::controllers::start(&api.kubeconfig, identity, controller_metrics).await?)
+    } else {
+        None
+    };
     tracing::info!(
         api = %api.addr,
         kubeconfig = %api.kubeconfig.display(),
@@ -104,6 +111,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     );
     super::shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(c) = controllers {
+        c.stop().await;
+    }
     api.shutdown().await;
     let _ = stop_tx.send(());
     let _ = http_stop_tx.send(());
@@ -253,15 +263,19 @@ fn nodelay(
 /// The member's plain-HTTP endpoints (`--http-addr`), for probes and
 /// scrapers that hold no client certificate: the API's health routes
 /// (/livez, /healthz, /readyz, which is ready once `started`) and the
-/// member's /metrics.
-fn member_http(member: Arc<Member>, started: Arc<AtomicBool>) -> axum::Router {
+/// member's /metrics (with the controller manager's counters).
+fn member_http(
+    member: Arc<Member>,
+    started: Arc<AtomicBool>,
+    controllers: Arc<keel_controllers::Metrics>,
+) -> axum::Router {
     use axum::http::header;
     let metrics = {
         let member = member.clone();
         move || async move {
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                member.render_metrics(),
+                member.render_metrics() + &controllers.render(),
             )
         }
     };

@@ -17,7 +17,7 @@ pub fn kinds() -> Vec<ResourceType> {
     vec![
         ResourceType::of::<core::Namespace>()
             .short_names(&["ns"])
-            .subresources(&[Subresource::Status])
+            .subresources(&[Subresource::Status, Subresource::Finalize])
             .strategy(NamespaceStrategy),
         ResourceType::of::<core::ConfigMap>()
             .short_names(&["cm"])
@@ -47,18 +47,94 @@ pub fn kinds() -> Vec<ResourceType> {
     ]
 }
 
+/// The finalizer the namespace controller clears once a terminating
+/// namespace is empty.
+const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// Namespaces: created `Active` with the `kubernetes` finalizer in
+/// `spec.finalizers`, which only `/finalize` changes afterwards; the phase
+/// is `Terminating` exactly while `deletionTimestamp` is set (the delete
+/// verb sets both, `registry::delete`).
 struct NamespaceStrategy;
 impl Strategy for NamespaceStrategy {
     fn name_rule(&self) -> fn(&str) -> Option<String> {
         meta::dns1123_label
     }
     fn prepare_create(&self, obj: &mut Value) {
-        if obj.pointer("/spec/finalizers").is_none() {
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        obj["status"] = json!({"phase": "Active"});
+        if !obj.get("spec").is_some_and(Value::is_object) {
+            obj["spec"] = json!({});
         }
-        if obj.pointer("/metadata/deletionTimestamp").is_none() {
-            obj["status"] = json!({"phase": "Active"});
+        let finalizers = &mut obj["spec"]["finalizers"];
+        match finalizers.as_array_mut() {
+            Some(list) if list.iter().any(|f| f == NAMESPACE_FINALIZER) => {}
+            Some(list) => list.push(json!(NAMESPACE_FINALIZER)),
+            None => *finalizers = json!([NAMESPACE_FINALIZER]),
         }
+    }
+    /// The main resource and `/status` keep `spec.finalizers` (`/finalize`
+    /// skips this); a status without a phase is `Active`, as Kubernetes
+    /// defaults it.
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        match old.pointer("/spec/finalizers") {
+            Some(f) => {
+                if !new.get("spec").is_some_and(Value::is_object) {
+                    new["spec"] = json!({});
+                }
+                new["spec"]["finalizers"] = f.clone();
+            }
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
+        if new.pointer("/status/phase").is_none_or(|p| p.as_str().is_none_or(str::is_empty)) {
+            new["status"]["phase"] = json!("Active");
+        }
+    }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        for f in array_at(obj, "/spec/finalizers") {
+            let f = f.as_str().unwrap_or_default();
+            if let Some(msg) = meta::qualified_name(f) {
+                causes.push(Cause::invalid(
+                    "spec.finalizers",
+                    format!("Invalid value: {f:?}: {msg}"),
+                ));
+            } else if !f.contains('/')
+                && ![NAMESPACE_FINALIZER, "orphan", "foregroundDeletion"].contains(&f)
+            {
+                causes.push(Cause::invalid(
+                    "spec.finalizers",
+                    format!(
+                        "Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified"
+                    ),
+                ));
+            }
+        }
+        causes
+    }
+    fn validate_update(&self, new: &Value, _old: &Value) -> Vec<Cause> {
+        let phase = new
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let deleting = new
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|d| !d.is_null());
+        let rule = match (deleting, phase) {
+            (false, "Active") | (true, "Terminating") => return vec![],
+            (false, _) => "may only be 'Active' if `deletionTimestamp` is empty",
+            (true, _) => "may only be 'Terminating' if `deletionTimestamp` is not empty",
+        };
+        vec![Cause::invalid(
+            "status.Phase",
+            format!("Invalid value: {phase:?}: {rule}"),
+        )]
     }
     fn columns(&self) -> Vec<Column> {
         vec![Column::new("Status", "The status of the namespace")]

@@ -119,6 +119,9 @@ pub enum Subresource {
     /// `/token`: an `authentication.k8s.io/v1` TokenRequest for a
     /// ServiceAccount (`registry::token`).
     Token,
+    /// `/finalize`: a namespace's `spec.finalizers`, written by the
+    /// namespace controller (`registry::delete`).
+    Finalize,
 }
 
 impl Subresource {
@@ -129,6 +132,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Token => "token",
+            Subresource::Finalize => "finalize",
         }
     }
 
@@ -139,6 +143,7 @@ impl Subresource {
             Subresource::Scale,
             Subresource::Binding,
             Subresource::Token,
+            Subresource::Finalize,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -204,6 +209,11 @@ impl ResourceType {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.create_only {
             &["create"]
+        } else if self.group.is_empty() && self.plural == "namespaces" {
+            // Kubernetes never deletes namespaces as a collection.
+            &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ]
         } else {
             &[
                 "create",

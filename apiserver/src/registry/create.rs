@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::storage::{Consistency, StorageError};
+use super::storage::StorageError;
 use super::{Registry, decode, storage_error};
 use crate::admission;
 use crate::error::ApiError;
@@ -108,7 +108,7 @@ impl Registry {
         t.rt.strategy.prepare_create(&mut obj);
         decode::validate(t, &obj, None)?;
         if let Some(ns) = &t.namespace {
-            self.namespace_exists(ns).await?;
+            self.admit_create_in_namespace(t, ns, &obj).await?;
         }
         let name = obj["metadata"]["name"]
             .as_str()
@@ -142,26 +142,5 @@ impl Registry {
             .map_err(|e| storage_error(t, &name, e))?;
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         Ok(obj)
-    }
-
-    /// A namespaced object is created only in a namespace that exists.
-    async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
-        let ns_type = self
-            .kinds
-            .find("", "v1", "namespaces")
-            .expect("namespaces are served");
-        match self
-            .storage
-            .get(&ns_type.key(None, ns), Consistency::Linearizable)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(StorageError::NotFound { .. }) => Err(ApiError::NotFound {
-                group: String::new(),
-                resource: "namespaces".into(),
-                name: ns.into(),
-            }),
-            Err(e) => Err(e.into()),
-        }
     }
 }

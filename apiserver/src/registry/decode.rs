@@ -139,8 +139,10 @@ pub(super) fn validate(
 ) -> Result<(), ApiError> {
     let mut causes = meta::validate_meta(obj, t.rt.namespaced, t.rt.strategy.name_rule());
     causes.extend(t.rt.strategy.validate(obj));
+    causes.extend(super::delete::objectmeta::finalizer_causes(obj));
     if let Some(old) = old {
         causes.extend(t.rt.strategy.validate_update(obj, old));
+        causes.extend(super::delete::objectmeta::update_causes(obj, old));
     }
     if causes.is_empty() {
         Ok(())

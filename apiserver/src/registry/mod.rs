@@ -2,8 +2,9 @@
 //! [`Registry`] owns the served kinds and the store; one file per concern:
 //! body decoding and field checks ([`decode`]), get and list ([`get`]),
 //! [`create`], the one guaranteed-update path ([`update`]), the patch verb
-//! ([`patch`]), [`delete`], [`watch`], the status, scale and binding
-//! subresources ([`subresources`]) and Table rendering ([`table`]).
+//! ([`patch`]), [`delete`] (with the namespace lifecycle), [`watch`], the
+//! status, scale, binding and finalize subresources ([`subresources`]) and
+//! Table rendering ([`table`]).
 
 pub mod storage;
 
@@ -132,7 +133,7 @@ impl Registry {
             (Verb::Update, _) => self.update(t, name, q, headers, body, user).await,
             (Verb::Patch, _) => self.patch(t, name, q, headers, body, user).await,
             (Verb::Delete, _) => self.delete(t, name, q, body, user).await,
-            (Verb::DeleteCollection, _) => self.delete_collection(t, q, user).await,
+            (Verb::DeleteCollection, _) => self.delete_collection(t, q, body, user).await,
         }
     }
 

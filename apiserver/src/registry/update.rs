@@ -198,7 +198,6 @@ fn replace(
         "uid",
         "creationTimestamp",
         "namespace",
-        "deletionTimestamp",
         "generation",
     ] {
         match old["metadata"].get(f) {
@@ -210,7 +209,12 @@ fn replace(
             }
         }
     }
-    t.rt.strategy.prepare_update(&mut new, old);
+    // deletionTimestamp and deletionGracePeriodSeconds stay; changes are refused.
+    super::delete::objectmeta::prepare_update(&mut new, old);
+    // `/finalize` writes what it is sent (but status): no kind rules.
+    if t.subresource != Some(Subresource::Finalize) {
+        t.rt.strategy.prepare_update(&mut new, old);
+    }
     if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
         let g = old
             .pointer("/metadata/generation")
@@ -224,13 +228,7 @@ fn replace(
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     // Being deleted and no finalizer left: the object goes now, with a
     // DELETED event (also heals one left behind by an older version).
-    let finalized = new
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|d| !d.is_null())
-        && new
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty);
+    let finalized = super::delete::should_delete_during_update(t, &new, old);
     if finalized && !dry_run {
         return Ok((Write::Delete, (new, warnings)));
     }
