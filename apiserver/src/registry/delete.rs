@@ -90,7 +90,12 @@ impl Registry {
             let at = Preconditions::mod_revision(kv.mod_revision);
             let rev = self
                 .storage
-                .update(&key, marked.to_string().into_bytes(), at, &user.actor())
+                .update(
+                    &key,
+                    t.rt.to_stored(marked.clone()).to_string().into_bytes(),
+                    at,
+                    &user.actor(),
+                )
                 .await
                 .map_err(|e| storage_error(t, name, e))?;
             marked["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -125,7 +130,7 @@ impl Registry {
             let resp = self.storage.list(req.clone()).await?;
             revision.get_or_insert(resp.revision);
             for kv in &resp.kvs {
-                let obj = self.decode(kv)?;
+                let obj = t.rt.served(self.decode(kv)?);
                 if !selector.matches(&obj) {
                     continue;
                 }
