@@ -178,7 +178,7 @@ fn new_kinds_with_kubectl_1_27_and_yaml_files() {
     // A priority class keeps its value.
     let err = fails(&s, None, &["patch", "pc", "high", "--type=merge", "-p", r#"{"value":5}"#], None);
     assert!(err.contains("value: Forbidden: may not be changed in an update."), "{err}");
-    let err = fails(&s, None, &["create", "priorityclass", "too-high", "--value=1000000001"], None);
+    let err = fails(&s, Some(&old), &["create", "priorityclass", "too-high", "--value=1000000001"], None);
     assert!(err.contains("maximum allowed value of a user defined priority is 1000000000"), "{err}");
 
     // `create -f` of each kind, with both kubectl versions.

@@ -636,7 +636,7 @@ mod tests {
         let as_v1 = v2_to_v1(rich.clone());
         assert_eq!(as_v1["spec"]["targetCPUUtilizationPercentage"], 50);
         assert!(as_v1["metadata"]["annotations"][METRICS].as_str().unwrap().contains("qps"));
-        let mut back = v1_to_v2(as_v1);
+        let back = v1_to_v2(as_v1);
         let mut expected = rich;
         v2_defaults(&mut expected);
         assert_eq!(back, expected);

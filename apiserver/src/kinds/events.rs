@@ -199,7 +199,7 @@ fn validate_events(obj: &Value) -> Vec<Cause> {
         RENAMED
             .iter()
             .find(|(_, c)| *c == core)
-            .map_or(core, |(s, _)| s)
+            .map_or(core, |(s, _)| *s)
     };
     let mut causes = legacy(&to_core(obj.clone()), served);
     if str_at(obj, "/eventTime").is_none_or(str::is_empty) {

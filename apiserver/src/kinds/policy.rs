@@ -61,7 +61,7 @@ fn int_or_percent(obj: &Value, pointer: &str, field: &str, causes: &mut Vec<Caus
                     field,
                     format!("Invalid value: {s:?}: must be an integer or percentage (e.g '5%')"),
                 )),
-                Some(n) if n.parse::<u64>().map_or(true, |n| n > 100) => causes.push(Cause::invalid(
+                Some(n) if n.parse::<u64>().ok().is_none_or(|n| n > 100) => causes.push(Cause::invalid(
                     field,
                     format!("Invalid value: {s:?}: must not be greater than 100%"),
                 )),

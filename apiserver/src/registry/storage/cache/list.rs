@@ -97,7 +97,7 @@ struct Items {
     count: usize,
     selector: Arc<Selector>,
     /// Objects are served in its form ([`crate::kinds::conversion`]).
-    rt: crate::kinds::ResourceType,
+    rt: Arc<crate::kinds::ResourceType>,
 }
 
 impl Items {
