@@ -74,20 +74,38 @@ fn json(s: &KeelServer, args: &[&str]) -> Value {
     serde_json::from_str(&run(s, None, &all)).unwrap()
 }
 
-/// The header and the row of `name` of a `kubectl get` table, split on runs
-/// of two or more spaces (cells such as `80, 443` keep their single space).
+/// A raw GET through kubectl, as JSON.
+fn raw(s: &KeelServer, path: &str) -> Value {
+    serde_json::from_str(&run(s, None, &["get", "--raw", path])).unwrap()
+}
+
+/// The header and the row of `name` of a `kubectl get` table, cut at the
+/// header's column starts (headers such as `MIN AVAILABLE` hold one space,
+/// cells may be empty).
 fn table(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
-    let split = |l: &str| -> Vec<String> {
-        l.split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
+    let mut lines = out.lines();
+    let head = lines.next().unwrap_or("");
+    let mut starts = Vec::new();
+    let bytes = head.as_bytes();
+    for i in 0..bytes.len() {
+        let after_gap = i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' ');
+        if bytes[i] != b' ' && after_gap {
+            starts.push(i);
+        }
+    }
+    let cut = |l: &str| -> Vec<String> {
+        starts
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| {
+                let b = starts.get(k + 1).copied().unwrap_or(l.len()).min(l.len());
+                l.get(a.min(l.len())..b).unwrap_or("").trim().to_string()
+            })
             .collect()
     };
-    let mut lines = out.lines();
-    let header = split(lines.next().unwrap_or(""));
+    let header = cut(head);
     let row = lines
-        .map(split)
+        .map(cut)
         .find(|r| r.first().is_some_and(|c| c == name))
         .unwrap_or_else(|| panic!("no row {name} in\n{out}"));
     (header, row)
@@ -120,7 +138,7 @@ fn imperative_creates(s: &KeelServer, bin: Option<&Path>, suffix: &str) {
     assert_eq!(
         without_age(&h, &r),
         (strs(&["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS"]),
-         vec![ing.clone(), "nginx".into(), "foo.com,bar.com".into(), "80, 443".into()])
+         vec![ing.clone(), "nginx".into(), "foo.com,bar.com".into(), "".into(), "80, 443".into()])
     );
     let stored = json(s, &["ingress", &ing]);
     assert_eq!(stored["spec"]["rules"][0]["http"]["paths"][0]["pathType"], "Exact");
@@ -157,8 +175,8 @@ fn imperative_creates(s: &KeelServer, bin: Option<&Path>, suffix: &str) {
               "2".into(), "5".into(), "0".into()])
     );
     // One object under both versions.
-    let v2 = json(s, &["hpa.v2.autoscaling", &deploy]);
-    let v1 = json(s, &["hpa.v1.autoscaling", &deploy]);
+    let v2 = raw(s, &format!("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/{deploy}"));
+    let v1 = raw(s, &format!("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/{deploy}"));
     assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
     assert_eq!(v1["metadata"]["resourceVersion"], v2["metadata"]["resourceVersion"]);
@@ -254,7 +272,7 @@ description: batch
     );
     assert_eq!(json(&s, &["ingressclass", "nginx"])["spec"]["parameters"]["scope"], "Cluster");
     let (_, r) = table(&run(&s, None, &["get", "ing", "from-file"]), "from-file");
-    assert_eq!(r[1..4], strs(&["nginx", "*.example.com", "80"]));
+    assert_eq!(r[1..5], strs(&["nginx", "*.example.com", "", "80"]));
     let (_, r) = table(&run(&s, None, &["get", "pdb", "from-file"]), "from-file");
     assert_eq!(r[1..4], strs(&["N/A", "25%", "0"]));
     let hpa = json(&s, &["hpa", "from-file"]);
@@ -264,7 +282,7 @@ description: batch
     let (_, r) = table(&run(&s, None, &["get", "hpa", "from-file"]), "from-file");
     assert_eq!(r[1..3], strs(&["Deployment/web", "memory: <unknown>/100Mi"]));
     // Read as autoscaling/v1, the memory metric rides in an annotation.
-    let v1 = json(&s, &["hpa.v1.autoscaling", "from-file"]);
+    let v1 = raw(&s, "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/from-file");
     assert!(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"]
         .as_str().is_some_and(|m| m.contains("memory")), "{v1}");
     let old_file = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: from-127\nspec:\n  minAvailable: 2\n";
@@ -413,30 +431,30 @@ fn yaml_request_bodies() {
         (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
     };
     let (code, cm) = send("POST", "/api/v1/namespaces/default/configmaps",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  a: \"1\"\n");
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  a: \"1\"\n");
     assert_eq!(code, 201, "{cm}");
     let rv = cm["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let (code, cm) = send("PUT", "/api/v1/namespaces/default/configmaps/y",
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n  resourceVersion: \"{rv}\"\ndata:\n  a: \"2\"\n"));
+    let (code, cm) = send("PUT", "/api/v1/namespaces/default/configmaps/yml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\n  resourceVersion: \"{rv}\"\ndata:\n  a: \"2\"\n"));
     assert_eq!((code, cm["data"]["a"].clone()), (200, "2".into()), "{cm}");
     for (path, body) in [
         ("/apis/networking.k8s.io/v1/namespaces/default/ingresses",
-         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: y}\nspec:\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n"),
+         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: yml}\nspec:\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n"),
         ("/apis/policy/v1/namespaces/default/poddisruptionbudgets",
-         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: y}\nspec: {minAvailable: 1}\n"),
+         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: yml}\nspec: {minAvailable: 1}\n"),
         ("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
-         "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: y}\nspec: {scaleTargetRef: {kind: Deployment, name: w}, maxReplicas: 3, targetCPUUtilizationPercentage: 70}\n"),
+         "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: yml}\nspec: {scaleTargetRef: {kind: Deployment, name: w}, maxReplicas: 3, targetCPUUtilizationPercentage: 70}\n"),
         ("/apis/scheduling.k8s.io/v1/priorityclasses",
-         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: y}\nvalue: 5\n"),
+         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: yml}\nvalue: 5\n"),
         ("/apis/events.k8s.io/v1/namespaces/default/events",
-         "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: y}\neventTime: \"2026-01-01T00:00:00.000000Z\"\ntype: Normal\nreason: R\naction: A\nreportingController: example.com/c\nreportingInstance: i\nregarding: {kind: Pod, name: p, namespace: default}\n"),
+         "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: yml}\neventTime: \"2026-01-01T00:00:00.000000Z\"\ntype: Normal\nreason: R\naction: A\nreportingController: example.com/c\nreportingInstance: i\nregarding: {kind: Pod, name: p, namespace: default}\n"),
     ] {
         let (code, obj) = send("POST", path, body);
         assert_eq!(code, 201, "{path}: {obj}");
     }
     // The autoscaling/v1 object, read as v2.
     let hpa = serde_json::from_str::<Value>(&run(&s, None, &["get", "--raw",
-        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/y"])).unwrap();
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/yml"])).unwrap();
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
     for bad in ["a: [1", "kind: ConfigMap\n  bad: indent\n x", "- just\n- a list\n"] {
         let (code, status) = send("POST", "/api/v1/namespaces/default/configmaps", bad);
