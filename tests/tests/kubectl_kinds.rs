@@ -45,7 +45,10 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn run(s: &KeelServer, bin: Option<&Path>, args: &[&str]) -> String {
-    ok(kubectl(s, bin, args).output().unwrap(), &format!("kubectl {args:?}"))
+    ok(
+        kubectl(s, bin, args).output().unwrap(),
+        &format!("kubectl {args:?}"),
+    )
 }
 
 /// The stderr of a kubectl command that must fail.
@@ -132,55 +135,157 @@ fn strs(v: &[&str]) -> Vec<String> {
 /// as Kubernetes prints it; run with kubectl 1.27, whose bodies are JSON.
 fn imperative_creates(s: &KeelServer, bin: Option<&Path>, suffix: &str) {
     let ing = format!("simple{suffix}");
-    run(s, bin, &["create", "ingress", &ing, "--class=nginx",
-        "--rule=foo.com/bar=svc1:8080,tls=my-cert", "--rule=bar.com/*=svc2:http"]);
+    run(
+        s,
+        bin,
+        &[
+            "create",
+            "ingress",
+            &ing,
+            "--class=nginx",
+            "--rule=foo.com/bar=svc1:8080,tls=my-cert",
+            "--rule=bar.com/*=svc2:http",
+        ],
+    );
     let (h, r) = table(&run(s, bin, &["get", "ingress", &ing]), &ing);
     assert_eq!(
         without_age(&h, &r),
-        (strs(&["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS"]),
-         vec![ing.clone(), "nginx".into(), "foo.com,bar.com".into(), "".into(), "80, 443".into()])
+        (
+            strs(&["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS"]),
+            vec![
+                ing.clone(),
+                "nginx".into(),
+                "foo.com,bar.com".into(),
+                "".into(),
+                "80, 443".into()
+            ]
+        )
     );
     let stored = json(s, &["ingress", &ing]);
-    assert_eq!(stored["spec"]["rules"][0]["http"]["paths"][0]["pathType"], "Exact");
-    assert_eq!(stored["spec"]["rules"][1]["http"]["paths"][0]["pathType"], "Prefix");
-    assert_eq!(stored["spec"]["rules"][1]["http"]["paths"][0]["backend"]["service"]["port"]["name"], "http");
+    assert_eq!(
+        stored["spec"]["rules"][0]["http"]["paths"][0]["pathType"],
+        "Exact"
+    );
+    assert_eq!(
+        stored["spec"]["rules"][1]["http"]["paths"][0]["pathType"],
+        "Prefix"
+    );
+    assert_eq!(
+        stored["spec"]["rules"][1]["http"]["paths"][0]["backend"]["service"]["port"]["name"],
+        "http"
+    );
 
     let pdb = format!("budget{suffix}");
-    run(s, bin, &["create", "pdb", &pdb, "--selector=app=rails", "--min-available=1"]);
+    run(
+        s,
+        bin,
+        &[
+            "create",
+            "pdb",
+            &pdb,
+            "--selector=app=rails",
+            "--min-available=1",
+        ],
+    );
     let (h, r) = table(&run(s, bin, &["get", "pdb", &pdb]), &pdb);
     assert_eq!(
         without_age(&h, &r),
-        (strs(&["NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS"]),
-         vec![pdb.clone(), "1".into(), "N/A".into(), "0".into()])
+        (
+            strs(&[
+                "NAME",
+                "MIN AVAILABLE",
+                "MAX UNAVAILABLE",
+                "ALLOWED DISRUPTIONS"
+            ]),
+            vec![pdb.clone(), "1".into(), "N/A".into(), "0".into()]
+        )
     );
 
     let pc = format!("high{suffix}");
-    run(s, bin, &["create", "priorityclass", &pc, "--value=1000", "--description=high priority"]);
+    run(
+        s,
+        bin,
+        &[
+            "create",
+            "priorityclass",
+            &pc,
+            "--value=1000",
+            "--description=high priority",
+        ],
+    );
     let (h, r) = table(&run(s, bin, &["get", "pc", &pc]), &pc);
     assert_eq!(
         without_age(&h, &r),
-        (strs(&["NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTIONPOLICY"]),
-         vec![pc.clone(), "1000".into(), "false".into(), "PreemptLowerPriority".into()])
+        (
+            strs(&["NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTIONPOLICY"]),
+            vec![
+                pc.clone(),
+                "1000".into(),
+                "false".into(),
+                "PreemptLowerPriority".into()
+            ]
+        )
     );
     assert_eq!(h.iter().position(|c| c == "AGE"), Some(3), "{h:?}");
 
     let deploy = format!("web{suffix}");
     run(s, bin, &["create", "deployment", &deploy, "--image=nginx"]);
-    run(s, bin, &["autoscale", "deployment", &deploy, "--min=2", "--max=5", "--cpu-percent=60"]);
+    run(
+        s,
+        bin,
+        &[
+            "autoscale",
+            "deployment",
+            &deploy,
+            "--min=2",
+            "--max=5",
+            "--cpu-percent=60",
+        ],
+    );
     let (h, r) = table(&run(s, bin, &["get", "hpa", &deploy]), &deploy);
     assert_eq!(
         without_age(&h, &r),
-        (strs(&["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS"]),
-         vec![deploy.clone(), format!("Deployment/{deploy}"), "cpu: <unknown>/60%".into(),
-              "2".into(), "5".into(), "0".into()])
+        (
+            strs(&[
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS"
+            ]),
+            vec![
+                deploy.clone(),
+                format!("Deployment/{deploy}"),
+                "cpu: <unknown>/60%".into(),
+                "2".into(),
+                "5".into(),
+                "0".into()
+            ]
+        )
     );
     // One object under both versions.
-    let v2 = raw(s, &format!("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/{deploy}"));
-    let v1 = raw(s, &format!("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/{deploy}"));
-    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
+    let v2 = raw(
+        s,
+        &format!("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/{deploy}"),
+    );
+    let v1 = raw(
+        s,
+        &format!("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/{deploy}"),
+    );
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
-    assert_eq!(v1["metadata"]["resourceVersion"], v2["metadata"]["resourceVersion"]);
-    assert!(run(s, bin, &["get", "all"]).contains(&format!("horizontalpodautoscaler.autoscaling/{deploy}")));
+    assert_eq!(
+        v1["metadata"]["resourceVersion"],
+        v2["metadata"]["resourceVersion"]
+    );
+    assert!(
+        run(s, bin, &["get", "all"])
+            .contains(&format!("horizontalpodautoscaler.autoscaling/{deploy}"))
+    );
 }
 
 #[test]
@@ -191,13 +296,42 @@ fn new_kinds_with_kubectl_1_27_and_yaml_files() {
 
     // The system priority classes exist from the start.
     let pcs = run(&s, None, &["get", "priorityclasses"]);
-    assert!(pcs.contains("system-node-critical") && pcs.contains("2000001000"), "{pcs}");
-    assert!(pcs.contains("system-cluster-critical") && pcs.contains("2000000000"), "{pcs}");
+    assert!(
+        pcs.contains("system-node-critical") && pcs.contains("2000001000"),
+        "{pcs}"
+    );
+    assert!(
+        pcs.contains("system-cluster-critical") && pcs.contains("2000000000"),
+        "{pcs}"
+    );
     // A priority class keeps its value.
-    let err = fails(&s, None, &["patch", "pc", "high", "--type=merge", "-p", r#"{"value":5}"#], None);
-    assert!(err.contains("value: Forbidden: may not be changed in an update."), "{err}");
-    let err = fails(&s, Some(&old), &["create", "priorityclass", "too-high", "--value=1000000001"], None);
-    assert!(err.contains("maximum allowed value of a user defined priority is 1000000000"), "{err}");
+    let err = fails(
+        &s,
+        None,
+        &[
+            "patch",
+            "pc",
+            "high",
+            "--type=merge",
+            "-p",
+            r#"{"value":5}"#,
+        ],
+        None,
+    );
+    assert!(
+        err.contains("value: Forbidden: may not be changed in an update."),
+        "{err}"
+    );
+    let err = fails(
+        &s,
+        Some(&old),
+        &["create", "priorityclass", "too-high", "--value=1000000001"],
+        None,
+    );
+    assert!(
+        err.contains("maximum allowed value of a user defined priority is 1000000000"),
+        "{err}"
+    );
 
     // `create -f` of each kind, with both kubectl versions.
     let files = r#"apiVersion: networking.k8s.io/v1
@@ -267,24 +401,46 @@ description: batch
     let (h, r) = table(&run(&s, None, &["get", "ingressclass", "nginx"]), "nginx");
     assert_eq!(
         without_age(&h, &r),
-        (strs(&["NAME", "CONTROLLER", "PARAMETERS"]),
-         strs(&["nginx", "k8s.io/ingress-nginx", "IngressParameters.k8s.example.com/external-lb"]))
+        (
+            strs(&["NAME", "CONTROLLER", "PARAMETERS"]),
+            strs(&[
+                "nginx",
+                "k8s.io/ingress-nginx",
+                "IngressParameters.k8s.example.com/external-lb"
+            ])
+        )
     );
-    assert_eq!(json(&s, &["ingressclass", "nginx"])["spec"]["parameters"]["scope"], "Cluster");
+    assert_eq!(
+        json(&s, &["ingressclass", "nginx"])["spec"]["parameters"]["scope"],
+        "Cluster"
+    );
     let (_, r) = table(&run(&s, None, &["get", "ing", "from-file"]), "from-file");
     assert_eq!(r[1..5], strs(&["nginx", "*.example.com", "", "80"]));
     let (_, r) = table(&run(&s, None, &["get", "pdb", "from-file"]), "from-file");
     assert_eq!(r[1..4], strs(&["N/A", "25%", "0"]));
     let hpa = json(&s, &["hpa", "from-file"]);
     assert_eq!(hpa["spec"]["minReplicas"], 1);
-    assert_eq!(hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["type"], "Percent");
+    assert_eq!(
+        hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["type"],
+        "Percent"
+    );
     assert_eq!(hpa["spec"]["behavior"]["scaleUp"]["selectPolicy"], "Max");
     let (_, r) = table(&run(&s, None, &["get", "hpa", "from-file"]), "from-file");
-    assert_eq!(r[1..3], strs(&["Deployment/web", "memory: <unknown>/100Mi"]));
+    assert_eq!(
+        r[1..3],
+        strs(&["Deployment/web", "memory: <unknown>/100Mi"])
+    );
     // Read as autoscaling/v1, the memory metric rides in an annotation.
-    let v1 = raw(&s, "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/from-file");
-    assert!(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"]
-        .as_str().is_some_and(|m| m.contains("memory")), "{v1}");
+    let v1 = raw(
+        &s,
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/from-file",
+    );
+    assert!(
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"]
+            .as_str()
+            .is_some_and(|m| m.contains("memory")),
+        "{v1}"
+    );
     let old_file = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: from-127\nspec:\n  minAvailable: 2\n";
     assert!(apply_stdin(&s, Some(&old), "create", old_file).contains("from-127 created"));
 
@@ -293,27 +449,62 @@ description: batch
     let err = fails(&s, None, &["create", "-f", "-"], Some(bad));
     assert!(err.contains(r#"The Ingress "bad" is invalid"#), "{err}");
     assert!(err.contains(r#"spec.rules[0].host: Invalid value: "10.0.0.1": must be a DNS name, not an IP address"#), "{err}");
-    assert!(err.contains("spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"), "{err}");
+    assert!(
+        err.contains(
+            "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"
+        ),
+        "{err}"
+    );
     let bad = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: bad\nspec:\n  minAvailable: 1\n  maxUnavailable: 120%\n";
     let err = fails(&s, None, &["create", "-f", "-"], Some(bad));
-    assert!(err.contains("minAvailable and maxUnavailable cannot be both set"), "{err}");
-    assert!(err.contains(r#"spec.maxUnavailable: Invalid value: "120%": must not be greater than 100%"#), "{err}");
+    assert!(
+        err.contains("minAvailable and maxUnavailable cannot be both set"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            r#"spec.maxUnavailable: Invalid value: "120%": must not be greater than 100%"#
+        ),
+        "{err}"
+    );
     let bad = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: bad\nspec:\n  scaleTargetRef: {kind: Deployment, name: web}\n  minReplicas: 3\n  maxReplicas: 2\n";
     let err = fails(&s, None, &["create", "-f", "-"], Some(bad));
-    assert!(err.contains("spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"), "{err}");
+    assert!(
+        err.contains(
+            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+        ),
+        "{err}"
+    );
 
     // Discovery: short names, categories and both autoscaling versions.
     let res = run(&s, None, &["api-resources"]);
-    for (short, name) in [("ing", "ingresses"), ("pdb", "poddisruptionbudgets"),
-        ("hpa", "horizontalpodautoscalers"), ("pc", "priorityclasses")] {
-        assert!(res.lines().any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some(short)), "{name} {short}: {res}");
+    for (short, name) in [
+        ("ing", "ingresses"),
+        ("pdb", "poddisruptionbudgets"),
+        ("hpa", "horizontalpodautoscalers"),
+        ("pc", "priorityclasses"),
+    ] {
+        assert!(
+            res.lines()
+                .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some(short)),
+            "{name} {short}: {res}"
+        );
     }
     let versions = run(&s, None, &["api-versions"]);
-    for v in ["autoscaling/v1", "autoscaling/v2", "policy/v1", "scheduling.k8s.io/v1", "events.k8s.io/v1"] {
+    for v in [
+        "autoscaling/v1",
+        "autoscaling/v2",
+        "policy/v1",
+        "scheduling.k8s.io/v1",
+        "events.k8s.io/v1",
+    ] {
         assert!(versions.lines().any(|l| l == v), "{v}: {versions}");
     }
     let explain = run(&s, None, &["explain", "hpa.spec.metrics"]);
-    assert!(explain.contains("averageUtilization") || explain.contains("resource"), "{explain}");
+    assert!(
+        explain.contains("averageUtilization") || explain.contains("resource"),
+        "{explain}"
+    );
 }
 
 /// Events are one store behind `v1` and `events.k8s.io/v1`.
@@ -324,7 +515,9 @@ fn events_are_one_store_under_both_apis() {
         serde_json::from_str(&run(&s, None, &["get", "--raw", path])).unwrap()
     };
     let before = get("/api/v1/namespaces/default/events")["metadata"]["resourceVersion"]
-        .as_str().unwrap().to_string();
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Through events.k8s.io/v1, read through v1 (kubectl get events).
     let new_style = r#"apiVersion: events.k8s.io/v1
@@ -344,8 +537,12 @@ regarding: {kind: Pod, name: web-1, namespace: default}
     apply_stdin(&s, None, "create", new_style);
     let events = run(&s, None, &["get", "events"]);
     let (_, r) = table(&events, "pulled.1");
-    assert!(r.contains(&"FailedPull".to_string()) && r.contains(&"web-1".to_string())
-        && r.contains(&"image not found".to_string()), "{events}");
+    assert!(
+        r.contains(&"FailedPull".to_string())
+            && r.contains(&"web-1".to_string())
+            && r.contains(&"image not found".to_string()),
+        "{events}"
+    );
     let v1 = get("/api/v1/namespaces/default/events/pulled.1");
     assert_eq!(v1["apiVersion"], "v1");
     assert_eq!(v1["involvedObject"]["name"], "web-1");
@@ -377,44 +574,134 @@ type: Normal
     assert_eq!(ev["deprecatedCount"], 3);
     assert_eq!(ev["deprecatedLastTimestamp"], "2026-01-01T00:00:09Z");
     let v1 = get("/api/v1/namespaces/default/events/started.1");
-    assert_eq!(ev["metadata"]["resourceVersion"], v1["metadata"]["resourceVersion"]);
+    assert_eq!(
+        ev["metadata"]["resourceVersion"],
+        v1["metadata"]["resourceVersion"]
+    );
     assert_eq!(ev["metadata"]["uid"], v1["metadata"]["uid"]);
 
     // Field selectors in each version's names.
     let names = |list: &Value| -> Vec<String> {
-        list["items"].as_array().unwrap().iter()
-            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(names(&get("/apis/events.k8s.io/v1/namespaces/default/events?fieldSelector=regarding.name%3Dweb-2")), ["started.1"]);
-    assert_eq!(names(&get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb-1")), ["pulled.1"]);
-    let sel = run(&s, None, &["get", "events", "--field-selector", "reason=Started", "-o", "name"]);
+    assert_eq!(
+        names(&get(
+            "/apis/events.k8s.io/v1/namespaces/default/events?fieldSelector=regarding.name%3Dweb-2"
+        )),
+        ["started.1"]
+    );
+    assert_eq!(
+        names(&get(
+            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb-1"
+        )),
+        ["pulled.1"]
+    );
+    let sel = run(
+        &s,
+        None,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Started",
+            "-o",
+            "name",
+        ],
+    );
     assert_eq!(sel.trim(), "event/started.1");
 
     // Watches from before both creations see both, in each version's form.
     for (path, field, expected) in [
-        ("/apis/events.k8s.io/v1/namespaces/default/events", "note", "image not found"),
-        ("/api/v1/namespaces/default/events", "message", "image not found"),
+        (
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            "note",
+            "image not found",
+        ),
+        (
+            "/api/v1/namespaces/default/events",
+            "message",
+            "image not found",
+        ),
     ] {
         let url = format!("BASE{path}?watch=1&resourceVersion={before}&timeoutSeconds=2");
-        let out = ok(s.curl(&["--max-time", "20", &url]).output().unwrap(), "watch");
-        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let added: Vec<&Value> = lines.iter().filter(|l| l["type"] == "ADDED").map(|l| &l["object"]).collect();
+        let out = ok(
+            s.curl(&["--max-time", "20", &url]).output().unwrap(),
+            "watch",
+        );
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let added: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["type"] == "ADDED")
+            .map(|l| &l["object"])
+            .collect();
         assert_eq!(added.len(), 2, "{out}");
         assert_eq!(added[0][field], expected, "{out}");
-        assert_eq!(added[1]["metadata"]["resourceVersion"], v1["metadata"]["resourceVersion"]);
+        assert_eq!(
+            added[1]["metadata"]["resourceVersion"],
+            v1["metadata"]["resourceVersion"]
+        );
     }
 
     // The newer API validates strictly; an update through it keeps its fields.
-    let err = fails(&s, None, &["create", "-f", "-"], Some("apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: bare\nregarding: {kind: Pod, name: p, namespace: default}\n"));
+    let err = fails(
+        &s,
+        None,
+        &["create", "-f", "-"],
+        Some(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: bare\nregarding: {kind: Pod, name: p, namespace: default}\n",
+        ),
+    );
     assert!(err.contains("eventTime: Required value"), "{err}");
-    let err = fails(&s, None, &["patch", "events.v1.events.k8s.io", "pulled.1", "--type=merge", "-p", r#"{"note":"other"}"#], None);
-    assert!(err.contains("note: Invalid value: field is immutable") || err.contains("note"), "{err}");
-    run(&s, None, &["patch", "events.v1.events.k8s.io", "pulled.1", "--type=merge", "-p",
-        r#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:05:00.000000Z"}}"#]);
-    assert_eq!(get("/api/v1/namespaces/default/events/pulled.1")["series"]["count"], 2);
+    let err = fails(
+        &s,
+        None,
+        &[
+            "patch",
+            "events.v1.events.k8s.io",
+            "pulled.1",
+            "--type=merge",
+            "-p",
+            r#"{"note":"other"}"#,
+        ],
+        None,
+    );
+    assert!(
+        err.contains("note: Invalid value: field is immutable") || err.contains("note"),
+        "{err}"
+    );
+    run(
+        &s,
+        None,
+        &[
+            "patch",
+            "events.v1.events.k8s.io",
+            "pulled.1",
+            "--type=merge",
+            "-p",
+            r#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:05:00.000000Z"}}"#,
+        ],
+    );
+    assert_eq!(
+        get("/api/v1/namespaces/default/events/pulled.1")["series"]["count"],
+        2
+    );
     // Deleted through one, gone from both.
-    run(&s, None, &["delete", "events.v1.events.k8s.io", "started.1"]);
-    let gone = kubectl(&s, None, &["get", "event", "started.1"]).output().unwrap();
+    run(
+        &s,
+        None,
+        &["delete", "events.v1.events.k8s.io", "started.1"],
+    );
+    let gone = kubectl(&s, None, &["get", "event", "started.1"])
+        .output()
+        .unwrap();
     assert!(!gone.status.success());
 }
 
@@ -423,43 +710,97 @@ type: Normal
 fn yaml_request_bodies() {
     let s = KeelServer::start(&[]);
     let send = |method: &str, path: &str, body: &str| -> (u16, Value) {
-        let out = s.curl(&["-X", method, "-H", "Content-Type: application/yaml",
-            "--data-binary", body, "-w", "\n%{http_code}", &format!("BASE{path}")])
-            .output().unwrap();
+        let out = s
+            .curl(&[
+                "-X",
+                method,
+                "-H",
+                "Content-Type: application/yaml",
+                "--data-binary",
+                body,
+                "-w",
+                "\n%{http_code}",
+                &format!("BASE{path}"),
+            ])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+        (
+            code.trim().parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     };
-    let (code, cm) = send("POST", "/api/v1/namespaces/default/configmaps",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  a: \"1\"\n");
+    let (code, cm) = send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  a: \"1\"\n",
+    );
     assert_eq!(code, 201, "{cm}");
-    let rv = cm["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let (code, cm) = send("PUT", "/api/v1/namespaces/default/configmaps/yml",
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\n  resourceVersion: \"{rv}\"\ndata:\n  a: \"2\"\n"));
+    let rv = cm["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, cm) = send(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/yml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\n  resourceVersion: \"{rv}\"\ndata:\n  a: \"2\"\n"
+        ),
+    );
     assert_eq!((code, cm["data"]["a"].clone()), (200, "2".into()), "{cm}");
     for (path, body) in [
-        ("/apis/networking.k8s.io/v1/namespaces/default/ingresses",
-         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: yml}\nspec:\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n"),
-        ("/apis/policy/v1/namespaces/default/poddisruptionbudgets",
-         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: yml}\nspec: {minAvailable: 1}\n"),
-        ("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
-         "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: yml}\nspec: {scaleTargetRef: {kind: Deployment, name: w}, maxReplicas: 3, targetCPUUtilizationPercentage: 70}\n"),
-        ("/apis/scheduling.k8s.io/v1/priorityclasses",
-         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: yml}\nvalue: 5\n"),
-        ("/apis/events.k8s.io/v1/namespaces/default/events",
-         "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: yml}\neventTime: \"2026-01-01T00:00:00.000000Z\"\ntype: Normal\nreason: R\naction: A\nreportingController: example.com/c\nreportingInstance: i\nregarding: {kind: Pod, name: p, namespace: default}\n"),
+        (
+            "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: yml}\nspec:\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n",
+        ),
+        (
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: yml}\nspec: {minAvailable: 1}\n",
+        ),
+        (
+            "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+            "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: yml}\nspec: {scaleTargetRef: {kind: Deployment, name: w}, maxReplicas: 3, targetCPUUtilizationPercentage: 70}\n",
+        ),
+        (
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: yml}\nvalue: 5\n",
+        ),
+        (
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: yml}\neventTime: \"2026-01-01T00:00:00.000000Z\"\ntype: Normal\nreason: R\naction: A\nreportingController: example.com/c\nreportingInstance: i\nregarding: {kind: Pod, name: p, namespace: default}\n",
+        ),
     ] {
         let (code, obj) = send("POST", path, body);
         assert_eq!(code, 201, "{path}: {obj}");
     }
     // The autoscaling/v1 object, read as v2.
-    let hpa = serde_json::from_str::<Value>(&run(&s, None, &["get", "--raw",
-        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/yml"])).unwrap();
-    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
-    for bad in ["a: [1", "kind: ConfigMap\n  bad: indent\n x", "- just\n- a list\n"] {
+    let hpa = serde_json::from_str::<Value>(&run(
+        &s,
+        None,
+        &[
+            "get",
+            "--raw",
+            "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/yml",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    for bad in [
+        "a: [1",
+        "kind: ConfigMap\n  bad: indent\n x",
+        "- just\n- a list\n",
+    ] {
         let (code, status) = send("POST", "/api/v1/namespaces/default/configmaps", bad);
         assert_eq!(code, 400, "{bad}: {status}");
-        assert_eq!((status["kind"].clone(), status["reason"].clone()), ("Status".into(), "BadRequest".into()), "{status}");
+        assert_eq!(
+            (status["kind"].clone(), status["reason"].clone()),
+            ("Status".into(), "BadRequest".into()),
+            "{status}"
+        );
     }
 }
 

@@ -82,7 +82,9 @@ fn put_annotation(obj: &mut Value, key: &str, value: &Value) {
 pub fn v1_to_v2(mut obj: Value) -> Value {
     let mut metrics = Vec::new();
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
-        && let Some(cpu) = spec.remove("targetCPUUtilizationPercentage").filter(|v| !v.is_null())
+        && let Some(cpu) = spec
+            .remove("targetCPUUtilizationPercentage")
+            .filter(|v| !v.is_null())
     {
         metrics.push(cpu_metric(cpu));
     }
@@ -101,7 +103,9 @@ pub fn v1_to_v2(mut obj: Value) -> Value {
     }
     let mut current = Vec::new();
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
-        && let Some(cpu) = status.remove("currentCPUUtilizationPercentage").filter(|v| !v.is_null())
+        && let Some(cpu) = status
+            .remove("currentCPUUtilizationPercentage")
+            .filter(|v| !v.is_null())
     {
         current.push(json!({"type": "Resource", "resource": {"name": "cpu",
             "current": {"averageUtilization": cpu}}}));
@@ -134,8 +138,17 @@ pub fn v2_to_v1(mut obj: Value) -> Value {
         None => (None, None),
     };
     let mut others = Vec::new();
-    for m in metrics.as_ref().and_then(Value::as_array).into_iter().flatten() {
-        if is_cpu_utilization(m) && obj.pointer("/spec/targetCPUUtilizationPercentage").is_none() {
+    for m in metrics
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if is_cpu_utilization(m)
+            && obj
+                .pointer("/spec/targetCPUUtilizationPercentage")
+                .is_none()
+        {
             obj["spec"]["targetCPUUtilizationPercentage"] =
                 m["resource"]["target"]["averageUtilization"].clone();
         } else {
@@ -154,11 +167,20 @@ pub fn v2_to_v1(mut obj: Value) -> Value {
         None => (None, None),
     };
     let mut others = Vec::new();
-    for m in current.as_ref().and_then(Value::as_array).into_iter().flatten() {
+    for m in current
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let cpu = str_at(m, "/type") == Some("Resource")
             && str_at(m, "/resource/name") == Some("cpu")
             && m.pointer("/resource/current/averageUtilization").is_some();
-        if cpu && obj.pointer("/status/currentCPUUtilizationPercentage").is_none() {
+        if cpu
+            && obj
+                .pointer("/status/currentCPUUtilizationPercentage")
+                .is_none()
+        {
             obj["status"]["currentCPUUtilizationPercentage"] =
                 m["resource"]["current"]["averageUtilization"].clone();
         } else {
@@ -228,7 +250,11 @@ impl Strategy for HpaStrategy {
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         // One printer for both versions, as in Kubernetes: over the v2 form.
-        let v2 = if self.v1 { v1_to_v2(obj.clone()) } else { obj.clone() };
+        let v2 = if self.v1 {
+            v1_to_v2(obj.clone())
+        } else {
+            obj.clone()
+        };
         let min = v2.pointer("/spec/minReplicas").and_then(Value::as_i64);
         vec![
             json!(format!(
@@ -236,10 +262,21 @@ impl Strategy for HpaStrategy {
                 str_at(&v2, "/spec/scaleTargetRef/kind").unwrap_or(""),
                 str_at(&v2, "/spec/scaleTargetRef/name").unwrap_or("")
             )),
-            json!(targets(array_at(&v2, "/spec/metrics"), array_at(&v2, "/status/currentMetrics"))),
+            json!(targets(
+                array_at(&v2, "/spec/metrics"),
+                array_at(&v2, "/status/currentMetrics")
+            )),
             min.map_or(json!("<unset>"), |m| json!(m)),
-            json!(v2.pointer("/spec/maxReplicas").and_then(Value::as_i64).unwrap_or(0)),
-            json!(v2.pointer("/status/currentReplicas").and_then(Value::as_i64).unwrap_or(0)),
+            json!(
+                v2.pointer("/spec/maxReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            ),
+            json!(
+                v2.pointer("/status/currentReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            ),
         ]
     }
 }
@@ -266,14 +303,26 @@ fn targets(specs: &[Value], statuses: &[Value]) -> String {
             };
             match str_at(m, "/type").unwrap_or("") {
                 t @ ("Resource" | "ContainerResource") => {
-                    let source = if t == "Resource" { "resource" } else { "containerResource" };
+                    let source = if t == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
                     let name = str_at(m, &format!("/{source}/name")).unwrap_or("");
-                    let target = m.pointer(&format!("/{source}/target")).unwrap_or(&Value::Null);
+                    let target = m
+                        .pointer(&format!("/{source}/target"))
+                        .unwrap_or(&Value::Null);
                     match target.get("averageValue") {
-                        Some(v) => format!("{name}: {}/{}", current(source, "averageValue"), text(Some(v))),
+                        Some(v) => format!(
+                            "{name}: {}/{}",
+                            current(source, "averageValue"),
+                            text(Some(v))
+                        ),
                         None => {
                             let cur = status
-                                .and_then(|s| s.pointer(&format!("/{source}/current/averageUtilization")))
+                                .and_then(|s| {
+                                    s.pointer(&format!("/{source}/current/averageUtilization"))
+                                })
                                 .and_then(Value::as_i64)
                                 .map_or("<unknown>".into(), |n| format!("{n}%"));
                             let tgt = target
@@ -292,7 +341,11 @@ fn targets(specs: &[Value], statuses: &[Value]) -> String {
                 t @ ("Object" | "External") => {
                     let source = if t == "Object" { "object" } else { "external" };
                     match m.pointer(&format!("/{source}/target/averageValue")) {
-                        Some(v) => format!("{}/{} (avg)", current(source, "averageValue"), text(Some(v))),
+                        Some(v) => format!(
+                            "{}/{} (avg)",
+                            current(source, "averageValue"),
+                            text(Some(v))
+                        ),
                         None => format!(
                             "{}/{}",
                             current(source, "value"),
@@ -304,7 +357,12 @@ fn targets(specs: &[Value], statuses: &[Value]) -> String {
             }
         })
         .collect();
-    let shown = list.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let shown = list
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if list.len() > SHOWN {
         format!("{shown} + {} more...", list.len() - SHOWN)
     } else {
@@ -315,7 +373,10 @@ fn targets(specs: &[Value], statuses: &[Value]) -> String {
 /// Replica bounds and the scale target, the same in both versions.
 fn validate_common(obj: &Value, causes: &mut Vec<Cause>) {
     let min = obj.pointer("/spec/minReplicas").and_then(Value::as_i64);
-    let max = obj.pointer("/spec/maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+    let max = obj
+        .pointer("/spec/maxReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if let Some(m) = min.filter(|m| *m < 1) {
         causes.push(Cause::invalid(
             "spec.minReplicas",
@@ -397,9 +458,10 @@ fn metric(m: &Value, at: &str, causes: &mut Vec<Cause>) {
     let ty = str_at(m, "/type").unwrap_or("");
     let expected = SOURCES.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f);
     match expected {
-        None if ty.is_empty() => {
-            causes.push(Cause::required_because(format!("{at}.type"), "must specify a metric source type"))
-        }
+        None if ty.is_empty() => causes.push(Cause::required_because(
+            format!("{at}.type"),
+            "must specify a metric source type",
+        )),
         None => causes.push(Cause::not_supported(
             format!("{at}.type"),
             ty,
@@ -413,7 +475,10 @@ fn metric(m: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
     if present.len() > 1 {
         for f in present.iter().filter(|f| Some(**f) != expected) {
-            causes.push(Cause::forbidden(format!("{at}.{f}"), "must populate the given metric source only"));
+            causes.push(Cause::forbidden(
+                format!("{at}.{f}"),
+                "must populate the given metric source only",
+            ));
         }
     }
     let Some(f) = expected.filter(|f| present.contains(f)) else {
@@ -427,10 +492,16 @@ fn metric(m: &Value, at: &str, causes: &mut Vec<Cause>) {
     match f {
         "resource" | "containerResource" => {
             if str_at(src, "/name").is_none_or(str::is_empty) {
-                causes.push(Cause::required_because(format!("{sat}.name"), "must specify a resource name"));
+                causes.push(Cause::required_because(
+                    format!("{sat}.name"),
+                    "must specify a resource name",
+                ));
             }
             if f == "containerResource" && str_at(src, "/container").is_none_or(str::is_empty) {
-                causes.push(Cause::required_because(format!("{sat}.container"), "must specify a container"));
+                causes.push(Cause::required_because(
+                    format!("{sat}.container"),
+                    "must specify a container",
+                ));
             }
             if !has("averageUtilization") && !has("averageValue") {
                 causes.push(Cause::required_because(
@@ -447,7 +518,10 @@ fn metric(m: &Value, at: &str, causes: &mut Vec<Cause>) {
         }
         _ => {
             if str_at(src, "/metric/name").is_none_or(str::is_empty) {
-                causes.push(Cause::required_because(format!("{sat}.metric.name"), "must specify a metric name"));
+                causes.push(Cause::required_because(
+                    format!("{sat}.metric.name"),
+                    "must specify a metric name",
+                ));
             }
             match f {
                 "pods" if !has("averageValue") => causes.push(Cause::required_because(
@@ -475,7 +549,10 @@ fn metric(m: &Value, at: &str, causes: &mut Vec<Cause>) {
 
 fn target_rules(t: &Value, at: &str, causes: &mut Vec<Cause>) {
     match str_at(t, "/type").unwrap_or("") {
-        "" => causes.push(Cause::required_because(format!("{at}.type"), "must specify a metric target type")),
+        "" => causes.push(Cause::required_because(
+            format!("{at}.type"),
+            "must specify a metric target type",
+        )),
         "Utilization" | "Value" | "AverageValue" => {}
         other => causes.push(Cause::invalid(
             format!("{at}.type"),
@@ -501,7 +578,11 @@ fn target_rules(t: &Value, at: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
-    if let Some(u) = t.get("averageUtilization").and_then(Value::as_i64).filter(|u| *u < 1) {
+    if let Some(u) = t
+        .get("averageUtilization")
+        .and_then(Value::as_i64)
+        .filter(|u| *u < 1)
+    {
         causes.push(Cause::invalid(
             format!("{at}.averageUtilization"),
             format!("Invalid value: {u}: must be greater than 0"),
@@ -517,30 +598,50 @@ fn scaling_rules(r: &Value, at: &str, causes: &mut Vec<Cause>) {
     if let Some(w) = r.get("stabilizationWindowSeconds").and_then(Value::as_i64) {
         let field = format!("{at}.stabilizationWindowSeconds");
         if w < 0 {
-            causes.push(Cause::invalid(field, format!("Invalid value: {w}: must be greater than or equal to zero")));
+            causes.push(Cause::invalid(
+                field,
+                format!("Invalid value: {w}: must be greater than or equal to zero"),
+            ));
         } else if w > MAX_WINDOW {
-            causes.push(Cause::invalid(field, format!("Invalid value: {w}: must be less than or equal to {MAX_WINDOW}")));
+            causes.push(Cause::invalid(
+                field,
+                format!("Invalid value: {w}: must be less than or equal to {MAX_WINDOW}"),
+            ));
         }
     }
     if let Some(p) = str_at(r, "/selectPolicy") {
         let supported = ["Disabled", "Max", "Min"];
         if !supported.contains(&p) {
-            causes.push(Cause::not_supported(format!("{at}.selectPolicy"), p, &supported));
+            causes.push(Cause::not_supported(
+                format!("{at}.selectPolicy"),
+                p,
+                &supported,
+            ));
         }
     }
     let policies = array_at(r, "/policies");
     if policies.is_empty() {
-        causes.push(Cause::required_because(format!("{at}.policies"), "must specify at least one Policy"));
+        causes.push(Cause::required_because(
+            format!("{at}.policies"),
+            "must specify at least one Policy",
+        ));
     }
     for (i, p) in policies.iter().enumerate() {
         let pat = format!("{at}.policies[{i}]");
         let ty = str_at(p, "/type").unwrap_or("");
         if ty != "Pods" && ty != "Percent" {
-            causes.push(Cause::not_supported(format!("{pat}.type"), ty, &["Percent", "Pods"]));
+            causes.push(Cause::not_supported(
+                format!("{pat}.type"),
+                ty,
+                &["Percent", "Pods"],
+            ));
         }
         let value = p.get("value").and_then(Value::as_i64).unwrap_or(0);
         if value <= 0 {
-            causes.push(Cause::invalid(format!("{pat}.value"), format!("Invalid value: {value}: must be greater than zero")));
+            causes.push(Cause::invalid(
+                format!("{pat}.value"),
+                format!("Invalid value: {value}: must be greater than zero"),
+            ));
         }
         let period = p.get("periodSeconds").and_then(Value::as_i64).unwrap_or(0);
         if period <= 0 {
@@ -575,14 +676,29 @@ mod tests {
         v2_defaults(&mut h);
         assert_eq!(h["spec"]["minReplicas"], 1);
         assert_eq!(h["spec"]["metrics"], json!([cpu_metric(json!(80))]));
-        assert_eq!(h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 60);
+        assert_eq!(
+            h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+            60
+        );
         assert_eq!(h["spec"]["behavior"]["scaleDown"]["selectPolicy"], "Max");
-        assert_eq!(h["spec"]["behavior"]["scaleUp"]["policies"][0], json!({"type": "Pods", "value": 4, "periodSeconds": 15}));
-        assert_eq!(h["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"], 0);
+        assert_eq!(
+            h["spec"]["behavior"]["scaleUp"]["policies"][0],
+            json!({"type": "Pods", "value": 4, "periodSeconds": 15})
+        );
+        assert_eq!(
+            h["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"],
+            0
+        );
         assert!(validate_v2(&h).is_empty(), "{:?}", validate_v2(&h));
         assert_eq!(
             HpaStrategy { v1: false }.cells(&h),
-            [json!("Deployment/web"), json!("cpu: <unknown>/80%"), json!(1), json!(5), json!(0)]
+            [
+                json!("Deployment/web"),
+                json!("cpu: <unknown>/80%"),
+                json!(1),
+                json!(5),
+                json!(0)
+            ]
         );
     }
 
@@ -624,7 +740,10 @@ mod tests {
         let v2 = v1_to_v2(v1.clone());
         assert_eq!(v2["apiVersion"], "autoscaling/v2");
         assert_eq!(v2["spec"]["metrics"], json!([cpu_metric(json!(50))]));
-        assert_eq!(v2["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"], 40);
+        assert_eq!(
+            v2["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
+            40
+        );
         assert_eq!(v2_to_v1(v2.clone()), v1);
         assert_eq!(HpaStrategy { v1: true }.cells(&v1)[1], "cpu: 40%/50%");
         // What v1 cannot say survives a v1 round trip in annotations.
@@ -635,23 +754,37 @@ mod tests {
         rich["status"]["conditions"] = json!([{"type": "AbleToScale", "status": "True"}]);
         let as_v1 = v2_to_v1(rich.clone());
         assert_eq!(as_v1["spec"]["targetCPUUtilizationPercentage"], 50);
-        assert!(as_v1["metadata"]["annotations"][METRICS].as_str().unwrap().contains("qps"));
+        assert!(
+            as_v1["metadata"]["annotations"][METRICS]
+                .as_str()
+                .unwrap()
+                .contains("qps")
+        );
         let back = v1_to_v2(as_v1);
         let mut expected = rich;
         v2_defaults(&mut expected);
         assert_eq!(back, expected);
-        assert_eq!(fields(&validate_v1(&json!({"spec": {"maxReplicas": 0,
+        assert_eq!(
+            fields(&validate_v1(&json!({"spec": {"maxReplicas": 0,
             "targetCPUUtilizationPercentage": 0, "scaleTargetRef": {"kind": "Deployment", "name": "w"}}}))),
-            ["spec.maxReplicas", "spec.targetCPUUtilizationPercentage"]);
+            ["spec.maxReplicas", "spec.targetCPUUtilizationPercentage"]
+        );
     }
 
     #[test]
     fn targets_print_as_kubectl_prints_them() {
-        let specs = [cpu_metric(json!(80)),
+        let specs = [
+            cpu_metric(json!(80)),
             json!({"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}),
-            json!({"type": "External", "external": {"target": {"type": "AverageValue", "averageValue": "30"}}})];
-        let status = [json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12}}})];
-        assert_eq!(targets(&specs, &status), "cpu: 12%/80%, memory: <unknown>/100Mi + 1 more...");
+            json!({"type": "External", "external": {"target": {"type": "AverageValue", "averageValue": "30"}}}),
+        ];
+        let status = [
+            json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12}}}),
+        ];
+        assert_eq!(
+            targets(&specs, &status),
+            "cpu: 12%/80%, memory: <unknown>/100Mi + 1 more..."
+        );
         assert_eq!(targets(&[], &[]), "<none>");
     }
 }

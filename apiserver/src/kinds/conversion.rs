@@ -29,8 +29,10 @@ pub fn rename(mut obj: Value, pairs: &[(&str, &str)], forward: bool) -> Value {
             .iter()
             .map(|(s, st)| if forward { (*s, *st) } else { (*st, *s) })
             .collect();
-        let taken: Vec<(&str, Option<Value>)> =
-            moves.iter().map(|(from, to)| (*to, m.remove(*from))).collect();
+        let taken: Vec<(&str, Option<Value>)> = moves
+            .iter()
+            .map(|(from, to)| (*to, m.remove(*from)))
+            .collect();
         for (to, v) in taken {
             match v {
                 Some(v) => {

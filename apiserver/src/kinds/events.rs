@@ -117,7 +117,11 @@ impl Strategy for EventStrategy {
 const COLUMNS: &[Printed] = &[
     at("Type", "Type of this event (Normal, Warning)", "/type"),
     at("Reason", "Why the action was taken", "/reason"),
-    at("Object", "The object this event is about", "/involvedObject/name"),
+    at(
+        "Object",
+        "The object this event is about",
+        "/involvedObject/name",
+    ),
     at("Message", "A human-readable description", "/message"),
 ];
 
@@ -164,7 +168,10 @@ fn legacy(core: &Value, names: impl Fn(&'static str) -> &'static str) -> Vec<Cau
         None => causes.push(Cause::required(controller)),
         Some(c) => {
             if let Some(m) = meta::qualified_name(c) {
-                causes.push(Cause::invalid(controller, format!("Invalid value: {c:?}: {m}")));
+                causes.push(Cause::invalid(
+                    controller,
+                    format!("Invalid value: {c:?}: {m}"),
+                ));
             }
         }
     }
@@ -236,10 +243,12 @@ fn validate_events(obj: &Value) -> Vec<Cause> {
         }
     }
     let source = obj.get("deprecatedSource");
-    if ["component", "host"]
-        .iter()
-        .any(|k| source.and_then(|s| s.get(*k)).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
-    {
+    if ["component", "host"].iter().any(|k| {
+        source
+            .and_then(|s| s.get(*k))
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    }) {
         causes.push(Cause::invalid(
             "deprecatedSource",
             "Invalid value: \"\": needs to be unset",
@@ -296,7 +305,12 @@ mod tests {
     fn the_newer_api_validates_strictly() {
         assert!(validate_events(&new_style()).is_empty());
         let mut bad = new_style();
-        for f in ["eventTime", "reportingController", "action", "reportingInstance"] {
+        for f in [
+            "eventTime",
+            "reportingController",
+            "action",
+            "reportingInstance",
+        ] {
             bad.as_object_mut().unwrap().remove(f);
         }
         bad["type"] = json!("Odd");
@@ -304,16 +318,14 @@ mod tests {
         bad["series"]["count"] = json!(1);
         assert_eq!(
             fields(&validate_events(&bad)),
-            [
-                "eventTime",
-                "type",
-                "series.count",
-                "deprecatedCount"
-            ]
+            ["eventTime", "type", "series.count", "deprecatedCount"]
         );
         let mut old_ns = new_style();
         old_ns["eventTime"] = json!("2026-01-01T00:00:00.000000Z");
-        old_ns.as_object_mut().unwrap().remove("reportingController");
+        old_ns
+            .as_object_mut()
+            .unwrap()
+            .remove("reportingController");
         assert_eq!(fields(&validate_events(&old_ns)), ["reportingController"]);
         // The core API accepts an event with only the old fields.
         let core = json!({"metadata": {"name": "o", "namespace": "default"},
@@ -321,7 +333,10 @@ mod tests {
         assert!(validate_core(&core).is_empty());
         let elsewhere = json!({"metadata": {"name": "o", "namespace": "a"},
             "involvedObject": {"kind": "Pod", "name": "p", "namespace": "b"}});
-        assert_eq!(fields(&validate_core(&elsewhere)), ["involvedObject.namespace"]);
+        assert_eq!(
+            fields(&validate_core(&elsewhere)),
+            ["involvedObject.namespace"]
+        );
     }
 
     #[test]

@@ -31,16 +31,27 @@ impl Strategy for IngressStrategy {
         vec![
             Column::new("Class", "The ingress class of the ingress"),
             Column::new("Hosts", "Hosts that incoming requests are matched against"),
-            Column::new("Address", "Address is a list of IP addresses or hostnames of the load balancer"),
+            Column::new(
+                "Address",
+                "Address is a list of IP addresses or hostnames of the load balancer",
+            ),
             Column::new("Ports", "Ports of TLS configurations that open"),
         ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         vec![
-            json!(str_at(obj, "/spec/ingressClassName").filter(|c| !c.is_empty()).unwrap_or("<none>")),
+            json!(
+                str_at(obj, "/spec/ingressClassName")
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("<none>")
+            ),
             json!(hosts(array_at(obj, "/spec/rules"))),
             json!(addresses(obj)),
-            json!(if array_at(obj, "/spec/tls").is_empty() { "80" } else { "80, 443" }),
+            json!(if array_at(obj, "/spec/tls").is_empty() {
+                "80"
+            } else {
+                "80, 443"
+            }),
         ]
     }
 }
@@ -95,7 +106,10 @@ fn port_name(s: &str) -> Vec<&'static str> {
     if s.len() > 15 {
         errs.push("must be no more than 15 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
     }
     if s.contains("--") {
@@ -150,7 +164,10 @@ fn backend(b: &Value, path: &str, causes: &mut Vec<Cause>) {
                 }
             }
             let name = str_at(s, "/port/name").filter(|n| !n.is_empty());
-            let number = s.pointer("/port/number").and_then(Value::as_i64).filter(|n| *n != 0);
+            let number = s
+                .pointer("/port/number")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0);
             match (name, number) {
                 (Some(_), Some(_)) => causes.push(Cause::invalid(
                     path,
@@ -185,7 +202,12 @@ fn backend(b: &Value, path: &str, causes: &mut Vec<Cause>) {
 /// One HTTP path: its type, its shape for that type, and its backend.
 fn http_path(p: &Value, path: &str, causes: &mut Vec<Cause>) {
     let value = str_at(p, "/path").unwrap_or("");
-    let invalid = |m: String| Cause::invalid(format!("{path}.path"), format!("Invalid value: {value:?}: {m}"));
+    let invalid = |m: String| {
+        Cause::invalid(
+            format!("{path}.path"),
+            format!("Invalid value: {value:?}: {m}"),
+        )
+    };
     match str_at(p, "/pathType") {
         None => {
             // Nothing else of the path is checked without its type.
@@ -266,7 +288,11 @@ fn validate_ingress(obj: &Value) -> Vec<Cause> {
     }
     for (i, t) in array_at(obj, "/spec/tls").iter().enumerate() {
         for (j, h) in array_at(t, "/hosts").iter().enumerate() {
-            host(h.as_str().unwrap_or(""), &format!("spec.tls[{i}].hosts[{j}]"), &mut causes);
+            host(
+                h.as_str().unwrap_or(""),
+                &format!("spec.tls[{i}].hosts[{j}]"),
+                &mut causes,
+            );
         }
     }
     if let Some(c) = str_at(obj, "/spec/ingressClassName")
@@ -284,7 +310,9 @@ struct IngressClassStrategy;
 impl Strategy for IngressClassStrategy {
     fn prepare_create(&self, obj: &mut Value) {
         // Parameters name a cluster-scoped object unless they say otherwise.
-        if let Some(p) = obj.pointer_mut("/spec/parameters").filter(|p| p.is_object())
+        if let Some(p) = obj
+            .pointer_mut("/spec/parameters")
+            .filter(|p| p.is_object())
             && p.get("scope").is_none_or(Value::is_null)
         {
             p["scope"] = json!("Cluster");
@@ -301,18 +329,24 @@ impl Strategy for IngressClassStrategy {
     fn columns(&self) -> Vec<Column> {
         vec![
             Column::new("Controller", "Controller that implements the class"),
-            Column::new("Parameters", "A reference to a resource with additional parameters"),
+            Column::new(
+                "Parameters",
+                "A reference to a resource with additional parameters",
+            ),
         ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let params = obj.pointer("/spec/parameters").filter(|p| p.is_object()).map(|p| {
-            let kind = str_at(p, "/kind").unwrap_or("");
-            let kind = match str_at(p, "/apiGroup") {
-                Some(g) => format!("{kind}.{g}"),
-                None => kind.to_string(),
-            };
-            format!("{kind}/{}", str_at(p, "/name").unwrap_or(""))
-        });
+        let params = obj
+            .pointer("/spec/parameters")
+            .filter(|p| p.is_object())
+            .map(|p| {
+                let kind = str_at(p, "/kind").unwrap_or("");
+                let kind = match str_at(p, "/apiGroup") {
+                    Some(g) => format!("{kind}.{g}"),
+                    None => kind.to_string(),
+                };
+                format!("{kind}/{}", str_at(p, "/name").unwrap_or(""))
+            });
         vec![
             json!(str_at(obj, "/spec/controller").unwrap_or("")),
             json!(params.unwrap_or_else(|| "<none>".into())),
@@ -353,10 +387,12 @@ fn validate_ingressclass(obj: &Value) -> Vec<Cause> {
         }
         let ns = str_at(p, "/namespace");
         match str_at(p, "/scope") {
-            Some("Namespace") if ns.is_none_or(str::is_empty) => causes.push(Cause::required_because(
-                format!("{at}.namespace"),
-                "`parameters.scope` is set to 'Namespace'",
-            )),
+            Some("Namespace") if ns.is_none_or(str::is_empty) => {
+                causes.push(Cause::required_because(
+                    format!("{at}.namespace"),
+                    "`parameters.scope` is set to 'Namespace'",
+                ))
+            }
             Some("Cluster") if ns.is_some() => causes.push(Cause::forbidden(
                 format!("{at}.namespace"),
                 "`parameters.scope` is set to 'Cluster'",
@@ -383,19 +419,27 @@ mod tests {
 
     #[test]
     fn ingresses_are_validated_as_kubernetes_does() {
-        let ok = ingress(json!({"ingressClassName": "nginx", "rules": [{"host": "foo.com", "http": {"paths": [
+        let ok = ingress(
+            json!({"ingressClassName": "nginx", "rules": [{"host": "foo.com", "http": {"paths": [
             {"path": "/bar", "pathType": "Exact", "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}},
             {"path": "/x", "pathType": "Prefix", "backend": {"service": {"name": "svc2", "port": {"name": "http"}}}}]}}],
-            "tls": [{"hosts": ["foo.com", "*.foo.com"], "secretName": "cert"}]}));
-        assert!(validate_ingress(&ok).is_empty(), "{:?}", validate_ingress(&ok));
+            "tls": [{"hosts": ["foo.com", "*.foo.com"], "secretName": "cert"}]}),
+        );
+        assert!(
+            validate_ingress(&ok).is_empty(),
+            "{:?}",
+            validate_ingress(&ok)
+        );
         assert_eq!(fields(&validate_ingress(&ingress(json!({})))), ["spec"]);
-        let bad = ingress(json!({"defaultBackend": {"service": {"name": "1svc"}}, "rules": [
+        let bad = ingress(
+            json!({"defaultBackend": {"service": {"name": "1svc"}}, "rules": [
             {"host": "10.0.0.1", "http": {"paths": [
                 {"path": "a//b", "backend": {"service": {"name": "s", "port": {"number": 70000}}}},
                 {"path": "/a/..", "pathType": "Prefix", "backend": {"resource": {"kind": "Bucket"}}},
                 {"path": "/", "pathType": "Regex", "backend": {}}]}},
             {"host": "*.*.com", "http": {"paths": []}}],
-            "tls": [{"hosts": ["Bad_Host"]}]}));
+            "tls": [{"hosts": ["Bad_Host"]}]}),
+        );
         assert_eq!(
             fields(&validate_ingress(&bad)),
             [
@@ -412,21 +456,35 @@ mod tests {
                 "spec.tls[0].hosts[0]",
             ]
         );
-        let msgs: Vec<String> = validate_ingress(&bad).into_iter().map(|c| c.message).collect();
-        assert!(msgs.contains(&"Invalid value: \"/a/..\": cannot end with '/..'".to_string()), "{msgs:?}");
+        let msgs: Vec<String> = validate_ingress(&bad)
+            .into_iter()
+            .map(|c| c.message)
+            .collect();
+        assert!(
+            msgs.contains(&"Invalid value: \"/a/..\": cannot end with '/..'".to_string()),
+            "{msgs:?}"
+        );
         assert!(msgs.contains(&"Required value: pathType must be specified".to_string()));
         assert!(msgs.contains(&"Required value: port name or number is required".to_string()));
     }
 
     #[test]
     fn ingress_columns_are_kubectls() {
-        let ing = ingress(json!({"rules": [{"host": "a.com"}, {}, {"host": "c.com"}, {"host": "d.com"}],
-            "tls": [{"hosts": ["a.com"]}]}));
+        let ing = ingress(
+            json!({"rules": [{"host": "a.com"}, {}, {"host": "c.com"}, {"host": "d.com"}],
+            "tls": [{"hosts": ["a.com"]}]}),
+        );
         let mut ing = ing;
-        ing["status"] = json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.5"}, {"hostname": "lb.example"}]}});
+        ing["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.5"}, {"hostname": "lb.example"}]}});
         assert_eq!(
             IngressStrategy.cells(&ing),
-            [json!("<none>"), json!("a.com,c.com + 1 more..."), json!("10.0.0.5,lb.example"), json!("80, 443")]
+            [
+                json!("<none>"),
+                json!("a.com,c.com + 1 more..."),
+                json!("10.0.0.5,lb.example"),
+                json!("80, 443")
+            ]
         );
         assert_eq!(hosts(&[json!({"http": {}})]), "*");
         assert_eq!(IngressStrategy.columns().len(), 4);
@@ -441,13 +499,25 @@ mod tests {
         assert!(validate_ingressclass(&c).is_empty());
         assert_eq!(
             IngressClassStrategy.cells(&c),
-            [json!("k8s.io/ingress-nginx"), json!("IngressParameters.k8s.example.com/external-lb")]
+            [
+                json!("k8s.io/ingress-nginx"),
+                json!("IngressParameters.k8s.example.com/external-lb")
+            ]
         );
         let mut changed = c.clone();
         changed["spec"]["controller"] = json!("example.com/other");
-        assert_eq!(fields(&IngressClassStrategy.validate_update(&changed, &c)), ["spec.controller"]);
+        assert_eq!(
+            fields(&IngressClassStrategy.validate_update(&changed, &c)),
+            ["spec.controller"]
+        );
         let bad = json!({"spec": {"controller": "nginx", "parameters": {"kind": "P", "name": "p", "scope": "Namespace"}}});
-        assert_eq!(fields(&validate_ingressclass(&bad)), ["spec.controller", "spec.parameters.namespace"]);
-        assert_eq!(fields(&validate_ingressclass(&json!({"spec": {}}))), ["spec.controller"]);
+        assert_eq!(
+            fields(&validate_ingressclass(&bad)),
+            ["spec.controller", "spec.parameters.namespace"]
+        );
+        assert_eq!(
+            fields(&validate_ingressclass(&json!({"spec": {}}))),
+            ["spec.controller"]
+        );
     }
 }

@@ -32,9 +32,18 @@ impl Strategy for PdbStrategy {
     }
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column::new("Min Available", "The minimum number of pods that must be available"),
-            Column::new("Max Unavailable", "The maximum number of pods that may be unavailable"),
-            Column::new("Allowed Disruptions", "Calculated number of pods that may be disrupted at this time"),
+            Column::new(
+                "Min Available",
+                "The minimum number of pods that must be available",
+            ),
+            Column::new(
+                "Max Unavailable",
+                "The maximum number of pods that may be unavailable",
+            ),
+            Column::new(
+                "Allowed Disruptions",
+                "Calculated number of pods that may be disrupted at this time",
+            ),
         ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
@@ -46,7 +55,11 @@ impl Strategy for PdbStrategy {
         vec![
             int_or_percent("/spec/minAvailable"),
             int_or_percent("/spec/maxUnavailable"),
-            json!(obj.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0)),
+            json!(
+                obj.pointer("/status/disruptionsAllowed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            ),
         ]
     }
 }
@@ -55,16 +68,20 @@ impl Strategy for PdbStrategy {
 fn int_or_percent(obj: &Value, pointer: &str, field: &str, causes: &mut Vec<Cause>) {
     match obj.pointer(pointer) {
         Some(Value::String(s)) => {
-            let number = s.strip_suffix('%').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let number = s
+                .strip_suffix('%')
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             match number {
                 None => causes.push(Cause::invalid(
                     field,
                     format!("Invalid value: {s:?}: must be an integer or percentage (e.g '5%')"),
                 )),
-                Some(n) if n.parse::<u64>().ok().is_none_or(|n| n > 100) => causes.push(Cause::invalid(
-                    field,
-                    format!("Invalid value: {s:?}: must not be greater than 100%"),
-                )),
+                Some(n) if n.parse::<u64>().ok().is_none_or(|n| n > 100) => {
+                    causes.push(Cause::invalid(
+                        field,
+                        format!("Invalid value: {s:?}: must not be greater than 100%"),
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -78,7 +95,10 @@ fn int_or_percent(obj: &Value, pointer: &str, field: &str, causes: &mut Vec<Caus
 
 fn validate_pdb(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let set = |f: &str| obj.pointer(&format!("/spec/{f}")).is_some_and(|v| !v.is_null());
+    let set = |f: &str| {
+        obj.pointer(&format!("/spec/{f}"))
+            .is_some_and(|v| !v.is_null())
+    };
     if set("minAvailable") && set("maxUnavailable") {
         causes.push(Cause::invalid(
             "spec",
@@ -86,17 +106,31 @@ fn validate_pdb(obj: &Value) -> Vec<Cause> {
         ));
     }
     int_or_percent(obj, "/spec/minAvailable", "spec.minAvailable", &mut causes);
-    int_or_percent(obj, "/spec/maxUnavailable", "spec.maxUnavailable", &mut causes);
+    int_or_percent(
+        obj,
+        "/spec/maxUnavailable",
+        "spec.maxUnavailable",
+        &mut causes,
+    );
     if let Some(sel) = obj.pointer("/spec/selector").filter(|s| !s.is_null()) {
         causes.extend(selector(sel, "spec.selector"));
     }
     if let Some(p) = str_at(obj, "/spec/unhealthyPodEvictionPolicy") {
         let supported = ["AlwaysAllow", "IfHealthyBudget"];
         if !supported.contains(&p) {
-            causes.push(Cause::not_supported("spec.unhealthyPodEvictionPolicy", p, &supported));
+            causes.push(Cause::not_supported(
+                "spec.unhealthyPodEvictionPolicy",
+                p,
+                &supported,
+            ));
         }
     }
-    for f in ["currentHealthy", "desiredHealthy", "expectedPods", "disruptionsAllowed"] {
+    for f in [
+        "currentHealthy",
+        "desiredHealthy",
+        "expectedPods",
+        "disruptionsAllowed",
+    ] {
         if let Some(n) = obj.pointer(&format!("/status/{f}")).and_then(Value::as_i64)
             && n < 0
         {
@@ -121,7 +155,10 @@ mod tests {
         PdbStrategy.prepare_create(&mut ok);
         assert_eq!(ok["status"]["disruptionsAllowed"], 0);
         assert!(validate_pdb(&ok).is_empty());
-        assert_eq!(PdbStrategy.cells(&ok), [json!("50%"), json!("N/A"), json!(0)]);
+        assert_eq!(
+            PdbStrategy.cells(&ok),
+            [json!("50%"), json!("N/A"), json!(0)]
+        );
         let bad = json!({"spec": {"minAvailable": "150%", "maxUnavailable": -1,
             "selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]},
             "unhealthyPodEvictionPolicy": "Sometimes"}, "status": {"expectedPods": -2}});

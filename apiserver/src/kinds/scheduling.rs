@@ -60,24 +60,42 @@ impl Strategy for PriorityClassStrategy {
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
         let mut causes = Vec::new();
         if new.get("value") != old.get("value") {
-            causes.push(Cause::forbidden("value", "may not be changed in an update."));
+            causes.push(Cause::forbidden(
+                "value",
+                "may not be changed in an update.",
+            ));
         }
-        causes.extend(Cause::immutable(new, old, "/preemptionPolicy", "preemptionPolicy"));
+        causes.extend(Cause::immutable(
+            new,
+            old,
+            "/preemptionPolicy",
+            "preemptionPolicy",
+        ));
         causes
     }
     fn columns(&self) -> Vec<Column> {
         vec![
             Column::new("Value", "The integer value of this priority class"),
-            Column::new("Global-Default", "Whether this is the default priority class"),
+            Column::new(
+                "Global-Default",
+                "Whether this is the default priority class",
+            ),
             // After AGE, as kubectl prints it.
             Column::new("Age", "Time since creation."),
-            Column::new("PreemptionPolicy", "Whether pods of this class may preempt others"),
+            Column::new(
+                "PreemptionPolicy",
+                "Whether pods of this class may preempt others",
+            ),
         ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         vec![
             json!(obj.get("value").and_then(Value::as_i64).unwrap_or(0)),
-            json!(obj.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+            json!(
+                obj.get("globalDefault")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            ),
             json!(meta::age(str_at(obj, "/metadata/creationTimestamp"))),
             json!(str_at(obj, "/preemptionPolicy").unwrap_or("")),
         ]
@@ -128,16 +146,28 @@ mod tests {
             assert!(validate_priorityclass(&sys).is_empty(), "{sys}");
         }
         let too_high = json!({"metadata": {"name": "high"}, "value": 1_000_000_001, "preemptionPolicy": "Sometimes"});
-        assert_eq!(fields(&validate_priorityclass(&too_high)), ["value", "preemptionPolicy"]);
+        assert_eq!(
+            fields(&validate_priorityclass(&too_high)),
+            ["value", "preemptionPolicy"]
+        );
         let reserved = json!({"metadata": {"name": "system-mine"}, "value": 1});
-        assert_eq!(fields(&validate_priorityclass(&reserved)), ["metadata.name"]);
+        assert_eq!(
+            fields(&validate_priorityclass(&reserved)),
+            ["metadata.name"]
+        );
         let mut changed = pc.clone();
         changed["value"] = json!(7);
         changed["preemptionPolicy"] = json!("Never");
         let causes = PriorityClassStrategy.validate_update(&changed, &pc);
         assert_eq!(fields(&causes), ["value", "preemptionPolicy"]);
-        assert_eq!(causes[0].message, "Forbidden: may not be changed in an update.");
+        assert_eq!(
+            causes[0].message,
+            "Forbidden: may not be changed in an update."
+        );
         let cells = PriorityClassStrategy.cells(&pc);
-        assert_eq!((cells[0].clone(), cells[1].clone(), cells[3].clone()), (json!(1000), json!(false), json!("PreemptLowerPriority")));
+        assert_eq!(
+            (cells[0].clone(), cells[1].clone(), cells[3].clone()),
+            (json!(1000), json!(false), json!("PreemptLowerPriority"))
+        );
     }
 }

@@ -283,7 +283,11 @@ impl ResourceType {
 
     /// The store key prefix of this resource in one namespace (or all).
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        let group = match self.conversion.as_ref().map_or(&*self.group, |c| c.stored_group) {
+        let group = match self
+            .conversion
+            .as_ref()
+            .map_or(&*self.group, |c| c.stored_group)
+        {
             "" => "core",
             g => g,
         };
