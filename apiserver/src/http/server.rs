@@ -220,6 +220,41 @@ async fn bootstrap_namespaces(registry: Arc<Registry>) {
             }
         }
     }
+    bootstrap_priority_classes(&registry, &apiserver).await;
+}
+
+/// Create the system priority classes every Kubernetes cluster has
+/// (idempotent; a leader exists once the namespaces are created).
+async fn bootstrap_priority_classes(registry: &Registry, apiserver: &UserInfo) {
+    let Some(rt) = registry
+        .kinds
+        .find("scheduling.k8s.io", "v1", "priorityclasses")
+    else {
+        return;
+    };
+    let target = RequestTarget {
+        rt,
+        namespace: None,
+        name: None,
+        subresource: None,
+    };
+    for obj in crate::kinds::scheduling::system_classes() {
+        for _ in 0..50 {
+            match registry
+                .create_object(&target, obj.clone(), false, apiserver)
+                .await
+            {
+                Err(ApiError::Unavailable(_) | ApiError::StoreTimeout(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a system priority class");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The member's storage behind encryption at rest ([`crate::encryption`]),

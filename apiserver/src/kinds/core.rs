@@ -1,6 +1,6 @@
 //! The core group's (`v1`) kinds besides pods, services and volumes:
 //! namespaces, config maps, secrets, service accounts, nodes, endpoints,
-//! events, resource quotas and limit ranges.
+//! resource quotas and limit ranges (events are in `events.rs`).
 
 use base64::Engine;
 use k8s_openapi::api::core::v1 as core;
@@ -34,9 +34,6 @@ pub fn kinds() -> Vec<ResourceType> {
         ResourceType::of::<core::Endpoints>()
             .short_names(&["ep"])
             .strategy(EndpointsStrategy),
-        ResourceType::of::<core::Event>()
-            .short_names(&["ev"])
-            .strategy(EventStrategy),
         ResourceType::of::<core::ResourceQuota>()
             .short_names(&["quota"])
             .subresources(&[Subresource::Status])
@@ -450,24 +447,6 @@ fn validate_endpoints(obj: &Value) -> Vec<Cause> {
     }
     causes
 }
-
-/// Core events: no rules beyond their type.
-struct EventStrategy;
-impl Strategy for EventStrategy {
-    fn columns(&self) -> Vec<Column> {
-        columns::columns(EVENT_COLUMNS)
-    }
-    fn cells(&self, obj: &Value) -> Vec<Value> {
-        columns::cells(EVENT_COLUMNS, obj)
-    }
-}
-
-const EVENT_COLUMNS: &[Printed] = &[
-    at("Type", "Event type", "/type"),
-    at("Reason", "Reason", "/reason"),
-    at("Object", "Involved object", "/involvedObject/name"),
-    at("Message", "Message", "/message"),
-];
 
 struct ResourceQuotaStrategy;
 impl Strategy for ResourceQuotaStrategy {

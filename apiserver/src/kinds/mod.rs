@@ -5,6 +5,7 @@
 //! field rules ([`fields`]) and table cells ([`columns`]) they share.
 
 pub mod columns;
+pub mod conversion;
 pub mod fields;
 pub mod strategy;
 pub mod table;
@@ -14,13 +15,17 @@ mod apiextensions;
 mod apiregistration;
 mod authentication;
 mod authorization;
+mod autoscaling;
 mod batch;
 mod coordination;
 mod core;
 mod events;
+mod ingress;
 mod networking;
 mod pod;
+mod policy;
 mod rbac;
+pub mod scheduling;
 mod service;
 mod storage;
 mod workloads;
@@ -37,8 +42,12 @@ pub fn builtin() -> Vec<ResourceType> {
         storage::kinds(),
         workloads::kinds(),
         batch::kinds(),
+        autoscaling::kinds(),
         coordination::kinds(),
         networking::kinds(),
+        ingress::kinds(),
+        policy::kinds(),
+        scheduling::kinds(),
         rbac::kinds(),
         authorization::kinds(),
         authentication::kinds(),

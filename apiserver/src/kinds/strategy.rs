@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use super::conversion::Conversion;
 use super::typed::Typed;
 use crate::error::Cause;
 use crate::meta;
@@ -170,6 +171,8 @@ pub struct ResourceType {
     /// Only `create` is served: a review answered, never stored
     /// (SubjectAccessReview, TokenReview, …).
     pub create_only: bool,
+    /// Stored in another version's form ([`Conversion`]); `None`: as served.
+    pub conversion: Option<Conversion>,
 }
 
 impl ResourceType {
@@ -196,6 +199,29 @@ impl ResourceType {
             strategy: Arc::new(NoRules),
             typed: Some(Typed::of::<K>()),
             create_only: false,
+            conversion: None,
+        }
+    }
+
+    /// Stored as another version stores it (one store behind both).
+    pub fn stored_as(mut self, conversion: Conversion) -> ResourceType {
+        self.conversion = Some(conversion);
+        self
+    }
+
+    /// A stored object as this version serves it.
+    pub fn served(&self, obj: Value) -> Value {
+        match &self.conversion {
+            Some(c) => (c.from_stored)(obj),
+            None => obj,
+        }
+    }
+
+    /// A served object of this version as it is stored.
+    pub fn to_stored(&self, obj: Value) -> Value {
+        match &self.conversion {
+            Some(c) => (c.to_stored)(obj),
+            None => obj,
         }
     }
 
@@ -267,10 +293,13 @@ impl ResourceType {
 
     /// The store key prefix of this resource in one namespace (or all).
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
+        let group = match self
+            .conversion
+            .as_ref()
+            .map_or(&*self.group, |c| c.stored_group)
+        {
+            "" => "core",
+            g => g,
         };
         match namespace {
             Some(ns) if self.namespaced => format!("/registry/{group}/{}/{ns}/", self.plural),

@@ -137,7 +137,12 @@ impl Registry {
         let key = t.rt.key(t.namespace.as_deref(), &name);
         let rev = self
             .storage
-            .create(&key, obj.to_string().into_bytes(), Some(uid), &user.actor())
+            .create(
+                &key,
+                t.rt.to_stored(obj.clone()).to_string().into_bytes(),
+                Some(uid),
+                &user.actor(),
+            )
             .await
             .map_err(|e| storage_error(t, &name, e))?;
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());

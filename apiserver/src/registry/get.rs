@@ -43,7 +43,7 @@ impl Registry {
             return Err(ApiError::TooLargeResourceVersion { requested, current });
         }
         let (kv, _) = read.map_err(|e| storage_error(t, name, e))?;
-        let obj = self.decode(&kv)?;
+        let obj = t.rt.served(self.decode(&kv)?);
         Ok(match table {
             Some(opts) => response::json(
                 StatusCode::OK,
@@ -117,7 +117,7 @@ impl Registry {
                     continue;
                 }
                 let obj = match self.decode(kv) {
-                    Ok(obj) => obj,
+                    Ok(obj) => t.rt.served(obj),
                     Err(e) => {
                         warnings.push(format!("skipped: {e}"));
                         continue;

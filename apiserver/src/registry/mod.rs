@@ -146,7 +146,7 @@ impl Registry {
         })
     }
 
-    /// The object `name` now (a linearizable read), or `NotFound`.
+    /// The object `name` now (a linearizable read, in the served form), or `NotFound`.
     async fn current(&self, t: &RequestTarget, name: &str) -> Result<(KeyValue, Value), ApiError> {
         let (kv, _) = self
             .storage
@@ -156,7 +156,7 @@ impl Registry {
             )
             .await
             .map_err(|e| storage_error(t, name, e))?;
-        let obj = self.decode(&kv)?;
+        let obj = t.rt.served(self.decode(&kv)?);
         Ok((kv, obj))
     }
 }

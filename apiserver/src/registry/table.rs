@@ -49,6 +49,9 @@ pub fn render(
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
     ];
     let columns = rt.strategy.columns();
+    // A kind that places AGE itself (priority classes print a column after
+    // it) declares it among its columns and fills its cell.
+    let own_age = columns.iter().any(|c| c.name == "Age");
     // Kubernetes prints AGE after the always-shown columns and before the
     // `-o wide` ones (pods: ... RESTARTS AGE IP NODE).
     let age_at = 1 + columns
@@ -58,10 +61,12 @@ pub fn render(
     for c in columns {
         cols.push(json!({"name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": c.priority}));
     }
-    cols.insert(
-        age_at,
-        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation.", "priority": 0}),
-    );
+    if !own_age {
+        cols.insert(
+            age_at,
+            json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation.", "priority": 0}),
+        );
+    }
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {
@@ -71,7 +76,9 @@ pub fn render(
                 o.pointer("/metadata/creationTimestamp")
                     .and_then(Value::as_str)
             ));
-            cells.insert(age_at.min(cells.len()), age);
+            if !own_age {
+                cells.insert(age_at.min(cells.len()), age);
+            }
             let mut row = json!({"cells": cells});
             match opts.include_object {
                 IncludeObject::None => {}

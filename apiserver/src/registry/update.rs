@@ -35,7 +35,7 @@ impl Registry {
         let key = t.rt.key(t.namespace.as_deref(), name);
         let actor = user.actor();
         let attempt = storage::guaranteed_update(&*self.storage, &key, &actor, |kv| {
-            let old = self.decode(kv)?;
+            let old = t.rt.served(self.decode(kv)?);
             let new = mutate(kv, &old)?;
             let (write, (new, warnings)) = replace(t, name, kv, &old, new, q)?;
             // Also a no-op: whether a write was allowed does not depend on
@@ -240,6 +240,6 @@ fn replace(
     if let Some(m) = new["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
-    let bytes = new.to_string().into_bytes();
+    let bytes = t.rt.to_stored(new.clone()).to_string().into_bytes();
     Ok((Write::Put(bytes), (new, warnings)))
 }

@@ -90,6 +90,7 @@ impl Registry {
         let selected = Arc::new(selector);
         let sel = selected.clone();
         let added_line = line.clone();
+        let added_rt = t.rt.clone();
         let added = move |kv: &KeyValue| -> Result<Option<Bytes>, ApiError> {
             if !sel.may_match(&kv.value) {
                 return Ok(None);
@@ -97,6 +98,7 @@ impl Registry {
             let obj = prepared::stored(kv, kv.mod_revision).map_err(|e| {
                 ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key))
             })?;
+            let obj = added_rt.served(obj);
             Ok(sel
                 .matches(&obj)
                 .then(|| added_line(json!({"type": "ADDED", "object": obj}))))
@@ -105,7 +107,19 @@ impl Registry {
         let cached_selector = selected.clone();
         let everything = cached_selector.is_empty();
         let cached_table_line = line.clone();
+        let cached_rt = t.rt.clone();
         let cached = move |e: &CachedEvent| -> Option<Bytes> {
+            // Served in another form than stored: converted per watcher
+            // (the shared bytes are the stored form).
+            if cached_rt.conversion.is_some() {
+                let p = served(e.prepared(), &cached_rt);
+                let (kind, obj) = watch_event(&p, &cached_selector)?;
+                return Some(if table.is_some() {
+                    cached_table_line(json!({"type": kind, "object": obj.value.clone()}))
+                } else {
+                    prepared::line(kind, &obj.json)
+                });
+            }
             let l = e.line_for(&cached_selector, everything)?;
             if table.is_some() {
                 let obj = e.object(l)?;
@@ -117,8 +131,12 @@ impl Registry {
             }
         };
         let prepared = self.prepared.clone();
+        let event_rt = t.rt.clone();
         let event = move |e: &keel_store::Event| -> Option<Bytes> {
-            let p = prepared.get(e);
+            let mut p = prepared.get(e);
+            if event_rt.conversion.is_some() {
+                p = Arc::new(served(&p, &event_rt));
+            }
             let (kind, obj) = watch_event(&p, &selected)?;
             Some(if table.is_some() {
                 line(json!({"type": kind, "object": obj.value.clone()}))
@@ -152,6 +170,21 @@ impl Registry {
             });
         }
         Ok(resp)
+    }
+}
+
+/// A prepared store event in the form `rt` serves ([`crate::kinds::conversion`]).
+fn served(p: &prepared::Prepared, rt: &crate::kinds::ResourceType) -> prepared::Prepared {
+    let convert = |o: &Option<prepared::Object>| {
+        o.as_ref().map(|o| {
+            let value = rt.served(o.value.clone());
+            let json = value.to_string();
+            prepared::Object { value, json }
+        })
+    };
+    prepared::Prepared {
+        new: convert(&p.new),
+        old: convert(&p.old),
     }
 }
 

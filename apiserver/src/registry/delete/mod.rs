@@ -62,8 +62,8 @@ enum Step {
 
 /// The stored form of `obj`: without `resourceVersion` (the write's
 /// revision is its resourceVersion).
-fn stored(obj: &Value) -> Vec<u8> {
-    let mut obj = obj.clone();
+fn stored(t: &RequestTarget, obj: &Value) -> Vec<u8> {
+    let mut obj = t.rt.to_stored(obj.clone());
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
@@ -159,7 +159,7 @@ impl Registry {
         let dry_run = opts.dry_run();
         let actor = user.actor();
         let attempt = storage::guaranteed_update(&*self.storage, &key, &actor, |kv| {
-            let old = self.decode(kv)?;
+            let old = t.rt.served(self.decode(kv)?);
             graceful::check_preconditions(t, name, &old, opts)?;
             let mut obj = old.clone();
             let before = graceful::before_delete(t, &mut obj, opts, now);
@@ -183,7 +183,7 @@ impl Registry {
             let write = match &step {
                 _ if dry_run => Write::Keep,
                 Step::Remove(_) => Write::Delete,
-                Step::Marked(o) | Step::MarkThenRemove(o) if *o != old => Write::Put(stored(o)),
+                Step::Marked(o) | Step::MarkThenRemove(o) if *o != old => Write::Put(stored(t, o)),
                 _ => Write::Keep,
             };
             Ok((write, step))
@@ -234,7 +234,7 @@ impl Registry {
         let key = t.rt.key(t.namespace.as_deref(), name);
         let uid = marked.pointer("/metadata/uid").cloned();
         let attempt = storage::guaranteed_update(&*self.storage, &key, actor, |kv| {
-            let now = self.decode(kv)?;
+            let now = t.rt.served(self.decode(kv)?);
             let write = if now.pointer("/metadata/uid").cloned() == uid {
                 Write::Delete
             } else {
@@ -280,7 +280,7 @@ impl Registry {
             let resp = self.storage.list(req.clone()).await?;
             revision.get_or_insert(resp.revision);
             for kv in &resp.kvs {
-                let obj = self.decode(kv)?;
+                let obj = t.rt.served(self.decode(kv)?);
                 if !selector.matches(&obj) {
                     continue;
                 }

@@ -137,7 +137,7 @@ impl Registry {
             let write = if ns == old || opts.dry_run() {
                 Write::Keep
             } else {
-                Write::Put(super::stored(&ns))
+                Write::Put(super::stored(t, &ns))
             };
             Ok((write, ns))
         })

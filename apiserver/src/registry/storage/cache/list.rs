@@ -69,6 +69,7 @@ impl Registry {
             next: 0,
             count: 0,
             selector: Arc::new(selector.clone()),
+            rt: t.rt.clone(),
         };
         let body = futures::stream::once(async move { Ok(Bytes::from(open)) })
             .chain(futures::stream::unfold(Some(items), |items| async move {
@@ -95,6 +96,8 @@ struct Items {
     /// Items encoded so far (a comma goes before every one after the first).
     count: usize,
     selector: Arc<Selector>,
+    /// Objects are served in its form ([`crate::kinds::conversion`]).
+    rt: Arc<crate::kinds::ResourceType>,
 }
 
 impl Items {
@@ -110,6 +113,7 @@ impl Items {
             let Ok(obj) = prepared::stored(&o.kv, o.kv.mod_revision) else {
                 continue;
             };
+            let obj = self.rt.served(obj);
             if !self.selector.matches(&obj) {
                 continue;
             }
