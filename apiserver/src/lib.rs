@@ -19,6 +19,8 @@
 //!   over the storage seam ([`registry::storage`]).
 //! - [`response`]: JSON responses, `Warning` headers, streamed bodies.
 //! - [`selector`]: label and field selectors.
+//! - [`schema`]: every built-in kind's structure with its strategic-merge and
+//!   server-side-apply metadata, generated from Kubernetes' API document.
 //! - [`options`]: LIST and WATCH parameters (resourceVersion, resourceVersionMatch) checked as Kubernetes does.
 //! - [`kinds`]: the served kinds: descriptors, subresources and one strategy per kind
 //!   (defaults, validation, table columns), the runtime kind table, typed checks.
@@ -57,6 +59,7 @@ pub mod protowire;
 pub mod registry;
 pub mod request;
 pub mod response;
+pub mod schema;
 pub mod selector;
 
 pub use axum::body::Bytes;
