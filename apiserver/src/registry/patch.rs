@@ -30,6 +30,9 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let base = ct.split(';').next().unwrap_or("").trim().to_string();
+        if base == "application/apply-patch+yaml" {
+            return self.apply_patch(t, name, q, body, user).await;
+        }
         let patch: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         let json_patch = match base.as_str() {
