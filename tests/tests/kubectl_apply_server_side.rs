@@ -71,7 +71,13 @@ fn managers(obj: &Value) -> Vec<String> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| format!("{}/{}", e["manager"].as_str().unwrap(), e["operation"].as_str().unwrap()))
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["manager"].as_str().unwrap(),
+                        e["operation"].as_str().unwrap()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -108,7 +114,10 @@ spec:
 }
 
 fn configmap(name: &str, data: &[(&str, &str)]) -> String {
-    let data: String = data.iter().map(|(k, v)| format!("  {k}: \"{v}\"\n")).collect();
+    let data: String = data
+        .iter()
+        .map(|(k, v)| format!("  {k}: \"{v}\"\n"))
+        .collect();
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n{data}")
 }
 
@@ -124,10 +133,17 @@ fn scenario(s: &KeelServer, version: Option<&str>, ns: &str) {
     // Create, then update; both print serverside-applied.
     let v1 = deployment(2, "nginx:1", &[("A", "1"), ("B", "2")]);
     let out = c.ok(&ssa, &v1);
-    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    assert!(
+        out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
     let d = c.get("deployment/web");
     assert_eq!(d["spec"]["replicas"], 2);
-    assert!(managers(&d).contains(&"kubectl/Apply".to_string()), "{:?}", managers(&d));
+    assert!(
+        managers(&d).contains(&"kubectl/Apply".to_string()),
+        "{:?}",
+        managers(&d)
+    );
     let v2 = deployment(2, "nginx:2", &[("A", "1")]);
     let out = c.ok(&ssa, &v2);
     assert!(out.contains("serverside-applied"), "{out}");
@@ -141,7 +157,14 @@ fn scenario(s: &KeelServer, version: Option<&str>, ns: &str) {
     // Another manager changes replicas: applying a different value fails
     // with the conflict printed; --force-conflicts takes the field.
     c.ok(
-        &["patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"replicas":5}}"#],
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":5}}"#,
+        ],
         "",
     );
     let v3 = deployment(3, "nginx:2", &[("A", "1")]);
@@ -152,31 +175,64 @@ fn scenario(s: &KeelServer, version: Option<&str>, ns: &str) {
     assert!(err.contains("conflict with \"kubectl-patch\""), "{err}");
     assert!(err.contains(".spec.replicas"), "{err}");
     assert_eq!(c.get("deployment/web")["spec"]["replicas"], 5);
-    let out = c.ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &v3);
+    let out = c.ok(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &v3,
+    );
     assert!(out.contains("serverside-applied"), "{out}");
     let d = c.get("deployment/web");
     assert_eq!(d["spec"]["replicas"], 3);
-    assert!(!managers(&d).iter().any(|m| m.starts_with("kubectl-patch/")), "{:?}", managers(&d));
+    assert!(
+        !managers(&d).iter().any(|m| m.starts_with("kubectl-patch/")),
+        "{:?}",
+        managers(&d)
+    );
 
     // A server-side dry run and a server-side diff persist nothing.
     let rv = d["metadata"]["resourceVersion"].clone();
     let v4 = deployment(4, "nginx:3", &[("A", "1")]);
-    let out = c.ok(&["apply", "--server-side", "--dry-run=server", "-f", "-"], &v4);
+    let out = c.ok(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        &v4,
+    );
     assert!(out.contains("serverside-applied (server dry run)"), "{out}");
     let diff = c.with(&["diff", "--server-side", "-f", "-"], &v4);
     let text = String::from_utf8_lossy(&diff.stdout);
-    assert_eq!(diff.status.code(), Some(1), "diff: {text}{}", String::from_utf8_lossy(&diff.stderr));
-    assert!(text.contains("-  replicas: 3") && text.contains("+  replicas: 4"), "{text}");
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "diff: {text}{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert!(
+        text.contains("-  replicas: 3") && text.contains("+  replicas: 4"),
+        "{text}"
+    );
     assert!(text.contains("image: nginx:3"), "{text}");
     let d = c.get("deployment/web");
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["metadata"]["resourceVersion"], rv);
     // Nothing to apply: diff is empty and exits 0.
     let same = c.with(&["diff", "--server-side", "-f", "-"], &v3);
-    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
 
     // --show-managed-fields shows the managers.
-    let yaml = c.ok(&["get", "deployment", "web", "-o", "yaml", "--show-managed-fields"], "");
+    let yaml = c.ok(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ],
+        "",
+    );
     assert!(yaml.contains("managedFields:"), "{yaml}");
     assert!(yaml.contains("manager: kubectl\n"), "{yaml}");
     assert!(yaml.contains("operation: Apply"), "{yaml}");
@@ -189,7 +245,11 @@ fn scenario(s: &KeelServer, version: Option<&str>, ns: &str) {
     let out = c.ok(&["apply", "-f", "-"], &legacy);
     assert!(out.contains("configmap/legacy created"), "{out}");
     let cm = c.get("configmap/legacy");
-    assert!(managers(&cm).contains(&"kubectl-client-side-apply/Update".to_string()), "{:?}", managers(&cm));
+    assert!(
+        managers(&cm).contains(&"kubectl-client-side-apply/Update".to_string()),
+        "{:?}",
+        managers(&cm)
+    );
     let annotations = &cm["metadata"]["annotations"];
     assert!(annotations["kubectl.kubernetes.io/last-applied-configuration"].is_string());
     let out = c.ok(&ssa, &configmap("legacy", &[("k1", "one")]));
@@ -198,7 +258,10 @@ fn scenario(s: &KeelServer, version: Option<&str>, ns: &str) {
     assert_eq!(cm["data"], serde_json::json!({"k1": "one"}), "{cm}");
     let m = managers(&cm);
     assert!(m.contains(&"kubectl/Apply".to_string()), "{m:?}");
-    assert!(!m.contains(&"kubectl-client-side-apply/Update".to_string()), "{m:?}");
+    assert!(
+        !m.contains(&"kubectl-client-side-apply/Update".to_string()),
+        "{m:?}"
+    );
     // A second server-side apply of the same manifest changes nothing.
     let rv = cm["metadata"]["resourceVersion"].clone();
     c.ok(&ssa, &configmap("legacy", &[("k1", "one")]));

@@ -37,7 +37,12 @@ pub fn apply(a: &Applier<'_>, live: Option<&Value>, cfg: &Value) -> Result<Value
     let api_version = super::api_version(t);
     let empty = json!({});
     let live_obj = without_managed_fields(live.unwrap_or(&empty));
-    let mut entries = live.map(managed::decode).transpose().ok().flatten().unwrap_or_default();
+    let mut entries = live
+        .map(managed::decode)
+        .transpose()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     if let Some(l) = live
         && entries.is_empty()
     {
@@ -98,7 +103,24 @@ pub fn apply(a: &Applier<'_>, live: Option<&Value>, cfg: &Value) -> Result<Value
         })
         .collect();
     if !found.is_empty() && !a.force {
-        return Err(conflicts::error(&found));
+        // kubectl moving from client-side apply: fields its last applied
+        // configuration set are not conflicts, as in Kubernetes.
+        let allowed = match live {
+            Some(l) if a.manager == KUBECTL => last_applied_set(&s, l, t, a.subresource),
+            _ => None,
+        };
+        let left: Vec<Conflict> = found
+            .into_iter()
+            .filter_map(|mut c| {
+                if let Some(allowed) = &allowed {
+                    c.paths.retain(|p| !allowed.has(p));
+                }
+                (!c.paths.is_empty()).then_some(c)
+            })
+            .collect();
+        if !left.is_empty() {
+            return Err(conflicts::error(&left));
+        }
     }
     managed::take_from_others(&mut entries, &me, &changed, &cmp.removed);
 
@@ -113,8 +135,51 @@ pub fn apply(a: &Applier<'_>, live: Option<&Value>, cfg: &Value) -> Result<Value
         me.api_version = p.api_version.clone();
     }
     entries.push(me);
+    if a.manager == KUBECTL {
+        keep_last_applied_current(&mut merged, cfg);
+    }
     managed::encode(&mut merged, entries, a.now);
     Ok(merged)
+}
+
+/// The manager `kubectl apply --server-side` uses.
+const KUBECTL: &str = "kubectl";
+
+/// The annotation client-side `kubectl apply` keeps its configuration in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields `obj`'s last-applied configuration sets, if it has one.
+fn last_applied_set(s: &Sch<'_>, obj: &Value, t: &RequestTarget, sub: &str) -> Option<FieldSet> {
+    let text = obj
+        .pointer("/metadata/annotations")?
+        .get(LAST_APPLIED)?
+        .as_str()?;
+    let cfg: Value = serde_json::from_str(text).ok()?;
+    let mut set = typed::applied_set(s, &cfg);
+    strip(&mut set, t, sub);
+    Some(set)
+}
+
+/// An object that still has the last-applied annotation gets the applied
+/// configuration in it, so a later client-side `kubectl apply` computes
+/// its patch from what was last applied (Kubernetes does the same for
+/// the `kubectl` manager).
+fn keep_last_applied_current(obj: &mut Value, cfg: &Value) {
+    let has = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .is_some();
+    if !has {
+        return;
+    }
+    let mut applied = cfg.clone();
+    if let Some(a) = applied
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.remove(LAST_APPLIED);
+    }
+    obj["metadata"]["annotations"][LAST_APPLIED] = Value::String(applied.to_string());
 }
 
 fn prune_unowned(s: &Sch<'_>, obj: &mut Value, remove: &FieldSet, keep: &FieldSet) {

@@ -74,7 +74,10 @@ impl FieldSet {
     pub fn union_with(&mut self, other: &FieldSet) {
         self.member |= other.member;
         for (pe, child) in &other.children {
-            self.children.entry(pe.clone()).or_default().union_with(child);
+            self.children
+                .entry(pe.clone())
+                .or_default()
+                .union_with(child);
         }
     }
 
@@ -186,7 +189,9 @@ fn check_element(pe: &str) -> Result<(), String> {
             Ok(Value::Object(_)) => Ok(()),
             _ => Err(bad()),
         },
-        "v" => serde_json::from_str::<Value>(rest).map(|_| ()).map_err(|_| bad()),
+        "v" => serde_json::from_str::<Value>(rest)
+            .map(|_| ())
+            .map_err(|_| bad()),
         "i" => rest.parse::<u64>().map(|_| ()).map_err(|_| bad()),
         _ => Err(bad()),
     }
@@ -272,7 +277,12 @@ mod tests {
     fn paths_display_as_kubernetes_prints_them() {
         assert_eq!(display(&p(&["f:spec", "f:replicas"])), ".spec.replicas");
         assert_eq!(
-            display(&p(&["f:spec", "f:containers", "k:{\"name\":\"nginx\"}", "f:image"])),
+            display(&p(&[
+                "f:spec",
+                "f:containers",
+                "k:{\"name\":\"nginx\"}",
+                "f:image"
+            ])),
             ".spec.containers[name=\"nginx\"].image"
         );
         assert_eq!(

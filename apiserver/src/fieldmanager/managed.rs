@@ -142,7 +142,12 @@ pub fn encode(obj: &mut Value, mut entries: Vec<Entry>, now: &str) {
 /// Remove from every entry except `except` what `cmp` says was removed, and
 /// what was changed (an update takes the fields it changes). Entries left
 /// empty are dropped by [`encode`].
-pub fn take_from_others(entries: &mut [Entry], except: &Entry, taken: &FieldSet, removed: &FieldSet) {
+pub fn take_from_others(
+    entries: &mut [Entry],
+    except: &Entry,
+    taken: &FieldSet,
+    removed: &FieldSet,
+) {
     for e in entries.iter_mut() {
         if e.same_manager(except) {
             continue;

@@ -56,7 +56,14 @@ pub fn request_query(q: &Query, headers: &HeaderMap, t: &RequestTarget) -> Query
         None => headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.split('/').next().unwrap_or("").chars().take(MAX_MANAGER).collect())
+            .map(|ua| {
+                ua.split('/')
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(MAX_MANAGER)
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     out.insert(MANAGER.into(), manager);
@@ -74,7 +81,7 @@ pub fn check_manager(q: &Query) -> Result<(), ApiError> {
     let why = if m.len() > MAX_MANAGER {
         format!("Too long: may not be more than {MAX_MANAGER} bytes")
     } else if m.chars().any(|c| c.is_control()) {
-        "Invalid value: \"".to_string() + m + "\": must only contain printable characters"
+        format!("Invalid value: {m:?}: must only contain printable characters")
     } else {
         return Ok(());
     };
@@ -144,7 +151,8 @@ pub fn strip(set: &mut FieldSet, t: &RequestTarget, subresource: &str) {
     if t.rt.has(crate::kinds::Subresource::Status) {
         match subresource {
             "status" => {
-                set.children.retain(|k, _| k == "f:status" || k == "f:metadata");
+                set.children
+                    .retain(|k, _| k == "f:status" || k == "f:metadata");
             }
             _ => {
                 set.children.remove("f:status");

@@ -117,11 +117,9 @@ pub fn item_element(kind: &Kind, i: usize, item: &Value) -> String {
         Kind::Assoc(keys) => {
             let mut found = BTreeMap::new();
             for k in keys {
-                match item.get(k).filter(|v| !v.is_null()).cloned().or_else(|| key_default(k)) {
-                    Some(v) => {
-                        found.insert(k.clone(), v);
-                    }
-                    None => continue,
+                let v = item.get(k).filter(|v| !v.is_null()).cloned();
+                if let Some(v) = v.or_else(|| key_default(k)) {
+                    found.insert(k.clone(), v);
                 }
             }
             if found.is_empty() {
@@ -270,10 +268,7 @@ pub fn merge(s: &Sch<'_>, live: Option<&Value>, cfg: &Value, depth: usize) -> Va
     }
     match (&kind, cfg) {
         (Kind::Struct | Kind::Map, Value::Object(m)) => {
-            let mut out = live
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let mut out = live.and_then(Value::as_object).cloned().unwrap_or_default();
             for (k, c) in m {
                 if c.is_null() {
                     out.remove(k);
@@ -285,10 +280,7 @@ pub fn merge(s: &Sch<'_>, live: Option<&Value>, cfg: &Value, depth: usize) -> Va
             Value::Object(out)
         }
         (Kind::Assoc(_) | Kind::Set, Value::Array(items)) => {
-            let mut out: Vec<Value> = live
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let mut out: Vec<Value> = live.and_then(Value::as_array).cloned().unwrap_or_default();
             let item_s = s.item();
             for (i, c) in items.iter().enumerate() {
                 let pe = item_element(&kind, i, c);

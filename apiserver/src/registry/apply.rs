@@ -27,10 +27,9 @@ impl Registry {
         let manager = match q.get("fieldManager").filter(|m| !m.is_empty()) {
             Some(m) => m.clone(),
             None => {
-                return Err(fieldmanager::patch_options_invalid(Cause::required_because(
-                    "fieldManager",
-                    "is required for apply patch",
-                )));
+                return Err(fieldmanager::patch_options_invalid(
+                    Cause::required_because("fieldManager", "is required for apply patch"),
+                ));
             }
         };
         let force = match q.get("force").map(String::as_str) {
@@ -47,7 +46,10 @@ impl Registry {
         apply::check_config(t, name, &mut cfg)?;
         let mut q = q.clone();
         q.insert(fieldmanager::APPLIED.into(), String::new());
-        let sub = q.get(fieldmanager::SUBRESOURCE).cloned().unwrap_or_default();
+        let sub = q
+            .get(fieldmanager::SUBRESOURCE)
+            .cloned()
+            .unwrap_or_default();
         let now = crate::meta::rfc3339(crate::meta::now_secs());
         let applier = apply::Applier {
             target: t,
