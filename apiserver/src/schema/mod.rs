@@ -358,7 +358,9 @@ mod tests {
 
     #[test]
     fn retain_keys_atomic_lists_and_map_types() {
-        let d = builtin().kind("apps", "v1", "Deployment").expect("Deployment");
+        let d = builtin()
+            .kind("apps", "v1", "Deployment")
+            .expect("Deployment");
         let strategy = d.field("spec").unwrap().field("strategy").unwrap();
         assert!(strategy.patch_strategy().retain_keys);
         let spec = d
