@@ -172,7 +172,8 @@ fn a_custom_resource_is_schemaless_granular_maps_atomic_lists() {
     let s = typed::root("example.com", "v1", "Widget");
     let obj = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"size": 1, "list": [1, 2]}});
     let set = typed::applied_set(&s, &obj);
-    assert!(set.has(&p(&["f:spec"])));
+    // Top-level fields are struct fields; below them, every key is a member.
+    assert!(!set.has(&p(&["f:spec"])));
     assert!(set.has(&p(&["f:spec", "f:size"])));
     assert!(set.has(&p(&["f:spec", "f:list"])));
     assert!(set.get(&p(&["f:spec", "f:list", "i:0"])).is_none());
@@ -258,7 +259,10 @@ async fn every_write_records_its_manager_and_a_no_op_keeps_them() {
         )
         .await;
     assert!(
-        owned(&removed.body, "creator", "Update").is_none(),
+        owned(&removed.body, "creator", "Update")
+            .unwrap()
+            .get(&p(&["f:metadata"]))
+            .is_none(),
         "{}",
         removed.body
     );
@@ -520,11 +524,12 @@ async fn fields_an_applier_stops_applying_are_removed_unless_someone_else_owns_t
 async fn granular_maps_and_lists_merge_across_appliers_atomic_ones_are_replaced() {
     let api = Api::new().await;
     let url = format!("{DEPLOY}/web");
-    let one = deployment(
+    let mut one = deployment(
         1,
         json!({"a": "1"}),
         json!([{"name": "nginx", "image": "nginx:1", "args": ["x", "y"]}]),
     );
+    one["spec"]["template"]["spec"]["nodeSelector"] = json!({"a": "1", "b": "2"});
     assert_eq!(
         api.apply(&url, "one", "", one).await.code,
         StatusCode::CREATED
@@ -551,7 +556,7 @@ async fn granular_maps_and_lists_merge_across_appliers_atomic_ones_are_replaced(
     // Atomic: args and the selector are replaced whole, and a different
     // value from another manager is a conflict on the whole field.
     let mut three = deployment(1, json!({}), json!([{"name": "nginx", "args": ["z"]}]));
-    three["spec"]["selector"] = json!({"matchLabels": {"app": "web"}, "matchExpressions": []});
+    three["spec"]["template"]["spec"]["nodeSelector"] = json!({"c": "3"});
     let c = api.apply(&url, "three", "", three.clone()).await;
     assert_eq!(c.code, StatusCode::CONFLICT, "{}", c.body);
     let fields: Vec<&str> = c.body["details"]["causes"]
@@ -564,11 +569,15 @@ async fn granular_maps_and_lists_merge_across_appliers_atomic_ones_are_replaced(
         fields.contains(&".spec.template.spec.containers[name=\"nginx\"].args"),
         "{fields:?}"
     );
+    assert!(fields.contains(&".spec.template.spec.nodeSelector"), "{fields:?}");
     let f = api.apply(&url, "three", "&force=true", three).await;
     assert_eq!(f.code, StatusCode::OK, "{}", f.body);
     let c0 = &f.body["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c0["args"], json!(["z"]));
     assert_eq!(c0["image"], "nginx:1");
+    assert_eq!(f.body["spec"]["template"]["spec"]["nodeSelector"], json!({"c": "3"}));
+    // The granular labels of the first two appliers are still merged.
+    assert_eq!(f.body["metadata"]["labels"], json!({"a": "1", "b": "2"}));
 }
 
 #[tokio::test]

@@ -52,6 +52,8 @@ impl<'a> Sch<'a> {
     /// What `v` is here.
     pub fn kind(&self, v: &Value) -> Kind {
         let n = match self {
+            // The top level of any object has named fields.
+            Sch::DeducedRoot if v.is_object() => return Kind::Struct,
             Sch::Deduced | Sch::DeducedRoot => {
                 return if v.is_object() { Kind::Map } else { Kind::Leaf };
             }
