@@ -61,7 +61,8 @@ impl Ctl<'_> {
     }
 
     fn get(&self, what: &str) -> Value {
-        serde_json::from_str(&self.ok(&["get", what, "-o", "json"], "")).unwrap()
+        serde_json::from_str(&self.ok(&["get", what, "-o", "json", "--show-managed-fields"], ""))
+            .unwrap()
     }
 }
 

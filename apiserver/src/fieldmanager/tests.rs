@@ -569,13 +569,19 @@ async fn granular_maps_and_lists_merge_across_appliers_atomic_ones_are_replaced(
         fields.contains(&".spec.template.spec.containers[name=\"nginx\"].args"),
         "{fields:?}"
     );
-    assert!(fields.contains(&".spec.template.spec.nodeSelector"), "{fields:?}");
+    assert!(
+        fields.contains(&".spec.template.spec.nodeSelector"),
+        "{fields:?}"
+    );
     let f = api.apply(&url, "three", "&force=true", three).await;
     assert_eq!(f.code, StatusCode::OK, "{}", f.body);
     let c0 = &f.body["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c0["args"], json!(["z"]));
     assert_eq!(c0["image"], "nginx:1");
-    assert_eq!(f.body["spec"]["template"]["spec"]["nodeSelector"], json!({"c": "3"}));
+    assert_eq!(
+        f.body["spec"]["template"]["spec"]["nodeSelector"],
+        json!({"c": "3"})
+    );
     // The granular labels of the first two appliers are still merged.
     assert_eq!(f.body["metadata"]["labels"], json!({"a": "1", "b": "2"}));
 }
