@@ -128,6 +128,10 @@ pub enum ApiError {
         name: String,
         causes: Vec<Cause>,
     },
+    /// A server-side apply that would change fields other managers own
+    /// ([`crate::fieldmanager::conflicts`]).
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -208,7 +212,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute => (404, "NotFound"),
             ApiError::AlreadyExists { .. } => (409, "AlreadyExists"),
-            ApiError::Conflict { .. } => (409, "Conflict"),
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => (409, "Conflict"),
             ApiError::Invalid { .. } => (422, "Invalid"),
             ApiError::BadRequest(_) => (400, "BadRequest"),
             ApiError::Expired(_) => (410, "Expired"),
@@ -277,6 +281,9 @@ impl ApiError {
                     "message": format!("namespace {namespace} is being terminated"),
                     "field": "metadata.namespace",
                 }],
+            }),
+            ApiError::ApplyConflict { causes, .. } => json!({
+                "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             }),
             ApiError::Unavailable(_) | ApiError::TooManyRequests => json!({"retryAfterSeconds": 1}),
             ApiError::TooLargeResourceVersion { .. } => json!({

@@ -37,6 +37,7 @@
 //! - [`encryption`]: secrets encrypted at rest: the `EncryptionConfiguration`, the providers,
 //!   and the storage layer that encrypts before a write is proposed.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
+//! - [`fieldmanager`]: managedFields on every write, and server-side apply.
 
 pub mod admission;
 pub mod audit;
@@ -45,6 +46,7 @@ pub mod authz;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
+pub mod fieldmanager;
 pub mod gnostic;
 pub mod http;
 pub mod kinds;

@@ -11,6 +11,7 @@ use super::storage::StorageError;
 use super::{Registry, decode, storage_error};
 use crate::admission;
 use crate::error::ApiError;
+use crate::fieldmanager;
 use crate::http::auth::UserInfo;
 use crate::meta;
 use crate::request::{Query, RequestTarget};
@@ -30,7 +31,7 @@ impl Registry {
         decode::check_type(t, &mut obj)?;
         let warnings = decode::field_validation(t, &mut obj, q)?;
         let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-        let obj = self.create_object(t, obj, dry_run, user).await?;
+        let obj = self.create_managed(t, obj, dry_run, user, q).await?;
         Ok(response::with_warnings(
             response::json(StatusCode::CREATED, &obj),
             &warnings,
@@ -45,9 +46,23 @@ impl Registry {
     pub async fn create_object(
         &self,
         t: &RequestTarget,
+        obj: Value,
+        dry_run: bool,
+        user: &UserInfo,
+    ) -> Result<Value, ApiError> {
+        self.create_managed(t, obj, dry_run, user, &Query::new())
+            .await
+    }
+
+    /// [`Registry::create_object`] with the write's query, which names its
+    /// field manager ([`crate::fieldmanager`]).
+    pub(super) async fn create_managed(
+        &self,
+        t: &RequestTarget,
         mut obj: Value,
         dry_run: bool,
         user: &UserInfo,
+        q: &Query,
     ) -> Result<Value, ApiError> {
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
@@ -95,6 +110,10 @@ impl Registry {
             "managedFields",
             "selfLink",
         ] {
+            // An apply that creates brings the entries it made.
+            if f == "managedFields" && q.contains_key(fieldmanager::APPLIED) {
+                continue;
+            }
             m.remove(f);
         }
         m.insert("uid".into(), json!(meta::new_uid()));
@@ -106,6 +125,7 @@ impl Registry {
             obj["metadata"]["generation"] = json!(1);
         }
         t.rt.strategy.prepare_create(&mut obj);
+        fieldmanager::on_create(t, &mut obj, q);
         decode::validate(t, &obj, None)?;
         if let Some(ns) = &t.namespace {
             self.admit_create_in_namespace(t, ns, &obj).await?;

@@ -8,6 +8,7 @@
 
 pub mod storage;
 
+mod apply;
 mod create;
 mod decode;
 mod delete;
@@ -110,6 +111,14 @@ impl Registry {
             crate::options::validate(q, verb == Verb::Watch)?;
         }
         let name = t.name.as_deref().unwrap_or_default();
+        let managed;
+        let q = if matches!(verb, Verb::Create | Verb::Update | Verb::Patch) {
+            crate::fieldmanager::check_manager(q)?;
+            managed = crate::fieldmanager::request_query(q, headers, t);
+            &managed
+        } else {
+            q
+        };
         match (verb, t.subresource) {
             (Verb::Create, Some(Subresource::Token)) => {
                 self.create_token(t, name, headers, &body, user).await

@@ -63,6 +63,14 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let base = ct.split(';').next().unwrap_or("").trim().to_string();
+        if base == "application/apply-patch+yaml" {
+            return self.apply_patch(t, name, q, body, user).await;
+        }
         let schema = crate::schema::builtin().kind(&t.rt.group, &t.rt.version, &t.rt.kind);
         let ty = PatchType::of(headers, schema)?;
         let patch: Value = serde_json::from_slice(&body)

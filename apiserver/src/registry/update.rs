@@ -223,6 +223,7 @@ fn replace(
             + 1;
         new["metadata"]["generation"] = json!(g);
     }
+    crate::fieldmanager::on_update(t, old, &mut new, q);
     decode::validate(t, &new, Some(old))?;
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
