@@ -47,18 +47,6 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Whether a strategic merge patch has no lists and no `$` directives, so
-/// that applying it as a JSON merge patch gives the same result.
-pub fn smp_is_plain_merge(patch: &Value) -> bool {
-    match patch {
-        Value::Array(_) => false,
-        Value::Object(m) => m
-            .iter()
-            .all(|(k, v)| !k.starts_with('$') && smp_is_plain_merge(v)),
-        _ => true,
-    }
-}
-
 fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
@@ -196,17 +184,6 @@ mod tests {
             doc,
             json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
         );
-    }
-
-    #[test]
-    fn plain_strategic_merge_patches_are_recognized() {
-        assert!(smp_is_plain_merge(&json!({"data": {"a": "1", "b": null}})));
-        assert!(!smp_is_plain_merge(
-            &json!({"spec": {"containers": [{"name": "a"}]}})
-        ));
-        assert!(!smp_is_plain_merge(
-            &json!({"metadata": {"$patch": "replace"}})
-        ));
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn selectors(data: &[u8]) {
     let _ = FieldSelector::parse(&text);
 }
 
-/// Merge, JSON and strategic (plain-merge detection) patches: the input is
+/// Merge, JSON and strategic merge patches (with Pod's schema): the input is
 /// a JSON document, used both as a patch on sample objects and, when it is a
 /// pair, as `[document, patch]`.
 pub fn patches(data: &[u8]) {
@@ -124,16 +124,18 @@ pub fn patches(data: &[u8]) {
         return;
     };
     let sample = json!({"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}, "list": [1, 2]});
+    let pod = keel_apiserver::schema::builtin().kind("", "v1", "Pod");
     for base in [sample, Value::Null, json!([]), json!("s")] {
+        let _ = patch::strategic::apply(&base, &v, pod);
         let mut doc = base.clone();
         patch::merge(&mut doc, &v);
         let mut doc = base;
         let _ = patch::json_patch(&mut doc, &v);
     }
-    let _ = patch::smp_is_plain_merge(&v);
     if let Value::Array(pair) = &v
         && let [doc, p] = pair.as_slice()
     {
+        let _ = patch::strategic::apply(doc, p, pod);
         let mut d = doc.clone();
         patch::merge(&mut d, p);
         let mut d = doc.clone();

@@ -96,7 +96,11 @@ fn container<'a>(d: &'a Value, name: &str) -> &'a Value {
 
 fn names(list: &Value, key: &str) -> Vec<String> {
     list.as_array()
-        .map(|l| l.iter().map(|x| x[key].to_string().replace('"', "")).collect())
+        .map(|l| {
+            l.iter()
+                .map(|x| x[key].to_string().replace('"', ""))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -176,18 +180,35 @@ fn scenario(k: &Kubectl, node: &str) {
     assert_eq!(names(&api["ports"], "containerPort"), ["80", "8080"], "{d}");
     assert_eq!(names(&pod["volumes"], "name"), ["cfg", "data"], "{d}");
     let cfg = &pod["volumes"][0];
-    assert!(cfg["emptyDir"].is_object() && cfg.get("configMap").is_none(), "{cfg}");
+    assert!(
+        cfg["emptyDir"].is_object() && cfg.get("configMap").is_none(),
+        "{cfg}"
+    );
     assert_eq!(d["metadata"]["labels"]["tier"], "fe");
-    assert!(!d.to_string().contains("$patch") && !d.to_string().contains("$setElementOrder"), "{d}");
+    assert!(
+        !d.to_string().contains("$patch") && !d.to_string().contains("$setElementOrder"),
+        "{d}"
+    );
 
     // diff: nothing to show, then a change shown and not stored.
     let v2 = k.file("v2.yaml", &manifest(ns, true));
     let out = k.output(&["diff", "-f", v2.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "diff of the applied manifest: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "diff of the applied manifest: {out:?}"
+    );
     let v3 = k.file("v3.yaml", &manifest(ns, true).replace("api:2", "api:3"));
     let out = k.output(&["diff", "-f", v3.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "diff of a changed manifest: {out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("api:3"), "{out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "diff of a changed manifest: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("api:3"),
+        "{out:?}"
+    );
     assert_eq!(container(&k.get("deployment/web"), "api")["image"], "api:2");
 
     // patch of each type.
@@ -201,8 +222,20 @@ fn scenario(k: &Kubectl, node: &str) {
     let d = k.get("deployment/web");
     // As in Kubernetes, an element new to the server that no
     // `$setElementOrder` places goes first.
-    assert_eq!(names(&container(&d, "api")["env"], "name"), ["D", "C", "A"], "{d}");
-    k.ok(&["patch", "deployment", "web", "--type", "merge", "-p", r#"{"spec":{"replicas":2}}"#]);
+    assert_eq!(
+        names(&container(&d, "api")["env"], "name"),
+        ["D", "C", "A"],
+        "{d}"
+    );
+    k.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]);
     k.ok(&[
         "patch",
         "deployment",
@@ -213,26 +246,57 @@ fn scenario(k: &Kubectl, node: &str) {
         r#"[{"op":"replace","path":"/metadata/labels/tier","value":"be"}]"#,
     ]);
     let d = k.get("deployment/web");
-    assert_eq!((d["spec"]["replicas"].as_i64(), d["metadata"]["labels"]["tier"].as_str()), (Some(2), Some("be")));
+    assert_eq!(
+        (
+            d["spec"]["replicas"].as_i64(),
+            d["metadata"]["labels"]["tier"].as_str()
+        ),
+        (Some(2), Some("be"))
+    );
     // A no-op keeps the resourceVersion, and kubectl says so.
     let cm_rv = k.get("configmap/web")["metadata"]["resourceVersion"].clone();
-    let out = k.ok(&["patch", "configmap", "web", "-p", r#"{"data":{"k1":"v1-changed"}}"#]);
+    let out = k.ok(&[
+        "patch",
+        "configmap",
+        "web",
+        "-p",
+        r#"{"data":{"k1":"v1-changed"}}"#,
+    ]);
     assert!(out.contains("patched (no change)"), "{out}");
     assert_eq!(k.get("configmap/web")["metadata"]["resourceVersion"], cm_rv);
     // A patch that does not fit the object is refused with the reason.
-    let out = k.output(&["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#]);
+    let out = k.output(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#,
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("merge key"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("merge key"),
+        "{out:?}"
+    );
 
     // label and annotate, adding and removing.
     k.ok(&["label", "deployment", "web", "color=blue"]);
     k.ok(&["annotate", "deployment", "web", "note=hi"]);
     let d = k.get("deployment/web");
-    assert_eq!((d["metadata"]["labels"]["color"].as_str(), d["metadata"]["annotations"]["note"].as_str()), (Some("blue"), Some("hi")));
+    assert_eq!(
+        (
+            d["metadata"]["labels"]["color"].as_str(),
+            d["metadata"]["annotations"]["note"].as_str()
+        ),
+        (Some("blue"), Some("hi"))
+    );
     k.ok(&["label", "deployment", "web", "color-"]);
     k.ok(&["annotate", "deployment", "web", "note-"]);
     let d = k.get("deployment/web");
-    assert!(d["metadata"]["labels"].get("color").is_none() && d["metadata"]["annotations"].get("note").is_none(), "{d}");
+    assert!(
+        d["metadata"]["labels"].get("color").is_none()
+            && d["metadata"]["annotations"].get("note").is_none(),
+        "{d}"
+    );
 
     // set image and set env (add, then remove).
     k.ok(&["set", "image", "deployment/web", "api=api:9"]);
@@ -244,7 +308,11 @@ fn scenario(k: &Kubectl, node: &str) {
     assert_eq!(container(&d, "log")["image"], "log:1");
     k.ok(&["set", "env", "deployment/web", "-c", "api", "A-"]);
     let d = k.get("deployment/web");
-    assert_eq!(names(&container(&d, "api")["env"], "name"), ["D", "C", "E"], "{d}");
+    assert_eq!(
+        names(&container(&d, "api")["env"], "name"),
+        ["D", "C", "E"],
+        "{d}"
+    );
 
     // edit with a scripted editor: the image and the replicas change.
     let editor = k.file(
@@ -252,15 +320,29 @@ fn scenario(k: &Kubectl, node: &str) {
         "#!/bin/sh\nsed -i -e 's/image: api:9/image: api:10/' -e 's/replicas: 2/replicas: 3/' \"$1\"\n",
     );
     let mut c = k.command(&["edit", "deployment/web"]);
-    c.env("EDITOR", format!("sh {}", editor.display())).env_remove("KUBE_EDITOR");
+    c.env("EDITOR", format!("sh {}", editor.display()))
+        .env_remove("KUBE_EDITOR");
     let out = c.output().unwrap();
     assert!(out.status.success(), "edit: {out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("edited"),
+        "{out:?}"
+    );
     let d = k.get("deployment/web");
-    assert_eq!((container(&d, "api")["image"].as_str(), d["spec"]["replicas"].as_i64()), (Some("api:10"), Some(3)), "{d}");
+    assert_eq!(
+        (
+            container(&d, "api")["image"].as_str(),
+            d["spec"]["replicas"].as_i64()
+        ),
+        (Some("api:10"), Some(3)),
+        "{d}"
+    );
 
     // taint a node, then remove the taint.
-    let file = k.file("node.yaml", &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"));
+    let file = k.file(
+        "node.yaml",
+        &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"),
+    );
     k.ok(&["apply", "-f", file.to_str().unwrap()]);
     let node_ref = format!("node/{node}");
     k.ok(&["taint", "node", node, "dedicated=db:NoSchedule"]);
@@ -270,7 +352,9 @@ fn scenario(k: &Kubectl, node: &str) {
     k.ok(&["taint", "node", node, "dedicated:NoSchedule-"]);
     let n = k.get(&node_ref);
     assert!(
-        n["spec"].get("taints").is_none_or(|t| t.as_array().is_some_and(Vec::is_empty)),
+        n["spec"]
+            .get("taints")
+            .is_none_or(|t| t.as_array().is_some_and(Vec::is_empty)),
         "{n}"
     );
 }
@@ -333,12 +417,25 @@ fn strategic_merge_patch_over_http() {
     k.ok(&["create", "configmap", "c", "--from-literal=k=v"]);
     let url = "BASE/api/v1/namespaces/default/configmaps/c";
 
-    let (code, cm) = send(&s, SMP, r#"{"metadata":{"finalizers":["a/b","c/d"],"labels":{"x":"1"}}}"#, url);
+    let (code, cm) = send(
+        &s,
+        SMP,
+        r#"{"metadata":{"finalizers":["a/b","c/d"],"labels":{"x":"1"}}}"#,
+        url,
+    );
     assert_eq!(code, 200, "{cm}");
     let rv = cm["metadata"]["resourceVersion"].clone();
-    let (code, same) = send(&s, SMP, r#"{"metadata":{"finalizers":["c/d"],"labels":{"x":"1"}},"data":{"k":"v"}}"#, url);
+    let (code, same) = send(
+        &s,
+        SMP,
+        r#"{"metadata":{"finalizers":["c/d"],"labels":{"x":"1"}},"data":{"k":"v"}}"#,
+        url,
+    );
     assert_eq!(code, 200, "{same}");
-    assert_eq!(same["metadata"]["resourceVersion"], rv, "a no-op patch keeps the resourceVersion");
+    assert_eq!(
+        same["metadata"]["resourceVersion"], rv,
+        "a no-op patch keeps the resourceVersion"
+    );
     let (code, cm) = send(
         &s,
         SMP,
@@ -346,27 +443,72 @@ fn strategic_merge_patch_over_http() {
         url,
     );
     assert_eq!(code, 200, "{cm}");
-    assert_eq!(cm["metadata"]["finalizers"], serde_json::json!(["c/d"]), "{cm}");
-    assert_eq!(cm["metadata"]["labels"], serde_json::json!({"y": "2"}), "{cm}");
+    assert_eq!(
+        cm["metadata"]["finalizers"],
+        serde_json::json!(["c/d"]),
+        "{cm}"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"],
+        serde_json::json!({"y": "2"}),
+        "{cm}"
+    );
     assert!(!cm.to_string().contains('$'), "{cm}");
     assert_ne!(cm["metadata"]["resourceVersion"], rv);
 
     for (body, code, reason, part) in [
-        (r#"{"data":{"$patch":"bogus"}}"#, 400, "BadRequest", "unknown patch type"),
-        (r#"{"metadata":{"$retainKeys":"x"}}"#, 400, "BadRequest", "retainKeys"),
+        (
+            r#"{"data":{"$patch":"bogus"}}"#,
+            400,
+            "BadRequest",
+            "unknown patch type",
+        ),
+        (
+            r#"{"metadata":{"$retainKeys":"x"}}"#,
+            400,
+            "BadRequest",
+            "retainKeys",
+        ),
         (r#"[{"op":"add"}]"#, 400, "BadRequest", "JSON object"),
-        (r#"{"metadata":{"finalizers":[{"a":1}]}}"#, 422, "Invalid", "mix objects and scalars"),
-        (r#"{"metadata":{"$retainKeys":["name"],"labels":{}}}"#, 422, "Invalid", "retainKeys"),
+        (
+            r#"{"metadata":{"finalizers":[{"a":1}]}}"#,
+            422,
+            "Invalid",
+            "mix objects and scalars",
+        ),
+        (
+            r#"{"metadata":{"$retainKeys":["name"],"labels":{}}}"#,
+            422,
+            "Invalid",
+            "retainKeys",
+        ),
     ] {
         let (got, st) = send(&s, SMP, body, url);
-        assert_eq!((got, st["reason"].as_str()), (code, Some(reason)), "{body}: {st}");
-        assert!(st["message"].as_str().unwrap_or("").contains(part), "{body}: {st}");
+        assert_eq!(
+            (got, st["reason"].as_str()),
+            (code, Some(reason)),
+            "{body}: {st}"
+        );
+        assert!(
+            st["message"].as_str().unwrap_or("").contains(part),
+            "{body}: {st}"
+        );
     }
 
     // Other types are refused with the list of those accepted. (Custom
     // resources, which take no strategic merge patch, get the same 415; they
     // are not served yet: see the registry's unit test.)
     let (code, st) = send(&s, "application/x-unknown", "{}", url);
-    assert_eq!((code, st["reason"].as_str()), (415, Some("UnsupportedMediaType")), "{st}");
-    assert!(st["message"].as_str().unwrap_or("").contains("application/merge-patch+json"), "{st}");
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (415, Some("UnsupportedMediaType")),
+        "{st}"
+    );
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("application/merge-patch+json"),
+        "{st}"
+    );
 }

@@ -36,7 +36,12 @@ pub fn ids(order: &[Value], key: Option<&str>) -> Result<Vec<Value>, String> {
 /// Arrange `merged`: the elements whose identity is in `wanted`, in that
 /// order, interleaved with the rest (kept in their order in `merged`, which
 /// follows `server`) where `server` puts them before a wanted element.
-pub fn arrange(merged: Vec<Value>, wanted: &[Value], server: &[Value], key: Option<&str>) -> Vec<Value> {
+pub fn arrange(
+    merged: Vec<Value>,
+    wanted: &[Value],
+    server: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
     let pos_in = |list: &[Value], x: &Value, by_id: bool| -> Option<usize> {
         let want = id(x, key)?;
         list.iter().position(|y| {

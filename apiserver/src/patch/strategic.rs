@@ -11,8 +11,8 @@
 use serde_json::{Map, Value};
 
 use super::PatchError;
-use crate::schema::Shape;
 use super::order;
+use crate::schema::Shape;
 
 /// How deep a patch may nest objects and lists. Recursion follows the patch,
 /// so this bounds the stack whatever the stored object looks like.
@@ -55,7 +55,11 @@ pub trait Meta: Copy {
 /// (a directive of the wrong shape) is [`PatchError::Malformed`] (400);
 /// one that does not fit the object (a list element without its merge
 /// key, a list of lists) is [`PatchError::Failed`] (422).
-pub fn apply<M: Meta>(original: &Value, patch: &Value, meta: Option<M>) -> Result<Value, PatchError> {
+pub fn apply<M: Meta>(
+    original: &Value,
+    patch: &Value,
+    meta: Option<M>,
+) -> Result<Value, PatchError> {
     let Value::Object(p) = patch else {
         return Err(PatchError::Malformed(
             "a strategic merge patch must be a JSON object".into(),

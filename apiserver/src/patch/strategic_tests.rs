@@ -187,7 +187,10 @@ fn directive_cases() -> Vec<(&'static str, Value, Value)> {
             "$setElementOrder of env inside a container, with $patch: delete",
             json!({"spec": {"containers": [{"name": "api", "$setElementOrder/env": [{"name": "C"}, {"name": "A"}],
                                             "env": [{"name": "C", "value": "3"}, {"name": "B", "$patch": "delete"}]}]}}),
-            pod_with(|p| p["spec"]["containers"][0]["env"] = json!([{"name": "C", "value": "3"}, {"name": "A", "value": "1"}])),
+            pod_with(|p| {
+                p["spec"]["containers"][0]["env"] =
+                    json!([{"name": "C", "value": "3"}, {"name": "A", "value": "1"}])
+            }),
         ),
         (
             "$setElementOrder of a set with $deleteFromPrimitiveList",
@@ -240,10 +243,10 @@ fn directive_cases() -> Vec<(&'static str, Value, Value)> {
             json!({"spec": {"containers": [{"name": "x", "env": [{"name": "E", "value": "1"}, {"name": "F", "$patch": "delete"}],
                                             "$setElementOrder/env": [{"name": "E"}], "securityContext": null}]}}),
             pod_with(|p| {
-                p["spec"]["containers"]
-                    .as_array_mut()
-                    .unwrap()
-                    .insert(0, json!({"name": "x", "env": [{"name": "E", "value": "1"}]}));
+                p["spec"]["containers"].as_array_mut().unwrap().insert(
+                    0,
+                    json!({"name": "x", "env": [{"name": "E", "value": "1"}]}),
+                );
             }),
         ),
         (
@@ -282,7 +285,8 @@ fn directives_give_the_expected_objects_with_the_pod_schema() {
         if TEST_SCHEMA_ONLY.contains(&name) {
             continue;
         }
-        let got = apply(&pod(), &patch, Some(k8s("", "v1", "Pod"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = apply(&pod(), &patch, Some(k8s("", "v1", "Pod")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got, want, "{name}");
     }
 }
@@ -293,7 +297,10 @@ fn deployment_strategy_retain_keys() {
     let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
     let want = json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate"}}});
     assert_eq!(smp(&d, &patch).unwrap(), want);
-    assert_eq!(apply(&d, &patch, Some(k8s("apps", "v1", "Deployment"))).unwrap(), want);
+    assert_eq!(
+        apply(&d, &patch, Some(k8s("apps", "v1", "Deployment"))).unwrap(),
+        want
+    );
 }
 
 /// Node taints are atomic and owner references merge by uid, in the
@@ -309,12 +316,19 @@ fn kubernetes_schema_lists() {
         Some(k8s("", "v1", "Node")),
     )
     .unwrap();
-    assert_eq!(got["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
+    assert_eq!(
+        got["spec"]["taints"],
+        json!([{"key": "b", "effect": "NoExecute"}])
+    );
     assert_eq!(names(&got["metadata"]["ownerReferences"]), ["2", "1"]);
 }
 
 fn names(list: &Value) -> Vec<&str> {
-    list.as_array().unwrap().iter().filter_map(|x| x["uid"].as_str()).collect()
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["uid"].as_str())
+        .collect()
 }
 
 #[test]
@@ -322,29 +336,80 @@ fn refused_patches_say_why() {
     let cases: Vec<(Value, bool, &str)> = vec![
         // (patch, malformed (400) rather than failed (422), message part)
         (json!([1]), true, "must be a JSON object"),
-        (json!({"metadata": {"labels": {"$patch": "explode"}}}), true, "unknown patch type"),
-        (json!({"spec": {"containers": [{"$patch": "bogus", "name": "api"}]}}), true, "unknown patch type"),
-        (json!({"spec": {"$setElementOrder/containers": "api"}}), true, "setElementOrder"),
-        (json!({"spec": {"$setElementOrder/containers": [{"image": "x"}]}}), true, "merge key"),
-        (json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}}), true, "primitive list"),
-        (json!({"spec": {"strategy": {"$retainKeys": "type"}}}), true, "retainKeys"),
-        (json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}), false, "doesn't match retainKeys"),
-        (json!({"spec": {"containers": [{"image": "x"}]}}), false, "does not contain declared merge key: name"),
-        (json!({"spec": {"containers": [{"$patch": "delete"}]}}), false, "merge key"),
-        (json!({"spec": {"containers": [["x"]]}}), false, "lists of lists"),
-        (json!({"spec": {"containers": ["x"]}}), false, "mix objects and scalars"),
-        (json!({"merged_no_key": [{"a": 1}]}), false, "without merge key"),
+        (
+            json!({"metadata": {"labels": {"$patch": "explode"}}}),
+            true,
+            "unknown patch type",
+        ),
+        (
+            json!({"spec": {"containers": [{"$patch": "bogus", "name": "api"}]}}),
+            true,
+            "unknown patch type",
+        ),
+        (
+            json!({"spec": {"$setElementOrder/containers": "api"}}),
+            true,
+            "setElementOrder",
+        ),
+        (
+            json!({"spec": {"$setElementOrder/containers": [{"image": "x"}]}}),
+            true,
+            "merge key",
+        ),
+        (
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}}),
+            true,
+            "primitive list",
+        ),
+        (
+            json!({"spec": {"strategy": {"$retainKeys": "type"}}}),
+            true,
+            "retainKeys",
+        ),
+        (
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}),
+            false,
+            "doesn't match retainKeys",
+        ),
+        (
+            json!({"spec": {"containers": [{"image": "x"}]}}),
+            false,
+            "does not contain declared merge key: name",
+        ),
+        (
+            json!({"spec": {"containers": [{"$patch": "delete"}]}}),
+            false,
+            "merge key",
+        ),
+        (
+            json!({"spec": {"containers": [["x"]]}}),
+            false,
+            "lists of lists",
+        ),
+        (
+            json!({"spec": {"containers": ["x"]}}),
+            false,
+            "mix objects and scalars",
+        ),
+        (
+            json!({"merged_no_key": [{"a": 1}]}),
+            false,
+            "without merge key",
+        ),
         (json!({"$patch": "delete"}), false, "whole object"),
     ];
     for (patch, malformed, part) in cases {
         let test_only = patch.get("merged_no_key").is_some();
         let real = (!test_only).then(|| apply(&pod(), &patch, Some(k8s("", "v1", "Pod"))));
         for got in [Some(smp(&pod(), &patch)), real].into_iter().flatten() {
-        match got {
-            Err(PatchError::Malformed(m)) if malformed && m.contains(part) => {}
-            Err(PatchError::Failed(m)) if !malformed && m.contains(part) => {}
-            other => panic!("{patch}: want {} with {part:?}, got {other:?}", if malformed { "400" } else { "422" }),
-        }
+            match got {
+                Err(PatchError::Malformed(m)) if malformed && m.contains(part) => {}
+                Err(PatchError::Failed(m)) if !malformed && m.contains(part) => {}
+                other => panic!(
+                    "{patch}: want {} with {part:?}, got {other:?}",
+                    if malformed { "400" } else { "422" }
+                ),
+            }
         }
     }
 }
@@ -355,7 +420,10 @@ fn nesting_is_bounded() {
     for _ in 0..(super::strategic::MAX_DEPTH + 5) {
         patch = json!({"spec": patch});
     }
-    assert!(matches!(smp(&json!({}), &patch), Err(PatchError::Malformed(_))));
+    assert!(matches!(
+        smp(&json!({}), &patch),
+        Err(PatchError::Malformed(_))
+    ));
     let mut list = json!([{"name": "a"}]);
     for _ in 0..(super::strategic::MAX_DEPTH + 5) {
         list = json!([{"name": "a", "containers": list}]);
@@ -379,7 +447,11 @@ fn patches_of_any_shape_never_panic() {
         json!({"$retainKeys": [], "x": null}),
     ];
     for p in &shapes {
-        for o in [pod(), json!(null), json!({"containers": 5, "finalizers": {"a": 1}})] {
+        for o in [
+            pod(),
+            json!(null),
+            json!({"containers": 5, "finalizers": {"a": 1}}),
+        ] {
             let _ = smp(&o, p);
             let _ = smp(&o, &json!({"spec": p}));
         }
@@ -403,9 +475,17 @@ fn kubectl_two_way_patches_round_trip() {
         p["spec"]["tolerations"] = json!([]);
     });
     let patch = two_way::diff(&old, &new, Some(Fields(None)));
-    assert!(patch.to_string().contains("$setElementOrder/containers"), "{patch}");
+    assert!(
+        patch.to_string().contains("$setElementOrder/containers"),
+        "{patch}"
+    );
     assert!(patch.to_string().contains("$retainKeys"), "{patch}");
-    assert!(patch.to_string().contains("$deleteFromPrimitiveList/finalizers"), "{patch}");
+    assert!(
+        patch
+            .to_string()
+            .contains("$deleteFromPrimitiveList/finalizers"),
+        "{patch}"
+    );
     assert_eq!(smp(&old, &patch).unwrap(), new, "patch {patch}");
 }
 
@@ -416,35 +496,49 @@ mod objects {
     use proptest::sample::subsequence;
     use serde_json::{Map, Value, json};
 
-    fn names(pool: &'static [&'static str], max: usize) -> impl Strategy<Value = Vec<&'static str>> {
+    fn names(
+        pool: &'static [&'static str],
+        max: usize,
+    ) -> impl Strategy<Value = Vec<&'static str>> {
         subsequence(pool, 0..=max).prop_shuffle()
     }
 
     fn small_map(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
         (names(keys, 3), prop::collection::vec("[a-c]{0,2}", 3)).prop_map(|(ks, vs)| {
-            let m: Map<String, Value> = ks.iter().zip(vs).map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let m: Map<String, Value> = ks
+                .iter()
+                .zip(vs)
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
             Value::Object(m)
         })
     }
 
     fn env() -> impl Strategy<Value = Value> {
-        (names(&["A", "B", "C", "D"], 4), prop::collection::vec(prop::option::of("[xy]"), 4)).prop_map(|(ns, vs)| {
-            Value::Array(
-                ns.iter()
-                    .zip(vs)
-                    .map(|(n, v)| match v {
-                        Some(v) => json!({"name": n, "value": v}),
-                        None => json!({"name": n}),
-                    })
-                    .collect(),
-            )
-        })
+        (
+            names(&["A", "B", "C", "D"], 4),
+            prop::collection::vec(prop::option::of("[xy]"), 4),
+        )
+            .prop_map(|(ns, vs)| {
+                Value::Array(
+                    ns.iter()
+                        .zip(vs)
+                        .map(|(n, v)| match v {
+                            Some(v) => json!({"name": n, "value": v}),
+                            None => json!({"name": n}),
+                        })
+                        .collect(),
+                )
+            })
     }
 
     const PORTS: &[i32] = &[80, 443, 8080];
 
     fn ports() -> impl Strategy<Value = Value> {
-        (subsequence(PORTS, 0..=3).prop_shuffle(), prop::collection::vec(prop::option::of("[pq]"), 3))
+        (
+            subsequence(PORTS, 0..=3).prop_shuffle(),
+            prop::collection::vec(prop::option::of("[pq]"), 3),
+        )
             .prop_map(|(ps, ns)| {
                 Value::Array(
                     ps.iter()
@@ -487,18 +581,22 @@ mod objects {
     }
 
     fn volumes() -> impl Strategy<Value = Value> {
-        (names(&["v1", "v2", "v3"], 3), prop::collection::vec(0..3u8, 3)).prop_map(|(ns, kinds)| {
-            Value::Array(
-                ns.iter()
-                    .zip(kinds)
-                    .map(|(n, k)| match k {
-                        0 => json!({"name": n, "emptyDir": {}}),
-                        1 => json!({"name": n, "configMap": {"name": format!("c{n}")}}),
-                        _ => json!({"name": n, "secret": {"secretName": "s"}}),
-                    })
-                    .collect(),
-            )
-        })
+        (
+            names(&["v1", "v2", "v3"], 3),
+            prop::collection::vec(0..3u8, 3),
+        )
+            .prop_map(|(ns, kinds)| {
+                Value::Array(
+                    ns.iter()
+                        .zip(kinds)
+                        .map(|(n, k)| match k {
+                            0 => json!({"name": n, "emptyDir": {}}),
+                            1 => json!({"name": n, "configMap": {"name": format!("c{n}")}}),
+                            _ => json!({"name": n, "secret": {"secretName": "s"}}),
+                        })
+                        .collect(),
+                )
+            })
     }
 
     fn strategy() -> impl Strategy<Value = Value> {

@@ -51,7 +51,11 @@ fn diff_maps<M: Meta>(
         }
     }
     if retain && !p.is_empty() {
-        let mut keys: Vec<&String> = n.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
+        let mut keys: Vec<&String> = n
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect();
         keys.sort();
         p.insert("$retainKeys".into(), json!(keys));
     }
@@ -95,7 +99,10 @@ fn diff_lists<M: Meta>(
             let gone: Vec<Value> = o.iter().filter(|x| !n.contains(x)).cloned().collect();
             changes = n.iter().filter(|x| !o.contains(x)).cloned().collect();
             if !gone.is_empty() {
-                p.insert(format!("$deleteFromPrimitiveList/{field}"), Value::Array(gone));
+                p.insert(
+                    format!("$deleteFromPrimitiveList/{field}"),
+                    Value::Array(gone),
+                );
             }
             order = n.to_vec();
         }

@@ -147,8 +147,14 @@ mod tests {
             _ => panic!("a strategic merge patch without a schema must be 415"),
         }
         let pod = crate::schema::builtin().kind("", "v1", "Pod");
-        assert!(matches!(PatchType::of(&smp, pod), Ok(PatchType::Strategic(_))));
-        for ct in ["application/merge-patch+json", "application/json-patch+json"] {
+        assert!(matches!(
+            PatchType::of(&smp, pod),
+            Ok(PatchType::Strategic(_))
+        ));
+        for ct in [
+            "application/merge-patch+json",
+            "application/json-patch+json",
+        ] {
             assert!(PatchType::of(&headers(ct), None).is_ok(), "{ct}");
         }
         assert!(PatchType::of(&headers("application/json"), pod).is_err());
