@@ -25,14 +25,15 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
+        // Server-side apply ([`super::apply`]).
+        if crate::fieldmanager::is_apply_patch(headers) {
+            return self.apply_patch(t, name, q, body, user).await;
+        }
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let base = ct.split(';').next().unwrap_or("").trim().to_string();
-        if base == "application/apply-patch+yaml" {
-            return self.apply_patch(t, name, q, body, user).await;
-        }
         let patch: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         let json_patch = match base.as_str() {
