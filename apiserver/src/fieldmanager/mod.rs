@@ -73,6 +73,18 @@ pub fn request_query(q: &Query, headers: &HeaderMap, t: &RequestTarget) -> Query
     out
 }
 
+/// Whether a PATCH is a server-side apply (`application/apply-patch+yaml`).
+pub fn is_apply_patch(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| {
+            ct.trim()
+                .eq_ignore_ascii_case("application/apply-patch+yaml")
+        })
+}
+
 /// An explicit `fieldManager` must be at most 128 printable characters.
 pub fn check_manager(q: &Query) -> Result<(), ApiError> {
     let Some(m) = q.get("fieldManager") else {

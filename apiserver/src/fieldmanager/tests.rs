@@ -518,6 +518,19 @@ async fn fields_an_applier_stops_applying_are_removed_unless_someone_else_owns_t
     assert_eq!(dry.code, StatusCode::OK, "{}", dry.body);
     assert_eq!(dry.body["data"]["k1"], "changed");
     assert_eq!(api.get(&url).await["data"]["k1"], "1");
+    // A dry run that would create answers 201 and creates nothing.
+    let dry = api
+        .apply(&format!("{CM}/new"), "a", "&dryRun=All", {
+            let mut c = cm(json!({"k": "v"}), json!({}));
+            c["metadata"]["name"] = json!("new");
+            c
+        })
+        .await;
+    assert_eq!(dry.code, StatusCode::CREATED, "{}", dry.body);
+    let missing = api
+        .call(Method::GET, &format!("{CM}/new"), JSON, Value::Null)
+        .await;
+    assert_eq!(missing.code, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -63,12 +63,8 @@ impl Registry {
         body: Bytes,
         user: &UserInfo,
     ) -> Result<Response, ApiError> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let base = ct.split(';').next().unwrap_or("").trim().to_string();
-        if base == "application/apply-patch+yaml" {
+        // Server-side apply ([`super::apply`]).
+        if crate::fieldmanager::is_apply_patch(headers) {
             return self.apply_patch(t, name, q, body, user).await;
         }
         let schema = crate::schema::builtin().kind(&t.rt.group, &t.rt.version, &t.rt.kind);
