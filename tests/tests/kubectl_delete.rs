@@ -238,13 +238,24 @@ fn namespace(k: &Kubectl, p: &str) {
     let table = k.ok(&["get", "ns", &ns]);
     assert!(table.contains("Terminating"), "{table}");
 
+    // kubectl prints Kubernetes' message: after `failed to create
+    // configmap: ` for `create configmap`, after `Error from server
+    // (Forbidden)` for `create -f`.
+    let refused = |name: &str| {
+        format!(
+            "configmaps \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
+        )
+    };
     let err = k.fails(&["create", "configmap", "late", "-n", &ns, "--from-literal=a=b"]);
-    assert!(
-        err.contains(&format!(
-            "Error from server (Forbidden): configmaps \"late\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
-        )),
-        "{err}"
+    assert!(err.contains(&refused("late")), "{err}");
+    let out = output_with_stdin(
+        k.command(&["create", "-f", "-"]),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\n  namespace: {ns}\n").as_bytes(),
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    assert!(err.contains(&refused("later")), "{err}");
 
     // `delete ns` waits for the DELETED event.
     let log = k.server.dir().join(format!("{ns}.delete"));
