@@ -17,6 +17,14 @@ pub struct Metrics {
     controllers: Mutex<BTreeMap<&'static str, Counters>>,
 }
 
+/// A metric: name, help, type and how to read it from a controller's counters.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Counters) -> u64,
+);
+
 /// One controller's numbers.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {
@@ -113,7 +121,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let series: [(&str, &str, &str, fn(&Counters) -> u64); 5] = [
+        let series: [Series; 5] = [
             (
                 "keel_controller_queue_depth",
                 "Items waiting in the controller's work queue.",

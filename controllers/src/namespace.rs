@@ -45,11 +45,11 @@ pub async fn run(client: Client, metrics: Arc<Metrics>) -> Result<(), Error> {
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
-                if ns.metadata.deletion_timestamp.is_some() {
-                    if let Some(name) = ns.metadata.name {
-                        queue.add(name);
-                        metrics.queue_depth(NAME, queue.len());
-                    }
+                if ns.metadata.deletion_timestamp.is_some()
+                    && let Some(name) = ns.metadata.name
+                {
+                    queue.add(name);
+                    metrics.queue_depth(NAME, queue.len());
                 }
             }
             Ok(_) => {}

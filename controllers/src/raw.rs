@@ -89,19 +89,25 @@ pub(crate) enum Patched {
     Changed,
 }
 
-/// Replace `/metadata/<field>` with `new` (removing it when `new` is
-/// empty), only if the object still has `uid` and the field still holds
-/// `old` (`None`: absent).
+/// A list of `metadata` (`finalizers`, `ownerReferences`) to change from
+/// `old` (`None`: absent) to `new` (empty: remove the field).
+pub(crate) struct ListChange<'a> {
+    pub field: &'a str,
+    pub old: Option<&'a Value>,
+    pub new: Vec<Value>,
+}
+
+/// Make `change`, only if the object still has `uid` and the field still
+/// holds the old value.
 pub(crate) async fn replace_metadata_list(
     client: &Client,
     info: &ResourceInfo,
     namespace: Option<&str>,
     name: &str,
     uid: &str,
-    field: &str,
-    old: Option<&Value>,
-    new: Vec<Value>,
+    change: ListChange<'_>,
 ) -> Result<Patched, Error> {
+    let ListChange { field, old, new } = change;
     let path = format!("/metadata/{field}");
     let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": uid})];
     match old {
@@ -172,9 +178,11 @@ pub(crate) async fn remove_finalizer(
             namespace,
             obj_name,
             uid,
-            "finalizers",
-            old,
-            new,
+            ListChange {
+                field: "finalizers",
+                old,
+                new,
+            },
         )
         .await?
         {

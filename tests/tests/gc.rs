@@ -655,3 +655,48 @@ fn collection_survives_a_kill_of_the_controller_leader() {
         );
     }
 }
+
+/// Kills the child on drop, pass or fail.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn keel_controllers_runs_the_manager_alone() {
+    let t = One {
+        s: KeelServer::start(&[&"--controllers=false"]),
+    };
+    t.create(vec![cm("solo", &[])]);
+    let solo = t.cm_uid("solo");
+    t.create(vec![cm("solo-d", &[("solo", &solo, false)])]);
+    t.kc(&["delete", "cm", "solo"]).unwrap();
+    // Nothing collects without a manager...
+    assert!(t.get(&["cm", "solo-d"]).is_some());
+    let log = std::fs::File::create(t.s.dir().join("controllers.log")).unwrap();
+    let _manager = Killed(
+        Command::new(keel_bin())
+            .args(["controllers", "--kubeconfig"])
+            .arg(t.s.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // ...and `keel controllers` takes the lease and collects.
+    t.gone("solo-d collected by keel controllers", &["cm", "solo-d"]);
+    let lease = t
+        .get(&["lease", "keel-controller-manager", "-n", "kube-system"])
+        .expect("the manager's lease");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15, "{lease}");
+}

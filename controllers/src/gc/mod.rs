@@ -54,6 +54,10 @@ fn ignored(info: &ResourceInfo) -> bool {
     info.ar.plural == "events" && (info.ar.group.is_empty() || info.ar.group == "events.k8s.io")
 }
 
+/// A running watch of one resource: its task, whether its first list is
+/// in, and the resource.
+type Monitor = (AbortHandle, Arc<AtomicBool>, Arc<ResourceInfo>);
+
 struct Collector {
     client: Client,
     metrics: Arc<Metrics>,
@@ -113,8 +117,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, identity: String) -> Res
     // Every task of this run lives in `tasks`: dropping it (leadership
     // lost) aborts them all.
     let mut tasks = JoinSet::new();
-    let mut monitors: HashMap<(String, String), (AbortHandle, Arc<AtomicBool>, Arc<ResourceInfo>)> =
-        HashMap::new();
+    let mut monitors: HashMap<(String, String), Monitor> = HashMap::new();
     let mut started = false;
     let mut first = Instant::now();
     loop {
@@ -362,9 +365,11 @@ async fn orphan_dependents(gc: &Collector, owner: &Node) -> Result<(), Error> {
                 d.namespace.as_deref(),
                 &d.name,
                 &d.uid,
-                "ownerReferences",
-                old,
-                kept,
+                raw::ListChange {
+                    field: "ownerReferences",
+                    old,
+                    new: kept,
+                },
             )
             .await?
             {
@@ -455,9 +460,11 @@ async fn attempt_to_delete(gc: &Collector, node: &Node) -> Result<Option<Duratio
                 node.namespace.as_deref(),
                 &node.name,
                 &node.uid,
-                "ownerReferences",
-                old,
-                kept,
+                raw::ListChange {
+                    field: "ownerReferences",
+                    old,
+                    new: kept,
+                },
             )
             .await?
             {
