@@ -639,3 +639,90 @@ async fn a_watch_sends_the_current_state_then_changes() {
     assert_eq!(third["type"], "DELETED");
     assert_eq!(third["object"]["metadata"]["name"], "a");
 }
+
+/// A kind served in two versions from one store: each verb answers in the
+/// version asked, field selectors use its field names, and a watch of one
+/// version sees writes made through the other, converted.
+#[tokio::test]
+async fn two_versions_share_one_store() {
+    const V1: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+    const V2: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+    const EV: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let api = Api::new().await;
+    let resp = api
+        .respond(Method::GET, &format!("{V2}?watch=true"), Value::Null)
+        .await;
+    let mut body = resp.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    let created = api
+        .call(Method::POST, V1, json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}))
+        .await;
+    assert_eq!(created.code, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["apiVersion"], "autoscaling/v1");
+    let seen = next_event(&mut body, &mut buf).await;
+    assert_eq!(seen["type"], "ADDED");
+    assert_eq!(seen["object"]["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        seen["object"]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        50
+    );
+    assert_eq!(rv(&seen["object"]), rv(&created.body));
+    // An update through v2 is read through v1.
+    let mut v2 = api
+        .call(Method::GET, &format!("{V2}/web"), Value::Null)
+        .await
+        .body;
+    v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = json!(70);
+    let put = api.call(Method::PUT, &format!("{V2}/web"), v2).await;
+    assert_eq!(put.code, StatusCode::OK, "{}", put.body);
+    let v1 = api
+        .call(Method::GET, &format!("{V1}/web"), Value::Null)
+        .await
+        .body;
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70);
+    assert_eq!(rv(&v1), rv(&put.body));
+    let list = api.call(Method::GET, V1, Value::Null).await.body;
+    assert_eq!(list["kind"], "HorizontalPodAutoscalerList");
+    assert_eq!(list["items"][0]["apiVersion"], "autoscaling/v1");
+    assert_eq!(next_event(&mut body, &mut buf).await["type"], "MODIFIED");
+
+    // Events: written as v1, selected by events.k8s.io's field names.
+    let ev = api
+        .call(Method::POST, "/api/v1/namespaces/default/events", json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Started", "message": "ok"}))
+        .await;
+    assert_eq!(ev.code, StatusCode::CREATED, "{}", ev.body);
+    let hit = api
+        .call(
+            Method::GET,
+            &format!("{EV}?fieldSelector=regarding.name%3Dp"),
+            Value::Null,
+        )
+        .await
+        .body;
+    assert_eq!(hit["items"][0]["note"], "ok");
+    let miss = api
+        .call(
+            Method::GET,
+            &format!("{EV}?fieldSelector=regarding.name%3Dq"),
+            Value::Null,
+        )
+        .await
+        .body;
+    assert_eq!(miss["items"], json!([]));
+    let deleted = api
+        .call(Method::DELETE, &format!("{EV}/e"), Value::Null)
+        .await;
+    assert_eq!(deleted.body["regarding"]["name"], "p");
+    let gone = api
+        .call(
+            Method::GET,
+            "/api/v1/namespaces/default/events/e",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(gone.code, StatusCode::NOT_FOUND);
+}
