@@ -43,6 +43,7 @@ pub mod admission;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod cel;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
@@ -61,6 +62,7 @@ pub mod request;
 pub mod response;
 pub mod schema;
 pub mod selector;
+pub mod structural;
 
 pub use axum::body::Bytes;
 pub use error::{ApiError, ServerError};

@@ -173,6 +173,9 @@ pub struct ResourceType {
     pub create_only: bool,
     /// Stored in another version's form ([`Conversion`]); `None`: as served.
     pub conversion: Option<Conversion>,
+    /// A custom resource version's structural schema (defaults, pruning,
+    /// validation, and the list and map types server-side apply merges by).
+    pub structural: Option<Arc<crate::structural::Structural>>,
 }
 
 impl ResourceType {
@@ -200,12 +203,19 @@ impl ResourceType {
             typed: Some(Typed::of::<K>()),
             create_only: false,
             conversion: None,
+            structural: None,
         }
     }
 
     /// Stored as another version stores it (one store behind both).
     pub fn stored_as(mut self, conversion: Conversion) -> ResourceType {
         self.conversion = Some(conversion);
+        self
+    }
+
+    /// With a custom resource version's structural schema.
+    pub fn with_structural(mut self, s: Arc<crate::structural::Structural>) -> ResourceType {
+        self.structural = Some(s);
         self
     }
 
