@@ -83,7 +83,9 @@ fn aggregated_resource(r: &ResourceType) -> Value {
         subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
     }
     if r.has(Subresource::Finalize) {
-        subs.push(json!({"subresource": "finalize", "responseKind": kind(&r.kind), "verbs": ["update"]}));
+        subs.push(
+            json!({"subresource": "finalize", "responseKind": kind(&r.kind), "verbs": ["update"]}),
+        );
     }
     let mut v = json!({
         "resource": r.plural,

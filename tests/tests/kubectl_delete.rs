@@ -145,17 +145,37 @@ fn cascade(k: &Kubectl, p: &str) {
     // Background: the owner goes at once.
     owner_with_dependent(k, &format!("{p}-bg"), "");
     let out = k.ok(&["delete", "cm", &format!("{p}-bg"), "--cascade=background"]);
-    assert!(out.contains(&format!("configmap \"{p}-bg\" deleted")), "{out}");
+    assert!(
+        out.contains(&format!("configmap \"{p}-bg\" deleted")),
+        "{out}"
+    );
     assert!(k.json(&["cm", &format!("{p}-bg")]).is_none());
 
     // Foreground: held by foregroundDeletion while its blocking dependent
     // (held by its own finalizer) exists.
     owner_with_dependent(k, &format!("{p}-fg"), "");
-    let out = k.ok(&["delete", "cm", &format!("{p}-fg"), "--cascade=foreground", "--wait=false"]);
-    assert!(out.contains(&format!("configmap \"{p}-fg\" deleted")), "{out}");
-    let owner = k.json(&["cm", &format!("{p}-fg")]).expect("held by its finalizer");
-    assert!(owner["metadata"]["deletionTimestamp"].is_string(), "{owner}");
-    assert_eq!(owner["metadata"]["deletionGracePeriodSeconds"], 0, "{owner}");
+    let out = k.ok(&[
+        "delete",
+        "cm",
+        &format!("{p}-fg"),
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    assert!(
+        out.contains(&format!("configmap \"{p}-fg\" deleted")),
+        "{out}"
+    );
+    let owner = k
+        .json(&["cm", &format!("{p}-fg")])
+        .expect("held by its finalizer");
+    assert!(
+        owner["metadata"]["deletionTimestamp"].is_string(),
+        "{owner}"
+    );
+    assert_eq!(
+        owner["metadata"]["deletionGracePeriodSeconds"], 0,
+        "{owner}"
+    );
     assert_eq!(finalizers(&owner), ["foregroundDeletion"], "{owner}");
 
     // Orphan: the orphan finalizer, seen by a watch started before the
@@ -165,11 +185,18 @@ fn cascade(k: &Kubectl, p: &str) {
     owner_with_dependent(k, &name, "keel.test/hold");
     let log = k.server.dir().join(format!("{name}.watch"));
     let watch = KillOnDrop(
-        k.command(&["get", "cm", &name, "-w", "-o", "jsonpath={.metadata.finalizers}{\"\\n\"}"])
-            .stdout(File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        k.command(&[
+            "get",
+            "cm",
+            &name,
+            "-w",
+            "-o",
+            "jsonpath={.metadata.finalizers}{\"\\n\"}",
+        ])
+        .stdout(File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     wait_until("the watch to print the owner", STEP, || {
         std::fs::read_to_string(&log)
@@ -178,7 +205,10 @@ fn cascade(k: &Kubectl, p: &str) {
             .then_some(())
     });
     let out = k.ok(&["delete", "cm", &name, "--cascade=orphan", "--wait=false"]);
-    assert!(out.contains(&format!("configmap \"{name}\" deleted")), "{out}");
+    assert!(
+        out.contains(&format!("configmap \"{name}\" deleted")),
+        "{out}"
+    );
     wait_until("the orphan finalizer on the owner", STEP, || {
         std::fs::read_to_string(&log)
             .unwrap()
@@ -187,7 +217,10 @@ fn cascade(k: &Kubectl, p: &str) {
     });
     drop(watch);
     let owner = k.json(&["cm", &name]).expect("held by keel.test/hold");
-    assert!(owner["metadata"]["deletionTimestamp"].is_string(), "{owner}");
+    assert!(
+        owner["metadata"]["deletionTimestamp"].is_string(),
+        "{owner}"
+    );
     assert!(finalizers(&owner).contains(&"keel.test/hold"), "{owner}");
 }
 
@@ -207,9 +240,16 @@ fn pods(k: &Kubectl, p: &str) {
     assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
     // Forced: gone at once.
     let out = k.run(&["delete", "pod", &bound, "--grace-period=0", "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("pod \"{bound}\" force deleted")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pod \"{bound}\" force deleted")),
+        "{stdout}"
+    );
     assert!(k.json(&["pod", &bound]).is_none());
     // Not scheduled: removed at once, so the waiting delete returns.
     let free = format!("{p}-free");
@@ -230,10 +270,17 @@ fn namespace(k: &Kubectl, p: &str) {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: {ns}\n  finalizers: [keel.test/hold]\n"
     ));
     let out = k.ok(&["delete", "ns", &ns, "--wait=false"]);
-    assert!(out.contains(&format!("namespace \"{ns}\" deleted")), "{out}");
+    assert!(
+        out.contains(&format!("namespace \"{ns}\" deleted")),
+        "{out}"
+    );
     let got = k.json(&["ns", &ns]).expect("terminating");
     assert_eq!(got["status"]["phase"], "Terminating", "{got}");
-    assert_eq!(got["spec"]["finalizers"], serde_json::json!(["kubernetes"]), "{got}");
+    assert_eq!(
+        got["spec"]["finalizers"],
+        serde_json::json!(["kubernetes"]),
+        "{got}"
+    );
     assert!(got["metadata"]["deletionTimestamp"].is_string(), "{got}");
     let table = k.ok(&["get", "ns", &ns]);
     assert!(table.contains("Terminating"), "{table}");
@@ -246,11 +293,19 @@ fn namespace(k: &Kubectl, p: &str) {
             "configmaps \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
         )
     };
-    let err = k.fails(&["create", "configmap", "late", "-n", &ns, "--from-literal=a=b"]);
+    let err = k.fails(&[
+        "create",
+        "configmap",
+        "late",
+        "-n",
+        &ns,
+        "--from-literal=a=b",
+    ]);
     assert!(err.contains(&refused("late")), "{err}");
     let out = output_with_stdin(
         k.command(&["create", "-f", "-"]),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\n  namespace: {ns}\n").as_bytes(),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: later\n  namespace: {ns}\n")
+            .as_bytes(),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -268,7 +323,16 @@ fn namespace(k: &Kubectl, p: &str) {
     );
     // The content goes (what a namespace controller does)...
     k.ok(&["delete", "cm", "held", "-n", &ns, "--wait=false"]);
-    k.ok(&["patch", "cm", "held", "-n", &ns, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     assert!(k.json(&["cm", "held", "-n", &ns]).is_none());
     // ...then /finalize clears spec.finalizers...
     let mut fin = k.json(&["ns", &ns]).expect("held by keel.test/hold");
@@ -280,18 +344,50 @@ fn namespace(k: &Kubectl, p: &str) {
         .remove("resourceVersion");
     let file = k.server.dir().join(format!("{ns}.json"));
     std::fs::write(&file, fin.to_string()).unwrap();
-    let out = k.ok(&["replace", "--raw", &format!("/api/v1/namespaces/{ns}/finalize"), "-f", file.to_str().unwrap()]);
+    let out = k.ok(&[
+        "replace",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/finalize"),
+        "-f",
+        file.to_str().unwrap(),
+    ]);
     let finalized: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(finalized["spec"]["finalizers"], serde_json::json!([]), "{out}");
+    assert_eq!(
+        finalized["spec"]["finalizers"],
+        serde_json::json!([]),
+        "{out}"
+    );
     assert_eq!(finalized["status"]["phase"], "Terminating", "{out}");
-    assert!(k.json(&["ns", &ns]).is_some(), "its own finalizer still holds it");
-    assert!(waiting.0.try_wait().unwrap().is_none(), "delete --wait is still waiting");
+    assert!(
+        k.json(&["ns", &ns]).is_some(),
+        "its own finalizer still holds it"
+    );
+    assert!(
+        waiting.0.try_wait().unwrap().is_none(),
+        "delete --wait is still waiting"
+    );
     // ...and its last finalizer going removes it.
-    k.ok(&["patch", "ns", &ns, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
-    let status = wait_until("delete ns --wait to return", STEP, || waiting.0.try_wait().unwrap());
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    k.ok(&[
+        "patch",
+        "ns",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let status = wait_until("delete ns --wait to return", STEP, || {
+        waiting.0.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let out = std::fs::read_to_string(&log).unwrap();
-    assert!(out.contains(&format!("namespace \"{ns}\" deleted")), "{out}");
+    assert!(
+        out.contains(&format!("namespace \"{ns}\" deleted")),
+        "{out}"
+    );
     assert!(k.json(&["ns", &ns]).is_none());
 
     // The system's namespaces stay.

@@ -344,7 +344,12 @@ fn the_node_authorizer_matrix() {
     // there): node a loses access and node b gains it.
     assert_eq!(
         // A pod on a node waits for it; grace 0 removes it now.
-        s.admin("DELETE", &format!("{NS}/pods/pod-a"), Some(&json!({"gracePeriodSeconds": 0}))).code,
+        s.admin(
+            "DELETE",
+            &format!("{NS}/pods/pod-a"),
+            Some(&json!({"gracePeriodSeconds": 0}))
+        )
+        .code,
         200
     );
     s.create(&format!("{NS}/pods"), pod("pod-a", "b", "a"));
@@ -359,7 +364,12 @@ fn the_node_authorizer_matrix() {
     // Deleted: node b loses it too, and keeps what its other pod uses.
     assert_eq!(
         // A pod on a node waits for it; grace 0 removes it now.
-        s.admin("DELETE", &format!("{NS}/pods/pod-a"), Some(&json!({"gracePeriodSeconds": 0}))).code,
+        s.admin(
+            "DELETE",
+            &format!("{NS}/pods/pod-a"),
+            Some(&json!({"gracePeriodSeconds": 0}))
+        )
+        .code,
         200
     );
     for path in objects_of("a") {

@@ -13,8 +13,13 @@ use serde_json::{Value, json};
 
 /// kubectl 1.33 itself (not the version dispatcher): it sends protobuf.
 fn kubectl_133(s: &KeelServer) -> Command {
+    kubectl_at(s, "1.33")
+}
+
+/// kubectl `version` itself: 1.33 sends its creates as protobuf, 1.27 as JSON.
+fn kubectl_at(s: &KeelServer, version: &str) -> Command {
     let real = std::fs::canonicalize(keel_tests::server::KUBECTL).unwrap();
-    let bin = real.parent().unwrap().join("kubectl.1.33");
+    let bin = real.parent().unwrap().join(format!("kubectl.{version}"));
     assert!(
         bin.is_file(),
         "{} is missing; run `make deps`",
@@ -277,10 +282,13 @@ fn comparable(mut v: Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Each create command, sent by kubectl 1.33 as protobuf, stores what the
+/// same object sent as JSON stores, and what kubectl 1.27's own (JSON)
+/// request for the command stores.
 #[test]
 fn kubectl_133_creates_equal_the_json_path() {
     let s = KeelServer::start(&[]);
-    for ns in ["pb", "js"] {
+    for ns in ["pb", "js", "old"] {
         run(&s, &["create", "namespace", ns]);
     }
     run(
@@ -296,10 +304,14 @@ fn kubectl_133_creates_equal_the_json_path() {
         ],
     );
     for (what, args) in CREATES {
-        let (pb, js) = (format!("{what}-pb"), format!("{what}-js"));
-        let with = |name: &str, ns: &str, extra: &[&str]| {
+        let (pb, js, old) = (
+            format!("{what}-pb"),
+            format!("{what}-js"),
+            format!("{what}-old"),
+        );
+        let at = |version: &str, name: &str, ns: &str, extra: &[&str]| {
             // Flags first: a job's command follows `--`.
-            let mut c = kubectl_133(&s);
+            let mut c = kubectl_at(&s, version);
             c.arg("create");
             if *what != "namespace" {
                 c.args(["-n", ns]);
@@ -308,8 +320,11 @@ fn kubectl_133_creates_equal_the_json_path() {
                 .args(args.iter().map(|a| if *a == "NAME" { name } else { a }));
             c
         };
+        let with = |name: &str, ns: &str, extra: &[&str]| at("1.33", name, ns, extra);
         // Protobuf: kubectl 1.33's own request body.
         ok(with(&pb, "pb", &[]));
+        // JSON: kubectl 1.27's own request body for the same command.
+        ok(at("1.27", &old, "old", &[]));
         // JSON: the same command's object, sent by `create -f`.
         let obj = ok(with(&js, "js", &["--dry-run=client", "-o", "json"]));
         let mut c = kubectl_133(&s);
@@ -334,6 +349,12 @@ fn kubectl_133_creates_equal_the_json_path() {
         };
         let (a, b) = (get(&pb, "pb"), get(&js, "js"));
         assert_eq!(comparable(a.clone()), comparable(b), "{what}: {a}");
+        let c = get(&old, "old");
+        assert_eq!(
+            comparable(a.clone()),
+            comparable(c.clone()),
+            "{what} by kubectl 1.27: {c}"
+        );
     }
     let d: Value = serde_json::from_str(&run(
         &s,

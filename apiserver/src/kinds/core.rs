@@ -89,7 +89,10 @@ impl Strategy for NamespaceStrategy {
         if !new.get("status").is_some_and(Value::is_object) {
             new["status"] = json!({});
         }
-        if new.pointer("/status/phase").is_none_or(|p| p.as_str().is_none_or(str::is_empty)) {
+        if new
+            .pointer("/status/phase")
+            .is_none_or(|p| p.as_str().is_none_or(str::is_empty))
+        {
             new["status"]["phase"] = json!("Active");
         }
     }

@@ -194,12 +194,7 @@ fn replace(
         }
     }
     // Fields the system owns are kept from the stored object.
-    for f in [
-        "uid",
-        "creationTimestamp",
-        "namespace",
-        "generation",
-    ] {
+    for f in ["uid", "creationTimestamp", "namespace", "generation"] {
         match old["metadata"].get(f) {
             Some(v) => new["metadata"][f] = v.clone(),
             None => {

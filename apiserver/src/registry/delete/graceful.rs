@@ -75,12 +75,7 @@ pub fn is_deleting(obj: &Value) -> bool {
 
 /// `BeforeDelete` on `obj` (the stored object, changed in place when it is
 /// marked) at `now` (seconds): see [`Before`].
-pub fn before_delete(
-    t: &RequestTarget,
-    obj: &mut Value,
-    opts: &DeleteOptions,
-    now: i64,
-) -> Before {
+pub fn before_delete(t: &RequestTarget, obj: &mut Value, opts: &DeleteOptions, now: i64) -> Before {
     // A negative grace is read as one second, in the options and stored.
     let asked = opts.grace_period_seconds.map(|g| if g < 0 { 1 } else { g });
     if int_at(obj, "/metadata/deletionGracePeriodSeconds").is_some_and(|g| g < 0) {

@@ -81,7 +81,9 @@ fn returns_deleted_object(t: &RequestTarget) -> bool {
             "storageclasses" | "csidrivers" | "csinodes" | "volumeattachments"
         ),
         ("apiextensions.k8s.io", p) => p == "customresourcedefinitions",
-        (g, _) => !(g.ends_with(".k8s.io") || matches!(g, "apps" | "batch" | "autoscaling" | "policy")),
+        (g, _) => {
+            !(g.ends_with(".k8s.io") || matches!(g, "apps" | "batch" | "autoscaling" | "policy"))
+        }
     }
 }
 

@@ -19,7 +19,10 @@ const GRACE: &str = "deletionGracePeriodSeconds";
 /// Field errors of `metadata.finalizers` (create and update): qualified
 /// names, and never both `orphan` and `foregroundDeletion`.
 pub fn finalizer_causes(obj: &Value) -> Vec<Cause> {
-    let Some(list) = obj.pointer("/metadata/finalizers").and_then(Value::as_array) else {
+    let Some(list) = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+    else {
         return vec![];
     };
     let mut causes = Vec::new();
@@ -55,11 +58,16 @@ pub fn prepare_update(new: &mut Value, old: &Value) {
             m.remove(f);
         }
     }
-    if let Some(ts) = old.pointer("/metadata/deletionTimestamp").filter(|v| !v.is_null()) {
+    if let Some(ts) = old
+        .pointer("/metadata/deletionTimestamp")
+        .filter(|v| !v.is_null())
+    {
         m.insert(TIMESTAMP.into(), ts.clone());
     }
     if !m.contains_key(GRACE)
-        && let Some(g) = old.pointer("/metadata/deletionGracePeriodSeconds").filter(|v| !v.is_null())
+        && let Some(g) = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .filter(|v| !v.is_null())
     {
         m.insert(GRACE.into(), g.clone());
     }
@@ -84,7 +92,9 @@ pub fn update_causes(new: &Value, old: &Value) -> Vec<Cause> {
         }
     }
     if super::graceful::is_deleting(old) {
-        let set = |o: &Value| -> BTreeSet<String> { super::propagation::finalizers(o).into_iter().collect() };
+        let set = |o: &Value| -> BTreeSet<String> {
+            super::propagation::finalizers(o).into_iter().collect()
+        };
         let (n, o) = (set(new), set(old));
         let added: Vec<&String> = n.difference(&o).collect();
         if !added.is_empty() {

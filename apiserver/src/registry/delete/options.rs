@@ -101,9 +101,7 @@ impl DeleteOptions {
         let grace_period_seconds = present("gracePeriodSeconds")
             .map(|v| {
                 v.parse::<i64>().map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "invalid value {v:?} for gracePeriodSeconds: {e}"
-                    ))
+                    ApiError::BadRequest(format!("invalid value {v:?} for gracePeriodSeconds: {e}"))
                 })
             })
             .transpose()?;

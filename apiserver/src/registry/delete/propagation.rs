@@ -101,9 +101,7 @@ pub fn namespace_after_delete(opts: &DeleteOptions, current: &[String]) -> Optio
     };
     let mut next: Vec<String> = current
         .iter()
-        .filter(|f| {
-            (*f != ORPHAN || want_orphan) && (*f != FOREGROUND || want_foreground)
-        })
+        .filter(|f| (*f != ORPHAN || want_orphan) && (*f != FOREGROUND || want_foreground))
         .cloned()
         .collect();
     for (f, want) in [(ORPHAN, want_orphan), (FOREGROUND, want_foreground)] {

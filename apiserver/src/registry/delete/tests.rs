@@ -35,8 +35,11 @@ impl Api {
     async fn new() -> Api {
         let registry = Registry::with_storage(Arc::new(MemoryStorage::new()), Kinds::builtin());
         let api = Api { registry };
-        api.created(NS, json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}}))
-            .await;
+        api.created(
+            NS,
+            json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}}),
+        )
+        .await;
         api
     }
 
@@ -163,7 +166,10 @@ async fn options_come_from_the_body_or_else_from_the_query() {
         )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
-    assert_eq!(finalizers(&a.body), ["example.com/hold", "foregroundDeletion"]);
+    assert_eq!(
+        finalizers(&a.body),
+        ["example.com/hold", "foregroundDeletion"]
+    );
 }
 
 #[tokio::test]
@@ -192,7 +198,9 @@ async fn bad_options_are_400_or_422_as_kubernetes_words_them() {
         a.body["details"]["causes"][0]["message"],
         "Unsupported value: \"Sideways\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
     );
-    let a = api.delete(&format!("{CM}/a"), json!({"dryRun": ["Some"]})).await;
+    let a = api
+        .delete(&format!("{CM}/a"), json!({"dryRun": ["Some"]}))
+        .await;
     assert_eq!(a.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
     for (path, body) in [
         (format!("{CM}/a?gracePeriodSeconds=soon"), ""),
@@ -206,7 +214,12 @@ async fn bad_options_are_400_or_422_as_kubernetes_words_them() {
     }
     // `null` is no options.
     api.cm("n", &[]).await;
-    assert_eq!(api.raw(Method::DELETE, &format!("{CM}/n"), "null").await.code, StatusCode::OK);
+    assert_eq!(
+        api.raw(Method::DELETE, &format!("{CM}/n"), "null")
+            .await
+            .code,
+        StatusCode::OK
+    );
     // Nothing above deleted it.
     assert_eq!(api.get(&format!("{CM}/a")).await.code, StatusCode::OK);
 }
@@ -218,7 +231,10 @@ async fn background_removes_at_once_and_answers_a_status() {
     let api = Api::new().await;
     let cm = api.cm("a", &[]).await;
     let a = api
-        .delete(&format!("{CM}/a"), json!({"propagationPolicy": "Background"}))
+        .delete(
+            &format!("{CM}/a"),
+            json!({"propagationPolicy": "Background"}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(
@@ -226,18 +242,31 @@ async fn background_removes_at_once_and_answers_a_status() {
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                "details": {"name": "a", "group": "", "kind": "configmaps", "uid": cm["metadata"]["uid"]}})
     );
-    assert_eq!(api.get(&format!("{CM}/a")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{CM}/a")).await.code,
+        StatusCode::NOT_FOUND
+    );
     // No options at all: Background too.
     api.cm("b", &[]).await;
-    assert_eq!(api.delete(&format!("{CM}/b"), Value::Null).await.code, StatusCode::OK);
-    assert_eq!(api.get(&format!("{CM}/b")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.delete(&format!("{CM}/b"), Value::Null).await.code,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&format!("{CM}/b")).await.code,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn foreground_and_orphan_mark_the_object_with_their_finalizer() {
     let api = Api::new().await;
     for (name, opts, want) in [
-        ("fg", json!({"propagationPolicy": "Foreground"}), "foregroundDeletion"),
+        (
+            "fg",
+            json!({"propagationPolicy": "Foreground"}),
+            "foregroundDeletion",
+        ),
         ("or", json!({"propagationPolicy": "Orphan"}), "orphan"),
         ("od", json!({"orphanDependents": true}), "orphan"),
     ] {
@@ -245,9 +274,15 @@ async fn foreground_and_orphan_mark_the_object_with_their_finalizer() {
         let a = api.delete(&format!("{CM}/{name}"), opts).await;
         assert_eq!(a.code, StatusCode::OK, "{name}: {}", a.body);
         assert_eq!(finalizers(&a.body), [want], "{name}");
-        assert_eq!(a.body["metadata"]["deletionGracePeriodSeconds"], 0, "{name}");
+        assert_eq!(
+            a.body["metadata"]["deletionGracePeriodSeconds"], 0,
+            "{name}"
+        );
         assert!((ts(&a.body) - meta::now_secs()).abs() <= 5, "{name}");
-        assert_ne!(a.body["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+        assert_ne!(
+            a.body["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
         let kept = api.get(&format!("{CM}/{name}")).await;
         assert_eq!(kept.body, a.body, "{name}: stored as answered");
     }
@@ -274,18 +309,27 @@ async fn deleting_again_updates_the_gc_finalizers_as_kubernetes_does() {
     let api = Api::new().await;
     api.cm("a", &[]).await;
     let path = format!("{CM}/a");
-    let fg = api.delete(&path, json!({"propagationPolicy": "Foreground"})).await;
+    let fg = api
+        .delete(&path, json!({"propagationPolicy": "Foreground"}))
+        .await;
     // A later Orphan delete swaps the finalizer; the mark stays.
-    let or = api.delete(&path, json!({"propagationPolicy": "Orphan"})).await;
+    let or = api
+        .delete(&path, json!({"propagationPolicy": "Orphan"}))
+        .await;
     assert_eq!(or.code, StatusCode::OK, "{}", or.body);
     assert_eq!(finalizers(&or.body), ["orphan"]);
-    assert_eq!(or.body["metadata"]["deletionTimestamp"], fg.body["metadata"]["deletionTimestamp"]);
+    assert_eq!(
+        or.body["metadata"]["deletionTimestamp"],
+        fg.body["metadata"]["deletionTimestamp"]
+    );
     // No policy: the finalizer present decides, nothing changes, same RV.
     let again = api.delete(&path, Value::Null).await;
     assert_eq!(again.code, StatusCode::OK);
     assert_eq!(again.body, or.body);
     // Background drops the orphan finalizer: nothing holds it, it goes.
-    let bg = api.delete(&path, json!({"propagationPolicy": "Background"})).await;
+    let bg = api
+        .delete(&path, json!({"propagationPolicy": "Background"}))
+        .await;
     assert_eq!(bg.code, StatusCode::OK, "{}", bg.body);
     assert_eq!(bg.body["kind"], "Status");
     assert_eq!(api.get(&path).await.code, StatusCode::NOT_FOUND);
@@ -298,11 +342,18 @@ async fn preconditions_must_match() {
     let path = format!("{CM}/a");
     let uid = cm["metadata"]["uid"].as_str().unwrap();
     let rv = cm["metadata"]["resourceVersion"].as_str().unwrap();
-    let a = api.delete(&path, json!({"preconditions": {"uid": "other"}})).await;
-    assert_eq!((a.code, a.body["reason"].as_str()), (StatusCode::CONFLICT, Some("Conflict")));
+    let a = api
+        .delete(&path, json!({"preconditions": {"uid": "other"}}))
+        .await;
+    assert_eq!(
+        (a.code, a.body["reason"].as_str()),
+        (StatusCode::CONFLICT, Some("Conflict"))
+    );
     assert_eq!(
         a.body["message"],
-        format!("Operation cannot be fulfilled on ConfigMap \"a\": the UID in the precondition (other) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"a\": the UID in the precondition (other) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        )
     );
     let a = api
         .delete(&path, json!({"preconditions": {"resourceVersion": "1"}}))
@@ -310,11 +361,16 @@ async fn preconditions_must_match() {
     assert_eq!(a.code, StatusCode::CONFLICT, "{}", a.body);
     assert_eq!(
         a.body["message"],
-        format!("Operation cannot be fulfilled on ConfigMap \"a\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified")
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"a\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+        )
     );
     assert_eq!(api.get(&path).await.code, StatusCode::OK);
     let a = api
-        .delete(&path, json!({"preconditions": {"uid": uid, "resourceVersion": rv}}))
+        .delete(
+            &path,
+            json!({"preconditions": {"uid": uid, "resourceVersion": rv}}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(api.get(&path).await.code, StatusCode::NOT_FOUND);
@@ -358,7 +414,10 @@ async fn marking_bumps_the_generation_once() {
     let a = api.delete(&format!("{path}/d"), Value::Null).await;
     assert_eq!(a.body["metadata"]["generation"], 2, "{}", a.body);
     let a = api
-        .delete(&format!("{path}/d"), json!({"propagationPolicy": "Foreground"}))
+        .delete(
+            &format!("{path}/d"),
+            json!({"propagationPolicy": "Foreground"}),
+        )
         .await;
     assert_eq!(a.body["metadata"]["generation"], 2, "{}", a.body);
 }
@@ -381,7 +440,14 @@ async fn while_terminating_finalizers_may_only_go_and_the_mark_stays() {
     };
     // Adding one is refused.
     let a = api
-        .call(Method::PUT, &path, put(json!(["example.com/one", "example.com/two", "example.com/three"]), json!({})))
+        .call(
+            Method::PUT,
+            &path,
+            put(
+                json!(["example.com/one", "example.com/two", "example.com/three"]),
+                json!({}),
+            ),
+        )
         .await;
     assert_eq!(a.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
     assert_eq!(
@@ -392,12 +458,23 @@ async fn while_terminating_finalizers_may_only_go_and_the_mark_stays() {
     // changing its grace is refused; leaving both out keeps them.
     let both = json!(["example.com/one", "example.com/two"]);
     let a = api
-        .call(Method::PUT, &path, put(both.clone(), json!({"deletionTimestamp": "2000-01-01T00:00:00Z"})))
+        .call(
+            Method::PUT,
+            &path,
+            put(
+                both.clone(),
+                json!({"deletionTimestamp": "2000-01-01T00:00:00Z"}),
+            ),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body, marked, "a no-op");
     let a = api
-        .call(Method::PUT, &path, put(both, json!({"deletionGracePeriodSeconds": 30})))
+        .call(
+            Method::PUT,
+            &path,
+            put(both, json!({"deletionGracePeriodSeconds": 30})),
+        )
         .await;
     assert_eq!(a.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
     assert_eq!(
@@ -410,12 +487,19 @@ async fn while_terminating_finalizers_may_only_go_and_the_mark_stays() {
     m.remove("deletionGracePeriodSeconds");
     let a = api.call(Method::PUT, &path, without).await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
-    assert_eq!(a.body["metadata"]["deletionTimestamp"], marked["metadata"]["deletionTimestamp"]);
+    assert_eq!(
+        a.body["metadata"]["deletionTimestamp"],
+        marked["metadata"]["deletionTimestamp"]
+    );
     assert_eq!(a.body["metadata"]["deletionGracePeriodSeconds"], 0);
     assert_eq!(finalizers(&a.body), ["example.com/one"]);
     // The last one going removes it.
     let a = api
-        .call(Method::PATCH, &path, json!({"metadata": {"finalizers": null}}))
+        .call(
+            Method::PATCH,
+            &path,
+            json!({"metadata": {"finalizers": null}}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(api.get(&path).await.code, StatusCode::NOT_FOUND);
@@ -429,13 +513,27 @@ async fn a_live_object_cannot_be_marked_by_an_update_and_finalizers_are_checked(
     o["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
     let a = api.call(Method::PUT, &format!("{CM}/a"), o).await;
     assert_eq!(a.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
-    assert_eq!(a.body["details"]["causes"][0]["field"], "metadata.deletionTimestamp");
-    for bad in [json!(["not a name!"]), json!(["orphan", "foregroundDeletion"])] {
+    assert_eq!(
+        a.body["details"]["causes"][0]["field"],
+        "metadata.deletionTimestamp"
+    );
+    for bad in [
+        json!(["not a name!"]),
+        json!(["orphan", "foregroundDeletion"]),
+    ] {
         let a = api
             .call(Method::POST, CM, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f", "finalizers": bad}}))
             .await;
-        assert_eq!(a.code, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", a.body);
-        assert_eq!(a.body["details"]["causes"][0]["field"], "metadata.finalizers");
+        assert_eq!(
+            a.code,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            a.body
+        );
+        assert_eq!(
+            a.body["details"]["causes"][0]["field"],
+            "metadata.finalizers"
+        );
     }
 }
 
@@ -449,7 +547,10 @@ async fn a_pod_no_node_runs_is_removed_at_once_and_returned() {
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["kind"], "Pod", "pods answer with the object");
     assert_eq!(a.body["metadata"]["deletionGracePeriodSeconds"], 0);
-    assert_eq!(api.get(&format!("{PODS}/p")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{PODS}/p")).await.code,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -467,9 +568,17 @@ async fn a_pod_on_a_node_waits_for_its_grace_which_may_only_shorten() {
         a.body["metadata"]["generation"],
         pod["metadata"]["generation"].as_i64().unwrap() + 1
     );
-    assert_eq!(api.get(&path).await.code, StatusCode::OK, "kept until its node confirms");
+    assert_eq!(
+        api.get(&path).await.code,
+        StatusCode::OK,
+        "kept until its node confirms"
+    );
     // Longer, or the same: nothing changes.
-    for opts in [json!({"gracePeriodSeconds": 60}), json!({"gracePeriodSeconds": 30}), Value::Null] {
+    for opts in [
+        json!({"gracePeriodSeconds": 60}),
+        json!({"gracePeriodSeconds": 30}),
+        Value::Null,
+    ] {
         let b = api.delete(&path, opts.clone()).await;
         assert_eq!(b.code, StatusCode::OK);
         assert_eq!(b.body, a.body, "{opts}");
@@ -479,7 +588,9 @@ async fn a_pod_on_a_node_waits_for_its_grace_which_may_only_shorten() {
     assert_eq!(c.body["metadata"]["deletionGracePeriodSeconds"], 10);
     assert_eq!(ts(&c.body), first - 20);
     // The node confirms: grace 0 removes it.
-    let d = api.delete(&format!("{path}?gracePeriodSeconds=0"), Value::Null).await;
+    let d = api
+        .delete(&format!("{path}?gracePeriodSeconds=0"), Value::Null)
+        .await;
     assert_eq!(d.code, StatusCode::OK, "{}", d.body);
     assert_eq!(d.body["metadata"]["deletionGracePeriodSeconds"], 0);
     assert_eq!(api.get(&path).await.code, StatusCode::NOT_FOUND);
@@ -490,22 +601,40 @@ async fn a_pod_grace_comes_from_its_spec_and_a_finished_pod_has_none() {
     let api = Api::new().await;
     api.pod("g", Some("n1"), Some(5)).await;
     let a = api.delete(&format!("{PODS}/g"), Value::Null).await;
-    assert_eq!(a.body["metadata"]["deletionGracePeriodSeconds"], 5, "{}", a.body);
+    assert_eq!(
+        a.body["metadata"]["deletionGracePeriodSeconds"], 5,
+        "{}",
+        a.body
+    );
     // Forced: grace 0 removes a bound pod at once.
     api.pod("f", Some("n1"), None).await;
     let a = api
-        .delete(&format!("{PODS}/f"), json!({"gracePeriodSeconds": 0, "propagationPolicy": "Background"}))
+        .delete(
+            &format!("{PODS}/f"),
+            json!({"gracePeriodSeconds": 0, "propagationPolicy": "Background"}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK);
-    assert_eq!(api.get(&format!("{PODS}/f")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{PODS}/f")).await.code,
+        StatusCode::NOT_FOUND
+    );
     // Succeeded: removed at once whatever the grace asked.
     api.pod("done", Some("n1"), None).await;
     let s = api
-        .call(Method::PATCH, &format!("{PODS}/done/status"), json!({"status": {"phase": "Succeeded"}}))
+        .call(
+            Method::PATCH,
+            &format!("{PODS}/done/status"),
+            json!({"status": {"phase": "Succeeded"}}),
+        )
         .await;
     assert_eq!(s.code, StatusCode::OK, "{}", s.body);
-    api.delete(&format!("{PODS}/done"), json!({"gracePeriodSeconds": 100})).await;
-    assert_eq!(api.get(&format!("{PODS}/done")).await.code, StatusCode::NOT_FOUND);
+    api.delete(&format!("{PODS}/done"), json!({"gracePeriodSeconds": 100}))
+        .await;
+    assert_eq!(
+        api.get(&format!("{PODS}/done")).await.code,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -521,10 +650,18 @@ async fn a_pod_in_its_grace_period_stays_when_its_finalizers_go() {
     let path = format!("{PODS}/p");
     api.delete(&path, Value::Null).await;
     let a = api
-        .call(Method::PATCH, &path, json!({"metadata": {"finalizers": null}}))
+        .call(
+            Method::PATCH,
+            &path,
+            json!({"metadata": {"finalizers": null}}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
-    assert_eq!(api.get(&path).await.code, StatusCode::OK, "its node has not confirmed");
+    assert_eq!(
+        api.get(&path).await.code,
+        StatusCode::OK,
+        "its node has not confirmed"
+    );
     api.delete(&path, json!({"gracePeriodSeconds": 0})).await;
     assert_eq!(api.get(&path).await.code, StatusCode::NOT_FOUND);
 }
@@ -538,7 +675,10 @@ async fn a_namespace_is_created_active_with_the_kubernetes_finalizer() {
         .created(NS, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"},
                            "spec": {"finalizers": ["example.com/x"]}, "status": {"phase": "Terminating"}}))
         .await;
-    assert_eq!(ns["spec"]["finalizers"], json!(["example.com/x", "kubernetes"]));
+    assert_eq!(
+        ns["spec"]["finalizers"],
+        json!(["example.com/x", "kubernetes"])
+    );
     assert_eq!(ns["status"], json!({"phase": "Active"}));
     // The main resource never changes spec.finalizers.
     let mut changed = ns.clone();
@@ -557,10 +697,16 @@ async fn a_namespace_is_created_active_with_the_kubernetes_finalizer() {
 #[tokio::test]
 async fn a_deleted_namespace_terminates_until_finalized() {
     let api = Api::new().await;
-    api.created(NS, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}}))
-        .await;
+    api.created(
+        NS,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}}),
+    )
+    .await;
     let a = api
-        .delete(&format!("{NS}/t"), json!({"propagationPolicy": "Background"}))
+        .delete(
+            &format!("{NS}/t"),
+            json!({"propagationPolicy": "Background"}),
+        )
         .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["status"]["phase"], "Terminating");
@@ -572,7 +718,11 @@ async fn a_deleted_namespace_terminates_until_finalized() {
     assert_eq!((again.code, &again.body), (StatusCode::OK, &a.body));
     // Nothing new is created in it.
     let c = api
-        .call(Method::POST, "/api/v1/namespaces/t/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}))
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/t/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        )
         .await;
     assert_eq!(c.code, StatusCode::FORBIDDEN, "{}", c.body);
     assert_eq!(c.body["reason"], "Forbidden");
@@ -590,43 +740,80 @@ async fn a_deleted_namespace_terminates_until_finalized() {
         .await;
     assert_eq!(s.code, StatusCode::OK, "{}", s.body);
     assert_eq!(s.body["status"]["phase"], "Terminating");
-    assert_eq!(s.body["status"]["conditions"][0]["type"], "NamespaceDeletionContentFailure");
+    assert_eq!(
+        s.body["status"]["conditions"][0]["type"],
+        "NamespaceDeletionContentFailure"
+    );
     let s = api
-        .call(Method::PATCH, &format!("{NS}/t/status"), json!({"status": {"phase": "Active"}}))
+        .call(
+            Method::PATCH,
+            &format!("{NS}/t/status"),
+            json!({"status": {"phase": "Active"}}),
+        )
         .await;
     assert_eq!(s.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", s.body);
     // /finalize clears spec.finalizers: the namespace goes.
     let mut fin = api.get(&format!("{NS}/t")).await.body;
     fin["spec"]["finalizers"] = json!([]);
-    let f = api.call(Method::PUT, &format!("{NS}/t/finalize"), fin).await;
+    let f = api
+        .call(Method::PUT, &format!("{NS}/t/finalize"), fin)
+        .await;
     assert_eq!(f.code, StatusCode::OK, "{}", f.body);
-    assert_eq!(api.get(&format!("{NS}/t")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{NS}/t")).await.code,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn a_namespace_goes_only_when_both_finalizer_lists_are_empty() {
     let api = Api::new().await;
-    api.created(NS, json!({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": "t", "finalizers": ["example.com/hold"]}}))
-        .await;
+    api.created(
+        NS,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": "t", "finalizers": ["example.com/hold"]}}),
+    )
+    .await;
     let a = api
-        .delete(&format!("{NS}/t"), json!({"propagationPolicy": "Foreground"}))
+        .delete(
+            &format!("{NS}/t"),
+            json!({"propagationPolicy": "Foreground"}),
+        )
         .await;
-    assert_eq!(finalizers(&a.body), ["example.com/hold", "foregroundDeletion"]);
+    assert_eq!(
+        finalizers(&a.body),
+        ["example.com/hold", "foregroundDeletion"]
+    );
     let mut fin = a.body.clone();
     fin["spec"]["finalizers"] = json!([]);
     fin["status"]["phase"] = json!("Active"); // /finalize keeps the status
-    let f = api.call(Method::PUT, &format!("{NS}/t/finalize"), fin).await;
+    let f = api
+        .call(Method::PUT, &format!("{NS}/t/finalize"), fin)
+        .await;
     assert_eq!(f.code, StatusCode::OK, "{}", f.body);
     assert_eq!(f.body["status"]["phase"], "Terminating");
-    assert_eq!(api.get(&format!("{NS}/t")).await.code, StatusCode::OK, "metadata finalizers hold it");
+    assert_eq!(
+        api.get(&format!("{NS}/t")).await.code,
+        StatusCode::OK,
+        "metadata finalizers hold it"
+    );
     // GET and PATCH of /finalize are not served.
-    assert_eq!(api.get(&format!("{NS}/t/finalize")).await.code, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        api.get(&format!("{NS}/t/finalize")).await.code,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     let p = api
-        .call(Method::PATCH, &format!("{NS}/t"), json!({"metadata": {"finalizers": null}}))
+        .call(
+            Method::PATCH,
+            &format!("{NS}/t"),
+            json!({"metadata": {"finalizers": null}}),
+        )
         .await;
     assert_eq!(p.code, StatusCode::OK, "{}", p.body);
-    assert_eq!(api.get(&format!("{NS}/t")).await.code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{NS}/t")).await.code,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -640,7 +827,10 @@ async fn the_system_namespaces_cannot_be_deleted_nor_namespaces_as_a_collection(
     );
     let a = api.delete(NS, Value::Null).await;
     assert_eq!(a.code, StatusCode::METHOD_NOT_ALLOWED, "{}", a.body);
-    assert_eq!(api.get(&format!("{NS}/default")).await.body["status"]["phase"], "Active");
+    assert_eq!(
+        api.get(&format!("{NS}/default")).await.body["status"]["phase"],
+        "Active"
+    );
 }
 
 #[tokio::test]
@@ -648,15 +838,18 @@ async fn a_collection_delete_applies_its_options_to_each_object() {
     let api = Api::new().await;
     api.cm("a", &[]).await;
     api.cm("b", &[]).await;
-    let a = api
-        .delete(CM, json!({"propagationPolicy": "Orphan"}))
-        .await;
+    let a = api.delete(CM, json!({"propagationPolicy": "Orphan"})).await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["items"].as_array().unwrap().len(), 2);
     for n in ["a", "b"] {
-        assert_eq!(finalizers(&api.get(&format!("{CM}/{n}")).await.body), ["orphan"]);
+        assert_eq!(
+            finalizers(&api.get(&format!("{CM}/{n}")).await.body),
+            ["orphan"]
+        );
     }
-    let a = api.delete(&format!("{CM}?propagationPolicy=Background"), Value::Null).await;
+    let a = api
+        .delete(&format!("{CM}?propagationPolicy=Background"), Value::Null)
+        .await;
     assert_eq!(a.code, StatusCode::OK, "{}", a.body);
     assert_eq!(api.get(CM).await.body["items"], json!([]));
 }
