@@ -407,6 +407,120 @@ fn kubectl_delete_namespace_returns_once_its_content_is_gone() {
     );
 }
 
+/// kubectl `version` itself, not the version dispatcher on PATH.
+fn kubectl_at(version: &str) -> PathBuf {
+    let real = std::fs::canonicalize(keel_tests::server::KUBECTL).unwrap();
+    let bin = real.parent().unwrap().join(format!("kubectl.{version}"));
+    assert!(
+        bin.is_file(),
+        "{} is missing; run `make deps`",
+        bin.display()
+    );
+    bin
+}
+
+/// `kubectl ARGS` (which waits by default) run to its end within
+/// `COLLECTED`; its stdout, or a panic with its stderr.
+fn run_waiting(t: &One, bin: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(bin)
+        .env("HOME", t.s.dir().join("home"))
+        .arg("--kubeconfig")
+        .arg(t.s.kubeconfig())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = eventually(&format!("kubectl {args:?} to return"), COLLECTED, || {
+        child.try_wait().unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        done.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// With kubectl 1.33 and 1.27 themselves: `delete namespace` of a
+/// namespace with content returns once the namespace and its content are
+/// gone, and `delete --cascade=foreground` once the collector has removed
+/// the dependents and then the owner; `--cascade=background` and
+/// `--cascade=orphan` collect or keep the dependent.
+#[test]
+fn kubectl_133_and_127_wait_for_namespaces_and_cascades() {
+    let t = One {
+        s: KeelServer::start(&[]),
+    };
+    for v in ["1.33", "1.27"] {
+        let bin = kubectl_at(v);
+        let ns = format!("gone-{}", v.replace('.', "-"));
+        t.kc(&["create", "namespace", &ns]).unwrap();
+        let inside = |mut o: Value| {
+            o["metadata"]["namespace"] = json!(ns);
+            o
+        };
+        t.create(vec![
+            inside(cm("a", &[])),
+            inside(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}})),
+            inside(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})),
+            inside(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})),
+        ]);
+        let out = run_waiting(&t, &bin, &["delete", "namespace", &ns]);
+        assert!(
+            out.contains(&format!("namespace \"{ns}\" deleted")),
+            "{out}"
+        );
+        assert!(t.get(&["namespace", &ns]).is_none(), "{v}: {ns} is left");
+        for what in ["cm", "secret", "serviceaccount", "deployment"] {
+            // An empty list prints nothing with --ignore-not-found.
+            let left = t.get(&[what, "-n", &ns]);
+            assert!(
+                left.as_ref().is_none_or(|l| l["items"] == json!([])),
+                "{v}: {what} left in {ns}: {left:?}"
+            );
+        }
+
+        // Cascades, each an owner with one dependent.
+        for policy in ["foreground", "background", "orphan"] {
+            let owner = format!("owner-{policy}-{}", v.replace('.', "-"));
+            let dep = format!("dep-{policy}-{}", v.replace('.', "-"));
+            t.create(vec![cm(&owner, &[])]);
+            let uid = t.cm_uid(&owner);
+            t.create(vec![cm(&dep, &[(&owner, &uid, true)])]);
+            let out = run_waiting(
+                &t,
+                &bin,
+                &["delete", "cm", &owner, &format!("--cascade={policy}")],
+            );
+            assert!(out.contains(&format!("\"{owner}\" deleted")), "{out}");
+            match policy {
+                // kubectl waited for the owner, which goes after its dependent.
+                "foreground" => {
+                    assert!(t.get(&["cm", &owner]).is_none(), "{v}: {owner} is left");
+                    assert!(
+                        t.get(&["cm", &dep]).is_none(),
+                        "{v}: {dep} outlived its owner"
+                    );
+                }
+                "background" => t.gone(&format!("{v}: {dep} collected"), &["cm", &dep]),
+                _ => {
+                    let kept = t.get(&["cm", &dep]).expect("an orphaned dependent is kept");
+                    let refs = kept["metadata"]["ownerReferences"].as_array();
+                    assert!(
+                        refs.is_none_or(|r| r.is_empty()),
+                        "{v}: the orphan keeps no reference to its deleted owner: {kept}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// One `keel server` of a three-member cluster.
 struct Member {
     id: u64,
