@@ -56,6 +56,13 @@ impl Rules {
         if list.is_empty() {
             return Ok(None);
         }
+        let root;
+        let node = if is_root(path) {
+            root = with_root_fields(node);
+            &root
+        } else {
+            node
+        };
         let mut rules = Vec::with_capacity(list.len());
         let mut causes = Vec::new();
         for (i, raw) in list.iter().enumerate() {
@@ -84,6 +91,35 @@ impl Rules {
     pub fn has_transition_rules(&self) -> bool {
         self.rules.iter().any(Rule::is_transition)
     }
+}
+
+/// Whether `path` names a version's whole schema (`...openAPIV3Schema`).
+fn is_root(path: &str) -> bool {
+    path.ends_with("openAPIV3Schema")
+}
+
+/// The root schema as rules see it: the object's `apiVersion`, `kind` and
+/// `metadata` (`name` and `generateName`) are there even when the schema
+/// leaves them out, as Kubernetes exposes them to root rules.
+fn with_root_fields(node: &Value) -> Value {
+    let mut node = node.clone();
+    let string = serde_json::json!({"type": "string"});
+    if let Some(obj) = node.as_object_mut() {
+        let props = obj
+            .entry("properties")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(props) = props.as_object_mut() {
+            props.entry("apiVersion").or_insert_with(|| string.clone());
+            props.entry("kind").or_insert_with(|| string.clone());
+            props.entry("metadata").or_insert_with(|| {
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {"name": string.clone(), "generateName": string.clone()}
+                })
+            });
+        }
+    }
+    node
 }
 
 /// `path.child`, or `child` at the root.

@@ -369,6 +369,32 @@ fn rules_at_the_root_and_on_scalars() {
 }
 
 #[test]
+fn root_rules_see_apiversion_kind_and_metadata() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+        "x-kubernetes-validations": [{
+            "rule": "self.metadata.name.startsWith(self.kind.lowerAscii()) && self.apiVersion != ''",
+            "message": "name must start with the kind"
+        }]
+    });
+    let rules = match Rules::compile(&schema, "spec.versions[0].schema.openAPIV3Schema") {
+        Ok(Some(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    let obj = |name: &str| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "uid": "u"}})
+    };
+    assert_eq!(rules.check(&obj("widget-1"), None, ""), vec![]);
+    assert_eq!(
+        rules.check(&obj("gadget-1"), None, ""),
+        vec![cause("", INVALID, "Invalid value: \"object\": name must start with the kind")]
+    );
+    // Below the root, the fields are the schema's alone.
+    assert!(Rules::compile(&schema, "schema.properties[spec]").is_err());
+}
+
+#[test]
 fn nodes_without_rules() {
     assert!(matches!(Rules::compile(&json!({"type": "string"}), "s"), Ok(None)));
     assert!(matches!(
