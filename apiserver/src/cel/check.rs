@@ -213,7 +213,11 @@ impl<'s> Checker<'s> {
                         self.scope.push((v2.clone(), second));
                     }
                     None => {
-                        let elem = if matches!(range, Ty::List(_)) { second } else { first };
+                        let elem = if matches!(range, Ty::List(_)) {
+                            second
+                        } else {
+                            first
+                        };
                         self.scope.push((c.iter_var.clone(), elem));
                     }
                 }
@@ -282,7 +286,10 @@ impl<'s> Checker<'s> {
             }
             Ty::Map(v) => (**v).clone(),
             Ty::Dyn => Ty::Dyn,
-            other => self.error(id, format!("type '{other}' does not support field selection")),
+            other => self.error(
+                id,
+                format!("type '{other}' does not support field selection"),
+            ),
         }
     }
 
@@ -302,9 +309,17 @@ impl<'s> Checker<'s> {
             )
         };
         match name {
-            op::EQUALS | op::NOT_EQUALS | op::LESS | op::LESS_EQUALS | op::GREATER
-            | op::GREATER_EQUALS | op::LOGICAL_AND | op::LOGICAL_OR | op::LOGICAL_NOT
-            | op::IN | op::NOT_STRICTLY_FALSE => Ty::Bool,
+            op::EQUALS
+            | op::NOT_EQUALS
+            | op::LESS
+            | op::LESS_EQUALS
+            | op::GREATER
+            | op::GREATER_EQUALS
+            | op::LOGICAL_AND
+            | op::LOGICAL_OR
+            | op::LOGICAL_NOT
+            | op::IN
+            | op::NOT_STRICTLY_FALSE => Ty::Bool,
             op::ADD | op::SUBSTRACT | op::MULTIPLY | op::DIVIDE | op::MODULO => {
                 let (Some(a), Some(b)) = (args.first(), args.get(1)) else {
                     return Ty::Dyn;

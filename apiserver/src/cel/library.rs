@@ -24,16 +24,60 @@ pub const MAX_STRING: usize = 1 << 20;
 /// others at compile time, as Kubernetes' type checker does.
 pub const FUNCTIONS: &[&str] = &[
     // macros
-    "has", "all", "exists", "exists_one", "map", "filter",
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
     // standard library
-    "size", "contains", "startsWith", "endsWith", "matches", "int", "uint", "double", "string",
-    "bytes", "bool", "dyn", "type", "duration", "timestamp", "getDate", "getDayOfMonth",
-    "getDayOfWeek", "getDayOfYear", "getFullYear", "getHours", "getMilliseconds", "getMinutes",
-    "getMonth", "getSeconds", "hasValue", "value", "or", "orValue", "optional.of",
-    "optional.none", "optional.ofNonZeroValue",
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "dyn",
+    "type",
+    "duration",
+    "timestamp",
+    "getDate",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getDayOfYear",
+    "getFullYear",
+    "getHours",
+    "getMilliseconds",
+    "getMinutes",
+    "getMonth",
+    "getSeconds",
+    "hasValue",
+    "value",
+    "or",
+    "orValue",
+    "optional.of",
+    "optional.none",
+    "optional.ofNonZeroValue",
     // Keel's library (Kubernetes' strings and lists libraries)
-    "lowerAscii", "upperAscii", "trim", "replace", "split", "join", "substring", "indexOf",
-    "lastIndexOf", "charAt", "isSorted", "sum", "min", "max",
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "replace",
+    "split",
+    "join",
+    "substring",
+    "indexOf",
+    "lastIndexOf",
+    "charAt",
+    "isSorted",
+    "sum",
+    "min",
+    "max",
 ];
 
 /// The shared environment (building it registers a few hundred overloads).
@@ -107,7 +151,10 @@ fn out<'b, 'v>(v: Cel) -> Result<CowVal<'b, 'v>, ExecutionError> {
 fn string(v: &Cel, f: &str) -> Result<Arc<String>, ExecutionError> {
     match v {
         Cel::String(s) => Ok(s.clone()),
-        other => Err(err(f, format!("expected a string, got {}", other.type_of()))),
+        other => Err(err(
+            f,
+            format!("expected a string, got {}", other.type_of()),
+        )),
     }
 }
 
@@ -134,17 +181,23 @@ fn bounded(s: String, f: &str) -> Result<Cel, ExecutionError> {
 
 fn lower_ascii<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let a = args(&a)?;
-    out(Cel::String(Arc::new(string(&a[0], "lowerAscii")?.to_ascii_lowercase())))
+    out(Cel::String(Arc::new(
+        string(&a[0], "lowerAscii")?.to_ascii_lowercase(),
+    )))
 }
 
 fn upper_ascii<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let a = args(&a)?;
-    out(Cel::String(Arc::new(string(&a[0], "upperAscii")?.to_ascii_uppercase())))
+    out(Cel::String(Arc::new(
+        string(&a[0], "upperAscii")?.to_ascii_uppercase(),
+    )))
 }
 
 fn trim<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let a = args(&a)?;
-    out(Cel::String(Arc::new(string(&a[0], "trim")?.trim().to_owned())))
+    out(Cel::String(Arc::new(
+        string(&a[0], "trim")?.trim().to_owned(),
+    )))
 }
 
 fn replace<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -185,7 +238,11 @@ fn split<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErro
         (0, _) => vec![],
         (n, true) => {
             let chars: Vec<char> = s.chars().collect();
-            let limit = if n < 0 { chars.len() } else { (n as usize).min(chars.len()) };
+            let limit = if n < 0 {
+                chars.len()
+            } else {
+                (n as usize).min(chars.len())
+            };
             let mut parts: Vec<String> = Vec::with_capacity(limit);
             for (idx, c) in chars.iter().enumerate() {
                 if n > 0 && parts.len() + 1 == limit && idx + 1 < chars.len() {
@@ -197,10 +254,16 @@ fn split<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErro
             parts
         }
         (n, false) if n < 0 => s.split(sep.as_str()).map(str::to_owned).collect(),
-        (n, false) => s.splitn(n as usize, sep.as_str()).map(str::to_owned).collect(),
+        (n, false) => s
+            .splitn(n as usize, sep.as_str())
+            .map(str::to_owned)
+            .collect(),
     };
     out(Cel::List(Arc::new(
-        parts.into_iter().map(|p| Cel::String(Arc::new(p))).collect(),
+        parts
+            .into_iter()
+            .map(|p| Cel::String(Arc::new(p)))
+            .collect(),
     )))
 }
 
@@ -246,7 +309,10 @@ fn substring<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execution
     let range = |i| byte_at(&s, i).ok_or_else(|| err(F, format!("index out of range: {i}")));
     let (b0, b1) = (range(start)?, range(end)?);
     if b0 > b1 {
-        return Err(err(F, format!("invalid substring range. start: {start}, end: {end}")));
+        return Err(err(
+            F,
+            format!("invalid substring range. start: {start}, end: {end}"),
+        ));
     }
     out(Cel::String(Arc::new(s[b0..b1].to_owned())))
 }
@@ -268,7 +334,9 @@ fn find(s: &str, needle: &str, from: i64, last: bool, f: &str) -> Result<i64, Ex
     let found = if last {
         let end = (start + needle.len()).min(s.len());
         // `end` may fall inside a code point: widen to the next boundary.
-        let end = (end..=s.len()).find(|e| s.is_char_boundary(*e)).unwrap_or(s.len());
+        let end = (end..=s.len())
+            .find(|e| s.is_char_boundary(*e))
+            .unwrap_or(s.len());
         s[..end].rfind(needle)
     } else {
         s[start..].find(needle).map(|b| b + start)
@@ -336,7 +404,10 @@ fn compare(a: &Cel, b: &Cel) -> Option<Ordering> {
 }
 
 fn incomparable(f: &str, a: &Cel, b: &Cel) -> ExecutionError {
-    err(f, format!("cannot compare {} and {}", a.type_of(), b.type_of()))
+    err(
+        f,
+        format!("cannot compare {} and {}", a.type_of(), b.type_of()),
+    )
 }
 
 fn is_sorted<'b, 'v>(a: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {

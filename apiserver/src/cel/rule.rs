@@ -338,7 +338,10 @@ fn normalize_field_path(fp: &str, node: &Value) -> Result<String, String> {
         if seg.is_empty() {
             return Err(bad("empty field name"));
         }
-        if seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             out.push('.');
             out.push_str(seg);
         } else {
@@ -351,7 +354,10 @@ fn normalize_field_path(fp: &str, node: &Value) -> Result<String, String> {
                 .get("x-kubernetes-preserve-unknown-fields")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            schema = match (s.get("properties").and_then(|p| p.get(seg)), s.get("additionalProperties")) {
+            schema = match (
+                s.get("properties").and_then(|p| p.get(seg)),
+                s.get("additionalProperties"),
+            ) {
                 (Some(p), _) => Some(p),
                 (None, Some(a)) if a.is_object() => Some(a),
                 _ if preserve => None,
@@ -442,9 +448,8 @@ pub fn check_all(
             return causes;
         }
         let ctx = if rule.optional_old_self {
-            &*optional.get_or_insert_with(|| {
-                context(&env, &this, OldSelf::Optional(old_cel.as_ref()))
-            })
+            &*optional
+                .get_or_insert_with(|| context(&env, &this, OldSelf::Optional(old_cel.as_ref())))
         } else {
             &plain
         };

@@ -87,7 +87,11 @@ fn rules_on_values() {
             rules: one("self.replicas >= 0"),
             value: json!({"replicas": -1}),
             old: None,
-            want: vec![cause("spec", INVALID, &obj("failed rule: self.replicas >= 0"))],
+            want: vec![cause(
+                "spec",
+                INVALID,
+                &obj("failed rule: self.replicas >= 0"),
+            )],
         },
         Case {
             name: "message",
@@ -105,7 +109,11 @@ fn rules_on_values() {
             }]),
             value: json!({"replicas": -2}),
             old: None,
-            want: vec![cause("spec", INVALID, &obj("replicas is -2, want at least 0"))],
+            want: vec![cause(
+                "spec",
+                INVALID,
+                &obj("replicas is -2, want at least 0"),
+            )],
         },
         Case {
             name: "messageExpression failing falls back to message",
@@ -126,7 +134,11 @@ fn rules_on_values() {
             }]),
             value: json!({"replicas": 10}),
             old: None,
-            want: vec![cause("spec.replicas", "FieldValueForbidden", "Forbidden: too many")],
+            want: vec![cause(
+                "spec.replicas",
+                "FieldValueForbidden",
+                "Forbidden: too many",
+            )],
         },
         Case {
             name: "reason Required",
@@ -144,14 +156,22 @@ fn rules_on_values() {
             rules: json!([{"rule": "self.tags.size() == 0", "reason": "FieldValueDuplicate"}]),
             value: json!({"tags": ["a"]}),
             old: None,
-            want: vec![cause("spec", "FieldValueDuplicate", "Duplicate value: \"object\"")],
+            want: vec![cause(
+                "spec",
+                "FieldValueDuplicate",
+                "Duplicate value: \"object\"",
+            )],
         },
         Case {
             name: "fieldPath with brackets",
             rules: json!([{"rule": "false", "fieldPath": ".labels['a.b']"}]),
             value: json!({}),
             old: None,
-            want: vec![cause("spec.labels[a.b]", INVALID, &obj("failed rule: false"))],
+            want: vec![cause(
+                "spec.labels[a.b]",
+                INVALID,
+                &obj("failed rule: false"),
+            )],
         },
         Case {
             name: "several rules, each reported",
@@ -196,7 +216,11 @@ fn rules_on_values() {
             rules: one("self.replicas >= oldSelf.replicas"),
             value: json!({"replicas": 3}),
             old: Some(json!({"replicas": 4})),
-            want: vec![cause("spec", INVALID, &obj("failed rule: self.replicas >= oldSelf.replicas"))],
+            want: vec![cause(
+                "spec",
+                INVALID,
+                &obj("failed rule: self.replicas >= oldSelf.replicas"),
+            )],
         },
         Case {
             name: "optionalOldSelf on create",
@@ -240,7 +264,9 @@ fn rules_on_values() {
             want: vec![cause(
                 "spec",
                 INVALID,
-                &obj("failed rule: self.end > self.start && self.end - self.start <= duration('24h')"),
+                &obj(
+                    "failed rule: self.end > self.start && self.end - self.start <= duration('24h')",
+                ),
             )],
         },
         Case {
@@ -334,7 +360,9 @@ fn rules_on_values() {
             want: vec![cause(
                 "spec",
                 INVALID,
-                &obj("'found no matching overload for '_>_' applied to '(string, int)'': call arguments did not match a supported operator, function or macro signature for rule: port"),
+                &obj(
+                    "'found no matching overload for '_>_' applied to '(string, int)'': call arguments did not match a supported operator, function or macro signature for rule: port",
+                ),
             )],
         },
     ]);
@@ -350,7 +378,11 @@ fn rules_at_the_root_and_on_scalars() {
     assert_eq!(rules.check(&json!("abc"), None, "spec.name"), vec![]);
     assert_eq!(
         rules.check(&json!("abcd"), None, "spec.name"),
-        vec![cause("spec.name", INVALID, "Invalid value: \"string\": too long")]
+        vec![cause(
+            "spec.name",
+            INVALID,
+            "Invalid value: \"string\": too long"
+        )]
     );
     let root = node(
         json!({"replicas": {"type": "integer"}}),
@@ -382,13 +414,15 @@ fn root_rules_see_apiversion_kind_and_metadata() {
         Ok(Some(r)) => r,
         other => panic!("{other:?}"),
     };
-    let obj = |name: &str| {
-        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "uid": "u"}})
-    };
+    let obj = |name: &str| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "uid": "u"}});
     assert_eq!(rules.check(&obj("widget-1"), None, ""), vec![]);
     assert_eq!(
         rules.check(&obj("gadget-1"), None, ""),
-        vec![cause("", INVALID, "Invalid value: \"object\": name must start with the kind")]
+        vec![cause(
+            "",
+            INVALID,
+            "Invalid value: \"object\": name must start with the kind"
+        )]
     );
     // Below the root, the fields are the schema's alone.
     assert!(Rules::compile(&schema, "schema.properties[spec]").is_err());
@@ -396,9 +430,15 @@ fn root_rules_see_apiversion_kind_and_metadata() {
 
 #[test]
 fn nodes_without_rules() {
-    assert!(matches!(Rules::compile(&json!({"type": "string"}), "s"), Ok(None)));
     assert!(matches!(
-        Rules::compile(&json!({"type": "string", "x-kubernetes-validations": []}), "s"),
+        Rules::compile(&json!({"type": "string"}), "s"),
+        Ok(None)
+    ));
+    assert!(matches!(
+        Rules::compile(
+            &json!({"type": "string", "x-kubernetes-validations": []}),
+            "s"
+        ),
         Ok(None)
     ));
 }
@@ -408,38 +448,114 @@ fn nodes_without_rules() {
 fn rules_that_do_not_compile() {
     let base = "schema.x-kubernetes-validations[0]";
     let cases: Vec<(Value, String, &str, &str)> = vec![
-        (one("self.replicas >"), format!("{base}.rule"), INVALID,
-            "Invalid value: \"self.replicas >\": compilation failed: ERROR: <input>:1:"),
-        (one("self.replicas + 1"), format!("{base}.rule"), INVALID,
-            "compilation failed: cel expression must evaluate to a bool, not int"),
-        (one("self.name"), format!("{base}.rule"), INVALID, "must evaluate to a bool"),
-        (one("self.nope == 1"), format!("{base}.rule"), INVALID,
-            "compilation failed: ERROR: <input>:1:5: undefined field 'nope'"),
-        (one("self.name.frobnicate()"), format!("{base}.rule"), INVALID,
-            "undeclared reference to 'frobnicate'"),
-        (one("other > 1"), format!("{base}.rule"), INVALID, "undeclared reference to 'other'"),
-        (one("self.replicas + 1.5 > 2.0"), format!("{base}.rule"), INVALID,
-            "found no matching overload for '_+_' applied to '(int, double)'"),
-        (one("self.replicas.foo == 1"), format!("{base}.rule"), INVALID,
-            "type 'int' does not support field selection"),
-        (one("self.replicas.all(x, true)"), format!("{base}.rule"), INVALID,
-            "cannot be range of a comprehension"),
-        (json!([{"message": "no rule"}]), format!("{base}.rule"), "FieldValueRequired", "Required value"),
-        (json!([{"rule": "true", "reason": "Bogus"}]), format!("{base}.reason"),
-            "FieldValueNotSupported", "Unsupported value: \"Bogus\""),
-        (json!([{"rule": "true", "optionalOldSelf": true}]), format!("{base}.optionalOldSelf"),
-            INVALID, "may not be set if rule does not use oldSelf"),
-        (json!([{"rule": "true", "messageExpression": "self.replicas"}]),
-            format!("{base}.messageExpression"), INVALID, "must evaluate to a string, not int"),
-        (json!([{"rule": "true", "messageExpression": "'a' +"}]),
-            format!("{base}.messageExpression"), INVALID, "messageExpression compilation failed"),
-        (json!([{"rule": "true", "message": "two\nlines"}]), format!("{base}.message"),
-            INVALID, "must not contain line breaks"),
-        (json!([{"rule": "true", "fieldPath": ".nope"}]), format!("{base}.fieldPath"),
-            INVALID, "fieldPath must be a valid path"),
-        (json!([{"rule": "true", "fieldPath": "replicas"}]), format!("{base}.fieldPath"),
-            INVALID, "fieldPath must be a valid path"),
-        (json!("not a list"), "schema.x-kubernetes-validations".into(), INVALID, "must be a list"),
+        (
+            one("self.replicas >"),
+            format!("{base}.rule"),
+            INVALID,
+            "Invalid value: \"self.replicas >\": compilation failed: ERROR: <input>:1:",
+        ),
+        (
+            one("self.replicas + 1"),
+            format!("{base}.rule"),
+            INVALID,
+            "compilation failed: cel expression must evaluate to a bool, not int",
+        ),
+        (
+            one("self.name"),
+            format!("{base}.rule"),
+            INVALID,
+            "must evaluate to a bool",
+        ),
+        (
+            one("self.nope == 1"),
+            format!("{base}.rule"),
+            INVALID,
+            "compilation failed: ERROR: <input>:1:5: undefined field 'nope'",
+        ),
+        (
+            one("self.name.frobnicate()"),
+            format!("{base}.rule"),
+            INVALID,
+            "undeclared reference to 'frobnicate'",
+        ),
+        (
+            one("other > 1"),
+            format!("{base}.rule"),
+            INVALID,
+            "undeclared reference to 'other'",
+        ),
+        (
+            one("self.replicas + 1.5 > 2.0"),
+            format!("{base}.rule"),
+            INVALID,
+            "found no matching overload for '_+_' applied to '(int, double)'",
+        ),
+        (
+            one("self.replicas.foo == 1"),
+            format!("{base}.rule"),
+            INVALID,
+            "type 'int' does not support field selection",
+        ),
+        (
+            one("self.replicas.all(x, true)"),
+            format!("{base}.rule"),
+            INVALID,
+            "cannot be range of a comprehension",
+        ),
+        (
+            json!([{"message": "no rule"}]),
+            format!("{base}.rule"),
+            "FieldValueRequired",
+            "Required value",
+        ),
+        (
+            json!([{"rule": "true", "reason": "Bogus"}]),
+            format!("{base}.reason"),
+            "FieldValueNotSupported",
+            "Unsupported value: \"Bogus\"",
+        ),
+        (
+            json!([{"rule": "true", "optionalOldSelf": true}]),
+            format!("{base}.optionalOldSelf"),
+            INVALID,
+            "may not be set if rule does not use oldSelf",
+        ),
+        (
+            json!([{"rule": "true", "messageExpression": "self.replicas"}]),
+            format!("{base}.messageExpression"),
+            INVALID,
+            "must evaluate to a string, not int",
+        ),
+        (
+            json!([{"rule": "true", "messageExpression": "'a' +"}]),
+            format!("{base}.messageExpression"),
+            INVALID,
+            "messageExpression compilation failed",
+        ),
+        (
+            json!([{"rule": "true", "message": "two\nlines"}]),
+            format!("{base}.message"),
+            INVALID,
+            "must not contain line breaks",
+        ),
+        (
+            json!([{"rule": "true", "fieldPath": ".nope"}]),
+            format!("{base}.fieldPath"),
+            INVALID,
+            "fieldPath must be a valid path",
+        ),
+        (
+            json!([{"rule": "true", "fieldPath": "replicas"}]),
+            format!("{base}.fieldPath"),
+            INVALID,
+            "fieldPath must be a valid path",
+        ),
+        (
+            json!("not a list"),
+            "schema.x-kubernetes-validations".into(),
+            INVALID,
+            "must be a list",
+        ),
     ];
     for (rules, field, reason, text) in cases {
         let schema = node(spec_props(), rules.clone());
@@ -450,7 +566,11 @@ fn rules_that_do_not_compile() {
         assert_eq!(causes.len(), 1, "{rules}: {causes:?}");
         assert_eq!(causes[0].field, field, "{rules}");
         assert_eq!(causes[0].reason, reason, "{rules}");
-        assert!(causes[0].message.contains(text), "{rules}: {:?} lacks {text:?}", causes[0].message);
+        assert!(
+            causes[0].message.contains(text),
+            "{rules}: {:?} lacks {text:?}",
+            causes[0].message
+        );
     }
 }
 
@@ -469,7 +589,10 @@ fn every_library_function_is_callable() {
         ),
     );
     let rules = compiled(&schema);
-    assert_eq!(rules.check(&json!({"s": "banana", "l": [1, 2]}), None, "spec"), vec![]);
+    assert_eq!(
+        rules.check(&json!({"s": "banana", "l": [1, 2]}), None, "spec"),
+        vec![]
+    );
 }
 
 #[test]
@@ -482,7 +605,10 @@ fn replace_results_are_bounded() {
     let s = "x".repeat(2000);
     let causes = rules.check(&json!({"s": s}), None, "spec");
     assert_eq!(causes.len(), 1, "{causes:?}");
-    assert!(causes[0].message.contains("result longer than"), "{causes:?}");
+    assert!(
+        causes[0].message.contains("result longer than"),
+        "{causes:?}"
+    );
 }
 
 #[test]
@@ -500,19 +626,31 @@ fn cost_limit_refuses_quadratic_rules_on_big_lists() {
     let small: Vec<i64> = (0..10).collect();
     assert_eq!(
         rules.check(&json!(small), None, "spec.list"),
-        vec![cause("spec.list", INVALID, "Invalid value: \"array\": not reached")]
+        vec![cause(
+            "spec.list",
+            INVALID,
+            "Invalid value: \"array\": not reached"
+        )]
     );
     // A big list: the linear rule runs, the quadratic one is refused quickly
     // and stops the rest.
     let big: Vec<i64> = (0..100_000).collect();
     let started = Instant::now();
     let causes = rules.check(&json!(big), None, "spec.list");
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(causes.len(), 1, "{causes:?}");
     assert_eq!(causes[0].field, "spec.list");
     assert!(
-        causes[0].message.starts_with("Invalid value: \"array\": operation cancelled: estimated cost")
-            && causes[0].message.contains("no further validation rules will be run"),
+        causes[0]
+            .message
+            .starts_with("Invalid value: \"array\": operation cancelled: estimated cost")
+            && causes[0]
+                .message
+                .contains("no further validation rules will be run"),
         "{causes:?}"
     );
 }
