@@ -265,6 +265,9 @@ impl<'s> Checker<'s> {
                 self.out.uses_old = true;
                 self.self_ty.clone()
             }
+            // Type names, as in `type(self) == string`.
+            "int" | "uint" | "double" | "string" | "bool" | "bytes" | "list" | "map"
+            | "null_type" | "type" => Ty::Type,
             _ => self.error(id, format!("undeclared reference to '{name}'")),
         }
     }

@@ -295,6 +295,23 @@ fn rules_on_values() {
             want: vec![],
         },
         Case {
+            name: "int-or-string by type",
+            rules: json!([{
+                "rule": "type(self.port) == int ? self.port > 0 : self.port.endsWith('%')",
+                "message": "port"
+            }]),
+            value: json!({"port": "50"}),
+            old: None,
+            want: vec![cause("spec", INVALID, &obj("port"))],
+        },
+        Case {
+            name: "int-or-string by type, int",
+            rules: one("type(self.port) == int ? self.port > 0 : self.port.endsWith('%')"),
+            value: json!({"port": 8080}),
+            old: None,
+            want: vec![],
+        },
+        Case {
             name: "macros",
             rules: one(
                 "self.tags.all(t, t.size() < 5) && self.tags.exists(t, t == 'b') \
