@@ -8,7 +8,7 @@
 //! The checker also notes which calls take operands whose size varies with
 //! the input, for the cost guard ([`super::cost`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 
 use cel::IdedExpr;
@@ -106,10 +106,18 @@ impl<'s> Ty<'s> {
         )
     }
 
+    fn stringy(&self) -> bool {
+        matches!(self, Ty::String | Ty::Bytes)
+    }
+
     fn same_scalar(&self, other: &Ty<'_>) -> bool {
         self.scalar() && std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
+
+/// Expression ids of the calls whose work grows with the input, each
+/// `true` when a list or map operand (not only strings) makes it grow.
+pub type SizedCalls = HashMap<u64, bool>;
 
 /// What checking an expression found.
 #[derive(Debug, Default)]
@@ -118,8 +126,9 @@ pub struct Checked {
     pub errors: Vec<(u64, String)>,
     /// Whether the expression reads `oldSelf` (a transition rule).
     pub uses_old: bool,
-    /// Calls whose operands grow with the input.
-    pub sized_calls: HashSet<u64>,
+    /// Calls whose operands grow with the input: `true` where one is a
+    /// collection (or dynamic), `false` where they are strings or bytes.
+    pub sized_calls: SizedCalls,
 }
 
 /// Type `expr` with `self` typed by `node`; the result type and findings.
@@ -186,8 +195,10 @@ impl<'s> Checker<'s> {
                     .args
                     .iter()
                     .any(|a| matches!(&a.expr, Expr::Ident(n) if self.accus.contains(n)));
-                if !accu_arg && target.iter().chain(args.iter()).any(Ty::sized) {
-                    self.out.sized_calls.insert(e.id);
+                let operands = || target.iter().chain(args.iter());
+                if !accu_arg && operands().any(Ty::sized) {
+                    let collection = operands().any(|t| t.sized() && !t.stringy());
+                    self.out.sized_calls.insert(e.id, collection);
                 }
                 self.call(e.id, &call.func_name, target, args, &call.args)
             }

@@ -6,11 +6,10 @@
 //! for minutes. Like Kubernetes' runtime cost limit, the unit is roughly one
 //! evaluation step, with string work at a tenth per byte.
 
-use std::collections::HashSet;
-
 use cel::IdedExpr;
 use cel::common::ast::{EntryExpr, Expr, LiteralValue, operators as op};
 
+use super::check::SizedCalls;
 use super::convert::Sizes;
 
 /// The most a rule may cost on one value (Kubernetes' per-call limit).
@@ -18,20 +17,25 @@ pub const COST_LIMIT: f64 = 1_000_000.0;
 
 /// Upper bound of the cost of `e` on an input of `sizes`; `sized` are the
 /// calls whose operands grow with the input (from [`super::check`]).
-pub fn estimate(e: &IdedExpr, sizes: Sizes, sized: &HashSet<u64>) -> f64 {
+pub fn estimate(e: &IdedExpr, sizes: Sizes, sized: &SizedCalls) -> f64 {
     Estimator { sizes, sized }.cost(e)
 }
 
 struct Estimator<'a> {
     sizes: Sizes,
-    sized: &'a HashSet<u64>,
+    sized: &'a SizedCalls,
 }
 
 impl Estimator<'_> {
-    /// Work of one call on input-sized operands: a pass over a list or a
-    /// string.
-    fn linear(&self) -> f64 {
-        (self.sizes.items as f64).max(self.sizes.chars as f64 / 10.0) + 1.0
+    /// Work of one call on input-sized operands: a pass over a list (when
+    /// `collection`) or a string.
+    fn linear(&self, collection: bool) -> f64 {
+        let chars = self.sizes.chars as f64 / 10.0;
+        if collection {
+            (self.sizes.items as f64).max(chars) + 1.0
+        } else {
+            chars + 1.0
+        }
     }
 
     fn cost(&self, e: &IdedExpr) -> f64 {
@@ -46,8 +50,8 @@ impl Estimator<'_> {
                 }
                 let args: f64 = c.args.iter().map(|a| self.cost(a)).sum();
                 let mut own = 1.0;
-                if self.sized.contains(&e.id) {
-                    own += self.linear();
+                if let Some(collection) = self.sized.get(&e.id) {
+                    own += self.linear(*collection);
                 }
                 if c.func_name == "replace" {
                     // The result may be as long as the input times the

@@ -2,7 +2,6 @@
 //! when a CRD is written) and its evaluation against a value, worded as
 //! Kubernetes' apiextensions server words the causes.
 
-use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use cel::common::value::Val;
 use cel::{Context, Env, ExecutionError, Program, Value as Cel};
 use serde_json::Value;
 
-use super::check::{self, Ty};
+use super::check::{self, SizedCalls, Ty};
 use super::convert::{self, Sizes};
 use super::cost::{self, COST_LIMIT};
 use super::library;
@@ -40,7 +39,7 @@ const REASONS: &[&str] = &[
 #[derive(Debug, Clone)]
 struct Compiled {
     program: Arc<Program>,
-    sized: Arc<HashSet<u64>>,
+    sized: Arc<SizedCalls>,
 }
 
 /// A compiled `x-kubernetes-validations` entry.

@@ -673,6 +673,28 @@ fn cost_limit_refuses_quadratic_rules_on_big_lists() {
 }
 
 #[test]
+fn cost_limit_lets_linear_string_rules_run_on_big_lists() {
+    let schema = json!({
+        "type": "array", "items": {"type": "string"},
+        "x-kubernetes-validations": [
+            {"rule": "self.all(x, x.startsWith('item-') && x.size() < 64)", "message": "names"},
+        ]
+    });
+    let rules = compiled(&schema);
+    let mut names: Vec<String> = (0..20_000).map(|i| format!("item-{i}")).collect();
+    assert_eq!(rules.check(&json!(names), None, "spec.names"), vec![]);
+    names.push("other".into());
+    assert_eq!(
+        rules.check(&json!(names), None, "spec.names"),
+        vec![cause(
+            "spec.names",
+            INVALID,
+            "Invalid value: \"array\": names"
+        )]
+    );
+}
+
+#[test]
 fn durations_parse_as_go_writes_them() {
     use super::parse_duration;
     let d = |s| parse_duration(s).map(|d| d.num_milliseconds());
