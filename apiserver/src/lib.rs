@@ -27,7 +27,7 @@
 //! - [`meta`]: metadata rules shared by all kinds (names, uids, timestamps).
 //! - [`patch`]: the JSON merge patch and JSON patch algorithms.
 //! - [`metrics`]: request counts, latencies and watches for `/metrics`.
-//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`.
+//! - [`openapi`]: the OpenAPI v3 index and per-group-version documents, and `/openapi/v2`, for the built-in kinds and each established custom resource.
 //! - [`gnostic`]: the protobuf encoding of `/openapi/v2` that kubectl ≤1.31 reads.
 //! - [`pki`]: the cluster CA, serving and admin certificates, the kubeconfig.
 //! - [`authn`]: authentication: client certificates, static and ServiceAccount tokens.

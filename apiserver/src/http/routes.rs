@@ -262,25 +262,25 @@ fn access_review(
     Ok(response::json(StatusCode::CREATED, &answer))
 }
 
-async fn openapi_v2(headers: HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let (ct, body) = crate::openapi::v2_document(accept.contains("protobuf"));
-    ([(header::CONTENT_TYPE, ct)], body).into_response()
+async fn openapi_v2(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    crate::openapi::v2_document(&s.registry, &headers).await
 }
 
-async fn openapi_v3_index() -> Response {
-    axum::Json(crate::openapi::served_index()).into_response()
+async fn openapi_v3_index(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::openapi::v3_index(&s.registry, &headers).await
 }
 
-async fn openapi_v3(uri: Uri) -> Result<Response, ApiError> {
+async fn openapi_v3(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let gv = uri.path().strip_prefix("/openapi/v3/").unwrap_or_default();
-    match crate::openapi::served_document(gv) {
-        Some(doc) => Ok(axum::Json(doc).into_response()),
-        None => Err(ApiError::NoRoute),
-    }
+    let q = request::query(&uri);
+    crate::openapi::v3_document(&s.registry, gv, q.get("hash").map(String::as_str), &headers).await
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
