@@ -70,12 +70,18 @@ impl Env {
     }
 
     fn ok(&self, version: &str, args: &[&str]) -> String {
-        ok(self.out(version, args), &format!("kubectl {version} {args:?}"))
+        ok(
+            self.out(version, args),
+            &format!("kubectl {version} {args:?}"),
+        )
     }
 
     fn apply(&self, yaml: &str) -> String {
         let c = self.cmd("1.33", &self.keel.kubeconfig(), &["apply", "-f", "-"]);
-        ok(output_with_stdin(c, yaml.as_bytes()), &format!("apply of\n{yaml}"))
+        ok(
+            output_with_stdin(c, yaml.as_bytes()),
+            &format!("apply of\n{yaml}"),
+        )
     }
 
     /// The APIService's Available condition: (status, reason, message).
@@ -116,7 +122,15 @@ impl Env {
             .arg(self.keel.data().join("pki"))
             .arg("--out")
             .arg(&out)
-            .args(["--server", &self.keel.url(), "user", "--name", name, "--group", group])
+            .args([
+                "--server",
+                &self.keel.url(),
+                "user",
+                "--name",
+                name,
+                "--group",
+                group,
+            ])
             .output()
             .unwrap();
         assert!(issued.status.success(), "keel certs: {issued:?}");
@@ -148,7 +162,15 @@ fn start_example(env: &Env) -> (Process, String) {
             let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
             let o = env.out(
                 "1.33",
-                &["get", "configmap", "-n", "kube-system", "extension-apiserver-authentication", "-o", &jsonpath],
+                &[
+                    "get",
+                    "configmap",
+                    "-n",
+                    "kube-system",
+                    "extension-apiserver-authentication",
+                    "-o",
+                    &jsonpath,
+                ],
             );
             let s = String::from_utf8_lossy(&o.stdout).into_owned();
             (o.status.success() && !s.is_empty()).then_some(s)
@@ -164,7 +186,12 @@ fn start_example(env: &Env) -> (Process, String) {
     std::fs::write(dir.join("front-proxy-ca.crt"), &ca).unwrap();
     let log = std::fs::File::create(dir.join("example.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel-example-apiserver"))
-        .args(["--listen", "127.0.0.1:0", "--serving-name", "api.wardle.svc"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--serving-name",
+            "api.wardle.svc",
+        ])
         .arg("--serving-ca-out")
         .arg(dir.join("serving-ca.crt"))
         .arg("--requestheader-client-ca-file")
@@ -208,7 +235,10 @@ fn an_extension_server_behind_keel() {
     assert_eq!(msg, "all checks passed");
 
     for version in ["1.33", "1.27"] {
-        let resources = env.ok(version, &["api-resources", "--api-group=wardle.example.com"]);
+        let resources = env.ok(
+            version,
+            &["api-resources", "--api-group=wardle.example.com"],
+        );
         assert!(resources.contains("flunders"), "{version}: {resources}");
         let name = format!("f-{}", version.replace('.', "-"));
         let file = env.keel.dir().join(format!("{name}.yaml"));
@@ -225,12 +255,17 @@ fn an_extension_server_behind_keel() {
         // The user the extension server saw: the kubectl user.
         let annotations = &f["metadata"]["annotations"];
         assert_eq!(annotations["wardle.example.com/created-by"], "admin");
-        let groups = annotations["wardle.example.com/created-by-groups"].as_str().unwrap();
+        let groups = annotations["wardle.example.com/created-by-groups"]
+            .as_str()
+            .unwrap();
         assert!(groups.split(',').any(|g| g == "system:masters"), "{groups}");
         let missing = env.out(version, &["get", "flunder", "nope"]);
         assert!(!missing.status.success());
         let err = String::from_utf8_lossy(&missing.stderr);
-        assert!(err.contains("NotFound") && err.contains("nope"), "{version}: {err}");
+        assert!(
+            err.contains("NotFound") && err.contains("nope"),
+            "{version}: {err}"
+        );
     }
 
     // A watch streams through: it is open when the object is created.
@@ -272,6 +307,43 @@ fn an_extension_server_behind_keel() {
         e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "watched"
     });
     assert_eq!(e["object"]["kind"], "Flunder");
+    // kubectl's own watch (list, then watch from its resourceVersion).
+    let mut kwatch = env.cmd(
+        "1.27",
+        &env.keel.kubeconfig(),
+        &["get", "flunders", "--watch-only", "-o", "name"],
+    );
+    let mut kwatch = Process(kwatch.stdout(Stdio::piped()).spawn().unwrap());
+    let (ktx, krx) = mpsc::channel::<String>();
+    let kout = kwatch.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(kout).lines().map_while(Result::ok) {
+            if ktx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Created until the watch has started and sees one.
+    let seen = wait_until("kubectl get -w to print a new Flunder", CATCH_UP, || {
+        let name = format!("kw-{}", keel_tests::next_random() % 100_000);
+        let create = env.cmd("1.33", &env.keel.kubeconfig(), &["create", "-f", "-"]);
+        ok(
+            output_with_stdin(create, flunder_yaml(&name).as_bytes()),
+            "create",
+        );
+        let want = format!("flunder.wardle.example.com/{name}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(l) =
+            krx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if l.trim() == want {
+                return Some(l);
+            }
+        }
+        None
+    });
+    assert!(seen.starts_with("flunder.wardle.example.com/kw-"));
+    drop(kwatch);
 
     // A header the client sends does not name the user: Keel's does.
     let spoof = env.keel.curl(&[
@@ -299,7 +371,11 @@ fn an_extension_server_behind_keel() {
     std::fs::write(&alice_file, flunder_yaml("by-alice")).unwrap();
     wait_until("alice's create to be allowed", CATCH_UP, || {
         let o = env
-            .cmd("1.33", &alice, &["create", "-f", alice_file.to_str().unwrap()])
+            .cmd(
+                "1.33",
+                &alice,
+                &["create", "-f", alice_file.to_str().unwrap()],
+            )
             .output()
             .unwrap();
         o.status.success().then_some(())
@@ -307,7 +383,9 @@ fn an_extension_server_behind_keel() {
     let f = env.flunder("1.33", "by-alice");
     let annotations = &f["metadata"]["annotations"];
     assert_eq!(annotations["wardle.example.com/created-by"], "alice");
-    let groups = annotations["wardle.example.com/created-by-groups"].as_str().unwrap();
+    let groups = annotations["wardle.example.com/created-by-groups"]
+        .as_str()
+        .unwrap();
     assert!(groups.split(',').any(|g| g == "wardle-users"), "{groups}");
     let denied = env
         .cmd("1.33", &alice, &["delete", "flunder", "by-alice"])
@@ -316,7 +394,9 @@ fn an_extension_server_behind_keel() {
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(
-        err.contains("Forbidden") && err.contains(r#"cannot delete resource "flunders" in API group "wardle.example.com""#),
+        err.contains("Forbidden")
+            && err
+                .contains(r#"cannot delete resource "flunders" in API group "wardle.example.com""#),
         "{err}"
     );
     assert!(!env.flunder("1.33", "by-alice").is_null(), "not deleted");
@@ -332,14 +412,21 @@ fn an_extension_server_behind_keel() {
     let refused = env.out("1.33", &["get", "flunders"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("ServiceUnavailable") || err.contains("unable to handle the request"), "{err}");
+    assert!(
+        err.contains("ServiceUnavailable") || err.contains("unable to handle the request"),
+        "{err}"
+    );
     let raw = env
         .keel
         .curl(&["BASE/apis/wardle.example.com/v1alpha1/namespaces/default/flunders"])
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&raw.stdout).unwrap_or_default();
-    assert_eq!((status["code"].as_u64(), status["reason"].as_str()), (Some(503), Some("ServiceUnavailable")), "{status}");
+    assert_eq!(
+        (status["code"].as_u64(), status["reason"].as_str()),
+        (Some(503), Some("ServiceUnavailable")),
+        "{status}"
+    );
     // The watch ended with its server.
     wait_until("the watch through the proxy to end", CATCH_UP, || {
         watch.0.try_wait().unwrap().map(|_| ())

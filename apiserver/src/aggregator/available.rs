@@ -243,8 +243,16 @@ mod tests {
         let no = Verdict::no("FailedDiscoveryCheck", "failing or missing response".into());
         let down = conditions(&first, &no, "2026-01-01T00:02:00Z").unwrap();
         assert_eq!(
-            (down[0]["status"].as_str(), down[0]["reason"].as_str(), down[0]["lastTransitionTime"].as_str()),
-            (Some("False"), Some("FailedDiscoveryCheck"), Some("2026-01-01T00:02:00Z"))
+            (
+                down[0]["status"].as_str(),
+                down[0]["reason"].as_str(),
+                down[0]["lastTransitionTime"].as_str()
+            ),
+            (
+                Some("False"),
+                Some("FailedDiscoveryCheck"),
+                Some("2026-01-01T00:02:00Z")
+            )
         );
         // Another reason, still False: the transition time stays.
         let gone = Verdict::no("EndpointsNotFound", "cannot find endpoints".into());

@@ -143,7 +143,9 @@ pub fn pick(
     Err(Unresolved {
         reason: "MissingEndpoints",
         message: match port_name {
-            Some(name) => format!("endpoints for {named} have no addresses with port name {name:?}"),
+            Some(name) => {
+                format!("endpoints for {named} have no addresses with port name {name:?}")
+            }
             None => format!(
                 "endpoints for {named} have no addresses with port {}",
                 svc.port
@@ -174,7 +176,8 @@ mod tests {
 
     #[test]
     fn the_first_ready_address_with_the_numbered_port_without_a_service() {
-        let ep = endpoints(json!([{"name": "metrics", "port": 9000}, {"name": "https", "port": 443}]));
+        let ep =
+            endpoints(json!([{"name": "metrics", "port": 9000}, {"name": "https", "port": 443}]));
         assert_eq!(pick(&svc(), None, Some(&ep)), Ok("127.0.0.1:443".into()));
         let single = endpoints(json!([{"port": 8443}]));
         assert_eq!(
@@ -183,18 +186,26 @@ mod tests {
             "a subset's only port"
         );
         let none = endpoints(json!([{"port": 1}, {"port": 2}]));
-        assert_eq!(pick(&svc(), None, Some(&none)).unwrap_err().reason, "MissingEndpoints");
+        assert_eq!(
+            pick(&svc(), None, Some(&none)).unwrap_err().reason,
+            "MissingEndpoints"
+        );
         let e = pick(&svc(), None, None).unwrap_err();
         assert_eq!(
             (e.reason, e.message.as_str()),
-            ("ServiceNotFound", r#"service/api in "wardle" is not present"#)
+            (
+                "ServiceNotFound",
+                r#"service/api in "wardle" is not present"#
+            )
         );
     }
 
     #[test]
     fn a_service_names_the_endpoints_port() {
-        let service = json!({"spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]}});
-        let ep = endpoints(json!([{"name": "metrics", "port": 443}, {"name": "https", "port": 8443}]));
+        let service =
+            json!({"spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]}});
+        let ep =
+            endpoints(json!([{"name": "metrics", "port": 443}, {"name": "https", "port": 8443}]));
         assert_eq!(
             pick(&svc(), Some(&service), Some(&ep)),
             Ok("127.0.0.1:8443".into())
@@ -207,11 +218,19 @@ mod tests {
         let e = pick(&svc(), Some(&other), Some(&ep)).unwrap_err();
         assert_eq!(
             (e.reason, e.message.as_str()),
-            ("ServicePortError", r#"service/api in "wardle" is not listening on port 443"#)
+            (
+                "ServicePortError",
+                r#"service/api in "wardle" is not listening on port 443"#
+            )
         );
         let unready = json!({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"name": "https", "port": 8443}]}]});
         let e = pick(&svc(), Some(&service), Some(&unready)).unwrap_err();
         assert_eq!(e.reason, "MissingEndpoints");
-        assert!(e.message.ends_with(r#"have no addresses with port name "https""#), "{}", e.message);
+        assert!(
+            e.message
+                .ends_with(r#"have no addresses with port name "https""#),
+            "{}",
+            e.message
+        );
     }
 }

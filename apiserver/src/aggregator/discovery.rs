@@ -67,7 +67,9 @@ pub fn merge_group_list(list: &mut Value, regs: &[Arc<Registration>]) {
 pub fn group(regs: &[Arc<Registration>], name: &str) -> Option<Value> {
     let (_, versions) = by_group(regs).into_iter().find(|(g, _)| g == name)?;
     let vs: Vec<Value> = versions.iter().map(|r| version_json(r)).collect();
-    Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": vs, "preferredVersion": vs[0]}))
+    Some(
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": vs, "preferredVersion": vs[0]}),
+    )
 }
 
 /// The aggregated discovery items of the remote groups: each version's
@@ -135,7 +137,9 @@ fn resources(list: &Value, group: &str, version: &str) -> Vec<Value> {
     };
     let mut out: Vec<Value> = Vec::new();
     for e in entries {
-        let Some(name) = e["name"].as_str() else { continue };
+        let Some(name) = e["name"].as_str() else {
+            continue;
+        };
         if name.contains('/') {
             continue;
         }
@@ -185,7 +189,10 @@ mod tests {
 
     #[test]
     fn apis_lists_the_aggregated_versions_preferred_by_priority() {
-        let regs = [reg("wardle.example.com", "v1alpha1", 10, true), reg("wardle.example.com", "v1beta1", 20, false)];
+        let regs = [
+            reg("wardle.example.com", "v1alpha1", 10, true),
+            reg("wardle.example.com", "v1beta1", 20, false),
+        ];
         let mut list = json!({"kind": "APIGroupList", "groups": [{"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]}]});
         merge_group_list(&mut list, &regs);
         let w = &list["groups"][1];
@@ -193,31 +200,44 @@ mod tests {
         assert_eq!(w["preferredVersion"]["version"], "v1beta1");
         assert_eq!(w["versions"].as_array().unwrap().len(), 2);
         let g = group(&regs, "wardle.example.com").unwrap();
-        assert_eq!((g["kind"].as_str(), g["versions"][1]["version"].as_str()), (Some("APIGroup"), Some("v1alpha1")));
+        assert_eq!(
+            (g["kind"].as_str(), g["versions"][1]["version"].as_str()),
+            (Some("APIGroup"), Some("v1alpha1"))
+        );
         assert!(group(&regs, "apps").is_none());
     }
 
     #[test]
     fn aggregated_discovery_carries_the_backend_resources() {
-        let regs = [reg("wardle.example.com", "v1alpha1", 10, true), reg("wardle.example.com", "v1beta1", 20, false)];
+        let regs = [
+            reg("wardle.example.com", "v1alpha1", 10, true),
+            reg("wardle.example.com", "v1beta1", 20, false),
+        ];
         let list = json!({"kind": "APIResourceList", "groupVersion": "wardle.example.com/v1alpha1", "resources": [
             {"name": "flunders", "singularName": "flunder", "namespaced": true, "kind": "Flunder",
              "verbs": ["create", "get", "list", "watch"], "shortNames": ["fl"]},
             {"name": "flunders/status", "singularName": "", "namespaced": true, "kind": "Flunder", "verbs": ["get"]},
         ]});
-        let lists: BTreeMap<String, Value> = [("v1alpha1.wardle.example.com".to_string(), list)].into();
+        let lists: BTreeMap<String, Value> =
+            [("v1alpha1.wardle.example.com".to_string(), list)].into();
         let items = aggregated_items(&regs, &lists);
         let mut doc = json!({"kind": "APIGroupDiscoveryList", "items": [{"metadata": {"name": "apps"}, "versions": []}]});
         merge_aggregated(&mut doc, items);
         let w = &doc["items"][1];
         assert_eq!(w["metadata"]["name"], "wardle.example.com");
         let (beta, alpha) = (&w["versions"][0], &w["versions"][1]);
-        assert_eq!((beta["version"].as_str(), beta["freshness"].as_str()), (Some("v1beta1"), Some("Stale")));
+        assert_eq!(
+            (beta["version"].as_str(), beta["freshness"].as_str()),
+            (Some("v1beta1"), Some("Stale"))
+        );
         assert_eq!(alpha["freshness"], "Current");
         let r = &alpha["resources"][0];
         assert_eq!(r["resource"], "flunders");
         assert_eq!(r["scope"], "Namespaced");
-        assert_eq!(r["responseKind"], json!({"group": "wardle.example.com", "version": "v1alpha1", "kind": "Flunder"}));
+        assert_eq!(
+            r["responseKind"],
+            json!({"group": "wardle.example.com", "version": "v1alpha1", "kind": "Flunder"})
+        );
         assert_eq!(r["shortNames"], json!(["fl"]));
         assert_eq!(r["subresources"][0]["subresource"], "status");
         assert_eq!(alpha["resources"].as_array().unwrap().len(), 1);

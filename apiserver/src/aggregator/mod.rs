@@ -189,7 +189,9 @@ impl Aggregator {
     /// `/apis/<group>`: the served group (`local`), else the aggregated one.
     pub fn group(&self, local: Result<Value, ApiError>, name: &str) -> Result<Value, ApiError> {
         match local {
-            Err(ApiError::NoRoute) => discovery::group(&self.index.all(), name).ok_or(ApiError::NoRoute),
+            Err(ApiError::NoRoute) => {
+                discovery::group(&self.index.all(), name).ok_or(ApiError::NoRoute)
+            }
             other => other,
         }
     }
@@ -209,7 +211,10 @@ impl Aggregator {
             return Response::from_parts(parts, Body::from(bytes));
         };
         let items = {
-            let lists = self.discovery.read().unwrap_or_else(PoisonError::into_inner);
+            let lists = self
+                .discovery
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             discovery::aggregated_items(&regs, &lists)
         };
         discovery::merge_aggregated(&mut doc, items);

@@ -212,18 +212,25 @@ mod tests {
             ("accept", "application/json"),
             ("host", "keel:6443"),
         ] {
-            client.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            client.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         let user = UserInfo {
             name: "alice".into(),
             uid: "u-1".into(),
             groups: vec!["dev".into(), "system:authenticated".into()],
-            extra: [("scopes.example.com/a b".to_string(), vec!["x".to_string(), "y".to_string()])]
-                .into_iter()
-                .collect(),
+            extra: [(
+                "scopes.example.com/a b".to_string(),
+                vec!["x".to_string(), "y".to_string()],
+            )]
+            .into_iter()
+            .collect(),
         };
         let h = forward_headers(&client, &user, "127.0.0.1:9443");
-        let all = |n: &str| -> Vec<&str> { h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
+        let all =
+            |n: &str| -> Vec<&str> { h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
         assert_eq!(all("x-remote-user"), ["alice"]);
         assert_eq!(all("x-remote-uid"), ["u-1"]);
         assert_eq!(all("x-remote-group"), ["dev", "system:authenticated"]);

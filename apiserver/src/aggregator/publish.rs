@@ -34,14 +34,23 @@ pub fn ours(cluster_ca: &str, front_proxy_ca: &str) -> BTreeMap<String, String> 
     let list = |v: &[&str]| serde_json::to_string(v).unwrap_or_default();
     BTreeMap::from([
         ("client-ca-file".into(), cluster_ca.to_string()),
-        ("requestheader-client-ca-file".into(), front_proxy_ca.to_string()),
+        (
+            "requestheader-client-ca-file".into(),
+            front_proxy_ca.to_string(),
+        ),
         (
             "requestheader-allowed-names".into(),
             list(&[crate::pki::front_proxy::CLIENT_NAME]),
         ),
-        ("requestheader-username-headers".into(), list(&["X-Remote-User"])),
+        (
+            "requestheader-username-headers".into(),
+            list(&["X-Remote-User"]),
+        ),
         ("requestheader-uid-headers".into(), list(&["X-Remote-Uid"])),
-        ("requestheader-group-headers".into(), list(&["X-Remote-Group"])),
+        (
+            "requestheader-group-headers".into(),
+            list(&["X-Remote-Group"]),
+        ),
         (
             "requestheader-extra-headers-prefix".into(),
             list(&["X-Remote-Extra-"]),
@@ -177,18 +186,34 @@ mod tests {
     #[test]
     fn members_add_their_cas_and_names_without_removing_others() {
         let first = ours(A, A);
-        assert_eq!(first["requestheader-allowed-names"], r#"["front-proxy-client"]"#);
-        assert_eq!(first["requestheader-username-headers"], r#"["X-Remote-User"]"#);
+        assert_eq!(
+            first["requestheader-allowed-names"],
+            r#"["front-proxy-client"]"#
+        );
+        assert_eq!(
+            first["requestheader-username-headers"],
+            r#"["X-Remote-User"]"#
+        );
         let empty = BTreeMap::new();
         let have = merged(&empty, &first).unwrap();
-        assert_eq!(merged(&have, &first), None, "nothing to add the second time");
+        assert_eq!(
+            merged(&have, &first),
+            None,
+            "nothing to add the second time"
+        );
         let second = ours(A, B);
         let both = merged(&have, &second).unwrap();
         assert_eq!(both["requestheader-client-ca-file"], format!("{A}{B}"));
         assert_eq!(both["client-ca-file"], A);
-        assert_eq!(both["requestheader-allowed-names"], r#"["front-proxy-client"]"#);
+        assert_eq!(
+            both["requestheader-allowed-names"],
+            r#"["front-proxy-client"]"#
+        );
         let mut other = both.clone();
-        other.insert("requestheader-allowed-names".into(), r#"["aggregator"]"#.into());
+        other.insert(
+            "requestheader-allowed-names".into(),
+            r#"["aggregator"]"#.into(),
+        );
         let names = merged(&other, &second).unwrap();
         assert_eq!(
             names["requestheader-allowed-names"],

@@ -289,7 +289,8 @@ mod tests {
             (r.available, r.backend.as_deref()),
             (Some(true), Some("127.0.0.1:9443"))
         );
-        let local = json!({"metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"}});
+        let local =
+            json!({"metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"}});
         assert!(!Registration::from_object(&local).unwrap().is_remote());
     }
 
@@ -300,8 +301,13 @@ mod tests {
         assert!(!index.put(&wardle(json!({}))), "the same object again");
         assert!(index.remote("wardle.example.com", "v1alpha1").is_some());
         assert!(index.remote("wardle.example.com", "v1").is_none());
-        index.put(&json!({"metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"}}));
-        assert!(index.remote("apps", "v1").is_none(), "local ones are not proxied");
+        index.put(
+            &json!({"metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"}}),
+        );
+        assert!(
+            index.remote("apps", "v1").is_none(),
+            "local ones are not proxied"
+        );
         assert!(index.remove("v1alpha1.wardle.example.com"));
         assert!(index.remote("wardle.example.com", "v1alpha1").is_none());
     }

@@ -24,9 +24,7 @@ pub fn attributes(
 ) -> Attributes {
     let mut parts: Vec<&str> = rest.to_vec();
     // `/apis/g/v/watch/…`: the old form of a watch.
-    let mut watch = q
-        .get("watch")
-        .is_some_and(|w| w == "true" || w == "1");
+    let mut watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     if parts.first() == Some(&"watch") {
         parts.remove(0);
         watch = true;
@@ -57,8 +55,10 @@ pub fn attributes(
     if name.is_empty()
         && matches!(verb, "list" | "watch")
         && let Some(n) = q.get("fieldSelector").and_then(|f| {
-            f.split(',')
-                .find_map(|t| t.strip_prefix("metadata.name=").or_else(|| t.strip_prefix("metadata.name==")))
+            f.split(',').find_map(|t| {
+                t.strip_prefix("metadata.name=")
+                    .or_else(|| t.strip_prefix("metadata.name=="))
+            })
         })
     {
         name = n.to_string();
@@ -86,37 +86,109 @@ pub fn attributes(
 mod tests {
     use super::*;
 
-    fn info(method: Method, path: &str, query: &[(&str, &str)]) -> (String, String, String, String, String) {
+    fn info(
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> (String, String, String, String, String) {
         let rest: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let q: Query = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let a = attributes(&UserInfo::default(), &method, "wardle.example.com", "v1alpha1", &rest, &q);
+        let a = attributes(
+            &UserInfo::default(),
+            &method,
+            "wardle.example.com",
+            "v1alpha1",
+            &rest,
+            &q,
+        );
         assert!(a.resource_request);
         (a.verb, a.namespace, a.resource, a.name, a.subresource)
     }
 
     fn s(v: [&str; 5]) -> (String, String, String, String, String) {
-        (v[0].into(), v[1].into(), v[2].into(), v[3].into(), v[4].into())
+        (
+            v[0].into(),
+            v[1].into(),
+            v[2].into(),
+            v[3].into(),
+            v[4].into(),
+        )
     }
 
     #[test]
     fn paths_read_as_kubernetes_reads_them() {
         use Method as M;
         let cases = [
-            (M::GET, "namespaces/d/flunders", vec![], ["list", "d", "flunders", "", ""]),
-            (M::GET, "namespaces/d/flunders", vec![("watch", "true")], ["watch", "d", "flunders", "", ""]),
-            (M::GET, "watch/namespaces/d/flunders", vec![], ["watch", "d", "flunders", "", ""]),
-            (M::GET, "namespaces/d/flunders/x", vec![], ["get", "d", "flunders", "x", ""]),
-            (M::PUT, "namespaces/d/flunders/x/status", vec![], ["update", "d", "flunders", "x", "status"]),
-            (M::POST, "namespaces/d/flunders", vec![], ["create", "d", "flunders", "", ""]),
-            (M::DELETE, "namespaces/d/flunders", vec![], ["deletecollection", "d", "flunders", "", ""]),
-            (M::DELETE, "fischers/y", vec![], ["delete", "", "fischers", "y", ""]),
-            (M::PATCH, "fischers/y", vec![], ["patch", "", "fischers", "y", ""]),
-            (M::GET, "flunders", vec![("fieldSelector", "metadata.name=z")], ["list", "", "flunders", "z", ""]),
+            (
+                M::GET,
+                "namespaces/d/flunders",
+                vec![],
+                ["list", "d", "flunders", "", ""],
+            ),
+            (
+                M::GET,
+                "namespaces/d/flunders",
+                vec![("watch", "true")],
+                ["watch", "d", "flunders", "", ""],
+            ),
+            (
+                M::GET,
+                "watch/namespaces/d/flunders",
+                vec![],
+                ["watch", "d", "flunders", "", ""],
+            ),
+            (
+                M::GET,
+                "namespaces/d/flunders/x",
+                vec![],
+                ["get", "d", "flunders", "x", ""],
+            ),
+            (
+                M::PUT,
+                "namespaces/d/flunders/x/status",
+                vec![],
+                ["update", "d", "flunders", "x", "status"],
+            ),
+            (
+                M::POST,
+                "namespaces/d/flunders",
+                vec![],
+                ["create", "d", "flunders", "", ""],
+            ),
+            (
+                M::DELETE,
+                "namespaces/d/flunders",
+                vec![],
+                ["deletecollection", "d", "flunders", "", ""],
+            ),
+            (
+                M::DELETE,
+                "fischers/y",
+                vec![],
+                ["delete", "", "fischers", "y", ""],
+            ),
+            (
+                M::PATCH,
+                "fischers/y",
+                vec![],
+                ["patch", "", "fischers", "y", ""],
+            ),
+            (
+                M::GET,
+                "flunders",
+                vec![("fieldSelector", "metadata.name=z")],
+                ["list", "", "flunders", "z", ""],
+            ),
             // A namespace-scoped kind named `namespaces` in the group.
-            (M::GET, "namespaces/d", vec![], ["get", "d", "namespaces", "d", ""]),
+            (
+                M::GET,
+                "namespaces/d",
+                vec![],
+                ["get", "d", "namespaces", "d", ""],
+            ),
         ];
         for (m, path, q, want) in cases {
             assert_eq!(info(m.clone(), path, &q), s(want), "{m} {path} {q:?}");

@@ -106,7 +106,8 @@ pub fn server_name(reg: &Registration) -> ServerName<'static> {
         .as_ref()
         .map(|s| s.dns_name())
         .unwrap_or_else(|| "localhost".into());
-    ServerName::try_from(dns).unwrap_or_else(|_| ServerName::try_from("invalid.svc").expect("a valid DNS name"))
+    ServerName::try_from(dns)
+        .unwrap_or_else(|_| ServerName::try_from("invalid.svc").expect("a valid DNS name"))
 }
 
 /// `insecureSkipTLSVerify`: any server certificate is accepted; the

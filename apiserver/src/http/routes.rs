@@ -142,7 +142,18 @@ async fn resources(
 ) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
     let user = user.map(|u| u.0).unwrap_or_default();
-    let proxied = aggregated(&s, &user, segs[1], segs[2], &[], &method, &uri, &headers, body).await;
+    let proxied = aggregated(
+        &s,
+        &user,
+        segs[1],
+        segs[2],
+        &[],
+        &method,
+        &uri,
+        &headers,
+        body,
+    )
+    .await;
     if let Some(r) = proxied {
         return r;
     }
@@ -209,20 +220,22 @@ async fn resource(
     let segs = request::segments(uri.path());
     let user = user.map(|u| u.0).unwrap_or_default();
     let rest = &segs[3..];
-    let proxied = aggregated(&s, &user, segs[1], segs[2], rest, &method, &uri, &headers, body.clone());
+    let proxied = aggregated(
+        &s,
+        &user,
+        segs[1],
+        segs[2],
+        rest,
+        &method,
+        &uri,
+        &headers,
+        body.clone(),
+    );
     if let Some(r) = proxied.await {
         return r;
     }
     serve(
-        &s,
-        segs[1],
-        segs[2],
-        rest,
-        method,
-        &uri,
-        headers,
-        body,
-        &user,
+        &s, segs[1], segs[2], rest, method, &uri, headers, body, &user,
     )
     .await
 }

@@ -50,7 +50,10 @@ impl FrontProxy {
     /// The front-proxy CA and client certificate of `dir`, created when
     /// missing. A client certificate is issued again when the CA was.
     pub fn load_or_create(dir: &Path) -> Result<FrontProxy, ServerError> {
-        let (ca_crt, ca_key) = (dir.join("front-proxy-ca.crt"), dir.join("front-proxy-ca.key"));
+        let (ca_crt, ca_key) = (
+            dir.join("front-proxy-ca.crt"),
+            dir.join("front-proxy-ca.key"),
+        );
         let (cl_crt, cl_key) = (
             dir.join("front-proxy-client.crt"),
             dir.join("front-proxy-client.key"),
@@ -81,7 +84,8 @@ impl FrontProxy {
             None => {
                 let key =
                     KeyPair::from_pem(&ca_key_pem).map_err(|e| tls_err("front-proxy-ca.key", e))?;
-                let issuer = Issuer::new(ca_params().map_err(|e| tls_err("CA parameters", e))?, key);
+                let issuer =
+                    Issuer::new(ca_params().map_err(|e| tls_err("CA parameters", e))?, key);
                 let mut p = CertificateParams::new(Vec::<String>::new())
                     .map_err(|e| tls_err("certificate names", e))?;
                 p.distinguished_name.push(DnType::CommonName, CLIENT_NAME);

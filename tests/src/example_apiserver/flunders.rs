@@ -105,13 +105,29 @@ pub async fn create(
     body: Bytes,
 ) -> Response {
     let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON".into(),
+        );
     };
     if obj["kind"] != "Flunder" {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "expected a Flunder".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "expected a Flunder".into(),
+        );
     }
-    let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string) else {
-        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required value".into());
+    let Some(name) = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value".into(),
+        );
     };
     let mut objects = s.objects.lock().unwrap();
     let key = (ns.clone(), name.clone());
@@ -128,7 +144,9 @@ pub async fn create(
     meta["namespace"] = json!(ns);
     meta["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
     meta["resourceVersion"] = json!(rv.to_string());
-    meta["creationTimestamp"] = json!(keel_apiserver::meta::rfc3339(keel_apiserver::meta::now_secs()));
+    meta["creationTimestamp"] = json!(keel_apiserver::meta::rfc3339(
+        keel_apiserver::meta::now_secs()
+    ));
     if !meta["annotations"].is_object() {
         meta["annotations"] = json!({});
     }
@@ -178,7 +196,12 @@ impl Store {
         };
         let objects = self.objects.lock().unwrap();
         if !q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-            let items: Vec<Value> = objects.by_key.values().filter(|o| in_ns(o)).cloned().collect();
+            let items: Vec<Value> = objects
+                .by_key
+                .values()
+                .filter(|o| in_ns(o))
+                .cloned()
+                .collect();
             return axum::Json(json!({
                 "kind": "FlunderList", "apiVersion": format!("{GROUP}/{VERSION}"),
                 "metadata": {"resourceVersion": objects.revision.to_string()}, "items": items,
@@ -216,7 +239,11 @@ impl Store {
             l.push('\n');
             Ok::<_, std::convert::Infallible>(Bytes::from(l))
         };
-        let replay: Vec<_> = first.iter().filter(|c| in_ns(&c.object)).map(line).collect();
+        let replay: Vec<_> = first
+            .iter()
+            .filter(|c| in_ns(&c.object))
+            .map(line)
+            .collect();
         let in_ns = std::sync::Arc::new(in_ns);
         let live = futures::stream::unfold(rx, move |mut rx| async move {
             loop {

@@ -70,7 +70,8 @@ fn serving_certificate(names: &[String]) -> anyhow::Result<(String, String, Stri
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(names.to_vec())?;
-    leaf.distinguished_name.push(DnType::CommonName, "wardle-apiserver");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "wardle-apiserver");
     let cert = leaf.signed_by(&key, &issuer)?;
     Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
 }
@@ -124,7 +125,9 @@ async fn authenticate(
         return unauthorized("no front-proxy client certificate");
     };
     if !allowed.is_empty() && !allowed.contains(&cn) {
-        return unauthorized(&format!("client certificate {cn:?} is not an allowed front proxy"));
+        return unauthorized(&format!(
+            "client certificate {cn:?} is not an allowed front proxy"
+        ));
     }
     let Some(name) = values(req.headers(), "x-remote-user").into_iter().next() else {
         return unauthorized("no X-Remote-User");
@@ -133,7 +136,13 @@ async fn authenticate(
         name,
         groups: values(req.headers(), "x-remote-group"),
     };
-    eprintln!("{} {} as {} {:?}", req.method(), req.uri(), user.name, user.groups);
+    eprintln!(
+        "{} {} as {} {:?}",
+        req.method(),
+        req.uri(),
+        user.name,
+        user.groups
+    );
     req.extensions_mut().insert(user);
     next.run(req).await
 }
@@ -163,7 +172,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (ca_pem, cert_pem, key_pem) = serving_certificate(&cfg.serving_names)?;
     std::fs::write(&cfg.serving_ca_out, &ca_pem)
         .with_context(|| format!("writing {}", cfg.serving_ca_out.display()))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg, &cert_pem, &key_pem)?));
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg, &cert_pem, &key_pem)?));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let app = router(cfg.allowed_names.clone());
     println!("listening on {}", listener.local_addr()?);
@@ -181,9 +191,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .and_then(|c| c.first())
                 .and_then(|c| keel_store::grpc::tls::subject(c.as_ref()).ok())
                 .map(|(cn, _)| cn);
-            let svc = hyper_util::service::TowerToHyperService::new(
-                app.layer(axum::Extension(Peer(cn))),
-            );
+            let svc =
+                hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(Peer(cn))));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await;
