@@ -52,6 +52,9 @@ use registration::{Index, Registration};
 /// The largest aggregated discovery document re-read to merge into.
 const MAX_DISCOVERY_DOC: usize = 64 << 20;
 
+/// A TLS configuration and the version of the APIService it was built for.
+type TlsFor = (Arc<Registration>, Arc<rustls::ClientConfig>);
+
 /// The aggregator of one API server.
 pub struct Aggregator {
     registry: Weak<Registry>,
@@ -60,7 +63,7 @@ pub struct Aggregator {
     /// The proxy's client certificate and the fallback trust.
     identity: tls::Identity,
     /// Each APIService's TLS configuration, built once per version of it.
-    tls: Mutex<BTreeMap<String, (Arc<Registration>, Arc<rustls::ClientConfig>)>>,
+    tls: Mutex<BTreeMap<String, TlsFor>>,
     /// The resource lists the availability checks read, by APIService name.
     discovery: RwLock<BTreeMap<String, Value>>,
 }
