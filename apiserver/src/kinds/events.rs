@@ -235,10 +235,7 @@ fn validate_events(obj: &Value) -> Vec<Cause> {
         "deprecatedLastTimestamp",
         "deprecatedCount",
     ] {
-        if obj
-            .get(f)
-            .is_some_and(|v| !v.is_null() && *v != 0)
-        {
+        if obj.get(f).is_some_and(|v| !v.is_null() && *v != 0) {
             causes.push(Cause::invalid(f, "Invalid value: \"\": needs to be unset"));
         }
     }
