@@ -38,8 +38,11 @@
 //!   and the storage layer that encrypts before a write is proposed.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
 //! - [`fieldmanager`]: managedFields on every write, and server-side apply.
+//! - [`aggregator`]: API aggregation: APIServices proxied to extension API
+//!   servers, their `Available` condition, merged discovery.
 
 pub mod admission;
+pub mod aggregator;
 pub mod audit;
 pub mod authn;
 pub mod authz;

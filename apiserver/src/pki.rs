@@ -18,6 +18,7 @@ use rcgen::{
 
 use crate::error::ServerError;
 
+pub mod front_proxy;
 pub mod issue;
 pub use issue::{
     ADMIN_GROUP, Ca, Issued, MEMBER_GROUP, NODE_GROUP, kubeconfig, member_name, subject,

@@ -14,6 +14,8 @@
 //!   power cut (`tests/tests/power_cut.rs`).
 //! - [`peer_tls`]: certificates for tests that talk to the member port.
 //! - [`server`]: one `keel server` process for tests that drive it with kubectl or curl.
+//! - [`example_apiserver`]: an extension API server behind Keel's aggregation
+//!   (the `keel-example-apiserver` binary).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod at_rest;
+pub mod example_apiserver;
 pub mod fuzz;
 pub mod kms_plugin;
 pub mod lazyfs;

@@ -212,6 +212,7 @@ mod tests {
             authorizer: Arc::new(Chain(vec![Arc::new(Rbac::new(index))])),
             rbac: None,
             audit: None,
+            aggregator: None,
         }
     }
 

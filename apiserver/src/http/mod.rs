@@ -37,6 +37,8 @@ pub struct AppState {
     pub rbac: Option<Arc<crate::authz::rbac::Rbac>>,
     /// The audit log, when one is written ([`crate::audit`]).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// API aggregation ([`crate::aggregator`]); `None` without the server's tasks.
+    pub aggregator: Option<Arc<crate::aggregator::Aggregator>>,
 }
 
 /// Health reports on the registry's storage.
@@ -71,6 +73,7 @@ impl InProcess {
             )])),
             rbac: None,
             audit: None,
+            aggregator: None,
         };
         InProcess {
             registry,

@@ -98,19 +98,30 @@ async fn core_root(State(s): State<AppState>, headers: HeaderMap) -> Response {
     response::json(StatusCode::OK, &discovery::api_versions())
 }
 
-/// `/apis`.
+/// `/apis`, with the aggregated groups ([`crate::aggregator`]).
 async fn groups_root(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(&headers) {
-        return discovery::aggregated(&s.registry.kinds, false);
+        let local = discovery::aggregated(&s.registry.kinds, false);
+        return match &s.aggregator {
+            Some(a) => a.merge_aggregated(local).await,
+            None => local,
+        };
     }
-    response::json(StatusCode::OK, &discovery::group_list(&s.registry.kinds))
+    let mut list = discovery::group_list(&s.registry.kinds);
+    if let Some(a) = &s.aggregator {
+        a.merge_group_list(&mut list);
+    }
+    response::json(StatusCode::OK, &list)
 }
 
 /// `/apis/{group}`.
 async fn group(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
-    let v = discovery::group(&s.registry.kinds, segs[1])?;
-    Ok(response::json(StatusCode::OK, &v))
+    let mut v = discovery::group(&s.registry.kinds, segs[1]);
+    if let Some(a) = &s.aggregator {
+        v = a.group(v, segs[1]);
+    }
+    Ok(response::json(StatusCode::OK, &v?))
 }
 
 /// `/api/{version}`.
@@ -120,11 +131,56 @@ async fn core_resources(State(s): State<AppState>, uri: Uri) -> Result<Response,
     Ok(response::json(StatusCode::OK, &v))
 }
 
-/// `/apis/{group}/{version}`.
-async fn resources(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+/// `/apis/{group}/{version}`: the extension server's when aggregated.
+async fn resources(
+    State(s): State<AppState>,
+    user: Option<Extension<UserInfo>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
+    let user = user.map(|u| u.0).unwrap_or_default();
+    let proxied = aggregated(
+        &s,
+        &user,
+        segs[1],
+        segs[2],
+        &[],
+        &method,
+        &uri,
+        &headers,
+        body,
+    )
+    .await;
+    if let Some(r) = proxied {
+        return r;
+    }
     let v = discovery::resource_list(&s.registry.kinds, segs[1], segs[2])?;
     Ok(response::json(StatusCode::OK, &v))
+}
+
+/// The extension server's answer when an APIService sends `group`/`version`
+/// to one ([`crate::aggregator`]); `None` when this server serves it.
+#[allow(clippy::too_many_arguments)]
+async fn aggregated(
+    s: &AppState,
+    user: &UserInfo,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Option<Result<Response, ApiError>> {
+    let a = s.aggregator.as_ref()?;
+    let reg = a.remote(group, version)?;
+    Some(
+        a.serve(&reg, &*s.authorizer, user, rest, method, uri, headers, body)
+            .await,
+    )
 }
 
 /// `/api/{version}/…`.
@@ -163,16 +219,23 @@ async fn resource(
 ) -> Result<Response, ApiError> {
     let segs = request::segments(uri.path());
     let user = user.map(|u| u.0).unwrap_or_default();
-    serve(
+    let rest = &segs[3..];
+    let proxied = aggregated(
         &s,
+        &user,
         segs[1],
         segs[2],
-        &segs[3..],
-        method,
+        rest,
+        &method,
         &uri,
-        headers,
-        body,
-        &user,
+        &headers,
+        body.clone(),
+    );
+    if let Some(r) = proxied.await {
+        return r;
+    }
+    serve(
+        &s, segs[1], segs[2], rest, method, &uri, headers, body, &user,
     )
     .await
 }

@@ -319,6 +319,7 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
         Some(path) => Some(crate::audit::AuditLog::open(path).await?),
         None => None,
     };
+    let aggregator = crate::aggregator::Aggregator::start(&registry, &pki)?;
     let app = routes::router(AppState {
         registry: registry.clone(),
         metrics: Arc::default(),
@@ -326,6 +327,7 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
         authorizer,
         rbac: Some(rbac),
         audit,
+        aggregator: Some(aggregator),
     });
     // ServiceAccount tokens are signed with a key derived from the CA's,
     // which every member of the cluster shares.

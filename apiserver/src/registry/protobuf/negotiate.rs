@@ -59,7 +59,13 @@ pub fn wants_protobuf(headers: &HeaderMap) -> bool {
 pub async fn layer(req: Request, next: Next) -> Response {
     let proto = wants_protobuf(req.headers());
     let resp = next.run(req).await;
-    if !proto {
+    // An extension server's answer goes back as it came.
+    if !proto
+        || resp
+            .extensions()
+            .get::<crate::aggregator::proxy::Proxied>()
+            .is_some()
+    {
         return resp;
     }
     let json = resp
