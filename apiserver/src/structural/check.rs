@@ -160,7 +160,9 @@ fn crd_rules(n: &Node, path: &str, ctx: &Ctx, is_root: bool, out: &mut Vec<Cause
         }
         if let Additional::Schema(s) = a {
             let sub = if ctx.inside_meta {
-                ctx.forbid_defaults("inside additionalProperties applying to object metadata".into())
+                ctx.forbid_defaults(
+                    "inside additionalProperties applying to object metadata".into(),
+                )
             } else {
                 ctx.clone()
             };
@@ -180,7 +182,11 @@ fn crd_rules(n: &Node, path: &str, ctx: &Ctx, is_root: bool, out: &mut Vec<Cause
     if let Some(not) = &n.not {
         crd_rules(not, &at(path, "not"), ctx, false, out);
     }
-    for (key, list) in [("allOf", &n.all_of), ("oneOf", &n.one_of), ("anyOf", &n.any_of)] {
+    for (key, list) in [
+        ("allOf", &n.all_of),
+        ("oneOf", &n.one_of),
+        ("anyOf", &n.any_of),
+    ] {
         for (i, s) in list.iter().enumerate() {
             crd_rules(s, &format!("{path}.{key}[{i}]"), ctx, false, out);
         }
@@ -202,7 +208,10 @@ fn crd_rules(n: &Node, path: &str, ctx: &Ctx, is_root: bool, out: &mut Vec<Cause
 /// `x-kubernetes-list-map-keys` well formed.
 fn map_and_list_types(n: &Node, path: &str, out: &mut Vec<Cause>) {
     let type_for = |what: &str, out: &mut Vec<Cause>| {
-        let detail = format!("must be {what} if x-kubernetes-{}-type is specified", if what == "object" { "map" } else { "list" });
+        let detail = format!(
+            "must be {what} if x-kubernetes-{}-type is specified",
+            if what == "object" { "map" } else { "list" }
+        );
         if n.ty.is_empty() {
             out.push(required(&at(path, "type"), &detail));
         } else {
@@ -256,9 +265,11 @@ fn map_and_list_types(n: &Node, path: &str, out: &mut Vec<Cause>) {
         let detail = "must be map if x-kubernetes-list-map-keys is non-empty";
         match lt {
             None => out.push(required(&at(path, "x-kubernetes-list-type"), detail)),
-            Some(t) if t != "map" => {
-                out.push(invalid(&at(path, "x-kubernetes-list-type"), &json!(t), detail))
-            }
+            Some(t) if t != "map" => out.push(invalid(
+                &at(path, "x-kubernetes-list-type"),
+                &json!(t),
+                detail,
+            )),
             _ => {}
         }
     }
@@ -298,7 +309,11 @@ fn map_and_list_types(n: &Node, path: &str, out: &mut Vec<Cause>) {
                         )),
                     }
                     if !seen.insert(k) {
-                        out.push(invalid(&keys_path, &keys, "must not contain duplicate entries"));
+                        out.push(invalid(
+                            &keys_path,
+                            &keys,
+                            "must not contain duplicate entries",
+                        ));
                     }
                 }
             }
@@ -427,7 +442,10 @@ fn invariants(n: &Node, level: Level, path: &str, out: &mut Vec<Cause>) {
         ));
     }
     let skip_any_of = int_or_string_any_of(&n.any_of);
-    let skip_first_all_of = n.all_of.first().is_some_and(|a| int_or_string_any_of(&a.any_of));
+    let skip_first_all_of = n
+        .all_of
+        .first()
+        .is_some_and(|a| int_or_string_any_of(&a.any_of));
     value_validations(n, skip_any_of, skip_first_all_of, level, path, out);
 
     let check_metadata = level == Level::Root || n.embedded;
@@ -453,14 +471,22 @@ fn invariants(n: &Node, level: Level, path: &str, out: &mut Vec<Cause>) {
         ));
     }
     if level == Level::Root && !n.ty.is_empty() && n.ty != "object" {
-        out.push(invalid(&at(path, "type"), &json!(n.ty), "must be object at the root"));
+        out.push(invalid(
+            &at(path, "type"),
+            &json!(n.ty),
+            "must be object at the root",
+        ));
     }
     if check_metadata {
         for f in ["kind", "apiVersion"] {
             if let Some(p) = n.properties.get(f)
                 && p.ty != "string"
             {
-                out.push(invalid(&at(&prop(path, f), "type"), &json!(p.ty), "must be string"));
+                out.push(invalid(
+                    &at(&prop(path, f), "type"),
+                    &json!(p.ty),
+                    "must be string",
+                ));
             }
         }
     }
@@ -616,7 +642,10 @@ fn nested(v: &Node, skip_any_of: bool, level: Level, path: &str, out: &mut Vec<C
     if !v.ty.is_empty() {
         out.push(forbidden(&at(path, "type"), structural));
     }
-    if matches!(v.additional, Some(Additional::Schema(_) | Additional::Bool(true))) {
+    if matches!(
+        v.additional,
+        Some(Additional::Schema(_) | Additional::Bool(true))
+    ) {
         out.push(forbidden(&at(path, "additionalProperties"), undefined));
     }
     if v.default.is_some() {
@@ -641,7 +670,10 @@ fn nested(v: &Node, skip_any_of: bool, level: Level, path: &str, out: &mut Vec<C
         }
     }
     if !v.list_map_keys.is_empty() {
-        out.push(forbidden(&at(path, "x-kubernetes-list-map-keys"), structural));
+        out.push(forbidden(
+            &at(path, "x-kubernetes-list-map-keys"),
+            structural,
+        ));
     }
     if v.list_type.is_some() {
         out.push(forbidden(&at(path, "x-kubernetes-list-type"), undefined));
@@ -666,7 +698,11 @@ fn completeness(v: &Node, s: &Node, s_path: &str, v_path: &str, out: &mut Vec<Ca
     if let Some(not) = &v.not {
         nested_complete(not, Some(s), s_path, &at(v_path, "not"), out);
     }
-    for (key, list) in [("allOf", &v.all_of), ("anyOf", &v.any_of), ("oneOf", &v.one_of)] {
+    for (key, list) in [
+        ("allOf", &v.all_of),
+        ("anyOf", &v.any_of),
+        ("oneOf", &v.one_of),
+    ] {
         for (i, a) in list.iter().enumerate() {
             nested_complete(a, Some(s), s_path, &format!("{v_path}.{key}[{i}]"), out);
         }
@@ -675,12 +711,21 @@ fn completeness(v: &Node, s: &Node, s_path: &str, v_path: &str, out: &mut Vec<Ca
 
 fn nested_complete(v: &Node, s: Option<&Node>, s_path: &str, v_path: &str, out: &mut Vec<Cause>) {
     let Some(s) = s else {
-        out.push(required(s_path, &format!("because it is defined in {v_path}")));
+        out.push(required(
+            s_path,
+            &format!("because it is defined in {v_path}"),
+        ));
         return;
     };
     completeness(v, s, s_path, v_path, out);
     if let Some(items) = &v.items {
-        nested_complete(items, s.items.as_deref(), &at(s_path, "items"), &at(v_path, "items"), out);
+        nested_complete(
+            items,
+            s.items.as_deref(),
+            &at(s_path, "items"),
+            &at(v_path, "items"),
+            out,
+        );
     }
     for (k, vf) in &v.properties {
         let (sp, vp) = (prop(s_path, k), prop(v_path, k));

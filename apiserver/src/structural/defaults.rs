@@ -100,7 +100,8 @@ fn walk(n: &Node, at: &str, resource: bool, inside_meta: bool, out: &mut Vec<Cau
         walk(items, &format!("{at}.items"), false, inside_meta, out);
     }
     for (k, p) in &n.properties {
-        let meta = inside_meta || (resource && ["apiVersion", "kind", "metadata"].contains(&k.as_str()));
+        let meta =
+            inside_meta || (resource && ["apiVersion", "kind", "metadata"].contains(&k.as_str()));
         walk(p, &format!("{at}.properties[{k}]"), false, meta, out);
     }
 }

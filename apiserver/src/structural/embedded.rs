@@ -107,7 +107,10 @@ fn metadata(meta: &Value, at: &str, out: &mut Vec<Cause>) {
         }
     }
     let mut wrapped = json!({ "metadata": meta });
-    if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if m.get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         // Kubernetes checks an embedded object as if it had a name.
         wrapped["metadata"]["name"] = json!("fakename");
     }
@@ -142,7 +145,8 @@ fn dns1035_label(s: &str) -> Option<String> {
         && b[0].is_ascii_lowercase()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b.last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && b.last()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !ok {
         errs.push("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string());
     }

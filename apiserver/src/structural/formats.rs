@@ -58,14 +58,26 @@ pub(super) fn valid(format: &str, s: &str) -> bool {
         "ipv6" => s.contains(':') && (s.parse::<Ipv6Addr>().is_ok()),
         "cidr" => is_cidr(s),
         "mac" => is_mac(s),
-        "uuid" => re(&UUID, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
-            .is_match(s),
-        "uuid3" => re(&UUID3, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
-            .is_match(s),
-        "uuid4" => re(&UUID4, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
-            .is_match(s),
-        "uuid5" => re(&UUID5, r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
-            .is_match(s),
+        "uuid" => re(
+            &UUID,
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
+        )
+        .is_match(s),
+        "uuid3" => re(
+            &UUID3,
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
+        )
+        .is_match(s),
+        "uuid4" => re(
+            &UUID4,
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$",
+        )
+        .is_match(s),
+        "uuid5" => re(
+            &UUID5,
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$",
+        )
+        .is_match(s),
         "isbn" => is_isbn10(s) || is_isbn13(s),
         "isbn10" => is_isbn10(s),
         "isbn13" => is_isbn13(s),
@@ -145,7 +157,9 @@ fn is_date_time(s: &str) -> bool {
     let b = time.as_bytes();
     let two = |i: usize| -> Option<u32> {
         let p = time.get(i..i + 2)?;
-        p.bytes().all(|c| c.is_ascii_digit()).then(|| p.parse().ok())?
+        p.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| p.parse().ok())?
     };
     let (Some(h), Some(m), Some(sec)) = (two(0), two(3), two(6)) else {
         return false;
@@ -285,7 +299,9 @@ fn is_email(s: &str) -> bool {
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
-                && !addr.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
+                && !addr
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '<' || c == '>')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
         }

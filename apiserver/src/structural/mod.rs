@@ -121,6 +121,16 @@ pub enum Additional {
     Schema(Box<Node>),
 }
 
+impl Additional {
+    /// The schema of the extra keys (`None`: a boolean).
+    pub(crate) fn schema(&self) -> Option<&Node> {
+        match self {
+            Additional::Schema(s) => Some(s),
+            Additional::Bool(_) => None,
+        }
+    }
+}
+
 /// A `pattern` and its compiled form (`None` when it does not compile; the
 /// schema check refuses it).
 #[derive(Debug, Clone)]

@@ -48,10 +48,13 @@ pub(super) fn parse(raw: &Value, path: &str, depth: usize, causes: &mut Vec<Caus
     n.min_properties = r.integer("minProperties");
     n.required = r.strings("required");
     n.enumeration = r.array("enum").map(<[Value]>::to_vec);
-    n.pattern = r.string("pattern").filter(|p| !p.is_empty()).map(|p| Pattern {
-        re: regex::Regex::new(&p).ok(),
-        source: p,
-    });
+    n.pattern = r
+        .string("pattern")
+        .filter(|p| !p.is_empty())
+        .map(|p| Pattern {
+            re: regex::Regex::new(&p).ok(),
+            source: p,
+        });
     n.embedded = r.boolean("x-kubernetes-embedded-resource").unwrap_or(false);
     n.int_or_string = r.boolean("x-kubernetes-int-or-string").unwrap_or(false);
     match r.boolean("x-kubernetes-preserve-unknown-fields") {
@@ -67,7 +70,12 @@ pub(super) fn parse(raw: &Value, path: &str, depth: usize, causes: &mut Vec<Caus
     {
         n.rule_texts = rules
             .iter()
-            .map(|r| r.get("rule").and_then(Value::as_str).unwrap_or("").to_string())
+            .map(|r| {
+                r.get("rule")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect();
         n.raw = Some(raw.clone());
     }
@@ -86,10 +94,15 @@ pub(super) fn parse(raw: &Value, path: &str, depth: usize, causes: &mut Vec<Caus
             Some(p) => {
                 for (k, v) in p {
                     let at = format!("{path}.properties[{k}]");
-                    n.properties.insert(k.clone(), parse(v, &at, depth + 1, causes));
+                    n.properties
+                        .insert(k.clone(), parse(v, &at, depth + 1, causes));
                 }
             }
-            None => causes.push(invalid(&format!("{path}.properties"), p, "must be an object")),
+            None => causes.push(invalid(
+                &format!("{path}.properties"),
+                p,
+                "must be an object",
+            )),
         }
     }
     match m.get("additionalProperties") {
@@ -97,7 +110,12 @@ pub(super) fn parse(raw: &Value, path: &str, depth: usize, causes: &mut Vec<Caus
         Some(Value::Bool(b)) => n.additional = Some(Additional::Bool(*b)),
         Some(v) => {
             let at = format!("{path}.additionalProperties");
-            n.additional = Some(Additional::Schema(Box::new(parse(v, &at, depth + 1, causes))));
+            n.additional = Some(Additional::Schema(Box::new(parse(
+                v,
+                &at,
+                depth + 1,
+                causes,
+            ))));
         }
     }
     match m.get("items") {
@@ -124,7 +142,12 @@ pub(super) fn parse(raw: &Value, path: &str, depth: usize, causes: &mut Vec<Caus
         }
     }
     if let Some(v) = m.get("not").filter(|v| !v.is_null()) {
-        n.not = Some(Box::new(parse(v, &format!("{path}.not"), depth + 1, causes)));
+        n.not = Some(Box::new(parse(
+            v,
+            &format!("{path}.not"),
+            depth + 1,
+            causes,
+        )));
     }
     n.effective_format = effective_format(&n);
     n
@@ -143,7 +166,11 @@ fn effective_format(n: &Node) -> String {
         "number" => matches!(n.format.as_str(), "float" | "double"),
         _ => false,
     };
-    if keep { n.format.clone() } else { String::new() }
+    if keep {
+        n.format.clone()
+    } else {
+        String::new()
+    }
 }
 
 fn non_empty(v: Option<&Value>) -> bool {

@@ -15,21 +15,17 @@ use super::{Additional, Node, path};
 
 const META_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-impl Additional {
-    /// The schema of the extra keys (`None`: a boolean).
-    pub(super) fn schema(&self) -> Option<&Node> {
-        match self {
-            Additional::Schema(s) => Some(s),
-            Additional::Bool(_) => None,
-        }
-    }
-}
-
 /// Prune `v` by `n`; `resource_root`: `v` is a resource (its `apiVersion`,
 /// `kind` and `metadata` are implicit). Returns the paths dropped.
 pub(super) fn prune(v: &mut Value, n: &Node, resource_root: bool) -> Vec<String> {
     let mut out = Vec::new();
-    walk(v, Some(n), resource_root, "", &mut Pruned::Reported(&mut out));
+    walk(
+        v,
+        Some(n),
+        resource_root,
+        "",
+        &mut Pruned::Reported(&mut out),
+    );
     out
 }
 

@@ -16,7 +16,12 @@ use crate::error::Cause;
 /// Compile the rules of every structural node of `n` (at `path` in the
 /// CRD), and check that `oldSelf` is used only where an old value can be
 /// found. `uncorrelatable`: the place above that has no old values.
-pub(super) fn compile(n: &mut Node, path: &str, uncorrelatable: Option<&str>, out: &mut Vec<Cause>) {
+pub(super) fn compile(
+    n: &mut Node,
+    path: &str,
+    uncorrelatable: Option<&str>,
+    out: &mut Vec<Cause>,
+) {
     if let Some(raw) = n.raw.take() {
         match Rules::compile(&raw, path) {
             Ok(r) => n.rules = r,
@@ -47,7 +52,12 @@ pub(super) fn compile(n: &mut Node, path: &str, uncorrelatable: Option<&str>, ou
         compile(p, &format!("{path}.properties[{k}]"), below, out);
     }
     if let Some(Additional::Schema(s)) = n.additional.as_mut() {
-        compile(s, &format!("{path}.additionalProperties"), uncorrelatable, out);
+        compile(
+            s,
+            &format!("{path}.additionalProperties"),
+            uncorrelatable,
+            out,
+        );
     }
 }
 
@@ -56,7 +66,10 @@ pub(super) fn any(n: &Node) -> bool {
     !n.rule_texts.is_empty()
         || n.items.as_deref().is_some_and(any)
         || n.properties.values().any(any)
-        || n.additional.as_ref().and_then(Additional::schema).is_some_and(any)
+        || n.additional
+            .as_ref()
+            .and_then(Additional::schema)
+            .is_some_and(any)
 }
 
 /// Whether a rule refers to `oldSelf`.
@@ -104,7 +117,14 @@ pub(super) fn check_transitions(n: &Node, new: &Value, old: &Value, at: &str) ->
     out
 }
 
-fn walk(n: &Node, v: &Value, old: Option<&Value>, at: &str, transitions: bool, out: &mut Vec<Cause>) {
+fn walk(
+    n: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    at: &str,
+    transitions: bool,
+    out: &mut Vec<Cause>,
+) {
     if v.is_null() {
         return;
     }
@@ -129,7 +149,9 @@ fn walk(n: &Node, v: &Value, old: Option<&Value>, at: &str, transitions: bool, o
             let Some(s) = n.items.as_deref() else {
                 return;
             };
-            let olds = old.and_then(Value::as_array).filter(|_| n.list_type.as_deref() == Some("map"));
+            let olds = old
+                .and_then(Value::as_array)
+                .filter(|_| n.list_type.as_deref() == Some("map"));
             for (i, item) in items.iter().enumerate() {
                 let o = olds.and_then(|olds| counterpart(&n.list_map_keys, item, olds));
                 walk(s, item, o, &path::index(at, i), transitions, out);

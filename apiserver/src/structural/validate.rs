@@ -45,7 +45,10 @@ enum Kind {
     Required,
     Enum(Vec<Value>),
     TooLong(i64),
-    TooMany { actual: i64, max: i64 },
+    TooMany {
+        actual: i64,
+        max: i64,
+    },
     /// Any other failure of a field.
     Other,
     /// A failure not tied to a field.
@@ -155,7 +158,10 @@ fn type_failure(name: &str, type_name: &str, got: &str) -> Failure {
         Kind::Type,
         name,
         json!(got),
-        format!("{name} in body must be of type {type_name}: {}", go_quote(got)),
+        format!(
+            "{name} in body must be of type {type_name}: {}",
+            go_quote(got)
+        ),
     )
 }
 
@@ -421,7 +427,11 @@ fn number(n: &Node, x: Num, v: &Value, name: &str, out: &mut Vec<Failure>) {
             if factor <= 0.0 {
                 return Err(json!(factor));
             }
-            let mult = if factor < 1.0 { 1.0 / factor * d } else { d / factor };
+            let mult = if factor < 1.0 {
+                1.0 / factor * d
+            } else {
+                d / factor
+            };
             Ok((is_integer(mult), json!(factor)))
         });
         match result {
@@ -438,7 +448,10 @@ fn number(n: &Node, x: Num, v: &Value, name: &str, out: &mut Vec<Failure>) {
                 Kind::Other,
                 name,
                 v.clone(),
-                format!("{at} should be a multiple of {}", super::wording::go_value(&f)),
+                format!(
+                    "{at} should be a multiple of {}",
+                    super::wording::go_value(&f)
+                ),
             )),
             Ok(_) => {}
         }
@@ -450,7 +463,11 @@ fn number(n: &Node, x: Num, v: &Value, name: &str, out: &mut Vec<Failure>) {
         let Some(bound) = bound else {
             continue;
         };
-        let prefix = if is_max { "Maximum boundary" } else { "Minimum boundary" };
+        let prefix = if is_max {
+            "Maximum boundary"
+        } else {
+            "Minimum boundary"
+        };
         let range = out_of_range(n, Num::Float(bound), prefix, name);
         let (fails, shown) = match x {
             Num::Int(i) if range.is_none() => {
@@ -566,7 +583,10 @@ fn enumeration(n: &Node, v: &Value, name: &str, out: &mut Vec<Failure>) {
         Kind::Enum(values.clone()),
         name,
         v.clone(),
-        format!("{name} in body should be one of {}", Value::Array(values.clone())),
+        format!(
+            "{name} in body should be one of {}",
+            Value::Array(values.clone())
+        ),
     ));
 }
 

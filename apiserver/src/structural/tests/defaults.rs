@@ -51,8 +51,10 @@ fn defaults_fill_missing_fields_as_kubernetes_does() {
         ),
         (
             "list items",
-            spec(json!({"ports": {"type": "array", "items": {"type": "object",
-                "properties": {"protocol": {"type": "string", "default": "TCP"}, "port": {"type": "integer"}}}}})),
+            spec(
+                json!({"ports": {"type": "array", "items": {"type": "object",
+                "properties": {"protocol": {"type": "string", "default": "TCP"}, "port": {"type": "integer"}}}}}),
+            ),
             json!({"spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}}),
             json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}}),
         ),
@@ -64,20 +66,26 @@ fn defaults_fill_missing_fields_as_kubernetes_does() {
         ),
         (
             "map values",
-            spec(json!({"m": {"type": "object", "additionalProperties": {"type": "object",
-                "properties": {"w": {"type": "integer", "default": 1}}}}})),
+            spec(
+                json!({"m": {"type": "object", "additionalProperties": {"type": "object",
+                "properties": {"w": {"type": "integer", "default": 1}}}}}),
+            ),
             json!({"spec": {"m": {"a": {}, "b": {"w": 2}}}}),
             json!({"spec": {"m": {"a": {"w": 1}, "b": {"w": 2}}}}),
         ),
         (
             "null map values",
-            spec(json!({"m": {"type": "object", "additionalProperties": {"type": "string", "default": "d"}}})),
+            spec(
+                json!({"m": {"type": "object", "additionalProperties": {"type": "string", "default": "d"}}}),
+            ),
             json!({"spec": {"m": {"a": null}}}),
             json!({"spec": {"m": {"a": "d"}}}),
         ),
         (
             "a default is copied, not shared",
-            spec(json!({"o": {"type": "object", "properties": {"k": {"type": "string"}}, "default": {"k": "v"}}})),
+            spec(
+                json!({"o": {"type": "object", "properties": {"k": {"type": "string"}}, "default": {"k": "v"}}}),
+            ),
             json!({"spec": {}}),
             json!({"spec": {"o": {"k": "v"}}}),
         ),

@@ -34,8 +34,10 @@ fn unknown_fields_are_pruned_and_reported() {
         ),
         (
             "x-kubernetes-preserve-unknown-fields keeps unknown fields, not unknown ones below known fields",
-            obj(json!({"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                "properties": {"a": obj(json!({"x": {"type": "integer"}}))}}})),
+            obj(
+                json!({"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {"a": obj(json!({"x": {"type": "integer"}}))}}}),
+            ),
             json!({"spec": {"a": {"x": 1, "y": 2}, "other": {"deep": 1}}}),
             json!({"spec": {"a": {"x": 1}, "other": {"deep": 1}}}),
             vec!["spec.a.y"],
@@ -49,7 +51,9 @@ fn unknown_fields_are_pruned_and_reported() {
         ),
         (
             "map values by key",
-            obj(json!({"m": {"type": "object", "additionalProperties": obj(json!({"a": {"type": "string"}}))}})),
+            obj(
+                json!({"m": {"type": "object", "additionalProperties": obj(json!({"a": {"type": "string"}}))}}),
+            ),
             json!({"m": {"k": {"a": "x", "b": "y"}}}),
             json!({"m": {"k": {"a": "x"}}}),
             vec!["m.k.b"],
@@ -63,8 +67,10 @@ fn unknown_fields_are_pruned_and_reported() {
         ),
         (
             "an embedded resource keeps apiVersion, kind and ObjectMeta",
-            obj(json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true,
-                "properties": {"spec": obj(json!({"a": {"type": "string"}}))}}})),
+            obj(
+                json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true,
+                "properties": {"spec": obj(json!({"a": {"type": "string"}}))}}}),
+            ),
             json!({"t": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
                 "spec": {"a": "x", "b": "y"}, "status": {}}}),
             json!({"t": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},

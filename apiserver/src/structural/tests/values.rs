@@ -17,17 +17,36 @@ fn values_are_validated_as_kubernetes_words_it() {
             "a string for an integer",
             json!({"r": {"type": "integer"}}),
             json!({"r": "two"}),
-            vec!["spec.r: Invalid value: \"string\": spec.r in body must be of type integer: \"string\""],
+            vec![
+                "spec.r: Invalid value: \"string\": spec.r in body must be of type integer: \"string\"",
+            ],
         ),
-        ("a whole float for an integer", json!({"r": {"type": "integer"}}), json!({"r": 2.0}), vec![]),
-        ("an integer for a number", json!({"n": {"type": "number"}}), json!({"n": 3}), vec![]),
+        (
+            "a whole float for an integer",
+            json!({"r": {"type": "integer"}}),
+            json!({"r": 2.0}),
+            vec![],
+        ),
+        (
+            "an integer for a number",
+            json!({"n": {"type": "number"}}),
+            json!({"n": 3}),
+            vec![],
+        ),
         (
             "null where null is not allowed",
             json!({"s": {"type": "string"}}),
             json!({"s": null}),
-            vec!["spec.s: Invalid value: \"null\": spec.s in body must be of type string: \"null\""],
+            vec![
+                "spec.s: Invalid value: \"null\": spec.s in body must be of type string: \"null\"",
+            ],
         ),
-        ("null where it is", json!({"s": {"type": "string", "nullable": true}}), json!({"s": null}), vec![]),
+        (
+            "null where it is",
+            json!({"s": {"type": "string", "nullable": true}}),
+            json!({"s": null}),
+            vec![],
+        ),
         (
             "above maximum",
             json!({"r": {"type": "integer", "maximum": 10}}),
@@ -44,7 +63,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             "a float below a float minimum",
             json!({"n": {"type": "number", "minimum": 0.5}}),
             json!({"n": 0.25}),
-            vec!["spec.n: Invalid value: 0.25: spec.n in body should be greater than or equal to 0.5"],
+            vec![
+                "spec.n: Invalid value: 0.25: spec.n in body should be greater than or equal to 0.5",
+            ],
         ),
         (
             "not a multiple",
@@ -56,7 +77,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             "out of int32",
             json!({"r": {"type": "integer", "format": "int32"}}),
             json!({"r": 3000000000_i64}),
-            vec!["<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.r"],
+            vec![
+                "<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.r",
+            ],
         ),
         (
             "not one of the values",
@@ -70,7 +93,12 @@ fn values_are_validated_as_kubernetes_words_it() {
             json!({"m": 3}),
             vec!["spec.m: Unsupported value: 3: supported values: \"1\", \"2\""],
         ),
-        ("one of the values", json!({"m": {"type": "integer", "enum": [1, 2]}}), json!({"m": 2}), vec![]),
+        (
+            "one of the values",
+            json!({"m": {"type": "integer", "enum": [1, 2]}}),
+            json!({"m": 2}),
+            vec![],
+        ),
         (
             "not matching the pattern",
             json!({"n": {"type": "string", "pattern": "^[a-z]+$"}}),
@@ -105,7 +133,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             "an item of the wrong type",
             json!({"l": {"type": "array", "items": {"type": "string"}}}),
             json!({"l": ["a", 1]}),
-            vec!["spec.l[1]: Invalid value: \"integer\": spec.l[1] in body must be of type string: \"integer\""],
+            vec![
+                "spec.l[1]: Invalid value: \"integer\": spec.l[1] in body must be of type string: \"integer\"",
+            ],
         ),
         (
             "too many properties",
@@ -117,7 +147,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             "a map value of the wrong type",
             json!({"m": {"type": "object", "additionalProperties": {"type": "integer"}}}),
             json!({"m": {"a": 1, "b": "x"}}),
-            vec!["spec.m.b: Invalid value: \"string\": spec.m.b in body must be of type integer: \"string\""],
+            vec![
+                "spec.m.b: Invalid value: \"string\": spec.m.b in body must be of type integer: \"string\"",
+            ],
         ),
         (
             "a missing required field",
@@ -129,17 +161,41 @@ fn values_are_validated_as_kubernetes_words_it() {
             "a date-time that is not",
             json!({"t": {"type": "string", "format": "date-time"}}),
             json!({"t": "yesterday"}),
-            vec!["spec.t: Invalid value: \"yesterday\": spec.t in body must be of type date-time: \"yesterday\""],
+            vec![
+                "spec.t: Invalid value: \"yesterday\": spec.t in body must be of type date-time: \"yesterday\"",
+            ],
         ),
-        ("a date-time", json!({"t": {"type": "string", "format": "date-time"}}), json!({"t": "2024-05-06T07:08:09Z"}), vec![]),
-        ("a format Kubernetes ignores", json!({"q": {"type": "string", "format": "quantity"}}), json!({"q": "1Gi"}), vec![]),
-        ("int-or-string given an integer", int_or_string.clone(), json!({"p": 80}), vec![]),
-        ("int-or-string given a string", int_or_string.clone(), json!({"p": "http"}), vec![]),
+        (
+            "a date-time",
+            json!({"t": {"type": "string", "format": "date-time"}}),
+            json!({"t": "2024-05-06T07:08:09Z"}),
+            vec![],
+        ),
+        (
+            "a format Kubernetes ignores",
+            json!({"q": {"type": "string", "format": "quantity"}}),
+            json!({"q": "1Gi"}),
+            vec![],
+        ),
+        (
+            "int-or-string given an integer",
+            int_or_string.clone(),
+            json!({"p": 80}),
+            vec![],
+        ),
+        (
+            "int-or-string given a string",
+            int_or_string.clone(),
+            json!({"p": "http"}),
+            vec![],
+        ),
         (
             "int-or-string given a boolean",
             int_or_string.clone(),
             json!({"p": true}),
-            vec!["spec.p: Invalid value: \"boolean\": spec.p in body must be of type integer,string: \"boolean\""],
+            vec![
+                "spec.p: Invalid value: \"boolean\": spec.p in body must be of type integer,string: \"boolean\"",
+            ],
         ),
         (
             "an object matching none of oneOf",
@@ -156,7 +212,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             json!({"o": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
                 "oneOf": [{"required": ["a"]}, {"required": ["b"]}]}}),
             json!({"o": {"a": "x", "b": "y"}}),
-            vec!["<nil>: Invalid value: \"\": \"spec.o\" must validate one and only one schema (oneOf). Found 2 valid alternatives"],
+            vec![
+                "<nil>: Invalid value: \"\": \"spec.o\" must validate one and only one schema (oneOf). Found 2 valid alternatives",
+            ],
         ),
         (
             "an object matching none of anyOf",
@@ -188,7 +246,9 @@ fn values_are_validated_as_kubernetes_words_it() {
             "an embedded resource with a bad kind",
             json!({"t": {"type": "object", "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}}),
             json!({"t": {"apiVersion": "v1", "kind": "my_kind"}}),
-            vec!["spec.t.kind: Invalid value: \"my_kind\": may have mixed case, but should otherwise match: a DNS-1035 label*"],
+            vec![
+                "spec.t.kind: Invalid value: \"my_kind\": may have mixed case, but should otherwise match: a DNS-1035 label*",
+            ],
         ),
         (
             "an embedded resource",
