@@ -186,3 +186,30 @@ fn counterpart<'a>(keys: &[String], item: &Value, olds: &'a [Value]) -> Option<&
     olds.iter()
         .find(|o| o.is_object() && keys.iter().all(|k| o.get(k) == item.get(k)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn old_self_is_found_as_an_identifier_only() {
+        assert!(uses_old_self("self == oldSelf"));
+        assert!(uses_old_self("oldSelf.size() <= self.size()"));
+        assert!(!uses_old_self("self.oldSelfish == 1"));
+        assert!(!uses_old_self("self.x > 0"));
+    }
+
+    #[test]
+    fn list_map_items_find_their_old_item_by_keys() {
+        let keys = vec!["name".to_string(), "protocol".to_string()];
+        let olds = vec![
+            json!({"name": "a", "protocol": "TCP", "port": 1}),
+            json!({"name": "a", "protocol": "UDP", "port": 2}),
+        ];
+        let new = json!({"name": "a", "protocol": "UDP", "port": 3});
+        assert_eq!(counterpart(&keys, &new, &olds), Some(&olds[1]));
+        let gone = json!({"name": "b", "protocol": "UDP"});
+        assert_eq!(counterpart(&keys, &gone, &olds), None);
+    }
+}
