@@ -330,7 +330,7 @@ fn is_isbn10(s: &str) -> bool {
             (i as u32 + 1) * v
         })
         .sum();
-    sum % 11 == 0
+    sum.is_multiple_of(11)
 }
 
 fn is_isbn13(s: &str) -> bool {
@@ -373,7 +373,7 @@ fn is_credit_card(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_rgb(s: &str) -> bool {

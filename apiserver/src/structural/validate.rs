@@ -226,14 +226,17 @@ fn type_check(n: &Node, v: &Value, name: &str, out: &mut Vec<Failure>) {
         && t.contains(&"integer");
     let int_float = sch == "integer" && t.contains(&"number");
     let text_or_list = v.is_string() || v.is_array();
-    if !text_or_list
-        && !format.is_empty()
-        && !(t.contains(&sch) || fmt == format || float_int || int_float)
+    if !(text_or_list
+        || format.is_empty()
+        || t.contains(&sch)
+        || fmt == format
+        || float_int
+        || int_float)
     {
         out.push(type_failure(name, format, fmt));
         return;
     }
-    if !(t.contains(&"number") || t.contains(&"integer")) && !format.is_empty() && text_or_list {
+    if !(t.contains(&"number") || t.contains(&"integer") || format.is_empty()) && text_or_list {
         return;
     }
     if !(t.contains(&sch) || float_int || int_float) {
