@@ -119,9 +119,13 @@ pub fn api_version(t: &RequestTarget) -> String {
     }
 }
 
-/// The schema root of `t`'s kind.
-pub fn schema_of(t: &RequestTarget) -> Sch<'static> {
-    typed::root(&t.rt.group, &t.rt.version, &t.rt.kind)
+/// The schema root of `t`'s kind: a custom resource version's structural
+/// schema, else the built-in kind's.
+pub fn schema_of(t: &RequestTarget) -> Sch<'_> {
+    match &t.rt.structural {
+        Some(s) => Sch::Crd(s.root()),
+        None => typed::root(&t.rt.group, &t.rt.version, &t.rt.kind),
+    }
 }
 
 fn manager(q: &Query) -> String {
@@ -245,5 +249,7 @@ pub fn on_update(t: &RequestTarget, old: &Value, new: &mut Value, q: &Query) {
     managed::encode(new, entries, &now());
 }
 
+#[cfg(test)]
+mod crd_tests;
 #[cfg(test)]
 mod tests;

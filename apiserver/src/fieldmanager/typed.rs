@@ -1,9 +1,11 @@
 //! Objects read through the schema as server-side apply sees them: which
 //! values are structs, granular maps, associative lists, sets or atomic
 //! leaves, and the path element of each child. Built-in kinds use the
-//! Kubernetes schema ([`crate::schema`]); a custom resource (no schema) is
-//! read as Kubernetes reads a schemaless one: objects are granular maps,
-//! lists are atomic.
+//! Kubernetes schema ([`crate::schema`]); a custom resource uses its
+//! version's structural schema ([`crate::structural`]: list and map types,
+//! lists atomic unless they say otherwise), and without one is read as
+//! Kubernetes reads a schemaless one: objects are granular maps, lists are
+//! atomic.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use super::fieldset::{self, FieldSet};
 use crate::schema::{self, ListType, MapType, Node, Shape};
+use crate::structural::{self, ObjectShape};
 
 /// How deep an object is walked; deeper values are owned as one leaf.
 pub const MAX_DEPTH: usize = 100;
@@ -23,6 +26,8 @@ pub enum Sch<'a> {
     Deduced,
     /// The root of a custom resource: deduced, but `metadata` is ObjectMeta.
     DeducedRoot,
+    /// A custom resource's structural schema at this place.
+    Crd(&'a structural::Node),
 }
 
 /// What a value is to apply.
@@ -32,8 +37,9 @@ pub enum Kind {
     Struct,
     /// An object with arbitrary keys, each key its own member.
     Map,
-    /// A list whose items are identified by these key fields.
-    Assoc(Vec<String>),
+    /// A list whose items are identified by these key fields (each with
+    /// the value an item without it has).
+    Assoc(Vec<(String, Option<Value>)>),
     /// A list of distinct scalars.
     Set,
     /// Owned as a whole: scalars, atomic maps and lists, untyped values.
@@ -57,6 +63,7 @@ impl<'a> Sch<'a> {
             Sch::Deduced | Sch::DeducedRoot => {
                 return if v.is_object() { Kind::Map } else { Kind::Leaf };
             }
+            Sch::Crd(n) => return crd_kind(n, v),
             Sch::Node(n) => n,
         };
         let atomic_map = n.map_type() == Some(MapType::Atomic);
@@ -66,13 +73,17 @@ impl<'a> Sch<'a> {
             (Shape::List, Value::Array(_)) => {
                 let keys = n.map_keys();
                 match n.list_type() {
-                    Some(ListType::Map) if !keys.is_empty() => Kind::Assoc(keys.to_vec()),
+                    Some(ListType::Map) if !keys.is_empty() => {
+                        Kind::Assoc(keys.iter().map(|k| (k.clone(), key_default(k))).collect())
+                    }
                     Some(ListType::Set) => Kind::Set,
                     Some(_) => Kind::Leaf,
                     None => {
                         let ps = n.patch_strategy();
                         match n.merge_key() {
-                            Some(k) if ps.merge => Kind::Assoc(vec![k.to_string()]),
+                            Some(k) if ps.merge => {
+                                Kind::Assoc(vec![(k.to_string(), key_default(k))])
+                            }
                             None if ps.merge => Kind::Set,
                             _ => Kind::Leaf,
                         }
@@ -91,9 +102,9 @@ impl<'a> Sch<'a> {
                 Shape::Map => n.elem().map_or(Sch::Deduced, Sch::Node),
                 _ => Sch::Deduced,
             },
-            Sch::DeducedRoot if name == "metadata" => schema::builtin()
-                .definition("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
-                .map_or(Sch::Deduced, Sch::Node),
+            Sch::DeducedRoot if name == "metadata" => object_meta(),
+            Sch::Crd(n) if name == "metadata" && n.is_resource() => object_meta(),
+            Sch::Crd(n) => n.child(name).map_or(Sch::Deduced, Sch::Crd),
             _ => Sch::Deduced,
         }
     }
@@ -102,8 +113,40 @@ impl<'a> Sch<'a> {
     pub fn item(&self) -> Sch<'a> {
         match self {
             Sch::Node(n) => n.elem().map_or(Sch::Deduced, Sch::Node),
+            Sch::Crd(n) => n.item().map_or(Sch::Deduced, Sch::Crd),
             _ => Sch::Deduced,
         }
+    }
+}
+
+fn object_meta<'a>() -> Sch<'a> {
+    schema::builtin()
+        .definition("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+        .map_or(Sch::Deduced, Sch::Node)
+}
+
+/// What `v` is under a custom resource's schema node: objects by their
+/// properties or additionalProperties (granular unless
+/// `x-kubernetes-map-type: atomic`), lists by `x-kubernetes-list-type`,
+/// with the key defaults of list-map items.
+fn crd_kind(n: &structural::Node, v: &Value) -> Kind {
+    match v {
+        Value::Object(_) if n.map_type() == MapType::Atomic => Kind::Leaf,
+        Value::Object(_) => match n.object_shape() {
+            ObjectShape::Struct => Kind::Struct,
+            ObjectShape::Map => Kind::Map,
+        },
+        Value::Array(_) => match n.list_type() {
+            ListType::Map if !n.list_map_keys().is_empty() => Kind::Assoc(
+                n.list_map_keys()
+                    .iter()
+                    .map(|k| (k.clone(), n.key_default(k).cloned()))
+                    .collect(),
+            ),
+            ListType::Set => Kind::Set,
+            _ => Kind::Leaf,
+        },
+        _ => Kind::Leaf,
     }
 }
 
@@ -118,9 +161,9 @@ pub fn item_element(kind: &Kind, i: usize, item: &Value) -> String {
     match kind {
         Kind::Assoc(keys) => {
             let mut found = BTreeMap::new();
-            for k in keys {
+            for (k, default) in keys {
                 let v = item.get(k).filter(|v| !v.is_null()).cloned();
-                if let Some(v) = v.or_else(|| key_default(k)) {
+                if let Some(v) = v.or_else(|| default.clone()) {
                     found.insert(k.clone(), v);
                 }
             }
