@@ -38,12 +38,15 @@
 //!   and the storage layer that encrypts before a write is proposed.
 //! - [`error`]: errors and their one mapping to a Kubernetes `Status`.
 //! - [`fieldmanager`]: managedFields on every write, and server-side apply.
+//! - [`crd`]: custom resources: the controller that serves Established CRDs
+//!   as kinds, their status, strategy, printer columns and cleanup.
 
 pub mod admission;
 pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cel;
+pub mod crd;
 pub mod discovery;
 pub mod encryption;
 pub mod error;
