@@ -2,15 +2,16 @@
 //! the stored CRDs (from the registry's storage, as the RBAC index does),
 //! and after each change
 //!
-//! 1. writes each CRD's status ([`super::status::desired`]) where it
-//!    differs, in creation order, so that of two CRDs asking for one name
-//!    the older gets it — every member computes the same status from the
-//!    same store, so a status is written once and the others find nothing
-//!    to do;
-//! 2. serves the CRDs whose stored status says `Established` (one kind per
+//! 1. computes each CRD's status ([`super::status::desired`]) in creation
+//!    order, so that of two CRDs asking for one name the older gets it;
+//! 2. serves the CRDs that status says are `Established` (one kind per
 //!    served version, rebuilt when the CRD changes, swapped into the kind
-//!    table at once), and stops serving the others;
-//! 3. starts the cleanup of CRDs being deleted ([`super::cleanup`]).
+//!    table at once), and stops serving the others — before writing the
+//!    status, so a client that reads `Established` finds the kind here;
+//! 3. writes the statuses that differ from the stored ones: every member
+//!    computes the same status from the same store, so a status is written
+//!    once and the others find nothing to do;
+//! 4. starts the cleanup of CRDs being deleted ([`super::cleanup`]).
 //!
 //! Started before the first request, it also serves the CRDs stored
 //! before a restart as soon as its first list returns.
@@ -176,14 +177,17 @@ impl Controller {
     }
 
     async fn reconcile(&mut self) {
-        self.write_statuses().await;
-        self.serve();
+        let (view, writes) = self.desired();
+        // Served before its status says so: a client that sees
+        // `Established` finds the kind on this member.
+        self.serve(&view);
+        self.write_statuses(writes).await;
         self.start_cleanups();
     }
 
-    /// Write the status of every CRD whose status is not what it should
-    /// be; older CRDs claim names first.
-    async fn write_statuses(&mut self) {
+    /// The CRDs with the status each should have (older CRDs claim names
+    /// first), and those whose stored status differs.
+    fn desired(&self) -> (BTreeMap<String, Value>, Vec<Value>) {
         let now = crate::meta::rfc3339(crate::meta::now_secs());
         let mut order: Vec<(String, String)> = self
             .crds
@@ -223,6 +227,11 @@ impl Controller {
                 view.insert(name, next);
             }
         }
+        (view, writes)
+    }
+
+    /// Write the statuses `desired` found wrong.
+    async fn write_statuses(&self, writes: Vec<Value>) {
         for crd in writes {
             let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
             match write_status(&self.registry, &self.crd_rt, &crd).await {
@@ -235,13 +244,13 @@ impl Controller {
         }
     }
 
-    /// Serve the established CRDs as stored, and only them.
-    fn serve(&mut self) {
+    /// Serve the CRDs of `view` that are established, and only them.
+    fn serve(&mut self, view: &BTreeMap<String, Value>) {
         let kinds = &self.registry.kinds;
         let gone: Vec<String> = self
             .served
             .keys()
-            .filter(|n| !self.crds.get(*n).is_some_and(status::is_served))
+            .filter(|n| !view.get(*n).is_some_and(status::is_served))
             .cloned()
             .collect();
         for name in gone {
@@ -250,7 +259,7 @@ impl Controller {
                 tracing::info!(crd = %name, "custom resources no longer served");
             }
         }
-        for (name, crd) in &self.crds {
+        for (name, crd) in view {
             if !status::is_served(crd) {
                 continue;
             }

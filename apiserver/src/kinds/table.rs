@@ -101,23 +101,10 @@ impl Kinds {
                 });
             }
         }
-        // In place where it was served already, so discovery's order stays.
-        let mut add: Vec<Option<ResourceType>> = add.into_iter().map(Some).collect();
-        let mut kept = Vec::with_capacity(types.len() + add.len());
-        for t in types.drain(..) {
-            if !removed(&t) {
-                kept.push(t);
-                continue;
-            }
-            let slot = add.iter_mut().find(|a| {
-                a.as_ref()
-                    .is_some_and(|a| a.group == t.group && a.version == t.version && a.plural == t.plural)
-            });
-            if let Some(new) = slot.and_then(Option::take) {
-                kept.push(Arc::new(new));
-            }
-        }
-        kept.extend(add.into_iter().flatten().map(Arc::new));
+        // Appended in the order given: discovery prefers a group's first
+        // version, so the caller's order (Kubernetes' version priority) wins.
+        let mut kept: Vec<Arc<ResourceType>> = types.drain(..).filter(|t| !removed(t)).collect();
+        kept.extend(add.into_iter().map(Arc::new));
         *types = kept;
         Ok(())
     }
@@ -160,8 +147,8 @@ mod tests {
         job.short_names = vec!["j".into()];
         kinds.replace(&[key("jobs")], vec![job]).unwrap();
         let all = kinds.all();
-        assert_eq!(all[0].short_names, ["j"], "replaced in place");
-        assert_eq!(all[1].plural, "cronjobs");
+        assert_eq!(all[0].plural, "cronjobs");
+        assert_eq!(all[1].short_names, ["j"], "replaced");
         // Adding what is served, and not removed, changes nothing.
         assert!(kinds.replace(&[key("jobs")], vec![ResourceType::of::<CronJob>()]).is_err());
         assert_eq!(kinds.all().len(), 2);
