@@ -107,7 +107,10 @@ impl KeelServer {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            probe.output().is_ok_and(|o| o.status.success()).then_some(())
+            probe
+                .output()
+                .is_ok_and(|o| o.status.success())
+                .then_some(())
         });
     }
 

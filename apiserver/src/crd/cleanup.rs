@@ -92,7 +92,9 @@ async fn step(
             .await?;
             if !*deleted {
                 if let Err(e) = delete_all(registry, &rt).await {
-                    let crd = controller::read(registry, crd_rt, name).await?.unwrap_or(crd);
+                    let crd = controller::read(registry, crd_rt, name)
+                        .await?
+                        .unwrap_or(crd);
                     set_terminating(
                         registry,
                         crd_rt,
@@ -112,7 +114,9 @@ async fn step(
             let left = count(registry, &rt).await?;
             if left > 0 {
                 if started.elapsed() >= REPORT_AFTER {
-                    let crd = controller::read(registry, crd_rt, name).await?.unwrap_or(crd);
+                    let crd = controller::read(registry, crd_rt, name)
+                        .await?
+                        .unwrap_or(crd);
                     set_terminating(
                         registry,
                         crd_rt,
@@ -121,7 +125,9 @@ async fn step(
                             "Terminating",
                             "True",
                             "InstanceDeletionCheck",
-                            &format!("could not confirm zero CustomResources remaining: {left} left"),
+                            &format!(
+                                "could not confirm zero CustomResources remaining: {left} left"
+                            ),
                         ),
                     )
                     .await?;
@@ -136,7 +142,9 @@ async fn step(
             )
         }
     };
-    let crd = controller::read(registry, crd_rt, name).await?.unwrap_or(crd);
+    let crd = controller::read(registry, crd_rt, name)
+        .await?
+        .unwrap_or(crd);
     set_terminating(registry, crd_rt, &crd, done).await?;
     // The finalizer goes last; the resourceVersion makes it a precondition.
     let crd = match controller::read(registry, crd_rt, name).await? {
@@ -175,7 +183,10 @@ async fn set_terminating(
 
 /// DELETE every object of the CRD, in every namespace, as a delete of
 /// the collection.
-async fn delete_all(registry: &Registry, rt: &std::sync::Arc<ResourceType>) -> Result<(), ApiError> {
+async fn delete_all(
+    registry: &Registry,
+    rt: &std::sync::Arc<ResourceType>,
+) -> Result<(), ApiError> {
     let t = RequestTarget {
         rt: rt.clone(),
         namespace: None,

@@ -37,11 +37,7 @@ use crate::request::{Query, RequestTarget, Verb};
 const RETRY: Duration = Duration::from_millis(200);
 
 /// The CRD kind's group, version and plural.
-pub const CRD: (&str, &str, &str) = (
-    "apiextensions.k8s.io",
-    "v1",
-    "customresourcedefinitions",
-);
+pub const CRD: (&str, &str, &str) = ("apiextensions.k8s.io", "v1", "customresourcedefinitions");
 
 /// The field manager of the server's own CRD writes, as in Kubernetes.
 const MANAGER: &str = "kube-apiserver";
@@ -114,9 +110,11 @@ impl Controller {
                     Ok(WatchMessage::Events { revision, events }) => {
                         for e in events {
                             let name = e.key.rsplit('/').next().unwrap_or("").to_string();
-                            match e.value.as_ref().map(|kv| {
-                                crate::registry::prepared::stored(kv, kv.mod_revision)
-                            }) {
+                            match e
+                                .value
+                                .as_ref()
+                                .map(|kv| crate::registry::prepared::stored(kv, kv.mod_revision))
+                            {
                                 Some(Ok(obj)) => {
                                     self.crds.insert(name, obj);
                                 }
@@ -161,7 +159,9 @@ impl Controller {
                     Ok(obj) => {
                         crds.insert(name, obj);
                     }
-                    Err(e) => tracing::warn!(crd = %name, error = %e, "a stored CRD does not decode"),
+                    Err(e) => {
+                        tracing::warn!(crd = %name, error = %e, "a stored CRD does not decode")
+                    }
                 }
             }
             match resp.continue_token {
@@ -215,7 +215,9 @@ impl Controller {
                 .to_string();
             let mut others = status::Claimed::builtin(&group, &self.builtin);
             for (other, c) in &view {
-                if *other != name && c.pointer("/spec/group").and_then(Value::as_str) == Some(&group) {
+                if *other != name
+                    && c.pointer("/spec/group").and_then(Value::as_str) == Some(&group)
+                {
                     others.add_accepted(c);
                 }
             }

@@ -321,7 +321,16 @@ mod tests {
 
     #[test]
     fn bad_paths_are_refused_and_simple_ones_become_pointers() {
-        for bad in ["", ".", "spec", "..spec", ".a[", ".a[?(@.x==)]", ".a['x]", ".a]"] {
+        for bad in [
+            "",
+            ".",
+            "spec",
+            "..spec",
+            ".a[",
+            ".a[?(@.x==)]",
+            ".a['x]",
+            ".a]",
+        ] {
             assert!(JsonPath::parse(bad).is_err(), "{bad:?} should not parse");
         }
         let p = JsonPath::parse(".spec.replicas").unwrap();

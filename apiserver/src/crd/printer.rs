@@ -149,7 +149,9 @@ mod tests {
         let names: Vec<&str> = cols.iter().map(|c| c.column.name.as_str()).collect();
         assert_eq!(
             names,
-            ["Replicas", "Ready", "Ratio", "On", "Size", "Started", "Missing"]
+            [
+                "Replicas", "Ready", "Ratio", "On", "Size", "Started", "Missing"
+            ]
         );
         assert_eq!(cols[2].column.priority, 1);
         assert_eq!(cols[2].column.format, "float");
@@ -183,7 +185,8 @@ mod tests {
             (cols[0].column.name.as_str(), cols[0].column.kind.as_str()),
             ("Age", "date")
         );
-        let obj = json!({"metadata": {"creationTimestamp": meta::rfc3339(meta::now_secs() - 7200)}});
+        let obj =
+            json!({"metadata": {"creationTimestamp": meta::rfc3339(meta::now_secs() - 7200)}});
         assert_eq!(cell(&cols[0], &obj), json!("2h"));
     }
 

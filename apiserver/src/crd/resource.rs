@@ -209,7 +209,10 @@ pub fn resource_types(crd: &Value) -> Result<Vec<ResourceType>, String> {
             .get(k)
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
-            .or_else(|| crd.pointer(&format!("/spec/names/{k}")).and_then(Value::as_str))
+            .or_else(|| {
+                crd.pointer(&format!("/spec/names/{k}"))
+                    .and_then(Value::as_str)
+            })
             .unwrap_or("")
             .to_string()
     };
@@ -252,17 +255,31 @@ pub fn resource_types(crd: &Value) -> Result<Vec<ResourceType>, String> {
     });
     let mut out = Vec::new();
     for (i, v) in versions {
-        let version = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let version = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
         let schema = v
             .pointer("/schema/openAPIV3Schema")
             .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+            .unwrap_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            );
         let structural = Arc::new(Structural::new(&schema, &path).map_err(|causes| {
-            let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-            format!("the schema of {version} is not structural: {}", list.join("; "))
+            let list: Vec<String> = causes
+                .iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect();
+            format!(
+                "the schema of {version} is not structural: {}",
+                list.join("; ")
+            )
         })?);
-        let status_sub = v.pointer("/subresources/status").is_some_and(Value::is_object);
+        let status_sub = v
+            .pointer("/subresources/status")
+            .is_some_and(Value::is_object);
         let scale = v
             .pointer("/subresources/scale")
             .filter(|s| s.is_object())
@@ -352,7 +369,10 @@ mod tests {
         let versions: Vec<&str> = types.iter().map(|t| t.version.as_str()).collect();
         assert_eq!(versions, ["v1", "v1alpha1"]);
         let v1 = &types[0];
-        assert_eq!((v1.kind.as_str(), v1.singular.as_str()), ("Widget", "widget"));
+        assert_eq!(
+            (v1.kind.as_str(), v1.singular.as_str()),
+            ("Widget", "widget")
+        );
         assert!(v1.namespaced && v1.typed.is_none() && v1.structural.is_some());
         assert_eq!(v1.short_names, ["wd"]);
         assert_eq!(v1.categories, ["all"]);
@@ -375,18 +395,26 @@ mod tests {
         );
         // Both versions share one store, and objects are stored as v1.
         assert_eq!(types[0].prefix(Some("ns")), types[1].prefix(Some("ns")));
-        let stored = types[1].to_stored(json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget"}));
+        let stored =
+            types[1].to_stored(json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget"}));
         assert_eq!(stored["apiVersion"], "example.com/v1");
-        assert_eq!(types[1].served(stored)["apiVersion"], "example.com/v1alpha1");
+        assert_eq!(
+            types[1].served(stored)["apiVersion"],
+            "example.com/v1alpha1"
+        );
     }
 
     #[test]
     fn versions_sort_as_kubernetes_sorts_them() {
-        let mut v = vec!["v1alpha1", "foo", "v2beta1", "v1", "v10", "v2", "v1beta2", "v1beta1", "bar"];
+        let mut v = vec![
+            "v1alpha1", "foo", "v2beta1", "v1", "v10", "v2", "v1beta2", "v1beta1", "bar",
+        ];
         v.sort_by(|a, b| version_priority(a, b));
         assert_eq!(
             v,
-            ["v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"]
+            [
+                "v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"
+            ]
         );
     }
 
@@ -395,7 +423,10 @@ mod tests {
         let types = resource_types(&crd()).unwrap();
         let c = types[0].custom.as_ref().unwrap();
         let q = |s: &str| Query::from([("fieldSelector".to_string(), s.to_string())]);
-        assert!(c.check_field_selector(&q("metadata.name=a,metadata.namespace!=b")).is_ok());
+        assert!(
+            c.check_field_selector(&q("metadata.name=a,metadata.namespace!=b"))
+                .is_ok()
+        );
         assert!(c.check_field_selector(&q("spec.color=red")).is_ok());
         assert!(matches!(
             c.check_field_selector(&q("spec.size=1")),

@@ -51,13 +51,21 @@ impl Claimed {
     pub fn add_accepted(&mut self, crd: &Value) {
         let names = &crd["status"]["acceptedNames"];
         for k in ["plural", "singular"] {
-            if let Some(n) = names.get(k).and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if let Some(n) = names
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
                 self.resources.insert(n.into());
             }
         }
         self.resources.extend(strings(&names["shortNames"]));
         for k in ["kind", "listKind"] {
-            if let Some(n) = names.get(k).and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if let Some(n) = names
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
                 self.kinds.insert(n.into());
             }
         }
@@ -247,7 +255,11 @@ pub fn non_structural(crd: &Value) -> Option<String> {
         };
         let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
         if let Err(causes) = crate::structural::Structural::new(schema, &path) {
-            all.extend(causes.into_iter().map(|c| format!("{}: {}", c.field, c.message)));
+            all.extend(
+                causes
+                    .into_iter()
+                    .map(|c| format!("{}: {}", c.field, c.message)),
+            );
         }
     }
     (!all.is_empty()).then(|| all.join("; "))
@@ -362,7 +374,10 @@ mod tests {
         let c = crd("widgets", "Widget", &["wd"]);
         let status = desired(&c, &Claimed::default(), "2026-01-01T00:00:00Z");
         assert_eq!(cond(&status, "NamesAccepted"), ("True", "NoConflicts"));
-        assert_eq!(cond(&status, "Established"), ("True", "InitialNamesAccepted"));
+        assert_eq!(
+            cond(&status, "Established"),
+            ("True", "InitialNamesAccepted")
+        );
         assert_eq!(
             status["acceptedNames"],
             json!({"plural": "widgets", "singular": "widget", "kind": "Widget",
@@ -372,7 +387,10 @@ mod tests {
         // Computed again later, nothing changes (times included).
         let mut stored = c.clone();
         stored["status"] = status.clone();
-        assert_eq!(desired(&stored, &Claimed::default(), "2026-02-02T00:00:00Z"), status);
+        assert_eq!(
+            desired(&stored, &Claimed::default(), "2026-02-02T00:00:00Z"),
+            status
+        );
     }
 
     #[test]
@@ -393,7 +411,11 @@ mod tests {
         assert_eq!(names["kind"], "Gadget");
         let (_, c) = accepted_names(&crd("gadgets", "Gadget", &["wd"]), &held);
         assert_eq!(c.reason, "ShortNamesConflict");
-        assert!(c.message.contains("\"wd\" is already in use"), "{}", c.message);
+        assert!(
+            c.message.contains("\"wd\" is already in use"),
+            "{}",
+            c.message
+        );
 
         // A built-in kind of the group: networking.k8s.io's ingresses.
         let builtin = crate::kinds::builtin();
@@ -402,7 +424,10 @@ mod tests {
         let (_, c) = accepted_names(&ing, &Claimed::builtin("networking.k8s.io", &builtin));
         assert_eq!((c.status, c.reason.as_str()), ("False", "PluralConflict"));
         // Another group is free to use the same names.
-        let (_, c) = accepted_names(&crd("ingresses", "Ingress", &[]), &Claimed::builtin("example.com", &builtin));
+        let (_, c) = accepted_names(
+            &crd("ingresses", "Ingress", &[]),
+            &Claimed::builtin("example.com", &builtin),
+        );
         assert_eq!(c.status, "True");
     }
 
@@ -417,7 +442,10 @@ mod tests {
         held.resources.insert("taken".into());
         let status = desired(&c, &held, "t1");
         assert_eq!(cond(&status, "NamesAccepted").0, "False");
-        assert_eq!(cond(&status, "Established"), ("True", "InitialNamesAccepted"));
+        assert_eq!(
+            cond(&status, "Established"),
+            ("True", "InitialNamesAccepted")
+        );
         // Webhook conversion: accepted, not served, and says why.
         let mut w = crd("widgets", "Widget", &[]);
         w["spec"]["conversion"] = json!({"strategy": "Webhook"});

@@ -34,7 +34,14 @@ async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     }
 }
 
-fn target(r: &Registry, group: &str, version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> RequestTarget {
+fn target(
+    r: &Registry,
+    group: &str,
+    version: &str,
+    plural: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> RequestTarget {
     RequestTarget {
         rt: r.kinds.find(group, version, plural).expect("served"),
         namespace: ns.map(str::to_string),
@@ -46,14 +53,27 @@ fn target(r: &Registry, group: &str, version: &str, plural: &str, ns: Option<&st
 async fn call(r: &Registry, verb: Verb, t: &RequestTarget, ct: &str, body: Value) -> (u16, Value) {
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-    let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
     match r
-        .serve(verb, t, &Query::new(), &h, body, &super::controller::apiserver())
+        .serve(
+            verb,
+            t,
+            &Query::new(),
+            &h,
+            body,
+            &super::controller::apiserver(),
+        )
         .await
     {
         Ok(resp) => {
             let code = resp.status().as_u16();
-            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
             (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
         }
         Err(e) => (e.status()["code"].as_u64().unwrap_or(0) as u16, e.status()),
@@ -74,10 +94,23 @@ async fn every_member_serves_established_crds_and_restarts_serve_them_too() {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let members: Vec<Arc<Registry>> = (0..3).map(|_| member(&storage)).collect();
     let namespaces = target(&members[0], "", "v1", "namespaces", None, None);
-    let (code, _) = call(&members[0], Verb::Create, &namespaces, "application/json",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})).await;
+    let (code, _) = call(
+        &members[0],
+        Verb::Create,
+        &namespaces,
+        "application/json",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+    )
+    .await;
     assert_eq!(code, 201);
-    let crds = target(&members[0], "apiextensions.k8s.io", "v1", "customresourcedefinitions", None, None);
+    let crds = target(
+        &members[0],
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        None,
+        None,
+    );
     let (code, _) = call(&members[0], Verb::Create, &crds, "application/json", crd()).await;
     assert_eq!(code, 201);
     for m in &members {
@@ -88,7 +121,14 @@ async fn every_member_serves_established_crds_and_restarts_serve_them_too() {
     }
     let named = |r: &Registry| RequestTarget {
         name: Some("widgets.example.com".into()),
-        ..target(r, "apiextensions.k8s.io", "v1", "customresourcedefinitions", None, None)
+        ..target(
+            r,
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            None,
+            None,
+        )
     };
     let (_, c) = call(&members[2], Verb::Get, &named(&members[2]), "", Value::Null).await;
     let established = c["status"]["conditions"]
@@ -102,12 +142,26 @@ async fn every_member_serves_established_crds_and_restarts_serve_them_too() {
     assert_eq!(c["status"]["acceptedNames"]["kind"], "Widget");
 
     // Written on one member, read on another.
-    let widgets = target(&members[1], "example.com", "v1", "widgets", Some("default"), None);
+    let widgets = target(
+        &members[1],
+        "example.com",
+        "v1",
+        "widgets",
+        Some("default"),
+        None,
+    );
     let (code, w) = call(&members[1], Verb::Create, &widgets, "application/json",
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 2}})).await;
     assert_eq!(code, 201, "{w}");
     assert_eq!(w["metadata"]["generation"], 1);
-    let one = target(&members[2], "example.com", "v1", "widgets", Some("default"), Some("w1"));
+    let one = target(
+        &members[2],
+        "example.com",
+        "v1",
+        "widgets",
+        Some("default"),
+        Some("w1"),
+    );
     let (code, w) = call(&members[2], Verb::Get, &one, "", Value::Null).await;
     assert_eq!((code, &w["spec"]["size"]), (200, &json!(2)), "{w}");
 
@@ -120,7 +174,14 @@ async fn every_member_serves_established_crds_and_restarts_serve_them_too() {
 
     // Deleting the CRD: held by its finalizer while its objects go, then
     // gone, and no member serves it any more.
-    let (code, c) = call(&members[0], Verb::Delete, &named(&members[0]), "application/json", Value::Null).await;
+    let (code, c) = call(
+        &members[0],
+        Verb::Delete,
+        &named(&members[0]),
+        "application/json",
+        Value::Null,
+    )
+    .await;
     assert_eq!(code, 200, "{c}");
     let key = members[0]
         .kinds

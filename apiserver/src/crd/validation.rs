@@ -75,10 +75,13 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
                         field,
                         format!("Invalid value: {p:?}: must be a simple JSON path"),
                     )),
-                    Some(label) if label.starts_with("metadata.") => {
-                        causes.push(Cause::forbidden(field, "metadata fields are selectable already"))
+                    Some(label) if label.starts_with("metadata.") => causes.push(Cause::forbidden(
+                        field,
+                        "metadata fields are selectable already",
+                    )),
+                    Some(label) if !seen.insert(label.clone()) => {
+                        causes.push(Cause::duplicate(field, p))
                     }
-                    Some(label) if !seen.insert(label.clone()) => causes.push(Cause::duplicate(field, p)),
                     Some(_) => {}
                 },
             }

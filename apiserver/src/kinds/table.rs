@@ -150,9 +150,15 @@ mod tests {
         assert_eq!(all[0].plural, "cronjobs");
         assert_eq!(all[1].short_names, ["j"], "replaced");
         // Adding what is served, and not removed, changes nothing.
-        assert!(kinds.replace(&[key("jobs")], vec![ResourceType::of::<CronJob>()]).is_err());
+        assert!(
+            kinds
+                .replace(&[key("jobs")], vec![ResourceType::of::<CronJob>()])
+                .is_err()
+        );
         assert_eq!(kinds.all().len(), 2);
-        kinds.replace(&[key("jobs"), key("cronjobs")], vec![]).unwrap();
+        kinds
+            .replace(&[key("jobs"), key("cronjobs")], vec![])
+            .unwrap();
         assert!(kinds.all().is_empty());
     }
 

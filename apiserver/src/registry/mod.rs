@@ -121,7 +121,9 @@ impl Registry {
                 return Err(ApiError::MethodNotAllowed);
             }
             if let Some(w) = &c.warning {
-                let resp = self.serve_verb(verb, t, q, headers, body, user, table).await;
+                let resp = self
+                    .serve_verb(verb, t, q, headers, body, user, table)
+                    .await;
                 return resp.map(|r| response::with_warnings(r, std::slice::from_ref(w)));
             }
         }
