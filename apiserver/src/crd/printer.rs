@@ -2,8 +2,8 @@
 //! `additionalPrinterColumns`, or Age alone when it declares none, as
 //! kube-apiserver prints custom resources. Cells are typed as the column
 //! says (`integer`, `number`, `boolean`, `string`, `date` shown as an age);
-//! a path that selects nothing is a `null` cell, which kubectl prints as
-//! `<none>`.
+//! a path that selects nothing is a `null` cell, which kubectl prints
+//! blank.
 
 use serde_json::{Value, json};
 

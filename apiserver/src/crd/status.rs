@@ -205,10 +205,10 @@ pub fn accepted_names(crd: &Value, others: &Claimed) -> (Value, Condition) {
     } else {
         names["categories"] = json!(categories);
     }
-    if names["shortNames"].as_array().is_some_and(Vec::is_empty) {
-        if let Some(m) = names.as_object_mut() {
-            m.remove("shortNames");
-        }
+    if names["shortNames"].as_array().is_some_and(Vec::is_empty)
+        && let Some(m) = names.as_object_mut()
+    {
+        m.remove("shortNames");
     }
     let cond = match failed {
         Some((reason, m)) => Condition::new("NamesAccepted", "False", reason, &m),
