@@ -58,6 +58,9 @@ pub fn start(registry: &Arc<Registry>) {
     tokio::spawn(c.run());
 }
 
+/// A served kind's group, version and plural.
+type KindKey = (String, String, String);
+
 struct Controller {
     registry: Arc<Registry>,
     /// The built-in kinds, whose names CRDs of their groups may not take.
@@ -66,8 +69,8 @@ struct Controller {
     /// The stored CRDs by name, as last seen.
     crds: BTreeMap<String, Value>,
     /// Served CRDs: the resourceVersion the kinds were built from, and the
-    /// kinds' (group, version, plural).
-    served: HashMap<String, (String, Vec<(String, String, String)>)>,
+    /// kinds.
+    served: HashMap<String, (String, Vec<KindKey>)>,
     /// CRDs whose cleanup runs on this member.
     cleanups: Arc<Mutex<HashSet<String>>>,
 }
@@ -280,7 +283,7 @@ impl Controller {
                 .unwrap_or_default();
             match resource::resource_types(crd) {
                 Ok(types) => {
-                    let keys: Vec<(String, String, String)> = types
+                    let keys: Vec<KindKey> = types
                         .iter()
                         .map(|t| (t.group.clone(), t.version.clone(), t.plural.clone()))
                         .collect();

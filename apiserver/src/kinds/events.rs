@@ -237,7 +237,7 @@ fn validate_events(obj: &Value) -> Vec<Cause> {
     ] {
         if obj
             .get(f)
-            .is_some_and(|v| !v.is_null() && *v != Value::from(0))
+            .is_some_and(|v| !v.is_null() && *v != 0)
         {
             causes.push(Cause::invalid(f, "Invalid value: \"\": needs to be unset"));
         }
