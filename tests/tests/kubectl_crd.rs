@@ -274,7 +274,7 @@ fn scenario(k: &Kubectl) {
     assert!(out.contains("serverside-applied"), "{out}");
     let w2 = k.file("w2.yaml", &widget("w2", 5, "green"));
     k.ok(&["apply", "--server-side", "-f", &w2]);
-    let w = k.json(&["get", "widget", "w2"]);
+    let w = k.json(&["get", "widget", "w2", "--show-managed-fields"]);
     assert_eq!(w["spec"]["replicas"], 5);
     assert!(
         w["metadata"]["managedFields"]
