@@ -215,7 +215,10 @@ fn row(table: &str, name: &str) -> Vec<(String, String)> {
         .iter()
         .enumerate()
         .map(|(n, (i, h))| {
-            let end = starts.get(n + 1).map_or(line.len(), |(j, _)| *j).min(line.len());
+            let end = starts
+                .get(n + 1)
+                .map_or(line.len(), |(j, _)| *j)
+                .min(line.len());
             let cell = line.get((*i).min(line.len())..end).unwrap_or("").trim();
             (h.to_string(), cell.to_string())
         })

@@ -213,8 +213,14 @@ async fn subresources_selectors_versions_and_tables_of_a_custom_resource() {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let r = member(&storage);
     let namespaces = target(&r, "", "v1", "namespaces", None, None);
-    call(&r, Verb::Create, &namespaces, "application/json",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})).await;
+    call(
+        &r,
+        Verb::Create,
+        &namespaces,
+        "application/json",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+    )
+    .await;
     let mut c = crd();
     let schema = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
     c["spec"]["versions"] = json!([
@@ -225,15 +231,34 @@ async fn subresources_selectors_versions_and_tables_of_a_custom_resource() {
          "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
             {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}]},
         {"name": "v1beta1", "served": true, "storage": false, "schema": schema, "deprecated": true}]);
-    let crds = target(&r, "apiextensions.k8s.io", "v1", "customresourcedefinitions", None, None);
-    assert_eq!(call(&r, Verb::Create, &crds, "application/json", c).await.0, 201);
-    eventually("widgets served", async || r.kinds.find("example.com", "v1beta1", "widgets").is_some()).await;
+    let crds = target(
+        &r,
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        None,
+        None,
+    );
+    assert_eq!(
+        call(&r, Verb::Create, &crds, "application/json", c).await.0,
+        201
+    );
+    eventually("widgets served", async || {
+        r.kinds.find("example.com", "v1beta1", "widgets").is_some()
+    })
+    .await;
 
     // Status is dropped on create and ignored by the main resource.
     let widgets = target(&r, "example.com", "v1", "widgets", Some("default"), None);
-    let (code, w) = call(&r, Verb::Create, &widgets, "application/json",
+    let (code, w) = call(
+        &r,
+        Verb::Create,
+        &widgets,
+        "application/json",
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
-               "spec": {"size": 1, "color": "red"}, "status": {"size": 7}})).await;
+               "spec": {"size": 1, "color": "red"}, "status": {"size": 7}}),
+    )
+    .await;
     assert_eq!(code, 201, "{w}");
     assert!(w.get("status").is_none(), "{w}");
     let one = |sub: Option<crate::kinds::Subresource>| RequestTarget {
@@ -245,19 +270,41 @@ async fn subresources_selectors_versions_and_tables_of_a_custom_resource() {
     let (_, w) = call(&r, Verb::Patch, &one(Some(crate::kinds::Subresource::Status)), merge,
         json!({"status": {"size": 1, "selector": "app=w", "conditions": [{"type": "Ready", "status": "True"}]},
                "spec": {"color": "blue"}})).await;
-    assert_eq!((&w["status"]["size"], &w["spec"]["color"]), (&json!(1), &json!("red")), "{w}");
-    let (_, w) = call(&r, Verb::Patch, &one(None), merge, json!({"status": {"size": 9}})).await;
+    assert_eq!(
+        (&w["status"]["size"], &w["spec"]["color"]),
+        (&json!(1), &json!("red")),
+        "{w}"
+    );
+    let (_, w) = call(
+        &r,
+        Verb::Patch,
+        &one(None),
+        merge,
+        json!({"status": {"size": 9}}),
+    )
+    .await;
     assert_eq!(w["status"]["size"], 1, "{w}");
     assert_eq!(w["metadata"]["generation"], 1, "{w}");
 
     // Scale reads and writes the CRD's paths.
     let scale = one(Some(crate::kinds::Subresource::Scale));
-    let (code, s) = call(&r, Verb::Patch, &scale, merge, json!({"spec": {"replicas": 4}})).await;
+    let (code, s) = call(
+        &r,
+        Verb::Patch,
+        &scale,
+        merge,
+        json!({"spec": {"replicas": 4}}),
+    )
+    .await;
     assert_eq!(code, 200, "{s}");
     assert_eq!(s["spec"]["replicas"], 4);
     assert_eq!(s["status"], json!({"replicas": 1, "selector": "app=w"}));
     let (_, w) = call(&r, Verb::Get, &one(None), "", Value::Null).await;
-    assert_eq!((&w["spec"]["size"], &w["metadata"]["generation"]), (&json!(4), &json!(2)), "{w}");
+    assert_eq!(
+        (&w["spec"]["size"], &w["metadata"]["generation"]),
+        (&json!(4), &json!(2)),
+        "{w}"
+    );
 
     // Field selectors: the selectable field, and no other.
     let mut q = Query::new();
@@ -265,31 +312,106 @@ async fn subresources_selectors_versions_and_tables_of_a_custom_resource() {
     let list = |q: Query| {
         let r = r.clone();
         let t = widgets.clone();
-        async move { r.serve(Verb::List, &t, &q, &HeaderMap::new(), Bytes::new(), &super::controller::apiserver()).await }
+        async move {
+            r.serve(
+                Verb::List,
+                &t,
+                &q,
+                &HeaderMap::new(),
+                Bytes::new(),
+                &super::controller::apiserver(),
+            )
+            .await
+        }
     };
     let resp = list(q.clone()).await.unwrap();
-    let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(body["items"].as_array().unwrap().len(), 1, "{body}");
     q.insert("fieldSelector".into(), "spec.size=4".into());
-    assert!(matches!(list(q).await, Err(crate::error::ApiError::BadRequest(_))));
+    assert!(matches!(
+        list(q).await,
+        Err(crate::error::ApiError::BadRequest(_))
+    ));
 
     // A Table with the printer columns.
     let mut h = HeaderMap::new();
-    h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"));
-    let resp = r.serve(Verb::Get, &one(None), &Query::new(), &h, Bytes::new(), &super::controller::apiserver()).await.unwrap();
-    let table: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
-    let names: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+    );
+    let resp = r
+        .serve(
+            Verb::Get,
+            &one(None),
+            &Query::new(),
+            &h,
+            Bytes::new(),
+            &super::controller::apiserver(),
+        )
+        .await
+        .unwrap();
+    let table: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Name", "Size", "Ready"], "{table}");
     assert_eq!(table["rows"][0]["cells"], json!(["w", 4, "True"]));
 
     // The deprecated version serves the same object, with a warning.
     let beta = RequestTarget {
         name: Some("w".into()),
-        ..target(&r, "example.com", "v1beta1", "widgets", Some("default"), None)
+        ..target(
+            &r,
+            "example.com",
+            "v1beta1",
+            "widgets",
+            Some("default"),
+            None,
+        )
     };
-    let resp = r.serve(Verb::Get, &beta, &Query::new(), &HeaderMap::new(), Bytes::new(), &super::controller::apiserver()).await.unwrap();
-    let warning = resp.headers().get("warning").unwrap().to_str().unwrap().to_string();
-    assert_eq!(warning, "299 - \"example.com/v1beta1 Widget is deprecated\"");
-    let w: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
-    assert_eq!((&w["apiVersion"], &w["spec"]["size"]), (&json!("example.com/v1beta1"), &json!(4)));
+    let resp = r
+        .serve(
+            Verb::Get,
+            &beta,
+            &Query::new(),
+            &HeaderMap::new(),
+            Bytes::new(),
+            &super::controller::apiserver(),
+        )
+        .await
+        .unwrap();
+    let warning = resp
+        .headers()
+        .get("warning")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        warning,
+        "299 - \"example.com/v1beta1 Widget is deprecated\""
+    );
+    let w: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&w["apiVersion"], &w["spec"]["size"]),
+        (&json!("example.com/v1beta1"), &json!(4))
+    );
 }
