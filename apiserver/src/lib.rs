@@ -40,6 +40,8 @@
 //! - [`fieldmanager`]: managedFields on every write, and server-side apply.
 //! - [`aggregator`]: API aggregation: APIServices proxied to extension API
 //!   servers, their `Available` condition, merged discovery.
+//! - [`crd`]: custom resources: the controller that serves Established CRDs
+//!   as kinds, their status, strategy, printer columns and cleanup.
 
 pub mod admission;
 pub mod aggregator;
@@ -47,6 +49,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cel;
+pub mod crd;
 pub mod discovery;
 pub mod encryption;
 pub mod error;

@@ -46,6 +46,8 @@ pub struct KeelServer {
     dir: tempfile::TempDir,
     peer_port: u16,
     api_port: u16,
+    /// The options it was started with, for [`KeelServer::restart`].
+    extra: Vec<std::ffi::OsString>,
 }
 
 impl KeelServer {
@@ -78,23 +80,38 @@ impl KeelServer {
     /// fail, or a test with its own readiness condition).
     pub fn spawn_in(dir: tempfile::TempDir, extra: &[&dyn AsRef<OsStr>]) -> KeelServer {
         let (peer_port, api_port) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-        let mut c = Command::new(keel_bin());
-        c.args(["server", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--peer-addr", &format!("127.0.0.1:{peer_port}")])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--api-addr", &format!("127.0.0.1:{api_port}")]);
-        for a in extra {
-            c.arg(a);
-        }
-        let child = c.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let extra: Vec<std::ffi::OsString> = extra.iter().map(|a| a.as_ref().to_owned()).collect();
+        let child = spawn(dir.path(), peer_port, api_port, &extra);
         KeelServer {
             child,
             dir,
             peer_port,
             api_port,
+            extra,
         }
+    }
+
+    /// Kill the server and start it again on the same data, ports and
+    /// options, waited for as [`KeelServer::start_in`] waits (its log
+    /// starts again).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), self.peer_port, self.api_port, &self.extra);
+        let mut probe = self.admin(&["get", "ns", "default", "-o", "name"]);
+        let log = self.dir().join("keel.log");
+        wait_until("keel server to serve the API again", READY, || {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "keel server exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            probe
+                .output()
+                .is_ok_and(|o| o.status.success())
+                .then_some(())
+        });
     }
 
     /// The temp directory everything of this server lives in.
@@ -168,6 +185,19 @@ impl KeelServer {
         c.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
         c
     }
+}
+
+/// `keel server` in `dir` on these ports, its stderr in `keel.log`.
+fn spawn(dir: &Path, peer_port: u16, api_port: u16, extra: &[std::ffi::OsString]) -> Child {
+    let log = std::fs::File::create(dir.join("keel.log")).unwrap();
+    let mut c = Command::new(keel_bin());
+    c.args(["server", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--peer-addr", &format!("127.0.0.1:{peer_port}")])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
+        .args(extra);
+    c.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 impl Drop for KeelServer {

@@ -301,6 +301,9 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     // goes at the front of `authorizers`, its NodeRestriction admission
     // plugin beside the escalation check.
     let rbac = crate::authz::rbac::Rbac::start(&registry);
+    // Serves the stored CRDs' kinds (all of them after a restart) and keeps
+    // their status.
+    crate::crd::start(&registry);
     let node_graph = crate::authz::node::start(registry.storage.clone());
     registry.add_admission(Arc::new(crate::authz::node::NodeRestriction::new(
         node_graph.clone(),

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::columns::{self, Printed, at};
 use super::fields::{array_at, default_at, str_at};
 use super::{Column, ResourceType, Strategy, Subresource};
+use crate::crd::status as crd_status;
 use crate::error::Cause;
 use crate::meta;
 
@@ -23,13 +24,67 @@ pub fn kinds() -> Vec<ResourceType> {
 struct CrdStrategy;
 impl Strategy for CrdStrategy {
     fn prepare_create(&self, obj: &mut Value) {
-        crd_defaults(obj)
+        crd_defaults(obj);
+        // The server owns the status: a new CRD starts with none but the
+        // version it stores objects as.
+        let mut status = json!({});
+        crd_status::add_stored_version(&mut status, obj);
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("status".into(), status);
+        }
+    }
+    fn prepare_update(&self, new: &mut Value, _old: &Value) {
+        crd_defaults(new);
+        if new.is_object() {
+            let mut status = new.get("status").cloned().unwrap_or_else(|| json!({}));
+            crd_status::add_stored_version(&mut status, new);
+            new["status"] = status;
+        }
     }
     fn validate(&self, obj: &Value) -> Vec<Cause> {
-        validate_crd(obj)
+        let mut causes = validate_crd(obj);
+        causes.extend(crate::crd::validation::validate(obj));
+        causes
+    }
+    fn validate_create(&self, obj: &Value) -> Vec<Cause> {
+        crate::crd::validation::structural(obj)
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
-        crd_update(new, old)
+        let mut causes = crd_update(new, old);
+        // Structural schemas are required unless the stored CRD already had
+        // one that is not (it may keep it, and have its status written).
+        if crate::crd::validation::structural(old).is_empty() {
+            causes.extend(crate::crd::validation::structural(new));
+        }
+        causes
+    }
+    fn prepare_delete(&self, obj: &mut Value) {
+        // Its objects go before it does ([`crate::crd::cleanup`]).
+        let mut finalizers: Vec<Value> = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == crd_status::FINALIZER) {
+            finalizers.push(json!(crd_status::FINALIZER));
+        }
+        if obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"]["finalizers"] = json!(finalizers);
+        }
+        let mut status = obj.get("status").cloned().unwrap_or_else(|| json!({}));
+        crd_status::set_condition(
+            &mut status,
+            &crd_status::Condition::new(
+                "Terminating",
+                "True",
+                "InstanceDeletionPending",
+                "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+            ),
+            &meta::rfc3339(meta::now_secs()),
+        );
+        if obj.is_object() {
+            obj["status"] = status;
+        }
     }
     fn columns(&self) -> Vec<Column> {
         columns::columns(COLUMNS)

@@ -16,6 +16,8 @@ use crate::meta;
 pub struct Column {
     pub name: String,
     pub kind: String,
+    /// The Table column's `format` (`name`, `date`, `int32`, …; mostly empty).
+    pub format: String,
     pub description: String,
     /// 0: always shown; 1: only with `-o wide`.
     pub priority: u8,
@@ -27,6 +29,7 @@ impl Column {
         Column {
             name: name.into(),
             kind: "string".into(),
+            format: String::new(),
             description: description.into(),
             priority: 0,
         }
@@ -56,6 +59,11 @@ pub trait Strategy: Send + Sync {
     fn validate(&self, _obj: &Value) -> Vec<Cause> {
         vec![]
     }
+    /// Field errors only a new object is checked for (rules an update
+    /// ratchets: what was stored before may stay).
+    fn validate_create(&self, _obj: &Value) -> Vec<Cause> {
+        vec![]
+    }
     /// Field errors of a change (never mutates): immutable fields.
     fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<Cause> {
         vec![]
@@ -68,6 +76,9 @@ pub trait Strategy: Send + Sync {
     fn cells(&self, _obj: &Value) -> Vec<Value> {
         vec![]
     }
+    /// Change an object on its first DELETE, before finalizers are looked
+    /// at (a CRD gets its cleanup finalizer and `Terminating` condition).
+    fn prepare_delete(&self, _obj: &mut Value) {}
 }
 
 /// A kind without rules beyond its type and metadata.
@@ -176,6 +187,10 @@ pub struct ResourceType {
     /// A custom resource version's structural schema (defaults, pruning,
     /// validation, and the list and map types server-side apply merges by).
     pub structural: Option<Arc<crate::structural::Structural>>,
+    /// What a custom resource version serves beyond a built-in kind (its
+    /// storage version, scale paths, deprecation, selectable fields); set
+    /// by [`crate::crd`], `None` for built-in kinds.
+    pub custom: Option<Arc<crate::crd::CustomResource>>,
 }
 
 impl ResourceType {
@@ -204,6 +219,7 @@ impl ResourceType {
             create_only: false,
             conversion: None,
             structural: None,
+            custom: None,
         }
     }
 
@@ -221,6 +237,9 @@ impl ResourceType {
 
     /// A stored object as this version serves it.
     pub fn served(&self, obj: Value) -> Value {
+        if let Some(c) = &self.custom {
+            return c.served(self, obj);
+        }
         match &self.conversion {
             Some(c) => (c.from_stored)(obj),
             None => obj,
@@ -229,10 +248,19 @@ impl ResourceType {
 
     /// A served object of this version as it is stored.
     pub fn to_stored(&self, obj: Value) -> Value {
+        if let Some(c) = &self.custom {
+            return c.to_stored(obj);
+        }
         match &self.conversion {
             Some(c) => (c.to_stored)(obj),
             None => obj,
         }
+    }
+
+    /// Whether stored objects change on their way out ([`Self::served`]),
+    /// so watch events are converted per watcher instead of sharing bytes.
+    pub fn converts(&self) -> bool {
+        self.conversion.is_some() || self.custom.is_some()
     }
 
     /// Serving only `create` (a review kind, never stored).

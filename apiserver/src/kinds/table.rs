@@ -74,6 +74,41 @@ impl Kinds {
         types.len() != before
     }
 
+    /// Stop serving the kinds `remove` names (group, version, plural) and
+    /// serve `add` instead, at once, so no request in between finds
+    /// neither (a CRD changed). Refused, changing nothing, when one of `add`
+    /// is served already and not removed.
+    pub fn replace(
+        &self,
+        remove: &[(String, String, String)],
+        add: Vec<ResourceType>,
+    ) -> Result<(), KindsError> {
+        let mut types = self.types.write().unwrap_or_else(PoisonError::into_inner);
+        let removed = |t: &ResourceType| {
+            remove
+                .iter()
+                .any(|(g, v, p)| t.group == *g && t.version == *v && t.plural == *p)
+        };
+        for (i, t) in add.iter().enumerate() {
+            let same = |o: &ResourceType| {
+                o.group == t.group && o.version == t.version && o.plural == t.plural
+            };
+            if types.iter().any(|o| same(o) && !removed(o)) || add[..i].iter().any(same) {
+                return Err(KindsError::Duplicate {
+                    group: t.group.clone(),
+                    version: t.version.clone(),
+                    plural: t.plural.clone(),
+                });
+            }
+        }
+        // Appended in the order given: discovery prefers a group's first
+        // version, so the caller's order (Kubernetes' version priority) wins.
+        let mut kept: Vec<Arc<ResourceType>> = types.drain(..).filter(|t| !removed(t)).collect();
+        kept.extend(add.into_iter().map(Arc::new));
+        *types = kept;
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<ResourceType>>> {
         // A panic while holding the lock cannot leave the Vec half-changed.
         self.types.read().unwrap_or_else(PoisonError::into_inner)
@@ -98,6 +133,32 @@ mod tests {
         ));
         assert!(shared.remove("batch", "v1", "jobs"));
         assert!(!kinds.remove("batch", "v1", "jobs"));
+        assert!(kinds.all().is_empty());
+    }
+
+    #[test]
+    fn replace_swaps_kinds_at_once_and_refuses_duplicates() {
+        use k8s_openapi::api::batch::v1::CronJob;
+        let kinds = Kinds::default();
+        kinds.add(ResourceType::of::<Job>()).unwrap();
+        kinds.add(ResourceType::of::<CronJob>()).unwrap();
+        let key = |p: &str| ("batch".to_string(), "v1".to_string(), p.to_string());
+        let mut job = ResourceType::of::<Job>();
+        job.short_names = vec!["j".into()];
+        kinds.replace(&[key("jobs")], vec![job]).unwrap();
+        let all = kinds.all();
+        assert_eq!(all[0].plural, "cronjobs");
+        assert_eq!(all[1].short_names, ["j"], "replaced");
+        // Adding what is served, and not removed, changes nothing.
+        assert!(
+            kinds
+                .replace(&[key("jobs")], vec![ResourceType::of::<CronJob>()])
+                .is_err()
+        );
+        assert_eq!(kinds.all().len(), 2);
+        kinds
+            .replace(&[key("jobs"), key("cronjobs")], vec![])
+            .unwrap();
         assert!(kinds.all().is_empty());
     }
 

@@ -73,20 +73,26 @@ pub(super) fn field_validation(
     obj: &mut Value,
     q: &Query,
 ) -> Result<Vec<String>, ApiError> {
-    let check = t.rt.typed.map(|typed| typed.check).ok_or_else(|| {
-        ApiError::Internal(format!("no Kubernetes type is known for {}", t.rt.kind))
-    })?;
-    let known = check(obj).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg} (field {path})",
-            kind = t.rt.kind,
-            v = t.rt.version,
-            msg = e.message,
-            path = e.path
-        ))
-    })?;
-    let (unknown, pruned) = crate::kinds::typed::prune(obj, &known);
-    *obj = pruned;
+    let unknown = if t.rt.custom.is_some() {
+        // A custom resource: its structural schema prunes ([`crate::crd`]).
+        crate::crd::unknown_fields(&t.rt, obj)?
+    } else {
+        let check = t.rt.typed.map(|typed| typed.check).ok_or_else(|| {
+            ApiError::Internal(format!("no Kubernetes type is known for {}", t.rt.kind))
+        })?;
+        let known = check(obj).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg} (field {path})",
+                kind = t.rt.kind,
+                v = t.rt.version,
+                msg = e.message,
+                path = e.path
+            ))
+        })?;
+        let (unknown, pruned) = crate::kinds::typed::prune(obj, &known);
+        *obj = pruned;
+        unknown
+    };
     if unknown.is_empty() {
         return Ok(vec![]);
     }
@@ -140,6 +146,9 @@ pub(super) fn validate(
     let mut causes = meta::validate_meta(obj, t.rt.namespaced, t.rt.strategy.name_rule());
     causes.extend(t.rt.strategy.validate(obj));
     causes.extend(super::delete::objectmeta::finalizer_causes(obj));
+    if old.is_none() {
+        causes.extend(t.rt.strategy.validate_create(obj));
+    }
     if let Some(old) = old {
         causes.extend(t.rt.strategy.validate_update(obj, old));
         causes.extend(super::delete::objectmeta::update_causes(obj, old));

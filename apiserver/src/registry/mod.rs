@@ -38,6 +38,7 @@ use crate::error::ApiError;
 use crate::http::auth::UserInfo;
 use crate::kinds::{Kinds, Subresource};
 use crate::request::{Query, RequestTarget, Verb};
+use crate::response;
 use storage::{Consistency, KeyValue, Storage, StorageError};
 
 /// Shared by every request: the served kinds and the store they live in.
@@ -110,6 +111,38 @@ impl Registry {
         if matches!(verb, Verb::List | Verb::Watch) {
             crate::options::validate(q, verb == Verb::Watch)?;
         }
+        // A custom resource: only its selectable fields, no new objects
+        // while its CRD is deleted, and a deprecated version's warning.
+        if let Some(c) = &t.rt.custom {
+            if matches!(verb, Verb::List | Verb::Watch | Verb::DeleteCollection) {
+                c.check_field_selector(q)?;
+            }
+            if c.terminating && verb == Verb::Create && t.subresource.is_none() {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            if let Some(w) = &c.warning {
+                let resp = self
+                    .serve_verb(verb, t, q, headers, body, user, table)
+                    .await;
+                return resp.map(|r| response::with_warnings(r, std::slice::from_ref(w)));
+            }
+        }
+        self.serve_verb(verb, t, q, headers, body, user, table)
+            .await
+    }
+
+    /// [`Registry::serve`] once the kind's own checks passed.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_verb(
+        &self,
+        verb: Verb,
+        t: &RequestTarget,
+        q: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+        user: &UserInfo,
+        table: Option<table::TableOpts>,
+    ) -> Result<Response, ApiError> {
         let name = t.name.as_deref().unwrap_or_default();
         let managed;
         let q = if matches!(verb, Verb::Create | Verb::Update | Verb::Patch) {

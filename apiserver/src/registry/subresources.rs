@@ -1,7 +1,9 @@
 //! The subresources besides `/status` (which is the update path with the
 //! kind's status strategy): `/binding` assigns a pod to a node, `/scale`
-//! reads and writes `spec.replicas` as an `autoscaling/v1` Scale. Both
-//! write through the guaranteed update.
+//! reads and writes the replicas as an `autoscaling/v1` Scale: a built-in
+//! kind's `spec.replicas`, a custom resource's `specReplicasPath` (with
+//! `statusReplicasPath` and `labelSelectorPath`). Both write through the
+//! guaranteed update.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -9,6 +11,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{Registry, decode};
+use crate::crd::ScalePaths;
 use crate::error::{ApiError, Cause};
 use crate::http::auth::UserInfo;
 use crate::request::{Query, RequestTarget};
@@ -70,7 +73,7 @@ impl Registry {
         let (kv, obj) = self.current(t, name).await?;
         Ok(response::json(
             StatusCode::OK,
-            &scale_of(&obj, kv.mod_revision),
+            &scale_of(&obj, kv.mod_revision, &paths_of(t), t.rt.custom.is_some()),
         ))
     }
 
@@ -103,11 +106,13 @@ impl Registry {
             causes: vec![cause],
         };
         let main = t.main();
+        let paths = paths_of(t);
+        let custom = t.rt.custom.is_some();
         self.guaranteed_update(&main, name, q, user, |kv, old| {
             let wanted = match ty {
                 None => body.clone(),
                 Some(ty) => {
-                    let mut s = scale_of(old, kv.mod_revision);
+                    let mut s = scale_of(old, kv.mod_revision, &paths, custom);
                     super::patch::apply(&mut s, &body, ty, |m| {
                         invalid(Cause::invalid("patch", m))
                     })?;
@@ -125,7 +130,7 @@ impl Registry {
                 )));
             }
             let mut new = old.clone();
-            decode::set_field(&mut new, "spec", "replicas", json!(replicas))?;
+            set_at(&mut new, &paths.spec, json!(replicas))?;
             // A resourceVersion in the Scale is a precondition on the resource.
             if let Some(rv) = wanted.pointer("/metadata/resourceVersion") {
                 new["metadata"]["resourceVersion"] = rv.clone();
@@ -136,13 +141,67 @@ impl Registry {
         let (kv, obj) = self.current(t, name).await?;
         Ok(response::json(
             StatusCode::OK,
-            &scale_of(&obj, kv.mod_revision),
+            &scale_of(&obj, kv.mod_revision, &paths, custom),
         ))
     }
 }
 
-/// The `autoscaling/v1` Scale of a resource with `spec.replicas`.
-fn scale_of(obj: &Value, revision: u64) -> Value {
+/// Where `t`'s replicas are: a custom resource's scale paths, or
+/// `spec.replicas` with the selector of `spec.selector.matchLabels`.
+fn paths_of(t: &RequestTarget) -> ScalePaths {
+    t.rt.custom
+        .as_ref()
+        .and_then(|c| c.scale.clone())
+        .unwrap_or_else(|| ScalePaths {
+            spec: "/spec/replicas".into(),
+            status: "/status/replicas".into(),
+            selector: None,
+        })
+}
+
+/// Set the value at JSON `pointer`, creating the objects on the way; a
+/// value on the way that is not an object is an error, not a panic.
+fn set_at(obj: &mut Value, pointer: &str, value: Value) -> Result<(), ApiError> {
+    let parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return Err(ApiError::Internal("an empty scale path".into()));
+    };
+    let mut at = obj;
+    for p in parents {
+        let Some(m) = at.as_object_mut() else {
+            return Err(ApiError::Internal(format!(
+                "the object has no object at {pointer} to scale"
+            )));
+        };
+        let next = m.entry(p.clone()).or_insert(Value::Null);
+        if next.is_null() {
+            *next = json!({});
+        }
+        at = next;
+    }
+    match at.as_object_mut() {
+        Some(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        None => Err(ApiError::Internal(format!(
+            "the object has no object at {pointer} to scale"
+        ))),
+    }
+}
+
+/// The `autoscaling/v1` Scale of a resource whose replicas are at `paths`.
+fn scale_of(obj: &Value, revision: u64, paths: &ScalePaths, custom: bool) -> Value {
+    let custom_selector = paths.selector.as_ref().map(|p| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    });
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -153,6 +212,9 @@ fn scale_of(obj: &Value, revision: u64) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
+    // A built-in kind defaults to one replica; a custom resource without
+    // the field has none.
+    let default_replicas = if custom { 0 } else { 1 };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -163,10 +225,10 @@ fn scale_of(obj: &Value, revision: u64) -> Value {
             "resourceVersion": revision.to_string(),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": obj.pointer(&paths.spec).and_then(Value::as_i64).unwrap_or(default_replicas)},
         "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
+            "replicas": obj.pointer(&paths.status).and_then(Value::as_i64).unwrap_or(0),
+            "selector": custom_selector.unwrap_or(selector),
         },
     })
 }

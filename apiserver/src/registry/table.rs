@@ -51,7 +51,9 @@ pub fn render(
     let columns = rt.strategy.columns();
     // A kind that places AGE itself (priority classes print a column after
     // it) declares it among its columns and fills its cell.
-    let own_age = columns.iter().any(|c| c.name == "Age");
+    // Custom resources print exactly their printer columns (the default
+    // ones end with Age).
+    let own_age = rt.custom.is_some() || columns.iter().any(|c| c.name == "Age");
     // Kubernetes prints AGE after the always-shown columns and before the
     // `-o wide` ones (pods: ... RESTARTS AGE IP NODE).
     let age_at = 1 + columns
@@ -59,7 +61,7 @@ pub fn render(
         .position(|c| c.priority > 0)
         .unwrap_or(columns.len());
     for c in columns {
-        cols.push(json!({"name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": c.priority}));
+        cols.push(json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority}));
     }
     if !own_age {
         cols.insert(

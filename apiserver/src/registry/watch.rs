@@ -111,7 +111,7 @@ impl Registry {
         let cached = move |e: &CachedEvent| -> Option<Bytes> {
             // Served in another form than stored: converted per watcher
             // (the shared bytes are the stored form).
-            if cached_rt.conversion.is_some() {
+            if cached_rt.converts() {
                 let p = served(e.prepared(), &cached_rt);
                 let (kind, obj) = watch_event(&p, &cached_selector)?;
                 return Some(if table.is_some() {
@@ -134,7 +134,7 @@ impl Registry {
         let event_rt = t.rt.clone();
         let event = move |e: &keel_store::Event| -> Option<Bytes> {
             let mut p = prepared.get(e);
-            if event_rt.conversion.is_some() {
+            if event_rt.converts() {
                 p = Arc::new(served(&p, &event_rt));
             }
             let (kind, obj) = watch_event(&p, &selected)?;

@@ -168,6 +168,10 @@ impl Registry {
             if before == Before::Pending {
                 return Ok((Write::Keep, Step::Pending(old)));
             }
+            // The kind's own step on the first DELETE (a CRD's cleanup finalizer).
+            if !graceful::is_deleting(&old) {
+                t.rt.strategy.prepare_delete(&mut obj);
+            }
             let current = propagation::finalizers(&obj);
             if let Some(f) = propagation::after_delete(opts, &current) {
                 obj["metadata"]["finalizers"] = json!(f);
