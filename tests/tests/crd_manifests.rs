@@ -15,7 +15,11 @@ use serde_json::Value;
 fn kubectl(s: &KeelServer) -> Command {
     let real = std::fs::canonicalize(keel_tests::server::KUBECTL).unwrap();
     let bin = real.parent().unwrap().join("kubectl.1.33");
-    assert!(bin.is_file(), "{} is missing; run `make deps`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing; run `make deps`",
+        bin.display()
+    );
     let mut c = Command::new(bin);
     c.env("HOME", s.dir().join("home"))
         .arg("--kubeconfig")
@@ -33,7 +37,10 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 fn run(s: &KeelServer, args: &[&str]) -> String {
-    ok(kubectl(s).args(args).output().unwrap(), &format!("{args:?}"))
+    ok(
+        kubectl(s).args(args).output().unwrap(),
+        &format!("{args:?}"),
+    )
 }
 
 /// `kubectl ARGS -f -` with `yaml`: its stdout, or its stderr as the error.
@@ -128,7 +135,10 @@ fn cert_manager_and_argo_cd_crds_install_and_serve() {
     let (_, r) = row(&wide, "web");
     assert!(r.iter().any(|c| c == "self"), "{r:?}");
     let all = run(&s, &["get", "cert-manager", "-o", "name"]);
-    for want in ["certificate.cert-manager.io/web", "issuer.cert-manager.io/self"] {
+    for want in [
+        "certificate.cert-manager.io/web",
+        "issuer.cert-manager.io/self",
+    ] {
         assert!(all.lines().any(|l| l == want), "{want} not in\n{all}");
     }
 
@@ -169,7 +179,10 @@ fn cert_manager_and_argo_cd_crds_install_and_serve() {
         "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: strict\nspec:\n  notAField: 1\n",
     )
     .unwrap_err();
-    assert!(err.contains("notAField"), "strict validation names the field: {err}");
+    assert!(
+        err.contains("notAField"),
+        "strict validation names the field: {err}"
+    );
     with_stdin(
         &s,
         &["create"],

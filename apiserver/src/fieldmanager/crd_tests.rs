@@ -50,6 +50,7 @@ fn target() -> RequestTarget {
         create_only: false,
         conversion: None,
         structural: Some(Arc::new(s)),
+        custom: None,
     };
     RequestTarget {
         rt: Arc::new(rt),
