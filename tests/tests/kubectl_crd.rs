@@ -451,8 +451,12 @@ fn scenario(k: &Kubectl) {
                 .then_some(())
         },
     );
-    let _ = watch.kill();
-    let _ = watch.wait();
+    // Its kind no longer served, the server ends the watch: kubectl returns.
+    wait_until(
+        "the watch of a kind no longer served to end",
+        Duration::from_secs(30),
+        || watch.try_wait().unwrap(),
+    );
     wait_until("widgets no longer served", Duration::from_secs(30), || {
         let out = k.output(&["get", "widgets"]);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -160,6 +160,7 @@ impl Registry {
             event: Box::new(event),
             cache: self.cache.clone(),
             cached: Box::new(cached),
+            served: served_while(&self.kinds, &t.rt),
         }
         .into_body();
         let mut resp = response::watch(body);
@@ -172,6 +173,23 @@ impl Registry {
         Ok(resp)
     }
 }
+
+/// For a custom resource, whether its kind is still served: its watches end
+/// when its CRD stops being served, as kube-apiserver ends them when it
+/// tears down the CRD's storage. Built-in kinds are always served.
+fn served_while(
+    kinds: &crate::kinds::Kinds,
+    rt: &Arc<crate::kinds::ResourceType>,
+) -> Option<Box<StillServed>> {
+    rt.custom.as_ref()?;
+    let (kinds, rt) = (kinds.clone(), rt.clone());
+    Some(Box::new(move || {
+        kinds.find(&rt.group, &rt.version, &rt.plural).is_some()
+    }))
+}
+
+/// How often a custom resource's watch checks that its kind is still served.
+const SERVED_CHECK: Duration = Duration::from_secs(1);
 
 /// A prepared store event in the form `rt` serves ([`crate::kinds::conversion`]).
 fn served(p: &prepared::Prepared, rt: &crate::kinds::ResourceType) -> prepared::Prepared {
@@ -263,7 +281,13 @@ pub struct Watch {
     /// Where live events come from when it can serve them (else `storage`).
     pub cache: Option<Arc<WatchCache>>,
     pub cached: Box<CachedLine>,
+    /// `Some` for a kind that may stop being served (a custom resource):
+    /// the watch ends once it returns false.
+    pub served: Option<Box<StillServed>>,
 }
+
+/// Whether a watch's kind is still served.
+pub type StillServed = dyn Fn() -> bool + Send + Sync;
 
 type Sink = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
@@ -276,11 +300,30 @@ fn json_line(v: &Value) -> Bytes {
 impl Watch {
     /// Start streaming; the stream ends at the deadline, on an error (sent
     /// as an ERROR event), or when the client goes away.
-    pub fn into_body(self) -> Body {
+    pub fn into_body(mut self) -> Body {
         let (tx, rx) = mpsc::channel(256);
         let deadline = self.deadline;
+        let served = self.served.take();
+        let prefix = self.prefix.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout_at(deadline, self.run(&tx)).await;
+            let unserved = async {
+                let Some(still) = served else {
+                    return std::future::pending().await;
+                };
+                let mut tick = tokio::time::interval(SERVED_CHECK);
+                loop {
+                    tick.tick().await;
+                    if !still() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout_at(deadline, self.run(&tx)) => {}
+                () = unserved => {
+                    tracing::debug!("watch of {prefix} ended: its kind is no longer served");
+                }
+            }
         });
         response::streamed(rx)
     }
