@@ -8,11 +8,12 @@
 //! Layout:
 //! - `parse`: the schema's JSON read into a tree of [`Node`]s.
 //! - `check`: the rules a CRD's schema must follow (Kubernetes'
-//!   `ValidateCustomResourceDefinitionOpenAPISchema` and `ValidateStructural`).
+//!   `ValidateCustomResourceDefinitionOpenAPISchema`), with `invariants`,
+//!   the structural rules (`ValidateStructural`).
 //! - `defaults`: `default` values applied to objects, and checked in schemas.
 //! - `prune`: unknown fields dropped, and nulls of non-nullable fields.
-//! - `validate`, `formats`: OpenAPI value validation, worded as Kubernetes'
-//!   kube-openapi validator words it.
+//! - `validate`, `numbers`, `formats`: OpenAPI value validation, worded as
+//!   Kubernetes' kube-openapi validator words it.
 //! - `listtype`, `embedded`: list-type set and map uniqueness, embedded
 //!   resources' `apiVersion`, `kind` and `metadata`.
 //! - `rules`: the CEL rules of every node, and their `oldSelf` counterparts.
@@ -26,7 +27,9 @@ mod check;
 mod defaults;
 mod embedded;
 mod formats;
+mod invariants;
 mod listtype;
+mod numbers;
 mod parse;
 mod path;
 mod prune;
