@@ -16,6 +16,23 @@ pub const KUBECTL: &str = "/usr/bin/kubectl";
 /// How long a server may take to serve its first request.
 pub const READY: Duration = Duration::from_secs(60);
 
+/// `/usr/bin/kubectl` (`None`), or kubectl `version` itself (`kubectl.<version>`
+/// beside the file it resolves to, not the version dispatcher).
+pub fn kubectl_bin(version: Option<&str>) -> PathBuf {
+    let default = Path::new(KUBECTL);
+    let real = std::fs::canonicalize(default)
+        .unwrap_or_else(|e| panic!("kubectl is missing: {KUBECTL} ({e}); run `make deps`"));
+    let p = match version {
+        None => default.to_path_buf(),
+        Some(v) => real
+            .parent()
+            .expect("kubectl has a parent directory")
+            .join(format!("kubectl.{v}")),
+    };
+    assert!(p.is_file(), "{} is missing; run `make deps`", p.display());
+    p
+}
+
 /// A kubectl command; a missing kubectl fails the test, never skips it.
 pub fn kubectl() -> Command {
     let bin = Path::new(KUBECTL);

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
-use keel_tests::server::{KeelServer, output_with_stdin};
+use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use keel_tests::{keel_bin, wait_until};
 use serde_json::Value;
 
@@ -26,14 +26,6 @@ use serde_json::Value;
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 const APISERVICE: &str = "v1alpha1.wardle.example.com";
-
-/// `kubectl.<version>` beside the file `/usr/bin/kubectl` resolves to.
-fn kubectl_at(version: &str) -> PathBuf {
-    let real = std::fs::canonicalize("/usr/bin/kubectl").expect("kubectl is installed");
-    let p = real.parent().unwrap().join(format!("kubectl.{version}"));
-    assert!(p.is_file(), "{} is missing; run `make deps`", p.display());
-    p
-}
 
 /// A kill-on-drop child process.
 struct Process(Child);
@@ -53,7 +45,7 @@ impl Env {
     /// kubectl `version` with `kubeconfig`, its own home and cache per version.
     fn cmd(&self, version: &str, kubeconfig: &Path, args: &[&str]) -> Command {
         let home = self.keel.dir().join(format!("home-{version}"));
-        let mut c = Command::new(kubectl_at(version));
+        let mut c = Command::new(kubectl_bin(Some(version)));
         c.env("HOME", &home)
             .arg("--kubeconfig")
             .arg(kubeconfig)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use keel_tests::server::{KeelServer, kubectl, output_with_stdin};
+use keel_tests::server::{KeelServer, kubectl, kubectl_bin, output_with_stdin};
 use keel_tests::{free_port, keel_bin, wait_until};
 use serde_json::{Value, json};
 
@@ -407,18 +407,6 @@ fn kubectl_delete_namespace_returns_once_its_content_is_gone() {
     );
 }
 
-/// kubectl `version` itself, not the version dispatcher on PATH.
-fn kubectl_at(version: &str) -> PathBuf {
-    let real = std::fs::canonicalize(keel_tests::server::KUBECTL).unwrap();
-    let bin = real.parent().unwrap().join(format!("kubectl.{version}"));
-    assert!(
-        bin.is_file(),
-        "{} is missing; run `make deps`",
-        bin.display()
-    );
-    bin
-}
-
 /// `kubectl ARGS` (which waits by default) run to its end within
 /// `COLLECTED`; its stdout, or a panic with its stderr.
 fn run_waiting(t: &One, bin: &Path, args: &[&str]) -> String {
@@ -454,7 +442,7 @@ fn kubectl_133_and_127_wait_for_namespaces_and_cascades() {
         s: KeelServer::start(&[]),
     };
     for v in ["1.33", "1.27"] {
-        let bin = kubectl_at(v);
+        let bin = kubectl_bin(Some(v));
         let ns = format!("gone-{}", v.replace('.', "-"));
         t.kc(&["create", "namespace", &ns]).unwrap();
         let inside = |mut o: Value| {

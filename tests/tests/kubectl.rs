@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use keel_tests::server::kubectl_bin;
 use keel_tests::{free_port, keel_bin, wait_until};
 
 struct Server {
@@ -67,33 +68,6 @@ fn start() -> Server {
         },
     );
     server
-}
-
-/// The kubectl to run: `/usr/bin/kubectl`, or `kubectl.<version>` beside the
-/// file it resolves to. A missing binary fails the test (`make deps` installs
-/// both): a skipped block would claim coverage that never ran.
-fn kubectl_bin(version: Option<&str>) -> PathBuf {
-    let default = Path::new("/usr/bin/kubectl");
-    let real = std::fs::canonicalize(default).unwrap_or_else(|e| {
-        panic!(
-            "kubectl is missing: {} ({e}); run `make deps`",
-            default.display()
-        )
-    });
-    let p = match version {
-        None => default.to_path_buf(),
-        Some(v) => real
-            .parent()
-            .expect("kubectl has a parent directory")
-            .join(format!("kubectl.{v}")),
-    };
-    assert!(
-        p.is_file(),
-        "kubectl {} is missing: {} does not exist; run `make deps`",
-        version.unwrap_or("(default)"),
-        p.display()
-    );
-    p
 }
 
 /// A child process killed when the test ends, pass or fail.

@@ -5,25 +5,11 @@
 //! nothing, the migration of an object made by client-side `kubectl apply`,
 //! and `-o yaml --show-managed-fields`. Every check reads the object back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use keel_tests::server::{KUBECTL, KeelServer, output_with_stdin};
+use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use serde_json::Value;
-
-/// kubectl `version` (None: 1.33 at /usr/bin/kubectl), or `kubectl.<v>`
-/// beside the file it resolves to; a missing one fails the test.
-fn kubectl_bin(version: Option<&str>) -> PathBuf {
-    let default = Path::new(KUBECTL);
-    let real = std::fs::canonicalize(default)
-        .unwrap_or_else(|e| panic!("kubectl is missing: {KUBECTL} ({e}); run `make deps`"));
-    let p = match version {
-        None => default.to_path_buf(),
-        Some(v) => real.parent().unwrap().join(format!("kubectl.{v}")),
-    };
-    assert!(p.is_file(), "{} is missing; run `make deps`", p.display());
-    p
-}
 
 struct Ctl<'a> {
     s: &'a KeelServer,

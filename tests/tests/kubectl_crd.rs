@@ -9,31 +9,13 @@
 //! finalizer holds the CRD), a watch sees them go, and the kind is no
 //! longer served. Either kubectl missing fails the test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use keel_tests::server::{KUBECTL, KeelServer};
+use keel_tests::server::{KeelServer, kubectl_bin};
 use keel_tests::wait_until;
 use serde_json::Value;
-
-/// `/usr/bin/kubectl`, or `kubectl.<version>` beside the file it resolves to.
-fn kubectl_bin(version: Option<&str>) -> PathBuf {
-    let default = Path::new(KUBECTL);
-    let real = std::fs::canonicalize(default)
-        .unwrap_or_else(|e| panic!("kubectl is missing: {KUBECTL} ({e}); run `make deps`"));
-    let p = match version {
-        None => default.to_path_buf(),
-        Some(v) => real.parent().unwrap().join(format!("kubectl.{v}")),
-    };
-    assert!(
-        p.is_file(),
-        "kubectl {} is missing: {}; run `make deps`",
-        version.unwrap_or("(default)"),
-        p.display()
-    );
-    p
-}
 
 /// One kubectl binary against the test's server, in its own namespace and
 /// API group.

@@ -11,33 +11,16 @@
 //! looks, so the test asserts the same with or without controllers running.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use keel_tests::server::{KUBECTL, KeelServer, output_with_stdin};
+use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use keel_tests::wait_until;
 use serde_json::Value;
 
 /// How long a step waits for what it expects.
 const STEP: Duration = Duration::from_secs(60);
-
-/// `kubectl.<version>` beside the file `/usr/bin/kubectl` resolves to, or
-/// that kubectl itself; a missing one fails the test.
-fn kubectl_bin(version: Option<&str>) -> PathBuf {
-    let default = Path::new(KUBECTL);
-    let real = std::fs::canonicalize(default)
-        .unwrap_or_else(|e| panic!("kubectl is missing: {KUBECTL} ({e}); run `make deps`"));
-    let p = match version {
-        None => default.to_path_buf(),
-        Some(v) => real
-            .parent()
-            .expect("kubectl has a parent directory")
-            .join(format!("kubectl.{v}")),
-    };
-    assert!(p.is_file(), "{} is missing; run `make deps`", p.display());
-    p
-}
 
 /// One kubectl binary against the server.
 struct Kubectl<'a> {

@@ -6,20 +6,11 @@
 //! `v1` and `events.k8s.io/v1` (reads, field selectors, watches,
 //! resourceVersions); and YAML request bodies over raw HTTP.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use keel_tests::server::{KeelServer, output_with_stdin};
+use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use serde_json::Value;
-
-/// `kubectl.<version>` beside the file `/usr/bin/kubectl` resolves to; a
-/// missing one fails the test (`make deps` installs it).
-fn kubectl_at(version: &str) -> PathBuf {
-    let real = std::fs::canonicalize("/usr/bin/kubectl").expect("kubectl is installed");
-    let p = real.parent().unwrap().join(format!("kubectl.{version}"));
-    assert!(p.is_file(), "{} is missing; run `make deps`", p.display());
-    p
-}
 
 /// A kubectl (`None`: /usr/bin/kubectl, 1.33) as the admin, with its own home.
 fn kubectl(s: &KeelServer, bin: Option<&Path>, args: &[&str]) -> Command {
@@ -291,7 +282,7 @@ fn imperative_creates(s: &KeelServer, bin: Option<&Path>, suffix: &str) {
 #[test]
 fn new_kinds_with_kubectl_1_27_and_yaml_files() {
     let s = KeelServer::start(&[]);
-    let old = kubectl_at("1.27");
+    let old = kubectl_bin(Some("1.27"));
     imperative_creates(&s, Some(&old), "");
 
     // The system priority classes exist from the start.

@@ -7,29 +7,11 @@
 //! `edit` with a scripted editor, and `diff`. Each step is checked on the
 //! object read back from the server. Either kubectl missing fails the test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use keel_tests::server::{KUBECTL, KeelServer};
+use keel_tests::server::{KeelServer, kubectl_bin};
 use serde_json::Value;
-
-/// `/usr/bin/kubectl`, or `kubectl.<version>` beside the file it resolves to.
-fn kubectl_bin(version: Option<&str>) -> PathBuf {
-    let default = Path::new(KUBECTL);
-    let real = std::fs::canonicalize(default)
-        .unwrap_or_else(|e| panic!("kubectl is missing: {KUBECTL} ({e}); run `make deps`"));
-    let p = match version {
-        None => default.to_path_buf(),
-        Some(v) => real.parent().unwrap().join(format!("kubectl.{v}")),
-    };
-    assert!(
-        p.is_file(),
-        "kubectl {} is missing: {}; run `make deps`",
-        version.unwrap_or("(default)"),
-        p.display()
-    );
-    p
-}
 
 /// One kubectl binary against the test's server, in its own namespace.
 struct Kubectl<'a> {
