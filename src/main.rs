@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a store member. With no flags: a single-member cluster under ./keel-data.
-    Server(cli::config::ServerArgs),
+    Server(Box<cli::config::ServerArgs>),
     /// Read and write keys through any member (the store's client API).
     Kv {
         #[command(flatten)]

@@ -21,6 +21,20 @@ pub struct Involved {
     pub uid: String,
 }
 
+impl Involved {
+    /// The object `obj` (a typed k8s-openapi object).
+    pub fn of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> Involved {
+        let meta = obj.meta();
+        Involved {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// Posts events as one component (`source.component`, `reportingComponent`).
 #[derive(Clone)]
 pub struct Recorder {
@@ -42,6 +56,34 @@ impl Recorder {
     pub async fn warning(
         &self,
         object: &Involved,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        self.report(object, "Warning", reason, message).await
+    }
+
+    /// Report a `Normal` event with `reason` and `message` about `object`.
+    pub async fn normal(
+        &self,
+        object: &Involved,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        self.report(object, "Normal", reason, message).await
+    }
+
+    /// Report an event and only log when it cannot be written: an event is
+    /// never worth failing a reconcile for.
+    pub async fn publish(&self, object: &Involved, type_: &str, reason: &str, message: &str) {
+        if let Err(e) = self.report(object, type_, reason, message).await {
+            tracing::debug!(component = self.component, reason, error = %e, "event not recorded");
+        }
+    }
+
+    async fn report(
+        &self,
+        object: &Involved,
+        type_: &str,
         reason: &str,
         message: &str,
     ) -> Result<(), Error> {
@@ -67,7 +109,7 @@ impl Recorder {
             },
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
-            type_: Some("Warning".to_string()),
+            type_: Some(type_.to_string()),
             source: Some(EventSource {
                 component: Some(self.component.to_string()),
                 host: None,

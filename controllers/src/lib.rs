@@ -1,19 +1,39 @@
 //! Keel's controllers: API clients on `kube` that reconcile cluster state
 //! through the public Kubernetes API, as any out-of-process controller would.
 //! [`Manager`] runs them on the member that holds the controller lease
-//! ([`leader`]); [`gc`] is the garbage collector (ownerReferences, foreground
-//! and orphan deletion) and [`namespace`] empties and finalizes deleted
-//! namespaces. Nothing here reaches into the store or the API server.
+//! ([`leader`]), each with a [`context::Context`], most through
+//! [`runner::run`] (a `kube::runtime::Controller` with metrics and retries).
+//! [`gc`] is the garbage collector, [`namespace`] empties deleted
+//! namespaces, [`scheduler`] binds pods to nodes, and the workload and
+//! upkeep controllers are named after their Kubernetes counterparts.
+//! Nothing here reaches into the store or the API server.
 
+pub mod context;
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
 pub mod discovery;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
+pub mod eventttl;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod queue;
 mod raw;
+pub mod replicaset;
+pub mod resourcequota;
+pub mod runner;
+pub mod scheduler;
+pub mod serviceaccount;
+pub mod statefulset;
 
 pub use manager::{Manager, ManagerConfig};
 pub use metrics::Metrics;

@@ -1,6 +1,6 @@
 //! The controller manager: competes for the controller lease and, while it
-//! holds it, runs the controllers (garbage collector, namespace
-//! controller). Losing the lease (no renewal within the renew deadline)
+//! holds it, runs the controllers of [`CONTROLLERS`] that its configuration
+//! enables (all by default, as kube-controller-manager's `--controllers=*`). Losing the lease (no renewal within the renew deadline)
 //! aborts them at once; they start again from fresh lists when it leads
 //! again. One per `keel server`, or alone as `keel controllers`.
 
@@ -10,9 +10,46 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::task::JoinSet;
 
+use futures::future::BoxFuture;
+
+use crate::context::Context;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::{gc, namespace};
+use crate::{
+    cronjob, daemonset, deployment, disruption, endpoints, endpointslice, eventttl, gc, job,
+    namespace, nodelifecycle, persistentvolume, replicaset, resourcequota, scheduler,
+    serviceaccount, statefulset,
+};
+
+/// How a controller starts: it runs until its future is dropped.
+type Start = fn(Context) -> BoxFuture<'static, Result<(), crate::Error>>;
+
+/// Every controller the manager knows, by name.
+pub const CONTROLLERS: &[(&str, Start)] = &[
+    (gc::NAME, |c| {
+        Box::pin(gc::run(c.client, c.metrics, c.identity))
+    }),
+    (namespace::NAME, |c| {
+        Box::pin(namespace::run(c.client, c.metrics))
+    }),
+    (scheduler::NAME, |c| Box::pin(scheduler::run(c))),
+    (persistentvolume::NAME, |c| {
+        Box::pin(persistentvolume::run(c))
+    }),
+    (replicaset::NAME, |c| Box::pin(replicaset::run(c))),
+    (deployment::NAME, |c| Box::pin(deployment::run(c))),
+    (statefulset::NAME, |c| Box::pin(statefulset::run(c))),
+    (daemonset::NAME, |c| Box::pin(daemonset::run(c))),
+    (job::NAME, |c| Box::pin(job::run(c))),
+    (cronjob::NAME, |c| Box::pin(cronjob::run(c))),
+    (endpoints::NAME, |c| Box::pin(endpoints::run(c))),
+    (endpointslice::NAME, |c| Box::pin(endpointslice::run(c))),
+    (serviceaccount::NAME, |c| Box::pin(serviceaccount::run(c))),
+    (resourcequota::NAME, |c| Box::pin(resourcequota::run(c))),
+    (disruption::NAME, |c| Box::pin(disruption::run(c))),
+    (eventttl::NAME, |c| Box::pin(eventttl::run(c))),
+    (nodelifecycle::NAME, |c| Box::pin(nodelifecycle::run(c))),
+];
 
 /// The lease the manager holds while it runs the controllers.
 pub const LEASE_NAME: &str = "keel-controller-manager";
@@ -21,10 +58,9 @@ pub const LEASE_NAME: &str = "keel-controller-manager";
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     pub lease: LeaseConfig,
-    /// Run the garbage collector.
-    pub gc: bool,
-    /// Run the namespace controller.
-    pub namespaces: bool,
+    /// Which controllers run, as kube-controller-manager's `--controllers`:
+    /// `*` (every one), a name, or `-name` (not that one); later entries win.
+    pub controllers: Vec<String>,
 }
 
 impl ManagerConfig {
@@ -33,9 +69,32 @@ impl ManagerConfig {
     pub fn new(identity: String) -> ManagerConfig {
         ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
-            gc: true,
-            namespaces: true,
+            controllers: vec!["*".into()],
         }
+    }
+
+    /// Whether the controller called `name` runs.
+    pub fn enabled(&self, name: &str) -> bool {
+        let mut on = false;
+        for c in &self.controllers {
+            match c.as_str() {
+                "*" => on = true,
+                c if c.strip_prefix('-') == Some(name) => on = false,
+                c if c == name => on = true,
+                _ => {}
+            }
+        }
+        on
+    }
+
+    /// The names in `controllers` that are no controller's, to refuse at start.
+    pub fn unknown(&self) -> Vec<String> {
+        self.controllers
+            .iter()
+            .map(|c| c.trim_start_matches('-'))
+            .filter(|c| *c != "*" && !CONTROLLERS.iter().any(|(n, _)| n == c))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -96,30 +155,25 @@ fn start_controllers(
     metrics: &Arc<Metrics>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
-    if config.gc {
-        let (client, metrics, id) = (
+    for (name, start) in CONTROLLERS {
+        if !config.enabled(name) {
+            continue;
+        }
+        let ctx = Context::new(
             client.clone(),
             metrics.clone(),
+            name,
             config.lease.identity.clone(),
         );
-        set.spawn(supervise(gc::NAME, move || {
-            gc::run(client.clone(), metrics.clone(), id.clone())
-        }));
-    }
-    if config.namespaces {
-        let (client, metrics) = (client.clone(), metrics.clone());
-        set.spawn(supervise(namespace::NAME, move || {
-            namespace::run(client.clone(), metrics.clone())
-        }));
+        set.spawn(supervise(name, move || start(ctx.clone())));
     }
     set
 }
 
 /// Run a controller again (after a pause) whenever it returns.
-async fn supervise<F, Fut>(name: &'static str, start: F)
+async fn supervise<F>(name: &'static str, start: F)
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), crate::Error>>,
+    F: Fn() -> BoxFuture<'static, Result<(), crate::Error>>,
 {
     loop {
         match start().await {
@@ -191,5 +245,22 @@ async fn run(
             let _ = tokio::time::timeout(Duration::from_secs(2), elector.release()).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_are_chosen_as_kube_controller_manager_chooses_them() {
+        let mut c = ManagerConfig::new("me".into());
+        assert!(c.enabled("deployment") && c.enabled(gc::NAME));
+        c.controllers = vec!["*".into(), "-deployment".into()];
+        assert!(!c.enabled("deployment") && c.enabled("statefulset"));
+        c.controllers = vec!["scheduler".into()];
+        assert!(c.enabled("scheduler") && !c.enabled("statefulset"));
+        c.controllers = vec!["*".into(), "-nope".into(), "bogus".into()];
+        assert_eq!(c.unknown(), ["nope", "bogus"]);
     }
 }

@@ -33,7 +33,18 @@ struct Counters {
     errors: u64,
     deletes: u64,
     patches: u64,
+    creates: u64,
+    in_flight: u64,
+    /// Reconcile latencies: counts per [`BUCKETS`] bound (cumulative when
+    /// rendered), their sum in microseconds.
+    latency: [u64; BUCKETS.len()],
+    latency_sum_us: u64,
 }
+
+/// Upper bounds (seconds) of the reconcile latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 impl Metrics {
     pub fn set_leader(&self, leading: bool) {
@@ -65,6 +76,32 @@ impl Metrics {
                 c.errors += 1;
             }
         });
+    }
+
+    /// A reconcile began (counted in flight until [`Metrics::finished`]).
+    pub fn started(&self, controller: &'static str) {
+        self.with(controller, |c| c.in_flight += 1);
+    }
+
+    /// A reconcile that began with [`Metrics::started`] ended after `took`.
+    pub fn finished(&self, controller: &'static str, took: std::time::Duration, ok: bool) {
+        self.with(controller, |c| {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            c.reconciles += 1;
+            if !ok {
+                c.errors += 1;
+            }
+            let secs = took.as_secs_f64();
+            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+                c.latency[i] += 1;
+            }
+            c.latency_sum_us += took.as_micros() as u64;
+        });
+    }
+
+    /// An object the controller created.
+    pub fn created(&self, controller: &'static str) {
+        self.with(controller, |c| c.creates += 1);
     }
 
     /// An object the controller deleted.
@@ -121,7 +158,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let series: [Series; 5] = [
+        let series: [Series; 7] = [
             (
                 "keel_controller_queue_depth",
                 "Items waiting in the controller's work queue.",
@@ -152,12 +189,43 @@ impl Metrics {
                 "counter",
                 |c| c.patches,
             ),
+            (
+                "keel_controller_creates_total",
+                "Objects created by the controller.",
+                "counter",
+                |c| c.creates,
+            ),
+            (
+                "keel_controller_in_flight",
+                "Reconciles running now.",
+                "gauge",
+                |c| c.in_flight,
+            ),
         ];
         for (name, help, kind, get) in series {
             gauge(&mut s, name, help, kind);
             for (controller, c) in &m {
                 let _ = writeln!(s, "{name}{{controller=\"{controller}\"}} {}", get(c));
             }
+        }
+        let h = "keel_controller_reconcile_duration_seconds";
+        gauge(&mut s, h, "Time one reconcile took.", "histogram");
+        for (controller, c) in &m {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(c.latency) {
+                cumulative += n;
+                let _ = writeln!(
+                    s,
+                    "{h}_bucket{{controller=\"{controller}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                s,
+                "{h}_bucket{{controller=\"{controller}\",le=\"+Inf\"}} {}\n{h}_sum{{controller=\"{controller}\"}} {}\n{h}_count{{controller=\"{controller}\"}} {}",
+                c.reconciles,
+                c.latency_sum_us as f64 / 1e6,
+                c.reconciles
+            );
         }
         s
     }
@@ -189,5 +257,34 @@ mod tests {
             "keel_controller_reconcile_errors_total{controller=\"garbagecollector\"} 1\n"
         ));
         assert!(text.contains("keel_controller_queue_depth{controller=\"namespace\"} 3\n"));
+    }
+
+    #[test]
+    fn reconcile_latency_is_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.started("deployment");
+        assert!(
+            m.render()
+                .contains("keel_controller_in_flight{controller=\"deployment\"} 1\n")
+        );
+        m.finished("deployment", std::time::Duration::from_millis(3), true);
+        m.started("deployment");
+        m.finished("deployment", std::time::Duration::from_millis(300), false);
+        let text = m.render();
+        let h = "keel_controller_reconcile_duration_seconds";
+        assert!(text.contains(&format!(
+            "{h}_bucket{{controller=\"deployment\",le=\"0.0025\"}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "{h}_bucket{{controller=\"deployment\",le=\"0.005\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "{h}_bucket{{controller=\"deployment\",le=\"0.5\"}} 2\n"
+        )));
+        assert!(text.contains(&format!("{h}_count{{controller=\"deployment\"}} 2\n")));
+        assert!(
+            text.contains("keel_controller_reconcile_errors_total{controller=\"deployment\"} 1\n")
+        );
+        assert!(text.contains("keel_controller_in_flight{controller=\"deployment\"} 0\n"));
     }
 }

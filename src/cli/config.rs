@@ -105,6 +105,11 @@ pub struct ServerArgs {
     /// Lease. `--controllers=false` leaves them to `keel controllers`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
+    /// Which controllers the manager runs, as kube-controller-manager's
+    /// `--controllers`: `*` for all, a name to add one, `-name` to leave one
+    /// out (`*,-scheduler`); names are in docs/CONTROLLERS.md.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub enabled_controllers: Vec<String>,
 }
 
 impl ServerArgs {

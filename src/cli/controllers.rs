@@ -16,19 +16,36 @@ pub struct ControllersArgs {
     /// This candidate's identity in the lease (default: host name and pid).
     #[arg(long)]
     pub identity: Option<String>,
+    /// Which controllers run: `*` for all, `name`, `-name` (`*,-scheduler`);
+    /// names are in docs/CONTROLLERS.md.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
 }
 
 /// Start the manager against the API `kubeconfig` names.
-pub async fn start(kubeconfig: &Path, identity: String, metrics: Arc<Metrics>) -> Result<Manager> {
+pub async fn start(
+    kubeconfig: &Path,
+    identity: String,
+    controllers: Vec<String>,
+    metrics: Arc<Metrics>,
+) -> Result<Manager> {
+    let mut config = ManagerConfig::new(identity.clone());
+    config.controllers = controllers;
+    let unknown = config.unknown();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "unknown controllers {unknown:?}; known: {:?}",
+            keel_controllers::manager::CONTROLLERS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+        );
+    }
     let client = keel_controllers::client_from_kubeconfig(kubeconfig)
         .await
         .context("the controller manager's client")?;
     tracing::info!(%identity, "controller manager started, competing for the lease");
-    Ok(Manager::spawn(
-        client,
-        ManagerConfig::new(identity),
-        metrics,
-    ))
+    Ok(Manager::spawn(client, config, metrics))
 }
 
 pub async fn run(args: ControllersArgs) -> Result<()> {
@@ -41,7 +58,13 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
             format!("{host}_{}", std::process::id())
         }
     };
-    let manager = start(&args.kubeconfig, identity, Arc::new(Metrics::default())).await?;
+    let manager = start(
+        &args.kubeconfig,
+        identity,
+        args.controllers,
+        Arc::new(Metrics::default()),
+    )
+    .await?;
     super::shutdown_signal().await;
     manager.stop().await;
     Ok(())

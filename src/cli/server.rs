@@ -92,7 +92,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     started.store(true, Ordering::Release);
     let controllers = if args.controllers {
         let identity = format!("keel-{}_{}_{}", args.id, api.addr, std::process::id());
-        Some(super::controllers::start(&api.kubeconfig, identity, controller_metrics).await?)
+        Some(
+            super::controllers::start(
+                &api.kubeconfig,
+                identity,
+                args.enabled_controllers.clone(),
+                controller_metrics,
+            )
+            .await?,
+        )
     } else {
         None
     };
