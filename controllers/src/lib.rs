@@ -36,6 +36,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
 
+pub use context::Settings;
 pub use manager::{Manager, ManagerConfig};
 pub use metrics::Metrics;
 
