@@ -415,10 +415,10 @@ fn node_roles(obj: &Value) -> String {
                 if !role.is_empty() {
                     roles.insert(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.insert(v.to_string());
-                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v.to_string());
             }
         }
     }

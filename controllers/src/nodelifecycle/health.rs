@@ -213,7 +213,8 @@ mod tests {
     #[test]
     fn taints_follow_the_ready_condition() {
         // (Ready status, NoExecute allowed, wanted taints)
-        let cases: &[(&str, bool, &[(&str, &str)])] = &[
+        type Case<'a> = (&'a str, bool, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             ("True", true, &[]),
             (
                 "False",

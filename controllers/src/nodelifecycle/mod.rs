@@ -242,31 +242,29 @@ impl Monitor {
         let api: Api<Node> = Api::all(self.ctx.client.clone());
         let name = node.metadata.name.clone()?;
         let mut node = node.clone();
-        if stale {
-            if let Some(conds) = health::mark_unknown(&node, now) {
-                node.status.get_or_insert_with(Default::default).conditions = Some(conds);
-                node = match api
-                    .replace_status(&name, &PostParams::default(), &node)
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(node = %name, error = %e, "marking the node Unknown failed");
-                        return None;
-                    }
-                };
-                self.ctx.metrics.patched(NAME);
-                tracing::info!(node = %name, "node stopped posting status: Ready Unknown");
-                self.ctx
-                    .recorder
-                    .publish(
-                        &Involved::of(&node),
-                        "Normal",
-                        "NodeNotReady",
-                        &format!("Node {name} status is now: NodeNotReady"),
-                    )
-                    .await;
-            }
+        if stale && let Some(conds) = health::mark_unknown(&node, now) {
+            node.status.get_or_insert_with(Default::default).conditions = Some(conds);
+            node = match api
+                .replace_status(&name, &PostParams::default(), &node)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "marking the node Unknown failed");
+                    return None;
+                }
+            };
+            self.ctx.metrics.patched(NAME);
+            tracing::info!(node = %name, "node stopped posting status: Ready Unknown");
+            self.ctx
+                .recorder
+                .publish(
+                    &Involved::of(&node),
+                    "Normal",
+                    "NodeNotReady",
+                    &format!("Node {name} status is now: NodeNotReady"),
+                )
+                .await;
         }
         let want = health::wanted_taints(&node, !all_down);
         if let Some(taints) = health::reconcile_taints(&node, &want, now) {
