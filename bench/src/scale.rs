@@ -71,6 +71,10 @@ pub struct ScaleBenchArgs {
     /// Hollow mode: how many Deployments carry the pods.
     #[arg(long, default_value_t = 100)]
     pub deployments: usize,
+    /// Hollow mode: create the pods themselves (`--clients` at a time)
+    /// instead of through Deployments.
+    #[arg(long)]
+    pub bare_pods: bool,
     /// Hollow mode: how many `keel hollow-nodes` processes share the nodes.
     #[arg(long, default_value_t = 1)]
     pub hollow_processes: usize,

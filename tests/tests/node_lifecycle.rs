@@ -6,7 +6,8 @@
 //! taint for 2 s is evicted (DisruptionTarget, a graceful delete, a
 //! TaintManagerEviction event) while pods with the default 300 s
 //! toleration (added on create) or an unlimited one stay, and the other
-//! node is untouched. When the node's process comes back, its taints go,
+//! node is untouched; new pods are scheduled onto the live node only.
+//! When the node's process comes back, its taints go,
 //! it is Ready again and it confirms the eviction (the pod is gone).
 
 use std::process::{Command, Output};
@@ -196,6 +197,19 @@ fn dead_node_is_tainted_and_its_pods_evicted_after_their_toleration() {
     let alive_node = k.json(&["get", "node", "alive-0"]);
     assert_eq!(condition(&alive_node, "Ready"), Some("True"));
     assert!(taints(&alive_node).is_empty(), "{alive_node}");
+    // New pods go to the node that is alive: the scheduler keeps off the
+    // unreachable NoSchedule taint.
+    for i in 0..3 {
+        let mut p = pod(&format!("fresh-{i}"), "", json!([]));
+        p["spec"].as_object_mut().unwrap().remove("nodeName");
+        k.apply(&p);
+    }
+    for i in 0..3 {
+        let name = format!("fresh-{i}");
+        k.ok(&["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=60s"]);
+        let p = k.json(&["get", "pod", &name]);
+        assert_eq!(p["spec"]["nodeName"], "alive-0", "{name}: {p}");
+    }
     let survivor = k.json(&["get", "pod", "survivor"]);
     assert!(survivor["metadata"]["deletionTimestamp"].is_null());
     assert_eq!(condition(&survivor, "Ready"), Some("True"));

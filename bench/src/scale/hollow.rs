@@ -7,7 +7,9 @@
 //! status from its hollow node. Reported: time to all nodes Ready, the
 //! pod creation rate beside the scheduler's binding rate, the
 //! create-to-bound latency, the time to all pods Running, and the members'
-//! and hollow processes' memory.
+//! and hollow processes' memory. `--bare-pods` creates the pods
+//! themselves instead (the scheduler's throughput without the workload
+//! controllers).
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -122,11 +124,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
     let p = |m: &str| progress("scale", m);
     let sampler = Sampler::new();
+    let carriers = if args.bare_pods {
+        "created bare".to_string()
+    } else {
+        format!("in {} Deployments", args.deployments)
+    };
     let mut table = Table::new(
-        &format!(
-            "{} hollow nodes, {} pods in {} Deployments",
-            args.nodes, args.pods, args.deployments
-        ),
+        &format!("{} hollow nodes, {} pods {carriers}", args.nodes, args.pods),
         &["step", "count", "seconds", "per s", "p50 ms", "p99 ms"],
     );
 
@@ -204,11 +208,33 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         .stream("/api/v1/namespaces/scale/pods?watch=1")
         .await?;
     let start = Instant::now();
-    p(&format!(
-        "creating {} Deployments ({} pods)",
-        args.deployments, args.pods
-    ));
-    let creating = {
+    let creating = if args.bare_pods {
+        p(&format!("creating {} pods (no Deployments)", args.pods));
+        let (apis, pods, clients) = (apis.clone(), args.pods, args.clients.max(1));
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for c in 0..clients {
+                let apis = apis.clone();
+                tasks.spawn(async move {
+                    for i in (c..pods).step_by(clients) {
+                        let body = serde_json::to_vec(&bare_pod(i))?;
+                        apis[i % 3]
+                            .ok(Method::POST, "/api/v1/namespaces/scale/pods", Some(body))
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            anyhow::Ok(start.elapsed())
+        })
+    } else {
+        p(&format!(
+            "creating {} Deployments ({} pods)",
+            args.deployments, args.pods
+        ));
         let apis = apis.clone();
         let (d, pods) = (args.deployments, args.pods);
         tokio::spawn(async move {
@@ -319,18 +345,22 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         .filter_map(|s| Some(micros(s.running?.saturating_sub(s.bound?))))
         .collect();
     run_lat.sort_unstable();
-    table.push(row(
-        "Deployments created (requests)",
-        args.deployments,
-        requests,
-        None,
-    ));
-    table.push(row(
-        "pods created by ReplicaSets",
-        seen.len(),
-        last_created,
-        None,
-    ));
+    if args.bare_pods {
+        table.push(row("pods created (requests)", args.pods, requests, None));
+    } else {
+        table.push(row(
+            "Deployments created (requests)",
+            args.deployments,
+            requests,
+            None,
+        ));
+        table.push(row(
+            "pods created by ReplicaSets",
+            seen.len(),
+            last_created,
+            None,
+        ));
+    }
     table.push(row(
         "pods bound by the scheduler (created → bound)",
         timeline.bound,
@@ -432,7 +462,28 @@ async fn relist(api: &Api, timeline: &mut Timeline, at: Duration) -> Result<Stri
     Ok(list.metadata.resource_version)
 }
 
-/// Deployment `i` with `replicas` small pods (10m CPU, 16Mi each).
+/// The pod template: small (10m CPU, 16Mi), as a pause container.
+fn template(app: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{
+            "name": "app", "image": "registry.k8s.io/pause:3.10",
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
+        }]}
+    })
+}
+
+/// Bare pod `i` (`--bare-pods`), not scheduled yet.
+fn bare_pod(i: usize) -> Value {
+    let mut pod = template("bare");
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["name"] = json!(format!("bare-{i:06}"));
+    pod["metadata"]["namespace"] = json!("scale");
+    pod
+}
+
+/// Deployment `i` with `replicas` small pods.
 fn deployment(i: usize, replicas: usize) -> Value {
     let name = format!("load-{i:05}");
     json!({
@@ -441,13 +492,7 @@ fn deployment(i: usize, replicas: usize) -> Value {
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "registry.k8s.io/pause:3.10",
-                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
-                }]}
-            }
+            "template": template(&name)
         }
     })
 }
