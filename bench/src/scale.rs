@@ -75,6 +75,10 @@ pub struct ScaleBenchArgs {
     /// instead of through Deployments.
     #[arg(long)]
     pub bare_pods: bool,
+    /// Hollow mode: how the hollow nodes watch their pods (`shared` or
+    /// `per-node`, `keel hollow-nodes --pod-watch`).
+    #[arg(long, default_value = "shared")]
+    pub hollow_pod_watch: String,
     /// Hollow mode: how many `keel hollow-nodes` processes share the nodes.
     #[arg(long, default_value_t = 1)]
     pub hollow_processes: usize,

@@ -156,6 +156,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         let child = Command::new(keel_exe()?)
             .args(["hollow-nodes", "--count", &count.to_string()])
             .args(["--prefix", &format!("hollow-{i}")])
+            .args(["--pod-watch", &args.hollow_pod_watch])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .env("RUST_LOG", "warn")
@@ -384,24 +385,30 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
                 .max(1e-3)
     ));
 
-    let mut mem = Table::new("memory", &["process", "RSS MiB now", "peak RSS MiB"]);
+    let mut mem = Table::new(
+        "memory and CPU",
+        &["process", "RSS MiB now", "peak RSS MiB", "CPU s"],
+    );
     for (i, pid) in keel.pids().into_iter().enumerate() {
         mem.push(vec![
             json!(format!("keel member {}", i + 1)),
             num(usage(&[pid]).0 as f64 / MIB),
             json!(""),
+            num(usage(&[pid]).1),
         ]);
     }
     mem.push(vec![
         json!("keel, 3 members"),
         num(usage(&keel.pids()).0 as f64 / MIB),
         num(sampler.usage("keel").peak_rss_mib),
+        num(usage(&keel.pids()).1),
     ]);
     let hollow_pids: Vec<u32> = hollow.iter().map(Proc::pid).collect();
     mem.push(vec![
         json!(format!("keel hollow-nodes, {procs} processes")),
         num(usage(&hollow_pids).0 as f64 / MIB),
         num(sampler.usage("hollow").peak_rss_mib),
+        num(usage(&hollow_pids).1),
     ]);
     drop(hollow);
     Ok(vec![table, mem])
