@@ -7,11 +7,14 @@
 //! of the node its pod lands on; an Immediate claim bound at once, and
 //! volumes released and reclaimed when their claims go.
 //!
-//! Nodes here are Node objects with a Ready status written through
-//! kubectl, so that the cluster is exactly what each case needs.
+//! Most nodes here are Node objects with a Ready status written through
+//! kubectl, so that the cluster is exactly what each case needs; one test
+//! runs on hollow nodes (`keel hollow-nodes`), which run what is bound to
+//! them and confirm deletions as a kubelet does.
 
 use std::time::Duration;
 
+use keel_tests::hollow::HollowNodes;
 use keel_tests::server::{KeelServer, output_with_stdin};
 use keel_tests::wait_until;
 use serde_json::{Value, json};
@@ -388,4 +391,76 @@ fn wait_for_first_consumer_claims_bind_the_local_volume_where_the_pod_lands() {
         (phase(&s, &["pv", "pv-n2"])? == "Released").then_some(())
     });
     assert!(get(&s, &["pv", "pv-n2"]).is_some());
+}
+
+#[test]
+fn hollow_nodes_run_what_the_scheduler_binds_and_freed_room_is_reused() {
+    let s = KeelServer::start(&[]);
+    let mut small = HollowNodes::start_with(
+        &s.kubeconfig(),
+        "small",
+        2,
+        &[&"--heartbeat", &"1s", &"--cpu", &"2"],
+    );
+    let mut gpu = HollowNodes::start_with(
+        &s.kubeconfig(),
+        "gpu",
+        1,
+        &[
+            &"--heartbeat",
+            &"1s",
+            &"--cpu",
+            &"8",
+            &"--labels",
+            &"accel=gpu",
+            &"--taints",
+            &"dedicated=gpu:NoSchedule",
+        ],
+    );
+    small.wait_ready(SETTLE);
+    gpu.wait_ready(SETTLE);
+    create(
+        &s,
+        vec![
+            pod("a", "1500m", json!({}), json!({})),
+            pod("b", "1500m", json!({}), json!({})),
+            pod(
+                "g",
+                "4",
+                json!({}),
+                json!({"nodeSelector": {"accel": "gpu"},
+                       "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]}),
+            ),
+        ],
+    );
+    let (a, b) = (node_of(&s, "a"), node_of(&s, "b"));
+    let mut smalls = [a.clone(), b];
+    smalls.sort();
+    assert_eq!(smalls, ["small-0", "small-1"], "one 1.5-CPU pod per 2-CPU node");
+    assert_eq!(node_of(&s, "g"), "gpu-0");
+    for p in ["a", "b", "g"] {
+        wait_until(&format!("{p} Running"), SETTLE, || {
+            (get(&s, &["pod", p])?["status"]["phase"] == "Running").then_some(())
+        });
+    }
+
+    // No room left that c may use.
+    create(&s, vec![pod("c", "1500m", json!({}), json!({}))]);
+    let ev = wait_until("c FailedScheduling", SETTLE, || {
+        events(&s, "c", "FailedScheduling").pop()
+    });
+    assert_eq!(
+        ev["message"],
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
+         2 Insufficient cpu. preemption: 0/3 nodes are available: \
+         1 Preemption is not helpful for scheduling, \
+         2 No preemption victims found for incoming pod.."
+    );
+
+    // a goes (the hollow node confirms the deletion): c takes its room.
+    kubectl_ok(&s, &["delete", "pod", "a", "--wait=true", "--timeout=60s"]);
+    assert_eq!(node_of(&s, "c"), a);
+    wait_until("c Running", SETTLE, || {
+        (get(&s, &["pod", "c"])?["status"]["phase"] == "Running").then_some(())
+    });
 }
