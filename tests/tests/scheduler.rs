@@ -76,7 +76,13 @@ fn add_node(s: &KeelServer, name: &str, cpu: &str, labels: Value, taints: Value)
     kubectl_ok(
         s,
         &[
-            "patch", "node", name, "--subresource=status", "--type=merge", "-p", &status,
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
         ],
     );
 }
@@ -130,7 +136,13 @@ fn pods_are_placed_by_resources_taints_and_affinity_and_the_unplaceable_are_told
         json!({"zone": "b"}),
         json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
     );
-    add_node(&s, "n3", "1", json!({"zone": "c", "disk": "ssd"}), json!([]));
+    add_node(
+        &s,
+        "n3",
+        "1",
+        json!({"zone": "c", "disk": "ssd"}),
+        json!([]),
+    );
 
     let anti = json!({"affinity": {
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
@@ -150,7 +162,12 @@ fn pods_are_placed_by_resources_taints_and_affinity_and_the_unplaceable_are_told
                 json!({}),
                 json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
             ),
-            pod("ssd", "100m", json!({}), json!({"nodeSelector": {"disk": "ssd"}})),
+            pod(
+                "ssd",
+                "100m",
+                json!({}),
+                json!({"nodeSelector": {"disk": "ssd"}}),
+            ),
             pod(
                 "zone-a",
                 "100m",
@@ -174,7 +191,10 @@ fn pods_are_placed_by_resources_taints_and_affinity_and_the_unplaceable_are_told
     let scheduled = wait_until("the Scheduled event", SETTLE, || {
         events(&s, "big", "Scheduled").pop()
     });
-    assert_eq!(scheduled["message"], "Successfully assigned default/big to n2");
+    assert_eq!(
+        scheduled["message"],
+        "Successfully assigned default/big to n2"
+    );
     assert_eq!(scheduled["source"]["component"], "default-scheduler");
     let bound = get(&s, &["pod", "big"]).unwrap();
     let cond = bound["status"]["conditions"]
@@ -271,7 +291,9 @@ fn pvc(name: &str, size: &str, class: &str) -> Value {
 }
 
 fn phase(s: &KeelServer, what: &[&str]) -> Option<String> {
-    get(s, what)?["status"]["phase"].as_str().map(str::to_string)
+    get(s, what)?["status"]["phase"]
+        .as_str()
+        .map(str::to_string)
 }
 
 #[test]
@@ -436,7 +458,11 @@ fn hollow_nodes_run_what_the_scheduler_binds_and_freed_room_is_reused() {
     let (a, b) = (node_of(&s, "a"), node_of(&s, "b"));
     let mut smalls = [a.clone(), b];
     smalls.sort();
-    assert_eq!(smalls, ["small-0", "small-1"], "one 1.5-CPU pod per 2-CPU node");
+    assert_eq!(
+        smalls,
+        ["small-0", "small-1"],
+        "one 1.5-CPU pod per 2-CPU node"
+    );
     assert_eq!(node_of(&s, "g"), "gpu-0");
     for p in ["a", "b", "g"] {
         wait_until(&format!("{p} Running"), SETTLE, || {

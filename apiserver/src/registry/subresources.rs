@@ -239,7 +239,9 @@ fn scale_of(obj: &Value, revision: u64, paths: &ScalePaths, custom: bool) -> Val
 /// PodScheduled condition True (its transition time moved only when its
 /// status changes; the scheduler's Unschedulable reason and message go).
 fn bound_metadata(pod: &mut Value, binding: &Value) {
-    if let Some(annotations) = binding.pointer("/metadata/annotations").and_then(Value::as_object)
+    if let Some(annotations) = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
         && let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut)
     {
         let into = meta.entry("annotations").or_insert_with(|| json!({}));
