@@ -436,6 +436,48 @@ fn decisions() {
             ),
         ),
         (
+            "preferred node affinity outweighs a little more room",
+            vec![
+                node("n1", "4", "8Gi", &[], json!({})),
+                node("n2", "4", "8Gi", &[("disk", "ssd")], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod(
+                "p",
+                "",
+                "",
+                json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}
+                ]}}}}),
+            ),
+            Ok("n2"),
+        ),
+        (
+            "a PreferNoSchedule taint is avoided, not refused",
+            vec![
+                tainted("n1", "soft", "", "PreferNoSchedule"),
+                node("n2", "4", "8Gi", &[], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod("p", "", "", json!({})),
+            Ok("n2"),
+        ),
+        (
+            "a tolerated PreferNoSchedule taint is not avoided",
+            vec![
+                tainted("n1", "soft", "", "PreferNoSchedule"),
+                node("n2", "4", "8Gi", &[], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod(
+                "p",
+                "",
+                "",
+                json!({"spec": {"tolerations": [{"key": "soft", "operator": "Exists"}]}}),
+            ),
+            Ok("n1"),
+        ),
+        (
             "the first pod of a self-affine group goes anywhere",
             vec![node("n1", "4", "8Gi", &[], json!({}))],
             vec![],
