@@ -15,6 +15,7 @@ use super::cache::{Cache, HostPort};
 use super::filter::{self, PodAffinityState, Reason};
 use super::quantity::{self};
 use super::score;
+use super::topology::SpreadState;
 use super::volumes::{self, Reservation, VolumeLister};
 
 /// Where the pod goes and the volumes its waiting claims take there.
@@ -124,6 +125,7 @@ pub fn schedule(
         &node_labels,
         namespaces,
     );
+    let spread = SpreadState::new(pod, &nodes, &|k| cache.pod(k));
     let spec = pod.spec.clone().unwrap_or_default();
     let requests = quantity::pod_requests(&spec);
     let non_zero = quantity::non_zero_requests(&spec);
@@ -151,7 +153,9 @@ pub fn schedule(
             }
         }
         if failed.is_empty()
-            && let Some(r) = affinity.filter(filter::node_labels(node))
+            && let Some(r) = spread
+                .filter(filter::node_labels(node))
+                .or_else(|| affinity.filter(filter::node_labels(node)))
         {
             failed.push(r);
         }

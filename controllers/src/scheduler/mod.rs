@@ -14,7 +14,7 @@
 //!
 //! Layout: [`quantity`] (requests and allocatable), [`labels`] (selector
 //! matching), [`filter`] (the node filters and their reasons), [`volumes`]
-//! (volume topology), [`score`] (the scores), [`algorithm`] (one
+//! (volume topology), [`topology`] (pod topology spread), [`score`] (the scores), [`algorithm`] (one
 //! decision), [`cache`] (the cluster view), [`bind`] (the writes).
 
 pub mod algorithm;
@@ -26,6 +26,7 @@ pub mod quantity;
 pub mod score;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod topology;
 pub mod volumes;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
