@@ -38,7 +38,7 @@ fn fnv32a(bytes: &[u8], mut h: u32) -> u32 {
 /// value differs from kube-controller-manager's (which hashes Go's printing
 /// of the struct), the form does not.
 pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let json = serde_json::to_vec(template).unwrap_or_default();
+    let json = serde_json::to_vec(&canonical(template)).unwrap_or_default();
     let mut h = fnv32a(&json, 0x811c_9dc5);
     if let Some(c) = collision_count {
         h = fnv32a(&(c as u32).to_le_bytes(), h);
@@ -49,22 +49,42 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         .collect()
 }
 
+/// A template as JSON without empty objects, empty lists and nulls: Go
+/// clients send `resources: {}` where others send nothing, and
+/// Kubernetes' semantic equality does not tell the two apart.
+fn canonical(t: &PodTemplateSpec) -> serde_json::Value {
+    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Null => None,
+            Value::Object(m) => {
+                let m: serde_json::Map<String, Value> = m
+                    .into_iter()
+                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                    .collect();
+                (!m.is_empty()).then_some(Value::Object(m))
+            }
+            Value::Array(a) => {
+                let a: Vec<Value> = a
+                    .into_iter()
+                    .map(|v| prune(v).unwrap_or(Value::Object(Default::default())))
+                    .collect();
+                (!a.is_empty()).then_some(Value::Array(a))
+            }
+            v => Some(v),
+        }
+    }
+    prune(serde_json::to_value(t).unwrap_or_default()).unwrap_or_default()
+}
+
 /// Whether two templates are the same but for the hash label.
 pub fn equal_ignoring_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     let strip = |t: &PodTemplateSpec| {
         let mut t = t.clone();
-        if let Some(m) = t.metadata.as_mut() {
-            if let Some(l) = m.labels.as_mut() {
-                l.remove(HASH_LABEL);
-                if l.is_empty() {
-                    m.labels = None;
-                }
-            }
-            if m.annotations.as_ref().is_some_and(|a| a.is_empty()) {
-                m.annotations = None;
-            }
+        if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            l.remove(HASH_LABEL);
         }
-        serde_json::to_value(t).unwrap_or_default()
+        canonical(&t)
     };
     strip(a) == strip(b)
 }
@@ -191,6 +211,11 @@ mod tests {
             .insert(HASH_LABEL.into(), "abc".into());
         assert!(equal_ignoring_hash(&a, &b));
         assert!(!equal_ignoring_hash(&a, &template("nginx:2")));
+        // `resources: {}` (as Go clients send it) is no resources.
+        let mut c = a.clone();
+        c.spec.as_mut().unwrap().containers[0].resources = Some(Default::default());
+        assert!(equal_ignoring_hash(&a, &c));
+        assert_eq!(template_hash(&a, None), template_hash(&c, None));
     }
 
     #[test]
