@@ -366,6 +366,9 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let max_pods = watcher.max_alive();
     assert!(max_pods <= 4, "maxSurge 1 of 3 allows 4 pods, saw {max_pods}");
+    eventually("the watch saw three old and three new pods", ROLLOUT, || {
+        (watcher.added().len() == 6).then_some(())
+    });
     let sets = replica_sets(&kc, "web");
     let by_image: BTreeMap<String, (String, i64)> =
         sets.values().map(|(rev, n, img)| (img.clone(), (rev.clone(), *n))).collect();
@@ -453,6 +456,9 @@ fn recreate_and_progress_deadline() {
     let watcher = PodCounter::start(&kc, "app=batch");
     kc.ok(&["set", "image", "deployment/batch", "c=busybox:2"]);
     rollout_status(&kc, "deployment/batch");
+    eventually("the watch saw two old and two new pods", ROLLOUT, || {
+        (watcher.added().len() == 4).then_some(())
+    });
     assert!(watcher.max_alive() <= 2, "old and new pods together: {}", watcher.max_alive());
     assert!(watcher.new_before_old_gone(&old).is_none(), "{:?}", watcher.new_before_old_gone(&old));
 
@@ -510,21 +516,12 @@ impl PodCounter {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let s = seen.clone();
         std::thread::spawn(move || {
-            // kubectl prints one pretty JSON object per event: collect lines
-            // until a closing brace at column 0.
-            let mut buf = String::new();
+            // kubectl prints one JSON event per line.
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                buf.push_str(&line);
-                buf.push('\n');
-                if line != "}" {
-                    continue;
-                }
-                let Ok(ev) = serde_json::from_str::<Value>(&buf) else {
-                    buf.clear();
+                let Ok(ev) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                buf.clear();
                 let obj = &ev["object"];
                 let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
                 let pname = name(obj);
@@ -603,6 +600,7 @@ impl Member {
                 .args(["--api-addr", &format!("127.0.0.1:{}", self.api)])
                 .args(["--initial-members", initial])
                 .arg("--enabled-controllers=*,-scheduler")
+                .env("RUST_LOG", "info,keel_controllers::runner=debug")
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -617,6 +615,18 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("keel_controllers") || l.contains("keel::"))
+                .collect();
+            eprintln!(
+                "--- member {} log (last 60 lines):\n{}",
+                self.id,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -704,7 +714,13 @@ fn a_rollout_survives_a_kill_of_the_controller_leader() {
         lease_holder(&kc).filter(|l| *l != leader)
     });
     assert!(members.iter().any(|m| m.id == new_leader && m.child.is_some()));
-    let out = kc.ok(&["rollout", "status", "deployment/ha", "--timeout=180s"]);
+    let out = kc
+        .run(&["rollout", "status", "deployment/ha", "--timeout=180s"])
+        .unwrap_or_else(|e| {
+            let state = kc.run(&["get", "deploy,rs,pods", "-o", "yaml"]).unwrap_or_default();
+            let lease = kc.run(&["get", "lease", "-n", "kube-system", "-o", "yaml"]).unwrap_or_default();
+            panic!("rollout status: {e}\n{state}\n{lease}")
+        });
     assert!(out.contains("successfully rolled out"), "{out}");
     let d = kc.json(&["deploy", "ha"]);
     assert_eq!(d["status"]["updatedReplicas"], replicas);
