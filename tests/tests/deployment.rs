@@ -1,27 +1,25 @@
 //! The replicaset and deployment controllers end to end, with real `keel
-//! server` processes and kubectl 1.33: a ReplicaSet keeps its replicas,
-//! adopts a matching orphan and releases a pod relabelled away; a
-//! Deployment rolls out (`rollout status`), rolls a new image out within
-//! maxSurge/maxUnavailable, lists its revisions (`rollout history`), rolls
-//! back (`rollout undo`), pauses and resumes, restarts, keeps only
-//! revisionHistoryLimit old replica sets, recreates (Recreate), and
-//! reports a rollout stuck past its progress deadline; and in a
-//! three-member cluster a rollout survives a `kill -9` of the member that
-//! holds the controller lease without any pod created twice.
+//! server` processes, the scheduler, hollow nodes and kubectl 1.33: a
+//! ReplicaSet keeps its replicas, adopts a matching orphan and releases a
+//! pod relabelled away; a Deployment rolls out (`rollout status`), rolls a
+//! new image out within maxSurge/maxUnavailable, lists its revisions
+//! (`rollout history`), rolls back (`rollout undo`), pauses and resumes,
+//! restarts, keeps only revisionHistoryLimit old replica sets, recreates
+//! (Recreate), and reports a rollout stuck past its progress deadline; and
+//! in a three-member cluster a rollout survives a `kill -9` of the member
+//! that holds the controller lease without any pod created twice.
 //!
-//! Pods are made Running and Ready by a stand-in kubelet ([`Kubelet`]):
-//! it marks every pod Ready through the status subresource (but pods
-//! whose image says `never-ready`), as a node agent would once its pod
-//! runs. The scheduler is left out, so pods stay unbound.
+//! Hollow nodes (`keel hollow-nodes`) run the pods the scheduler binds to
+//! them: Running and Ready at once, or after `hollow.keel.dev/ready-after`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_tests::hollow::{HollowNodes, READY_AFTER};
 use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use keel_tests::{free_port, keel_bin, wait_until};
 use serde_json::{Value, json};
@@ -107,66 +105,15 @@ fn eventually<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option
     })
 }
 
-/// A stand-in kubelet: a thread that marks every pod of namespace
-/// `default` Running and Ready (but `never-ready` images), until dropped.
-struct Kubelet {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Two hollow nodes for the pods of `kubeconfig`'s cluster, Ready.
+fn nodes(kubeconfig: &Path) -> HollowNodes {
+    let mut n = HollowNodes::start(kubeconfig, "node", 2);
+    n.wait_ready(ROLLOUT);
+    n
 }
 
-impl Kubelet {
-    fn start(kc: Kc) -> Kubelet {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let ready = json!({"status": {"phase": "Running", "conditions": [
-                {"type": "Ready", "status": "True"},
-                {"type": "ContainersReady", "status": "True"},
-            ]}})
-            .to_string();
-            while !s.load(Ordering::Relaxed) {
-                let Ok(list) = kc.run(&["get", "pods", "-n", "default", "-o", "json"]) else {
-                    std::thread::sleep(Duration::from_millis(300));
-                    continue;
-                };
-                let list: Value = serde_json::from_str(&list).unwrap_or_default();
-                for p in list["items"].as_array().into_iter().flatten() {
-                    let is_ready = p["status"]["conditions"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-                    let never = p["spec"]["containers"][0]["image"]
-                        .as_str()
-                        .is_some_and(|i| i.contains("never-ready"));
-                    if is_ready || never || p["metadata"]["deletionTimestamp"].is_string() {
-                        continue;
-                    }
-                    let name = p["metadata"]["name"].as_str().unwrap_or_default();
-                    let _ = kc.run(&[
-                        "patch", "pod", name, "-n", "default", "--subresource=status",
-                        "--type=merge", "-p", &ready,
-                    ]);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        Kubelet {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A server with every controller but the scheduler.
-fn server() -> KeelServer {
+/// A server with every controller but the scheduler (pods stay unbound).
+fn unscheduled() -> KeelServer {
     KeelServer::start(&[&"--enabled-controllers=*,-scheduler"])
 }
 
@@ -236,7 +183,7 @@ fn rollout_status(kc: &Kc, what: &str) -> String {
 
 #[test]
 fn replica_sets_keep_replicas_adopt_and_release() {
-    let s = server();
+    let s = unscheduled();
     let kc = Kc::of(&s);
     kc.apply(json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
@@ -323,9 +270,9 @@ fn replica_sets_keep_replicas_adopt_and_release() {
 
 #[test]
 fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
-    let s = server();
+    let s = KeelServer::start(&[]);
     let kc = Kc::of(&s);
-    let _kubelet = Kubelet::start(kc.clone());
+    let _nodes = nodes(&s.kubeconfig());
     let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
     kc.apply(deployment("web", 3, "nginx:1", rolling));
     let out = rollout_status(&kc, "deployment/web");
@@ -360,8 +307,11 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     assert!(items(&kc.json(&["pods", "-l", &format!("pod-template-hash={hash}")])).len() == 3);
 
     // A new image rolls out: never more than 4 pods, never fewer than 3 ready.
+    let watcher = PodCounter::start(&kc, "app=web", 3);
+    eventually("the watch lists the pods", ROLLOUT, || {
+        (watcher.added().len() == 3).then_some(())
+    });
     kc.ok(&["set", "image", "deployment/web", "c=nginx:2"]);
-    let watcher = PodCounter::start(&kc, "app=web");
     let out = rollout_status(&kc, "deployment/web");
     assert!(out.contains("successfully rolled out"), "{out}");
     let max_pods = watcher.max_alive();
@@ -369,6 +319,7 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     eventually("the watch saw three old and three new pods", ROLLOUT, || {
         (watcher.added().len() == 6).then_some(())
     });
+    assert_eq!(watcher.min_ready(), Some(3), "maxUnavailable 0: never fewer than 3 ready");
     let sets = replica_sets(&kc, "web");
     let by_image: BTreeMap<String, (String, i64)> =
         sets.values().map(|(rev, n, img)| (img.clone(), (rev.clone(), *n))).collect();
@@ -445,15 +396,18 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
 
 #[test]
 fn recreate_and_progress_deadline() {
-    let s = server();
+    let s = KeelServer::start(&[]);
     let kc = Kc::of(&s);
-    let _kubelet = Kubelet::start(kc.clone());
+    let _nodes = nodes(&s.kubeconfig());
     kc.apply(deployment("batch", 2, "busybox:1", json!({"type": "Recreate"})));
     rollout_status(&kc, "deployment/batch");
     let old: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=batch"])).iter().map(name).collect();
     assert_eq!(old.len(), 2);
     // Recreate: the new pods come only once the old ones are gone.
-    let watcher = PodCounter::start(&kc, "app=batch");
+    let watcher = PodCounter::start(&kc, "app=batch", 2);
+    eventually("the watch lists the pods", ROLLOUT, || {
+        (watcher.added().len() == 2).then_some(())
+    });
     kc.ok(&["set", "image", "deployment/batch", "c=busybox:2"]);
     rollout_status(&kc, "deployment/batch");
     eventually("the watch saw two old and two new pods", ROLLOUT, || {
@@ -463,8 +417,9 @@ fn recreate_and_progress_deadline() {
     assert!(watcher.new_before_old_gone(&old).is_none(), "{:?}", watcher.new_before_old_gone(&old));
 
     // A rollout whose pods never become ready times out.
-    let mut d = deployment("stuck", 2, "app:never-ready", json!({"type": "RollingUpdate"}));
+    let mut d = deployment("stuck", 2, "app:1", json!({"type": "RollingUpdate"}));
     d["spec"]["progressDeadlineSeconds"] = json!(3);
+    d["spec"]["template"]["metadata"]["annotations"] = json!({READY_AFTER: "3600"});
     kc.apply(d);
     let err = kc.run(&["rollout", "status", "deployment/stuck", "--timeout=120s"]).unwrap_err();
     assert!(err.contains("exceeded its progress deadline"), "{err}");
@@ -496,6 +451,12 @@ struct PodCounter {
 
 #[derive(Default)]
 struct Seen {
+    /// How many pods the watch lists first (tracking of readiness starts then).
+    initial: usize,
+    /// Alive pods that are Ready.
+    ready: BTreeSet<String>,
+    /// The fewest Ready pods since the first list was in.
+    min_ready: Option<usize>,
     /// Every ADDED pod's uid, with its name, in order.
     added: Vec<(String, String)>,
     alive: BTreeSet<String>,
@@ -505,7 +466,7 @@ struct Seen {
 }
 
 impl PodCounter {
-    fn start(kc: &Kc, selector: &str) -> PodCounter {
+    fn start(kc: &Kc, selector: &str, initial: usize) -> PodCounter {
         let mut child = kc
             .command(&["get", "pods", "-l", selector, "-w", "--output-watch-events", "-o", "json"])
             .stdout(Stdio::piped())
@@ -513,7 +474,10 @@ impl PodCounter {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
-        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen = Arc::new(Mutex::new(Seen {
+            initial,
+            ..Default::default()
+        }));
         let s = seen.clone();
         std::thread::spawn(move || {
             // kubectl prints one JSON event per line.
@@ -535,7 +499,7 @@ impl PodCounter {
                             s.alive_at_add.push((pname.clone(), alive));
                         }
                         if !terminating {
-                            s.alive.insert(pname);
+                            s.alive.insert(pname.clone());
                         }
                     }
                     Some("MODIFIED") if terminating => {
@@ -547,9 +511,25 @@ impl PodCounter {
                     _ => {}
                 }
                 s.max_alive = s.max_alive.max(s.alive.len());
+                let ready = obj["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                if ready && s.alive.contains(&pname) {
+                    s.ready.insert(pname);
+                } else {
+                    s.ready.remove(&pname);
+                }
+                if s.added.len() >= s.initial {
+                    let n = s.ready.len();
+                    s.min_ready = Some(s.min_ready.map_or(n, |m| m.min(n)));
+                }
             }
         });
         PodCounter { child, seen }
+    }
+
+    fn min_ready(&self) -> Option<usize> {
+        self.seen.lock().unwrap().min_ready
     }
 
     fn max_alive(&self) -> usize {
@@ -599,7 +579,6 @@ impl Member {
                 .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
                 .args(["--api-addr", &format!("127.0.0.1:{}", self.api)])
                 .args(["--initial-members", initial])
-                .arg("--enabled-controllers=*,-scheduler")
                 .env("RUST_LOG", "info,keel_controllers::runner=debug")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -689,12 +668,12 @@ fn a_rollout_survives_a_kill_of_the_controller_leader() {
     let leader = eventually("a controller leader", ROLLOUT, || lease_holder(&members[0].kc(&home)));
     // Everything the test does goes through a member that survives.
     let kc = members.iter().find(|m| m.id != leader).unwrap().kc(&home);
-    let _kubelet = Kubelet::start(kc.clone());
+    let _nodes = nodes(&kc.kubeconfig);
     let replicas = 6;
     let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
     kc.apply(deployment("ha", replicas, "nginx:1", rolling));
     rollout_status(&kc, "deployment/ha");
-    let counter = PodCounter::start(&kc, "app=ha");
+    let counter = PodCounter::start(&kc, "app=ha", replicas as usize);
     // The watch is in before the rollout starts: wait for it to list the pods.
     eventually("the watch lists the pods", ROLLOUT, || {
         (counter.added().len() == replicas as usize).then_some(())
