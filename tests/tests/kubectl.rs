@@ -750,8 +750,8 @@ fn kubectl_drives_keel() {
         ],
     ));
     assert!(again.contains("already assigned"), "{again}");
-    // events.k8s.io/v1 beside core/v1 events.
-    assert!(ok(&kubectl(&s, &["get", "events.events.k8s.io", "-A"])).is_empty());
+    // events.k8s.io/v1 beside core/v1 events (the controllers record some).
+    ok(&kubectl(&s, &["get", "events.events.k8s.io", "-A"]));
 
     // scale and status subresources.
     assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));

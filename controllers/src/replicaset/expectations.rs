@@ -10,7 +10,7 @@
 //! from a fresh list, which already holds every pod the old one made.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -91,7 +91,14 @@ impl Expectations {
 
     /// Whether `owner` may manage its replicas from `cache` now: nothing
     /// it wrote is missing from the cache, or it waited [`TTL`].
-    pub fn satisfied(&self, owner: &str, namespace: &str, cache: &Store<Pod>) -> bool {
+    /// `owned` are the pods the cache holds for `owner`.
+    pub fn satisfied(
+        &self,
+        owner: &str,
+        namespace: &str,
+        cache: &Store<Pod>,
+        owned: &[Arc<Pod>],
+    ) -> bool {
         self.with(|m| {
             let Some(p) = m.get_mut(owner) else {
                 return true;
@@ -99,9 +106,10 @@ impl Expectations {
             p.creates
                 .retain(|name| cache.get(&ObjectRef::new(name).within(namespace)).is_none());
             p.deletes.retain(|uid| {
-                cache
-                    .find(|pod| pod.metadata.uid.as_deref() == Some(uid))
-                    .is_some_and(|pod| pod.metadata.deletion_timestamp.is_none())
+                owned.iter().any(|pod| {
+                    pod.metadata.uid.as_deref() == Some(uid)
+                        && pod.metadata.deletion_timestamp.is_none()
+                })
             });
             let done = (p.creates.is_empty() && p.deletes.is_empty()) || p.since.elapsed() > TTL;
             if done {

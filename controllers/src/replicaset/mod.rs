@@ -15,6 +15,7 @@
 //!   ReplicaFailure condition while the API refuses its pods.
 
 pub mod expectations;
+pub mod index;
 pub mod pods;
 pub mod status;
 
@@ -45,9 +46,11 @@ pub const NAME: &str = "replicaset";
 /// The most pods one sync creates or deletes (Kubernetes' burstReplicas).
 pub const BURST: usize = 500;
 
-/// What every sync shares: the pod cache and the expectations.
+/// What every sync shares: the pod cache, its index by controller and
+/// the expectations.
 struct Shared {
     pods: Store<Pod>,
+    index: index::OwnerIndex,
     expectations: Expectations,
 }
 
@@ -57,16 +60,20 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let (pods, writer) = reflector::store::<Pod>();
     let shared = Arc::new(Shared {
         pods,
+        index: index::OwnerIndex::default(),
         expectations: Expectations::default(),
     });
     let seen = shared.clone();
     let pod_events = watcher(Api::<Pod>::all(client.clone()))
         .default_backoff()
         .reflect(writer)
-        .inspect_ok(move |ev| match ev {
-            Event::Apply(p) | Event::InitApply(p) => seen.expectations.observe(p, false),
-            Event::Delete(p) => seen.expectations.observe(p, true),
-            _ => {}
+        .inspect_ok(move |ev| {
+            seen.index.apply(ev);
+            match ev {
+                Event::Apply(p) | Event::InitApply(p) => seen.expectations.observe(p, false),
+                Event::Delete(p) => seen.expectations.observe(p, true),
+                _ => {}
+            }
         })
         .touched_objects();
     let controller = Controller::new(
@@ -127,10 +134,19 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     let deleting = rs.metadata.deletion_timestamp.is_some();
 
-    // Claim: every active pod of the namespace that is ours or an orphan we select.
-    let candidates = shared.pods.state_filter(|p| {
-        p.metadata.namespace.as_deref() == Some(ns.as_str()) && pods::is_active(p)
-    });
+    // Claim: every active pod that is ours or an orphan of the namespace.
+    let mine: Vec<Arc<Pod>> = shared
+        .index
+        .owned(&uid)
+        .iter()
+        .filter_map(|r| shared.pods.get(r))
+        .collect();
+    let candidates: Vec<Arc<Pod>> = mine
+        .iter()
+        .cloned()
+        .chain(shared.index.orphans(&ns).iter().filter_map(|r| shared.pods.get(r)))
+        .filter(|p| pods::is_active(p))
+        .collect();
     let mut owned: Vec<Arc<Pod>> = Vec::new();
     let mut fresh_checked = false;
     for p in candidates {
@@ -167,7 +183,7 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     }
 
     let mut failure = None;
-    if !deleting && shared.expectations.satisfied(&uid, &ns, &shared.pods) {
+    if !deleting && shared.expectations.satisfied(&uid, &ns, &shared.pods, &mine) {
         let want = spec.replicas.unwrap_or(1).max(0) as usize;
         failure = if owned.len() < want {
             create_pods(&ctx, &shared, &rs, &ns, want - owned.len()).await
