@@ -295,7 +295,7 @@ pub fn plan(set: &SetView, pods: &[PodView]) -> Plan {
         return Plan { actions, counts };
     };
     let update_min = partition.unwrap_or(0).max(0) as usize;
-    let mut delete = |i: usize, actions: &mut Vec<Action>, counts: &mut Counts| {
+    let delete = |i: usize, actions: &mut Vec<Action>, counts: &mut Counts| {
         actions.push(Action::Delete {
             ordinal: set.start + i as i32,
             why: Why::Update,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use proptest::strategy::Strategy as _;
 
 use super::plan::{self, Action, PodView, SetView, Strategy, Target, Why};
 use super::pods::Phase;
