@@ -39,7 +39,12 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+    // Only pods carrying a StatefulSet's pod-name label: a large cluster's
+    // other pods are not streamed to this controller at all.
+    .owns(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(pods::POD_NAME_LABEL),
+    )
     .owns(
         Api::<ControllerRevision>::all(client),
         watcher::Config::default(),
