@@ -132,8 +132,7 @@ impl Kubelet {
                         .into_iter()
                         .flatten()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                    if p["status"]["phase"] == "Running"
-                        && ready
+                    if p["status"]["phase"] == "Running" && ready
                         || !p["metadata"]["deletionTimestamp"].is_null()
                     {
                         continue;
@@ -233,11 +232,17 @@ fn rollout_partition_history_and_undo() {
     assert_eq!(names, ["web-0", "web-1", "web-2"]);
     let rev1 = revision_of(&k, "web", "updateRevision");
     assert!(rev1.starts_with("web-"), "{rev1}");
-    assert!(pods.iter().all(|p| p.1 == "nginx:1" && p.2 == rev1), "{pods:?}");
+    assert!(
+        pods.iter().all(|p| p.1 == "nginx:1" && p.2 == rev1),
+        "{pods:?}"
+    );
 
     // Identity: labels, hostname, subdomain, controller reference.
     let p = k.json(&["get", "pod", "web-1"]);
-    assert_eq!(p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], "web-1");
+    assert_eq!(
+        p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "web-1"
+    );
     assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "1");
     assert_eq!(p["spec"]["hostname"], "web-1");
     assert_eq!(p["spec"]["subdomain"], "web");
@@ -308,13 +313,17 @@ fn rollout_partition_history_and_undo() {
         r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
     ]);
     k.rollout_status("sts/web");
-    wait_until("every pod at the new revision, and it current", WAIT, || {
-        let pods = k.pods("web");
-        (pods.len() == 3
-            && pods.iter().all(|p| p.1 == "nginx:2" && p.2 == rev2)
-            && revision_of(&k, "web", "currentRevision") == rev2)
-            .then_some(())
-    });
+    wait_until(
+        "every pod at the new revision, and it current",
+        WAIT,
+        || {
+            let pods = k.pods("web");
+            (pods.len() == 3
+                && pods.iter().all(|p| p.1 == "nginx:2" && p.2 == rev2)
+                && revision_of(&k, "web", "currentRevision") == rev2)
+                .then_some(())
+        },
+    );
 
     // History lists both revisions; undo brings nginx:1 back as revision 3.
     let history = k.ok(&["rollout", "history", "sts/web"]);
@@ -368,7 +377,10 @@ fn on_delete_replaces_only_deleted_pods() {
     let rev2 = wait_until("the new revision observed", WAIT, || {
         let s = k.json(&["get", "sts", "db"]);
         let observed = s["status"]["observedGeneration"] == s["metadata"]["generation"];
-        let r = s["status"]["updateRevision"].as_str().unwrap_or("").to_string();
+        let r = s["status"]["updateRevision"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         (observed && r != rev1).then_some(r)
     });
     // Nothing is replaced until the user deletes a pod.

@@ -106,14 +106,26 @@ pub enum Why {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Create the pod of `ordinal` (its missing claims first).
-    Create { ordinal: i32, target: Target },
+    Create {
+        ordinal: i32,
+        target: Target,
+    },
     /// Create the claims a Pending pod lacks.
-    CreateClaims { ordinal: i32 },
+    CreateClaims {
+        ordinal: i32,
+    },
     /// Fix the pod's identity labels and its claims' owners.
-    Sync { ordinal: i32 },
+    Sync {
+        ordinal: i32,
+    },
     /// Set a condemned pod's claims' owners before it goes.
-    SyncCondemnedClaims { ordinal: i32 },
-    Delete { ordinal: i32, why: Why },
+    SyncCondemnedClaims {
+        ordinal: i32,
+    },
+    Delete {
+        ordinal: i32,
+        why: Why,
+    },
 }
 
 /// Replica counts for the status, as `computeReplicaStatus` counts them.

@@ -81,7 +81,10 @@ fn planner_table() {
             "ordered: creates only the first missing ordinal",
             set(3),
             vec![],
-            vec![Create { ordinal: 0, target: Upd }],
+            vec![Create {
+                ordinal: 0,
+                target: Upd,
+            }],
         ),
         (
             "ordered: waits for a pod that is not ready",
@@ -99,13 +102,19 @@ fn planner_table() {
             "ordered: the next ordinal once its predecessors are ready",
             set(3),
             vec![p(0, "a", "ready"), p(1, "a", "ready")],
-            vec![Create { ordinal: 2, target: Upd }],
+            vec![Create {
+                ordinal: 2,
+                target: Upd,
+            }],
         ),
         (
             "ordered: a gap is filled before anything else",
             set(3),
             vec![p(0, "a", "ready"), p(2, "a", "ready")],
-            vec![Create { ordinal: 1, target: Upd }],
+            vec![Create {
+                ordinal: 1,
+                target: Upd,
+            }],
         ),
         (
             "ordered: waits for a terminating pod",
@@ -118,23 +127,38 @@ fn planner_table() {
             parallel(set(3)),
             vec![p(1, "a", "pending")],
             vec![
-                Create { ordinal: 0, target: Upd },
-                Create { ordinal: 2, target: Upd },
+                Create {
+                    ordinal: 0,
+                    target: Upd,
+                },
+                Create {
+                    ordinal: 2,
+                    target: Upd,
+                },
             ],
         ),
         (
             "a failed pod is deleted to be recreated; ordered stops there",
             set(3),
             vec![p(0, "a", "failed"), p(1, "a", "ready")],
-            vec![Delete { ordinal: 0, why: Ended }],
+            vec![Delete {
+                ordinal: 0,
+                why: Ended,
+            }],
         ),
         (
             "a succeeded pod is deleted too; parallel goes on",
             parallel(set(3)),
             vec![p(0, "a", "succeeded"), p(1, "a", "ready")],
             vec![
-                Delete { ordinal: 0, why: Ended },
-                Create { ordinal: 2, target: Upd },
+                Delete {
+                    ordinal: 0,
+                    why: Ended,
+                },
+                Create {
+                    ordinal: 2,
+                    target: Upd,
+                },
             ],
         ),
         (
@@ -156,30 +180,47 @@ fn planner_table() {
             "ordered scale down: highest first, one at a time",
             set(1),
             vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "ready")],
-            vec![Delete { ordinal: 2, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 2,
+                why: ScaleDown,
+            }],
         ),
         (
             "ordered scale down waits for the one terminating",
             set(1),
-            vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "terminating")],
+            vec![
+                p(0, "a", "ready"),
+                p(1, "a", "ready"),
+                p(2, "a", "terminating"),
+            ],
             vec![],
         ),
         (
             "ordered scale down: an unhealthy condemned pod may go if it is the first unhealthy",
             set(1),
             vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "running")],
-            vec![Delete { ordinal: 2, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 2,
+                why: ScaleDown,
+            }],
         ),
         (
             "ordered scale down: a healthy condemned pod goes even when a lower one is not",
             set(1),
             vec![p(0, "a", "ready"), p(1, "a", "running"), p(2, "a", "ready")],
-            vec![Delete { ordinal: 2, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 2,
+                why: ScaleDown,
+            }],
         ),
         (
             "ordered scale down waits when an unhealthy condemned pod is not the first unhealthy",
             set(1),
-            vec![p(0, "a", "ready"), p(1, "a", "running"), p(2, "a", "running")],
+            vec![
+                p(0, "a", "ready"),
+                p(1, "a", "running"),
+                p(2, "a", "running"),
+            ],
             vec![],
         ),
         (
@@ -187,42 +228,69 @@ fn planner_table() {
             parallel(set(1)),
             vec![p(0, "a", "ready"), p(1, "a", "running"), p(2, "a", "ready")],
             vec![
-                Delete { ordinal: 2, why: ScaleDown },
-                Delete { ordinal: 1, why: ScaleDown },
+                Delete {
+                    ordinal: 2,
+                    why: ScaleDown,
+                },
+                Delete {
+                    ordinal: 1,
+                    why: ScaleDown,
+                },
             ],
         ),
         (
             "condemned claims are given their owners before deletion",
             set(1),
-            vec![p(0, "a", "ready"), PodView { in_sync: false, ..p(1, "a", "ready") }],
+            vec![
+                p(0, "a", "ready"),
+                PodView {
+                    in_sync: false,
+                    ..p(1, "a", "ready")
+                },
+            ],
             vec![
                 SyncCondemnedClaims { ordinal: 1 },
-                Delete { ordinal: 1, why: ScaleDown },
+                Delete {
+                    ordinal: 1,
+                    why: ScaleDown,
+                },
             ],
         ),
         (
             "scale down comes before the update",
             rolling(1),
             vec![p(0, "a", "ready"), p(1, "a", "ready")],
-            vec![Delete { ordinal: 1, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 1,
+                why: ScaleDown,
+            }],
         ),
         (
             "rolling update: the highest ordinal not updated goes first",
             rolling(3),
             vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "ready")],
-            vec![Delete { ordinal: 2, why: Update }],
+            vec![Delete {
+                ordinal: 2,
+                why: Update,
+            }],
         ),
         (
             "rolling update: the recreated pod at the update revision",
             rolling(3),
             vec![p(0, "a", "ready"), p(1, "a", "ready")],
-            vec![Create { ordinal: 2, target: Upd }],
+            vec![Create {
+                ordinal: 2,
+                target: Upd,
+            }],
         ),
         (
             "rolling update: the next one once the updated pod is ready",
             rolling(3),
             vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "b", "ready")],
-            vec![Delete { ordinal: 1, why: Update }],
+            vec![Delete {
+                ordinal: 1,
+                why: Update,
+            }],
         ),
         (
             "rolling update, parallel: waits while an updated pod is not ready",
@@ -233,7 +301,11 @@ fn planner_table() {
         (
             "rolling update, parallel: a terminating pod is waited for",
             parallel(rolling(3)),
-            vec![p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "terminating")],
+            vec![
+                p(0, "a", "ready"),
+                p(1, "a", "ready"),
+                p(2, "a", "terminating"),
+            ],
             vec![],
         ),
         (
@@ -251,7 +323,10 @@ fn planner_table() {
             "partition 2: a missing ordinal below it comes back at the current revision",
             partition(rolling(4), 2, None),
             vec![p(0, "a", "ready"), p(2, "b", "ready"), p(3, "b", "ready")],
-            vec![Create { ordinal: 1, target: Current }],
+            vec![Create {
+                ordinal: 1,
+                target: Current,
+            }],
         ),
         (
             "partition beyond replicas updates nothing",
@@ -268,7 +343,16 @@ fn planner_table() {
                 p(2, "a", "ready"),
                 p(3, "a", "ready"),
             ],
-            vec![Delete { ordinal: 3, why: Update }, Delete { ordinal: 2, why: Update }],
+            vec![
+                Delete {
+                    ordinal: 3,
+                    why: Update,
+                },
+                Delete {
+                    ordinal: 2,
+                    why: Update,
+                },
+            ],
         ),
         (
             "maxUnavailable 2 with one down: one more",
@@ -279,7 +363,10 @@ fn planner_table() {
                 p(2, "a", "ready"),
                 p(3, "b", "running"),
             ],
-            vec![Delete { ordinal: 2, why: Update }],
+            vec![Delete {
+                ordinal: 2,
+                why: Update,
+            }],
         ),
         (
             "maxUnavailable 2 with two down: none",
@@ -301,7 +388,10 @@ fn planner_table() {
                 p(2, "a", "ready"),
                 p(3, "a", "ready"),
             ],
-            vec![Delete { ordinal: 3, why: Update }],
+            vec![Delete {
+                ordinal: 3,
+                why: Update,
+            }],
         ),
         (
             "OnDelete: nothing is deleted for the update",
@@ -313,19 +403,28 @@ fn planner_table() {
             "OnDelete: a deleted pod comes back at the update revision",
             on_delete(rolling(2)),
             vec![p(0, "a", "ready")],
-            vec![Create { ordinal: 1, target: Upd }],
+            vec![Create {
+                ordinal: 1,
+                target: Upd,
+            }],
         ),
         (
             "start ordinal 5: pods 5..8",
             with(set(3), |s| s.start = 5),
             vec![p(0, "a", "ready"), p(5, "a", "ready")],
-            vec![Create { ordinal: 6, target: Upd }],
+            vec![Create {
+                ordinal: 6,
+                target: Upd,
+            }],
         ),
         (
             "start ordinal 5: pods below it are condemned once the range is ready",
             with(set(1), |s| s.start = 5),
             vec![p(0, "a", "ready"), p(5, "a", "ready")],
-            vec![Delete { ordinal: 0, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 0,
+                why: ScaleDown,
+            }],
         ),
         (
             "a set being deleted: nothing",
@@ -337,7 +436,10 @@ fn planner_table() {
             "replicas 0: everything condemned, ordered",
             set(0),
             vec![p(0, "a", "ready"), p(1, "a", "ready")],
-            vec![Delete { ordinal: 1, why: ScaleDown }],
+            vec![Delete {
+                ordinal: 1,
+                why: ScaleDown,
+            }],
         ),
     ];
     for (name, set, pods, want) in cases {
@@ -380,7 +482,10 @@ fn counts_and_completion() {
         }
     );
     // Deleting a current pod for the update takes it off currentReplicas.
-    let got = plan(&s, &[p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "ready")]);
+    let got = plan(
+        &s,
+        &[p(0, "a", "ready"), p(1, "a", "ready"), p(2, "a", "ready")],
+    );
     assert_eq!(got.counts.current, 2);
     assert_eq!(
         complete_rolling_update(&s, &got.counts),
@@ -408,6 +513,10 @@ fn max_unavailable_resolution() {
         ("x%", 4, None),
     ];
     for (v, replicas, want) in cases {
-        assert_eq!(resolve_max_unavailable(v, replicas), want, "{v} of {replicas}");
+        assert_eq!(
+            resolve_max_unavailable(v, replicas),
+            want,
+            "{v} of {replicas}"
+        );
     }
 }

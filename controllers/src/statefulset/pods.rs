@@ -140,7 +140,11 @@ pub fn new_pod(set: &StatefulSet, ordinal: i32, revision: &str) -> Pod {
             .take()
             .unwrap_or_default()
             .into_iter()
-            .filter(|v| !claims.iter().any(|c| c.metadata.name.as_ref() == Some(&v.name))),
+            .filter(|v| {
+                !claims
+                    .iter()
+                    .any(|c| c.metadata.name.as_ref() == Some(&v.name))
+            }),
     );
     pod_spec.volumes = (!volumes.is_empty()).then_some(volumes);
     Pod {
@@ -334,7 +338,9 @@ pub fn claim_owners(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+    use k8s_openapi::api::apps::v1::{
+        StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    };
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
     use serde_json::json;
@@ -382,8 +388,11 @@ mod tests {
 
     #[test]
     fn selectors_match_labels_and_expressions() {
-        let labels: BTreeMap<String, String> =
-            [("app".to_string(), "web".to_string()), ("tier".to_string(), "a".to_string())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".to_string(), "a".to_string()),
+        ]
+        .into();
         let req = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
             key: key.into(),
             operator: op.into(),
@@ -427,7 +436,12 @@ mod tests {
         assert_eq!(meta.annotations.as_ref().unwrap()["a"], "b");
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str(), owner.controller, owner.block_owner_deletion),
+            (
+                owner.kind.as_str(),
+                owner.uid.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
             ("StatefulSet", "set-uid", Some(true), Some(true))
         );
         let spec = pod.spec.unwrap();
@@ -435,9 +449,17 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let volumes = spec.volumes.unwrap();
         let names: Vec<_> = volumes.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["www", "cfg"], "the claim replaces the template's volume www");
         assert_eq!(
-            volumes[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            names,
+            ["www", "cfg"],
+            "the claim replaces the template's volume www"
+        );
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
             "www-web-2"
         );
         assert!(identity_fix(&new_pod(&set(), 2, "r"), 2).is_empty());
@@ -446,7 +468,11 @@ mod tests {
     #[test]
     fn identity_fix_names_the_wrong_labels() {
         let mut pod = new_pod(&set(), 1, "r");
-        pod.metadata.labels.as_mut().unwrap().remove(POD_INDEX_LABEL);
+        pod.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(POD_INDEX_LABEL);
         pod.metadata
             .labels
             .as_mut()
@@ -464,7 +490,10 @@ mod tests {
         let c = &claims[0];
         assert_eq!(c.metadata.name.as_deref(), Some("www-web-4"));
         let labels = c.metadata.labels.as_ref().unwrap();
-        assert_eq!((labels["tier"].as_str(), labels["app"].as_str()), ("disk", "web"));
+        assert_eq!(
+            (labels["tier"].as_str(), labels["app"].as_str()),
+            ("disk", "web")
+        );
         assert!(c.metadata.owner_references.is_none());
     }
 
@@ -496,8 +525,18 @@ mod tests {
         // (policy, condemned, current owners, wanted owners or None when right)
         let cases: Vec<(StatefulSet, bool, Vec<OwnerReference>, Option<Vec<&str>>)> = vec![
             (with_policy("Retain", "Retain"), false, vec![], None),
-            (with_policy("Retain", "Retain"), true, vec![other.clone()], None),
-            (with_policy("Delete", "Retain"), false, vec![], Some(vec!["set-uid"])),
+            (
+                with_policy("Retain", "Retain"),
+                true,
+                vec![other.clone()],
+                None,
+            ),
+            (
+                with_policy("Delete", "Retain"),
+                false,
+                vec![],
+                Some(vec!["set-uid"]),
+            ),
             (
                 with_policy("Delete", "Retain"),
                 false,
@@ -505,8 +544,18 @@ mod tests {
                 None,
             ),
             (with_policy("Retain", "Delete"), false, vec![], None),
-            (with_policy("Retain", "Delete"), true, vec![other.clone()], Some(vec!["other", "pod-uid"])),
-            (with_policy("Delete", "Delete"), true, vec![], Some(vec!["set-uid", "pod-uid"])),
+            (
+                with_policy("Retain", "Delete"),
+                true,
+                vec![other.clone()],
+                Some(vec!["other", "pod-uid"]),
+            ),
+            (
+                with_policy("Delete", "Delete"),
+                true,
+                vec![],
+                Some(vec!["set-uid", "pod-uid"]),
+            ),
             // Retain again after Delete: the set's reference goes.
             (
                 with_policy("Retain", "Retain"),

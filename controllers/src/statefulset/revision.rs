@@ -83,12 +83,13 @@ pub fn new_revision(set: &StatefulSet, number: i64, collision_count: i32) -> Con
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.labels.clone());
-    let annotations: Option<BTreeMap<String, String>> = set.metadata.annotations.as_ref().map(|a| {
-        a.iter()
-            .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
+    let annotations: Option<BTreeMap<String, String>> =
+        set.metadata.annotations.as_ref().map(|a| {
+            a.iter()
+                .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
     ControllerRevision {
         metadata: ObjectMeta {
             name: Some(name),
@@ -146,7 +147,11 @@ pub fn find(sorted: &[ControllerRevision], data: &Value) -> Found {
 /// The revisions to delete so that at most `limit` revisions not `live`
 /// (the current and update revisions, and any a pod runs) remain: the
 /// oldest first. A negative limit keeps everything.
-pub fn to_truncate(sorted: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<String> {
+pub fn to_truncate(
+    sorted: &[ControllerRevision],
+    live: &HashSet<String>,
+    limit: i32,
+) -> Vec<String> {
     let history: Vec<&String> = sorted
         .iter()
         .filter_map(|r| r.metadata.name.as_ref())
@@ -228,7 +233,10 @@ mod tests {
         assert_ne!(name(&a), name(&c));
         assert!(name(&a).starts_with("web-"), "{}", name(&a));
         let h = &name(&a)["web-".len()..];
-        assert!(h.len() >= 7 && h.bytes().all(|b| ALPHABET.contains(&b)), "{h}");
+        assert!(
+            h.len() >= 7 && h.bytes().all(|b| ALPHABET.contains(&b)),
+            "{h}"
+        );
         let d = template_data(&set("nginx:1"));
         assert_ne!(hash(&d, 0), hash(&d, 1));
         assert_eq!(revision_name(&"x".repeat(300), "h").len(), MAX_PREFIX + 2);
@@ -267,8 +275,7 @@ mod tests {
 
     #[test]
     fn truncation_keeps_live_and_the_newest_history() {
-        let h: Vec<ControllerRevision> =
-            (1..=5).map(|i| rev(&set(&format!("v{i}")), i)).collect();
+        let h: Vec<ControllerRevision> = (1..=5).map(|i| rev(&set(&format!("v{i}")), i)).collect();
         let name = |i: usize| h[i].metadata.name.clone().unwrap();
         let live: HashSet<String> = [name(4), name(0)].into();
         // History (not live): revisions 2, 3, 4.

@@ -139,7 +139,11 @@ impl Sim {
             }
         }
         // Status: a finished rolling update makes the update revision current.
-        let counts = plan::count(&self.views(), &self.set.current_revision, &self.set.update_revision);
+        let counts = plan::count(
+            &self.views(),
+            &self.set.current_revision,
+            &self.set.update_revision,
+        );
         let (current, current_replicas) = plan::complete_rolling_update(&self.set, &counts);
         self.set.current_revision = current;
         self.set.status_current_replicas = current_replicas;
@@ -194,7 +198,10 @@ impl Sim {
                         Strategy::OnDelete => panic!("OnDelete deleted pod {ordinal}"),
                         Strategy::RollingUpdate { partition, .. } => {
                             let min = self.set.start + partition.unwrap_or(0);
-                            assert!(ordinal >= min, "pod {ordinal} updated below partition {min}");
+                            assert!(
+                                ordinal >= min,
+                                "pod {ordinal} updated below partition {min}"
+                            );
                         }
                     },
                     Why::ScaleDown => {
@@ -217,7 +224,9 @@ impl Sim {
                     p.terminating = Some(grace);
                 }
             }
-            Action::CreateClaims { .. } | Action::Sync { .. } | Action::SyncCondemnedClaims { .. } => {}
+            Action::CreateClaims { .. }
+            | Action::Sync { .. }
+            | Action::SyncCondemnedClaims { .. } => {}
         }
     }
 
@@ -244,9 +253,8 @@ impl Sim {
 
     fn all_ready_at(&self, rev: impl Fn(i32) -> String) -> bool {
         self.pods.len() as i32 == self.set.replicas
-            && (self.set.start..self.set.start + self.set.replicas).all(|o| {
-                self.healthy(o) && self.pods.get(&o).is_some_and(|p| p.revision == rev(o))
-            })
+            && (self.set.start..self.set.start + self.set.replicas)
+                .all(|o| self.healthy(o) && self.pods.get(&o).is_some_and(|p| p.revision == rev(o)))
     }
 }
 
@@ -268,12 +276,23 @@ struct Scenario {
 fn scenarios() -> impl proptest::strategy::Strategy<Value = Scenario> {
     (
         (0i32..7, 0i32..3, any::<bool>(), any::<bool>()),
-        (0i32..8, proptest::option::of(1i32..4), 0u32..4, 0u32..3, 0i32..7),
+        (
+            0i32..8,
+            proptest::option::of(1i32..4),
+            0u32..4,
+            0u32..3,
+            0i32..7,
+        ),
         proptest::collection::vec(any::<u8>(), 1..64),
         proptest::collection::vec(0i32..7, 0..6),
     )
         .prop_map(
-            |((replicas, start, parallel, on_delete), (partition, max, ready_after, grace, scale_to), faults, user_deletes)| {
+            |(
+                (replicas, start, parallel, on_delete),
+                (partition, max, ready_after, grace, scale_to),
+                faults,
+                user_deletes,
+            )| {
                 Scenario {
                     replicas,
                     start,
@@ -368,7 +387,10 @@ fn run(s: &Scenario) {
         assert_eq!(p.revision, want(*o), "pod {o}");
     }
     if !s.on_delete && s.partition == 0 && s.replicas > 0 {
-        assert_eq!(sim.set.current_revision, "web-b", "finished update not current");
+        assert_eq!(
+            sim.set.current_revision, "web-b",
+            "finished update not current"
+        );
     }
     sim.rolling_limit = None;
 

@@ -106,7 +106,8 @@ pub async fn reconcile(set: &StatefulSet, ctx: &Context) -> Result<Requeue, Erro
                 wake = Some(wake.map_or(s, |w| w.min(s)));
             }
             let condemned = *ordinal < view.start || *ordinal >= end;
-            let claims_ok = claim_fixes(set, &observed, pod, *ordinal, policy, condemned).is_empty();
+            let claims_ok =
+                claim_fixes(set, &observed, pod, *ordinal, policy, condemned).is_empty();
             PodView {
                 ordinal: *ordinal,
                 revision: pods::pod_revision(pod).to_string(),
@@ -343,7 +344,10 @@ async fn settle_revisions(
             _ => {}
         }
     }
-    if !orphans.is_empty() && set.metadata.deletion_timestamp.is_none() && still_ours(set, ctx).await? {
+    if !orphans.is_empty()
+        && set.metadata.deletion_timestamp.is_none()
+        && still_ours(set, ctx).await?
+    {
         for r in orphans {
             let mut refs = r.metadata.owner_references.clone().unwrap_or_default();
             refs.push(pods::controller_ref(set));
@@ -399,7 +403,10 @@ async fn settle_revisions(
                             && revision::records(&existing, &data)
                         {
                             // Ours from a reconcile whose answer was lost.
-                            if !history.iter().any(|h| h.metadata.name == existing.metadata.name) {
+                            if !history
+                                .iter()
+                                .any(|h| h.metadata.name == existing.metadata.name)
+                            {
                                 history.push(existing.clone());
                             }
                             break existing;
@@ -411,7 +418,11 @@ async fn settle_revisions(
                             let patch = json!({"status": {"collisionCount": collision_count}});
                             let sname = set.metadata.name.clone().unwrap_or_default();
                             sets_api
-                                .patch_status(&sname, &PatchParams::default(), &Patch::Merge(&patch))
+                                .patch_status(
+                                    &sname,
+                                    &PatchParams::default(),
+                                    &Patch::Merge(&patch),
+                                )
                                 .await?;
                             return Err(Error::Invalid(format!(
                                 "controller revision names of {sname} keep colliding"
@@ -442,7 +453,10 @@ fn claim_fixes(
     ordinal: i32,
     policy: Retention,
     condemned: bool,
-) -> Vec<(String, Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>)> {
+) -> Vec<(
+    String,
+    Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+)> {
     let mut out = Vec::new();
     for want in pods::new_claims(set, ordinal) {
         let n = want.metadata.name.clone().unwrap_or_default();
