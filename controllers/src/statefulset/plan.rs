@@ -199,7 +199,7 @@ pub fn plan(set: &SetView, pods: &[PodView]) -> Plan {
     let in_range = |o: i32| o >= set.start && o < end;
     let mut slots: Vec<Slot> = Vec::with_capacity(replicas as usize);
     let mut condemned: Vec<&PodView> = pods.iter().filter(|p| !in_range(p.ordinal)).collect();
-    condemned.sort_by(|a, b| b.ordinal.cmp(&a.ordinal));
+    condemned.sort_by_key(|p| std::cmp::Reverse(p.ordinal));
 
     // 1. Replicas, lowest ordinal first.
     let mut stopped = false;

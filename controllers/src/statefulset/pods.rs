@@ -508,6 +508,9 @@ mod tests {
         s
     }
 
+    /// (set with its policy, condemned, owners now, owners wanted or None when right)
+    type OwnerCase = (StatefulSet, bool, Vec<OwnerReference>, Option<Vec<&'static str>>);
+
     #[test]
     fn claim_owners_follow_the_retention_policy() {
         let mut pod = new_pod(&set(), 3, "r");
@@ -523,7 +526,7 @@ mod tests {
             v.map(|v| v.into_iter().map(|r| r.uid).collect::<Vec<_>>())
         };
         // (policy, condemned, current owners, wanted owners or None when right)
-        let cases: Vec<(StatefulSet, bool, Vec<OwnerReference>, Option<Vec<&str>>)> = vec![
+        let cases: Vec<OwnerCase> = vec![
             (with_policy("Retain", "Retain"), false, vec![], None),
             (
                 with_policy("Retain", "Retain"),
