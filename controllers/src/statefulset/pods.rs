@@ -509,7 +509,12 @@ mod tests {
     }
 
     /// (set with its policy, condemned, owners now, owners wanted or None when right)
-    type OwnerCase = (StatefulSet, bool, Vec<OwnerReference>, Option<Vec<&'static str>>);
+    type OwnerCase = (
+        StatefulSet,
+        bool,
+        Vec<OwnerReference>,
+        Option<Vec<&'static str>>,
+    );
 
     #[test]
     fn claim_owners_follow_the_retention_policy() {
