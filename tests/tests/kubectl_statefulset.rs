@@ -1,22 +1,21 @@
 //! StatefulSets end to end with kubectl 1.33 against a real `keel server`
-//! (its statefulset controller on, as by default): pods `web-0..2` come up
-//! in order with their identity labels and controller reference, `kubectl
-//! rollout status` waits for them; a RollingUpdate with `partition=2`
-//! updates only ordinal 2, lowering it to 0 updates the rest, `rollout
-//! history` lists the revisions and `rollout undo` brings the previous
-//! template back (its ControllerRevision renumbered, not copied); OnDelete
-//! replaces only the pod the user deletes; volumeClaimTemplates give each
-//! pod its claim, and `whenScaled: Delete` takes a scaled-down pod's claim
-//! with it. Pods are run by a stand-in kubelet in the test that marks
-//! them Running and Ready.
+//! (every controller on, the scheduler and the PV binder among them) and
+//! hollow nodes that run the pods: pods `web-0..2` come up in order with
+//! their identity labels and controller reference and `kubectl rollout
+//! status` waits for them; a RollingUpdate with `partition=2` updates only
+//! ordinal 2, lowering it to 0 updates the rest, `rollout history` lists
+//! the revisions and `rollout undo` brings the previous template back (its
+//! ControllerRevision renumbered, not copied); OnDelete replaces only the
+//! pod the user deletes; volumeClaimTemplates give each pod its claim,
+//! `whenScaled: Delete` takes a scaled-down pod's claim with it, and claims
+//! of a WaitForFirstConsumer class bind the local volume of the node their
+//! pod is scheduled to.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use keel_tests::hollow::HollowNodes;
 use keel_tests::server::{KeelServer, kubectl_bin};
 use keel_tests::wait_until;
 use serde_json::Value;
@@ -111,68 +110,12 @@ impl Kubectl {
     }
 }
 
-/// Stands in for the kubelet: every pod of `ns` not yet Running and Ready
-/// is marked so through `pods/status`, until dropped.
-struct Kubelet {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Kubelet {
-    fn start(k: Kubectl) -> Kubelet {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let out = k.output(&["get", "pods", "-o", "json"]);
-                let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-                for p in list["items"].as_array().into_iter().flatten() {
-                    let ready = p["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                    if p["status"]["phase"] == "Running" && ready
-                        || !p["metadata"]["deletionTimestamp"].is_null()
-                    {
-                        continue;
-                    }
-                    let name = p["metadata"]["name"].as_str().unwrap_or_default();
-                    let now = "2026-01-01T00:00:00Z";
-                    let patch = serde_json::json!({"status": {
-                        "phase": "Running",
-                        "conditions": [
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                        ],
-                    }});
-                    let _ = k.output(&[
-                        "patch",
-                        "pod",
-                        name,
-                        "--subresource=status",
-                        "--type=merge",
-                        "-p",
-                        &patch.to_string(),
-                    ]);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        Kubelet {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A server and two hollow nodes that run its pods.
+fn cluster() -> (KeelServer, HollowNodes) {
+    let server = KeelServer::start(&[]);
+    let mut nodes = HollowNodes::start(&server.kubeconfig(), "node", 2);
+    nodes.wait_ready(WAIT);
+    (server, nodes)
 }
 
 fn statefulset(name: &str, image: &str, extra_spec: &str) -> String {
@@ -220,9 +163,8 @@ fn revision_of(k: &Kubectl, set: &str, field: &str) -> String {
 
 #[test]
 fn rollout_partition_history_and_undo() {
-    let server = KeelServer::start(&[]);
+    let (server, _nodes) = cluster();
     let k = Kubectl::new(&server, "default");
-    let _kubelet = Kubelet::start(Kubectl::new(&server, "default"));
 
     k.apply(&statefulset("web", "nginx:1", ""));
     let out = k.rollout_status("sts/web");
@@ -360,9 +302,8 @@ fn rollout_partition_history_and_undo() {
 
 #[test]
 fn on_delete_replaces_only_deleted_pods() {
-    let server = KeelServer::start(&[]);
+    let (server, _nodes) = cluster();
     let k = Kubectl::new(&server, "default");
-    let _kubelet = Kubelet::start(Kubectl::new(&server, "default"));
     k.apply(&statefulset(
         "db",
         "redis:1",
@@ -406,13 +347,21 @@ fn on_delete_replaces_only_deleted_pods() {
 
 #[test]
 fn claims_follow_the_retention_policy_on_scale_down() {
-    let server = KeelServer::start(&[]);
+    let (server, _nodes) = cluster();
     let k = Kubectl::new(&server, "default");
-    let _kubelet = Kubelet::start(Kubectl::new(&server, "default"));
+    // Three volumes of no class, for the binder to bind the claims to at once.
+    let volumes: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: disk-{i}\nspec:\n  capacity:\n    storage: 1Gi\n  accessModes: [ReadWriteOnce]\n  hostPath:\n    path: /tmp/disk-{i}\n"
+            )
+        })
+        .collect();
+    k.apply(&volumes.join("---\n"));
     k.apply(&statefulset(
         "data",
         "postgres:1",
-        "  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n    whenScaled: Delete\n  volumeClaimTemplates:\n  - metadata:\n      name: www\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi",
+        "  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n    whenScaled: Delete\n  volumeClaimTemplates:\n  - metadata:\n      name: www\n    spec:\n      storageClassName: \"\"\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi",
     ));
     k.rollout_status("sts/data");
     let claims = k.json(&["get", "pvc"]);
@@ -455,4 +404,79 @@ fn claims_follow_the_retention_policy_on_scale_down() {
         events.contains("create Claim www-data-0 Pod data-0 in StatefulSet data success"),
         "{events}"
     );
+}
+
+#[test]
+fn claims_bind_local_volumes_on_the_pods_node() {
+    let (server, nodes) = cluster();
+    let k = Kubectl::new(&server, "default");
+    let mut volumes = String::from(
+        r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+"#,
+    );
+    for node in nodes.names() {
+        volumes.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv-{node}
+spec:
+  capacity:
+    storage: 1Gi
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  local:
+    path: /mnt/disks/{node}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - key: kubernetes.io/hostname
+          operator: In
+          values: [{node}]
+"#
+        ));
+    }
+    k.apply(&volumes);
+    let mut set = statefulset(
+        "store",
+        "etcd:1",
+        "  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      storageClassName: local\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi",
+    );
+    set = set.replace("replicas: 3", "replicas: 2");
+    k.apply(&set);
+    k.rollout_status("sts/store");
+    // Each claim is bound to the volume of the node its pod runs on: two
+    // volumes on two nodes, so the second pod had to go where the free one is.
+    let mut used = Vec::new();
+    for i in 0..2 {
+        let claim = wait_until("the claim bound", WAIT, || {
+            let c = k.json(&["get", "pvc", &format!("data-store-{i}")]);
+            (c["status"]["phase"] == "Bound").then_some(c)
+        });
+        let pv = claim["spec"]["volumeName"].as_str().unwrap().to_string();
+        let pod = k.json(&["get", "pod", &format!("store-{i}")]);
+        let node = pod["spec"]["nodeName"].as_str().unwrap().to_string();
+        assert_eq!(pv, format!("pv-{node}"), "store-{i} on {node} has {pv}");
+        assert_eq!(
+            claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"],
+            node.as_str()
+        );
+        let v = k.json(&["get", "pv", &pv]);
+        assert_eq!(v["status"]["phase"], "Bound");
+        assert_eq!(
+            v["spec"]["claimRef"]["name"],
+            format!("data-store-{i}").as_str()
+        );
+        used.push(node);
+    }
+    used.sort();
+    assert_eq!(used, nodes.names());
 }
