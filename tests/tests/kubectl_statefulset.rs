@@ -7,7 +7,8 @@
 //! the revisions and `rollout undo` brings the previous template back (its
 //! ControllerRevision renumbered, not copied); OnDelete replaces only the
 //! pod the user deletes; volumeClaimTemplates give each pod its claim,
-//! `whenScaled: Delete` takes a scaled-down pod's claim with it, and claims
+//! `whenScaled: Delete` takes a scaled-down pod's claim with it,
+//! `whenDeleted: Delete` takes the claims with the set, and claims
 //! of a WaitForFirstConsumer class bind the local volume of the node their
 //! pod is scheduled to.
 
@@ -404,6 +405,38 @@ fn claims_follow_the_retention_policy_on_scale_down() {
         events.contains("create Claim www-data-0 Pod data-0 in StatefulSet data success"),
         "{events}"
     );
+
+    // whenDeleted: Delete puts the set's reference on the remaining claim,
+    // and deleting the set then takes the claim with it.
+    k.ok(&[
+        "patch",
+        "sts",
+        "data",
+        "-p",
+        r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Delete"}}}"#,
+    ]);
+    let uid = k.json(&["get", "sts", "data"])["metadata"]["uid"].clone();
+    wait_until("the claim owned by the set", WAIT, || {
+        let c = k.json(&["get", "pvc", "www-data-0"]);
+        let owners = c["metadata"]["ownerReferences"].as_array().cloned();
+        owners
+            .is_some_and(|o| {
+                o.iter()
+                    .any(|r| r["uid"] == uid && r["kind"] == "StatefulSet")
+            })
+            .then_some(())
+    });
+    k.ok(&["delete", "sts", "data", "--wait=false"]);
+    wait_until("the pod and its claim gone with the set", WAIT, || {
+        let pods = k.pods("data");
+        let claims = k.json(&["get", "pvc"]);
+        let left = claims["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["metadata"]["deletionTimestamp"].is_null());
+        (pods.is_empty() && !left).then_some(())
+    });
 }
 
 #[test]
