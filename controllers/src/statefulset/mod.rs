@@ -9,10 +9,13 @@
 //! Layout: [`pods`] builds pods and claims and reads their state,
 //! [`revision`] handles revision data, names and history, [`plan`] decides
 //! (pure, table-tested; `sim_tests` runs it against a simulated cluster
-//! with injected API failures), and [`sync`] observes and acts through the
-//! API. The controller watches StatefulSets and the pods and revisions
+//! with injected API failures); through the API, `observe` reads the
+//! set's pods (adopting and releasing), `history` settles its revisions
+//! and `sync` runs one reconcile. The controller watches StatefulSets and the pods and revisions
 //! they control; a set is reconciled whenever any of them changes.
 
+mod history;
+mod observe;
 pub mod plan;
 pub mod pods;
 pub mod revision;

@@ -7,33 +7,27 @@
 //! object it creates has a deterministic name, so a create that a previous
 //! leader already made answers AlreadyExists and changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 
+use super::history::{Revisions, settle};
+use super::observe::{Observed, observe};
 use super::plan::{self, Action, PodView, SetView, Strategy, Target, Why};
 use super::pods::{self, Retention};
-use super::revision::{self, Found};
+use super::revision;
 use crate::Error;
 use crate::context::Context;
 use crate::events::Involved;
 
 /// How often a quiet set is looked at again.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Name collisions tolerated in one reconcile before giving up for now.
-const MAX_COLLISIONS: i32 = 8;
-
-/// The set's observed children.
-struct Observed {
-    pods: Vec<(i32, Pod)>,
-    claims: HashMap<String, PersistentVolumeClaim>,
-}
 
 /// Reconcile `set`; says when to look again.
 pub async fn reconcile(set: &StatefulSet, ctx: &Context) -> Result<Requeue, Error> {
@@ -48,8 +42,12 @@ pub async fn reconcile(set: &StatefulSet, ctx: &Context) -> Result<Requeue, Erro
     let sets_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
 
     let observed = observe(set, ctx, &pods_api, deleting).await?;
-    let (mut history, current, update, collision_count) =
-        settle_revisions(set, ctx, &revs_api, &sets_api).await?;
+    let Revisions {
+        mut history,
+        current,
+        update,
+        collision_count,
+    } = settle(set, ctx, &revs_api, &sets_api).await?;
 
     let replicas = spec.replicas.unwrap_or(1);
     let strategy = match spec.update_strategy.as_ref() {
@@ -183,265 +181,6 @@ pub async fn reconcile(set: &StatefulSet, ctx: &Context) -> Result<Requeue, Erro
         Some(s) => Requeue::requeue(Duration::from_secs(s.max(1) as u64)),
         None => Requeue::requeue(RESYNC),
     })
-}
-
-/// The set's pods by ordinal, after adopting orphans and releasing pods
-/// that stopped matching; and, when the set has claim templates, the
-/// namespace's claims by name.
-async fn observe(
-    set: &StatefulSet,
-    ctx: &Context,
-    pods_api: &Api<Pod>,
-    deleting: bool,
-) -> Result<Observed, Error> {
-    let name = set.metadata.name.clone().unwrap_or_default();
-    let uid = set.metadata.uid.clone().unwrap_or_default();
-    let spec = set.spec.clone().unwrap_or_default();
-    let mut pods = Vec::new();
-    let mut orphans = Vec::new();
-    for pod in pods_api.list(&ListParams::default()).await?.items {
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let ordinal = pods::ordinal_of(&name, &pod_name);
-        let member = ordinal.is_some() && pods::selector_matches(&spec.selector, &labels);
-        match pods::controller_of(pod.metadata.owner_references.as_ref()) {
-            Some(r) if r.uid == uid => match ordinal.filter(|_| member) {
-                Some(o) => pods.push((o, pod)),
-                None if !deleting => release(ctx, pods_api, &pod, &uid).await?,
-                None => {}
-            },
-            Some(_) => {}
-            None if member && !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                orphans.push(pod)
-            }
-            None => {}
-        }
-    }
-    if !orphans.is_empty() && still_ours(set, ctx).await? {
-        for pod in orphans {
-            if let Some(adopted) = adopt(ctx, pods_api, pod, set).await? {
-                let o = pods::ordinal_of(&name, adopted.metadata.name.as_deref().unwrap_or(""));
-                if let Some(o) = o {
-                    pods.push((o, adopted));
-                }
-            }
-        }
-    }
-    pods.sort_by_key(|(o, _)| *o);
-    let mut claims = HashMap::new();
-    if spec
-        .volume_claim_templates
-        .as_ref()
-        .is_some_and(|t| !t.is_empty())
-    {
-        let ns = set.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-        for c in api.list(&ListParams::default()).await?.items {
-            if let Some(n) = c.metadata.name.clone() {
-                claims.insert(n, c);
-            }
-        }
-    }
-    Ok(Observed { pods, claims })
-}
-
-/// Whether the set read fresh from the API is still the one cached (not
-/// deleted, not replaced by a namesake) before adopting anything for it.
-async fn still_ours(set: &StatefulSet, ctx: &Context) -> Result<bool, Error> {
-    let ns = set.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let fresh = api
-        .get_opt(set.metadata.name.as_deref().unwrap_or_default())
-        .await?;
-    Ok(fresh.is_some_and(|f| {
-        f.metadata.uid == set.metadata.uid && f.metadata.deletion_timestamp.is_none()
-    }))
-}
-
-/// Make the set the controller of an orphan pod (at the resourceVersion
-/// read, so a pod changed meanwhile is looked at again).
-async fn adopt(
-    ctx: &Context,
-    api: &Api<Pod>,
-    pod: Pod,
-    set: &StatefulSet,
-) -> Result<Option<Pod>, Error> {
-    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(pods::controller_ref(set));
-    let patch = json!({"metadata": {
-        "resourceVersion": pod.metadata.resource_version,
-        "ownerReferences": refs,
-    }});
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(p) => {
-            ctx.metrics.patched(ctx.name);
-            tracing::info!(pod = %name, "statefulset adopted an orphan pod");
-            Ok(Some(p))
-        }
-        Err(e) if crate::status_code(&e) == Some(404) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Drop the set's controller reference from a pod it no longer selects.
-async fn release(ctx: &Context, api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error> {
-    let refs: Vec<_> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.uid != uid)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {
-        "resourceVersion": pod.metadata.resource_version,
-        "ownerReferences": refs,
-    }});
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.patched(ctx.name);
-            Ok(())
-        }
-        Err(e) if matches!(crate::status_code(&e), Some(404) | Some(409)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The set's history (sorted), its current and update revisions and the
-/// collision count: the update revision is the revision recording the
-/// set's template, made (or renumbered, for a rollback) if need be.
-async fn settle_revisions(
-    set: &StatefulSet,
-    ctx: &Context,
-    api: &Api<ControllerRevision>,
-    sets_api: &Api<StatefulSet>,
-) -> Result<
-    (
-        Vec<ControllerRevision>,
-        ControllerRevision,
-        ControllerRevision,
-        i32,
-    ),
-    Error,
-> {
-    let uid = set.metadata.uid.clone().unwrap_or_default();
-    let spec = set.spec.clone().unwrap_or_default();
-    let mut history = Vec::new();
-    let mut orphans = Vec::new();
-    for r in api.list(&ListParams::default()).await?.items {
-        let labels = r.metadata.labels.clone().unwrap_or_default();
-        match pods::controller_of(r.metadata.owner_references.as_ref()) {
-            Some(o) if o.uid == uid => history.push(r),
-            None if pods::selector_matches(&spec.selector, &labels) => orphans.push(r),
-            _ => {}
-        }
-    }
-    if !orphans.is_empty()
-        && set.metadata.deletion_timestamp.is_none()
-        && still_ours(set, ctx).await?
-    {
-        for r in orphans {
-            let mut refs = r.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(pods::controller_ref(set));
-            let patch = json!({"metadata": {
-                "resourceVersion": r.metadata.resource_version,
-                "ownerReferences": refs,
-            }});
-            let n = r.metadata.name.clone().unwrap_or_default();
-            history.push(
-                api.patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?,
-            );
-            ctx.metrics.patched(ctx.name);
-        }
-    }
-    revision::sort(&mut history);
-    let data = revision::template_data(set);
-    let mut collision_count = set
-        .status
-        .as_ref()
-        .and_then(|s| s.collision_count)
-        .unwrap_or(0);
-    let next = revision::next_number(&history);
-    let update = match revision::find(&history, &data) {
-        Found::Latest(i) => history[i].clone(),
-        Found::Older(i) => {
-            // A rollback: the old revision becomes the newest.
-            let n = history[i].metadata.name.clone().unwrap_or_default();
-            let patch = json!({
-                "metadata": {"resourceVersion": history[i].metadata.resource_version},
-                "revision": next,
-            });
-            let r = api
-                .patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            ctx.metrics.patched(ctx.name);
-            history[i] = r.clone();
-            r
-        }
-        Found::New => {
-            let mut tries = 0;
-            loop {
-                let rev = revision::new_revision(set, next, collision_count);
-                match api.create(&PostParams::default(), &rev).await {
-                    Ok(r) => {
-                        ctx.metrics.created(ctx.name);
-                        history.push(r.clone());
-                        break r;
-                    }
-                    Err(e) if crate::status_code(&e) == Some(409) => {
-                        let n = rev.metadata.name.clone().unwrap_or_default();
-                        if let Some(existing) = api.get_opt(&n).await?
-                            && revision::records(&existing, &data)
-                        {
-                            // Ours from a reconcile whose answer was lost.
-                            if !history
-                                .iter()
-                                .any(|h| h.metadata.name == existing.metadata.name)
-                            {
-                                history.push(existing.clone());
-                            }
-                            break existing;
-                        }
-                        collision_count += 1;
-                        tries += 1;
-                        if tries >= MAX_COLLISIONS {
-                            // Keep the count, so the next try starts past these names.
-                            let patch = json!({"status": {"collisionCount": collision_count}});
-                            let sname = set.metadata.name.clone().unwrap_or_default();
-                            sets_api
-                                .patch_status(
-                                    &sname,
-                                    &PatchParams::default(),
-                                    &Patch::Merge(&patch),
-                                )
-                                .await?;
-                            return Err(Error::Invalid(format!(
-                                "controller revision names of {sname} keep colliding"
-                            )));
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    };
-    revision::sort(&mut history);
-    let wanted = set.status.as_ref().and_then(|s| s.current_revision.clone());
-    let current = history
-        .iter()
-        .find(|r| r.metadata.name.is_some() && r.metadata.name == wanted)
-        .cloned()
-        .unwrap_or_else(|| update.clone());
-    Ok((history, current, update, collision_count))
 }
 
 /// The claims of the pod at `ordinal` whose owners the policy wants
