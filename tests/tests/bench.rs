@@ -379,6 +379,31 @@ fn bench_scale_hollow_schedules_and_runs_pods() {
 }
 
 #[test]
+fn bench_scale_hollow_runs_pods_of_deployments() {
+    let doc = bench(&[
+        "scale",
+        "--hollow",
+        "--nodes",
+        "3",
+        "--pods",
+        "12",
+        "--deployments",
+        "3",
+        "--timeout",
+        "2m",
+    ]);
+    hollow_steps(
+        &doc,
+        12,
+        &[
+            "nodes registered and Ready",
+            "Deployments created (requests)",
+            "pods created by ReplicaSets",
+        ],
+    );
+}
+
+#[test]
 fn bench_failover_kills_the_leader_of_both_systems() {
     let doc = bench(&["failover", "--trials", "1", "--writers", "3"]);
     let rows = rows(&doc["tables"][0]);

@@ -206,7 +206,12 @@ fn dead_node_is_tainted_and_its_pods_evicted_after_their_toleration() {
     }
     for i in 0..3 {
         let name = format!("fresh-{i}");
-        k.ok(&["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=60s"]);
+        k.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
         let p = k.json(&["get", "pod", &name]);
         assert_eq!(p["spec"]["nodeName"], "alive-0", "{name}: {p}");
     }
@@ -238,4 +243,79 @@ fn n_condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or(&Value::Null)
+}
+
+/// Must show: a node whose heartbeats stop goes NotReady, and its pods are
+/// evicted and rescheduled. A Deployment runs on one node; a second node
+/// joins; the first dies: its pods are evicted after their 2 s
+/// toleration, the ReplicaSet replaces them, and the scheduler puts the
+/// replacements on the live node (`kubectl rollout status` completes).
+#[test]
+fn deployment_pods_on_a_dead_node_are_rescheduled() {
+    let server = KeelServer::start(&[&"--node-monitor-grace-period", &"4s"]);
+    let k = Kubectl(&server);
+    let kubeconfig = server.kubeconfig();
+    let mut gone = HollowNodes::start(&kubeconfig, "gone", 1);
+    gone.wait_ready(STEP);
+    k.apply(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"tolerations": [unreachable(Some(2))],
+                         "containers": [{"name": "app", "image": "nginx:1.27"}]}
+            }
+        }
+    }));
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let first: Vec<String> = pods_of(&k, "app=web")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["spec"]["nodeName"], "gone-0", "{p}");
+            p["metadata"]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(first.len(), 3);
+
+    let mut stay = HollowNodes::start(&kubeconfig, "stay", 1);
+    stay.wait_ready(STEP);
+    gone.kill();
+    let replaced = wait_until("3 replacements Running on stay-0", STEP, || {
+        let live: Vec<Value> = pods_of(&k, "app=web")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (live.len() == 3
+            && live.iter().all(|p| {
+                p["spec"]["nodeName"] == "stay-0" && condition(p, "Ready") == Some("True")
+            }))
+        .then_some(live)
+    });
+    for p in &replaced {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        assert!(!first.iter().any(|f| f == name), "{name} was not replaced");
+    }
+    // The evicted pods stay Terminating on the dead node.
+    for name in &first {
+        let p = k.json(&["get", "pod", name]);
+        assert!(
+            p["metadata"]["deletionTimestamp"].is_string(),
+            "{name}: {p}"
+        );
+        assert_eq!(condition(&p, "DisruptionTarget"), Some("True"), "{name}");
+    }
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let node = k.json(&["get", "node", "gone-0"]);
+    assert_eq!(condition(&node, "Ready"), Some("Unknown"));
+    drop(stay);
+}
+
+fn pods_of(k: &Kubectl<'_>, selector: &str) -> Vec<Value> {
+    k.json(&["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
