@@ -29,6 +29,9 @@ use crate::{Proc, Sampler, Table, micros, num, percentile, progress, usage};
 /// How often the progress of pods is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// After this long without a pod event, a LIST checks the watch.
+const QUIET: Duration = Duration::from_secs(30);
+
 /// What a pod watch event says that the benchmark times.
 #[derive(Deserialize)]
 struct WatchEvent {
@@ -265,15 +268,22 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let mut timeline = Timeline::default();
     let mut last_report = Instant::now();
     let mut rv = String::new();
+    let mut last_event = Instant::now();
     while timeline.running < args.pods {
         if Instant::now() > start + args.timeout {
+            // Keep the members' logs for a look at what stalled.
+            let kept = dir.keep();
             bail!(
-                "after {:?}: {} pods seen, {} bound, {} Running (of {})",
-                args.timeout,
-                timeline.pods.len(),
-                timeline.bound,
-                timeline.running,
-                args.pods
+                "(logs kept in {}) {}",
+                kept.display(),
+                format_args!(
+                    "after {:?}: {} pods seen, {} bound, {} Running (of {})",
+                    args.timeout,
+                    timeline.pods.len(),
+                    timeline.bound,
+                    timeline.running,
+                    args.pods
+                )
             );
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
@@ -288,6 +298,24 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         }
         let line = tokio::time::timeout(PROGRESS_EVERY, watch.next()).await;
         let line = match line {
+            // Quiet for long: check with a LIST that the watch missed nothing.
+            Err(_) if last_event.elapsed() >= QUIET => {
+                last_event = Instant::now();
+                let before = (timeline.pods.len(), timeline.bound, timeline.running);
+                rv = relist(&apis[1], &mut timeline, start.elapsed()).await?;
+                let after = (timeline.pods.len(), timeline.bound, timeline.running);
+                if after != before {
+                    p(&format!(
+                        "the pod watch missed events: (created, bound, Running) {before:?} by the watch, {after:?} by a LIST; watching again"
+                    ));
+                }
+                watch = apis[1]
+                    .stream(&format!(
+                        "/api/v1/namespaces/scale/pods?watch=1&resourceVersion={rv}"
+                    ))
+                    .await?;
+                continue;
+            }
             Err(_) => continue,
             Ok(Ok(Some(l))) => l,
             // The watch ended or broke: list what is there now and watch again.
@@ -306,6 +334,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         };
         match ev.type_.as_str() {
             "ADDED" | "MODIFIED" => {
+                last_event = Instant::now();
                 rv = ev.object.metadata.resource_version.clone();
                 timeline.observe(&ev.object, start.elapsed());
             }
