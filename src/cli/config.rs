@@ -100,6 +100,13 @@ pub struct ServerArgs {
     /// JSON lines, at the Metadata level (docs/SECURITY.md). Off without it.
     #[arg(long)]
     pub audit_log_path: Option<PathBuf>,
+    /// The IPv4 CIDR Services' cluster IPs come from (kube-apiserver's
+    /// `--service-cluster-ip-range`).
+    #[arg(long, default_value = keel_apiserver::registry::services::range::DEFAULT_CIDR)]
+    pub service_cluster_ip_range: String,
+    /// The ports NodePort Services' node ports come from (`lo-hi`).
+    #[arg(long, default_value = keel_apiserver::registry::services::range::DEFAULT_NODE_PORTS)]
+    pub service_node_port_range: String,
     /// Run the controller manager (garbage collector, namespace
     /// controller) in this member; the members elect one leader through a
     /// Lease. `--controllers=false` leaves them to `keel controllers`.

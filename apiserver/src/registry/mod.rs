@@ -3,8 +3,9 @@
 //! body decoding and field checks ([`decode`]), get and list ([`get`]),
 //! [`create`], the one guaranteed-update path ([`update`]), the patch verb
 //! ([`patch`]), [`delete`] (with the namespace lifecycle), [`watch`], the
-//! status, scale, binding and finalize subresources ([`subresources`]) and
-//! Table rendering ([`table`]).
+//! status, scale, binding and finalize subresources ([`subresources`]),
+//! Table rendering ([`table`]) and the cluster IPs and node ports of
+//! Services ([`services`]).
 
 pub mod storage;
 
@@ -16,6 +17,7 @@ mod get;
 mod patch;
 pub mod prepared;
 pub mod protobuf;
+pub mod services;
 mod subresources;
 pub mod table;
 #[cfg(test)]
@@ -55,6 +57,9 @@ pub struct Registry {
     admission: std::sync::RwLock<Vec<Arc<dyn Admit>>>,
     /// Who requests are from ([`crate::authn`]); set once by the server ([`token`]).
     authn: std::sync::OnceLock<Arc<crate::authn::Authenticator>>,
+    /// Where Services get cluster IPs and node ports ([`services`]); the
+    /// defaults until the server sets them.
+    services: std::sync::OnceLock<services::range::ServiceNetwork>,
 }
 
 impl Registry {
@@ -68,6 +73,7 @@ impl Registry {
             cache: None,
             admission: Default::default(),
             authn: Default::default(),
+            services: Default::default(),
         }
     }
 
@@ -82,6 +88,7 @@ impl Registry {
             cache: Some(cache),
             admission: Default::default(),
             authn: Default::default(),
+            services: Default::default(),
         }
     }
 
