@@ -22,6 +22,8 @@ pub struct Context {
     pub name: &'static str,
     /// The manager's lease identity (`reportingInstance` of events).
     pub identity: String,
+    /// How long Events live ([`crate::eventttl`]; `--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Context {
@@ -37,6 +39,7 @@ impl Context {
             metrics,
             name,
             identity,
+            event_ttl: crate::eventttl::DEFAULT_TTL,
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct ManagerConfig {
     /// Which controllers run, as kube-controller-manager's `--controllers`:
     /// `*` (every one), a name, or `-name` (not that one); later entries win.
     pub controllers: Vec<String>,
+    /// How long Events live before the eventttl controller deletes them.
+    pub event_ttl: Duration,
 }
 
 impl ManagerConfig {
@@ -70,6 +72,7 @@ impl ManagerConfig {
         ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
             controllers: vec!["*".into()],
+            event_ttl: crate::eventttl::DEFAULT_TTL,
         }
     }
 
@@ -159,12 +162,13 @@ fn start_controllers(
         if !config.enabled(name) {
             continue;
         }
-        let ctx = Context::new(
+        let mut ctx = Context::new(
             client.clone(),
             metrics.clone(),
             name,
             config.lease.identity.clone(),
         );
+        ctx.event_ttl = config.event_ttl;
         set.spawn(supervise(name, move || start(ctx.clone())));
     }
     set

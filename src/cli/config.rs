@@ -117,6 +117,11 @@ pub struct ServerArgs {
     /// out (`*,-scheduler`); names are in docs/CONTROLLERS.md.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub enabled_controllers: Vec<String>,
+    /// How long Events are kept before the eventttl controller deletes
+    /// them (`1h`, `30m`, `90s`).
+    #[arg(long, default_value = "1h", value_parser = super::controllers::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub event_ttl: std::time::Duration,
 }
 
 impl ServerArgs {
@@ -190,6 +195,22 @@ pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
         return Err(format!("{s:?}: min must be positive and below max"));
     }
     Ok((a, b))
+}
+
+/// A duration is written in the file as on the command line (`1h`); it
+/// is written back in milliseconds (`3600000ms`).
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        crate::cli::controllers::parse_duration(&String::deserialize(d)?)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A `min-max` range is written in the file as on the command line.

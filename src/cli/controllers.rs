@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use keel_controllers::{Manager, ManagerConfig, Metrics};
@@ -20,6 +21,37 @@ pub struct ControllersArgs {
     /// names are in docs/CONTROLLERS.md.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+    /// How long Events are kept (kube-apiserver's `--event-ttl`: `1h`,
+    /// `30m`, `90s`, `1h30m`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
+}
+
+/// A Go-style duration (`1h30m`, `90s`, `500ms`): numbers each followed by
+/// `h`, `m`, `s` or `ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let one = match &rest[..unit] {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            _ => return Err(bad()),
+        };
+        total += one * u32::try_from(n).map_err(|_| bad())?;
+        rest = &rest[unit..];
+    }
+    Ok(total)
 }
 
 /// Start the manager against the API `kubeconfig` names.
@@ -27,10 +59,12 @@ pub async fn start(
     kubeconfig: &Path,
     identity: String,
     controllers: Vec<String>,
+    event_ttl: Duration,
     metrics: Arc<Metrics>,
 ) -> Result<Manager> {
     let mut config = ManagerConfig::new(identity.clone());
     config.controllers = controllers;
+    config.event_ttl = event_ttl;
     let unknown = config.unknown();
     if !unknown.is_empty() {
         anyhow::bail!(
@@ -62,10 +96,27 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
         &args.kubeconfig,
         identity,
         args.controllers,
+        args.event_ttl,
         Arc::new(Metrics::default()),
     )
     .await?;
     super::shutdown_signal().await;
     manager.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "1", "h", "1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -108,6 +108,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 &api.kubeconfig,
                 identity,
                 args.enabled_controllers.clone(),
+                args.event_ttl,
                 controller_metrics,
             )
             .await?,
