@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use futures::future::BoxFuture;
 
 use crate::context::Context;
+use crate::credentials::Credentials;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::{
@@ -61,6 +62,9 @@ pub struct ManagerConfig {
     /// Which controllers run, as kube-controller-manager's `--controllers`:
     /// `*` (every one), a name, or `-name` (not that one); later entries win.
     pub controllers: Vec<String>,
+    /// Run each controller as its own ServiceAccount (tokens made with
+    /// these); without, every controller uses the manager's client.
+    pub credentials: Option<Credentials>,
     /// How long Events live before the eventttl controller deletes them.
     pub event_ttl: Duration,
 }
@@ -72,6 +76,7 @@ impl ManagerConfig {
         ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
             controllers: vec!["*".into()],
+            credentials: None,
             event_ttl: crate::eventttl::DEFAULT_TTL,
         }
     }
@@ -162,14 +167,36 @@ fn start_controllers(
         if !config.enabled(name) {
             continue;
         }
-        let mut ctx = Context::new(
+        let (client, metrics, identity, creds) = (
             client.clone(),
             metrics.clone(),
-            name,
             config.lease.identity.clone(),
+            config.credentials.clone(),
         );
-        ctx.event_ttl = config.event_ttl;
-        set.spawn(supervise(name, move || start(ctx.clone())));
+        let event_ttl = config.event_ttl;
+        set.spawn(supervise(name, move || {
+            let (client, metrics, identity, creds) = (
+                client.clone(),
+                metrics.clone(),
+                identity.clone(),
+                creds.clone(),
+            );
+            Box::pin(async move {
+                let context = |client| {
+                    let mut ctx = Context::new(client, metrics, name, identity);
+                    ctx.event_ttl = event_ttl;
+                    ctx
+                };
+                let Some(creds) = creds else {
+                    return start(context(client)).await;
+                };
+                let (own, refresh) = creds.client(name).await?;
+                tokio::select! {
+                    r = start(context(own)) => r,
+                    e = refresh => Err(e),
+                }
+            })
+        }));
     }
     set
 }

@@ -117,6 +117,11 @@ pub struct ServerArgs {
     /// out (`*,-scheduler`); names are in docs/CONTROLLERS.md.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub enabled_controllers: Vec<String>,
+    /// Run each controller as its own ServiceAccount in kube-system, bound
+    /// to its `system:controller:<account>` role (docs/CONTROLLERS.md); off,
+    /// every controller acts as `system:kube-controller-manager`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_service_account_credentials: bool,
     /// How long Events are kept before the eventttl controller deletes
     /// them (`1h`, `30m`, `90s`).
     #[arg(long, default_value = "1h", value_parser = super::controllers::parse_duration)]
