@@ -4,7 +4,8 @@
 //! readiness (pods are bound to a node by name and their status is set
 //! through `pods/status`, as a kubelet would), cleaned up with the Service;
 //! and the upkeep controllers: the default ServiceAccount, ResourceQuota
-//! usage, PodDisruptionBudget status and the Event TTL.
+//! usage, PodDisruptionBudget status and evictions that honour it, and the
+//! Event TTL.
 
 use std::time::Duration;
 
@@ -322,6 +323,38 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     });
     let printed = ok(&s, &["get", "pdb", "web"], None);
     assert!(printed.contains("ALLOWED DISRUPTIONS"), "{printed}");
+
+    // Evictions (what kubectl drain posts): the first spends the one
+    // allowed disruption and deletes its pod; the next is refused with 429.
+    let evict = |pod: &str| {
+        let body = format!(
+            r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+        );
+        kubectl(
+            &s,
+            &["create", "--raw", &format!("/api/v1/namespaces/default/pods/{pod}/eviction"), "-f", "-"],
+            Some(&body),
+        )
+    };
+    let first = evict("a");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let a = get(&s, &["pod", "a"]);
+    assert!(
+        a.is_none_or(|a| a["metadata"]["deletionTimestamp"].is_string()),
+        "the evicted pod is being deleted"
+    );
+    wait_until("the budget to see the eviction", WAIT, || {
+        let p = get(&s, &["pdb", "web"])?;
+        (p["status"]["disruptionsAllowed"] == 0 && p["status"]["currentHealthy"] == 1).then_some(())
+    });
+    let second = evict("b");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    assert!(get(&s, &["pod", "b"]).is_some_and(|b| b["metadata"]["deletionTimestamp"].is_null()));
 
     // An Event last seen long ago goes; a fresh one stays until its TTL.
     let old = "apiVersion: v1\nkind: Event\nmetadata:\n  name: old\ninvolvedObject: {kind: Pod, name: a, namespace: default}\nreason: Test\nmessage: old\nlastTimestamp: \"2020-01-01T00:00:00Z\"\n";

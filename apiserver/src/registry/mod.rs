@@ -13,6 +13,7 @@ mod apply;
 mod create;
 mod decode;
 mod delete;
+mod eviction;
 mod get;
 mod patch;
 pub mod prepared;
@@ -168,6 +169,9 @@ impl Registry {
             }
             (_, None) if t.rt.create_only => Err(ApiError::MethodNotAllowed),
             (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body, user).await,
+            (Verb::Create, Some(Subresource::Eviction)) => {
+                self.evict(t, name, q, body, user).await
+            }
             (Verb::Get, Some(Subresource::Scale)) => self.get_scale(t, name).await,
             (Verb::Update, Some(Subresource::Scale)) => {
                 self.scale(t, name, q, false, headers, body, user).await

@@ -14,8 +14,8 @@
 
 pub mod plan;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
@@ -37,6 +37,10 @@ pub const NAME: &str = "disruption";
 
 /// The condition Kubernetes reports on a budget.
 pub const CONDITION: &str = "DisruptionAllowed";
+
+/// How long an evicted pod that is not yet being deleted counts as
+/// disrupted (Kubernetes' `DeletionTimeout`).
+const DELETION_TIMEOUT_SECS: i64 = 120;
 
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
@@ -100,8 +104,7 @@ pub fn selector_query(sel: &LabelSelector) -> String {
 fn pod_mapper(
     budgets: Store<PodDisruptionBudget>,
 ) -> impl Fn(Pod) -> Vec<ObjectRef<PodDisruptionBudget>> + Send + Sync + 'static {
-    let last: Mutex<HashMap<(String, String), Vec<ObjectRef<PodDisruptionBudget>>>> =
-        Mutex::default();
+    let last = crate::endpoints::LastMatched::<PodDisruptionBudget>::default();
     move |pod: Pod| {
         let ns = pod.metadata.namespace.clone();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -117,17 +120,7 @@ fn pod_mapper(
             })
             .map(|b| ObjectRef::from_obj(&**b))
             .collect();
-        let key = (ns.unwrap_or_default(), pod.metadata.name.unwrap_or_default());
-        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all = if now.is_empty() {
-            last.remove(&key).unwrap_or_default()
-        } else {
-            last.insert(key, now.clone()).unwrap_or_default()
-        };
-        all.extend(now);
-        all.sort_by_key(|r| r.name.clone());
-        all.dedup();
-        all
+        last.union(&pod, now)
     }
 }
 
@@ -232,9 +225,26 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Context) -> Result<Action
             .publish(&involved, "Normal", "NoPods", "No matching pods found")
             .await;
     }
+    // Pods evicted lately that are not being deleted yet: not healthy, for
+    // two minutes at most (Kubernetes' DeletionTimeout).
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let disrupted: BTreeMap<String, Time> = pdb
+        .status
+        .as_ref()
+        .and_then(|s| s.disrupted_pods.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, at)| {
+            now.as_second() - at.0.as_second() < DELETION_TIMEOUT_SECS
+                && matched.iter().any(|p| {
+                    p.metadata.name.as_deref() == Some(name.as_str()) && !pods::terminating(p)
+                })
+        })
+        .collect();
     let healthy = matched
         .iter()
         .filter(|p| !pods::terminating(p) && pods::ready(p))
+        .filter(|p| !disrupted.contains_key(p.metadata.name.as_deref().unwrap_or_default()))
         .count() as i32;
     let b = budget(&pdb);
     let scale = if plan::needs_scale(&b) {
@@ -302,7 +312,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Context) -> Result<Action
         expected_pods: counts.expected,
         disruptions_allowed: counts.disruptions_allowed,
         observed_generation: generation,
-        disrupted_pods: old.disrupted_pods.clone(),
+        disrupted_pods: (!disrupted.is_empty()).then_some(disrupted),
         conditions: Some(vec![condition]),
     };
     if pdb.status.as_ref() != Some(&next_status) {

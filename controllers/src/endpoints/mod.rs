@@ -63,15 +63,48 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     }
 }
 
+/// What each pod (namespace, name) was last mapped to, so a pod whose
+/// labels changed also triggers what it matched before. Only pods that
+/// match something are remembered.
+pub struct LastMatched<K: kube::Resource>(Mutex<Seen<K>>);
+
+/// (namespace, pod name) → what the pod matched.
+type Seen<K> = HashMap<(String, String), Vec<ObjectRef<K>>>;
+
+impl<K: kube::Resource> Default for LastMatched<K> {
+    fn default() -> Self {
+        LastMatched(Mutex::default())
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> LastMatched<K> {
+    /// Record that `pod` matches `now`; what it matches now or matched before.
+    pub fn union(&self, pod: &Pod, now: Vec<ObjectRef<K>>) -> Vec<ObjectRef<K>> {
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = if now.is_empty() {
+            last.remove(&key).unwrap_or_default()
+        } else {
+            last.insert(key, now.clone()).unwrap_or_default()
+        };
+        all.extend(now);
+        all.sort_by_key(|r| r.name.clone());
+        all.dedup();
+        all
+    }
+}
+
 /// A pod event → the Services that select it now or selected it when last
 /// seen (so a pod whose labels changed leaves its old Service too).
 pub fn pod_mapper(
     services: Store<Service>,
 ) -> impl Fn(Pod) -> Vec<ObjectRef<Service>> + Send + Sync + 'static {
-    let last: Mutex<HashMap<(String, String), Vec<ObjectRef<Service>>>> = Mutex::default();
+    let last = LastMatched::<Service>::default();
     move |pod: Pod| {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let key = (ns.clone(), pod.metadata.name.clone().unwrap_or_default());
         let now: Vec<ObjectRef<Service>> = services
             .state()
             .iter()
@@ -84,17 +117,7 @@ pub fn pod_mapper(
             })
             .map(|s| ObjectRef::from_obj(&**s))
             .collect();
-        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-        // Only pods some Service selects are remembered.
-        let mut all = if now.is_empty() {
-            last.remove(&key).unwrap_or_default()
-        } else {
-            last.insert(key, now.clone()).unwrap_or_default()
-        };
-        all.extend(now);
-        all.sort_by_key(|r| r.name.clone());
-        all.dedup();
-        all
+        last.union(&pod, now)
     }
 }
 

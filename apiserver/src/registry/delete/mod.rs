@@ -138,7 +138,7 @@ impl Registry {
     }
 
     /// The generic store's DELETE of one object (see the module notes).
-    async fn delete_object(
+    pub(super) async fn delete_object(
         &self,
         t: &RequestTarget,
         name: &str,
