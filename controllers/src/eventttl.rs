@@ -45,7 +45,10 @@ pub fn last_seen(ev: &Event) -> Option<i64> {
             .map(|t| t.0.as_second()),
         ev.last_timestamp.as_ref().map(|t| t.0.as_second()),
         ev.event_time.as_ref().map(|t| t.0.as_second()),
-        ev.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        ev.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
     ]
     .into_iter()
     .flatten()
@@ -75,7 +78,10 @@ async fn sweep(ctx: &Context, ttl: Duration) -> Result<(), Error> {
                 }),
                 ..Default::default()
             };
-            match Api::<Event>::namespaced(ctx.client.clone(), ns).delete(name, &dp).await {
+            match Api::<Event>::namespaced(ctx.client.clone(), ns)
+                .delete(name, &dp)
+                .await
+            {
                 Ok(_) => ctx.metrics.deleted(NAME),
                 // Gone already, or bumped since the list: not expired now.
                 Err(e) if matches!(crate::status_code(&e), Some(404 | 409)) => {}
@@ -104,7 +110,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert!(!expired(&ev, t0 + 3599, hour));
         assert!(expired(&ev, t0 + 3600, hour));
-        let bare: Event = serde_json::from_value(serde_json::json!({"metadata": {}, "involvedObject": {}})).unwrap();
+        let bare: Event =
+            serde_json::from_value(serde_json::json!({"metadata": {}, "involvedObject": {}}))
+                .unwrap();
         assert!(!expired(&bare, i64::MAX, hour), "no time: kept");
     }
 }

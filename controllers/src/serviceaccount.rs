@@ -25,15 +25,18 @@ pub const DEFAULT: &str = "default";
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .watches(
-            Api::<ServiceAccount>::all(client),
-            watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
-            |sa: ServiceAccount| {
-                (sa.metadata.name.as_deref() == Some(DEFAULT))
-                    .then(|| ObjectRef::new(sa.metadata.namespace.as_deref().unwrap_or_default()))
-            },
-        );
+    let controller = Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ServiceAccount>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={DEFAULT}")),
+        |sa: ServiceAccount| {
+            (sa.metadata.name.as_deref() == Some(DEFAULT))
+                .then(|| ObjectRef::new(sa.metadata.namespace.as_deref().unwrap_or_default()))
+        },
+    );
     crate::runner::run(controller, ctx, reconcile).await;
     Ok(())
 }
@@ -78,10 +81,12 @@ mod tests {
     #[test]
     fn terminating_namespaces_get_no_account() {
         let active: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "a"}, "status": {"phase": "Active"}})).unwrap();
+            "metadata": {"name": "a"}, "status": {"phase": "Active"}}))
+        .unwrap();
         assert!(!terminating(&active));
         let going: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "a"}, "status": {"phase": "Terminating"}})).unwrap();
+            "metadata": {"name": "a"}, "status": {"phase": "Terminating"}}))
+        .unwrap();
         assert!(terminating(&going));
     }
 }

@@ -72,7 +72,15 @@ fn set_status(s: &KeelServer, pod: &str, ip: &str, ready: bool) {
     );
     ok(
         s,
-        &["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch],
+        &[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
         None,
     );
 }
@@ -140,12 +148,21 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
         )),
     );
     assert!(
-        taken.contains(&format!("failed to allocate IP {ip}: provided IP is already allocated")),
+        taken.contains(&format!(
+            "failed to allocate IP {ip}: provided IP is already allocated"
+        )),
         "{taken}"
     );
     let outside = fails(
         &s,
-        &["create", "service", "clusterip", "far", "--tcp=80", "--clusterip=192.168.0.1"],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "far",
+            "--tcp=80",
+            "--clusterip=192.168.0.1",
+        ],
         None,
     );
     assert!(
@@ -156,22 +173,44 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
     // Node ports: one asked for, one allocated, a second claim of it refused.
     ok(
         &s,
-        &["create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30080"],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np",
+            "--tcp=80:8080",
+            "--node-port=30080",
+        ],
         None,
     );
     let np = get(&s, &["service", "np"]).unwrap();
     assert_eq!(np["spec"]["ports"][0]["nodePort"], 30080);
     let again = fails(
         &s,
-        &["create", "service", "nodeport", "np2", "--tcp=80:8080", "--node-port=30080"],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=80:8080",
+            "--node-port=30080",
+        ],
         None,
     );
-    assert!(again.contains("provided port is already allocated"), "{again}");
+    assert!(
+        again.contains("provided port is already allocated"),
+        "{again}"
+    );
     let table = ok(&s, &["get", "service", "np"], None);
     assert!(table.contains("80:30080/TCP"), "{table}");
 
     // Pods: two ready, one not, one of another app.
-    for (name, app) in [("web-a", "web"), ("web-b", "web"), ("web-c", "web"), ("db", "db")] {
+    for (name, app) in [
+        ("web-a", "web"),
+        ("web-b", "web"),
+        ("web-c", "web"),
+        ("db", "db"),
+    ] {
         ok(&s, &["apply", "-f", "-"], Some(&pod_yaml(name, app)));
     }
     set_status(&s, "web-a", "10.244.0.10", true);
@@ -182,9 +221,12 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
         let ep = get(&s, &["endpoints", "web"])?;
         (addresses(&ep, "addresses") == ["10.244.0.10", "10.244.0.11"]
             && addresses(&ep, "notReadyAddresses") == ["10.244.0.12"])
-            .then_some(ep)
+        .then_some(ep)
     });
-    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080, "targetPort by name: {ep}");
+    assert_eq!(
+        ep["subsets"][0]["ports"][0]["port"], 8080,
+        "targetPort by name: {ep}"
+    );
     assert_eq!(ep["subsets"][0]["ports"][0]["name"], "http");
     assert_eq!(
         ep["subsets"][0]["addresses"][0]["targetRef"]["name"], "web-a",
@@ -205,7 +247,11 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
         ])
         .then_some(())
     });
-    let slices = get(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"]).unwrap();
+    let slices = get(
+        &s,
+        &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+    )
+    .unwrap();
     let slice = &slices["items"][0];
     assert_eq!(slice["addressType"], "IPv4");
     assert_eq!(slice["ports"][0]["port"], 8080);
@@ -215,17 +261,24 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
         "endpointslice-controller.k8s.io"
     );
     let printed = ok(&s, &["get", "endpointslices"], None);
-    assert!(printed.contains("ADDRESSTYPE") && printed.contains("IPv4"), "{printed}");
+    assert!(
+        printed.contains("ADDRESSTYPE") && printed.contains("IPv4"),
+        "{printed}"
+    );
 
     // Readiness changes move a pod; a deleted pod leaves.
     set_status(&s, "web-c", "10.244.0.12", true);
     set_status(&s, "web-a", "10.244.0.10", false);
-    ok(&s, &["delete", "pod", "web-b", "--grace-period=0", "--force"], None);
+    ok(
+        &s,
+        &["delete", "pod", "web-b", "--grace-period=0", "--force"],
+        None,
+    );
     wait_until("endpoints after the changes", WAIT, || {
         let ep = get(&s, &["endpoints", "web"])?;
         (addresses(&ep, "addresses") == ["10.244.0.12"]
             && addresses(&ep, "notReadyAddresses") == ["10.244.0.10"])
-            .then_some(())
+        .then_some(())
     });
     wait_until("slices after the changes", WAIT, || {
         (slice_endpoints(&s, "web")
@@ -246,7 +299,10 @@ fn services_get_addresses_and_endpoints_follow_their_pods() {
     // The Service deleted: its endpoints, slices and address go.
     ok(&s, &["delete", "service", "web"], None);
     wait_until("web's endpoints, slices and address to go", WAIT, || {
-        let slices = get(&s, &["endpointslices", "-l", "kubernetes.io/service-name=web"])?;
+        let slices = get(
+            &s,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        )?;
         (get(&s, &["endpoints", "web"]).is_none()
             && slices["items"].as_array().is_some_and(Vec::is_empty)
             && get(&s, &["ipaddress", &ip]).is_none())
@@ -270,8 +326,13 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     wait_until("team's default account", WAIT, || {
         get(&s, &["serviceaccount", "default", "-n", "team"])
     });
-    let uid = get(&s, &["serviceaccount", "default", "-n", "team"]).unwrap()["metadata"]["uid"].clone();
-    ok(&s, &["delete", "serviceaccount", "default", "-n", "team"], None);
+    let uid =
+        get(&s, &["serviceaccount", "default", "-n", "team"]).unwrap()["metadata"]["uid"].clone();
+    ok(
+        &s,
+        &["delete", "serviceaccount", "default", "-n", "team"],
+        None,
+    );
     wait_until("team's default account recreated", WAIT, || {
         get(&s, &["serviceaccount", "default", "-n", "team"])
             .filter(|sa| sa["metadata"]["uid"] != uid)
@@ -283,7 +344,11 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     for name in ["a", "b"] {
         ok(&s, &["apply", "-f", "-"], Some(&pod_yaml(name, "web")));
     }
-    ok(&s, &["create", "service", "clusterip", "web", "--tcp=80:8080"], None);
+    ok(
+        &s,
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        None,
+    );
     let used = wait_until("the quota's usage", WAIT, || {
         let q = get(&s, &["resourcequota", "q"])?;
         let used = q["status"]["used"].clone();
@@ -298,7 +363,10 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     assert!(u["configmaps"].as_str().is_some(), "{used}");
     assert_eq!(used["status"]["hard"]["pods"], "10");
     let described = ok(&s, &["describe", "quota", "q"], None);
-    assert!(described.contains("requests.cpu") && described.contains("500m"), "{described}");
+    assert!(
+        described.contains("requests.cpu") && described.contains("500m"),
+        "{described}"
+    );
 
     // A disruption budget over the two pods, one of them ready.
     set_status(&s, "a", "10.244.1.1", true);
@@ -310,7 +378,13 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
         (p["status"]["expectedPods"] == 2 && p["status"]["currentHealthy"] == 1).then_some(p)
     });
     let st = &status["status"];
-    assert_eq!((st["desiredHealthy"].clone(), st["disruptionsAllowed"].clone()), (1.into(), 0.into()));
+    assert_eq!(
+        (
+            st["desiredHealthy"].clone(),
+            st["disruptionsAllowed"].clone()
+        ),
+        (1.into(), 0.into())
+    );
     assert_eq!(st["observedGeneration"], status["metadata"]["generation"]);
     assert_eq!(st["conditions"][0]["type"], "DisruptionAllowed");
     assert_eq!(st["conditions"][0]["reason"], "InsufficientPods");
@@ -332,12 +406,22 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
         );
         kubectl(
             &s,
-            &["create", "--raw", &format!("/api/v1/namespaces/default/pods/{pod}/eviction"), "-f", "-"],
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+                "-f",
+                "-",
+            ],
             Some(&body),
         )
     };
     let first = evict("a");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let a = get(&s, &["pod", "a"]);
     assert!(
         a.is_none_or(|a| a["metadata"]["deletionTimestamp"].is_string()),

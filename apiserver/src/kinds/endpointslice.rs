@@ -69,11 +69,13 @@ fn ports_cell(obj: &Value) -> String {
     first_three(
         array_at(obj, "/ports")
             .iter()
-            .map(|p| match (p.get("port").and_then(Value::as_i64), str_at(p, "/name")) {
-                (Some(n), _) => n.to_string(),
-                (None, Some(name)) if !name.is_empty() => name.to_string(),
-                _ => "*".into(),
-            })
+            .map(
+                |p| match (p.get("port").and_then(Value::as_i64), str_at(p, "/name")) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(name)) if !name.is_empty() => name.to_string(),
+                    _ => "*".into(),
+                },
+            )
             .collect(),
     )
 }
@@ -121,7 +123,10 @@ fn validate_slice(obj: &Value) -> Vec<Cause> {
     if endpoints.len() > MAX_ENDPOINTS {
         causes.push(Cause::invalid(
             "endpoints",
-            format!("Too many: {}: must have at most {MAX_ENDPOINTS} items", endpoints.len()),
+            format!(
+                "Too many: {}: must have at most {MAX_ENDPOINTS} items",
+                endpoints.len()
+            ),
         ));
     }
     for (i, e) in endpoints.iter().enumerate() {
@@ -168,7 +173,10 @@ fn validate_slice(obj: &Value) -> Vec<Cause> {
     if ports.len() > MAX_PORTS {
         causes.push(Cause::invalid(
             "ports",
-            format!("Too many: {}: must have at most {MAX_PORTS} items", ports.len()),
+            format!(
+                "Too many: {}: must have at most {MAX_PORTS} items",
+                ports.len()
+            ),
         ));
     }
     let mut names = std::collections::BTreeSet::new();

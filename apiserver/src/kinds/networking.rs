@@ -55,7 +55,10 @@ impl Strategy for IpAddressStrategy {
             .collect()
     }
     fn columns(&self) -> Vec<Column> {
-        vec![Column::new("ParentRef", "The object this address is assigned to")]
+        vec![Column::new(
+            "ParentRef",
+            "The object this address is assigned to",
+        )]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
         // kubectl: lower-case `resource.group`, then namespace and name.
@@ -69,7 +72,10 @@ impl Strategy for IpAddressStrategy {
         if let Some(ns) = str_at(p, "/namespace").filter(|n| !n.is_empty()) {
             out = format!("{out}/{ns}");
         }
-        vec![json!(format!("{out}/{}", str_at(p, "/name").unwrap_or_default()))]
+        vec![json!(format!(
+            "{out}/{}",
+            str_at(p, "/name").unwrap_or_default()
+        ))]
     }
 }
 
@@ -243,9 +249,15 @@ mod tests {
         let ip = json!({"spec": {"parentRef": {"group": "", "resource": "services",
             "namespace": "default", "name": "web"}}});
         assert!(IpAddressStrategy.validate(&ip).is_empty());
-        assert_eq!(IpAddressStrategy.cells(&ip), [json!("services/default/web")]);
         assert_eq!(
-            fields(&IpAddressStrategy.validate(&json!({"spec": {"parentRef": {"resource": "services"}}}))),
+            IpAddressStrategy.cells(&ip),
+            [json!("services/default/web")]
+        );
+        assert_eq!(
+            fields(
+                &IpAddressStrategy
+                    .validate(&json!({"spec": {"parentRef": {"resource": "services"}}}))
+            ),
             ["spec.parentRef.name"]
         );
     }

@@ -274,14 +274,14 @@ fn validate_service(obj: &Value) -> Vec<Cause> {
                         &["SCTP", "TCP", "UDP"],
                     ));
                 }
-                if p.get("nodePort").and_then(Value::as_i64).is_some() {
-                    if kind == "ClusterIP" || kind == "ExternalName" {
-                        causes.push(Cause::forbidden(
-                            format!("spec.ports[{i}].nodePort"),
-                            "may not be used when `type` is 'ClusterIP'",
-                        ));
-                    }
-                    // The range is the server's (`registry::services`).
+                // The node port range is the server's (`registry::services`).
+                if p.get("nodePort").and_then(Value::as_i64).is_some()
+                    && (kind == "ClusterIP" || kind == "ExternalName")
+                {
+                    causes.push(Cause::forbidden(
+                        format!("spec.ports[{i}].nodePort"),
+                        "may not be used when `type` is 'ClusterIP'",
+                    ));
                 }
                 match p.get("port").and_then(Value::as_i64) {
                     Some(n) if (1..=65535).contains(&n) => {}
@@ -359,15 +359,29 @@ mod tests {
             "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}});
         assert_eq!(
             ServiceStrategy.cells(&svc),
-            [json!("NodePort"), json!("10.96.0.9"), json!("<none>"),
-             json!("80:30080/TCP,53/UDP"), json!("app=web,tier=fe")]
+            [
+                json!("NodePort"),
+                json!("10.96.0.9"),
+                json!("<none>"),
+                json!("80:30080/TCP,53/UDP"),
+                json!("app=web,tier=fe")
+            ]
         );
         let lb = json!({"spec": {"type": "LoadBalancer", "clusterIP": "None"}});
         assert_eq!(
             ServiceStrategy.cells(&lb),
-            [json!("LoadBalancer"), json!("None"), json!("<pending>"), json!("<none>"), json!("<none>")]
+            [
+                json!("LoadBalancer"),
+                json!("None"),
+                json!("<pending>"),
+                json!("<none>"),
+                json!("<none>")
+            ]
         );
         let ext = json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}});
-        assert_eq!(ServiceStrategy.cells(&ext)[1..3], [json!("<none>"), json!("db.example.com")]);
+        assert_eq!(
+            ServiceStrategy.cells(&ext)[1..3],
+            [json!("<none>"), json!("db.example.com")]
+        );
     }
 }

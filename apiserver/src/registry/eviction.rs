@@ -72,7 +72,9 @@ fn ignores_budgets(pod: &Value) -> bool {
     matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed" | "Pending")
-    ) || pod.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null())
+    ) || pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
 }
 
 fn ready(pod: &Value) -> bool {
@@ -89,7 +91,10 @@ fn int(v: &Value, p: &str) -> i64 {
 
 /// The budget `pdb` with one allowance spent on `pod`, or why not.
 fn spend(pdb: &Value, pod: &Value, pod_name: &str) -> Result<Option<Value>, ApiError> {
-    let name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = pdb
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let refused = |message: String| ApiError::TooManyRequestsBecause {
         message: REFUSED.into(),
         causes: vec![Cause {
@@ -272,13 +277,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // An unready pod goes free while the budget is healthy enough.
-        assert!(spend(&pdb(0, 1, 1), &pod(false), "web-2").unwrap().is_none());
+        assert!(
+            spend(&pdb(0, 1, 1), &pod(false), "web-2")
+                .unwrap()
+                .is_none()
+        );
         assert!(spend(&pdb(0, 0, 1), &pod(false), "web-2").is_err());
         // A budget not yet processed refuses.
         let mut stale = pdb(1, 2, 1);
         stale["metadata"]["generation"] = json!(2);
         assert!(spend(&stale, &pod(true), "web-0").is_err());
-        assert!(budget_selector(&stale).unwrap().matches(&meta::labels(&pod(true))));
+        assert!(
+            budget_selector(&stale)
+                .unwrap()
+                .matches(&meta::labels(&pod(true)))
+        );
         assert!(ignores_budgets(&json!({"status": {"phase": "Pending"}})));
     }
 }

@@ -169,9 +169,7 @@ impl Registry {
             }
             (_, None) if t.rt.create_only => Err(ApiError::MethodNotAllowed),
             (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body, user).await,
-            (Verb::Create, Some(Subresource::Eviction)) => {
-                self.evict(t, name, q, body, user).await
-            }
+            (Verb::Create, Some(Subresource::Eviction)) => self.evict(t, name, q, body, user).await,
             (Verb::Get, Some(Subresource::Scale)) => self.get_scale(t, name).await,
             (Verb::Update, Some(Subresource::Scale)) => {
                 self.scale(t, name, q, false, headers, body, user).await

@@ -138,7 +138,11 @@ fn budget(pdb: &PodDisruptionBudget) -> Budget {
 
 /// The replicas the controllers of `matched` pods want, and the pods
 /// that have no controller (left out, as Kubernetes leaves them out).
-async fn expected_scale(client: &kube::Client, ns: &str, matched: &[Pod]) -> Result<(i32, Vec<String>), String> {
+async fn expected_scale(
+    client: &kube::Client,
+    ns: &str,
+    matched: &[Pod],
+) -> Result<(i32, Vec<String>), String> {
     let mut seen: BTreeMap<String, i32> = BTreeMap::new();
     let mut unmanaged = Vec::new();
     for pod in matched {
@@ -177,7 +181,10 @@ async fn expected_scale(client: &kube::Client, ns: &str, matched: &[Pod]) -> Res
                             .map_err(err)?;
                         (d.uid, dep.spec.and_then(|s| s.replicas).unwrap_or(1))
                     }
-                    None => (owner.uid.clone(), rs.spec.and_then(|s| s.replicas).unwrap_or(1)),
+                    None => (
+                        owner.uid.clone(),
+                        rs.spec.and_then(|s| s.replicas).unwrap_or(1),
+                    ),
                 }
             }
             ("apps/v1", "StatefulSet") => {
@@ -185,14 +192,20 @@ async fn expected_scale(client: &kube::Client, ns: &str, matched: &[Pod]) -> Res
                     .get(&owner.name)
                     .await
                     .map_err(err)?;
-                (owner.uid.clone(), s.spec.and_then(|s| s.replicas).unwrap_or(1))
+                (
+                    owner.uid.clone(),
+                    s.spec.and_then(|s| s.replicas).unwrap_or(1),
+                )
             }
             ("v1", "ReplicationController") => {
                 let rc = Api::<ReplicationController>::namespaced(client.clone(), ns)
                     .get(&owner.name)
                     .await
                     .map_err(err)?;
-                (owner.uid.clone(), rc.spec.and_then(|s| s.replicas).unwrap_or(1))
+                (
+                    owner.uid.clone(),
+                    rc.spec.and_then(|s| s.replicas).unwrap_or(1),
+                )
             }
             (_, kind) => {
                 return Err(format!(
@@ -217,7 +230,10 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Context) -> Result<Action
         None => vec![],
         Some(sel) => {
             let lp = ListParams::default().labels(&selector_query(sel));
-            Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                .list(&lp)
+                .await?
+                .items
         }
     };
     if matched.is_empty() {
@@ -335,14 +351,24 @@ mod tests {
         let sel: LabelSelector = serde_json::from_value(serde_json::json!({
             "matchLabels": {"app": "web"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe", "be"]},
-                                 {"key": "canary", "operator": "DoesNotExist"}]})).unwrap();
+                                 {"key": "canary", "operator": "DoesNotExist"}]}))
+        .unwrap();
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert!(selects(&sel, &labels(&[("app", "web"), ("tier", "fe")])));
         assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "db")])));
-        assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "fe"), ("canary", "1")])));
+        assert!(!selects(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "fe"), ("canary", "1")])
+        ));
         assert_eq!(selector_query(&sel), "app=web,tier in (fe,be),!canary");
-        assert!(selects(&LabelSelector::default(), &labels(&[])), "empty selects all");
+        assert!(
+            selects(&LabelSelector::default(), &labels(&[])),
+            "empty selects all"
+        );
     }
 }

@@ -55,7 +55,12 @@ pub fn scaled(v: &IntOrString, total: i32) -> Result<i32, String> {
 
 /// The counts for `budget` given the matched pods' count, how many of them
 /// are healthy, and (when [`needs_scale`]) the replicas their controllers want.
-pub fn counts(budget: &Budget, pods: i32, healthy: i32, scale: Option<i32>) -> Result<Counts, String> {
+pub fn counts(
+    budget: &Budget,
+    pods: i32,
+    healthy: i32,
+    scale: Option<i32>,
+) -> Result<Counts, String> {
     let (expected, desired) = match budget {
         Budget::MinAvailable(IntOrString::Int(n)) => (pods, *n),
         Budget::Empty => (0, 0),
@@ -88,18 +93,53 @@ mod tests {
     fn budgets_count_as_kubernetes_counts_them() {
         // (budget, pods, healthy, scale) → (expected, desired, healthy, allowed)
         let cases = [
-            (Budget::MinAvailable(IntOrString::Int(2)), 3, 3, None, (3, 2, 3, 1)),
-            (Budget::MinAvailable(IntOrString::Int(2)), 3, 1, None, (3, 2, 1, 0)),
+            (
+                Budget::MinAvailable(IntOrString::Int(2)),
+                3,
+                3,
+                None,
+                (3, 2, 3, 1),
+            ),
+            (
+                Budget::MinAvailable(IntOrString::Int(2)),
+                3,
+                1,
+                None,
+                (3, 2, 1, 0),
+            ),
             (Budget::MinAvailable(s("50%")), 3, 3, Some(3), (3, 2, 3, 1)),
-            (Budget::MaxUnavailable(IntOrString::Int(1)), 3, 3, Some(3), (3, 2, 3, 1)),
-            (Budget::MaxUnavailable(s("34%")), 3, 2, Some(3), (3, 1, 2, 1)),
-            (Budget::MaxUnavailable(IntOrString::Int(5)), 3, 3, Some(3), (3, 0, 3, 3)),
+            (
+                Budget::MaxUnavailable(IntOrString::Int(1)),
+                3,
+                3,
+                Some(3),
+                (3, 2, 3, 1),
+            ),
+            (
+                Budget::MaxUnavailable(s("34%")),
+                3,
+                2,
+                Some(3),
+                (3, 1, 2, 1),
+            ),
+            (
+                Budget::MaxUnavailable(IntOrString::Int(5)),
+                3,
+                3,
+                Some(3),
+                (3, 0, 3, 3),
+            ),
             (Budget::Empty, 2, 2, None, (0, 0, 2, 2)),
         ];
         for (b, pods, healthy, scale, want) in cases {
             let c = counts(&b, pods, healthy, scale).unwrap();
             assert_eq!(
-                (c.expected, c.desired_healthy, c.current_healthy, c.disruptions_allowed),
+                (
+                    c.expected,
+                    c.desired_healthy,
+                    c.current_healthy,
+                    c.disruptions_allowed
+                ),
                 want,
                 "{b:?}"
             );

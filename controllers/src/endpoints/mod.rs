@@ -40,7 +40,10 @@ pub const HEADLESS: &str = "service.kubernetes.io/headless";
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let services = controller.store();
     let controller = controller
         .watches(
@@ -248,7 +251,12 @@ async fn sweep(ctx: &Context) {
         Ok(l) => l
             .items
             .into_iter()
-            .map(|s| (s.metadata.namespace.unwrap_or_default(), s.metadata.name.unwrap_or_default()))
+            .map(|s| {
+                (
+                    s.metadata.namespace.unwrap_or_default(),
+                    s.metadata.name.unwrap_or_default(),
+                )
+            })
             .collect(),
         Err(_) => return,
     };
@@ -271,7 +279,9 @@ async fn delete_orphan(ctx: &Context, ns: &str, name: &str) {
         return;
     }
     let api = Api::<Endpoints>::namespaced(ctx.client.clone(), ns);
-    let Ok(Some(ep)) = api.get_opt(name).await else { return };
+    let Ok(Some(ep)) = api.get_opt(name).await else {
+        return;
+    };
     let managed = ep
         .metadata
         .labels

@@ -153,7 +153,11 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> (Vec<EndpointSubset>, bool) {
     let publish = publishes_not_ready(svc);
     let has_ports = !service_ports(svc).is_empty();
     // ports (as a sortable key) → (ports, ready, not ready)
-    type Group = (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>);
+    type Group = (
+        Vec<EndpointPort>,
+        Vec<EndpointAddress>,
+        Vec<EndpointAddress>,
+    );
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for pod in pods {
         if !selects(selector, pod) || finished(pod) || (terminating(pod) && !publish) {
@@ -256,13 +260,18 @@ pub(crate) mod tests {
         let svc = service(json!({"selector": {"app": "web"},
             "ports": [{"name": "web", "port": 80, "targetPort": "http", "protocol": "TCP"}]}));
         let mut gone = pod("gone", json!({"app": "web"}), Some("10.0.0.9"), true);
-        gone.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        gone.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let mut done = pod("done", json!({"app": "web"}), Some("10.0.0.8"), false);
         done.status.as_mut().unwrap().phase = Some("Succeeded".into());
         let mut other_port = pod("odd", json!({"app": "web"}), Some("10.0.0.5"), true);
-        other_port.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap()[0].container_port = 9090;
+        other_port.spec.as_mut().unwrap().containers[0]
+            .ports
+            .as_mut()
+            .unwrap()[0]
+            .container_port = 9090;
         let mut unnamed = pod("unnamed", json!({"app": "web"}), Some("10.0.0.6"), true);
         unnamed.spec.as_mut().unwrap().containers[0].ports = None;
         let pods = vec![
@@ -285,7 +294,10 @@ pub(crate) mod tests {
         assert_eq!(ips(&subsets[0].addresses), ["10.0.0.1", "10.0.0.2"]);
         assert_eq!(ips(&subsets[0].not_ready_addresses), ["10.0.0.3"]);
         assert_eq!(subsets[0].ports.as_ref().unwrap()[0].port, 8080);
-        assert_eq!(subsets[0].ports.as_ref().unwrap()[0].name.as_deref(), Some("web"));
+        assert_eq!(
+            subsets[0].ports.as_ref().unwrap()[0].name.as_deref(),
+            Some("web")
+        );
         assert_eq!(ips(&subsets[1].addresses), ["10.0.0.5"]);
         assert_eq!(subsets[1].ports.as_ref().unwrap()[0].port, 9090);
         let a = &subsets[0].addresses.as_ref().unwrap()[0];
@@ -302,11 +314,16 @@ pub(crate) mod tests {
         p.spec.as_mut().unwrap().subdomain = Some("web".into());
         let (subsets, _) = subsets(&svc, &[p]);
         let a = &subsets[0].addresses.as_ref().unwrap()[0];
-        assert_eq!((a.ip.as_str(), a.hostname.as_deref()), ("10.0.0.7", Some("db-0")));
+        assert_eq!(
+            (a.ip.as_str(), a.hostname.as_deref()),
+            ("10.0.0.7", Some("db-0"))
+        );
         assert!(subsets[0].ports.is_none() && subsets[0].not_ready_addresses.is_none());
         // No selector: not the controller's.
         assert!(!managed(&service(json!({"ports": [{"port": 80}]}))));
-        assert!(!managed(&service(json!({"type": "ExternalName", "selector": {"a": "b"}}))));
+        assert!(!managed(&service(
+            json!({"type": "ExternalName", "selector": {"a": "b"}})
+        )));
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub const MANAGER: &str = "endpointslice-controller.k8s.io";
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let services = controller.store();
     let controller = controller
         .owns(
@@ -56,7 +59,10 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
 /// The labels of `svc`'s slices: the Service's own, then Kubernetes'.
 fn labels(svc: &Service) -> BTreeMap<String, String> {
     let mut l = svc.metadata.labels.clone().unwrap_or_default();
-    l.insert(SERVICE_NAME.into(), svc.metadata.name.clone().unwrap_or_default());
+    l.insert(
+        SERVICE_NAME.into(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    );
     l.insert(MANAGED_BY.into(), MANAGER.into());
     if svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None") {
         l.insert(endpoints::HEADLESS.into(), String::new());
@@ -104,7 +110,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
         .filter(|s| owned(s, &svc))
         .collect();
     let pod_list = endpoints::selected_pods(&ctx.client, &svc).await?;
-    let desired: Vec<_> = pod_list.iter().filter_map(|p| plan::endpoint(&svc, p)).collect();
+    let desired: Vec<_> = pod_list
+        .iter()
+        .filter_map(|p| plan::endpoint(&svc, p))
+        .collect();
     let existing = current
         .iter()
         .map(|s| plan::Existing {
@@ -120,7 +129,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
         .filter_map(|s| Some((s.metadata.name.as_deref()?, s)))
         .collect();
     for name in &todo.delete {
-        let Some(s) = by_name.get(name.as_str()) else { continue };
+        let Some(s) = by_name.get(name.as_str()) else {
+            continue;
+        };
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: s.metadata.uid.clone(),
@@ -136,7 +147,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
     }
     let mut written: Vec<&str> = Vec::new();
     for u in &todo.update {
-        let Some(cur) = by_name.get(u.name.as_str()) else { continue };
+        let Some(cur) = by_name.get(u.name.as_str()) else {
+            continue;
+        };
         let mut next = (*cur).clone();
         next.endpoints = u.endpoints.clone();
         next.ports = (!u.ports.is_empty()).then(|| u.ports.clone());

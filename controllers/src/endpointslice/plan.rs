@@ -177,7 +177,9 @@ pub fn plan(
             continue;
         };
         while slice.endpoints.len() < max {
-            let Some((_, ep)) = left.pop_first() else { break };
+            let Some((_, ep)) = left.pop_first() else {
+                break;
+            };
             slice.endpoints.push(ep);
             *changed = true;
         }
@@ -233,23 +235,42 @@ mod tests {
 
     #[test]
     fn endpoint_conditions_follow_readiness_and_termination() {
-        let svc = service(json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}));
-        let (ports, e) = endpoint(&svc, &pod("a", json!({"app": "web"}), Some("10.0.0.1"), true)).unwrap();
+        let svc = service(
+            json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}),
+        );
+        let (ports, e) = endpoint(
+            &svc,
+            &pod("a", json!({"app": "web"}), Some("10.0.0.1"), true),
+        )
+        .unwrap();
         assert_eq!(ports[0].port, Some(8080));
         let c = e.conditions.unwrap();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(true), Some(true), Some(false)));
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(true), Some(true), Some(false))
+        );
         assert_eq!(e.node_name.as_deref(), Some("node-1"));
         let mut going = pod("b", json!({"app": "web"}), Some("10.0.0.2"), true);
-        going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let c = endpoint(&svc, &going).unwrap().1.conditions.unwrap();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(false), Some(true), Some(true))
+        );
         let slow = pod("c", json!({"app": "web"}), Some("10.0.0.3"), false);
         let c = endpoint(&svc, &slow).unwrap().1.conditions.unwrap();
         assert_eq!((c.ready, c.serving), (Some(false), Some(false)));
         assert!(endpoint(&svc, &pod("d", json!({"app": "web"}), None, true)).is_none());
-        assert!(endpoint(&svc, &pod("e", json!({"app": "db"}), Some("10.0.0.5"), true)).is_none());
+        assert!(
+            endpoint(
+                &svc,
+                &pod("e", json!({"app": "db"}), Some("10.0.0.5"), true)
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -278,7 +299,10 @@ mod tests {
             },
             Case {
                 name: "endpoints gone: one empty slice stays",
-                existing: vec![slice("s-a", port(80), &["1"]), slice("s-b", port(80), &["2"])],
+                existing: vec![
+                    slice("s-a", port(80), &["1"]),
+                    slice("s-b", port(80), &["2"]),
+                ],
                 desired: vec![],
                 max: 3,
                 update: vec![("s-a", vec![])],
@@ -305,7 +329,10 @@ mod tests {
             },
             Case {
                 name: "a new endpoint fills the slice with room",
-                existing: vec![slice("s-a", port(80), &["1", "2", "3"]), slice("s-b", port(80), &["4"])],
+                existing: vec![
+                    slice("s-a", port(80), &["1", "2", "3"]),
+                    slice("s-b", port(80), &["4"]),
+                ],
                 desired: d(80, &["1", "2", "3", "4", "5"]),
                 max: 3,
                 update: vec![("s-b", vec!["4", "5"])],
@@ -314,7 +341,10 @@ mod tests {
             },
             Case {
                 name: "an endpoint gone rewrites only its slice; an emptied slice goes",
-                existing: vec![slice("s-a", port(80), &["1", "2"]), slice("s-b", port(80), &["3"])],
+                existing: vec![
+                    slice("s-a", port(80), &["1", "2"]),
+                    slice("s-b", port(80), &["3"]),
+                ],
                 desired: d(80, &["1"]),
                 max: 3,
                 update: vec![("s-a", vec!["1"])],
@@ -333,8 +363,11 @@ mod tests {
         ];
         for c in cases {
             let p = plan(c.existing, c.desired, c.max);
-            let update: Vec<(String, Vec<String>)> =
-                p.update.iter().map(|s| (s.name.clone(), ips(&s.endpoints))).collect();
+            let update: Vec<(String, Vec<String>)> = p
+                .update
+                .iter()
+                .map(|s| (s.name.clone(), ips(&s.endpoints)))
+                .collect();
             let want: Vec<(String, Vec<String>)> = c
                 .update
                 .iter()

@@ -48,10 +48,26 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     );
     let quotas = controller.store();
     let controller = controller
-        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), in_namespace(quotas.clone()))
-        .watches(Api::<Service>::all(client.clone()), watcher::Config::default(), in_namespace(quotas.clone()))
-        .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), in_namespace(quotas.clone()))
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), in_namespace(quotas.clone()))
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            in_namespace(quotas.clone()),
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            in_namespace(quotas.clone()),
+        )
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+            in_namespace(quotas.clone()),
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            in_namespace(quotas.clone()),
+        )
         .watches(
             Api::<PersistentVolumeClaim>::all(client),
             watcher::Config::default(),
@@ -130,14 +146,36 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Context) -> Result<Action, Er
     let lp = ListParams::default();
     if asks(
         &names,
-        &["pods", "count/pods", "cpu", "memory", "ephemeral-storage", "requests.", "limits.", "hugepages-"],
+        &[
+            "pods",
+            "count/pods",
+            "cpu",
+            "memory",
+            "ephemeral-storage",
+            "requests.",
+            "limits.",
+            "hugepages-",
+        ],
     ) {
-        objects.pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
+        objects.pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await?
+            .items;
     }
     if asks(&names, &["services", "count/services", "services."]) {
-        objects.services = Api::<Service>::namespaced(client.clone(), &ns).list(&lp).await?.items;
+        objects.services = Api::<Service>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await?
+            .items;
     }
-    if asks(&names, &["persistentvolumeclaims", "count/persistentvolumeclaims", "requests.storage"]) {
+    if asks(
+        &names,
+        &[
+            "persistentvolumeclaims",
+            "count/persistentvolumeclaims",
+            "requests.storage",
+        ],
+    ) {
         objects.pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
             .list(&lp)
             .await?

@@ -24,22 +24,24 @@ const DECIMAL: [(&str, u32); 6] = [("k", 1), ("M", 2), ("G", 3), ("T", 4), ("P",
 /// Parse a quantity; `None` if it is not one.
 pub fn parse(s: &str) -> Option<Quantity> {
     let s = s.trim();
-    let (num, mult_milli, binary): (&str, i128, bool) =
-        if let Some((n, p)) = BINARY.iter().find_map(|(suf, p)| Some((s.strip_suffix(suf)?, *p))) {
-            (n, 1000 * 1024i128.pow(p), true)
-        } else if let Some((n, p)) = DECIMAL
-            .iter()
-            .find_map(|(suf, p)| Some((s.strip_suffix(suf)?, *p)))
-        {
-            (n, 1000 * 1000i128.pow(p), false)
-        } else if let Some(n) = s.strip_suffix('m') {
-            (n, 1, false)
-        } else if let Some((n, e)) = s.split_once(['e', 'E']) {
-            let e: u32 = e.parse().ok().filter(|e| *e <= 18)?;
-            (n, 1000 * 10i128.pow(e), false)
-        } else {
-            (s, 1000, false)
-        };
+    let (num, mult_milli, binary): (&str, i128, bool) = if let Some((n, p)) = BINARY
+        .iter()
+        .find_map(|(suf, p)| Some((s.strip_suffix(suf)?, *p)))
+    {
+        (n, 1000 * 1024i128.pow(p), true)
+    } else if let Some((n, p)) = DECIMAL
+        .iter()
+        .find_map(|(suf, p)| Some((s.strip_suffix(suf)?, *p)))
+    {
+        (n, 1000 * 1000i128.pow(p), false)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 1, false)
+    } else if let Some((n, e)) = s.split_once(['e', 'E']) {
+        let e: u32 = e.parse().ok().filter(|e| *e <= 18)?;
+        (n, 1000 * 10i128.pow(e), false)
+    } else {
+        (s, 1000, false)
+    };
     let (neg, num) = match num.strip_prefix('-') {
         Some(n) => (true, n),
         None => (false, num.strip_prefix('+').unwrap_or(num)),

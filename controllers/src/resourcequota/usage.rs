@@ -48,12 +48,15 @@ impl Scope {
         let spec = pod.spec.as_ref();
         let deadline = spec.and_then(|s| s.active_deadline_seconds).is_some();
         let best_effort = spec.is_none_or(|s| {
-            s.containers.iter().chain(s.init_containers.iter().flatten()).all(|c| {
-                c.resources.as_ref().is_none_or(|r| {
-                    r.requests.as_ref().is_none_or(|m| m.is_empty())
-                        && r.limits.as_ref().is_none_or(|m| m.is_empty())
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .all(|c| {
+                    c.resources.as_ref().is_none_or(|r| {
+                        r.requests.as_ref().is_none_or(|m| m.is_empty())
+                            && r.limits.as_ref().is_none_or(|m| m.is_empty())
+                    })
                 })
-            })
         });
         match self {
             Scope::Terminating => deadline,
@@ -200,8 +203,10 @@ mod tests {
                 spec[k] = v.clone();
             }
         }
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec, "status": {"phase": phase}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": spec, "status": {"phase": phase}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -214,9 +219,21 @@ mod tests {
                            {"name": "b", "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}}}]),
                     json!({"initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2"}}}]}),
                 ),
-                pod("Pending", json!([{"name": "c", "resources": {"requests": {"memory": "1Gi"}}}]), json!({})),
-                pod("Succeeded", json!([{"name": "d", "resources": {"requests": {"cpu": "8"}}}]), json!({})),
-                pod("Running", json!([{"name": "e"}]), json!({"activeDeadlineSeconds": 30})),
+                pod(
+                    "Pending",
+                    json!([{"name": "c", "resources": {"requests": {"memory": "1Gi"}}}]),
+                    json!({}),
+                ),
+                pod(
+                    "Succeeded",
+                    json!([{"name": "d", "resources": {"requests": {"cpu": "8"}}}]),
+                    json!({}),
+                ),
+                pod(
+                    "Running",
+                    json!([{"name": "e"}]),
+                    json!({"activeDeadlineSeconds": 30}),
+                ),
             ],
             ..Default::default()
         };
@@ -229,21 +246,31 @@ mod tests {
         assert_eq!(used("pods", &ns, &[]).unwrap(), "3");
         assert_eq!(used("count/pods", &ns, &[Scope::Terminating]).unwrap(), "1");
         assert_eq!(used("pods", &ns, &[Scope::BestEffort]).unwrap(), "1");
-        assert_eq!(used("pods", &ns, &[Scope::NotBestEffort, Scope::NotTerminating]).unwrap(), "2");
+        assert_eq!(
+            used("pods", &ns, &[Scope::NotBestEffort, Scope::NotTerminating]).unwrap(),
+            "2"
+        );
         assert_eq!(used("requests.nvidia.com/gpu", &ns, &[]).unwrap(), "0");
     }
 
     #[test]
     fn services_claims_and_other_counts() {
         let svc = |t: &str, ports: serde_json::Value| -> Service {
-            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"type": t, "ports": ports}})).unwrap()
+            serde_json::from_value(
+                json!({"metadata": {"name": "s"}, "spec": {"type": t, "ports": ports}}),
+            )
+            .unwrap()
         };
         let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "c"},
-            "spec": {"resources": {"requests": {"storage": "1Gi"}}}})).unwrap();
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap();
         let mut ns = Namespace {
             services: vec![
                 svc("ClusterIP", json!([{"port": 80}])),
-                svc("NodePort", json!([{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}])),
+                svc(
+                    "NodePort",
+                    json!([{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30081}]),
+                ),
                 svc("LoadBalancer", json!([{"port": 80, "nodePort": 30082}])),
             ],
             pvcs: vec![pvc.clone(), pvc],

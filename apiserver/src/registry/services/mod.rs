@@ -210,7 +210,10 @@ fn fill_families(svc: &mut Value) {
     if svc.pointer("/spec/ipFamilies").is_none_or(Value::is_null) {
         svc["spec"]["ipFamilies"] = json!(["IPv4"]);
     }
-    if svc.pointer("/spec/ipFamilyPolicy").is_none_or(Value::is_null) {
+    if svc
+        .pointer("/spec/ipFamilyPolicy")
+        .is_none_or(Value::is_null)
+    {
         svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
     }
 }
@@ -244,7 +247,10 @@ impl Registry {
             return Err(invalid(&name, causes));
         }
         let mut held = Held::default();
-        match self.allocate_into(&net, svc, &ns, &name, actor, &mut held).await {
+        match self
+            .allocate_into(&net, svc, &ns, &name, actor, &mut held)
+            .await
+        {
             Ok(()) => Ok(held),
             Err(e) => {
                 self.release(held, &ns, &name).await;
@@ -278,12 +284,17 @@ impl Registry {
                     let ip: Ipv4Addr = ip.parse().map_err(|_| {
                         ApiError::Internal(format!("cluster IP {ip:?} passed validation"))
                     })?;
-                    if !self.reserve(&ip_key(ip), ip_object(ip, ns, name), actor).await? {
+                    if !self
+                        .reserve(&ip_key(ip), ip_object(ip, ns, name), actor)
+                        .await?
+                    {
                         return Err(invalid(
                             name,
                             vec![Cause::invalid(
                                 "spec.clusterIPs",
-                                format!("Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated"),
+                                format!(
+                                    "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated"
+                                ),
                             )],
                         ));
                     }
@@ -311,7 +322,10 @@ impl Registry {
                 let at = svc
                     .pointer("/spec/ports")
                     .and_then(Value::as_array)
-                    .and_then(|ps| ps.iter().position(|p| p.get("nodePort") == Some(&json!(port))))
+                    .and_then(|ps| {
+                        ps.iter()
+                            .position(|p| p.get("nodePort") == Some(&json!(port)))
+                    })
                     .unwrap_or(i);
                 return Err(invalid(
                     name,
@@ -328,7 +342,10 @@ impl Registry {
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         for i in 0..count {
-            if svc["spec"]["ports"][i].get("nodePort").is_some_and(|n| !n.is_null()) {
+            if svc["spec"]["ports"][i]
+                .get("nodePort")
+                .is_some_and(|n| !n.is_null())
+            {
                 continue;
             }
             let port = self.reserve_free_port(net, ns, name, actor).await?;
@@ -347,7 +364,10 @@ impl Registry {
         actor: &keel_store::Actor,
     ) -> Result<bool, ApiError> {
         for _ in 0..2 {
-            let uid = value.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+            let uid = value
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
             match self
                 .storage
                 .create(key, value.to_string().into_bytes(), uid, actor)
@@ -385,7 +405,10 @@ impl Registry {
                 break;
             };
             let ip = net.cidr.nth(i);
-            if self.reserve(&ip_key(ip), ip_object(ip, ns, name), actor).await? {
+            if self
+                .reserve(&ip_key(ip), ip_object(ip, ns, name), actor)
+                .await?
+            {
                 return Ok(ip);
             }
             used.insert(i);
@@ -455,7 +478,11 @@ impl Registry {
     /// Whether the reservation at `key` was left behind (its Service is
     /// gone or holds something else, and it is older than [`STALE_AFTER`]);
     /// if so it is deleted and true returned.
-    async fn take_back_stale(&self, key: &str, actor: &keel_store::Actor) -> Result<bool, ApiError> {
+    async fn take_back_stale(
+        &self,
+        key: &str,
+        actor: &keel_store::Actor,
+    ) -> Result<bool, ApiError> {
         let kv = match self.storage.get(key, Consistency::Linearizable).await {
             Ok((kv, _)) => kv,
             Err(StorageError::NotFound { .. }) => return Ok(true),
@@ -523,14 +550,21 @@ impl Registry {
             user: "system:apiserver".into(),
             groups: vec!["system:masters".into()],
         };
-        if let Err(e) = self.storage.delete(key, Preconditions::uid(uid), &actor).await {
+        if let Err(e) = self
+            .storage
+            .delete(key, Preconditions::uid(uid), &actor)
+            .await
+        {
             tracing::debug!(key, error = %e, "reservation not released");
         }
     }
 
     /// A Service was removed: its cluster IP and node ports are free again.
     pub async fn release_service(&self, svc: &Value) {
-        let (ns, name) = (str_at(svc, "/metadata/namespace"), str_at(svc, "/metadata/name"));
+        let (ns, name) = (
+            str_at(svc, "/metadata/namespace"),
+            str_at(svc, "/metadata/name"),
+        );
         let held = Held {
             ips: cluster_ips(svc).into_iter().collect(),
             ports: node_ports(svc).into_iter().collect(),
@@ -542,7 +576,10 @@ impl Registry {
     /// has are released, new ones reserved, and ports a NodePort Service
     /// still lacks (a type changed to NodePort) allocated and written.
     pub async fn after_service_update(&self, old: &Value, new: &Value, actor: &keel_store::Actor) {
-        let (ns, name) = (str_at(new, "/metadata/namespace"), str_at(new, "/metadata/name"));
+        let (ns, name) = (
+            str_at(new, "/metadata/namespace"),
+            str_at(new, "/metadata/name"),
+        );
         let before = node_ports(old);
         let keep = if wants_node_ports(new) {
             node_ports(new)
@@ -550,7 +587,10 @@ impl Registry {
             BTreeSet::new()
         };
         let dropped = Held {
-            ips: cluster_ips(old).difference(&cluster_ips(new)).copied().collect(),
+            ips: cluster_ips(old)
+                .difference(&cluster_ips(new))
+                .copied()
+                .collect(),
             ports: before.difference(&keep).copied().collect(),
         };
         self.release(dropped, ns, name).await;
@@ -560,8 +600,15 @@ impl Registry {
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(namespace = ns, service = name, port, "node port set by an update is held by another Service"),
-                Err(e) => tracing::warn!(namespace = ns, service = name, port, error = %e, "node port set by an update not reserved"),
+                Ok(false) => tracing::warn!(
+                    namespace = ns,
+                    service = name,
+                    port,
+                    "node port set by an update is held by another Service"
+                ),
+                Err(e) => {
+                    tracing::warn!(namespace = ns, service = name, port, error = %e, "node port set by an update not reserved")
+                }
             }
         }
         if wants_node_ports(new)
@@ -573,7 +620,12 @@ impl Registry {
 
     /// Give every port of the NodePort Service `ns/name` that has none a
     /// node port (a second write after an update changed its type).
-    async fn fill_node_ports(&self, ns: &str, name: &str, actor: &keel_store::Actor) -> Result<(), ApiError> {
+    async fn fill_node_ports(
+        &self,
+        ns: &str,
+        name: &str,
+        actor: &keel_store::Actor,
+    ) -> Result<(), ApiError> {
         let Some(rt) = self.kinds.find("", "v1", "services") else {
             return Ok(());
         };
@@ -581,8 +633,9 @@ impl Registry {
         let net = self.service_network();
         for _ in 0..super::storage::MAX_UPDATE_ATTEMPTS {
             let (kv, _) = self.storage.get(&key, Consistency::Linearizable).await?;
-            let mut svc: Value = serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::Internal(format!("stored Service {key} does not decode: {e}")))?;
+            let mut svc: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+                ApiError::Internal(format!("stored Service {key} does not decode: {e}"))
+            })?;
             if !wants_node_ports(&svc) {
                 return Ok(());
             }
@@ -613,7 +666,11 @@ impl Registry {
                 m.remove("resourceVersion");
             }
             let pre = Preconditions::mod_revision(kv.mod_revision);
-            match self.storage.update(&key, svc.to_string().into_bytes(), pre, actor).await {
+            match self
+                .storage
+                .update(&key, svc.to_string().into_bytes(), pre, actor)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(StorageError::Conflict { .. }) => self.release(held, ns, name).await,
                 Err(e) => {

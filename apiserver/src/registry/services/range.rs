@@ -118,9 +118,7 @@ pub fn pick_free(size: u32, reserved: u32, used: &BTreeSet<u32>, start: u32) -> 
         }
         let n = hi - lo;
         let first = lo + start % n;
-        (first..hi)
-            .chain(lo..first)
-            .find(|i| !used.contains(i))
+        (first..hi).chain(lo..first).find(|i| !used.contains(i))
     };
     scan(reserved.min(size), size).or_else(|| scan(0, reserved.min(size)))
 }

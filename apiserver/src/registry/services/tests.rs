@@ -99,8 +99,13 @@ async fn services_get_a_cluster_ip_from_the_range_and_give_it_back() {
     assert_eq!(code, StatusCode::CREATED, "{svc}");
     let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let cidr = Cidr::parse("10.96.0.0/12").unwrap();
-    let index = cidr.index(ip.parse().unwrap()).expect("in the default range");
-    assert!(index >= cidr.lower_band(), "dynamic from the upper band: {ip}");
+    let index = cidr
+        .index(ip.parse().unwrap())
+        .expect("in the default range");
+    assert!(
+        index >= cidr.lower_band(),
+        "dynamic from the upper band: {ip}"
+    );
     assert_eq!(svc["spec"]["clusterIPs"], json!([ip]));
     assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4"]));
     assert_eq!(svc["spec"]["ipFamilyPolicy"], "SingleStack");
@@ -197,7 +202,10 @@ async fn node_ports_are_allocated_kept_and_released() {
     )
     .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(taken["details"]["causes"][0]["field"], "spec.ports[0].nodePort");
+    assert_eq!(
+        taken["details"]["causes"][0]["field"],
+        "spec.ports[0].nodePort"
+    );
     assert_eq!(
         taken["details"]["causes"][0]["message"],
         "Invalid value: 31005: provided port is already allocated"
@@ -249,7 +257,11 @@ async fn node_ports_are_allocated_kept_and_released() {
     assert_eq!(code, StatusCode::OK);
     let (_, now) = call(&r, Method::GET, &format!("{SVC}/web"), Value::Null).await;
     let ports: Vec<u64> = (0..2)
-        .map(|i| now["spec"]["ports"][i]["nodePort"].as_u64().expect("a node port"))
+        .map(|i| {
+            now["spec"]["ports"][i]["nodePort"]
+                .as_u64()
+                .expect("a node port")
+        })
         .collect();
     assert_eq!(keys(&r, NODE_PORT_PREFIX).await.len(), 2, "{ports:?}");
     // Deleted: everything goes.
