@@ -341,6 +341,10 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     // A quota's usage.
     let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: q\nspec:\n  hard: {pods: \"10\", requests.cpu: \"4\", requests.memory: 1Gi, limits.cpu: \"8\", services: \"5\", configmaps: \"10\", count/deployments.apps: \"3\"}\n";
     ok(&s, &["apply", "-f", "-"], Some(quota));
+    wait_until("the quota's status", WAIT, || {
+        let q = get(&s, &["resourcequota", "q"])?;
+        q["status"]["used"]["pods"].is_string().then_some(())
+    });
     for name in ["a", "b"] {
         ok(&s, &["apply", "-f", "-"], Some(&pod_yaml(name, "web")));
     }
@@ -366,6 +370,37 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     assert!(
         described.contains("requests.cpu") && described.contains("500m"),
         "{described}"
+    );
+    // Admission: at the limit a create is refused; a pod that does not
+    // state what the quota limits is refused.
+    ok(
+        &s,
+        &[
+            "patch",
+            "resourcequota",
+            "q",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"hard":{"pods":"2"}}}"#,
+        ],
+        None,
+    );
+    wait_until("the quota's new limit", WAIT, || {
+        let q = get(&s, &["resourcequota", "q"])?;
+        (q["status"]["hard"]["pods"] == "2").then_some(())
+    });
+    let refused = fails(&s, &["apply", "-f", "-"], Some(&pod_yaml("c", "web")));
+    assert!(
+        refused.contains(
+            "pods \"c\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+        ),
+        "{refused}"
+    );
+    let bare = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\nspec:\n  containers: [{name: c, image: nginx}]\n";
+    let refused = fails(&s, &["create", "-f", "-"], Some(bare));
+    assert!(
+        refused.contains("failed quota: q: must specify limits.cpu for: c; requests.cpu for: c; requests.memory for: c"),
+        "{refused}"
     );
 
     // A disruption budget over the two pods, one of them ready.

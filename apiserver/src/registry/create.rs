@@ -142,6 +142,9 @@ impl Registry {
             object: Some(&obj),
             old: None,
         })?;
+        // ResourceQuota admission: checked (and, unless a dry run, charged)
+        // after every other admission plugin, as kube-apiserver runs it last.
+        self.charge_quotas(t, &name, &obj, dry_run, user).await?;
         if dry_run {
             // A Service's addresses are checked against the ranges, not reserved.
             if services::is_service(t) {

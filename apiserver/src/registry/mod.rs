@@ -18,6 +18,7 @@ mod get;
 mod patch;
 pub mod prepared;
 pub mod protobuf;
+mod quota;
 pub mod services;
 mod subresources;
 pub mod table;
