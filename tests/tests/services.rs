@@ -5,12 +5,16 @@
 //! through `pods/status`, as a kubelet would), cleaned up with the Service;
 //! and the upkeep controllers: the default ServiceAccount, ResourceQuota
 //! usage, PodDisruptionBudget status and evictions that honour it, and the
-//! Event TTL.
+//! Event TTL. Last, three members allocating from one small range at once
+//! never hand out an address or a node port twice.
 
 use std::time::Duration;
 
-use keel_tests::server::{KeelServer, output_with_stdin};
-use keel_tests::wait_until;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use keel_tests::server::{KeelServer, kubectl as kubectl_cmd, output_with_stdin};
+use keel_tests::{free_port, keel_bin, wait_until};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -481,4 +485,163 @@ fn upkeep_controllers_keep_accounts_quotas_budgets_and_events() {
     wait_until("the old event to expire", WAIT, || {
         get(&s, &["event", "old"]).is_none().then_some(())
     });
+}
+
+/// One member of a three-member cluster on loopback ports; killed on drop.
+struct Member {
+    id: u64,
+    dir: PathBuf,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn start(&mut self, initial: &str, extra: &[&str]) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
+        let child = Command::new(keel_bin())
+            .args(["server", "--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--peer-addr", &format!("127.0.0.1:{}", self.peer)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--initial-members", initial])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn kubectl_at(kubeconfig: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    kubectl_cmd()
+        .env("HOME", home)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn members_allocating_at_once_never_share_an_address_or_a_node_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            dir: dir.path().join(format!("m{id}")),
+            peer: free_port(),
+            child: None,
+        })
+        .collect();
+    // One cluster CA for all three.
+    let pki = members[0].dir.join("pki");
+    keel_apiserver::pki::Pki::load_or_create(&pki, &keel_apiserver::pki::serving_names(&[]))
+        .unwrap();
+    for m in &members[1..] {
+        std::fs::create_dir_all(m.dir.join("pki")).unwrap();
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(pki.join(f), m.dir.join("pki").join(f)).unwrap();
+        }
+    }
+    let initial = members
+        .iter()
+        .map(|m| format!("{}=127.0.0.1:{}", m.id, m.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    // 14 usable addresses and 14 node ports.
+    let ranges = [
+        "--service-cluster-ip-range=10.0.0.0/28",
+        "--service-node-port-range=30000-30013",
+    ];
+    for m in members.iter_mut() {
+        m.start(&initial, &ranges);
+    }
+    let home = dir.path().join("home");
+    for m in &members {
+        wait_until(
+            &format!("member {} serving", m.id),
+            Duration::from_secs(90),
+            || {
+                (m.kubeconfig().exists()
+                    && kubectl_at(
+                        &m.kubeconfig(),
+                        &home,
+                        &["get", "ns", "default", "-o", "name"],
+                    )
+                    .status
+                    .success())
+                .then_some(())
+            },
+        );
+    }
+    // Fourteen NodePort Services created at once, spread over the members.
+    let kubeconfigs: Vec<PathBuf> = members.iter().map(Member::kubeconfig).collect();
+    let creates: Vec<_> = (0..14)
+        .map(|i| {
+            let kc = kubeconfigs[i % 3].clone();
+            let home = home.clone();
+            std::thread::spawn(move || {
+                let name = format!("s{i}");
+                kubectl_at(
+                    &kc,
+                    &home,
+                    &["create", "service", "nodeport", &name, "--tcp=80"],
+                )
+            })
+        })
+        .collect();
+    for c in creates {
+        let out = c.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let list = kubectl_at(&kubeconfigs[0], &home, &["get", "services", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let ips: std::collections::BTreeSet<&str> = items
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str())
+        .collect();
+    let ports: std::collections::BTreeSet<i64> = items
+        .iter()
+        .filter_map(|s| s["spec"]["ports"][0]["nodePort"].as_i64())
+        .collect();
+    assert_eq!(
+        (items.len(), ips.len(), ports.len()),
+        (14, 14, 14),
+        "{ips:?} {ports:?}"
+    );
+    assert!(ips.iter().all(|ip| ip.starts_with("10.0.0.")), "{ips:?}");
+    assert!(
+        ports.iter().all(|p| (30000..=30013).contains(p)),
+        "{ports:?}"
+    );
+    // The range is full, on every member.
+    let full = kubectl_at(
+        &kubeconfigs[2],
+        &home,
+        &["create", "service", "clusterip", "more", "--tcp=80"],
+    );
+    assert!(!full.status.success());
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(err.contains("range is full"), "{err}");
 }
