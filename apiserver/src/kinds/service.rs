@@ -161,6 +161,22 @@ fn keep_allocated(new: &mut Value, old: &Value) {
             }
         }
     }
+    let local = |v: &Value| {
+        v.pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local")
+    };
+    if was == "LoadBalancer"
+        && now == "LoadBalancer"
+        && local(old)
+        && local(new)
+        && new
+            .pointer("/spec/healthCheckNodePort")
+            .is_none_or(Value::is_null)
+        && let Some(hc) = old.pointer("/spec/healthCheckNodePort")
+    {
+        new["spec"]["healthCheckNodePort"] = hc.clone();
+    }
     let node_ports = |k: &str| matches!(k, "NodePort" | "LoadBalancer");
     if !(node_ports(&was) && node_ports(&now)) {
         return;

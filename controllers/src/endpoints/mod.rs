@@ -27,6 +27,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::Error;
 use crate::context::Context;
+use crate::events::Involved;
 
 /// The controller's name in metrics, events and `--controllers`.
 pub const NAME: &str = "endpoints";
@@ -183,7 +184,20 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
             next.metadata.labels = Some(labels);
             next.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
             // resourceVersion from the read: a concurrent writer makes this a 409, retried.
-            api.replace(&name, &PostParams::default(), &next).await?;
+            if let Err(e) = api.replace(&name, &PostParams::default(), &next).await {
+                if crate::status_code(&e) != Some(409) {
+                    let msg = format!("Failed to update endpoint {ns}/{name}: {e}");
+                    ctx.recorder
+                        .publish(
+                            &Involved::of(&*svc),
+                            "Warning",
+                            "FailedToUpdateEndpoint",
+                            &msg,
+                        )
+                        .await;
+                }
+                return Err(e.into());
+            }
             ctx.metrics.patched(NAME);
         }
         None => {
@@ -203,7 +217,18 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
                 Err(e) if crate::status_code(&e) == Some(409) => {
                     return Ok(Action::requeue(Duration::from_millis(100)));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let msg = format!("Failed to create endpoint for service {ns}/{name}: {e}");
+                    ctx.recorder
+                        .publish(
+                            &Involved::of(&*svc),
+                            "Warning",
+                            "FailedToCreateEndpoint",
+                            &msg,
+                        )
+                        .await;
+                    return Err(e.into());
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ use kube::runtime::{Controller, watcher};
 use crate::Error;
 use crate::context::Context;
 use crate::endpoints::{self, plan as pods};
+use crate::events::Involved;
 
 /// The controller's name in metrics, events and `--controllers`.
 pub const NAME: &str = "endpointslice";
@@ -93,9 +94,30 @@ fn owned(slice: &EndpointSlice, svc: &Service) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == svc.metadata.uid.as_ref())
 }
 
-/// Make the Service's slices match its pods.
+/// Make the Service's slices match its pods; a failed write is reported
+/// on the Service as Kubernetes reports it (`FailedToUpdateEndpointSlices`).
 async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
-    if !pods::managed(&svc) || svc.metadata.deletion_timestamp.is_some() {
+    let out = sync(&svc, &ctx).await;
+    if let Err(Error::Kube(e)) = &out
+        && crate::status_code(e) != Some(409)
+    {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let name = svc.metadata.name.as_deref().unwrap_or_default();
+        let msg = format!("Error updating Endpoint Slices for Service {ns}/{name}: {e}");
+        ctx.recorder
+            .publish(
+                &Involved::of(&*svc),
+                "Warning",
+                "FailedToUpdateEndpointSlices",
+                &msg,
+            )
+            .await;
+    }
+    out
+}
+
+async fn sync(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+    if !pods::managed(svc) || svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
@@ -107,12 +129,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
         .await?
         .items
         .into_iter()
-        .filter(|s| owned(s, &svc))
+        .filter(|s| owned(s, svc))
         .collect();
-    let pod_list = endpoints::selected_pods(&ctx.client, &svc).await?;
+    let pod_list = endpoints::selected_pods(&ctx.client, svc).await?;
     let desired: Vec<_> = pod_list
         .iter()
-        .filter_map(|p| plan::endpoint(&svc, p))
+        .filter_map(|p| plan::endpoint(svc, p))
         .collect();
     let existing = current
         .iter()
@@ -123,7 +145,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
         })
         .collect();
     let todo = plan::plan(existing, desired, plan::MAX_ENDPOINTS);
-    let want_labels = labels(&svc);
+    let want_labels = labels(svc);
     let by_name: BTreeMap<&str, &EndpointSlice> = current
         .iter()
         .filter_map(|s| Some((s.metadata.name.as_deref()?, s)))
@@ -177,7 +199,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Context) -> Result<Action, Error> {
                 generate_name: Some(format!("{}-", truncate(&name))),
                 namespace: Some(ns.to_string()),
                 labels: Some(want_labels.clone()),
-                owner_references: Some(vec![owner(&svc)]),
+                owner_references: Some(vec![owner(svc)]),
                 ..Default::default()
             },
             address_type: "IPv4".into(),

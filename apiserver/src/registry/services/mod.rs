@@ -69,13 +69,23 @@ fn wants_node_ports(svc: &Value) -> bool {
         && svc.pointer("/spec/allocateLoadBalancerNodePorts") != Some(&json!(false))
 }
 
-/// The node ports `svc` holds.
+/// Whether a Service needs a health check node port (a LoadBalancer
+/// with `externalTrafficPolicy: Local`).
+fn wants_health_check(svc: &Value) -> bool {
+    service_type(svc) == "LoadBalancer" && str_at(svc, "/spec/externalTrafficPolicy") == "Local"
+}
+
+/// The node ports `svc` holds (its ports' and its health check's).
 fn node_ports(svc: &Value) -> BTreeSet<u16> {
     svc.pointer("/spec/ports")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+        .chain(
+            svc.pointer("/spec/healthCheckNodePort")
+                .and_then(Value::as_u64),
+        )
         .filter_map(|n| u16::try_from(n).ok())
         .collect()
 }
@@ -179,6 +189,27 @@ pub fn range_causes(net: &ServiceNetwork, svc: &Value) -> Vec<Cause> {
             "spec.ipFamilyPolicy",
             "Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
         ));
+    }
+    if let Some(hc) = svc
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_i64)
+    {
+        let range = i64::from(*net.node_ports.start())..=i64::from(*net.node_ports.end());
+        if !wants_health_check(svc) {
+            causes.push(Cause::invalid(
+                "spec.healthCheckNodePort",
+                format!("Invalid value: {hc}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
+            ));
+        } else if !range.contains(&hc) {
+            causes.push(Cause::invalid(
+                "spec.healthCheckNodePort",
+                format!(
+                    "Invalid value: {hc}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                    net.node_ports.start(),
+                    net.node_ports.end()
+                ),
+            ));
+        }
     }
     for (i, p) in svc
         .pointer("/spec/ports")
@@ -309,7 +340,7 @@ impl Registry {
             svc["spec"]["clusterIPs"] = json!([shown]);
             fill_families(svc);
         }
-        if !wants_node_ports(svc) {
+        if !wants_node_ports(svc) && !wants_health_check(svc) {
             return Ok(());
         }
         // Ports asked for by number first, so a dynamic one never takes them.
@@ -325,12 +356,18 @@ impl Registry {
                     .and_then(|ps| {
                         ps.iter()
                             .position(|p| p.get("nodePort") == Some(&json!(port)))
-                    })
-                    .unwrap_or(i);
+                    });
+                let field = match at {
+                    Some(at) => format!("spec.ports[{at}].nodePort"),
+                    None if svc.pointer("/spec/healthCheckNodePort") == Some(&json!(port)) => {
+                        "spec.healthCheckNodePort".to_string()
+                    }
+                    None => format!("spec.ports[{i}].nodePort"),
+                };
                 return Err(invalid(
                     name,
                     vec![Cause::invalid(
-                        format!("spec.ports[{at}].nodePort"),
+                        field,
                         format!("Invalid value: {port}: provided port is already allocated"),
                     )],
                 ));
@@ -342,15 +379,25 @@ impl Registry {
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         for i in 0..count {
-            if svc["spec"]["ports"][i]
-                .get("nodePort")
-                .is_some_and(|n| !n.is_null())
+            if !wants_node_ports(svc)
+                || svc["spec"]["ports"][i]
+                    .get("nodePort")
+                    .is_some_and(|n| !n.is_null())
             {
                 continue;
             }
             let port = self.reserve_free_port(net, ns, name, actor).await?;
             held.ports.push(port);
             svc["spec"]["ports"][i]["nodePort"] = json!(port);
+        }
+        if wants_health_check(svc)
+            && svc
+                .pointer("/spec/healthCheckNodePort")
+                .is_none_or(Value::is_null)
+        {
+            let port = self.reserve_free_port(net, ns, name, actor).await?;
+            held.ports.push(port);
+            svc["spec"]["healthCheckNodePort"] = json!(port);
         }
         Ok(())
     }
@@ -581,7 +628,7 @@ impl Registry {
             str_at(new, "/metadata/name"),
         );
         let before = node_ports(old);
-        let keep = if wants_node_ports(new) {
+        let keep = if wants_node_ports(new) || wants_health_check(new) {
             node_ports(new)
         } else {
             BTreeSet::new()

@@ -322,3 +322,30 @@ async fn a_failed_write_and_a_crash_leave_no_address_held() {
     let (code, _) = create(&r, "other", json!({"clusterIP": "10.96.0.10"})).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn local_load_balancers_get_a_health_check_node_port() {
+    let r = api(None).await;
+    let (code, lb) = create(
+        &r,
+        "lb",
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{lb}");
+    let hc = lb["spec"]["healthCheckNodePort"]
+        .as_u64()
+        .expect("a health check port");
+    let np = lb["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!(hc != np && (30000..=32767).contains(&hc));
+    assert_eq!(keys(&r, NODE_PORT_PREFIX).await.len(), 2);
+    let (code, bad) = create(&r, "plain", json!({"healthCheckNodePort": 30500})).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        bad["details"]["causes"][0]["field"],
+        "spec.healthCheckNodePort"
+    );
+    let (code, _) = call(&r, Method::DELETE, &format!("{SVC}/lb"), Value::Null).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(keys(&r, NODE_PORT_PREFIX).await.is_empty());
+}
