@@ -34,6 +34,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod workload;
 
 pub use manager::{Manager, ManagerConfig};
 pub use metrics::Metrics;

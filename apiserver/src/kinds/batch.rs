@@ -53,6 +53,7 @@ const JOB_COLUMNS: &[Printed] = &[ratio(
 )];
 
 fn job_defaults(obj: &mut Value) {
+    generate_job_selector(obj);
     default_at(obj, &["spec", "parallelism"], json!(1));
     default_at(obj, &["spec", "completions"], json!(1));
     default_at(obj, &["spec", "backoffLimit"], json!(6));
@@ -60,6 +61,59 @@ fn job_defaults(obj: &mut Value) {
     default_at(obj, &["spec", "suspend"], json!(false));
     if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
         job_pod_defaults(spec);
+    }
+}
+
+/// Unless `spec.manualSelector` is true, Kubernetes' job strategy selects
+/// the Job's pods by its uid: `spec.selector` matches
+/// `batch.kubernetes.io/controller-uid`, and the template gets that label,
+/// `batch.kubernetes.io/job-name` and their legacy forms (`controller-uid`,
+/// `job-name`). Runs after the uid is assigned.
+fn generate_job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let (Some(uid), Some(name)) = (
+        obj.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        obj.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    ) else {
+        return;
+    };
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !spec.get("selector").is_some_and(|s| s.is_object()) {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+    }
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template.is_object() {
+        return;
+    }
+    let meta = template
+        .as_object_mut()
+        .map(|t| t.entry("metadata").or_insert_with(|| json!({})));
+    let Some(labels) = meta
+        .and_then(Value::as_object_mut)
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})))
+    else {
+        return;
+    };
+    if let Some(labels) = labels.as_object_mut() {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
     }
 }
 
@@ -482,6 +536,35 @@ mod tests {
         ] {
             assert_eq!(parse_schedule(bad), Err(error.to_string()), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn jobs_select_their_pods_by_uid_unless_the_selector_is_manual() {
+        let mut obj = json!({"metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "pi"}},
+                "spec": {"containers": [{"name": "c", "image": "perl"}]}}}});
+        job_defaults(&mut obj);
+        assert_eq!(
+            obj["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            obj["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "pi", "batch.kubernetes.io/controller-uid": "u-1",
+                "batch.kubernetes.io/job-name": "pi", "controller-uid": "u-1", "job-name": "pi"})
+        );
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u-2"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"app": "m"}},
+                "template": {"metadata": {"labels": {"app": "m"}}, "spec": {}}}});
+        job_defaults(&mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"app": "m"}})
+        );
+        assert_eq!(
+            manual["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "m"})
+        );
     }
 
     #[test]
