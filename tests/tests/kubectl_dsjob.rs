@@ -1,0 +1,654 @@
+//! Jobs, CronJobs and DaemonSets end to end: a real `keel server` (its
+//! built-in controller manager runs the job, cronjob and daemonset
+//! controllers) driven with kubectl 1.33. The test plays the kubelet: it
+//! moves pods to Running/Ready, Succeeded or Failed through the pods'
+//! status subresource, as a node would report them, so these tests do
+//! not depend on a scheduler. Checked: a Job's pods are created up to
+//! `parallelism`, never more than `completions` in total, counted through
+//! the tracking finalizer, and the Job completes (`kubectl wait`); failed
+//! pods beyond `backoffLimit` fail it; Indexed Jobs give each pod its
+//! index and finish with `completedIndexes`; `ttlSecondsAfterFinished`
+//! deletes a finished Job; a CronJob starts `<name>-<minutes>` on its
+//! schedule and tracks it in `status.active`; a DaemonSet places one pod
+//! per eligible node, pinned by node affinity, rolls out a new image
+//! under `kubectl rollout status`, and `kubectl rollout undo` restores
+//! the previous template.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
+use keel_tests::wait_until;
+use serde_json::{Value, json};
+
+/// Long enough for a controller round trip on a loaded two-core machine.
+const SETTLED: Duration = Duration::from_secs(60);
+
+/// kubectl 1.33 against the test's server, in one namespace.
+struct Kubectl<'a> {
+    bin: PathBuf,
+    server: &'a KeelServer,
+    ns: &'static str,
+}
+
+impl<'a> Kubectl<'a> {
+    fn new(server: &'a KeelServer, ns: &'static str) -> Kubectl<'a> {
+        let k = Kubectl {
+            bin: kubectl_bin(Some("1.33")),
+            server,
+            ns,
+        };
+        k.ok(&["create", "namespace", ns]);
+        k
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let home = self.server.dir().join(format!("home-{}", self.ns));
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .args(["-n", self.ns])
+            .args(args)
+            .env("HOME", &home)
+            .env("KUBECACHEDIR", home.join("cache"));
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    fn create(&self, obj: Value) {
+        let out = output_with_stdin(
+            self.command(&["create", "-f", "-"]),
+            obj.to_string().as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The pods matching `selector`, oldest first.
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        let list = self.json(&[
+            "get",
+            "pods",
+            "-l",
+            selector,
+            "--sort-by=.metadata.creationTimestamp",
+        ]);
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Report `pod`'s status as its node would.
+    fn set_status(&self, pod: &str, status: Value) {
+        let patch = json!({ "status": status }).to_string();
+        self.ok(&[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+
+    fn finish(&self, pod: &str, phase: &str) {
+        let code = if phase == "Succeeded" { 0 } else { 1 };
+        self.set_status(
+            pod,
+            json!({"phase": phase, "containerStatuses": [{"name": "c", "image": "busybox",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                    "finishedAt": now()}}}]}),
+        );
+    }
+
+    fn run_ready(&self, pod: &str) {
+        self.set_status(
+            pod,
+            json!({"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}),
+        );
+    }
+
+    /// `kubectl ARGS` in the background.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn name(obj: &Value) -> String {
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn phase(obj: &Value) -> &str {
+    obj["status"]["phase"].as_str().unwrap_or("Pending")
+}
+
+fn has_condition(obj: &Value, type_: &str) -> bool {
+    obj["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == type_ && c["status"] == "True")
+    })
+}
+
+fn job(name: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox"}]}});
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec})
+}
+
+/// The active (not finished, not deleted) pods of `selector`, once there
+/// are exactly `n`.
+fn wait_active(k: &Kubectl, selector: &str, n: usize) -> Vec<Value> {
+    wait_until(&format!("{n} active pods of {selector}"), SETTLED, || {
+        let active: Vec<Value> = k
+            .pods(selector)
+            .into_iter()
+            .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        (active.len() == n).then_some(active)
+    })
+}
+
+#[test]
+fn a_job_runs_parallel_pods_to_completion_and_counts_each_once() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "jobs");
+    k.create(job("pi", json!({"completions": 3, "parallelism": 2})));
+    let sel = "batch.kubernetes.io/job-name=pi";
+    let first = wait_active(&k, sel, 2);
+    let uid = k.json(&["get", "job", "pi"])["metadata"]["uid"].clone();
+    for p in &first {
+        assert_eq!(p["metadata"]["generateName"], "pi-");
+        assert_eq!(
+            p["metadata"]["finalizers"],
+            json!(["batch.kubernetes.io/job-tracking"])
+        );
+        let owner = &p["metadata"]["ownerReferences"][0];
+        assert_eq!((&owner["kind"], &owner["uid"]), (&json!("Job"), &uid));
+        assert_eq!(
+            (&owner["controller"], &owner["blockOwnerDeletion"]),
+            (&json!(true), &json!(true))
+        );
+        assert_eq!(
+            p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"],
+            uid
+        );
+    }
+    k.finish(&name(&first[0]), "Succeeded");
+    // One done, two to go with parallelism 2: a third pod starts.
+    let second = wait_active(&k, sel, 2);
+    let job = wait_until("the success counted", SETTLED, || {
+        let j = k.json(&["get", "job", "pi"]);
+        (j["status"]["succeeded"] == 1).then_some(j)
+    });
+    assert_eq!(job["status"]["active"], 2);
+    for p in &second {
+        k.finish(&name(p), "Succeeded");
+    }
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=60s",
+    ]);
+    let job = k.json(&["get", "job", "pi"]);
+    let status = &job["status"];
+    assert_eq!(
+        (&status["succeeded"], &status["active"]),
+        (&json!(3), &json!(0))
+    );
+    assert!(
+        status["failed"].is_null() || status["failed"] == 0,
+        "{status}"
+    );
+    assert!(status["completionTime"].is_string() && status["startTime"].is_string());
+    assert!(has_condition(&job, "SuccessCriteriaMet"), "{status}");
+    let uncounted = &status["uncountedTerminatedPods"];
+    assert!(
+        uncounted
+            .get("succeeded")
+            .is_none_or(|v| v.as_array().is_none_or(Vec::is_empty)),
+        "{uncounted}"
+    );
+    // Exactly three pods ever, their finalizers released.
+    let pods = k.pods(sel);
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    for p in &pods {
+        let finalizers = &p["metadata"]["finalizers"];
+        assert!(
+            finalizers.as_array().is_none_or(Vec::is_empty),
+            "{}",
+            p["metadata"]
+        );
+    }
+    let table = k.ok(&["get", "job", "pi"]);
+    assert!(table.contains("3/3"), "{table}");
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pi",
+    ]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("Created pod: pi-"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Completed") && events.contains("Job completed"),
+        "{events}"
+    );
+}
+
+#[test]
+fn pods_failing_beyond_the_backoff_limit_fail_the_job() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "backoff");
+    k.create(job("flaky", json!({"backoffLimit": 1})));
+    let sel = "batch.kubernetes.io/job-name=flaky";
+    let first = wait_active(&k, sel, 1);
+    k.finish(&name(&first[0]), "Failed");
+    // The replacement comes after the 10 s pod-failure backoff.
+    let second = wait_active(&k, sel, 1);
+    assert_ne!(name(&first[0]), name(&second[0]));
+    k.finish(&name(&second[0]), "Failed");
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/flaky",
+        "--timeout=60s",
+    ]);
+    let job = k.json(&["get", "job", "flaky"]);
+    assert_eq!(job["status"]["failed"], 2, "{}", job["status"]);
+    let failed = job["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        failed["message"],
+        "Job has reached the specified backoff limit"
+    );
+    assert!(has_condition(&job, "FailureTarget"));
+    assert_eq!(k.pods(sel).len(), 2);
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=flaky",
+    ]);
+    assert!(events.contains("BackoffLimitExceeded"), "{events}");
+}
+
+#[test]
+fn indexed_jobs_run_each_index_and_expire_after_their_ttl() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "indexed");
+    k.create(job(
+        "shards",
+        json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+            "ttlSecondsAfterFinished": 2}),
+    ));
+    let sel = "batch.kubernetes.io/job-name=shards";
+    let pods = wait_active(&k, sel, 3);
+    let mut by_index = std::collections::BTreeMap::new();
+    for p in &pods {
+        let ix = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+            ix.as_str()
+        );
+        assert_eq!(p["spec"]["hostname"], format!("shards-{ix}"));
+        assert_eq!(p["metadata"]["generateName"], format!("shards-{ix}-"));
+        assert_eq!(
+            p["spec"]["containers"][0]["env"][0]["name"],
+            "JOB_COMPLETION_INDEX"
+        );
+        by_index.insert(ix, name(p));
+    }
+    assert_eq!(
+        by_index.keys().cloned().collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    k.finish(&by_index["1"], "Succeeded");
+    wait_until("index 1 completed", SETTLED, || {
+        (k.json(&["get", "job", "shards"])["status"]["completedIndexes"] == "1").then_some(())
+    });
+    k.finish(&by_index["0"], "Succeeded");
+    k.finish(&by_index["2"], "Succeeded");
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/shards",
+        "--timeout=60s",
+    ]);
+    // Caught before the TTL, or not: the TTL then deletes it.
+    let out = k.output(&["get", "job", "shards", "-o", "json"]);
+    if out.status.success() {
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["status"]["completedIndexes"], "0-2");
+        assert_eq!(j["status"]["succeeded"], 3);
+    }
+    wait_until("the finished job deleted after its TTL", SETTLED, || {
+        k.ok(&["get", "jobs", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_cronjob_starts_its_job_on_schedule_and_tracks_it() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "cron");
+    k.create(
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+        "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"metadata": {"labels": {"app": "tick"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}),
+    );
+    // Within a minute (and a little) of creation the first job starts.
+    let job = wait_until("the first scheduled job", Duration::from_secs(90), || {
+        let jobs = k.json(&["get", "jobs", "-l", "app=tick"]);
+        jobs["items"].as_array().and_then(|j| j.first().cloned())
+    });
+    let cj = wait_until("lastScheduleTime", SETTLED, || {
+        let cj = k.json(&["get", "cronjob", "tick"]);
+        cj["status"]["lastScheduleTime"].is_string().then_some(cj)
+    });
+    let scheduled = cj["status"]["lastScheduleTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let minutes = {
+        let out = Command::new("date")
+            .args(["-u", "-d", &scheduled, "+%s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+            / 60
+    };
+    assert_eq!(name(&job), format!("tick-{minutes}"));
+    let owner = &job["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["controller"]),
+        (&json!("CronJob"), &json!("tick"), &json!(true))
+    );
+    assert_eq!(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"],
+        scheduled.as_str()
+    );
+    assert_eq!(cj["status"]["active"][0]["name"], name(&job));
+    // The job's pod finishes: the CronJob sees it complete.
+    let pod = wait_active(
+        &k,
+        &format!("batch.kubernetes.io/job-name={}", name(&job)),
+        1,
+    );
+    k.finish(&name(&pod[0]), "Succeeded");
+    let cj = wait_until("the completed job out of status.active", SETTLED, || {
+        let cj = k.json(&["get", "cronjob", "tick"]);
+        let active = cj["status"]["active"].as_array().map_or(0, Vec::len);
+        let still = cj["status"]["active"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["name"] == name(&job).as_str()));
+        (!still && active <= 1 && cj["status"]["lastSuccessfulTime"].is_string()).then_some(cj)
+    });
+    assert!(cj["status"]["lastSuccessfulTime"].is_string());
+    let table = k.ok(&["get", "cronjob", "tick"]);
+    assert!(table.contains("* * * * *"), "{table}");
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=tick",
+    ]);
+    assert!(
+        events.contains(&format!("Created job {}", name(&job))),
+        "{events}"
+    );
+    assert!(events.contains("SawCompletedJob"), "{events}");
+}
+
+fn node(name: &str, labels: Value, taints: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints}})
+}
+
+/// The daemon pods by the node their affinity pins them to.
+fn daemon_pods(k: &Kubectl) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for p in k.pods("app=agent") {
+        if !p["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let node =
+            p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        out.entry(node).or_default().push(p);
+    }
+    out
+}
+
+/// Play the kubelet until `child` (a kubectl rollout) exits: every daemon
+/// pod that is not ready becomes Running and Ready.
+fn kubelet_until_exit(k: &Kubectl, mut child: Child) -> Output {
+    wait_until(
+        "kubectl rollout to finish",
+        Duration::from_secs(120),
+        || {
+            for pods in daemon_pods(k).values() {
+                for p in pods {
+                    if !has_condition(p, "Ready") {
+                        k.run_ready(&name(p));
+                    }
+                }
+            }
+            child.try_wait().unwrap().map(|_| ())
+        },
+    );
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "daemons");
+    let worker = json!({"role": "worker"});
+    for obj in [
+        node("n1", worker.clone(), json!([])),
+        node("n2", worker.clone(), json!([])),
+        node(
+            "n3",
+            worker.clone(),
+            json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+        ),
+        node("n4", json!({"role": "db"}), json!([])),
+        node(
+            "n5",
+            worker.clone(),
+            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+        ),
+    ] {
+        k.create(obj);
+    }
+    k.create(
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                "nodeSelector": {"role": "worker"},
+                "containers": [{"name": "c", "image": "agent:1"}]}}}}),
+    );
+    // Workers without an untolerated taint; a cordoned node is tolerated.
+    let placed = wait_until("a pod on n1, n2 and n5", SETTLED, || {
+        let pods = daemon_pods(&k);
+        (pods.keys().cloned().collect::<Vec<_>>() == ["n1", "n2", "n5"]).then_some(pods)
+    });
+    for pods in placed.values() {
+        assert_eq!(pods.len(), 1);
+        let p = &pods[0];
+        assert!(p["metadata"]["labels"]["controller-revision-hash"].is_string());
+        let tolerations = p["spec"]["tolerations"].to_string();
+        assert!(
+            tolerations.contains("node.kubernetes.io/unreachable"),
+            "{tolerations}"
+        );
+    }
+    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
+    let out = kubelet_until_exit(&k, rollout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("successfully rolled out"));
+    let ds = k.json(&["get", "ds", "agent"]);
+    let s = &ds["status"];
+    assert_eq!(
+        [
+            &s["desiredNumberScheduled"],
+            &s["currentNumberScheduled"],
+            &s["numberReady"],
+            &s["updatedNumberScheduled"],
+            &s["numberAvailable"],
+            &s["numberMisscheduled"]
+        ],
+        [
+            &json!(3),
+            &json!(3),
+            &json!(3),
+            &json!(3),
+            &json!(3),
+            &json!(0)
+        ],
+        "{s}"
+    );
+    assert_eq!(s["observedGeneration"], ds["metadata"]["generation"]);
+
+    // A new image rolls out one node at a time.
+    k.ok(&["set", "image", "daemonset/agent", "c=agent:2"]);
+    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
+    let out = kubelet_until_exit(&k, rollout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images: Vec<String> = daemon_pods(&k)
+        .values()
+        .flatten()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(images, ["agent:2", "agent:2", "agent:2"]);
+    let history = k.ok(&["rollout", "history", "daemonset/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Undo brings agent:1 back, as revision 3.
+    k.ok(&["rollout", "undo", "daemonset/agent"]);
+    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
+    let out = kubelet_until_exit(&k, rollout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds = k.json(&["get", "ds", "agent"]);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "agent:1"
+    );
+    let images: Vec<String> = daemon_pods(&k)
+        .values()
+        .flatten()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(images, ["agent:1", "agent:1", "agent:1"]);
+    let revisions = k.json(&["get", "controllerrevisions"]);
+    let mut numbers: Vec<i64> = revisions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3]);
+
+    // A node that stops matching loses its pod.
+    k.ok(&["label", "node", "n2", "role=db", "--overwrite"]);
+    wait_until("n2's pod removed", SETTLED, || {
+        let pods = daemon_pods(&k);
+        (pods.keys().cloned().collect::<Vec<_>>() == ["n1", "n5"]).then_some(())
+    });
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=agent",
+    ]);
+    assert!(
+        events.contains("Created pod: agent-") && events.contains("Deleted pod: agent-"),
+        "{events}"
+    );
+}
