@@ -9,6 +9,7 @@
 //! Nothing here reaches into the store or the API server.
 
 pub mod context;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -56,12 +57,34 @@ pub enum Error {
 /// A client for the API that `kubeconfig` (a file) names, with the
 /// credentials it carries (Keel's admin kubeconfig: a client certificate).
 pub async fn client_from_kubeconfig(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
+    Ok(kube::Client::try_from(
+        config_from_kubeconfig(kubeconfig).await?,
+    )?)
+}
+
+/// The manager's client from `kubeconfig`, and, with a `token_dir`, the
+/// [`credentials::Credentials`] that give each controller its own account.
+pub async fn connect(
+    kubeconfig: &std::path::Path,
+    token_dir: Option<&std::path::Path>,
+) -> Result<(kube::Client, Option<credentials::Credentials>), Error> {
+    let config = config_from_kubeconfig(kubeconfig).await?;
+    let client = kube::Client::try_from(config.clone())?;
+    let creds = match token_dir {
+        Some(dir) => Some(credentials::Credentials::new(config, client.clone(), dir)?),
+        None => None,
+    };
+    Ok((client, creds))
+}
+
+/// The client configuration of `kubeconfig`'s current context.
+pub async fn config_from_kubeconfig(kubeconfig: &std::path::Path) -> Result<kube::Config, Error> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| Error::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| Error::Kubeconfig(format!("{}: {e}", kubeconfig.display())))?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 /// The HTTP status code of an API error, if the API answered at all.

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use futures::future::BoxFuture;
 
 use crate::context::Context;
+use crate::credentials::Credentials;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::{
@@ -61,6 +62,9 @@ pub struct ManagerConfig {
     /// Which controllers run, as kube-controller-manager's `--controllers`:
     /// `*` (every one), a name, or `-name` (not that one); later entries win.
     pub controllers: Vec<String>,
+    /// Run each controller as its own ServiceAccount (tokens made with
+    /// these); without, every controller uses the manager's client.
+    pub credentials: Option<Credentials>,
 }
 
 impl ManagerConfig {
@@ -70,6 +74,7 @@ impl ManagerConfig {
         ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
             controllers: vec!["*".into()],
+            credentials: None,
         }
     }
 
@@ -159,13 +164,30 @@ fn start_controllers(
         if !config.enabled(name) {
             continue;
         }
-        let ctx = Context::new(
+        let (client, metrics, identity, creds) = (
             client.clone(),
             metrics.clone(),
-            name,
             config.lease.identity.clone(),
+            config.credentials.clone(),
         );
-        set.spawn(supervise(name, move || start(ctx.clone())));
+        set.spawn(supervise(name, move || {
+            let (client, metrics, identity, creds) = (
+                client.clone(),
+                metrics.clone(),
+                identity.clone(),
+                creds.clone(),
+            );
+            Box::pin(async move {
+                let Some(creds) = creds else {
+                    return start(Context::new(client, metrics, name, identity)).await;
+                };
+                let (own, refresh) = creds.client(name).await?;
+                tokio::select! {
+                    r = start(Context::new(own, metrics, name, identity)) => r,
+                    e = refresh => Err(e),
+                }
+            })
+        }));
     }
     set
 }

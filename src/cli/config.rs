@@ -110,6 +110,11 @@ pub struct ServerArgs {
     /// out (`*,-scheduler`); names are in docs/CONTROLLERS.md.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub enabled_controllers: Vec<String>,
+    /// Run each controller as its own ServiceAccount in kube-system, bound
+    /// to its `system:controller:<account>` role (docs/CONTROLLERS.md); off,
+    /// every controller acts as `system:kube-controller-manager`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_service_account_credentials: bool,
 }
 
 impl ServerArgs {

@@ -20,13 +20,28 @@ pub struct ControllersArgs {
     /// names are in docs/CONTROLLERS.md.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+    /// Run each controller as its own ServiceAccount in kube-system (its
+    /// role `system:controller:<account>`), with tokens the manager
+    /// requests; the kubeconfig's user then needs Kubernetes'
+    /// `system:kube-controller-manager` rights. Off: every controller acts
+    /// as the kubeconfig's user.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub use_service_account_credentials: bool,
+    /// Where the controllers' tokens are kept (private files) with
+    /// `--use-service-account-credentials`; default: a new directory under
+    /// the system's temporary directory.
+    #[arg(long)]
+    pub token_dir: Option<PathBuf>,
 }
 
 /// Start the manager against the API `kubeconfig` names.
+/// `token_dir`, when given, makes each controller run as its own
+/// ServiceAccount with tokens kept there.
 pub async fn start(
     kubeconfig: &Path,
     identity: String,
     controllers: Vec<String>,
+    token_dir: Option<PathBuf>,
     metrics: Arc<Metrics>,
 ) -> Result<Manager> {
     let mut config = ManagerConfig::new(identity.clone());
@@ -41,9 +56,10 @@ pub async fn start(
                 .collect::<Vec<_>>()
         );
     }
-    let client = keel_controllers::client_from_kubeconfig(kubeconfig)
+    let (client, credentials) = keel_controllers::connect(kubeconfig, token_dir.as_deref())
         .await
         .context("the controller manager's client")?;
+    config.credentials = credentials;
     tracing::info!(%identity, "controller manager started, competing for the lease");
     Ok(Manager::spawn(client, config, metrics))
 }
@@ -58,10 +74,16 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
             format!("{host}_{}", std::process::id())
         }
     };
+    let token_dir = args.use_service_account_credentials.then(|| {
+        args.token_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("keel-controller-tokens-{}", std::process::id()))
+        })
+    });
     let manager = start(
         &args.kubeconfig,
         identity,
         args.controllers,
+        token_dir,
         Arc::new(Metrics::default()),
     )
     .await?;

@@ -94,9 +94,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let identity = format!("keel-{}_{}_{}", args.id, api.addr, std::process::id());
         Some(
             super::controllers::start(
-                &api.kubeconfig,
+                &api.controller_manager_kubeconfig,
                 identity,
                 args.enabled_controllers.clone(),
+                args.use_service_account_credentials
+                    .then(|| args.data_dir.join("controller-tokens")),
                 controller_metrics,
             )
             .await?,

@@ -73,10 +73,32 @@ impl ApiConfig {
     }
 }
 
+/// The user the controller manager authenticates as, bound to Kubernetes'
+/// `system:kube-controller-manager` ClusterRole.
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
+/// Write a private kubeconfig for `user` (a client certificate issued now by
+/// the cluster CA under `pki.dir`) against `server`.
+fn write_user_kubeconfig(
+    pki: &Pki,
+    path: &std::path::Path,
+    server: &str,
+    user: &str,
+) -> Result<(), ServerError> {
+    let issued = crate::pki::Ca::load(&pki.dir)?.issue_user(user, &[])?;
+    crate::pki::write_private(
+        path,
+        crate::pki::kubeconfig(server, &pki.ca_pem, user, &issued).as_bytes(),
+    )
+}
+
 /// A running API server.
 pub struct RunningApi {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
+    /// A kubeconfig for `system:kube-controller-manager` (the controller
+    /// manager's own identity: the lease, service accounts and their tokens).
+    pub controller_manager_kubeconfig: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -294,6 +316,13 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     let kubeconfig = cfg.data_dir.join("kubeconfig");
     // It embeds the admin key: private like the key files.
     pki.write_kubeconfig(&kubeconfig, &format!("https://{host}:{}", addr.port()))?;
+    let controller_manager_kubeconfig = cfg.data_dir.join("controller-manager.kubeconfig");
+    write_user_kubeconfig(
+        &pki,
+        &controller_manager_kubeconfig,
+        &format!("https://{host}:{}", addr.port()),
+        CONTROLLER_MANAGER_USER,
+    )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?));
     let registry = Arc::new(Registry::serving(encrypted_storage(&cfg, member)?));
     // Authorization: the `system:masters` bypass, then RBAC (its index,
@@ -390,6 +419,7 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     Ok(RunningApi {
         addr,
         kubeconfig,
+        controller_manager_kubeconfig,
         stop,
         task,
     })

@@ -30,7 +30,7 @@ const READ_WRITE: &[&str] = &[
     "update",
 ];
 
-fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
+pub(super) fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
     Rule::resource(verbs, groups, resources)
 }
 
@@ -46,7 +46,7 @@ fn meta(name: &str, extra_labels: &[(&str, &str)]) -> Value {
     })
 }
 
-fn cluster_role(name: &str, labels: &[(&str, &str)], rules: Vec<Rule>) -> Value {
+pub(super) fn cluster_role(name: &str, labels: &[(&str, &str)], rules: Vec<Rule>) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": meta(name, labels), "rules": rules,
@@ -75,7 +75,14 @@ fn binding(role: &str, subjects: &[(&str, &str)]) -> Value {
     })
 }
 
-fn events() -> Rule {
+/// A ClusterRoleBinding of `role` to the ServiceAccount `namespace/name`.
+pub(super) fn binding_to_service_account(role: &str, namespace: &str, name: &str) -> Value {
+    let mut b = binding(role, &[]);
+    b["subjects"] = json!([{"kind": "ServiceAccount", "namespace": namespace, "name": name}]);
+    b
+}
+
+pub(super) fn events() -> Rule {
     r(
         &["create", "update", "patch"],
         &["", "events.k8s.io"],
@@ -394,8 +401,9 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 events(),
                 r(&["create"], &["coordination.k8s.io"], &["leases"]),
+                // Keel's manager holds the lease `keel-controller-manager`.
                 r(&["get", "update"], &["coordination.k8s.io"], &["leases"])
-                    .names(&["kube-controller-manager"]),
+                    .names(&["kube-controller-manager", "keel-controller-manager"]),
                 r(&["create"], &[""], &["secrets", "serviceaccounts"]),
                 r(&["delete"], &[""], &["secrets"]),
                 r(
@@ -454,6 +462,11 @@ pub async fn run(registry: Arc<Registry>) {
     let objects = [
         ("clusterroles", cluster_roles()),
         ("clusterrolebindings", cluster_role_bindings()),
+        ("clusterroles", super::controllers::cluster_roles()),
+        (
+            "clusterrolebindings",
+            super::controllers::cluster_role_bindings(),
+        ),
     ];
     for (plural, list) in objects {
         let Some(rt) = registry
@@ -499,6 +512,11 @@ mod tests {
         for (plural, objs) in [
             ("clusterroles", cluster_roles()),
             ("clusterrolebindings", cluster_role_bindings()),
+            ("clusterroles", super::super::controllers::cluster_roles()),
+            (
+                "clusterrolebindings",
+                super::super::controllers::cluster_role_bindings(),
+            ),
         ] {
             let rt = kinds
                 .find("rbac.authorization.k8s.io", "v1", plural)

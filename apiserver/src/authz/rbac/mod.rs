@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod bootstrap;
+pub mod controllers;
 pub mod escalation;
 pub mod index;
 pub mod review;
