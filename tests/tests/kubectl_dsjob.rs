@@ -1,23 +1,31 @@
 //! Jobs, CronJobs and DaemonSets end to end: a real `keel server` (its
 //! built-in controller manager runs the job, cronjob and daemonset
-//! controllers) driven with kubectl 1.33. The test plays the kubelet: it
-//! moves pods to Running/Ready, Succeeded or Failed through the pods'
-//! status subresource, as a node would report them, so these tests do
-//! not depend on a scheduler. Checked: a Job's pods are created up to
-//! `parallelism`, never more than `completions` in total, counted through
-//! the tracking finalizer, and the Job completes (`kubectl wait`); failed
-//! pods beyond `backoffLimit` fail it; Indexed Jobs give each pod its
-//! index and finish with `completedIndexes`; `ttlSecondsAfterFinished`
-//! deletes a finished Job; a CronJob starts `<name>-<minutes>` on its
-//! schedule and tracks it in `status.active`; a DaemonSet places one pod
-//! per eligible node, pinned by node affinity, rolls out a new image
-//! under `kubectl rollout status`, and `kubectl rollout undo` restores
-//! the previous template.
+//! controllers) driven with kubectl 1.33.
+//!
+//! The Job and CronJob tests play the kubelet themselves: they move pods
+//! to Succeeded or Failed through the pods' status subresource, as a node
+//! would report them, so they need neither nodes nor a scheduler. Checked:
+//! a Job's pods are created up to `parallelism`, never more than
+//! `completions` in total, counted through the tracking finalizer, and the
+//! Job completes (`kubectl wait`); failed pods beyond `backoffLimit` fail
+//! it; Indexed Jobs give each pod its index and finish with
+//! `completedIndexes`; `ttlSecondsAfterFinished` deletes a finished Job; a
+//! CronJob starts `<name>-<minutes>` on its schedule and tracks it in
+//! `status.active`.
+//!
+//! The DaemonSet test and the last Job test run on hollow nodes, the
+//! scheduler binding the pods and the nodes running them
+//! (`hollow.keel.dev/exit-after` and `exit-code` end a Job's pods): one
+//! daemon pod per eligible node (nodeSelector, taints), pinned by node
+//! affinity; `kubectl rollout status` through a new image; `kubectl
+//! rollout undo` restores the previous template; a node that stops
+//! matching loses its pod.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use keel_tests::hollow::{EXIT_AFTER, EXIT_CODE, HollowNodes};
 use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use keel_tests::wait_until;
 use serde_json::{Value, json};
@@ -123,23 +131,6 @@ impl<'a> Kubectl<'a> {
                 "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
                     "finishedAt": now()}}}]}),
         );
-    }
-
-    fn run_ready(&self, pod: &str) {
-        self.set_status(
-            pod,
-            json!({"phase": "Running", "conditions": [
-                {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}),
-        );
-    }
-
-    /// `kubectl ARGS` in the background.
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
     }
 }
 
@@ -459,11 +450,6 @@ fn a_cronjob_starts_its_job_on_schedule_and_tracks_it() {
     assert!(events.contains("SawCompletedJob"), "{events}");
 }
 
-fn node(name: &str, labels: Value, taints: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": taints}})
-}
-
 /// The daemon pods by the node their affinity pins them to.
 fn daemon_pods(k: &Kubectl) -> std::collections::BTreeMap<String, Vec<Value>> {
     let mut out: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
@@ -482,63 +468,77 @@ fn daemon_pods(k: &Kubectl) -> std::collections::BTreeMap<String, Vec<Value>> {
     out
 }
 
-/// Play the kubelet until `child` (a kubectl rollout) exits: every daemon
-/// pod that is not ready becomes Running and Ready.
-fn kubelet_until_exit(k: &Kubectl, mut child: Child) -> Output {
-    wait_until(
-        "kubectl rollout to finish",
-        Duration::from_secs(120),
-        || {
-            for pods in daemon_pods(k).values() {
-                for p in pods {
-                    if !has_condition(p, "Ready") {
-                        k.run_ready(&name(p));
-                    }
-                }
-            }
-            child.try_wait().unwrap().map(|_| ())
-        },
-    );
-    child.wait_with_output().unwrap()
+/// The images of the daemon pods, by node.
+fn images(k: &Kubectl) -> Vec<(String, String)> {
+    daemon_pods(k)
+        .into_iter()
+        .flat_map(|(node, pods)| {
+            pods.into_iter().map(move |p| {
+                let image = p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (node.clone(), image)
+            })
+        })
+        .collect()
+}
+
+fn on(nodes: &[&str], image: &str) -> Vec<(String, String)> {
+    nodes
+        .iter()
+        .map(|n| (n.to_string(), image.to_string()))
+        .collect()
+}
+
+/// `kubectl rollout status daemonset/agent`, which must report success.
+fn rollout_status(k: &Kubectl) {
+    let out = k.ok(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
 }
 
 #[test]
-fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
+fn a_daemonset_runs_on_eligible_hollow_nodes_rolls_out_and_rolls_back() {
     let server = KeelServer::start(&[]);
+    let kc = server.kubeconfig();
+    let hollow = |prefix: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--heartbeat", &"1s"];
+        args.extend_from_slice(extra);
+        let mut h = HollowNodes::start_with(&kc, prefix, if prefix == "w" { 2 } else { 1 }, &args);
+        h.wait_ready(SETTLED);
+        h
+    };
+    let _workers = hollow("w", &[&"--labels", &"role=worker"]);
+    let _gpu = hollow(
+        "gpu",
+        &[
+            &"--labels",
+            &"role=worker",
+            &"--taints",
+            &"dedicated=gpu:NoSchedule",
+        ],
+    );
+    let _db = hollow("db", &[&"--labels", &"role=db"]);
     let k = Kubectl::new(&server, "daemons");
-    let worker = json!({"role": "worker"});
-    for obj in [
-        node("n1", worker.clone(), json!([])),
-        node("n2", worker.clone(), json!([])),
-        node(
-            "n3",
-            worker.clone(),
-            json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
-        ),
-        node("n4", json!({"role": "db"}), json!([])),
-        node(
-            "n5",
-            worker.clone(),
-            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
-        ),
-    ] {
-        k.create(obj);
-    }
     k.create(
         json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": {"app": "agent"}},
             "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
                 "nodeSelector": {"role": "worker"},
+                "terminationGracePeriodSeconds": 1,
                 "containers": [{"name": "c", "image": "agent:1"}]}}}}),
     );
-    // Workers without an untolerated taint; a cordoned node is tolerated.
-    let placed = wait_until("a pod on n1, n2 and n5", SETTLED, || {
-        let pods = daemon_pods(&k);
-        (pods.keys().cloned().collect::<Vec<_>>() == ["n1", "n2", "n5"]).then_some(pods)
-    });
-    for pods in placed.values() {
-        assert_eq!(pods.len(), 1);
+    // The workers without an untolerated taint, and nowhere else.
+    rollout_status(&k);
+    assert_eq!(images(&k), on(&["w-0", "w-1"], "agent:1"));
+    for pods in daemon_pods(&k).values() {
         let p = &pods[0];
+        // Pinned by affinity, bound there by the scheduler.
+        let pinned = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"][0];
+        assert_eq!(pinned["key"], "metadata.name");
+        assert_eq!(p["spec"]["nodeName"], pinned["values"][0]);
+        assert_eq!(phase(p), "Running");
         assert!(p["metadata"]["labels"]["controller-revision-hash"].is_string());
         let tolerations = p["spec"]["tolerations"].to_string();
         assert!(
@@ -546,14 +546,6 @@ fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
             "{tolerations}"
         );
     }
-    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
-    let out = kubelet_until_exit(&k, rollout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("successfully rolled out"));
     let ds = k.json(&["get", "ds", "agent"]);
     let s = &ds["status"];
     assert_eq!(
@@ -566,11 +558,11 @@ fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
             &s["numberMisscheduled"]
         ],
         [
-            &json!(3),
-            &json!(3),
-            &json!(3),
-            &json!(3),
-            &json!(3),
+            &json!(2),
+            &json!(2),
+            &json!(2),
+            &json!(2),
+            &json!(2),
             &json!(0)
         ],
         "{s}"
@@ -579,52 +571,24 @@ fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
 
     // A new image rolls out one node at a time.
     k.ok(&["set", "image", "daemonset/agent", "c=agent:2"]);
-    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
-    let out = kubelet_until_exit(&k, rollout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let images: Vec<String> = daemon_pods(&k)
-        .values()
-        .flatten()
-        .map(|p| {
-            p["spec"]["containers"][0]["image"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(images, ["agent:2", "agent:2", "agent:2"]);
+    rollout_status(&k);
+    wait_until("agent:2 on both workers", SETTLED, || {
+        (images(&k) == on(&["w-0", "w-1"], "agent:2")).then_some(())
+    });
     let history = k.ok(&["rollout", "history", "daemonset/agent"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
 
-    // Undo brings agent:1 back, as revision 3.
+    // Undo brings agent:1 back, its revision renumbered 3.
     k.ok(&["rollout", "undo", "daemonset/agent"]);
-    let rollout = k.spawn(&["rollout", "status", "daemonset/agent", "--timeout=100s"]);
-    let out = kubelet_until_exit(&k, rollout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rollout_status(&k);
     let ds = k.json(&["get", "ds", "agent"]);
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "agent:1"
     );
-    let images: Vec<String> = daemon_pods(&k)
-        .values()
-        .flatten()
-        .map(|p| {
-            p["spec"]["containers"][0]["image"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(images, ["agent:1", "agent:1", "agent:1"]);
+    wait_until("agent:1 on both workers", SETTLED, || {
+        (images(&k) == on(&["w-0", "w-1"], "agent:1")).then_some(())
+    });
     let revisions = k.json(&["get", "controllerrevisions"]);
     let mut numbers: Vec<i64> = revisions["items"]
         .as_array()
@@ -636,10 +600,9 @@ fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
     assert_eq!(numbers, [2, 3]);
 
     // A node that stops matching loses its pod.
-    k.ok(&["label", "node", "n2", "role=db", "--overwrite"]);
-    wait_until("n2's pod removed", SETTLED, || {
-        let pods = daemon_pods(&k);
-        (pods.keys().cloned().collect::<Vec<_>>() == ["n1", "n5"]).then_some(())
+    k.ok(&["label", "node", "w-1", "role=db", "--overwrite"]);
+    wait_until("w-1's pod removed", SETTLED, || {
+        (images(&k) == on(&["w-0"], "agent:1")).then_some(())
     });
     let events = k.ok(&[
         "get",
@@ -651,4 +614,54 @@ fn a_daemonset_places_one_pod_per_eligible_node_and_rolls_back() {
         events.contains("Created pod: agent-") && events.contains("Deleted pod: agent-"),
         "{events}"
     );
+}
+
+/// The nodes the pods of `selector` were bound to.
+fn bound_nodes(k: &Kubectl, selector: &str) -> Vec<String> {
+    k.pods(selector)
+        .iter()
+        .map(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_run_to_completion_or_failure_on_hollow_nodes() {
+    let server = KeelServer::start(&[]);
+    let mut workers = HollowNodes::start(&server.kubeconfig(), "hn", 3);
+    workers.wait_ready(SETTLED);
+    let k = Kubectl::new(&server, "hollow");
+
+    // Pods that exit 0 after a second: the Job completes on the nodes.
+    let mut work = job("work", json!({"completions": 4, "parallelism": 2}));
+    work["spec"]["template"]["metadata"] = json!({"annotations": {(EXIT_AFTER): "1"}});
+    k.create(work);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/work",
+        "--timeout=90s",
+    ]);
+    let j = k.json(&["get", "job", "work"]);
+    assert_eq!(j["status"]["succeeded"], 4, "{}", j["status"]);
+    let nodes = bound_nodes(&k, "batch.kubernetes.io/job-name=work");
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes.iter().all(|n| n.starts_with("hn-")), "{nodes:?}");
+    for p in k.pods("batch.kubernetes.io/job-name=work") {
+        assert_eq!(phase(&p), "Succeeded");
+    }
+
+    // Pods that exit 1: with backoffLimit 0 the first failure fails the Job.
+    let mut bad = job("bad", json!({"backoffLimit": 0}));
+    bad["spec"]["template"]["metadata"] =
+        json!({"annotations": {(EXIT_AFTER): "1", (EXIT_CODE): "1"}});
+    k.create(bad);
+    k.ok(&["wait", "--for=condition=failed", "job/bad", "--timeout=90s"]);
+    let j = k.json(&["get", "job", "bad"]);
+    assert_eq!(j["status"]["failed"], 1, "{}", j["status"]);
+    assert_eq!(k.pods("batch.kubernetes.io/job-name=bad").len(), 1);
 }

@@ -95,7 +95,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         "Exists" => key.is_empty() || key == taint.key,
         "Equal" => {
             key == taint.key
-                && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+                && t.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
         }
         _ => false,
     }
@@ -149,8 +150,12 @@ pub fn unschedulable(pod: &Pod, node: &Node) -> Option<Reason> {
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
-    (cordoned && !tolerated(pod, &taint("node.kubernetes.io/unschedulable", "NoSchedule")))
-        .then_some(Reason::Unschedulable)
+    (cordoned
+        && !tolerated(
+            pod,
+            &taint("node.kubernetes.io/unschedulable", "NoSchedule"),
+        ))
+    .then_some(Reason::Unschedulable)
 }
 
 /// TaintToleration: the first NoSchedule or NoExecute taint not tolerated.
@@ -180,7 +185,10 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> Option<Reason> {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_none_or(|sel| labels::node_selector_matches(sel, name, node_labels));
     (!(selector_ok && affinity_ok)).then_some(Reason::NodeAffinity)
 }
@@ -223,15 +231,17 @@ impl TermScope {
         let mut set: BTreeSet<String> = term.namespaces.iter().flatten().cloned().collect();
         let mut all = false;
         match &term.namespace_selector {
-            Some(sel) if sel.match_labels.iter().flatten().next().is_none()
-                && sel.match_expressions.iter().flatten().next().is_none() =>
+            Some(sel)
+                if sel.match_labels.iter().flatten().next().is_none()
+                    && sel.match_expressions.iter().flatten().next().is_none() =>
             {
                 all = true
             }
             Some(sel) => {
                 let empty = Labels::new();
                 for ns in namespaces {
-                    if labels::selector_matches(sel, ns.metadata.labels.as_ref().unwrap_or(&empty)) {
+                    if labels::selector_matches(sel, ns.metadata.labels.as_ref().unwrap_or(&empty))
+                    {
                         set.extend(ns.metadata.name.clone());
                     }
                 }
@@ -363,7 +373,10 @@ impl PodAffinityState {
         }
         // The node needs every affinity term's topology label; the first
         // pod of a group that selects itself may then go anywhere.
-        let has_keys = self.affinity.iter().all(|(k, _)| node_labels.contains_key(k));
+        let has_keys = self
+            .affinity
+            .iter()
+            .all(|(k, _)| node_labels.contains_key(k));
         let in_domains = self
             .affinity
             .iter()

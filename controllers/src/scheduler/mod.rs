@@ -33,15 +33,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::Error;
@@ -270,9 +268,9 @@ impl Scheduler {
                         self.move_unschedulable(&mut st);
                     }
                 }
-                Ok(Event::Delete(n)) => {
-                    st.cache.remove_node(n.metadata.name.as_deref().unwrap_or_default())
-                }
+                Ok(Event::Delete(n)) => st
+                    .cache
+                    .remove_node(n.metadata.name.as_deref().unwrap_or_default()),
                 Ok(Event::InitDone) => {
                     if let Some(seen) = st.node_relist.take() {
                         st.cache.retain_nodes(&seen);
@@ -456,7 +454,11 @@ fn touched<K>(
 
 /// A volume's reservation is over once the watch shows its claimRef.
 fn volume_seen(_: &Scheduler, st: &mut State, pv: &PersistentVolume) {
-    if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some()
+    if pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_some()
         && let Some(name) = &pv.metadata.name
     {
         st.reserved.remove(name);
@@ -526,7 +528,10 @@ pub async fn run(mut ctx: Context) -> Result<(), Error> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(s.clone().watch_pods());
     tasks.spawn(s.clone().watch_nodes());
-    tasks.spawn(s.clone().watch_store(claims_w, nothing::<PersistentVolumeClaim>));
+    tasks.spawn(
+        s.clone()
+            .watch_store(claims_w, nothing::<PersistentVolumeClaim>),
+    );
     tasks.spawn(s.clone().watch_store(volumes_w, volume_seen));
     tasks.spawn(s.clone().watch_store(classes_w, nothing::<StorageClass>));
     tasks.spawn(s.clone().watch_store(namespaces_w, nothing::<Namespace>));
@@ -561,13 +566,19 @@ mod tests {
             .unwrap()
         };
         assert!(responsible(&pod(None, None, None)));
-        assert!(responsible(&pod(None, Some("default-scheduler"), Some("Pending"))));
+        assert!(responsible(&pod(
+            None,
+            Some("default-scheduler"),
+            Some("Pending")
+        )));
         assert!(!responsible(&pod(Some("n1"), None, None)));
         assert!(!responsible(&pod(None, Some("other"), None)));
         assert!(!responsible(&pod(None, None, Some("Failed"))));
         let mut gated = pod(None, None, None);
         gated.spec.as_mut().unwrap().scheduling_gates =
-            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate { name: "g".into() }]);
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "g".into(),
+            }]);
         assert!(!responsible(&gated));
     }
 }

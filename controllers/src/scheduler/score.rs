@@ -85,7 +85,11 @@ mod tests {
         for (used, pod, least, balanced) in cases {
             let n = node(used.0, used.1);
             assert_eq!(least_allocated(&n, pod, &a), least, "{used:?} {pod:?}");
-            assert_eq!(balanced_allocation(&n, pod, &a), balanced, "{used:?} {pod:?}");
+            assert_eq!(
+                balanced_allocation(&n, pod, &a),
+                balanced,
+                "{used:?} {pod:?}"
+            );
         }
         // A node with more room left wins.
         assert!(score(&node(0, 0), (500, gi), &a) > score(&node(1000, gi), (500, gi), &a));
