@@ -315,6 +315,76 @@ fn pods_failing_beyond_the_backoff_limit_fail_the_job() {
 }
 
 #[test]
+fn a_suspended_job_waits_and_an_active_deadline_fails_a_job() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "suspend");
+    k.create(job(
+        "later",
+        json!({"suspend": true, "completions": 2, "parallelism": 2}),
+    ));
+    let sel = "batch.kubernetes.io/job-name=later";
+    let j = wait_until("the Suspended condition", SETTLED, || {
+        let j = k.json(&["get", "job", "later"]);
+        has_condition(&j, "Suspended").then_some(j)
+    });
+    assert!(k.pods(sel).is_empty());
+    assert!(j["status"]["startTime"].is_null(), "{}", j["status"]);
+    k.ok(&[
+        "patch",
+        "job",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    wait_active(&k, sel, 2);
+    let j = wait_until("the Job resumed", SETTLED, || {
+        let j = k.json(&["get", "job", "later"]);
+        j["status"]["startTime"].is_string().then_some(j)
+    });
+    let suspended = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Suspended")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&suspended["status"], &suspended["reason"]),
+        (&json!("False"), &json!("JobResumed"))
+    );
+
+    k.create(job("slow", json!({"activeDeadlineSeconds": 2})));
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/slow",
+        "--timeout=60s",
+    ]);
+    let j = k.json(&["get", "job", "slow"]);
+    let failed = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap();
+    assert_eq!(failed["reason"], "DeadlineExceeded");
+    assert_eq!(
+        failed["message"],
+        "Job was active longer than specified deadline"
+    );
+    assert_eq!(j["status"]["active"], 0, "{}", j["status"]);
+    // Its pod was deleted, counted as failed.
+    assert_eq!(j["status"]["failed"], 1, "{}", j["status"]);
+    wait_until("the deadline's pod gone", SETTLED, || {
+        k.pods("batch.kubernetes.io/job-name=slow")
+            .is_empty()
+            .then_some(())
+    });
+}
+
+#[test]
 fn indexed_jobs_run_each_index_and_expire_after_their_ttl() {
     let server = KeelServer::start(&[]);
     let k = Kubectl::new(&server, "indexed");
