@@ -254,7 +254,14 @@ fn a_job_runs_parallel_pods_to_completion_and_counts_each_once() {
         );
     }
     let table = k.ok(&["get", "job", "pi"]);
-    assert!(table.contains("3/3"), "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["pi", "Complete", "3/3"], "{table}");
     let events = k.ok(&[
         "get",
         "events",
@@ -638,6 +645,23 @@ fn a_daemonset_runs_on_eligible_hollow_nodes_rolls_out_and_rolls_back() {
         "{s}"
     );
     assert_eq!(s["observedGeneration"], ds["metadata"]["generation"]);
+    let table = k.ok(&["get", "ds", "agent"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..6], ["agent", "2", "2", "2", "2", "2"], "{table}");
 
     // A new image rolls out one node at a time.
     k.ok(&["set", "image", "daemonset/agent", "c=agent:2"]);
@@ -669,10 +693,19 @@ fn a_daemonset_runs_on_eligible_hollow_nodes_rolls_out_and_rolls_back() {
     numbers.sort();
     assert_eq!(numbers, [2, 3]);
 
+    // With maxSurge the new pod starts beside the old one on each node.
+    k.ok(&["patch", "daemonset", "agent", "--type=merge", "-p",
+        r#"{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#]);
+    k.ok(&["set", "image", "daemonset/agent", "c=agent:3"]);
+    rollout_status(&k);
+    wait_until("agent:3 on both workers", SETTLED, || {
+        (images(&k) == on(&["w-0", "w-1"], "agent:3")).then_some(())
+    });
+
     // A node that stops matching loses its pod.
     k.ok(&["label", "node", "w-1", "role=db", "--overwrite"]);
     wait_until("w-1's pod removed", SETTLED, || {
-        (images(&k) == on(&["w-0"], "agent:1")).then_some(())
+        (images(&k) == on(&["w-0"], "agent:3")).then_some(())
     });
     let events = k.ok(&[
         "get",
