@@ -11,7 +11,8 @@
 //! it; Indexed Jobs give each pod its index and finish with
 //! `completedIndexes`; `ttlSecondsAfterFinished` deletes a finished Job; a
 //! CronJob starts `<name>-<minutes>` on its schedule and tracks it in
-//! `status.active`.
+//! `status.active`, and with `concurrencyPolicy: Replace` deletes a Job
+//! still running at the next time.
 //!
 //! The DaemonSet test and the last Job test run on hollow nodes, the
 //! scheduler binding the pods and the nodes running them
@@ -525,6 +526,49 @@ fn a_cronjob_starts_its_job_on_schedule_and_tracks_it() {
         "{events}"
     );
     assert!(events.contains("SawCompletedJob"), "{events}");
+}
+
+#[test]
+fn a_cronjob_with_replace_deletes_the_running_job_at_the_next_time() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "replace");
+    k.create(json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "every"},
+        "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Replace",
+            "startingDeadlineSeconds": 30,
+            "jobTemplate": {"metadata": {"labels": {"app": "every"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}));
+    let job_names = || -> Vec<String> {
+        k.json(&["get", "jobs", "-l", "app=every"])["items"]
+            .as_array()
+            .map(|a| a.iter().map(name).collect())
+            .unwrap_or_default()
+    };
+    let first = wait_until("the first job", Duration::from_secs(90), || {
+        job_names().first().cloned()
+    });
+    // Never finished: the next minute's job replaces it.
+    let second = wait_until("the replacing job", Duration::from_secs(90), || {
+        let names = job_names();
+        (names.len() == 1 && names[0] != first).then(|| names[0].clone())
+    });
+    let n = |j: &str| j.trim_start_matches("every-").parse::<i64>().unwrap();
+    assert_eq!(n(&second), n(&first) + 1, "{first} then {second}");
+    let cj = wait_until("status.active naming only the new job", SETTLED, || {
+        let cj = k.json(&["get", "cronjob", "every"]);
+        let active: Vec<&str> = cj["status"]["active"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        (active == [second.as_str()]).then_some(cj)
+    });
+    assert!(cj["status"]["lastScheduleTime"].is_string());
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=every",
+    ]);
+    assert!(events.contains(&format!("Deleted job {first}")), "{events}");
 }
 
 /// The daemon pods by the node their affinity pins them to.
