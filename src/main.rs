@@ -1,5 +1,5 @@
 //! The `keel` binary: parses the command line and hands each subcommand to
-//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`, `controllers`).
+//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`, `controllers`, `hollow-nodes`).
 
 mod cli;
 
@@ -62,6 +62,10 @@ enum Command {
     /// Run the controller manager (garbage collector, namespace controller)
     /// alone, against any Kubernetes API, leader-elected through a Lease.
     Controllers(cli::controllers::ControllersArgs),
+    /// Simulated nodes (like Kubemark's hollow nodes): register N Nodes,
+    /// renew their Leases, post their status and mark the pods bound to
+    /// them Running and Ready, against any Kubernetes API.
+    HollowNodes(cli::hollow::HollowArgs),
 }
 
 #[tokio::main]
@@ -106,5 +110,6 @@ async fn run() -> Result<()> {
         Command::Secrets { action } => cli::secrets::run(action).await,
         Command::Bench { args } => cli::bench::run(args),
         Command::Controllers(args) => cli::controllers::run(args).await,
+        Command::HollowNodes(args) => cli::hollow::run(args).await,
     }
 }

@@ -25,7 +25,7 @@ const PAGE: u32 = 500;
 
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
-    let ttl = ctx.event_ttl;
+    let ttl = ctx.settings.event_ttl;
     let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         if let Err(e) = sweep(&ctx, ttl).await {

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use futures::future::BoxFuture;
 
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::credentials::Credentials;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -65,8 +65,8 @@ pub struct ManagerConfig {
     /// Run each controller as its own ServiceAccount (tokens made with
     /// these); without, every controller uses the manager's client.
     pub credentials: Option<Credentials>,
-    /// How long Events live before the eventttl controller deletes them.
-    pub event_ttl: Duration,
+    /// Options handed to the controllers in their [`Context`].
+    pub settings: Settings,
 }
 
 impl ManagerConfig {
@@ -77,7 +77,7 @@ impl ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
             controllers: vec!["*".into()],
             credentials: None,
-            event_ttl: crate::eventttl::DEFAULT_TTL,
+            settings: Settings::default(),
         }
     }
 
@@ -167,25 +167,25 @@ fn start_controllers(
         if !config.enabled(name) {
             continue;
         }
-        let (client, metrics, identity, creds) = (
+        let (client, metrics, identity, creds, settings) = (
             client.clone(),
             metrics.clone(),
             config.lease.identity.clone(),
             config.credentials.clone(),
+            config.settings.clone(),
         );
-        let event_ttl = config.event_ttl;
         set.spawn(supervise(name, move || {
-            let (client, metrics, identity, creds) = (
+            let (client, metrics, identity, creds, settings) = (
                 client.clone(),
                 metrics.clone(),
                 identity.clone(),
                 creds.clone(),
+                settings.clone(),
             );
             Box::pin(async move {
-                let context = |client| {
-                    let mut ctx = Context::new(client, metrics, name, identity);
-                    ctx.event_ttl = event_ttl;
-                    ctx
+                let context = |client| Context {
+                    settings,
+                    ..Context::new(client, metrics, name, identity)
                 };
                 let Some(creds) = creds else {
                     return start(context(client)).await;

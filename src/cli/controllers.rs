@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use keel_controllers::{Manager, ManagerConfig, Metrics};
+use keel_controllers::{Manager, ManagerConfig, Metrics, Settings};
 
 #[derive(clap::Args, Debug)]
 pub struct ControllersArgs {
@@ -33,39 +32,33 @@ pub struct ControllersArgs {
     /// the system's temporary directory.
     #[arg(long)]
     pub token_dir: Option<PathBuf>,
-    /// How long Events are kept (kube-apiserver's `--event-ttl`: `1h`,
-    /// `30m`, `90s`, `1h30m`).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    pub event_ttl: Duration,
+    /// How long a node may go without a heartbeat (its Lease or status)
+    /// before the node lifecycle controller marks it Unknown and taints it
+    /// unreachable (kube-controller-manager's default: 40s).
+    #[arg(long, default_value = "40s")]
+    pub node_monitor_grace_period: String,
+    /// How long Events are kept before the eventttl controller deletes
+    /// them (kube-apiserver's `--event-ttl`: `1h`, `30m`, `90s`).
+    #[arg(long, default_value = "1h")]
+    pub event_ttl: String,
 }
 
-/// A Go-style duration (`1h30m`, `90s`, `500ms`): numbers each followed by
-/// `h`, `m`, `s` or `ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let one = match &rest[..unit] {
-            "h" => Duration::from_secs(3600),
-            "m" => Duration::from_secs(60),
-            "s" => Duration::from_secs(1),
-            "ms" => Duration::from_millis(1),
-            _ => return Err(bad()),
-        };
-        total += one * u32::try_from(n).map_err(|_| bad())?;
-        rest = &rest[unit..];
-    }
-    Ok(total)
+/// The controllers' options from the command line's spelling of them.
+pub fn settings(node_monitor_grace_period: &str, event_ttl: &str) -> Result<Settings> {
+    let grace = keel_agent::duration::parse(node_monitor_grace_period)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!("--node-monitor-grace-period {node_monitor_grace_period:?}: want a positive duration such as 40s")
+        })?;
+    let ttl = keel_agent::duration::parse(event_ttl)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!("--event-ttl {event_ttl:?}: want a positive duration such as 1h")
+        })?;
+    Ok(Settings {
+        node_monitor_grace_period: grace,
+        event_ttl: ttl,
+    })
 }
 
 /// Start the manager against the API `kubeconfig` names.
@@ -76,12 +69,12 @@ pub async fn start(
     identity: String,
     controllers: Vec<String>,
     token_dir: Option<PathBuf>,
-    event_ttl: Duration,
+    settings: Settings,
     metrics: Arc<Metrics>,
 ) -> Result<Manager> {
     let mut config = ManagerConfig::new(identity.clone());
     config.controllers = controllers;
-    config.event_ttl = event_ttl;
+    config.settings = settings;
     let unknown = config.unknown();
     if !unknown.is_empty() {
         anyhow::bail!(
@@ -115,32 +108,17 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
             std::env::temp_dir().join(format!("keel-controller-tokens-{}", std::process::id()))
         })
     });
+    let settings = settings(&args.node_monitor_grace_period, &args.event_ttl)?;
     let manager = start(
         &args.kubeconfig,
         identity,
         args.controllers,
         token_dir,
-        args.event_ttl,
+        settings,
         Arc::new(Metrics::default()),
     )
     .await?;
     super::shutdown_signal().await;
     manager.stop().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod duration_tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_as_go_writes_them() {
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "1", "h", "1d", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

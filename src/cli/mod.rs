@@ -4,6 +4,7 @@ pub mod bench;
 pub mod certs;
 pub mod config;
 pub mod controllers;
+pub mod hollow;
 pub mod kv;
 pub mod member;
 pub mod secrets;

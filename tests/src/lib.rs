@@ -13,6 +13,7 @@
 //! - [`lazyfs`]: a FUSE filesystem that loses unsynced writes in a simulated
 //!   power cut (`tests/tests/power_cut.rs`).
 //! - [`peer_tls`]: certificates for tests that talk to the member port.
+//! - [`hollow`]: `keel hollow-nodes` processes (simulated nodes) for end-to-end tests.
 //! - [`server`]: one `keel server` process for tests that drive it with kubectl or curl.
 //! - [`example_apiserver`]: an extension API server behind Keel's aggregation
 //!   (the `keel-example-apiserver` binary).
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 pub mod at_rest;
 pub mod example_apiserver;
 pub mod fuzz;
+pub mod hollow;
 pub mod kms_plugin;
 pub mod lazyfs;
 pub mod peer_tls;

@@ -6,7 +6,6 @@ use base64::Engine;
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
-use super::columns::{self, Printed, at};
 use super::fields::{array_at, cidr, one_of, port_number, quantities, str_at, tcp_by_default};
 use super::{Column, ResourceType, Strategy, Subresource};
 use crate::error::Cause;
@@ -346,19 +345,97 @@ impl Strategy for NodeStrategy {
     fn validate(&self, obj: &Value) -> Vec<Cause> {
         validate_node(obj)
     }
+    /// As kubectl prints nodes: NAME STATUS ROLES AGE VERSION, and with
+    /// `-o wide` the addresses, OS image, kernel and container runtime.
     fn columns(&self) -> Vec<Column> {
-        columns::columns(NODE_COLUMNS)
+        vec![
+            Column::new("Status", "The status of the node"),
+            Column::new("Roles", "The roles of the node"),
+            Column::new("Age", "Time since creation."),
+            Column::new("Version", "Kubelet Version reported by the node."),
+            Column::new("Internal-IP", "List of internal IPs for the node.").wide(),
+            Column::new("External-IP", "List of external IPs for the node.").wide(),
+            Column::new("OS-Image", "OS image reported by the node.").wide(),
+            Column::new("Kernel-Version", "Kernel version reported by the node.").wide(),
+            Column::new(
+                "Container-Runtime",
+                "Container runtime and version reported by the node.",
+            )
+            .wide(),
+        ]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        columns::cells(NODE_COLUMNS, obj)
+        let info = |k: &str| {
+            json!(
+                obj.pointer(&format!("/status/nodeInfo/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )
+        };
+        vec![
+            json!(node_status(obj)),
+            json!(node_roles(obj)),
+            json!(meta::age(str_at(obj, "/metadata/creationTimestamp"))),
+            info("kubeletVersion"),
+            json!(node_address(obj, "InternalIP")),
+            json!(node_address(obj, "ExternalIP")),
+            info("osImage"),
+            info("kernelVersion"),
+            info("containerRuntimeVersion"),
+        ]
     }
 }
 
-const NODE_COLUMNS: &[Printed] = &[at(
-    "Version",
-    "Kubelet version",
-    "/status/nodeInfo/kubeletVersion",
-)];
+/// `Ready`, `NotReady` or `Unknown` (no Ready condition), then
+/// `SchedulingDisabled` for a cordoned node, as kubectl prints them.
+fn node_status(obj: &Value) -> String {
+    let ready = array_at(obj, "/status/conditions")
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        .map(|c| c.get("status").and_then(Value::as_str) == Some("True"));
+    let mut status = vec![match ready {
+        Some(true) => "Ready",
+        Some(false) => "NotReady",
+        None => "Unknown",
+    }];
+    if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        status.push("SchedulingDisabled");
+    }
+    status.join(",")
+}
+
+/// The roles of `node-role.kubernetes.io/<role>` and `kubernetes.io/role`
+/// labels, sorted, or `<none>`.
+fn node_roles(obj: &Value) -> String {
+    let mut roles = std::collections::BTreeSet::new();
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(role) = k.strip_prefix("node-role.kubernetes.io/") {
+                if !role.is_empty() {
+                    roles.insert(role.to_string());
+                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v.to_string());
+            }
+        }
+    }
+    if roles.is_empty() {
+        return "<none>".into();
+    }
+    roles.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// The node's first address of `type_`, or `<none>`.
+fn node_address(obj: &Value, type_: &str) -> String {
+    array_at(obj, "/status/addresses")
+        .iter()
+        .find(|a| a.get("type").and_then(Value::as_str) == Some(type_))
+        .and_then(|a| a.get("address").and_then(Value::as_str))
+        .unwrap_or("<none>")
+        .to_string()
+}
 
 fn validate_node(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -560,6 +637,46 @@ mod tests {
             "annotations": {"kubernetes.io/service-account.name": "default"}}});
         assert!(secret_type(&sa).is_empty());
         assert!(secret_type(&json!({"type": "Opaque"})).is_empty());
+    }
+
+    #[test]
+    fn nodes_print_as_kubectl_prints_them() {
+        let node = json!({
+            "metadata": {"name": "n", "labels": {
+                "node-role.kubernetes.io/control-plane": "",
+                "node-role.kubernetes.io/worker": "",
+                "kubernetes.io/role": "edge",
+                "kubernetes.io/hostname": "n"}},
+            "spec": {"unschedulable": true},
+            "status": {
+                "conditions": [{"type": "MemoryPressure", "status": "False"},
+                               {"type": "Ready", "status": "Unknown"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian",
+                             "kernelVersion": "6.1", "containerRuntimeVersion": "containerd://2.0"}}
+        });
+        let cells = NodeStrategy.cells(&node);
+        assert_eq!(cells[0], "NotReady,SchedulingDisabled");
+        assert_eq!(cells[1], "control-plane,edge,worker");
+        assert_eq!(cells[3], "v1.33.0");
+        assert_eq!(
+            cells[4..],
+            [
+                json!("10.0.0.7"),
+                json!("<none>"),
+                json!("Debian"),
+                json!("6.1"),
+                json!("containerd://2.0")
+            ]
+        );
+        assert_eq!(NodeStrategy.columns().len(), cells.len());
+        let bare = json!({"metadata": {"name": "m"}});
+        assert_eq!(
+            NodeStrategy.cells(&bare)[..2],
+            [json!("Unknown"), json!("<none>")]
+        );
+        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(NodeStrategy.cells(&ready)[0], "Ready");
     }
 
     #[test]
