@@ -5,8 +5,11 @@
 //! through `pods/status`, as a kubelet would), cleaned up with the Service;
 //! and the upkeep controllers: the default ServiceAccount, ResourceQuota
 //! usage, PodDisruptionBudget status and evictions that honour it, and the
-//! Event TTL. Last, three members allocating from one small range at once
-//! never hand out an address or a node port twice.
+//! Event TTL. Then the whole chain on hollow nodes: a Deployment exposed
+//! by `kubectl expose`, its endpoints following scale, a budget over it
+//! and `kubectl drain` evicting within the budget. Last, three members
+//! allocating from one small range at once never hand out an address or a
+//! node port twice.
 
 use std::time::Duration;
 
@@ -644,4 +647,96 @@ fn members_allocating_at_once_never_share_an_address_or_a_node_port() {
     assert!(!full.status.success());
     let err = String::from_utf8_lossy(&full.stderr);
     assert!(err.contains("range is full"), "{err}");
+}
+
+/// The ready addresses of `svc`'s Endpoints and the nodes they are on.
+fn ready_nodes(s: &KeelServer, svc: &str) -> Option<Vec<String>> {
+    let ep = get(s, &["endpoints", svc])?;
+    let mut nodes: Vec<String> = ep["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["nodeName"].as_str().map(str::to_string))
+        .collect();
+    nodes.sort();
+    Some(nodes)
+}
+
+#[test]
+fn a_deployment_on_hollow_nodes_behind_its_service_and_drained_within_its_budget() {
+    let s = KeelServer::start(&[]);
+    let mut nodes = keel_tests::hollow::HollowNodes::start(&s.kubeconfig(), "hn", 2);
+    nodes.wait_ready(Duration::from_secs(60));
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=3",
+            "--port=8080",
+        ],
+        None,
+    );
+    ok(
+        &s,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=8080",
+        ],
+        None,
+    );
+    let long = Duration::from_secs(90);
+    wait_until("three ready endpoints on the hollow nodes", long, || {
+        let nodes = ready_nodes(&s, "web")?;
+        (nodes.len() == 3 && nodes.iter().all(|n| n.starts_with("hn-"))).then_some(())
+    });
+    wait_until("three ready endpoints in the slices", long, || {
+        let eps = slice_endpoints(&s, "web");
+        (eps.len() == 3 && eps.iter().all(|(_, ready)| *ready)).then_some(())
+    });
+    // A budget by maxUnavailable: the expected pods are the Deployment's replicas.
+    ok(
+        &s,
+        &[
+            "create",
+            "pdb",
+            "web",
+            "--selector=app=web",
+            "--max-unavailable=1",
+        ],
+        None,
+    );
+    wait_until("the budget over the Deployment", long, || {
+        let p = get(&s, &["pdb", "web"])?;
+        let st = &p["status"];
+        (st["expectedPods"] == 3 && st["desiredHealthy"] == 2 && st["disruptionsAllowed"] == 1)
+            .then_some(())
+    });
+    // Drain: evictions one at a time within the budget; the pods come back
+    // on the other node and the endpoints follow.
+    let drain = kubectl(
+        &s,
+        &["drain", "hn-0", "--ignore-daemonsets", "--timeout=120s"],
+        None,
+    );
+    assert!(
+        drain.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&drain.stderr),
+        String::from_utf8_lossy(&drain.stdout)
+    );
+    wait_until("three ready endpoints, all on hn-1", long, || {
+        (ready_nodes(&s, "web")? == ["hn-1", "hn-1", "hn-1"]).then_some(())
+    });
+    // Scaled down: the endpoints shrink.
+    ok(&s, &["scale", "deployment", "web", "--replicas=1"], None);
+    wait_until("one ready endpoint", long, || {
+        (ready_nodes(&s, "web")?.len() == 1).then_some(())
+    });
 }
