@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::Registry;
-use super::storage::RangeRequest;
+use super::storage::{Consistency, RangeRequest};
 use crate::error::ApiError;
 use crate::http::auth::UserInfo;
 use crate::kinds::Subresource;
@@ -310,10 +310,12 @@ impl Registry {
         if t.rt.group.is_empty() && t.rt.plural == "resourcequotas" {
             return Ok(());
         }
-        let list = self
-            .storage
-            .list(RangeRequest::prefix(rt.prefix(Some(ns))))
-            .await?;
+        // This member's copy (the watch cache, no round trip), as Kubernetes'
+        // quota admission reads an informer: every create pays for this
+        // read, and the charge below is a linearizable compare-and-swap.
+        let mut req = RangeRequest::prefix(rt.prefix(Some(ns)));
+        req.consistency = Consistency::Local;
+        let list = self.storage.list(req).await?;
         let forbidden = |reason: String| ApiError::Forbidden {
             group: t.rt.group.clone(),
             resource: t.rt.plural.clone(),
