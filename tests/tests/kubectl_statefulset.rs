@@ -1,6 +1,6 @@
 //! StatefulSets end to end with kubectl 1.33 (and 1.27 for rollout history
-//! and status) against a real `keel server`
-//! (every controller on, the scheduler and the PV binder among them) and
+//! and status) against a real `keel server` (every controller on, the
+//! scheduler and the PV binder among them) and
 //! hollow nodes that run the pods: pods `web-0..2` come up in order with
 //! their identity labels and controller reference and `kubectl rollout
 //! status` waits for them; a RollingUpdate with `partition=2` updates only
