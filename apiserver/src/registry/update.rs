@@ -185,8 +185,9 @@ fn replace(
             return Err(conflict(t, name));
         }
     }
-    // The main resource never changes status; /status changes only status.
-    if t.rt.has(Subresource::Status) {
+    // The main resource never changes status; /status changes only status;
+    // `/binding` writes the node and the PodScheduled condition.
+    if t.rt.has(Subresource::Status) && t.subresource != Some(Subresource::Binding) {
         if t.subresource == Some(Subresource::Status) {
             StatusStrategy::prepare_status_update(&mut new, old);
         } else {

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -115,7 +113,9 @@ async fn reserve(
         Some(r)
             if r.namespace == claim.metadata.namespace
                 && r.name == claim.metadata.name
-                && r.uid.as_deref().is_none_or(|u| Some(u) == claim.metadata.uid.as_deref()) => {}
+                && r.uid
+                    .as_deref()
+                    .is_none_or(|u| Some(u) == claim.metadata.uid.as_deref()) => {}
         Some(_) => {
             return Err(Error::Invalid(format!(
                 "persistentvolume {pv_name} was taken by another claim"

@@ -104,7 +104,10 @@ pub fn required_anti_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
         .unwrap_or_default()
 }
 
@@ -114,7 +117,10 @@ pub fn required_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
         .unwrap_or_default()
 }
 
@@ -317,6 +323,11 @@ impl Cache {
 
     pub fn node_count(&self) -> usize {
         self.nodes().count()
+    }
+
+    /// The pod of `key`, if it is on a node.
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(key)
     }
 
     /// Every pod on a node.
