@@ -33,8 +33,7 @@ pub struct Settings {
     /// nodelifecycle: how long a node may post no heartbeat (Lease or
     /// status) before it is marked Unknown (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: Duration,
-    /// eventttl: how long Events live (`--event-ttl`, kube-apiserver's
-    /// default one hour).
+    /// eventttl: how long Events live (`--event-ttl`).
     pub event_ttl: Duration,
 }
 
