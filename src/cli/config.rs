@@ -115,6 +115,11 @@ pub struct ServerArgs {
     /// every controller acts as `system:kube-controller-manager`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub use_service_account_credentials: bool,
+    /// How long a node may go without a heartbeat (its Lease or status)
+    /// before the node lifecycle controller marks it Unknown and taints it
+    /// unreachable (kube-controller-manager's default: 40s).
+    #[arg(long, default_value = "40s")]
+    pub node_monitor_grace_period: String,
 }
 
 impl ServerArgs {

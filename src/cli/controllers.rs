@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use keel_controllers::{Manager, ManagerConfig, Metrics};
+use keel_controllers::{Manager, ManagerConfig, Metrics, Settings};
 
 #[derive(clap::Args, Debug)]
 pub struct ControllersArgs {
@@ -32,6 +32,23 @@ pub struct ControllersArgs {
     /// the system's temporary directory.
     #[arg(long)]
     pub token_dir: Option<PathBuf>,
+    /// How long a node may go without a heartbeat (its Lease or status)
+    /// before the node lifecycle controller marks it Unknown and taints it
+    /// unreachable (kube-controller-manager's default: 40s).
+    #[arg(long, default_value = "40s")]
+    pub node_monitor_grace_period: String,
+}
+
+/// The controllers' options from the command line's spelling of them.
+pub fn settings(node_monitor_grace_period: &str) -> Result<Settings> {
+    let grace = keel_agent::duration::parse(node_monitor_grace_period)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!("--node-monitor-grace-period {node_monitor_grace_period:?}: want a positive duration such as 40s")
+        })?;
+    Ok(Settings {
+        node_monitor_grace_period: grace,
+    })
 }
 
 /// Start the manager against the API `kubeconfig` names.
@@ -42,10 +59,12 @@ pub async fn start(
     identity: String,
     controllers: Vec<String>,
     token_dir: Option<PathBuf>,
+    settings: Settings,
     metrics: Arc<Metrics>,
 ) -> Result<Manager> {
     let mut config = ManagerConfig::new(identity.clone());
     config.controllers = controllers;
+    config.settings = settings;
     let unknown = config.unknown();
     if !unknown.is_empty() {
         anyhow::bail!(
@@ -79,11 +98,13 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
             std::env::temp_dir().join(format!("keel-controller-tokens-{}", std::process::id()))
         })
     });
+    let settings = settings(&args.node_monitor_grace_period)?;
     let manager = start(
         &args.kubeconfig,
         identity,
         args.controllers,
         token_dir,
+        settings,
         Arc::new(Metrics::default()),
     )
     .await?;

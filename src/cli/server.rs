@@ -99,6 +99,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 args.enabled_controllers.clone(),
                 args.use_service_account_credentials
                     .then(|| args.data_dir.join("controller-tokens")),
+                super::controllers::settings(&args.node_monitor_grace_period)?,
                 controller_metrics,
             )
             .await?,

@@ -415,10 +415,10 @@ fn node_roles(obj: &Value) -> String {
                 if !role.is_empty() {
                     roles.insert(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.insert(v.to_string());
-                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v.to_string());
             }
         }
     }
@@ -603,5 +603,45 @@ mod tests {
             "annotations": {"kubernetes.io/service-account.name": "default"}}});
         assert!(secret_type(&sa).is_empty());
         assert!(secret_type(&json!({"type": "Opaque"})).is_empty());
+    }
+
+    #[test]
+    fn nodes_print_as_kubectl_prints_them() {
+        let node = json!({
+            "metadata": {"name": "n", "labels": {
+                "node-role.kubernetes.io/control-plane": "",
+                "node-role.kubernetes.io/worker": "",
+                "kubernetes.io/role": "edge",
+                "kubernetes.io/hostname": "n"}},
+            "spec": {"unschedulable": true},
+            "status": {
+                "conditions": [{"type": "MemoryPressure", "status": "False"},
+                               {"type": "Ready", "status": "Unknown"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian",
+                             "kernelVersion": "6.1", "containerRuntimeVersion": "containerd://2.0"}}
+        });
+        let cells = NodeStrategy.cells(&node);
+        assert_eq!(cells[0], "NotReady,SchedulingDisabled");
+        assert_eq!(cells[1], "control-plane,edge,worker");
+        assert_eq!(cells[3], "v1.33.0");
+        assert_eq!(
+            cells[4..],
+            [
+                json!("10.0.0.7"),
+                json!("<none>"),
+                json!("Debian"),
+                json!("6.1"),
+                json!("containerd://2.0")
+            ]
+        );
+        assert_eq!(NodeStrategy.columns().len(), cells.len());
+        let bare = json!({"metadata": {"name": "m"}});
+        assert_eq!(
+            NodeStrategy.cells(&bare)[..2],
+            [json!("Unknown"), json!("<none>")]
+        );
+        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(NodeStrategy.cells(&ready)[0], "Ready");
     }
 }
