@@ -206,7 +206,12 @@ fn dead_node_is_tainted_and_its_pods_evicted_after_their_toleration() {
     }
     for i in 0..3 {
         let name = format!("fresh-{i}");
-        k.ok(&["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=60s"]);
+        k.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
         let p = k.json(&["get", "pod", &name]);
         assert_eq!(p["spec"]["nodeName"], "alive-0", "{name}: {p}");
     }
