@@ -263,6 +263,11 @@ fn a_job_runs_parallel_pods_to_completion_and_counts_each_once() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..3], ["pi", "Complete", "3/3"], "{table}");
+    let described = k.ok(&["describe", "job", "pi"]);
+    assert!(
+        described.contains("0 Active (0 Ready) / 3 Succeeded / 0 Failed"),
+        "{described}"
+    );
     let events = k.ok(&[
         "get",
         "events",
@@ -715,6 +720,14 @@ fn a_daemonset_runs_on_eligible_hollow_nodes_rolls_out_and_rolls_back() {
     });
     let history = k.ok(&["rollout", "history", "daemonset/agent"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    let second = k.ok(&["rollout", "history", "daemonset/agent", "--revision=2"]);
+    assert!(second.contains("agent:2"), "{second}");
+    let described = k.ok(&["describe", "daemonset", "agent"]);
+    assert!(
+        described.contains("Desired Number of Nodes Scheduled: 2")
+            && described.contains("Pods Status:  2 Running"),
+        "{described}"
+    );
 
     // Undo brings agent:1 back, its revision renumbered 3.
     k.ok(&["rollout", "undo", "daemonset/agent"]);

@@ -262,8 +262,8 @@ async fn reconcile(job: Arc<Job>, ctx: Context) -> Result<Action, Error> {
         .iter()
         .filter(|p| p.state == PodState::Active)
         .count()
-        + created
-        - deleted;
+        + created;
+    let active = active.saturating_sub(deleted);
     status.active = Some(active as i32);
     status.ready = Some(
         plan_pods
