@@ -37,6 +37,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod workload;
 
+pub use context::Settings;
 pub use manager::{Manager, ManagerConfig};
 pub use metrics::Metrics;
 

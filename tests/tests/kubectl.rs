@@ -754,8 +754,17 @@ fn kubectl_drives_keel() {
     ));
     assert!(again.contains("already assigned"), "{again}");
     // events.k8s.io/v1 beside core/v1 events (the controllers' events,
-    // e.g. the job controller's for `migrate`, are listed there too).
-    ok(&kubectl(&s, &["get", "events.events.k8s.io", "-A"]));
+    // such as the scheduler's about p1, are listed through it).
+    let listed = ok(&kubectl(
+        &s,
+        &["get", "events.events.k8s.io", "-A", "-o", "name"],
+    ));
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.starts_with("event.events.k8s.io/")),
+        "{listed}"
+    );
 
     // scale and status subresources.
     assert!(ok(&kubectl(&s, &["scale", "deploy", "web", "--replicas=3"])).contains("scaled"));

@@ -29,13 +29,15 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 
 use crate::context::Context;
-use crate::events::Involved;
+use crate::events::{Involved, Recorder};
 use crate::queue::Queue;
 use crate::{Error, status_code};
 use plan::{BIND_COMPLETED, BOUND_BY_CONTROLLER, ClaimStep, VolumeStep};
 
 /// The controller's name in metrics, events and `--controllers`.
 pub const NAME: &str = "persistentvolume-binder";
+/// The component its events come from (Kubernetes' PV controller's).
+pub const EVENT_SOURCE: &str = "persistentvolume-controller";
 /// How often every claim and volume is looked at again (Kubernetes' PV
 /// controller resyncs every 15 s).
 const RESYNC: Duration = Duration::from_secs(15);
@@ -312,8 +314,10 @@ impl Binder {
 }
 
 /// Run until the future is dropped (leadership lost).
-pub async fn run(ctx: Context) -> Result<(), Error> {
+pub async fn run(mut ctx: Context) -> Result<(), Error> {
     let client: Client = ctx.client.clone();
+    // Events come from "persistentvolume-controller", as in Kubernetes.
+    ctx.recorder = Recorder::new(client.clone(), EVENT_SOURCE, ctx.identity.clone());
     let (claims, claims_w) = reflector::store();
     let (volumes, volumes_w) = reflector::store();
     let (classes, classes_w) = reflector::store();

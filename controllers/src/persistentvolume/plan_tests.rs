@@ -64,7 +64,7 @@ fn apply(step: &ClaimStep, c: &mut PersistentVolumeClaim, vols: &mut [Arc<Persis
 /// Run the claim's steps until nothing is left; the steps taken.
 fn walk(
     c: &mut PersistentVolumeClaim,
-    vols: &mut Vec<Arc<PersistentVolume>>,
+    vols: &mut [Arc<PersistentVolume>],
     class: Option<&k8s_openapi::api::storage::v1::StorageClass>,
 ) -> Vec<ClaimStep> {
     let mut steps = Vec::new();

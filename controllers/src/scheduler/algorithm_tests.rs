@@ -69,12 +69,21 @@ fn host_port(port: i32) -> Value {
     json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": port}]}]}})
 }
 
+/// (case, nodes, placed pods and their nodes, the pod, where it goes or its message)
+type Case = (
+    &'static str,
+    Vec<Node>,
+    Vec<(Pod, &'static str)>,
+    Pod,
+    Result<&'static str, &'static str>,
+);
+
 #[test]
 fn decisions() {
     let no_vols = Volumes::default();
     let big = |name: &str| pod(name, "3", "1Gi", json!({}));
     // (case, nodes, placed, pod, want)
-    let cases: Vec<(&str, Vec<Node>, Vec<(Pod, &str)>, Pod, Result<&str, &str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no nodes",
             vec![],
@@ -425,6 +434,48 @@ fn decisions() {
             Err(
                 "0/1 nodes are available: 1 node(s) didn't match pod affinity rules. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..",
             ),
+        ),
+        (
+            "preferred node affinity outweighs a little more room",
+            vec![
+                node("n1", "4", "8Gi", &[], json!({})),
+                node("n2", "4", "8Gi", &[("disk", "ssd")], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod(
+                "p",
+                "",
+                "",
+                json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}
+                ]}}}}),
+            ),
+            Ok("n2"),
+        ),
+        (
+            "a PreferNoSchedule taint is avoided, not refused",
+            vec![
+                tainted("n1", "soft", "", "PreferNoSchedule"),
+                node("n2", "4", "8Gi", &[], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod("p", "", "", json!({})),
+            Ok("n2"),
+        ),
+        (
+            "a tolerated PreferNoSchedule taint is not avoided",
+            vec![
+                tainted("n1", "soft", "", "PreferNoSchedule"),
+                node("n2", "4", "8Gi", &[], json!({})),
+            ],
+            vec![(pod("x", "500m", "", json!({})), "n2")],
+            pod(
+                "p",
+                "",
+                "",
+                json!({"spec": {"tolerations": [{"key": "soft", "operator": "Exists"}]}}),
+            ),
+            Ok("n1"),
         ),
         (
             "the first pod of a self-affine group goes anywhere",

@@ -325,6 +325,11 @@ impl Cache {
         self.nodes().count()
     }
 
+    /// The pod of `key`, if it is on a node.
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(key)
+    }
+
     /// Every pod on a node.
     pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
         self.pods.values()

@@ -5,7 +5,8 @@
 //! `node.kubernetes.io/not-ready` or `unreachable`, as the node lifecycle
 //! controller taints it), NodeAffinity (nodeSelector and required node
 //! affinity), NodePorts, NodeResourcesFit, VolumeBinding (in
-//! [`super::volumes`]) and InterPodAffinity (required terms, both ways).
+//! [`super::volumes`]), PodTopologySpread (in [`super::topology`]) and
+//! InterPodAffinity (required terms, both ways).
 //! Everything here is pure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,8 @@ pub enum Reason {
     TooManyPods,
     VolumeNodeAffinity,
     NoMatchingVolumes,
+    SpreadMissingLabel,
+    SpreadConstraints,
     PodAffinity,
     PodAntiAffinity,
     ExistingAntiAffinity,
@@ -48,6 +51,13 @@ impl Reason {
             Reason::NoMatchingVolumes => {
                 "node(s) didn't find available persistent volumes to bind".into()
             }
+            Reason::SpreadMissingLabel => {
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .into()
+            }
+            Reason::SpreadConstraints => {
+                "node(s) didn't match pod topology spread constraints".into()
+            }
             Reason::PodAffinity => "node(s) didn't match pod affinity rules".into(),
             Reason::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules".into(),
             Reason::ExistingAntiAffinity => {
@@ -65,6 +75,7 @@ impl Reason {
             Reason::Ports
                 | Reason::Insufficient(_)
                 | Reason::TooManyPods
+                | Reason::SpreadConstraints
                 | Reason::PodAntiAffinity
                 | Reason::ExistingAntiAffinity
         )

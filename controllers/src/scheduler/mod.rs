@@ -14,7 +14,7 @@
 //!
 //! Layout: [`quantity`] (requests and allocatable), [`labels`] (selector
 //! matching), [`filter`] (the node filters and their reasons), [`volumes`]
-//! (volume topology), [`score`] (the scores), [`algorithm`] (one
+//! (volume topology), [`topology`] (pod topology spread), [`score`] (the scores), [`algorithm`] (one
 //! decision), [`cache`] (the cluster view), [`bind`] (the writes).
 
 pub mod algorithm;
@@ -26,6 +26,7 @@ pub mod quantity;
 pub mod score;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod topology;
 pub mod volumes;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -158,7 +159,13 @@ impl Scheduler {
             0 => self.queue.add(key),
             n => self.queue.add_after(key, backoff(n)),
         }
-        self.ctx.metrics.queue_depth(NAME, self.queue.len());
+        self.depth(st);
+    }
+
+    /// The queue depth metric: pods waiting for a node (queued, backing
+    /// off or unschedulable), as kube-scheduler's pending_pods.
+    fn depth(&self, st: &State) {
+        self.ctx.metrics.queue_depth(NAME, st.pending.len());
     }
 
     /// Something changed that may let unschedulable pods fit: try them again.
@@ -181,6 +188,7 @@ impl Scheduler {
             .filter(|n| !n.is_empty());
         if terminal(&pod) {
             st.pending.remove(&key);
+            self.depth(st);
             st.unschedulable.remove(&key);
             st.attempts.remove(&key);
             if st.cache.remove_pod(&key) {
@@ -188,6 +196,7 @@ impl Scheduler {
             }
         } else if let Some(node) = node {
             st.pending.remove(&key);
+            self.depth(st);
             st.unschedulable.remove(&key);
             st.attempts.remove(&key);
             let new = !st.cache.has_pod(&key);
@@ -214,6 +223,7 @@ impl Scheduler {
 
     fn on_pod_deleted(&self, st: &mut State, key: &PodKey) {
         st.pending.remove(key);
+        self.depth(st);
         st.unschedulable.remove(key);
         st.attempts.remove(key);
         if st.cache.remove_pod(key) {
@@ -351,7 +361,6 @@ impl Scheduler {
         tracing::info!("scheduler: caches synced, scheduling");
         loop {
             let key = self.queue.next().await;
-            self.ctx.metrics.queue_depth(NAME, self.queue.len());
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return;
             };
