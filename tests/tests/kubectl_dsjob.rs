@@ -9,7 +9,9 @@
 //! `completions` in total, counted through the tracking finalizer, and the
 //! Job completes (`kubectl wait`); failed pods beyond `backoffLimit` fail
 //! it; Indexed Jobs give each pod its index and finish with
-//! `completedIndexes`; `ttlSecondsAfterFinished` deletes a finished Job; a
+//! `completedIndexes`; `ttlSecondsAfterFinished` deletes a finished Job;
+//! the pods of a Job deleted in the background or orphaned lose the
+//! tracking finalizer (nothing stays Terminating); a
 //! CronJob starts `<name>-<minutes>` on its schedule and tracks it in
 //! `status.active`, and with `concurrencyPolicy: Replace` deletes a Job
 //! still running at the next time.
@@ -263,6 +265,11 @@ fn a_job_runs_parallel_pods_to_completion_and_counts_each_once() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..3], ["pi", "Complete", "3/3"], "{table}");
+    let described = k.ok(&["describe", "job", "pi"]);
+    assert!(
+        described.contains("0 Active (0 Ready) / 3 Succeeded / 0 Failed"),
+        "{described}"
+    );
     let events = k.ok(&[
         "get",
         "events",
@@ -390,6 +397,39 @@ fn a_suspended_job_waits_and_an_active_deadline_fails_a_job() {
             .is_empty()
             .then_some(())
     });
+}
+
+#[test]
+fn deleted_and_orphaned_jobs_release_their_pods() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl::new(&server, "release");
+    // A running Job deleted in the background: its pods go too, the
+    // tracking finalizer released although no Job is left to count them.
+    k.create(job("gone", json!({"completions": 2, "parallelism": 2})));
+    wait_active(&k, "batch.kubernetes.io/job-name=gone", 2);
+    k.ok(&["delete", "job", "gone", "--cascade=background"]);
+    wait_until("the deleted job's pods gone", SETTLED, || {
+        k.pods("batch.kubernetes.io/job-name=gone")
+            .is_empty()
+            .then_some(())
+    });
+    // Orphaned: the pods stay, without the finalizer, and can be deleted.
+    k.create(job("left", json!({"completions": 1})));
+    wait_active(&k, "batch.kubernetes.io/job-name=left", 1);
+    k.ok(&["delete", "job", "left", "--cascade=orphan"]);
+    let pod = wait_until("the orphan's finalizer released", SETTLED, || {
+        let pods = k.pods("batch.kubernetes.io/job-name=left");
+        let p = pods.first()?.clone();
+        (p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+            && p["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty))
+        .then_some(p)
+    });
+    k.ok(&["delete", "pod", &name(&pod), "--timeout=30s"]);
+    assert!(k.pods("batch.kubernetes.io/job-name=left").is_empty());
 }
 
 #[test]
@@ -715,6 +755,14 @@ fn a_daemonset_runs_on_eligible_hollow_nodes_rolls_out_and_rolls_back() {
     });
     let history = k.ok(&["rollout", "history", "daemonset/agent"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    let second = k.ok(&["rollout", "history", "daemonset/agent", "--revision=2"]);
+    assert!(second.contains("agent:2"), "{second}");
+    let described = k.ok(&["describe", "daemonset", "agent"]);
+    assert!(
+        described.contains("Desired Number of Nodes Scheduled: 2")
+            && described.contains("Pods Status:  2 Running"),
+        "{described}"
+    );
 
     // Undo brings agent:1 back, its revision renumbered 3.
     k.ok(&["rollout", "undo", "daemonset/agent"]);

@@ -7,9 +7,11 @@
 //! (counts, `ready`, `terminating`, conditions, start and completion
 //! times) with the resourceVersion it read. Finished Jobs with
 //! `ttlSecondsAfterFinished` are deleted when it expires (Kubernetes' TTL
-//! controller, folded in here).
+//! controller, folded in here); [`orphans`] releases the finalizer of pods
+//! whose Job is gone.
 
 pub mod indexes;
+pub mod orphans;
 pub mod plan;
 pub mod pods;
 pub mod tracking;
@@ -46,8 +48,14 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let pods = Api::<Pod>::all(ctx.client.clone());
     let controller =
         Controller::new(jobs, watcher::Config::default()).owns(pods, watcher::Config::default());
-    crate::runner::run(controller, ctx, reconcile).await;
-    Ok(())
+    let orphans = orphans::run(ctx.clone(), controller.store());
+    let (_, released) = tokio::join!(crate::runner::run(controller, ctx, reconcile), orphans);
+    released
+}
+
+/// The Job's finishing condition (`Complete` or `Failed`), if it finished.
+pub fn finished(job: &Job) -> Option<&JobCondition> {
+    condition(job.status.as_ref(), "Complete").or_else(|| condition(job.status.as_ref(), "Failed"))
 }
 
 /// The condition of `type_` that is true, if any.
@@ -262,8 +270,8 @@ async fn reconcile(job: Arc<Job>, ctx: Context) -> Result<Action, Error> {
         .iter()
         .filter(|p| p.state == PodState::Active)
         .count()
-        + created
-        - deleted;
+        + created;
+    let active = active.saturating_sub(deleted);
     status.active = Some(active as i32);
     status.ready = Some(
         plan_pods
