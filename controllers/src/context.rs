@@ -33,12 +33,15 @@ pub struct Settings {
     /// nodelifecycle: how long a node may post no heartbeat (Lease or
     /// status) before it is marked Unknown (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: Duration,
+    /// eventttl: how long Events live (`--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             node_monitor_grace_period: Duration::from_secs(40),
+            event_ttl: crate::eventttl::DEFAULT_TTL,
         }
     }
 }

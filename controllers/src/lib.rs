@@ -35,6 +35,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod workload;
 
 pub use context::Settings;
 pub use manager::{Manager, ManagerConfig};

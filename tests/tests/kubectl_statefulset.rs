@@ -1,11 +1,13 @@
-//! StatefulSets end to end with kubectl 1.33 against a real `keel server`
-//! (every controller on, the scheduler and the PV binder among them) and
+//! StatefulSets end to end with kubectl 1.33 (and 1.27 for rollout history
+//! and status) against a real `keel server` (every controller on, the
+//! scheduler and the PV binder among them) and
 //! hollow nodes that run the pods: pods `web-0..2` come up in order with
 //! their identity labels and controller reference and `kubectl rollout
 //! status` waits for them; a RollingUpdate with `partition=2` updates only
 //! ordinal 2, lowering it to 0 updates the rest, `rollout history` lists
 //! the revisions and `rollout undo` brings the previous template back (its
-//! ControllerRevision renumbered, not copied); OnDelete replaces only the
+//! ControllerRevision renumbered, not copied), `rollout restart` replaces
+//! every pod; OnDelete replaces only the
 //! pod the user deletes; volumeClaimTemplates give each pod its claim,
 //! `whenScaled: Delete` takes a scaled-down pod's claim with it,
 //! `whenDeleted: Delete` takes the claims with the set, and claims
@@ -277,6 +279,15 @@ fn rollout_partition_history_and_undo() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(numbers, ["1", "2"], "{history}");
+    let second = k.ok(&["rollout", "history", "sts/web", "--revision=2"]);
+    assert!(second.contains("nginx:2"), "{second}");
+    // kubectl 1.27 reads the same history and status.
+    let old = Kubectl {
+        bin: kubectl_bin(Some("1.27")),
+        ..Kubectl::new(&server, "default")
+    };
+    assert_eq!(old.ok(&["rollout", "history", "sts/web"]), history);
+    old.rollout_status("sts/web");
     let out = k.ok(&["rollout", "undo", "sts/web"]);
     assert!(out.contains("rolled back"), "{out}");
     k.rollout_status("sts/web");
@@ -299,6 +310,23 @@ fn rollout_partition_history_and_undo() {
         .collect();
     numbered.sort();
     assert_eq!(numbered, vec![(2, rev2.clone()), (3, rev1.clone())]);
+
+    // rollout restart: a new template (an annotation), so a new revision
+    // that replaces every pod.
+    k.ok(&["rollout", "restart", "sts/web"]);
+    k.rollout_status("sts/web");
+    let rev4 = wait_until("every pod restarted at a fourth revision", WAIT, || {
+        let r = revision_of(&k, "web", "currentRevision");
+        let pods = k.pods("web");
+        (r != rev1 && r != rev2 && pods.len() == 3 && pods.iter().all(|p| p.2 == r)).then_some(r)
+    });
+    let p = k.json(&["get", "pod", "web-0"]);
+    assert!(
+        p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(),
+        "{p}"
+    );
+    let r = k.json(&["get", "controllerrevision", &rev4]);
+    assert_eq!(r["revision"], 4);
 }
 
 #[test]

@@ -16,7 +16,11 @@ pub fn kinds() -> Vec<ResourceType> {
         ResourceType::of::<core::Pod>()
             .short_names(&["po"])
             .categories(&["all"])
-            .subresources(&[Subresource::Status, Subresource::Binding])
+            .subresources(&[
+                Subresource::Status,
+                Subresource::Binding,
+                Subresource::Eviction,
+            ])
             .strategy(PodStrategy),
     ]
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 
 use super::cache::{Cache, HostPort};
 use super::filter::{self, PodAffinityState, Reason};
-use super::quantity::{self};
+use super::quantity;
 use super::score;
 use super::topology::SpreadState;
 use super::volumes::{self, Reservation, VolumeLister};
@@ -187,12 +187,7 @@ pub fn schedule(
     let max_taints = prefs.iter().map(|p| p.1).max().unwrap_or(0);
     let mut best: Option<(i64, String, Reservation)> = None;
     for ((info, name, reservation), (affinity, taints)) in feasible.into_iter().zip(prefs) {
-        let allocatable = info
-            .node
-            .as_deref()
-            .map(quantity::allocatable)
-            .unwrap_or_default();
-        let s = score::score(info, non_zero, &allocatable)
+        let s = score::score(info, non_zero, &info.allocatable)
             + score::NODE_AFFINITY_WEIGHT * score::normalize(affinity, max_affinity, false)
             + score::TAINT_TOLERATION_WEIGHT * score::normalize(taints, max_taints, true);
         if best.as_ref().is_none_or(|(b, _, _)| s > *b) {

@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::scheduler::cache::{Cache, PodInfo};
-use crate::scheduler::testutil::{
-    self, Volumes, claim, class, local_volume, node, pod, with_claims,
-};
+use crate::scheduler::testutil::{Volumes, claim, class, local_volume, node, pod, with_claims};
 
 /// A cluster: nodes and (pod, node) placements, some only assumed.
 fn cache(nodes: Vec<Node>, placed: Vec<(Pod, &str)>) -> Cache {
@@ -705,5 +703,4 @@ fn volume_topology() {
     .unwrap();
     assert_eq!(d.reservation.len(), 1);
     assert_eq!(d.reservation[0].1, "n1-small");
-    let _ = testutil::merge;
 }

@@ -207,6 +207,15 @@ pub(super) async fn report_unschedulable(
 ) {
     let (ns, name) = key_of(&pod);
     tracing::debug!(namespace = %ns, pod = %name, %message, "unschedulable");
+    // Placed since (assumed or bound) or gone: this report is stale, and
+    // writing it could undo the binding's PodScheduled=True.
+    {
+        let key = (ns.clone(), name.clone());
+        let st = s.state();
+        if st.cache.has_pod(&key) || !st.pending.contains_key(&key) {
+            return;
+        }
+    }
     let current = pod
         .status
         .as_ref()

@@ -129,6 +129,8 @@ pub fn required_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
 pub struct NodeInfo {
     /// `None` while pods name a node the watch has not shown (or deleted).
     pub node: Option<Arc<Node>>,
+    /// The node's allocatable, parsed once per node update.
+    pub allocatable: Resources,
     pub requested: Resources,
     pub non_zero: (i128, i128),
     pub pods: BTreeSet<PodKey>,
@@ -159,6 +161,7 @@ impl NodeInfo {
     /// The node with pods of its own, for tests and planning.
     pub fn with_pods(node: Node, pods: &[PodInfo]) -> NodeInfo {
         let mut n = NodeInfo {
+            allocatable: quantity::allocatable(&node),
             node: Some(Arc::new(node)),
             ..Default::default()
         };
@@ -208,6 +211,7 @@ impl Cache {
             .node
             .as_ref()
             .is_none_or(|old| scheduling_view(old) != scheduling_view(&node));
+        info.allocatable = quantity::allocatable(&node);
         info.node = Some(Arc::new(node));
         changed
     }

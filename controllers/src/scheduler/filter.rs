@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodAffinityTerm, Taint, T
 
 use super::cache::{HostPort, NodeInfo, PodInfo, required_affinity, required_anti_affinity};
 use super::labels::{self, Labels};
-use super::quantity::{self, PODS, Resources};
+use super::quantity::{PODS, Resources};
 
 /// Why a node does not fit a pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -433,7 +433,7 @@ pub fn node_filters(
     {
         return vec![r];
     }
-    resources(requests, info, &quantity::allocatable(node))
+    resources(requests, info, &info.allocatable)
 }
 
 #[cfg(test)]

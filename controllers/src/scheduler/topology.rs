@@ -108,7 +108,7 @@ impl SpreadState {
                 let n = info
                     .pods
                     .iter()
-                    .filter_map(|k| pod_of(k))
+                    .filter_map(pod_of)
                     .filter(|p| {
                         p.namespace == ns && labels::selector_matches(&c.selector, &p.labels)
                     })
