@@ -579,7 +579,7 @@ impl Member {
                 .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
                 .args(["--api-addr", &format!("127.0.0.1:{}", self.api)])
                 .args(["--initial-members", initial])
-                .env("RUST_LOG", "info,keel_controllers::runner=debug")
+                .env("RUST_LOG", "info,keel_controllers=debug,kube_runtime=debug")
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -598,12 +598,12 @@ impl Drop for Member {
             let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
             let lines: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("keel_controllers") || l.contains("keel::"))
+                .filter(|l| !l.contains("openraft"))
                 .collect();
             eprintln!(
-                "--- member {} log (last 60 lines):\n{}",
+                "--- member {} log (but openraft, last 400 lines):\n{}",
                 self.id,
-                lines[lines.len().saturating_sub(60)..].join("\n")
+                lines[lines.len().saturating_sub(400)..].join("\n")
             );
         }
         if let Some(mut c) = self.child.take() {

@@ -38,6 +38,7 @@ use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
+use futures::TryStreamExt;
 use kube::runtime::{Controller, WatchStreamExt};
 
 use self::plan::{Rs, Target};
@@ -64,6 +65,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     )
     .default_backoff()
     .reflect(writer)
+    .inspect_err(|e| tracing::debug!(controller = NAME, error = %e, "replica set watch failed; retrying"))
     .touched_objects();
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
@@ -74,7 +76,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         .watches_stream(rs_events, move |rs: ReplicaSet| to_sync(&deployments, &rs));
     runner::run(controller, ctx, move |d, ctx| {
         let sets = sets.clone();
-        async move { sync(d, ctx, sets).await }
+        async move {
+            tokio::time::timeout(crate::replicaset::SYNC_TIMEOUT, sync(d, ctx, sets))
+                .await
+                .unwrap_or_else(|_| Err(Error::Invalid("sync timed out".into())))
+        }
     })
     .await;
     Ok(())
@@ -118,8 +124,10 @@ async fn sync(d: Arc<Deployment>, ctx: Context, cache: Store<ReplicaSet>) -> Res
     let (Some(ns), Some(_)) = (d.metadata.namespace.clone(), d.metadata.name.clone()) else {
         return Ok(Action::await_change());
     };
-    if cache.wait_until_ready().await.is_err() {
-        return Err(Error::Invalid("the replica set cache is gone".into()));
+    match tokio::time::timeout(Duration::from_secs(20), cache.wait_until_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Error::Invalid("the replica set cache is gone".into())),
+        Err(_) => return Err(Error::Invalid("the replica set cache is not listed yet".into())),
     }
     let Some(spec) = d.spec.clone() else {
         return Ok(Action::await_change());
