@@ -84,7 +84,10 @@ impl Kc {
     }
 
     fn apply(&self, obj: Value) {
-        let out = output_with_stdin(self.command(&["apply", "-f", "-"]), obj.to_string().as_bytes());
+        let out = output_with_stdin(
+            self.command(&["apply", "-f", "-"]),
+            obj.to_string().as_bytes(),
+        );
         assert!(
             out.status.success(),
             "kubectl apply: {}",
@@ -122,7 +125,10 @@ fn items(v: &Value) -> Vec<Value> {
 }
 
 fn name(o: &Value) -> String {
-    o["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The pods a controller with `uid` controls.
@@ -227,21 +233,32 @@ fn replica_sets_keep_replicas_adopt_and_release() {
     // Scaled down to one, then an orphan made Ready is adopted and the
     // unready pod goes instead of it (not ready before ready).
     kc.ok(&["scale", "rs", "rs", "--replicas=1"]);
-    eventually("one pod left", ROLLOUT, || (owned_by(&kc, &uid).len() == 1).then_some(()));
+    eventually("one pod left", ROLLOUT, || {
+        (owned_by(&kc, &uid).len() == 1).then_some(())
+    });
     kc.apply(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "stray", "namespace": "default", "labels": {"app": "elsewhere"}},
         "spec": {"containers": [{"name": "c", "image": "i"}]}
     }));
     kc.ok(&[
-        "patch", "pod", "stray", "--subresource=status", "--type=merge", "-p",
+        "patch",
+        "pod",
+        "stray",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
     ]);
     kc.ok(&["label", "pod", "stray", "app=rs", "--overwrite"]);
-    eventually("the orphan adopted, the unready pod deleted", ROLLOUT, || {
-        let p = owned_by(&kc, &uid);
-        (p.len() == 1 && name(&p[0]) == "stray").then_some(())
-    });
+    eventually(
+        "the orphan adopted, the unready pod deleted",
+        ROLLOUT,
+        || {
+            let p = owned_by(&kc, &uid);
+            (p.len() == 1 && name(&p[0]) == "stray").then_some(())
+        },
+    );
 
     // Relabelled away, it is released and replaced.
     kc.ok(&["label", "pod", "stray", "app=gone", "--overwrite"]);
@@ -260,12 +277,24 @@ fn replica_sets_keep_replicas_adopt_and_release() {
         .map(|e| {
             (
                 e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().split(": ").next().unwrap_or_default().to_string(),
+                e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(": ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
-    assert!(said.contains(&("SuccessfulCreate".into(), "Created pod".into())), "{said:?}");
-    assert!(said.contains(&("SuccessfulDelete".into(), "Deleted pod".into())), "{said:?}");
+    assert!(
+        said.contains(&("SuccessfulCreate".into(), "Created pod".into())),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&("SuccessfulDelete".into(), "Deleted pod".into())),
+        "{said:?}"
+    );
 }
 
 #[test]
@@ -273,15 +302,27 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     let s = KeelServer::start(&[]);
     let kc = Kc::of(&s);
     let _nodes = nodes(&s.kubeconfig());
-    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    let rolling =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
     kc.apply(deployment("web", 3, "nginx:1", rolling));
     let out = rollout_status(&kc, "deployment/web");
-    assert!(out.contains("deployment \"web\" successfully rolled out"), "{out}");
+    assert!(
+        out.contains("deployment \"web\" successfully rolled out"),
+        "{out}"
+    );
     let d = kc.json(&["deploy", "web"]);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     let st = &d["status"];
     assert_eq!(
-        (&st["replicas"], &st["updatedReplicas"], &st["readyReplicas"], &st["availableReplicas"]),
+        (
+            &st["replicas"],
+            &st["updatedReplicas"],
+            &st["readyReplicas"],
+            &st["availableReplicas"]
+        ),
         (&json!(3), &json!(3), &json!(3), &json!(3))
     );
     let conds: BTreeMap<String, (String, String)> = st["conditions"]
@@ -291,19 +332,31 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
         .map(|c| {
             (
                 c["type"].as_str().unwrap().to_string(),
-                (c["status"].as_str().unwrap().to_string(), c["reason"].as_str().unwrap().to_string()),
+                (
+                    c["status"].as_str().unwrap().to_string(),
+                    c["reason"].as_str().unwrap().to_string(),
+                ),
             )
         })
         .collect();
-    assert_eq!(conds["Available"], ("True".into(), "MinimumReplicasAvailable".into()));
-    assert_eq!(conds["Progressing"], ("True".into(), "NewReplicaSetAvailable".into()));
+    assert_eq!(
+        conds["Available"],
+        ("True".into(), "MinimumReplicasAvailable".into())
+    );
+    assert_eq!(
+        conds["Progressing"],
+        ("True".into(), "NewReplicaSetAvailable".into())
+    );
     let first = replica_sets(&kc, "web");
     assert_eq!(first.len(), 1);
     let (rs1, _) = first.iter().next().unwrap();
     let hash = rs1.strip_prefix("web-").unwrap();
     let rs = kc.json(&["rs", rs1]);
     assert_eq!(rs["metadata"]["labels"]["pod-template-hash"], hash);
-    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash);
+    assert_eq!(
+        rs["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash
+    );
     assert!(items(&kc.json(&["pods", "-l", &format!("pod-template-hash={hash}")])).len() == 3);
 
     // A new image rolls out: never more than 4 pods, never fewer than 3 ready.
@@ -315,18 +368,34 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     let out = rollout_status(&kc, "deployment/web");
     assert!(out.contains("successfully rolled out"), "{out}");
     let max_pods = watcher.max_alive();
-    assert!(max_pods <= 4, "maxSurge 1 of 3 allows 4 pods, saw {max_pods}");
-    eventually("the watch saw three old and three new pods", ROLLOUT, || {
-        (watcher.added().len() == 6).then_some(())
-    });
-    assert_eq!(watcher.min_ready(), Some(3), "maxUnavailable 0: never fewer than 3 ready");
+    assert!(
+        max_pods <= 4,
+        "maxSurge 1 of 3 allows 4 pods, saw {max_pods}"
+    );
+    eventually(
+        "the watch saw three old and three new pods",
+        ROLLOUT,
+        || (watcher.added().len() == 6).then_some(()),
+    );
+    assert_eq!(
+        watcher.min_ready(),
+        Some(3),
+        "maxUnavailable 0: never fewer than 3 ready"
+    );
     let sets = replica_sets(&kc, "web");
-    let by_image: BTreeMap<String, (String, i64)> =
-        sets.values().map(|(rev, n, img)| (img.clone(), (rev.clone(), *n))).collect();
+    let by_image: BTreeMap<String, (String, i64)> = sets
+        .values()
+        .map(|(rev, n, img)| (img.clone(), (rev.clone(), *n)))
+        .collect();
     assert_eq!(by_image["nginx:1"], ("1".to_string(), 0));
     assert_eq!(by_image["nginx:2"], ("2".to_string(), 3));
     let history = kc.ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.contains("REVISION") && history.lines().any(|l| l.starts_with("1 ")) && history.lines().any(|l| l.starts_with("2 ")), "{history}");
+    assert!(
+        history.contains("REVISION")
+            && history.lines().any(|l| l.starts_with("1 "))
+            && history.lines().any(|l| l.starts_with("2 ")),
+        "{history}"
+    );
     let rev1 = kc.ok(&["rollout", "history", "deployment/web", "--revision=1"]);
     assert!(rev1.contains("nginx:1"), "{rev1}");
 
@@ -335,8 +404,14 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     assert!(out.contains("rolled back"), "{out}");
     rollout_status(&kc, "deployment/web");
     let d = kc.json(&["deploy", "web"]);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1");
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
     let sets = replica_sets(&kc, "web");
     assert_eq!(sets[rs1].0, "3", "{sets:?}");
     assert_eq!(sets[rs1].1, 3);
@@ -353,7 +428,9 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
             .then_some(())
     });
     assert!(
-        replica_sets(&kc, "web").values().all(|(_, _, img)| img != "nginx:3"),
+        replica_sets(&kc, "web")
+            .values()
+            .all(|(_, _, img)| img != "nginx:3"),
         "a paused deployment rolled out"
     );
     let refused = kc.run(&["rollout", "undo", "deployment/web"]).unwrap_err();
@@ -361,16 +438,29 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     kc.ok(&["rollout", "resume", "deployment/web"]);
     rollout_status(&kc, "deployment/web");
     let sets = replica_sets(&kc, "web");
-    assert!(sets.values().any(|(rev, n, img)| img == "nginx:3" && rev == "4" && *n == 3), "{sets:?}");
+    assert!(
+        sets.values()
+            .any(|(rev, n, img)| img == "nginx:3" && rev == "4" && *n == 3),
+        "{sets:?}"
+    );
 
     // Restart: the same image in a new replica set, pods replaced.
-    let before: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=web"])).iter().map(name).collect();
+    let before: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=web"]))
+        .iter()
+        .map(name)
+        .collect();
     kc.ok(&["rollout", "restart", "deployment/web"]);
     rollout_status(&kc, "deployment/web");
     let d = kc.json(&["deploy", "web"]);
-    assert!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    );
     eventually("the restarted pods only", ROLLOUT, || {
-        let now: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=web"])).iter().map(name).collect();
+        let now: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=web"]))
+            .iter()
+            .map(name)
+            .collect();
         (now.len() == 3 && now.is_disjoint(&before)).then_some(())
     });
     // revisionHistoryLimit 2: the new replica set and two old ones remain.
@@ -381,8 +471,12 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     });
     let events = kc.json(&["events", "--field-selector", "involvedObject.name=web"]);
     assert!(
-        items(&events).iter().any(|e| e["reason"] == "ScalingReplicaSet"
-            && e["message"].as_str().is_some_and(|m| m.starts_with("Scaled up replica set web-"))),
+        items(&events)
+            .iter()
+            .any(|e| e["reason"] == "ScalingReplicaSet"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Scaled up replica set web-"))),
         "{events}"
     );
 
@@ -399,9 +493,17 @@ fn recreate_and_progress_deadline() {
     let s = KeelServer::start(&[]);
     let kc = Kc::of(&s);
     let _nodes = nodes(&s.kubeconfig());
-    kc.apply(deployment("batch", 2, "busybox:1", json!({"type": "Recreate"})));
+    kc.apply(deployment(
+        "batch",
+        2,
+        "busybox:1",
+        json!({"type": "Recreate"}),
+    ));
     rollout_status(&kc, "deployment/batch");
-    let old: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=batch"])).iter().map(name).collect();
+    let old: BTreeSet<String> = items(&kc.json(&["pods", "-l", "app=batch"]))
+        .iter()
+        .map(name)
+        .collect();
     assert_eq!(old.len(), 2);
     // Recreate: the new pods come only once the old ones are gone.
     let watcher = PodCounter::start(&kc, "app=batch", 2);
@@ -413,15 +515,25 @@ fn recreate_and_progress_deadline() {
     eventually("the watch saw two old and two new pods", ROLLOUT, || {
         (watcher.added().len() == 4).then_some(())
     });
-    assert!(watcher.max_alive() <= 2, "old and new pods together: {}", watcher.max_alive());
-    assert!(watcher.new_before_old_gone(&old).is_none(), "{:?}", watcher.new_before_old_gone(&old));
+    assert!(
+        watcher.max_alive() <= 2,
+        "old and new pods together: {}",
+        watcher.max_alive()
+    );
+    assert!(
+        watcher.new_before_old_gone(&old).is_none(),
+        "{:?}",
+        watcher.new_before_old_gone(&old)
+    );
 
     // A rollout whose pods never become ready times out.
     let mut d = deployment("stuck", 2, "app:1", json!({"type": "RollingUpdate"}));
     d["spec"]["progressDeadlineSeconds"] = json!(3);
     d["spec"]["template"]["metadata"]["annotations"] = json!({READY_AFTER: "3600"});
     kc.apply(d);
-    let err = kc.run(&["rollout", "status", "deployment/stuck", "--timeout=120s"]).unwrap_err();
+    let err = kc
+        .run(&["rollout", "status", "deployment/stuck", "--timeout=120s"])
+        .unwrap_err();
     assert!(err.contains("exceeded its progress deadline"), "{err}");
     let d = kc.json(&["deploy", "stuck"]);
     let p = d["status"]["conditions"]
@@ -431,7 +543,10 @@ fn recreate_and_progress_deadline() {
         .find(|c| c["type"] == "Progressing")
         .unwrap()
         .clone();
-    assert_eq!((&p["status"], &p["reason"]), (&json!("False"), &json!("ProgressDeadlineExceeded")));
+    assert_eq!(
+        (&p["status"], &p["reason"]),
+        (&json!("False"), &json!("ProgressDeadlineExceeded"))
+    );
     let a = d["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -468,7 +583,16 @@ struct Seen {
 impl PodCounter {
     fn start(kc: &Kc, selector: &str, initial: usize) -> PodCounter {
         let mut child = kc
-            .command(&["get", "pods", "-l", selector, "-w", "--output-watch-events", "-o", "json"])
+            .command(&[
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -487,7 +611,10 @@ impl PodCounter {
                     continue;
                 };
                 let obj = &ev["object"];
-                let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+                let uid = obj["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let pname = name(obj);
                 let mut s = s.lock().unwrap();
                 let terminating = obj["metadata"]["deletionTimestamp"].is_string();
@@ -511,9 +638,10 @@ impl PodCounter {
                     _ => {}
                 }
                 s.max_alive = s.max_alive.max(s.alive.len());
-                let ready = obj["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                let ready = obj["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
                 if ready && s.alive.contains(&pname) {
                     s.ready.insert(pname);
                 } else {
@@ -596,10 +724,7 @@ impl Drop for Member {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("openraft"))
-                .collect();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
             eprintln!(
                 "--- member {} log (but openraft, last 400 lines):\n{}",
                 self.id,
@@ -616,7 +741,15 @@ impl Drop for Member {
 /// The controller lease's holder (`keel-<id>_...`) as a member id.
 fn lease_holder(kc: &Kc) -> Option<u64> {
     let lease = kc
-        .run(&["get", "lease", "keel-controller-manager", "-n", "kube-system", "-o", "json"])
+        .run(&[
+            "get",
+            "lease",
+            "keel-controller-manager",
+            "-n",
+            "kube-system",
+            "-o",
+            "json",
+        ])
         .ok()?;
     let lease: Value = serde_json::from_str(&lease).ok()?;
     lease["spec"]["holderIdentity"]
@@ -659,18 +792,27 @@ fn a_rollout_survives_a_kill_of_the_controller_leader() {
         m.start(&initial);
     }
     for m in &members {
-        eventually(&format!("member {} serving", m.id), Duration::from_secs(90), || {
-            (m.dir.join("kubeconfig").exists()
-                && m.kc(&home).run(&["get", "ns", "default", "-o", "name"]).is_ok())
-            .then_some(())
-        });
+        eventually(
+            &format!("member {} serving", m.id),
+            Duration::from_secs(90),
+            || {
+                (m.dir.join("kubeconfig").exists()
+                    && m.kc(&home)
+                        .run(&["get", "ns", "default", "-o", "name"])
+                        .is_ok())
+                .then_some(())
+            },
+        );
     }
-    let leader = eventually("a controller leader", ROLLOUT, || lease_holder(&members[0].kc(&home)));
+    let leader = eventually("a controller leader", ROLLOUT, || {
+        lease_holder(&members[0].kc(&home))
+    });
     // Everything the test does goes through a member that survives.
     let kc = members.iter().find(|m| m.id != leader).unwrap().kc(&home);
     let _nodes = nodes(&kc.kubeconfig);
     let replicas = 6;
-    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
+    let rolling =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
     kc.apply(deployment("ha", replicas, "nginx:1", rolling));
     rollout_status(&kc, "deployment/ha");
     let counter = PodCounter::start(&kc, "app=ha", replicas as usize);
@@ -692,19 +834,30 @@ fn a_rollout_survives_a_kill_of_the_controller_leader() {
     let new_leader = eventually("a new controller leader", ROLLOUT, || {
         lease_holder(&kc).filter(|l| *l != leader)
     });
-    assert!(members.iter().any(|m| m.id == new_leader && m.child.is_some()));
+    assert!(
+        members
+            .iter()
+            .any(|m| m.id == new_leader && m.child.is_some())
+    );
     let out = kc
         .run(&["rollout", "status", "deployment/ha", "--timeout=180s"])
         .unwrap_or_else(|e| {
-            let state = kc.run(&["get", "deploy,rs,pods", "-o", "yaml"]).unwrap_or_default();
-            let lease = kc.run(&["get", "lease", "-n", "kube-system", "-o", "yaml"]).unwrap_or_default();
+            let state = kc
+                .run(&["get", "deploy,rs,pods", "-o", "yaml"])
+                .unwrap_or_default();
+            let lease = kc
+                .run(&["get", "lease", "-n", "kube-system", "-o", "yaml"])
+                .unwrap_or_default();
             panic!("rollout status: {e}\n{state}\n{lease}")
         });
     assert!(out.contains("successfully rolled out"), "{out}");
     let d = kc.json(&["deploy", "ha"]);
     assert_eq!(d["status"]["updatedReplicas"], replicas);
     assert_eq!(d["status"]["availableReplicas"], replicas);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     // Exactly one new pod per replica: none created twice.
     let added = counter.added();
     let new: Vec<&(String, String)> = added.iter().skip(replicas as usize).collect();

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -38,7 +39,6 @@ use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
-use futures::TryStreamExt;
 use kube::runtime::{Controller, WatchStreamExt};
 
 use self::plan::{Rs, Target};
@@ -65,15 +65,17 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     )
     .default_backoff()
     .reflect(writer)
-    .inspect_err(|e| tracing::debug!(controller = NAME, error = %e, "replica set watch failed; retrying"))
+    .inspect_err(
+        |e| tracing::debug!(controller = NAME, error = %e, "replica set watch failed; retrying"),
+    )
     .touched_objects();
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     );
     let deployments = controller.store();
-    let controller = controller
-        .watches_stream(rs_events, move |rs: ReplicaSet| to_sync(&deployments, &rs));
+    let controller =
+        controller.watches_stream(rs_events, move |rs: ReplicaSet| to_sync(&deployments, &rs));
     runner::run(controller, ctx, move |d, ctx| {
         let sets = sets.clone();
         async move {
@@ -127,7 +129,11 @@ async fn sync(d: Arc<Deployment>, ctx: Context, cache: Store<ReplicaSet>) -> Res
     match tokio::time::timeout(Duration::from_secs(20), cache.wait_until_ready()).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(Error::Invalid("the replica set cache is gone".into())),
-        Err(_) => return Err(Error::Invalid("the replica set cache is not listed yet".into())),
+        Err(_) => {
+            return Err(Error::Invalid(
+                "the replica set cache is not listed yet".into(),
+            ));
+        }
     }
     let Some(spec) = d.spec.clone() else {
         return Ok(Action::await_change());
@@ -140,8 +146,16 @@ async fn sync(d: Arc<Deployment>, ctx: Context, cache: Store<ReplicaSet>) -> Res
         sets: vec![],
         requeue: None,
     };
-    let empty = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && spec.selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    let empty = spec
+        .selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.is_empty())
+        && spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty());
     if empty {
         s.ctx
             .recorder
@@ -165,11 +179,7 @@ async fn sync(d: Arc<Deployment>, ctx: Context, cache: Store<ReplicaSet>) -> Res
         s.put_status(status).await?;
     }
     let paused = spec.paused.unwrap_or(false);
-    let recreate = spec
-        .strategy
-        .as_ref()
-        .and_then(|st| st.type_.as_deref())
-        == Some("Recreate");
+    let recreate = spec.strategy.as_ref().and_then(|st| st.type_.as_deref()) == Some("Recreate");
     if paused || s.scaling_event()? {
         s.scale_only(paused).await?;
     } else if recreate {
@@ -218,7 +228,9 @@ fn rs_template(rs: &ReplicaSet) -> k8s_openapi::api::core::v1::PodTemplateSpec {
 
 fn created(meta: &ObjectMeta) -> (i64, String) {
     (
-        meta.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
+        meta.creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -277,7 +289,12 @@ impl Sync {
     async fn claim(&mut self, cache: &Store<ReplicaSet>) -> Result<(), Error> {
         let ns = self.d.metadata.namespace.clone();
         let uid = self.uid();
-        let selector = self.d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         let deleting = self.d.metadata.deletion_timestamp.is_some();
         let mut fresh_checked = false;
         for rs in cache.state_filter(|rs| rs.metadata.namespace == ns) {
@@ -317,9 +334,17 @@ impl Sync {
         obj.metadata
             .owner_references
             .get_or_insert_with(Vec::new)
-            .push(pods::controller_ref("apps/v1", "Deployment", &self.d.metadata));
+            .push(pods::controller_ref(
+                "apps/v1",
+                "Deployment",
+                &self.d.metadata,
+            ));
         let name = rs.metadata.name.clone().unwrap_or_default();
-        match self.rs_api.replace(&name, &PostParams::default(), &obj).await {
+        match self
+            .rs_api
+            .replace(&name, &PostParams::default(), &obj)
+            .await
+        {
             Ok(rs) => Ok(Some(rs)),
             Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(None),
             Err(e) => Err(e.into()),
@@ -329,7 +354,12 @@ impl Sync {
     /// The new replica set (the oldest with the deployment's template) and
     /// the others, by position in `self.sets`.
     fn split(&self) -> (Option<usize>, Vec<usize>) {
-        let template = self.d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let mut new: Option<usize> = None;
         for (i, rs) in self.sets.iter().enumerate() {
             if revision::equal_ignoring_hash(&rs_template(rs), &template)
@@ -369,7 +399,11 @@ impl Sync {
                 rev,
                 None,
             );
-            let ready_differs = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+            let ready_differs = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
                 != min_ready.unwrap_or(0);
             if ann.is_some() || ready_differs {
                 let mut obj = rs.clone();
@@ -380,12 +414,17 @@ impl Sync {
                     s.min_ready_seconds = min_ready;
                 }
                 let name = obj.metadata.name.clone().unwrap_or_default();
-                self.sets[i] = self.rs_api.replace(&name, &PostParams::default(), &obj).await?;
+                self.sets[i] = self
+                    .rs_api
+                    .replace(&name, &PostParams::default(), &obj)
+                    .await?;
             }
             let rs_rev = revision::revision(self.sets[i].metadata.annotations.as_ref());
             self.set_deployment_revision(rs_rev).await?;
             let status = self.d.status.clone().unwrap_or_default();
-            if progress::deadline(&self.d).is_some() && progress::condition(&status, PROGRESSING).is_none() {
+            if progress::deadline(&self.d).is_some()
+                && progress::condition(&status, PROGRESSING).is_none()
+            {
                 let mut status = status;
                 let name = self.sets[i].metadata.name.clone().unwrap_or_default();
                 progress::set_condition(
@@ -472,7 +511,8 @@ impl Sync {
                 // Ours already (a cache behind its own write), or a
                 // collision with another template: bump collisionCount.
                 let existing = self.rs_api.get(&rs_name).await?;
-                let ours = pods::controller_of(&existing.metadata).is_some_and(|r| r.uid == self.uid());
+                let ours =
+                    pods::controller_of(&existing.metadata).is_some_and(|r| r.uid == self.uid());
                 if ours && revision::equal_ignoring_hash(&rs_template(&existing), &spec.template) {
                     self.sets.push(existing);
                     return Ok(self.sets.len() - 1);
@@ -492,7 +532,10 @@ impl Sync {
                         PROGRESSING,
                         "False",
                         "ReplicaSetCreateError",
-                        format!("Failed to create new replica set \"{rs_name}\": {}", crate::replicaset::api_message(&e)),
+                        format!(
+                            "Failed to create new replica set \"{rs_name}\": {}",
+                            crate::replicaset::api_message(&e)
+                        ),
                         Timestamp::now(),
                     ),
                 );
@@ -549,7 +592,10 @@ impl Sync {
             .get_or_insert_with(BTreeMap::new)
             .insert(revision::REVISION.into(), rev.to_string());
         let name = obj.metadata.name.clone().unwrap_or_default();
-        self.d = self.d_api.replace(&name, &PostParams::default(), &obj).await?;
+        self.d = self
+            .d_api
+            .replace(&name, &PostParams::default(), &obj)
+            .await?;
         Ok(())
     }
 
@@ -560,8 +606,12 @@ impl Sync {
         let rs = &self.sets[i];
         let was = replicas_of(rs);
         let ann = rs.metadata.annotations.clone().unwrap_or_default();
-        let (desired, max) = (t.replicas.to_string(), (t.replicas + t.max_surge).to_string());
-        let ann_ok = ann.get(revision::DESIRED) == Some(&desired) && ann.get(revision::MAX) == Some(&max);
+        let (desired, max) = (
+            t.replicas.to_string(),
+            (t.replicas + t.max_surge).to_string(),
+        );
+        let ann_ok =
+            ann.get(revision::DESIRED) == Some(&desired) && ann.get(revision::MAX) == Some(&max);
         if was == size && ann_ok {
             return Ok(false);
         }
@@ -571,7 +621,10 @@ impl Sync {
         a.insert(revision::MAX.into(), max);
         obj.spec.get_or_insert_with(Default::default).replicas = Some(size);
         let name = obj.metadata.name.clone().unwrap_or_default();
-        self.sets[i] = self.rs_api.replace(&name, &PostParams::default(), &obj).await?;
+        self.sets[i] = self
+            .rs_api
+            .replace(&name, &PostParams::default(), &obj)
+            .await?;
         self.ctx.metrics.patched(self.ctx.name);
         if was != size {
             let dir = if size > was { "up" } else { "down" };
@@ -661,10 +714,12 @@ impl Sync {
     /// Whether pods of the old replica sets still run (or still exist and
     /// have not finished), read fresh from the API.
     async fn old_pods_running(&self, old: &[usize]) -> Result<bool, Error> {
-        if old
-            .iter()
-            .any(|i| self.sets[*i].status.as_ref().is_some_and(|s| s.replicas > 0))
-        {
+        if old.iter().any(|i| {
+            self.sets[*i]
+                .status
+                .as_ref()
+                .is_some_and(|s| s.replicas > 0)
+        }) {
             return Ok(true);
         }
         let uids: Vec<String> = old
@@ -674,7 +729,12 @@ impl Sync {
         if uids.is_empty() {
             return Ok(false);
         }
-        let selector = self.d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         let sel = Selector::try_from(selector).map_err(|e| Error::Invalid(e.to_string()))?;
         let ns = self.d.metadata.namespace.clone().unwrap_or_default();
         let list = Api::<Pod>::namespaced(self.ctx.client.clone(), &ns)
@@ -697,7 +757,13 @@ impl Sync {
         let new_view = new.map(|i| view(&self.sets[i]));
         let old_views: Vec<Rs> = old.iter().map(|i| view(&self.sets[*i])).collect();
         let status_replicas = self.d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        let sizes = plan::proportional(&t, new_view.as_ref(), &old_views, status_replicas, self.is_rolling());
+        let sizes = plan::proportional(
+            &t,
+            new_view.as_ref(),
+            &old_views,
+            status_replicas,
+            self.is_rolling(),
+        );
         for (name, size) in sizes {
             if let Some(i) = self.index_of(&name) {
                 self.scale(i, size).await?;
@@ -714,7 +780,13 @@ impl Sync {
     async fn cleanup_if_complete(&mut self, new: Option<usize>) -> Result<(), Error> {
         let t = self.target()?;
         let refs: Vec<&ReplicaSet> = self.sets.iter().collect();
-        let status = progress::calculate(&self.d, &refs, new.map(|i| &self.sets[i]), t.max_unavailable, Timestamp::now());
+        let status = progress::calculate(
+            &self.d,
+            &refs,
+            new.map(|i| &self.sets[i]),
+            t.max_unavailable,
+            Timestamp::now(),
+        );
         if !progress::complete(&self.d, &status) {
             return Ok(());
         }
@@ -732,11 +804,14 @@ impl Sync {
                 created: created(&rs.metadata).0,
                 idle: rs.status.as_ref().is_none_or(|s| s.replicas == 0)
                     && replicas_of(rs) == 0
-                    && rs.status.as_ref().and_then(|s| s.observed_generation) >= rs.metadata.generation,
+                    && rs.status.as_ref().and_then(|s| s.observed_generation)
+                        >= rs.metadata.generation,
             })
             .collect();
         for name in revision::to_clean(&olds, limit) {
-            let Some(i) = self.index_of(&name) else { continue };
+            let Some(i) = self.index_of(&name) else {
+                continue;
+            };
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: self.sets[i].metadata.uid.clone(),
@@ -762,9 +837,11 @@ impl Sync {
         let t = self.target()?;
         let refs: Vec<&ReplicaSet> = self.sets.iter().collect();
         let new_rs = new.map(|i| &self.sets[i]);
-        let status = progress::calculate(&self.d, &refs, new_rs, t.max_unavailable, Timestamp::now());
+        let status =
+            progress::calculate(&self.d, &refs, new_rs, t.max_unavailable, Timestamp::now());
         let name = new_rs.and_then(|r| r.metadata.name.clone());
-        let (mut status, left) = progress::rollout(&self.d, status, name.as_deref(), Timestamp::now());
+        let (mut status, left) =
+            progress::rollout(&self.d, status, name.as_deref(), Timestamp::now());
         self.replica_failure(&mut status);
         if let Some(left) = left {
             let after = Duration::from_secs(left.max(0) as u64 + 1);
@@ -781,7 +858,13 @@ impl Sync {
         let t = self.target()?;
         let (new, _) = self.split();
         let refs: Vec<&ReplicaSet> = self.sets.iter().collect();
-        let mut status = progress::calculate(&self.d, &refs, new.map(|i| &self.sets[i]), t.max_unavailable, Timestamp::now());
+        let mut status = progress::calculate(
+            &self.d,
+            &refs,
+            new.map(|i| &self.sets[i]),
+            t.max_unavailable,
+            Timestamp::now(),
+        );
         self.replica_failure(&mut status);
         if Some(&status) != self.d.status.as_ref() {
             self.put_status(status).await?;
@@ -820,7 +903,10 @@ impl Sync {
         let mut obj = self.d.clone();
         obj.status = Some(status);
         let name = obj.metadata.name.clone().unwrap_or_default();
-        self.d = self.d_api.replace_status(&name, &PostParams::default(), &obj).await?;
+        self.d = self
+            .d_api
+            .replace_status(&name, &PostParams::default(), &obj)
+            .await?;
         Ok(())
     }
 }

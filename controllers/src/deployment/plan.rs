@@ -133,7 +133,11 @@ pub fn scale_down_old(t: &Target, old: &[Rs], new: &Rs) -> Vec<(String, i32)> {
         }
     }
     old.into_iter()
-        .filter(|r| before.iter().any(|(n, was)| *n == r.name && *was != r.replicas))
+        .filter(|r| {
+            before
+                .iter()
+                .any(|(n, was)| *n == r.name && *was != r.replicas)
+        })
         .map(|r| (r.name, r.replicas))
         .collect()
 }
@@ -141,7 +145,11 @@ pub fn scale_down_old(t: &Target, old: &[Rs], new: &Rs) -> Vec<(String, i32)> {
 /// The only active replica set, or the newest when none is active
 /// (Kubernetes' `FindActiveOrLatest`); `None` when several are active.
 pub fn active_or_latest<'a>(new: Option<&'a Rs>, old: &'a [Rs]) -> Option<&'a Rs> {
-    let mut active: Vec<&Rs> = new.into_iter().chain(old.iter()).filter(|r| r.replicas > 0).collect();
+    let mut active: Vec<&Rs> = new
+        .into_iter()
+        .chain(old.iter())
+        .filter(|r| r.replicas > 0)
+        .collect();
     match active.len() {
         0 => new.or_else(|| {
             old.iter()
@@ -163,7 +171,9 @@ pub fn is_scaling_event(replicas: i32, new: Option<&Rs>, old: &[Rs]) -> bool {
 
 /// The new replica set has every replica, available, and knows the size.
 pub fn is_saturated(replicas: i32, new: Option<&Rs>) -> bool {
-    new.is_some_and(|n| n.replicas == replicas && n.desired == Some(replicas) && n.available == replicas)
+    new.is_some_and(|n| {
+        n.replicas == replicas && n.desired == Some(replicas) && n.available == replicas
+    })
 }
 
 /// Sizes after a resize (Kubernetes' `scale`): the one active (or newest)
@@ -244,8 +254,8 @@ fn proportion(rs: &Rs, t: &Target, to_add: i32, added: i32, status_replicas: i32
         if made_for <= 0 {
             0
         } else {
-            let size = f64::from(rs.replicas) * f64::from(t.replicas + t.max_surge)
-                / f64::from(made_for);
+            let size =
+                f64::from(rs.replicas) * f64::from(t.replicas + t.max_surge) / f64::from(made_for);
             size.round() as i32 - rs.replicas
         }
     };
@@ -317,7 +327,11 @@ mod tests {
                 .chain([rs("new", new_size, 0, 99)])
                 .collect();
             let new = all.last().unwrap().clone();
-            assert_eq!(new_rs_replicas(&tgt, &all, &new), want, "{tgt:?} {sizes:?} +{new_size}");
+            assert_eq!(
+                new_rs_replicas(&tgt, &all, &new),
+                want,
+                "{tgt:?} {sizes:?} +{new_size}"
+            );
         }
     }
 
@@ -373,8 +387,11 @@ mod tests {
         for c in cases {
             let mut got = scale_down_old(&c.target, &c.old, &c.new);
             got.sort();
-            let mut want: Vec<(String, i32)> =
-                c.want.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+            let mut want: Vec<(String, i32)> = c
+                .want
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect();
             want.sort();
             assert_eq!(got, want, "{}", c.what);
         }

@@ -23,11 +23,21 @@ pub const RESUMED: &str = "DeploymentResumed";
 
 /// A condition of `status` by type.
 pub fn condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// A new condition at `now`.
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: String, now: Timestamp) -> DeploymentCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -77,7 +87,10 @@ pub fn calculate(
     now: Timestamp,
 ) -> DeploymentStatus {
     let st = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
-    let spec_total: i32 = all.iter().map(|r| r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)).sum();
+    let spec_total: i32 = all
+        .iter()
+        .map(|r| r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+        .sum();
     let available: i32 = all.iter().map(|r| n(st(r).available_replicas)).sum();
     let mut status = DeploymentStatus {
         observed_generation: d.metadata.generation,
@@ -94,12 +107,24 @@ pub fn calculate(
     if available >= replicas - max_unavailable {
         set_condition(
             &mut status,
-            new_condition(AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), now),
+            new_condition(
+                AVAILABLE,
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+                now,
+            ),
         );
     } else {
         set_condition(
             &mut status,
-            new_condition(AVAILABLE, "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), now),
+            new_condition(
+                AVAILABLE,
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".into(),
+                now,
+            ),
         );
     }
     status
@@ -154,10 +179,22 @@ pub fn rollout(
         if complete(d, &status) {
             set_condition(
                 &mut status,
-                new_condition(PROGRESSING, "True", NEW_RS_AVAILABLE, format!("ReplicaSet \"{rs_name}\" has successfully progressed."), now),
+                new_condition(
+                    PROGRESSING,
+                    "True",
+                    NEW_RS_AVAILABLE,
+                    format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+                    now,
+                ),
             );
         } else if progressing(d, &status) {
-            let mut c = new_condition(PROGRESSING, "True", RS_UPDATED, format!("ReplicaSet \"{rs_name}\" is progressing."), now);
+            let mut c = new_condition(
+                PROGRESSING,
+                "True",
+                RS_UPDATED,
+                format!("ReplicaSet \"{rs_name}\" is progressing."),
+                now,
+            );
             // Progress is news even with the same reason: refresh the update time.
             if let Some(old) = current.as_ref().filter(|o| o.status == "True") {
                 c.last_transition_time = old.last_transition_time.clone();
@@ -167,7 +204,13 @@ pub fn rollout(
         } else if timed_out(d, &status, now) {
             set_condition(
                 &mut status,
-                new_condition(PROGRESSING, "False", TIMED_OUT, format!("ReplicaSet \"{rs_name}\" has timed out progressing."), now),
+                new_condition(
+                    PROGRESSING,
+                    "False",
+                    TIMED_OUT,
+                    format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+                    now,
+                ),
             );
         }
     }
@@ -212,9 +255,27 @@ pub fn paused(d: &Deployment, status: &mut DeploymentStatus, now: Timestamp) {
     let is_paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let paused_cond = reason.as_deref() == Some(PAUSED);
     if is_paused && !paused_cond {
-        set_condition(status, new_condition(PROGRESSING, "Unknown", PAUSED, "Deployment is paused".into(), now));
+        set_condition(
+            status,
+            new_condition(
+                PROGRESSING,
+                "Unknown",
+                PAUSED,
+                "Deployment is paused".into(),
+                now,
+            ),
+        );
     } else if !is_paused && paused_cond {
-        set_condition(status, new_condition(PROGRESSING, "Unknown", RESUMED, "Deployment is resumed".into(), now));
+        set_condition(
+            status,
+            new_condition(
+                PROGRESSING,
+                "Unknown",
+                RESUMED,
+                "Deployment is resumed".into(),
+                now,
+            ),
+        );
     }
 }
 
@@ -279,26 +340,44 @@ mod tests {
         let (old, new) = (rs("old", 1, 2, 2, 2), rs("new", 3, 3, 2, 1));
         let s = calculate(&d, &[&old, &new], Some(&new), 0, at(10));
         assert_eq!(
-            (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas, s.unavailable_replicas),
+            (
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+                s.available_replicas,
+                s.unavailable_replicas
+            ),
             (Some(5), Some(3), Some(4), Some(3), Some(1))
         );
         assert_eq!(s.observed_generation, Some(2));
-        assert_eq!(reason(&s, AVAILABLE), ("True".into(), "MinimumReplicasAvailable".into()));
+        assert_eq!(
+            reason(&s, AVAILABLE),
+            ("True".into(), "MinimumReplicasAvailable".into())
+        );
         let (old, new) = (rs("old", 0, 0, 0, 0), rs("new", 3, 3, 1, 1));
         let s = calculate(&d, &[&old, &new], Some(&new), 1, at(10));
-        assert_eq!(reason(&s, AVAILABLE), ("False".into(), "MinimumReplicasUnavailable".into()));
+        assert_eq!(
+            reason(&s, AVAILABLE),
+            ("False".into(), "MinimumReplicasUnavailable".into())
+        );
     }
 
     #[test]
     fn progressing_tells_the_rollout_story() {
         let new = rs("web-abc", 3, 3, 3, 3);
         let mut prior = DeploymentStatus::default();
-        set_condition(&mut prior, new_condition(PROGRESSING, "True", NEW_RS_CREATED, "x".into(), at(0)));
+        set_condition(
+            &mut prior,
+            new_condition(PROGRESSING, "True", NEW_RS_CREATED, "x".into(), at(0)),
+        );
         // Done: NewReplicaSetAvailable, nothing to wait for.
         let d = deploy(3, 1, Some(prior.clone()));
         let s = calculate(&d, &[&new], Some(&new), 0, at(5));
         let (s, left) = rollout(&d, s, Some("web-abc"), at(5));
-        assert_eq!(reason(&s, PROGRESSING), ("True".into(), NEW_RS_AVAILABLE.into()));
+        assert_eq!(
+            reason(&s, PROGRESSING),
+            ("True".into(), NEW_RS_AVAILABLE.into())
+        );
         assert_eq!(
             condition(&s, PROGRESSING).unwrap().message.as_deref(),
             Some("ReplicaSet \"web-abc\" has successfully progressed.")
@@ -323,7 +402,11 @@ mod tests {
         let d = deploy(3, 1, Some(s2.clone()));
         let s3 = calculate(&d, &[&new], Some(&new), 0, at(800));
         let (s3, _) = rollout(&d, s3, Some("web-abc"), at(800));
-        assert_eq!(reason(&s3, PROGRESSING).1, TIMED_OUT, "a timed-out rollout stays timed out");
+        assert_eq!(
+            reason(&s3, PROGRESSING).1,
+            TIMED_OUT,
+            "a timed-out rollout stays timed out"
+        );
     }
 
     #[test]

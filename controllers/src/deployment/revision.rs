@@ -229,10 +229,24 @@ mod tests {
         let got = new_rs_annotations(None, Some(&from), 3, Some((4, 5))).unwrap();
         assert_eq!(got["kubernetes.io/change-cause"], "set image");
         assert!(!got.contains_key(LAST_APPLIED));
-        assert_eq!((got[REVISION].as_str(), got[DESIRED].as_str(), got[MAX].as_str()), ("3", "4", "5"));
+        assert_eq!(
+            (
+                got[REVISION].as_str(),
+                got[DESIRED].as_str(),
+                got[MAX].as_str()
+            ),
+            ("3", "4", "5")
+        );
         assert_eq!(new_rs_annotations(Some(&got), Some(&from), 3, None), None);
-        assert_eq!(new_rs_annotations(Some(&got), Some(&from), 2, Some((4, 5))), None, "never lowered");
-        assert_eq!(new_rs_annotations(Some(&got), Some(&from), 4, None).unwrap()[REVISION], "4");
+        assert_eq!(
+            new_rs_annotations(Some(&got), Some(&from), 2, Some((4, 5))),
+            None,
+            "never lowered"
+        );
+        assert_eq!(
+            new_rs_annotations(Some(&got), Some(&from), 4, None).unwrap()[REVISION],
+            "4"
+        );
     }
 
     #[test]
@@ -243,7 +257,12 @@ mod tests {
             created: revision,
             idle,
         };
-        let set = [old("r3", 3, true), old("r1", 1, true), old("r2", 2, false), old("r4", 4, true)];
+        let set = [
+            old("r3", 3, true),
+            old("r1", 1, true),
+            old("r2", 2, false),
+            old("r4", 4, true),
+        ];
         assert_eq!(to_clean(&set, 2), ["r1"], "r2 still has pods");
         assert_eq!(to_clean(&set, 0), ["r1", "r3", "r4"]);
         assert!(to_clean(&set, 10).is_empty());

@@ -39,7 +39,10 @@ impl Buckets {
             return;
         }
         self.remove(&r);
-        self.members.entry(key.clone()).or_default().insert(r.clone());
+        self.members
+            .entry(key.clone())
+            .or_default()
+            .insert(r.clone());
         self.key.insert(r, key);
     }
 
@@ -156,7 +159,11 @@ mod tests {
         // A re-list replaces everything once complete.
         idx.apply(&Event::Init);
         idx.apply(&Event::InitApply(pod("c", Some("rs2"))));
-        assert_eq!(names(idx.orphans("ns")), ["a"], "the old view until the list is in");
+        assert_eq!(
+            names(idx.orphans("ns")),
+            ["a"],
+            "the old view until the list is in"
+        );
         idx.apply(&Event::InitDone);
         assert!(idx.orphans("ns").is_empty());
         assert_eq!(names(idx.owned("rs2")), ["c"]);

@@ -68,7 +68,9 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let pod_events = watcher(Api::<Pod>::all(client.clone()))
         .default_backoff()
         .reflect(writer)
-        .inspect_err(|e| tracing::debug!(controller = NAME, error = %e, "pod watch failed; retrying"))
+        .inspect_err(
+            |e| tracing::debug!(controller = NAME, error = %e, "pod watch failed; retrying"),
+        )
         .inspect_ok(move |ev| {
             if matches!(ev, Event::InitDone) {
                 tracing::debug!(controller = NAME, "pod cache listed");
@@ -120,18 +122,18 @@ fn sets_to_sync(sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet
             vec![ObjectRef::new(&r.name).within(&ns)]
         }
         Some(_) => vec![],
-        None => sets
-            .state()
-            .iter()
-            .filter(|rs| {
-                rs.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && rs
-                        .spec
-                        .as_ref()
-                        .is_some_and(|s| pods::selects(&s.selector, pod.metadata.labels.as_ref()))
-            })
-            .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-            .collect(),
+        None => {
+            sets.state()
+                .iter()
+                .filter(|rs| {
+                    rs.metadata.namespace.as_deref() == Some(ns.as_str())
+                        && rs.spec.as_ref().is_some_and(|s| {
+                            pods::selects(&s.selector, pod.metadata.labels.as_ref())
+                        })
+                })
+                .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+                .collect()
+        }
     }
 }
 
@@ -162,7 +164,13 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     let candidates: Vec<Arc<Pod>> = mine
         .iter()
         .cloned()
-        .chain(shared.index.orphans(&ns).iter().filter_map(|r| shared.pods.get(r)))
+        .chain(
+            shared
+                .index
+                .orphans(&ns)
+                .iter()
+                .filter_map(|r| shared.pods.get(r)),
+        )
         .filter(|p| pods::is_active(p))
         .collect();
     let mut owned: Vec<Arc<Pod>> = Vec::new();
@@ -201,7 +209,11 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     }
 
     let mut failure = None;
-    if !deleting && shared.expectations.satisfied(&uid, &ns, &shared.pods, &mine) {
+    if !deleting
+        && shared
+            .expectations
+            .satisfied(&uid, &ns, &shared.pods, &mine)
+    {
         let want = spec.replicas.unwrap_or(1).max(0) as usize;
         tracing::debug!(controller = NAME, replicaset = %name, have = owned.len(), want, "managing replicas");
         failure = if owned.len() < want {
@@ -219,7 +231,11 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     let now = Timestamp::now();
     let refs: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();
     let new_status = status::calculate(&rs, &refs, failure.as_ref(), now);
-    if !rs.status.as_ref().is_some_and(|s| status::same(s, &new_status)) {
+    if !rs
+        .status
+        .as_ref()
+        .is_some_and(|s| status::same(s, &new_status))
+    {
         write_status(&ctx, &rs, new_status.clone()).await?;
     }
     if let Some(f) = failure {
@@ -269,7 +285,12 @@ async fn create_pods(
                     shared.expectations.created(&uid, pname.clone());
                     ctx.metrics.created(ctx.name);
                     ctx.recorder
-                        .publish(&involved, "Normal", "SuccessfulCreate", &format!("Created pod: {pname}"))
+                        .publish(
+                            &involved,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("Created pod: {pname}"),
+                        )
                         .await;
                 }
                 Err(e) => {
@@ -333,7 +354,12 @@ async fn delete_pods(
                     .deleted(&uid, p.metadata.uid.clone().unwrap_or_default());
                 ctx.metrics.deleted(ctx.name);
                 ctx.recorder
-                    .publish(&involved, "Normal", "SuccessfulDelete", &format!("Deleted pod: {name}"))
+                    .publish(
+                        &involved,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {name}"),
+                    )
                     .await;
             }
             // Already gone: what we wanted.
@@ -424,7 +450,10 @@ async fn write_status(
     let api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns);
     let mut obj = rs.clone();
     obj.status = Some(status.clone());
-    match api.replace_status(&name, &PostParams::default(), &obj).await {
+    match api
+        .replace_status(&name, &PostParams::default(), &obj)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if status_code(&e) == Some(409) => {
             let mut live = api.get(&name).await?;

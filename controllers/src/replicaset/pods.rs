@@ -183,11 +183,13 @@ pub fn deletion_order(pods: &[&Pod]) -> Vec<usize> {
             .then_with(|| is_ready(a).cmp(&is_ready(b)))
             .then_with(|| deletion_cost(a).cmp(&deletion_cost(b)))
             .then_with(|| rank(b).cmp(&rank(a)))
-            .then_with(|| match (ready_since(a).flatten(), ready_since(b).flatten()) {
-                // Ready more recently goes first.
-                (Some(x), Some(y)) => y.cmp(&x),
-                _ => Ordering::Equal,
-            })
+            .then_with(
+                || match (ready_since(a).flatten(), ready_since(b).flatten()) {
+                    // Ready more recently goes first.
+                    (Some(x), Some(y)) => y.cmp(&x),
+                    _ => Ordering::Equal,
+                },
+            )
             .then_with(|| restarts(b).cmp(&restarts(a)))
             .then_with(|| {
                 let ca = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -222,7 +224,13 @@ mod tests {
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 
-    fn pod(name: &str, node: Option<&str>, phase: &str, ready_at: Option<i64>, created: i64) -> Pod {
+    fn pod(
+        name: &str,
+        node: Option<&str>,
+        phase: &str,
+        ready_at: Option<i64>,
+        created: i64,
+    ) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),

@@ -95,7 +95,9 @@ mod tests {
                 min_ready_seconds: Some(min_ready),
                 template: Some(PodTemplateSpec {
                     metadata: Some(ObjectMeta {
-                        labels: Some([("app".into(), "web".into()), ("v".into(), "1".into())].into()),
+                        labels: Some(
+                            [("app".into(), "web".into()), ("v".into(), "1".into())].into(),
+                        ),
                         ..Default::default()
                     }),
                     spec: None,
@@ -146,7 +148,11 @@ mod tests {
         assert_eq!(s.replicas, 3);
         assert_eq!(s.fully_labeled_replicas, Some(2));
         assert_eq!(s.ready_replicas, Some(2));
-        assert_eq!(s.available_replicas, Some(1), "one ready for < minReadySeconds");
+        assert_eq!(
+            s.available_replicas,
+            Some(1),
+            "one ready for < minReadySeconds"
+        );
         assert_eq!(s.observed_generation, Some(4));
         assert!(s.conditions.is_none());
     }
