@@ -398,6 +398,19 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     );
     let rev1 = kc.ok(&["rollout", "history", "deployment/web", "--revision=1"]);
     assert!(rev1.contains("nginx:1"), "{rev1}");
+    // A change cause annotated on the deployment shows for its current revision.
+    kc.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=moved to nginx 2",
+    ]);
+    eventually("the change cause in the history", ROLLOUT, || {
+        let history = kc.ok(&["rollout", "history", "deployment/web"]);
+        history
+            .lines()
+            .any(|l| l.starts_with("2 ") && l.contains("moved to nginx 2"))
+            .then_some(())
+    });
 
     // Undo goes back to nginx:1, which becomes revision 3 (its replica set reused).
     let out = kc.ok(&["rollout", "undo", "deployment/web"]);
