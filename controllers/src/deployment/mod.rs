@@ -78,11 +78,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         controller.watches_stream(rs_events, move |rs: ReplicaSet| to_sync(&deployments, &rs));
     runner::run(controller, ctx, move |d, ctx| {
         let sets = sets.clone();
-        async move {
-            tokio::time::timeout(crate::replicaset::SYNC_TIMEOUT, sync(d, ctx, sets))
-                .await
-                .unwrap_or_else(|_| Err(Error::Invalid("sync timed out".into())))
-        }
+        crate::replicaset::guarded(sync(d, ctx, sets))
     })
     .await;
     Ok(())
@@ -820,10 +816,9 @@ impl Sync {
                 ..Default::default()
             };
             match self.rs_api.delete(&name, &dp).await {
-                Ok(_) => {
-                    self.ctx.metrics.deleted(self.ctx.name);
-                    self.sets.remove(i);
-                }
+                // Kept in `self.sets` (at zero, it counts for nothing):
+                // the positions the rest of the sync holds stay valid.
+                Ok(_) => self.ctx.metrics.deleted(self.ctx.name),
                 Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -92,17 +92,40 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         controller.watches_stream(pod_events, move |pod: Pod| sets_to_sync(&sets, &pod));
     runner::run(controller, ctx, move |rs, ctx| {
         let shared = shared.clone();
-        async move {
-            tokio::time::timeout(SYNC_TIMEOUT, sync(rs, ctx, shared))
-                .await
-                .unwrap_or_else(|_| Err(Error::Invalid("sync timed out".into())))
-        }
+        guarded(sync(rs, ctx, shared))
     })
     .await;
     Ok(())
 }
 
-/// The longest one sync may take (a hung request is retried, not waited on).
+/// A sync cut off after [`SYNC_TIMEOUT`] (a hung request is retried, not
+/// waited on) and whose panic is an error to retry, not the end of the
+/// controller.
+pub(crate) async fn guarded(
+    sync: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    use futures::FutureExt;
+    match tokio::time::timeout(
+        SYNC_TIMEOUT,
+        std::panic::AssertUnwindSafe(sync).catch_unwind(),
+    )
+    .await
+    {
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(error = %what, "sync panicked");
+            Err(Error::Invalid(format!("sync panicked: {what}")))
+        }
+        Err(_) => Err(Error::Invalid("sync timed out".into())),
+    }
+}
+
+/// The longest one sync may take.
 pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a sync waits for the first list of pods before it gives up
