@@ -215,7 +215,10 @@ impl NodeRuntime {
     /// Keep `ip` (from a pod's stored status) taken, if it is this node's.
     fn reserve(&mut self, ip: &str) -> bool {
         match ip.strip_prefix(&self.net).and_then(|h| h.strip_prefix('.')) {
-            Some(h) => h.parse().is_ok_and(|h: u8| self.used.insert(h) || true),
+            Some(h) => h.parse().is_ok_and(|h: u8| {
+                self.used.insert(h);
+                true
+            }),
             None => false,
         }
     }
@@ -237,7 +240,7 @@ enum Msg {
     /// whether to try again later.
     Done {
         uid: String,
-        written: Option<Pod>,
+        written: Option<Box<Pod>>,
         retry: bool,
     },
     /// A planned wake-up for this pod.
@@ -395,15 +398,12 @@ impl Runtime {
     }
 
     fn forget(&mut self, uid: &str) {
-        if let Some(pod) = self.pods.remove(uid) {
-            if let (Some(ip), Some(rt)) = (
-                self.ips.remove(uid),
-                Self::node_of(&pod).and_then(|n| self.nodes.get_mut(n)),
-            ) {
-                if ip != rt.host_ip {
-                    rt.release(&ip);
-                }
-            }
+        if let Some(pod) = self.pods.remove(uid)
+            && let Some(ip) = self.ips.remove(uid)
+            && let Some(rt) = Self::node_of(&pod).and_then(|n| self.nodes.get_mut(n))
+            && ip != rt.host_ip
+        {
+            rt.release(&ip);
         }
         self.dirty.remove(uid);
         self.wakes.remove(uid);
@@ -417,10 +417,10 @@ impl Runtime {
                 retry,
             } => {
                 self.in_flight.remove(&uid);
-                if let Some(p) = written {
-                    if self.pods.contains_key(&uid) {
-                        self.pods.insert(uid.clone(), p);
-                    }
+                if let Some(p) = written
+                    && self.pods.contains_key(&uid)
+                {
+                    self.pods.insert(uid.clone(), *p);
                 }
                 if retry {
                     self.wake_at(&uid, Timestamp::now() + Duration::from_secs(1));
@@ -493,7 +493,7 @@ impl Runtime {
                         .replace_status(&name, &PostParams::default(), &next)
                         .await
                     {
-                        Ok(p) => (Some(p), false),
+                        Ok(p) => (Some(Box::new(p)), false),
                         // Stale or gone: the watch brings the pod as it is now.
                         Err(e) if matches!(status_code(&e), Some(404 | 409)) => (None, false),
                         Err(e) => {

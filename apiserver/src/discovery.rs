@@ -75,6 +75,9 @@ fn aggregated_resource(r: &ResourceType) -> Value {
     if r.has(Subresource::Binding) {
         subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
     }
+    if r.has(Subresource::Eviction) {
+        subs.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}));
+    }
     if r.has(Subresource::Token) {
         subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
     }
@@ -221,6 +224,9 @@ pub fn resource_list(kinds: &Kinds, group: &str, version: &str) -> Result<Value,
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Binding)).map(|t| {
             json!({"name": format!("{}/binding", t.plural), "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
+        }))
+        .chain(types.iter().filter(|t| t.has(Subresource::Eviction)).map(|t| {
+            json!({"name": format!("{}/eviction", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
         }))
         .chain(types.iter().filter(|t| t.has(Subresource::Token)).map(|t| {
             json!({"name": format!("{}/token", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})

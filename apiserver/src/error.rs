@@ -170,6 +170,10 @@ pub enum ApiError {
     },
     #[error("too many requests, please try again later")]
     TooManyRequests,
+    /// A 429 with Kubernetes' own message and causes, and no retry hint
+    /// (an eviction a PodDisruptionBudget forbids: `DisruptionBudget`).
+    #[error("{message}")]
+    TooManyRequestsBecause { message: String, causes: Vec<Cause> },
     #[error("the request did not finish within {0} seconds")]
     Timeout(u64),
     /// The store did not answer in time; for a write, whether it was applied
@@ -224,7 +228,9 @@ impl ApiError {
             ApiError::Forbidden { .. } | ApiError::NamespaceTerminating { .. } => {
                 (403, "Forbidden")
             }
-            ApiError::TooManyRequests => (429, "TooManyRequests"),
+            ApiError::TooManyRequests | ApiError::TooManyRequestsBecause { .. } => {
+                (429, "TooManyRequests")
+            }
             ApiError::Timeout(_)
             | ApiError::StoreTimeout(_)
             | ApiError::TooLargeResourceVersion { .. } => (504, "Timeout"),
@@ -281,6 +287,9 @@ impl ApiError {
                     "message": format!("namespace {namespace} is being terminated"),
                     "field": "metadata.namespace",
                 }],
+            }),
+            ApiError::TooManyRequestsBecause { causes, .. } => json!({
+                "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message})).collect::<Vec<_>>(),
             }),
             ApiError::ApplyConflict { causes, .. } => json!({
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),

@@ -113,9 +113,12 @@ impl RequestTarget {
                 return Err(ApiError::NoRoute);
             }
             return match (sub, method.clone()) {
-                (Subresource::Binding | Subresource::Token, Method::POST) => Ok(Verb::Create),
+                (
+                    Subresource::Binding | Subresource::Token | Subresource::Eviction,
+                    Method::POST,
+                ) => Ok(Verb::Create),
                 (Subresource::Binding, _) => Err(ApiError::NoRoute),
-                (Subresource::Token, _) => Err(ApiError::MethodNotAllowed),
+                (Subresource::Token | Subresource::Eviction, _) => Err(ApiError::MethodNotAllowed),
                 (Subresource::Finalize, Method::PUT) => Ok(Verb::Update),
                 (Subresource::Finalize, _) => Err(ApiError::MethodNotAllowed),
                 (_, Method::GET) => Ok(Verb::Get),

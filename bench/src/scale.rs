@@ -11,7 +11,11 @@
 //! compared. Kubernetes' documented limits are 5,000 nodes and 150,000 pods
 //! (`--nodes 5000 --pods 150000`); the defaults are a tenth of that so the
 //! suite finishes in minutes on two cores.
+//!
+//! With `--hollow` it measures the control plane at work instead: hollow
+//! nodes, pods created through Deployments, scheduled and run ([`hollow`]).
 
+mod hollow;
 mod load;
 mod objects;
 
@@ -59,6 +63,28 @@ pub struct ScaleBenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Hollow-node mode: `--nodes` simulated nodes (`keel hollow-nodes`)
+    /// and `--pods` pods created through `--deployments` Deployments,
+    /// scheduled and run (no etcd baseline).
+    #[arg(long)]
+    pub hollow: bool,
+    /// Hollow mode: how many Deployments carry the pods.
+    #[arg(long, default_value_t = 100)]
+    pub deployments: usize,
+    /// Hollow mode: create the pods themselves (`--clients` at a time)
+    /// instead of through Deployments.
+    #[arg(long)]
+    pub bare_pods: bool,
+    /// Hollow mode: how the hollow nodes watch their pods (`shared` or
+    /// `per-node`, `keel hollow-nodes --pod-watch`).
+    #[arg(long, default_value = "shared")]
+    pub hollow_pod_watch: String,
+    /// Hollow mode: how many `keel hollow-nodes` processes share the nodes.
+    #[arg(long, default_value_t = 1)]
+    pub hollow_processes: usize,
+    /// Hollow mode: how long nodes may take to be Ready, and pods to run.
+    #[arg(long, default_value = "30m", value_parser = crate::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// The columns of the operations table.
@@ -141,6 +167,9 @@ where
 }
 
 pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
+    if args.hollow {
+        return hollow::run(args).await;
+    }
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }

@@ -5,6 +5,7 @@
 //! (leadership lost).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 
@@ -22,6 +23,27 @@ pub struct Context {
     pub name: &'static str,
     /// The manager's lease identity (`reportingInstance` of events).
     pub identity: String,
+    /// Options of individual controllers (the manager's command line).
+    pub settings: Settings,
+}
+
+/// Options of individual controllers, as kube-controller-manager's flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// nodelifecycle: how long a node may post no heartbeat (Lease or
+    /// status) before it is marked Unknown (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+    /// eventttl: how long Events live (`--event-ttl`).
+    pub event_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            node_monitor_grace_period: Duration::from_secs(40),
+            event_ttl: crate::eventttl::DEFAULT_TTL,
+        }
+    }
 }
 
 impl Context {
@@ -37,6 +59,7 @@ impl Context {
             metrics,
             name,
             identity,
+            settings: Settings::default(),
         }
     }
 }

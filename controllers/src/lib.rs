@@ -35,7 +35,9 @@ pub mod runner;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod workload;
 
+pub use context::Settings;
 pub use manager::{Manager, ManagerConfig};
 pub use metrics::Metrics;
 

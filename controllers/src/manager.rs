@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use futures::future::BoxFuture;
 
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::credentials::Credentials;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -65,6 +65,8 @@ pub struct ManagerConfig {
     /// Run each controller as its own ServiceAccount (tokens made with
     /// these); without, every controller uses the manager's client.
     pub credentials: Option<Credentials>,
+    /// Options handed to the controllers in their [`Context`].
+    pub settings: Settings,
 }
 
 impl ManagerConfig {
@@ -75,6 +77,7 @@ impl ManagerConfig {
             lease: LeaseConfig::new(LEASE_NAME, identity),
             controllers: vec!["*".into()],
             credentials: None,
+            settings: Settings::default(),
         }
     }
 
@@ -164,26 +167,32 @@ fn start_controllers(
         if !config.enabled(name) {
             continue;
         }
-        let (client, metrics, identity, creds) = (
+        let (client, metrics, identity, creds, settings) = (
             client.clone(),
             metrics.clone(),
             config.lease.identity.clone(),
             config.credentials.clone(),
+            config.settings.clone(),
         );
         set.spawn(supervise(name, move || {
-            let (client, metrics, identity, creds) = (
+            let (client, metrics, identity, creds, settings) = (
                 client.clone(),
                 metrics.clone(),
                 identity.clone(),
                 creds.clone(),
+                settings.clone(),
             );
             Box::pin(async move {
+                let context = |client| Context {
+                    settings,
+                    ..Context::new(client, metrics, name, identity)
+                };
                 let Some(creds) = creds else {
-                    return start(Context::new(client, metrics, name, identity)).await;
+                    return start(context(client)).await;
                 };
                 let (own, refresh) = creds.client(name).await?;
                 tokio::select! {
-                    r = start(Context::new(own, metrics, name, identity)) => r,
+                    r = start(context(own)) => r,
                     e = refresh => Err(e),
                 }
             })

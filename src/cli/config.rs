@@ -100,6 +100,13 @@ pub struct ServerArgs {
     /// JSON lines, at the Metadata level (docs/SECURITY.md). Off without it.
     #[arg(long)]
     pub audit_log_path: Option<PathBuf>,
+    /// The IPv4 CIDR Services' cluster IPs come from (kube-apiserver's
+    /// `--service-cluster-ip-range`).
+    #[arg(long, default_value = keel_apiserver::registry::services::range::DEFAULT_CIDR)]
+    pub service_cluster_ip_range: String,
+    /// The ports NodePort Services' node ports come from (`lo-hi`).
+    #[arg(long, default_value = keel_apiserver::registry::services::range::DEFAULT_NODE_PORTS)]
+    pub service_node_port_range: String,
     /// Run the controller manager (garbage collector, namespace
     /// controller) in this member; the members elect one leader through a
     /// Lease. `--controllers=false` leaves them to `keel controllers`.
@@ -115,6 +122,17 @@ pub struct ServerArgs {
     /// every controller acts as `system:kube-controller-manager`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub use_service_account_credentials: bool,
+    /// How long a node may go without a heartbeat (its Lease or status)
+    /// before the node lifecycle controller marks it Unknown and taints it
+    /// unreachable (kube-controller-manager's default: 40s).
+    #[arg(long, default_value = "40s", value_parser = super::controllers::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How long Events are kept before the eventttl controller deletes
+    /// them (`1h`, `30m`, `90s`).
+    #[arg(long, default_value = "1h", value_parser = super::controllers::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub event_ttl: std::time::Duration,
 }
 
 impl ServerArgs {
@@ -188,6 +206,22 @@ pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
         return Err(format!("{s:?}: min must be positive and below max"));
     }
     Ok((a, b))
+}
+
+/// A duration is written in the file as on the command line (`1h`); it
+/// is written back in milliseconds (`3600000ms`).
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        crate::cli::controllers::parse_duration(&String::deserialize(d)?)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A `min-max` range is written in the file as on the command line.

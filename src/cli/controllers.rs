@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use keel_controllers::{Manager, ManagerConfig, Metrics};
+use keel_controllers::{Manager, ManagerConfig, Metrics, Settings};
 
 #[derive(clap::Args, Debug)]
 pub struct ControllersArgs {
@@ -32,6 +33,33 @@ pub struct ControllersArgs {
     /// the system's temporary directory.
     #[arg(long)]
     pub token_dir: Option<PathBuf>,
+    /// How long a node may go without a heartbeat (its Lease or status)
+    /// before the node lifecycle controller marks it Unknown and taints it
+    /// unreachable (kube-controller-manager's default: 40s).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How long Events are kept (kube-apiserver's `--event-ttl`: `1h`,
+    /// `30m`, `90s`, `1h30m`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
+}
+
+/// The controllers' options from the command line.
+pub fn settings(node_monitor_grace_period: Duration, event_ttl: Duration) -> Result<Settings> {
+    if node_monitor_grace_period.is_zero() {
+        anyhow::bail!("--node-monitor-grace-period must be positive (such as 40s)");
+    }
+    Ok(Settings {
+        node_monitor_grace_period,
+        event_ttl,
+    })
+}
+
+/// A Go-style duration (`1h30m`, `90s`, `500ms`): numbers each followed by
+/// `h`, `m`, `s` or `ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    keel_agent::duration::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)"))
 }
 
 /// Start the manager against the API `kubeconfig` names.
@@ -42,10 +70,12 @@ pub async fn start(
     identity: String,
     controllers: Vec<String>,
     token_dir: Option<PathBuf>,
+    settings: Settings,
     metrics: Arc<Metrics>,
 ) -> Result<Manager> {
     let mut config = ManagerConfig::new(identity.clone());
     config.controllers = controllers;
+    config.settings = settings;
     let unknown = config.unknown();
     if !unknown.is_empty() {
         anyhow::bail!(
@@ -79,15 +109,33 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
             std::env::temp_dir().join(format!("keel-controller-tokens-{}", std::process::id()))
         })
     });
+    let settings = settings(args.node_monitor_grace_period, args.event_ttl)?;
     let manager = start(
         &args.kubeconfig,
         identity,
         args.controllers,
         token_dir,
+        settings,
         Arc::new(Metrics::default()),
     )
     .await?;
     super::shutdown_signal().await;
     manager.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "1", "h", "1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -80,6 +80,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     api_config.max_watches = args.max_watches;
     api_config.encryption_provider_config = args.encryption_provider_config.clone();
     api_config.audit_log_path = args.audit_log_path.clone();
+    {
+        use keel_apiserver::registry::services::range::{Cidr, ServiceNetwork, parse_port_range};
+        api_config.service_network = ServiceNetwork {
+            cidr: Cidr::parse(&args.service_cluster_ip_range)
+                .map_err(anyhow::Error::msg)
+                .context("--service-cluster-ip-range")?,
+            node_ports: parse_port_range(&args.service_node_port_range)
+                .map_err(anyhow::Error::msg)
+                .context("--service-node-port-range")?,
+        };
+    }
     api_config.authn = keel_apiserver::authn::AuthnConfig {
         token_auth_file: args.token_auth_file.clone(),
         anonymous_auth: args.anonymous_auth,
@@ -99,6 +110,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 args.enabled_controllers.clone(),
                 args.use_service_account_credentials
                     .then(|| args.data_dir.join("controller-tokens")),
+                super::controllers::settings(args.node_monitor_grace_period, args.event_ttl)?,
                 controller_metrics,
             )
             .await?,

@@ -324,6 +324,60 @@ fn bench_scale_lists_and_compares_memory_with_etcd() {
     }
 }
 
+/// `keel bench scale --hollow`'s table: the steps it must report.
+fn hollow_steps(doc: &Value, pods: u64, steps: &[&str]) {
+    let steps_rows = rows(&doc["tables"][0]);
+    let row = |step: &str| {
+        steps_rows
+            .iter()
+            .find(|r| r["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} row: {steps_rows:?}"))
+    };
+    for step in steps {
+        positive(row(step), "per s");
+    }
+    for step in [
+        "pods bound by the scheduler (created → bound)",
+        "pods Running and Ready (bound → Ready)",
+    ] {
+        assert_eq!(row(step)["count"], pods, "{step}");
+        positive(row(step), "p99 ms");
+    }
+    let memory = rows(&doc["tables"][1]);
+    assert!(
+        memory.iter().any(|r| r["process"]
+            .as_str()
+            .unwrap()
+            .starts_with("keel hollow-nodes")),
+        "{memory:?}"
+    );
+    positive(&memory[3], "peak RSS MiB");
+}
+
+#[test]
+fn bench_scale_hollow_schedules_and_runs_pods() {
+    let doc = bench(&[
+        "scale",
+        "--hollow",
+        "--bare-pods",
+        "--nodes",
+        "4",
+        "--pods",
+        "20",
+        "--clients",
+        "4",
+        "--hollow-processes",
+        "2",
+        "--timeout",
+        "2m",
+    ]);
+    hollow_steps(
+        &doc,
+        20,
+        &["nodes registered and Ready", "pods created (requests)"],
+    );
+}
+
 #[test]
 fn bench_failover_kills_the_leader_of_both_systems() {
     let doc = bench(&["failover", "--trials", "1", "--writers", "3"]);

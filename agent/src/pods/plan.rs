@@ -62,41 +62,41 @@ pub fn plan(pod: &Pod, at: Placement<'_>, now: Timestamp) -> Plan {
         };
     };
     // The pod's own deadline, counted from its start as the kubelet does.
-    if let (Some(deadline), Some(start)) = (behaviour.active_deadline, observed.start_time) {
-        if now >= start + deadline {
-            let st = status::deadline_exceeded(pod, &observed, now);
-            return Plan {
-                action: Some(Action::Status(Box::new(st))),
-                wake: None,
-            };
-        }
+    if let (Some(deadline), Some(start)) = (behaviour.active_deadline, observed.start_time)
+        && now >= start + deadline
+    {
+        let st = status::deadline_exceeded(pod, &observed, now);
+        return Plan {
+            action: Some(Action::Status(Box::new(st))),
+            wake: None,
+        };
     }
-    if let Some(after) = behaviour.exit_after {
-        if now >= started + after {
-            let exit = Exit {
-                code: behaviour.exit_code,
-                started,
-                finished: now,
-            };
-            let restart = match behaviour.restart_policy {
-                "Never" => false,
-                "OnFailure" => exit.code != 0,
-                _ => true,
-            };
-            let st = if restart {
-                let ready = behaviour.ready_after.is_none_or(|d| d.is_zero());
-                status::running(pod, &observed, at, now, now, ready, Some(exit))
-            } else {
-                status::terminated(pod, &observed, exit)
-            };
-            let wake = restart
-                .then(|| behaviour.next_wake(now, now, &observed))
-                .flatten();
-            return Plan {
-                action: Some(Action::Status(Box::new(st))),
-                wake,
-            };
-        }
+    if let Some(after) = behaviour.exit_after
+        && now >= started + after
+    {
+        let exit = Exit {
+            code: behaviour.exit_code,
+            started,
+            finished: now,
+        };
+        let restart = match behaviour.restart_policy {
+            "Never" => false,
+            "OnFailure" => exit.code != 0,
+            _ => true,
+        };
+        let st = if restart {
+            let ready = behaviour.ready_after.is_none_or(|d| d.is_zero());
+            status::running(pod, &observed, at, now, now, ready, Some(exit))
+        } else {
+            status::terminated(pod, &observed, exit)
+        };
+        let wake = restart
+            .then(|| behaviour.next_wake(now, now, &observed))
+            .flatten();
+        return Plan {
+            action: Some(Action::Status(Box::new(st))),
+            wake,
+        };
     }
     let want_ready = behaviour.ready_after.is_none_or(|d| now >= started + d);
     let action = (want_ready != observed.ready).then(|| {

@@ -55,6 +55,9 @@ pub struct ApiConfig {
     /// Where the audit log is written (`--audit-log-path`); `None`: no
     /// audit log ([`crate::audit`]).
     pub audit_log_path: Option<PathBuf>,
+    /// Where Services get cluster IPs and node ports
+    /// (`--service-cluster-ip-range`, `--service-node-port-range`).
+    pub service_network: crate::registry::services::range::ServiceNetwork,
 }
 
 impl ApiConfig {
@@ -69,6 +72,7 @@ impl ApiConfig {
             encryption_provider_config: None,
             authn: crate::authn::AuthnConfig::default(),
             audit_log_path: None,
+            service_network: Default::default(),
         }
     }
 }
@@ -365,6 +369,7 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
     // which every member of the cluster shares.
     let authn = crate::authn::Authenticator::load(&cfg.authn, &pki.dir.join("ca.key"))?;
     registry.set_authenticator(Arc::new(authn));
+    registry.set_service_network(cfg.service_network.clone());
     tokio::spawn(crate::authn::default_service_account::run(Arc::downgrade(
         &registry,
     )));

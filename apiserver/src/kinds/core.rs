@@ -6,7 +6,6 @@ use base64::Engine;
 use k8s_openapi::api::core::v1 as core;
 use serde_json::{Value, json};
 
-use super::columns::{self, Printed};
 use super::fields::{array_at, cidr, one_of, port_number, quantities, str_at, tcp_by_default};
 use super::{Column, ResourceType, Strategy, Subresource};
 use crate::error::Cause;
@@ -415,10 +414,10 @@ fn node_roles(obj: &Value) -> String {
                 if !role.is_empty() {
                     roles.insert(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.insert(v.to_string());
-                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v.to_string());
             }
         }
     }
@@ -481,14 +480,49 @@ impl Strategy for EndpointsStrategy {
         validate_endpoints(obj)
     }
     fn columns(&self) -> Vec<Column> {
-        columns::columns(ENDPOINTS_COLUMNS)
+        vec![Column::new(
+            "Endpoints",
+            "Endpoints is the list of endpoints in the service",
+        )]
     }
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        columns::cells(ENDPOINTS_COLUMNS, obj)
+        vec![json!(endpoints_cell(obj))]
     }
 }
 
-const ENDPOINTS_COLUMNS: &[Printed] = &[columns::count("Subsets", "Number of subsets", "/subsets")];
+/// kubectl's ENDPOINTS: the first three `ip:port` (or bare IPs of a
+/// subset without ports) of the ready addresses, then `+ N more...`;
+/// `<none>` without subsets.
+fn endpoints_cell(obj: &Value) -> String {
+    let subsets = array_at(obj, "/subsets");
+    if subsets.is_empty() {
+        return "<none>".into();
+    }
+    let mut all = Vec::new();
+    for s in subsets {
+        let ips: Vec<&str> = array_at(s, "/addresses")
+            .iter()
+            .filter_map(|a| str_at(a, "/ip"))
+            .collect();
+        let ports = array_at(s, "/ports");
+        if ports.is_empty() {
+            all.extend(ips.iter().map(|ip| ip.to_string()));
+        }
+        for p in ports {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            all.extend(ips.iter().map(|ip| match ip.contains(':') {
+                true => format!("[{ip}]:{port}"),
+                false => format!("{ip}:{port}"),
+            }));
+        }
+    }
+    let shown = all.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if all.len() > 3 {
+        format!("{shown} + {} more...", all.len() - 3)
+    } else {
+        shown
+    }
+}
 
 fn endpoints_defaults(obj: &mut Value) {
     if let Some(subsets) = obj.get_mut("subsets").and_then(Value::as_array_mut) {
@@ -603,5 +637,59 @@ mod tests {
             "annotations": {"kubernetes.io/service-account.name": "default"}}});
         assert!(secret_type(&sa).is_empty());
         assert!(secret_type(&json!({"type": "Opaque"})).is_empty());
+    }
+
+    #[test]
+    fn nodes_print_as_kubectl_prints_them() {
+        let node = json!({
+            "metadata": {"name": "n", "labels": {
+                "node-role.kubernetes.io/control-plane": "",
+                "node-role.kubernetes.io/worker": "",
+                "kubernetes.io/role": "edge",
+                "kubernetes.io/hostname": "n"}},
+            "spec": {"unschedulable": true},
+            "status": {
+                "conditions": [{"type": "MemoryPressure", "status": "False"},
+                               {"type": "Ready", "status": "Unknown"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian",
+                             "kernelVersion": "6.1", "containerRuntimeVersion": "containerd://2.0"}}
+        });
+        let cells = NodeStrategy.cells(&node);
+        assert_eq!(cells[0], "NotReady,SchedulingDisabled");
+        assert_eq!(cells[1], "control-plane,edge,worker");
+        assert_eq!(cells[3], "v1.33.0");
+        assert_eq!(
+            cells[4..],
+            [
+                json!("10.0.0.7"),
+                json!("<none>"),
+                json!("Debian"),
+                json!("6.1"),
+                json!("containerd://2.0")
+            ]
+        );
+        assert_eq!(NodeStrategy.columns().len(), cells.len());
+        let bare = json!({"metadata": {"name": "m"}});
+        assert_eq!(
+            NodeStrategy.cells(&bare)[..2],
+            [json!("Unknown"), json!("<none>")]
+        );
+        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(NodeStrategy.cells(&ready)[0], "Ready");
+    }
+
+    #[test]
+    fn endpoints_print_as_kubectl_prints_them() {
+        let ep = json!({"subsets": [
+            {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "notReadyAddresses": [{"ip": "10.0.0.9"}],
+             "ports": [{"port": 80}, {"port": 443}]}]});
+        assert_eq!(
+            EndpointsStrategy.cells(&ep),
+            [json!("10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more...")]
+        );
+        assert_eq!(EndpointsStrategy.cells(&json!({})), [json!("<none>")]);
+        let headless = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}]}]});
+        assert_eq!(EndpointsStrategy.cells(&headless), [json!("10.0.0.1")]);
     }
 }

@@ -19,6 +19,7 @@ mod autoscaling;
 mod batch;
 mod coordination;
 mod core;
+mod endpointslice;
 mod events;
 mod ingress;
 mod networking;
@@ -45,6 +46,7 @@ pub fn builtin() -> Vec<ResourceType> {
         autoscaling::kinds(),
         coordination::kinds(),
         networking::kinds(),
+        endpointslice::kinds(),
         ingress::kinds(),
         policy::kinds(),
         scheduling::kinds(),

@@ -1,5 +1,6 @@
 //! `networking.k8s.io/v1`: network policies (peers, ports and CIDRs, and the
-//! policy types Kubernetes infers from the rules present).
+//! policy types Kubernetes infers from the rules present), and the
+//! IPAddresses that hold Services' cluster IPs.
 
 use k8s_openapi::api::networking::v1 as networking;
 use serde_json::{Value, json};
@@ -16,7 +17,66 @@ pub fn kinds() -> Vec<ResourceType> {
             .short_names(&["netpol"])
             .subresources(&[Subresource::Status])
             .strategy(NetworkPolicyStrategy),
+        ResourceType::of::<networking::IPAddress>()
+            .short_names(&["ip"])
+            .strategy(IpAddressStrategy),
     ]
+}
+
+/// IPAddresses: the API server writes one per Service cluster IP
+/// (`registry::services`); its name is the address, in canonical form,
+/// and it names its parent.
+struct IpAddressStrategy;
+impl Strategy for IpAddressStrategy {
+    fn name_rule(&self) -> fn(&str) -> Option<String> {
+        |name| match name.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.to_string() == name => None,
+            Ok(ip) => Some(format!("must be in canonical form ({ip:?})")),
+            Err(_) => Some("must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into()),
+        }
+    }
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        match obj.pointer("/spec/parentRef").filter(|p| p.is_object()) {
+            None => causes.push(Cause::required("spec.parentRef")),
+            Some(p) => {
+                for f in ["resource", "name"] {
+                    if str_at(p, &format!("/{f}")).is_none_or(str::is_empty) {
+                        causes.push(Cause::required(format!("spec.parentRef.{f}")));
+                    }
+                }
+            }
+        }
+        causes
+    }
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
+        Cause::immutable(new, old, "/spec/parentRef", "spec.parentRef")
+            .into_iter()
+            .collect()
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![Column::new(
+            "ParentRef",
+            "The object this address is assigned to",
+        )]
+    }
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        // kubectl: lower-case `resource.group`, then namespace and name.
+        let Some(p) = obj.pointer("/spec/parentRef").filter(|p| p.is_object()) else {
+            return vec![json!("<none>")];
+        };
+        let mut out = str_at(p, "/resource").unwrap_or_default().to_lowercase();
+        if let Some(g) = str_at(p, "/group").filter(|g| !g.is_empty()) {
+            out = format!("{out}.{}", g.to_lowercase());
+        }
+        if let Some(ns) = str_at(p, "/namespace").filter(|n| !n.is_empty()) {
+            out = format!("{out}/{ns}");
+        }
+        vec![json!(format!(
+            "{out}/{}",
+            str_at(p, "/name").unwrap_or_default()
+        ))]
+    }
 }
 
 struct NetworkPolicyStrategy;
@@ -178,6 +238,27 @@ mod tests {
                 "spec.ingress[0].from[1]",
                 "spec.ingress[0].from[1].ipBlock.cidr",
             ]
+        );
+    }
+
+    #[test]
+    fn ip_addresses_are_named_by_their_address_and_name_their_parent() {
+        let rule = IpAddressStrategy.name_rule();
+        assert_eq!(rule("10.96.0.1"), None);
+        assert!(rule("10.96.0.01").is_some() && rule("web").is_some());
+        let ip = json!({"spec": {"parentRef": {"group": "", "resource": "services",
+            "namespace": "default", "name": "web"}}});
+        assert!(IpAddressStrategy.validate(&ip).is_empty());
+        assert_eq!(
+            IpAddressStrategy.cells(&ip),
+            [json!("services/default/web")]
+        );
+        assert_eq!(
+            fields(
+                &IpAddressStrategy
+                    .validate(&json!({"spec": {"parentRef": {"resource": "services"}}}))
+            ),
+            ["spec.parentRef.name"]
         );
     }
 }

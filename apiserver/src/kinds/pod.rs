@@ -16,7 +16,11 @@ pub fn kinds() -> Vec<ResourceType> {
         ResourceType::of::<core::Pod>()
             .short_names(&["po"])
             .categories(&["all"])
-            .subresources(&[Subresource::Status, Subresource::Binding])
+            .subresources(&[
+                Subresource::Status,
+                Subresource::Binding,
+                Subresource::Eviction,
+            ])
             .strategy(PodStrategy),
     ]
 }
@@ -33,6 +37,7 @@ impl Strategy for PodStrategy {
         }
         if let Some(spec) = obj.get_mut("spec") {
             pod_spec_defaults(spec);
+            default_toleration_seconds(spec);
         }
     }
     fn validate(&self, obj: &Value) -> Vec<Cause> {
@@ -73,6 +78,47 @@ impl Strategy for PodStrategy {
             cell(obj, Cell::At("/status/podIP")),
             cell(obj, Cell::At("/spec/nodeName")),
         ]
+    }
+}
+
+/// How long pods tolerate a node that is not ready or unreachable by
+/// default (kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission plugin, on pod create: a pod
+/// with no toleration of the `node.kubernetes.io/not-ready` (or
+/// `unreachable`) NoExecute taint gets one for 300 s, so taint-based
+/// eviction moves it off a failed node after five minutes. A toleration
+/// with that key or an empty key, and effect NoExecute or empty, counts.
+fn default_toleration_seconds(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if tolerations.is_null() {
+        *tolerations = json!([]);
+    }
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = list.iter().any(|t| {
+            let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("");
+            (field("key") == key || field("key").is_empty())
+                && (field("effect") == "NoExecute" || field("effect").is_empty())
+        });
+        if !tolerated {
+            list.push(json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
     }
 }
 
@@ -184,5 +230,49 @@ pub(super) fn pod_spec_defaults(spec: &mut Value) {
                 json!(if latest { "Always" } else { "IfNotPresent" }),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tolerations(spec: Value) -> Value {
+        let mut pod = json!({"spec": spec});
+        PodStrategy.prepare_create(&mut pod);
+        pod["spec"]["tolerations"].clone()
+    }
+
+    #[test]
+    fn default_toleration_seconds_for_not_ready_and_unreachable() {
+        let added = tolerations(json!({"containers": [{"name": "a", "image": "x"}]}));
+        assert_eq!(
+            added,
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+        // The pod's own toleration of one stays; only the other is added.
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+        let added = tolerations(json!({"containers": [], "tolerations": [own.clone()]}));
+        assert_eq!(added.as_array().unwrap().len(), 2);
+        assert_eq!(added[0], own);
+        assert_eq!(added[1]["key"], "node.kubernetes.io/not-ready");
+        // Tolerating everything (empty key, Exists) counts for both.
+        let all = json!({"operator": "Exists"});
+        assert_eq!(
+            tolerations(json!({"containers": [], "tolerations": [all.clone()]})),
+            json!([all])
+        );
+        // A NoSchedule toleration does not.
+        let nosched = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoSchedule"});
+        assert_eq!(
+            tolerations(json!({"tolerations": [nosched]}))
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 }

@@ -134,6 +134,9 @@ pub enum Subresource {
     /// `/finalize`: a namespace's `spec.finalizers`, written by the
     /// namespace controller (`registry::delete`).
     Finalize,
+    /// `/eviction`: a `policy/v1` Eviction that deletes a pod if its
+    /// PodDisruptionBudget allows (`registry::eviction`).
+    Eviction,
 }
 
 impl Subresource {
@@ -145,6 +148,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Token => "token",
             Subresource::Finalize => "finalize",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -156,6 +160,7 @@ impl Subresource {
             Subresource::Binding,
             Subresource::Token,
             Subresource::Finalize,
+            Subresource::Eviction,
         ]
         .into_iter()
         .find(|s| s.name() == name)

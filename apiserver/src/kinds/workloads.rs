@@ -93,6 +93,12 @@ const DAEMONSET_COLUMNS: &[Printed] = &[
     at("Desired", "Desired pods", "/status/desiredNumberScheduled"),
     at("Current", "Current pods", "/status/currentNumberScheduled"),
     at("Ready", "Ready pods", "/status/numberReady"),
+    at(
+        "Up-to-date",
+        "Pods of the current template",
+        "/status/updatedNumberScheduled",
+    ),
+    at("Available", "Available pods", "/status/numberAvailable"),
 ];
 
 /// Controller revisions: no rules beyond their type.

@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::storage::StorageError;
-use super::{Registry, decode, storage_error};
+use super::{Registry, decode, services, storage_error};
 use crate::admission;
 use crate::error::ApiError;
 use crate::fieldmanager;
@@ -142,7 +142,22 @@ impl Registry {
             object: Some(&obj),
             old: None,
         })?;
+        // ResourceQuota admission: checked (and, unless a dry run, charged)
+        // after every other admission plugin, as kube-apiserver runs it last.
+        self.charge_quotas(t, &name, &obj, dry_run, user).await?;
         if dry_run {
+            // A Service's addresses are checked against the ranges, not reserved.
+            if services::is_service(t) {
+                let causes = services::range_causes(&self.service_network(), &obj);
+                if !causes.is_empty() {
+                    return Err(ApiError::Invalid {
+                        group: String::new(),
+                        kind: t.rt.kind.clone(),
+                        name,
+                        causes,
+                    });
+                }
+            }
             // A dry run answers as the write would: an existing name is a conflict.
             if self.current(t, &name).await.is_ok() {
                 let key = t.rt.key(t.namespace.as_deref(), &name);
@@ -155,7 +170,13 @@ impl Registry {
             .unwrap_or_default()
             .to_string();
         let key = t.rt.key(t.namespace.as_deref(), &name);
-        let rev = self
+        // A Service's cluster IP and node ports are reserved first, and
+        // released if the Service is not written.
+        let held = match services::is_service(t) {
+            true => Some(self.allocate_service(&mut obj, &user.actor()).await?),
+            false => None,
+        };
+        let created = self
             .storage
             .create(
                 &key,
@@ -163,8 +184,17 @@ impl Registry {
                 Some(uid),
                 &user.actor(),
             )
-            .await
-            .map_err(|e| storage_error(t, &name, e))?;
+            .await;
+        let rev = match created {
+            Ok(rev) => rev,
+            Err(e) => {
+                if let Some(held) = held {
+                    let ns = t.namespace.as_deref().unwrap_or_default();
+                    self.release(held, ns, &name).await;
+                }
+                return Err(storage_error(t, &name, e));
+            }
+        };
         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
         Ok(obj)
     }

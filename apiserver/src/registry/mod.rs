@@ -3,8 +3,9 @@
 //! body decoding and field checks ([`decode`]), get and list ([`get`]),
 //! [`create`], the one guaranteed-update path ([`update`]), the patch verb
 //! ([`patch`]), [`delete`] (with the namespace lifecycle), [`watch`], the
-//! status, scale, binding and finalize subresources ([`subresources`]) and
-//! Table rendering ([`table`]).
+//! status, scale, binding and finalize subresources ([`subresources`]),
+//! Table rendering ([`table`]) and the cluster IPs and node ports of
+//! Services ([`services`]).
 
 pub mod storage;
 
@@ -12,10 +13,13 @@ mod apply;
 mod create;
 mod decode;
 mod delete;
+mod eviction;
 mod get;
 mod patch;
 pub mod prepared;
 pub mod protobuf;
+mod quota;
+pub mod services;
 mod subresources;
 pub mod table;
 #[cfg(test)]
@@ -55,6 +59,9 @@ pub struct Registry {
     admission: std::sync::RwLock<Vec<Arc<dyn Admit>>>,
     /// Who requests are from ([`crate::authn`]); set once by the server ([`token`]).
     authn: std::sync::OnceLock<Arc<crate::authn::Authenticator>>,
+    /// Where Services get cluster IPs and node ports ([`services`]); the
+    /// defaults until the server sets them.
+    services: std::sync::OnceLock<services::range::ServiceNetwork>,
 }
 
 impl Registry {
@@ -68,6 +75,7 @@ impl Registry {
             cache: None,
             admission: Default::default(),
             authn: Default::default(),
+            services: Default::default(),
         }
     }
 
@@ -82,6 +90,7 @@ impl Registry {
             cache: Some(cache),
             admission: Default::default(),
             authn: Default::default(),
+            services: Default::default(),
         }
     }
 
@@ -161,6 +170,7 @@ impl Registry {
             }
             (_, None) if t.rt.create_only => Err(ApiError::MethodNotAllowed),
             (Verb::Create, Some(Subresource::Binding)) => self.bind(t, name, q, body, user).await,
+            (Verb::Create, Some(Subresource::Eviction)) => self.evict(t, name, q, body, user).await,
             (Verb::Get, Some(Subresource::Scale)) => self.get_scale(t, name).await,
             (Verb::Update, Some(Subresource::Scale)) => {
                 self.scale(t, name, q, false, headers, body, user).await

@@ -39,8 +39,8 @@ impl Registry {
                 causes: vec![Cause::required("target.name")],
             })?
             .to_string();
-        let main = t.main();
-        self.guaranteed_update(&main, name, q, user, |_, old| {
+        // The binding target itself: its write keeps the status it sets.
+        self.guaranteed_update(t, name, q, user, |_, old| {
             if let Some(current) = old
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
@@ -55,6 +55,7 @@ impl Registry {
             }
             let mut new = old.clone();
             decode::set_field(&mut new, "spec", "nodeName", json!(node))?;
+            bound_metadata(&mut new, &binding);
             Ok(new)
         })
         .await?;
@@ -231,4 +232,79 @@ fn scale_of(obj: &Value, revision: u64, paths: &ScalePaths, custom: bool) -> Val
             "selector": custom_selector.unwrap_or(selector),
         },
     })
+}
+
+/// What a binding writes besides the node, as kube-apiserver's pod
+/// storage does: the binding's annotations merged into the pod's, and the
+/// PodScheduled condition True (its transition time moved only when its
+/// status changes; the scheduler's Unschedulable reason and message go).
+fn bound_metadata(pod: &mut Value, binding: &Value) {
+    if let Some(annotations) = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        && let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        let into = meta.entry("annotations").or_insert_with(|| json!({}));
+        if !into.is_object() {
+            *into = json!({});
+        }
+        if let Some(into) = into.as_object_mut() {
+            for (k, v) in annotations {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let Some(obj) = pod.as_object_mut() else {
+        return;
+    };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(conditions) = conditions.as_array_mut() else {
+        return;
+    };
+    let now = crate::meta::rfc3339(crate::meta::now_secs());
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+    {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {}
+        Some(c) => *c = scheduled,
+        None => conditions.push(scheduled),
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[test]
+    fn a_binding_marks_the_pod_scheduled_and_carries_its_annotations() {
+        let mut pod = json!({
+            "metadata": {"name": "p", "annotations": {"a": "1"}},
+            "status": {"conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available"},
+                {"type": "Other", "status": "True"},
+            ]},
+        });
+        bound_metadata(&mut pod, &json!({"metadata": {"annotations": {"b": "2"}}}));
+        assert_eq!(pod["metadata"]["annotations"], json!({"a": "1", "b": "2"}));
+        let c = &pod["status"]["conditions"][0];
+        assert_eq!(c["status"], "True");
+        assert!(c.get("reason").is_none() && c.get("message").is_none());
+        assert!(c["lastTransitionTime"].is_string());
+        assert_eq!(pod["status"]["conditions"][1]["type"], "Other");
+        let mut fresh = json!({"metadata": {"name": "p"}});
+        bound_metadata(&mut fresh, &json!({}));
+        assert_eq!(fresh["status"]["conditions"][0]["type"], "PodScheduled");
+    }
 }

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::storage::{self, KeyValue, UpdateError, Write, Written};
-use super::{Registry, conflict, decode, storage_error};
+use super::{Registry, conflict, decode, services, storage_error};
 use crate::admission;
 use crate::error::ApiError;
 use crate::http::auth::UserInfo;
@@ -34,10 +34,28 @@ impl Registry {
     ) -> Result<Response, ApiError> {
         let key = t.rt.key(t.namespace.as_deref(), name);
         let actor = user.actor();
+        // A Service's spec: checked against the service ranges, and the
+        // stored object kept to release or reserve what the write changed.
+        let service = services::is_service(t) && t.subresource.is_none();
+        let mut service_old = None;
         let attempt = storage::guaranteed_update(&*self.storage, &key, &actor, |kv| {
             let old = t.rt.served(self.decode(kv)?);
             let new = mutate(kv, &old)?;
             let (write, (new, warnings)) = replace(t, name, kv, &old, new, q)?;
+            if service {
+                if new.get("spec") != old.get("spec") {
+                    let causes = services::range_causes(&self.service_network(), &new);
+                    if !causes.is_empty() {
+                        return Err(ApiError::Invalid {
+                            group: String::new(),
+                            kind: t.rt.kind.clone(),
+                            name: name.into(),
+                            causes,
+                        });
+                    }
+                }
+                service_old = Some(old.clone());
+            }
             // Also a no-op: whether a write was allowed does not depend on
             // whether it changed anything.
             self.admit(&admission::Attributes {
@@ -69,6 +87,13 @@ impl Registry {
         })?;
         if let Written::Put { revision } = written {
             new["metadata"]["resourceVersion"] = json!(revision.to_string());
+        }
+        if let Some(old) = service_old {
+            match written {
+                Written::Put { .. } => self.after_service_update(&old, &new, &actor).await,
+                Written::Deleted { .. } => self.release_service(&new).await,
+                Written::Kept => {}
+            }
         }
         Ok(response::with_warnings(
             response::json(StatusCode::OK, &new),
@@ -185,8 +210,9 @@ fn replace(
             return Err(conflict(t, name));
         }
     }
-    // The main resource never changes status; /status changes only status.
-    if t.rt.has(Subresource::Status) {
+    // The main resource never changes status; /status changes only status;
+    // `/binding` writes the node and the PodScheduled condition.
+    if t.rt.has(Subresource::Status) && t.subresource != Some(Subresource::Binding) {
         if t.subresource == Some(Subresource::Status) {
             StatusStrategy::prepare_status_update(&mut new, old);
         } else {

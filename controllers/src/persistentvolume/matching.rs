@@ -56,7 +56,14 @@ pub fn default_class<'a>(classes: impl Iterator<Item = &'a StorageClass>) -> Opt
         .max()
 }
 
-fn storage(map: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> i128 {
+fn storage(
+    map: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+) -> i128 {
     map.and_then(|m| m.get("storage"))
         .and_then(|q| parse_milli(&q.0))
         .unwrap_or(0)
@@ -131,12 +138,7 @@ pub fn fits(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
         }
     }
     let have = vs.access_modes.as_deref().unwrap_or_default();
-    if !cs
-        .access_modes
-        .iter()
-        .flatten()
-        .all(|m| have.contains(m))
-    {
+    if !cs.access_modes.iter().flatten().all(|m| have.contains(m)) {
         return false;
     }
     capacity(pv) >= request(claim)
@@ -258,12 +260,27 @@ mod tests {
         ];
         let none = |_: &PersistentVolume| false;
         let claim = pvc("c", "2Gi", "local");
-        assert_eq!(name(find(&claim, vols.iter(), None, &none)), Some("mid".into()));
-        assert_eq!(name(find(&pvc("c", "1Gi", "local"), vols.iter(), None, &none)), Some("small".into()));
-        assert_eq!(name(find(&pvc("c", "20Gi", "local"), vols.iter(), None, &none)), None);
-        assert_eq!(name(find(&pvc("c", "1Gi", "fast"), vols.iter(), None, &none)), Some("other-class".into()));
+        assert_eq!(
+            name(find(&claim, vols.iter(), None, &none)),
+            Some("mid".into())
+        );
+        assert_eq!(
+            name(find(&pvc("c", "1Gi", "local"), vols.iter(), None, &none)),
+            Some("small".into())
+        );
+        assert_eq!(
+            name(find(&pvc("c", "20Gi", "local"), vols.iter(), None, &none)),
+            None
+        );
+        assert_eq!(
+            name(find(&pvc("c", "1Gi", "fast"), vols.iter(), None, &none)),
+            Some("other-class".into())
+        );
         let taken = |p: &PersistentVolume| p.metadata.name.as_deref() == Some("mid");
-        assert_eq!(name(find(&claim, vols.iter(), None, &taken)), Some("big".into()));
+        assert_eq!(
+            name(find(&claim, vols.iter(), None, &taken)),
+            Some("big".into())
+        );
     }
 
     #[test]
@@ -297,7 +314,10 @@ mod tests {
         assert!(is_for_claim(&mine, &claim));
         assert!(!fits(&mine, &claim));
         let vols = [pv("free", "1Gi", "", None), Arc::new(mine.clone())];
-        assert_eq!(name(find(&claim, vols.iter(), None, &|_| false)), Some("mine".into()));
+        assert_eq!(
+            name(find(&claim, vols.iter(), None, &|_| false)),
+            Some("mine".into())
+        );
         // Another claim of that name (another uid) does not own it.
         let mut other = claim.clone();
         other.metadata.uid = Some("uid-other".into());
@@ -306,11 +326,23 @@ mod tests {
 
     #[test]
     fn node_affinity_limits_local_volumes() {
-        let vols = [pv("on-a", "1Gi", "local", Some("a")), pv("on-b", "2Gi", "local", Some("b"))];
+        let vols = [
+            pv("on-a", "1Gi", "local", Some("a")),
+            pv("on-b", "2Gi", "local", Some("b")),
+        ];
         let claim = pvc("c", "1Gi", "local");
         let none = |_: &PersistentVolume| false;
-        assert_eq!(name(find(&claim, vols.iter(), Some(&node("b")), &none)), Some("on-b".into()));
-        assert_eq!(name(find(&claim, vols.iter(), Some(&node("c")), &none)), None);
-        assert_eq!(name(find(&claim, vols.iter(), None, &none)), Some("on-a".into()));
+        assert_eq!(
+            name(find(&claim, vols.iter(), Some(&node("b")), &none)),
+            Some("on-b".into())
+        );
+        assert_eq!(
+            name(find(&claim, vols.iter(), Some(&node("c")), &none)),
+            None
+        );
+        assert_eq!(
+            name(find(&claim, vols.iter(), None, &none)),
+            Some("on-a".into())
+        );
     }
 }

@@ -29,13 +29,15 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 
 use crate::context::Context;
-use crate::events::Involved;
+use crate::events::{Involved, Recorder};
 use crate::queue::Queue;
 use crate::{Error, status_code};
 use plan::{BIND_COMPLETED, BOUND_BY_CONTROLLER, ClaimStep, VolumeStep};
 
 /// The controller's name in metrics, events and `--controllers`.
 pub const NAME: &str = "persistentvolume-binder";
+/// The component its events come from (Kubernetes' PV controller's).
+pub const EVENT_SOURCE: &str = "persistentvolume-controller";
 /// How often every claim and volume is looked at again (Kubernetes' PV
 /// controller resyncs every 15 s).
 const RESYNC: Duration = Duration::from_secs(15);
@@ -74,7 +76,8 @@ impl Binder {
             self.queue.add(claim_key(&c));
         }
         for v in self.volumes.state() {
-            self.queue.add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
+            self.queue
+                .add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
         }
         self.ctx.metrics.queue_depth(NAME, self.queue.len());
     }
@@ -88,7 +91,10 @@ impl Binder {
             .unwrap_or_else(|e| e.into_inner())
             .insert(format!("{uid}/{reason}"));
         if first {
-            self.ctx.recorder.publish(&Involved::of(c), type_, reason, msg).await;
+            self.ctx
+                .recorder
+                .publish(&Involved::of(c), type_, reason, msg)
+                .await;
         }
     }
 
@@ -103,7 +109,12 @@ impl Binder {
         let volumes = self.volumes.state();
         let step = plan::claim(&c, &volumes, class.as_deref());
         let client = &self.ctx.client;
-        let volume_of = |v: &str| volumes.iter().find(|p| p.metadata.name.as_deref() == Some(v)).cloned();
+        let volume_of = |v: &str| {
+            volumes
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(v))
+                .cloned()
+        };
         match step {
             ClaimStep::Nothing => return Ok(false),
             ClaimStep::WaitForConsumer => {
@@ -128,7 +139,10 @@ impl Binder {
                 self.report_once(&c, "Normal", "FailedBinding", &msg).await;
                 return Ok(false);
             }
-            ClaimStep::ClaimVolume { volume, by_controller } => {
+            ClaimStep::ClaimVolume {
+                volume,
+                by_controller,
+            } => {
                 let Some(pv) = volume_of(&volume) else {
                     return Ok(false);
                 };
@@ -158,7 +172,10 @@ impl Binder {
                 };
                 self.set_volume_phase(&pv, "Bound").await?;
             }
-            ClaimStep::BindClaim { volume, by_controller } => {
+            ClaimStep::BindClaim {
+                volume,
+                by_controller,
+            } => {
                 let mut c2 = (*c).clone();
                 c2.spec.get_or_insert_with(Default::default).volume_name = Some(volume.clone());
                 let a = c2.metadata.annotations.get_or_insert_with(Default::default);
@@ -249,7 +266,10 @@ impl Binder {
                     }),
                     ..Default::default()
                 };
-                match Api::<PersistentVolume>::all(client.clone()).delete(name, &dp).await {
+                match Api::<PersistentVolume>::all(client.clone())
+                    .delete(name, &dp)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if status_code(&e) == Some(404) => {}
                     Err(e) => return Err(e.into()),
@@ -272,7 +292,9 @@ impl Binder {
                 Key::Claim(ns, name) => self.sync_claim(ns, name).await,
                 Key::Volume(name) => self.sync_volume(name).await,
             };
-            self.ctx.metrics.finished(NAME, start.elapsed(), out.is_ok());
+            self.ctx
+                .metrics
+                .finished(NAME, start.elapsed(), out.is_ok());
             match out {
                 Ok(wrote) => {
                     self.queue.forget(&key);
@@ -292,8 +314,10 @@ impl Binder {
 }
 
 /// Run until the future is dropped (leadership lost).
-pub async fn run(ctx: Context) -> Result<(), Error> {
+pub async fn run(mut ctx: Context) -> Result<(), Error> {
     let client: Client = ctx.client.clone();
+    // Events come from "persistentvolume-controller", as in Kubernetes.
+    ctx.recorder = Recorder::new(client.clone(), EVENT_SOURCE, ctx.identity.clone());
     let (claims, claims_w) = reflector::store();
     let (volumes, volumes_w) = reflector::store();
     let (classes, classes_w) = reflector::store();
@@ -307,8 +331,11 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     });
     let classes_stream = reflector::reflector(
         classes_w,
-        watcher::watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
     .for_each(|_| async {});
     let bc = b.clone();
@@ -332,27 +359,34 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
                     }
                     for v in b.volumes.state() {
                         if plan_names(&v, &c.metadata.namespace, &c.metadata.name) {
-                            b.queue.add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
+                            b.queue
+                                .add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
                         }
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "persistentvolume-binder: claim watch failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "persistentvolume-binder: claim watch failed")
+                }
             }
         }
     });
     let bv = b.clone();
     let volumes_stream = reflector::reflector(
         volumes_w,
-        watcher::watcher(Api::<PersistentVolume>::all(client), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<PersistentVolume>::all(client),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
     .for_each(move |ev| {
         let b = bv.clone();
         async move {
             match ev {
                 Ok(Event::Apply(v) | Event::InitApply(v)) => {
-                    b.queue.add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
+                    b.queue
+                        .add(Key::Volume(v.metadata.name.clone().unwrap_or_default()));
                     if let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
                         b.queue.add(Key::Claim(
                             r.namespace.clone().unwrap_or_default(),
@@ -361,7 +395,9 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "persistentvolume-binder: volume watch failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "persistentvolume-binder: volume watch failed")
+                }
             }
         }
     });

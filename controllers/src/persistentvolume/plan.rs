@@ -31,7 +31,10 @@ pub enum ClaimStep {
     BindClaim { volume: String, by_controller: bool },
     /// Set the claim's phase (Bound, with the volume's capacity and access
     /// modes, or Lost).
-    ClaimPhase { phase: &'static str, volume: Option<String> },
+    ClaimPhase {
+        phase: &'static str,
+        volume: Option<String>,
+    },
     /// Unbound, waiting for a pod to be scheduled (WaitForFirstConsumer).
     WaitForConsumer,
     /// Unbound, and no volume fits.
@@ -58,7 +61,10 @@ fn claim_phase(claim: &PersistentVolumeClaim) -> Option<&str> {
     claim.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
-fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
@@ -118,7 +124,10 @@ pub fn claim(
         .find(|pv| pv.metadata.name.as_deref() == Some(volume.as_str()))
     else {
         return if was_bound {
-            ClaimStep::ClaimPhase { phase: "Lost", volume: None }
+            ClaimStep::ClaimPhase {
+                phase: "Lost",
+                volume: None,
+            }
         } else {
             ClaimStep::Nothing
         };
@@ -153,7 +162,10 @@ pub fn claim(
             }
         }
         // The volume belongs to another claim.
-        Some(_) if was_bound => ClaimStep::ClaimPhase { phase: "Lost", volume: None },
+        Some(_) if was_bound => ClaimStep::ClaimPhase {
+            phase: "Lost",
+            volume: None,
+        },
         Some(_) => ClaimStep::Nothing,
     }
 }

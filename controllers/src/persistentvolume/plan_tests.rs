@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVo
 use serde_json::json;
 
 use super::*;
-use crate::scheduler::testutil::{class, claim as pvc, local_volume};
+use crate::scheduler::testutil::{claim as pvc, class, local_volume};
 
 fn with_ref(pv: &PersistentVolume, claim: &str, uid: Option<&str>) -> PersistentVolume {
     let mut pv = pv.clone();
@@ -37,7 +37,11 @@ fn apply(step: &ClaimStep, c: &mut PersistentVolumeClaim, vols: &mut [Arc<Persis
     match step {
         ClaimStep::ClaimVolume { volume, .. } => {
             let i = find(vols, volume);
-            vols[i] = Arc::new(with_ref(&vols[i], c.metadata.name.as_deref().unwrap(), c.metadata.uid.as_deref()));
+            vols[i] = Arc::new(with_ref(
+                &vols[i],
+                c.metadata.name.as_deref().unwrap(),
+                c.metadata.uid.as_deref(),
+            ));
         }
         ClaimStep::VolumeBound { volume } => {
             let i = find(vols, volume);
@@ -60,13 +64,16 @@ fn apply(step: &ClaimStep, c: &mut PersistentVolumeClaim, vols: &mut [Arc<Persis
 /// Run the claim's steps until nothing is left; the steps taken.
 fn walk(
     c: &mut PersistentVolumeClaim,
-    vols: &mut Vec<Arc<PersistentVolume>>,
+    vols: &mut [Arc<PersistentVolume>],
     class: Option<&k8s_openapi::api::storage::v1::StorageClass>,
 ) -> Vec<ClaimStep> {
     let mut steps = Vec::new();
     for _ in 0..10 {
         let s = claim(c, vols, class);
-        if matches!(s, ClaimStep::Nothing | ClaimStep::WaitForConsumer | ClaimStep::NoVolume) {
+        if matches!(
+            s,
+            ClaimStep::Nothing | ClaimStep::WaitForConsumer | ClaimStep::NoVolume
+        ) {
             steps.push(s);
             return steps;
         }
@@ -88,10 +95,21 @@ fn an_immediate_claim_binds_the_smallest_fit_in_kubernetes_order() {
     assert_eq!(
         steps,
         [
-            ClaimStep::ClaimVolume { volume: "fit".into(), by_controller: true },
-            ClaimStep::VolumeBound { volume: "fit".into() },
-            ClaimStep::BindClaim { volume: "fit".into(), by_controller: true },
-            ClaimStep::ClaimPhase { phase: "Bound", volume: Some("fit".into()) },
+            ClaimStep::ClaimVolume {
+                volume: "fit".into(),
+                by_controller: true
+            },
+            ClaimStep::VolumeBound {
+                volume: "fit".into()
+            },
+            ClaimStep::BindClaim {
+                volume: "fit".into(),
+                by_controller: true
+            },
+            ClaimStep::ClaimPhase {
+                phase: "Bound",
+                volume: Some("fit".into())
+            },
             ClaimStep::Nothing,
         ]
     );
@@ -106,9 +124,23 @@ fn a_wait_for_first_consumer_claim_binds_what_the_scheduler_reserved() {
     // The scheduler's reservation: claimRef with the claim's uid.
     vols[0] = Arc::new(with_ref(&vols[0], "data", Some("uid-data")));
     let steps = walk(&mut c, &mut vols, Some(&wffc));
-    assert_eq!(steps[0], ClaimStep::VolumeBound { volume: "on-n1".into() });
-    assert_eq!(steps[1], ClaimStep::BindClaim { volume: "on-n1".into(), by_controller: true });
-    assert_eq!(c.spec.as_ref().unwrap().volume_name.as_deref(), Some("on-n1"));
+    assert_eq!(
+        steps[0],
+        ClaimStep::VolumeBound {
+            volume: "on-n1".into()
+        }
+    );
+    assert_eq!(
+        steps[1],
+        ClaimStep::BindClaim {
+            volume: "on-n1".into(),
+            by_controller: true
+        }
+    );
+    assert_eq!(
+        c.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some("on-n1")
+    );
     assert_eq!(c.status.as_ref().unwrap().phase.as_deref(), Some("Bound"));
 }
 
@@ -120,13 +152,28 @@ fn claims_without_a_volume_or_bound_to_a_missing_one() {
     let mut bound = pvc("data", "1Gi", "", Some("gone"));
     assert_eq!(claim(&bound, &vols, None), ClaimStep::Nothing);
     bound.status = Some(serde_json::from_value(json!({"phase": "Bound"})).unwrap());
-    assert_eq!(claim(&bound, &vols, None), ClaimStep::ClaimPhase { phase: "Lost", volume: None });
+    assert_eq!(
+        claim(&bound, &vols, None),
+        ClaimStep::ClaimPhase {
+            phase: "Lost",
+            volume: None
+        }
+    );
     // A claim the user bound to a free volume takes it.
     let mut user = pvc("data", "1Gi", "", Some("small"));
     let mut vols = vols;
     let steps = walk(&mut user, &mut vols, None);
-    assert_eq!(steps[0], ClaimStep::ClaimVolume { volume: "small".into(), by_controller: true });
-    assert_eq!(user.status.as_ref().unwrap().phase.as_deref(), Some("Bound"));
+    assert_eq!(
+        steps[0],
+        ClaimStep::ClaimVolume {
+            volume: "small".into(),
+            by_controller: true
+        }
+    );
+    assert_eq!(
+        user.status.as_ref().unwrap().phase.as_deref(),
+        Some("Bound")
+    );
 }
 
 #[test]
@@ -136,9 +183,17 @@ fn volume_phases_and_reclaim() {
     let mut other_uid = c.clone();
     other_uid.metadata.uid = Some("uid-new".into());
     let mut retain = with_ref(&pv, "data", Some("uid-data"));
-    retain.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Retain".into());
+    retain
+        .spec
+        .as_mut()
+        .unwrap()
+        .persistent_volume_reclaim_policy = Some("Retain".into());
     let mut delete = retain.clone();
-    delete.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Delete".into());
+    delete
+        .spec
+        .as_mut()
+        .unwrap()
+        .persistent_volume_reclaim_policy = Some("Delete".into());
     let elsewhere = pvc("data", "1Gi", "", Some("other"));
     let mut reserved = with_ref(&pv, "data", Some("uid-data"));
     reserved
@@ -146,17 +201,72 @@ fn volume_phases_and_reclaim() {
         .annotations
         .get_or_insert_with(Default::default)
         .insert(BOUND_BY_CONTROLLER.into(), "yes".into());
-    let cases: Vec<(&str, PersistentVolume, Option<&PersistentVolumeClaim>, VolumeStep)> = vec![
-        ("free and Pending", phase(&pv, "Pending"), None, VolumeStep::Phase("Available")),
-        ("free and Available", (*pv).clone(), None, VolumeStep::Nothing),
-        ("prebound to a claim to come", with_ref(&pv, "data", None), None, VolumeStep::Nothing),
-        ("claim bound to it", with_ref(&pv, "data", Some("uid-data")), Some(&c), VolumeStep::Phase("Bound")),
-        ("claim gone", phase(&retain, "Bound"), None, VolumeStep::Phase("Released")),
-        ("claim replaced by a namesake", phase(&retain, "Bound"), Some(&other_uid), VolumeStep::Phase("Released")),
-        ("released, Retain", phase(&retain, "Released"), None, VolumeStep::Nothing),
-        ("released, Delete", phase(&delete, "Released"), None, VolumeStep::Delete),
-        ("reserved for a claim bound elsewhere", reserved, Some(&elsewhere), VolumeStep::Unclaim),
-        ("user-prebound to a claim bound elsewhere", with_ref(&pv, "data", Some("uid-data")), Some(&elsewhere), VolumeStep::Nothing),
+    let cases: Vec<(
+        &str,
+        PersistentVolume,
+        Option<&PersistentVolumeClaim>,
+        VolumeStep,
+    )> = vec![
+        (
+            "free and Pending",
+            phase(&pv, "Pending"),
+            None,
+            VolumeStep::Phase("Available"),
+        ),
+        (
+            "free and Available",
+            (*pv).clone(),
+            None,
+            VolumeStep::Nothing,
+        ),
+        (
+            "prebound to a claim to come",
+            with_ref(&pv, "data", None),
+            None,
+            VolumeStep::Nothing,
+        ),
+        (
+            "claim bound to it",
+            with_ref(&pv, "data", Some("uid-data")),
+            Some(&c),
+            VolumeStep::Phase("Bound"),
+        ),
+        (
+            "claim gone",
+            phase(&retain, "Bound"),
+            None,
+            VolumeStep::Phase("Released"),
+        ),
+        (
+            "claim replaced by a namesake",
+            phase(&retain, "Bound"),
+            Some(&other_uid),
+            VolumeStep::Phase("Released"),
+        ),
+        (
+            "released, Retain",
+            phase(&retain, "Released"),
+            None,
+            VolumeStep::Nothing,
+        ),
+        (
+            "released, Delete",
+            phase(&delete, "Released"),
+            None,
+            VolumeStep::Delete,
+        ),
+        (
+            "reserved for a claim bound elsewhere",
+            reserved,
+            Some(&elsewhere),
+            VolumeStep::Unclaim,
+        ),
+        (
+            "user-prebound to a claim bound elsewhere",
+            with_ref(&pv, "data", Some("uid-data")),
+            Some(&elsewhere),
+            VolumeStep::Nothing,
+        ),
     ];
     for (name, pv, claim, want) in cases {
         assert_eq!(volume(&pv, claim), want, "case: {name}");

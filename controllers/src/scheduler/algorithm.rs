@@ -1,8 +1,9 @@
 //! One scheduling decision, pure: the pod's volumes and pod affinity are
 //! worked out once (PreFilter), nodes are filtered from a rotating start
 //! until kube-scheduler's share of feasible nodes is found
-//! (percentageOfNodesToScore, adaptive), the feasible ones are scored and
-//! the best taken (ties to the first found). A pod that fits nowhere gets
+//! (percentageOfNodesToScore, adaptive), the feasible ones are scored
+//! (resources, preferred node affinity, PreferNoSchedule taints) and the
+//! best taken (ties to the first found). A pod that fits nowhere gets
 //! a [`Failure`] whose message is the FailedScheduling message as
 //! kube-scheduler words it.
 
@@ -12,8 +13,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 
 use super::cache::{Cache, HostPort};
 use super::filter::{self, PodAffinityState, Reason};
-use super::quantity::{self};
+use super::quantity;
 use super::score;
+use super::topology::SpreadState;
 use super::volumes::{self, Reservation, VolumeLister};
 
 /// Where the pod goes and the volumes its waiting claims take there.
@@ -123,6 +125,7 @@ pub fn schedule(
         &node_labels,
         namespaces,
     );
+    let spread = SpreadState::new(pod, &nodes, &|k| cache.pod(k));
     let spec = pod.spec.clone().unwrap_or_default();
     let requests = quantity::pod_requests(&spec);
     let non_zero = quantity::non_zero_requests(&spec);
@@ -150,7 +153,9 @@ pub fn schedule(
             }
         }
         if failed.is_empty()
-            && let Some(r) = affinity.filter(filter::node_labels(node))
+            && let Some(r) = spread
+                .filter(filter::node_labels(node))
+                .or_else(|| affinity.filter(filter::node_labels(node)))
         {
             failed.push(r);
         }
@@ -165,14 +170,26 @@ pub fn schedule(
         return Err(Failure::Fit { nodes: n, reasons });
     }
     let count = feasible.len();
+    // Preferences are raw per node, then normalized over the feasible
+    // nodes as kube-scheduler normalizes them.
+    let prefs: Vec<(i64, i64)> = feasible
+        .iter()
+        .map(|(info, _, _)| {
+            info.node.as_deref().map_or((0, 0), |n| {
+                (
+                    score::preferred_node_affinity(pod, n),
+                    score::intolerable_prefer_no_schedule(pod, n),
+                )
+            })
+        })
+        .collect();
+    let max_affinity = prefs.iter().map(|p| p.0).max().unwrap_or(0);
+    let max_taints = prefs.iter().map(|p| p.1).max().unwrap_or(0);
     let mut best: Option<(i64, String, Reservation)> = None;
-    for (info, name, reservation) in feasible {
-        let allocatable = info
-            .node
-            .as_deref()
-            .map(quantity::allocatable)
-            .unwrap_or_default();
-        let s = score::score(info, non_zero, &allocatable);
+    for ((info, name, reservation), (affinity, taints)) in feasible.into_iter().zip(prefs) {
+        let s = score::score(info, non_zero, &info.allocatable)
+            + score::NODE_AFFINITY_WEIGHT * score::normalize(affinity, max_affinity, false)
+            + score::TAINT_TOLERATION_WEIGHT * score::normalize(taints, max_taints, true);
         if best.as_ref().is_none_or(|(b, _, _)| s > *b) {
             best = Some((s, name, reservation));
         }

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -115,7 +113,9 @@ async fn reserve(
         Some(r)
             if r.namespace == claim.metadata.namespace
                 && r.name == claim.metadata.name
-                && r.uid.as_deref().is_none_or(|u| Some(u) == claim.metadata.uid.as_deref()) => {}
+                && r.uid
+                    .as_deref()
+                    .is_none_or(|u| Some(u) == claim.metadata.uid.as_deref()) => {}
         Some(_) => {
             return Err(Error::Invalid(format!(
                 "persistentvolume {pv_name} was taken by another claim"
@@ -207,6 +207,15 @@ pub(super) async fn report_unschedulable(
 ) {
     let (ns, name) = key_of(&pod);
     tracing::debug!(namespace = %ns, pod = %name, %message, "unschedulable");
+    // Placed since (assumed or bound) or gone: this report is stale, and
+    // writing it could undo the binding's PodScheduled=True.
+    {
+        let key = (ns.clone(), name.clone());
+        let st = s.state();
+        if st.cache.has_pod(&key) || !st.pending.contains_key(&key) {
+            return;
+        }
+    }
     let current = pod
         .status
         .as_ref()

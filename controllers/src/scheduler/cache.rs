@@ -104,7 +104,10 @@ pub fn required_anti_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
         .unwrap_or_default()
 }
 
@@ -114,7 +117,10 @@ pub fn required_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
         .unwrap_or_default()
 }
 
@@ -123,6 +129,8 @@ pub fn required_affinity(pod: &Pod) -> Vec<PodAffinityTerm> {
 pub struct NodeInfo {
     /// `None` while pods name a node the watch has not shown (or deleted).
     pub node: Option<Arc<Node>>,
+    /// The node's allocatable, parsed once per node update.
+    pub allocatable: Resources,
     pub requested: Resources,
     pub non_zero: (i128, i128),
     pub pods: BTreeSet<PodKey>,
@@ -153,6 +161,7 @@ impl NodeInfo {
     /// The node with pods of its own, for tests and planning.
     pub fn with_pods(node: Node, pods: &[PodInfo]) -> NodeInfo {
         let mut n = NodeInfo {
+            allocatable: quantity::allocatable(&node),
             node: Some(Arc::new(node)),
             ..Default::default()
         };
@@ -202,6 +211,7 @@ impl Cache {
             .node
             .as_ref()
             .is_none_or(|old| scheduling_view(old) != scheduling_view(&node));
+        info.allocatable = quantity::allocatable(&node);
         info.node = Some(Arc::new(node));
         changed
     }
@@ -317,6 +327,11 @@ impl Cache {
 
     pub fn node_count(&self) -> usize {
         self.nodes().count()
+    }
+
+    /// The pod of `key`, if it is on a node.
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(key)
     }
 
     /// Every pod on a node.

@@ -5,7 +5,8 @@
 //! `node.kubernetes.io/not-ready` or `unreachable`, as the node lifecycle
 //! controller taints it), NodeAffinity (nodeSelector and required node
 //! affinity), NodePorts, NodeResourcesFit, VolumeBinding (in
-//! [`super::volumes`]) and InterPodAffinity (required terms, both ways).
+//! [`super::volumes`]), PodTopologySpread (in [`super::topology`]) and
+//! InterPodAffinity (required terms, both ways).
 //! Everything here is pure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodAffinityTerm, Taint, T
 
 use super::cache::{HostPort, NodeInfo, PodInfo, required_affinity, required_anti_affinity};
 use super::labels::{self, Labels};
-use super::quantity::{self, PODS, Resources};
+use super::quantity::{PODS, Resources};
 
 /// Why a node does not fit a pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +28,8 @@ pub enum Reason {
     TooManyPods,
     VolumeNodeAffinity,
     NoMatchingVolumes,
+    SpreadMissingLabel,
+    SpreadConstraints,
     PodAffinity,
     PodAntiAffinity,
     ExistingAntiAffinity,
@@ -48,6 +51,13 @@ impl Reason {
             Reason::NoMatchingVolumes => {
                 "node(s) didn't find available persistent volumes to bind".into()
             }
+            Reason::SpreadMissingLabel => {
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .into()
+            }
+            Reason::SpreadConstraints => {
+                "node(s) didn't match pod topology spread constraints".into()
+            }
             Reason::PodAffinity => "node(s) didn't match pod affinity rules".into(),
             Reason::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules".into(),
             Reason::ExistingAntiAffinity => {
@@ -65,6 +75,7 @@ impl Reason {
             Reason::Ports
                 | Reason::Insufficient(_)
                 | Reason::TooManyPods
+                | Reason::SpreadConstraints
                 | Reason::PodAntiAffinity
                 | Reason::ExistingAntiAffinity
         )
@@ -95,7 +106,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         "Exists" => key.is_empty() || key == taint.key,
         "Equal" => {
             key == taint.key
-                && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+                && t.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
         }
         _ => false,
     }
@@ -149,8 +161,12 @@ pub fn unschedulable(pod: &Pod, node: &Node) -> Option<Reason> {
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
-    (cordoned && !tolerated(pod, &taint("node.kubernetes.io/unschedulable", "NoSchedule")))
-        .then_some(Reason::Unschedulable)
+    (cordoned
+        && !tolerated(
+            pod,
+            &taint("node.kubernetes.io/unschedulable", "NoSchedule"),
+        ))
+    .then_some(Reason::Unschedulable)
 }
 
 /// TaintToleration: the first NoSchedule or NoExecute taint not tolerated.
@@ -180,7 +196,10 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> Option<Reason> {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_none_or(|sel| labels::node_selector_matches(sel, name, node_labels));
     (!(selector_ok && affinity_ok)).then_some(Reason::NodeAffinity)
 }
@@ -223,15 +242,17 @@ impl TermScope {
         let mut set: BTreeSet<String> = term.namespaces.iter().flatten().cloned().collect();
         let mut all = false;
         match &term.namespace_selector {
-            Some(sel) if sel.match_labels.iter().flatten().next().is_none()
-                && sel.match_expressions.iter().flatten().next().is_none() =>
+            Some(sel)
+                if sel.match_labels.iter().flatten().next().is_none()
+                    && sel.match_expressions.iter().flatten().next().is_none() =>
             {
                 all = true
             }
             Some(sel) => {
                 let empty = Labels::new();
                 for ns in namespaces {
-                    if labels::selector_matches(sel, ns.metadata.labels.as_ref().unwrap_or(&empty)) {
+                    if labels::selector_matches(sel, ns.metadata.labels.as_ref().unwrap_or(&empty))
+                    {
                         set.extend(ns.metadata.name.clone());
                     }
                 }
@@ -363,7 +384,10 @@ impl PodAffinityState {
         }
         // The node needs every affinity term's topology label; the first
         // pod of a group that selects itself may then go anywhere.
-        let has_keys = self.affinity.iter().all(|(k, _)| node_labels.contains_key(k));
+        let has_keys = self
+            .affinity
+            .iter()
+            .all(|(k, _)| node_labels.contains_key(k));
         let in_domains = self
             .affinity
             .iter()
@@ -409,7 +433,7 @@ pub fn node_filters(
     {
         return vec![r];
     }
-    resources(requests, info, &quantity::allocatable(node))
+    resources(requests, info, &info.allocatable)
 }
 
 #[cfg(test)]

@@ -182,8 +182,14 @@ mod tests {
             &sel(&[("app", "web")], &[("tier", "In", &["front", "back"])]),
             &pod
         ));
-        assert!(!selector_matches(&sel(&[], &[("tier", "NotIn", &["front"])]), &pod));
-        assert!(selector_matches(&sel(&[], &[("x", "DoesNotExist", &[])]), &pod));
+        assert!(!selector_matches(
+            &sel(&[], &[("tier", "NotIn", &["front"])]),
+            &pod
+        ));
+        assert!(selector_matches(
+            &sel(&[], &[("x", "DoesNotExist", &[])]),
+            &pod
+        ));
         assert!(!selector_matches(&sel(&[], &[("x", "Exists", &[])]), &pod));
         assert!(!selector_matches(&sel(&[], &[("app", "Gt", &["1"])]), &pod));
     }

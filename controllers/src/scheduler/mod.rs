@@ -14,7 +14,7 @@
 //!
 //! Layout: [`quantity`] (requests and allocatable), [`labels`] (selector
 //! matching), [`filter`] (the node filters and their reasons), [`volumes`]
-//! (volume topology), [`score`] (the scores), [`algorithm`] (one
+//! (volume topology), [`topology`] (pod topology spread), [`score`] (the scores), [`algorithm`] (one
 //! decision), [`cache`] (the cluster view), [`bind`] (the writes).
 
 pub mod algorithm;
@@ -26,6 +26,7 @@ pub mod quantity;
 pub mod score;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod topology;
 pub mod volumes;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -33,15 +34,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Resource;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::Error;
@@ -160,7 +159,13 @@ impl Scheduler {
             0 => self.queue.add(key),
             n => self.queue.add_after(key, backoff(n)),
         }
-        self.ctx.metrics.queue_depth(NAME, self.queue.len());
+        self.depth(st);
+    }
+
+    /// The queue depth metric: pods waiting for a node (queued, backing
+    /// off or unschedulable), as kube-scheduler's pending_pods.
+    fn depth(&self, st: &State) {
+        self.ctx.metrics.queue_depth(NAME, st.pending.len());
     }
 
     /// Something changed that may let unschedulable pods fit: try them again.
@@ -183,6 +188,7 @@ impl Scheduler {
             .filter(|n| !n.is_empty());
         if terminal(&pod) {
             st.pending.remove(&key);
+            self.depth(st);
             st.unschedulable.remove(&key);
             st.attempts.remove(&key);
             if st.cache.remove_pod(&key) {
@@ -190,6 +196,7 @@ impl Scheduler {
             }
         } else if let Some(node) = node {
             st.pending.remove(&key);
+            self.depth(st);
             st.unschedulable.remove(&key);
             st.attempts.remove(&key);
             let new = !st.cache.has_pod(&key);
@@ -216,6 +223,7 @@ impl Scheduler {
 
     fn on_pod_deleted(&self, st: &mut State, key: &PodKey) {
         st.pending.remove(key);
+        self.depth(st);
         st.unschedulable.remove(key);
         st.attempts.remove(key);
         if st.cache.remove_pod(key) {
@@ -270,9 +278,9 @@ impl Scheduler {
                         self.move_unschedulable(&mut st);
                     }
                 }
-                Ok(Event::Delete(n)) => {
-                    st.cache.remove_node(n.metadata.name.as_deref().unwrap_or_default())
-                }
+                Ok(Event::Delete(n)) => st
+                    .cache
+                    .remove_node(n.metadata.name.as_deref().unwrap_or_default()),
                 Ok(Event::InitDone) => {
                     if let Some(seen) = st.node_relist.take() {
                         st.cache.retain_nodes(&seen);
@@ -353,7 +361,6 @@ impl Scheduler {
         tracing::info!("scheduler: caches synced, scheduling");
         loop {
             let key = self.queue.next().await;
-            self.ctx.metrics.queue_depth(NAME, self.queue.len());
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return;
             };
@@ -456,7 +463,11 @@ fn touched<K>(
 
 /// A volume's reservation is over once the watch shows its claimRef.
 fn volume_seen(_: &Scheduler, st: &mut State, pv: &PersistentVolume) {
-    if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some()
+    if pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_some()
         && let Some(name) = &pv.metadata.name
     {
         st.reserved.remove(name);
@@ -526,7 +537,10 @@ pub async fn run(mut ctx: Context) -> Result<(), Error> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(s.clone().watch_pods());
     tasks.spawn(s.clone().watch_nodes());
-    tasks.spawn(s.clone().watch_store(claims_w, nothing::<PersistentVolumeClaim>));
+    tasks.spawn(
+        s.clone()
+            .watch_store(claims_w, nothing::<PersistentVolumeClaim>),
+    );
     tasks.spawn(s.clone().watch_store(volumes_w, volume_seen));
     tasks.spawn(s.clone().watch_store(classes_w, nothing::<StorageClass>));
     tasks.spawn(s.clone().watch_store(namespaces_w, nothing::<Namespace>));
@@ -561,13 +575,19 @@ mod tests {
             .unwrap()
         };
         assert!(responsible(&pod(None, None, None)));
-        assert!(responsible(&pod(None, Some("default-scheduler"), Some("Pending"))));
+        assert!(responsible(&pod(
+            None,
+            Some("default-scheduler"),
+            Some("Pending")
+        )));
         assert!(!responsible(&pod(Some("n1"), None, None)));
         assert!(!responsible(&pod(None, Some("other"), None)));
         assert!(!responsible(&pod(None, None, Some("Failed"))));
         let mut gated = pod(None, None, None);
         gated.spec.as_mut().unwrap().scheduling_gates =
-            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate { name: "g".into() }]);
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "g".into(),
+            }]);
         assert!(!responsible(&gated));
     }
 }

@@ -162,8 +162,16 @@ pub fn non_zero_requests(spec: &PodSpec) -> (i128, i128) {
     let mut mem = 0;
     for c in &spec.containers {
         let r = container_requests(c);
-        cpu += r.get("cpu").copied().filter(|v| *v > 0).unwrap_or(DEFAULT_MILLI_CPU);
-        mem += r.get("memory").copied().filter(|v| *v > 0).unwrap_or(DEFAULT_MEMORY);
+        cpu += r
+            .get("cpu")
+            .copied()
+            .filter(|v| *v > 0)
+            .unwrap_or(DEFAULT_MILLI_CPU);
+        mem += r
+            .get("memory")
+            .copied()
+            .filter(|v| *v > 0)
+            .unwrap_or(DEFAULT_MEMORY);
     }
     (cpu, mem)
 }
@@ -253,7 +261,10 @@ mod tests {
             containers: vec![Container::default()],
             ..Default::default()
         };
-        assert_eq!(non_zero_requests(&empty), (DEFAULT_MILLI_CPU, DEFAULT_MEMORY));
+        assert_eq!(
+            non_zero_requests(&empty),
+            (DEFAULT_MILLI_CPU, DEFAULT_MEMORY)
+        );
         assert_eq!(pod_requests(&empty).get("cpu"), None);
     }
 }

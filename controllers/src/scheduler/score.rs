@@ -1,12 +1,71 @@
 //! Scores of the nodes that fit, as kube-scheduler's default score
-//! plugins compute them, each 0 to 100 and summed with weight 1:
-//! NodeResourcesFit with the LeastAllocated strategy (favour the node with
-//! the most CPU and memory left) and NodeResourcesBalancedAllocation
-//! (favour the node whose CPU and memory use stay in proportion). Requests
-//! are counted with the scoring defaults for containers without requests.
+//! plugins compute them, each 0 to 100 and summed with the default
+//! profile's weights: NodeResourcesFit with the LeastAllocated strategy
+//! (weight 1: favour the node with the most CPU and memory left),
+//! NodeResourcesBalancedAllocation (weight 1: favour the node whose CPU and
+//! memory use stay in proportion), NodeAffinity (weight 2: the weights of
+//! the preferred terms a node matches, normalized to the best node) and
+//! TaintToleration (weight 3: fewer untolerated PreferNoSchedule taints,
+//! normalized). Requests are counted with the scoring defaults for
+//! containers without requests.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::cache::NodeInfo;
+use super::filter::{self, tolerates};
+use super::labels;
 use super::quantity::Resources;
+
+/// The default profile's weights of the preference plugins.
+pub const NODE_AFFINITY_WEIGHT: i64 = 2;
+pub const TAINT_TOLERATION_WEIGHT: i64 = 3;
+
+/// The sum of the weights of the pod's preferred node affinity terms that
+/// `node` matches.
+pub fn preferred_node_affinity(pod: &Pod, node: &Node) -> i64 {
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    let node_labels = filter::node_labels(node);
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .filter(|t| t.weight != 0 && labels::term_matches(&t.preference, name, node_labels))
+        .map(|t| i64::from(t.weight))
+        .sum()
+}
+
+/// How many PreferNoSchedule taints of `node` the pod does not tolerate.
+pub fn intolerable_prefer_no_schedule(pod: &Pod, node: &Node) -> i64 {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t.effect == "PreferNoSchedule")
+        .filter(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+        .count() as i64
+}
+
+/// kube-scheduler's DefaultNormalizeScore: `raw` scaled so that the
+/// highest of the nodes is 100 (`reverse`: so that the lowest is 100).
+pub fn normalize(raw: i64, max: i64, reverse: bool) -> i64 {
+    if max == 0 {
+        return if reverse { MAX_SCORE } else { 0 };
+    }
+    let s = raw * MAX_SCORE / max;
+    if reverse { MAX_SCORE - s } else { s }
+}
 
 /// The highest score a plugin gives.
 pub const MAX_SCORE: i64 = 100;
@@ -71,6 +130,15 @@ mod tests {
     }
 
     #[test]
+    fn preferences_are_normalized_to_the_best_node() {
+        assert_eq!(normalize(50, 100, false), 50);
+        assert_eq!(normalize(0, 0, false), 0);
+        assert_eq!(normalize(1, 2, true), 50);
+        assert_eq!(normalize(0, 0, true), MAX_SCORE);
+        assert_eq!(normalize(2, 2, true), 0);
+    }
+
+    #[test]
     fn scores_as_kube_scheduler() {
         let gi = 1024 * 1024 * 1024 * ONE;
         let a = alloc(4000, 16 * gi);
@@ -85,7 +153,11 @@ mod tests {
         for (used, pod, least, balanced) in cases {
             let n = node(used.0, used.1);
             assert_eq!(least_allocated(&n, pod, &a), least, "{used:?} {pod:?}");
-            assert_eq!(balanced_allocation(&n, pod, &a), balanced, "{used:?} {pod:?}");
+            assert_eq!(
+                balanced_allocation(&n, pod, &a),
+                balanced,
+                "{used:?} {pod:?}"
+            );
         }
         // A node with more room left wins.
         assert!(score(&node(0, 0), (500, gi), &a) > score(&node(1000, gi), (500, gi), &a));

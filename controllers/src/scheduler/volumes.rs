@@ -93,9 +93,7 @@ pub fn prefilter(pod: &Pod, lister: &dyn VolumeLister) -> Result<PodVolumes, Str
             .filter(|v| !v.is_empty());
         if let Some(volume) = bound_to {
             let Some(pv) = lister.volume(&volume) else {
-                return Err(format!(
-                    "pvc {name} bound to non-existent pv {volume}"
-                ));
+                return Err(format!("pvc {name} bound to non-existent pv {volume}"));
             };
             out.bound.push(pv);
             continue;

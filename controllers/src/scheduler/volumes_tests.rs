@@ -30,11 +30,19 @@ fn a_volume_meant_for_the_claim_is_taken_first() {
     });
     let vols = Volumes {
         claims: vec![claim("data", "1Gi", "local", None)],
-        volumes: vec![local_volume("free", "1Gi", "local", "n1"), Arc::new(prebound)],
+        volumes: vec![
+            local_volume("free", "1Gi", "local", "n1"),
+            Arc::new(prebound),
+        ],
         classes: vec![class("local", "WaitForFirstConsumer")],
         ..Default::default()
     };
-    let p = pod("p", "", "", json!({"spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}));
+    let p = pod(
+        "p",
+        "",
+        "",
+        json!({"spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}),
+    );
     let pv = prefilter(&p, &vols).unwrap_or_else(|e| panic!("{e}"));
     let n1 = node("n1", "1", "1Gi", &[], json!({}));
     let r = filter(&pv, &n1).unwrap();

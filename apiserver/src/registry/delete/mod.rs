@@ -138,7 +138,7 @@ impl Registry {
     }
 
     /// The generic store's DELETE of one object (see the module notes).
-    async fn delete_object(
+    pub(super) async fn delete_object(
         &self,
         t: &RequestTarget,
         name: &str,
@@ -210,14 +210,20 @@ impl Registry {
                 object: with_revision(o),
                 removed: false,
             },
-            Step::Remove(o) => Outcome {
-                object: o,
-                removed: true,
-            },
+            Step::Remove(o) => {
+                if !dry_run {
+                    self.removed(t, &o).await;
+                }
+                Outcome {
+                    object: o,
+                    removed: true,
+                }
+            }
             Step::MarkThenRemove(o) => {
                 let o = with_revision(o);
                 if !dry_run {
                     self.remove_marked(t, name, &o, &actor).await?;
+                    self.removed(t, &o).await;
                 }
                 Outcome {
                     object: o,
@@ -225,6 +231,14 @@ impl Registry {
                 }
             }
         })
+    }
+
+    /// What an object's removal frees besides its key: a Service's
+    /// cluster IP and node ports ([`super::services`]).
+    pub(super) async fn removed(&self, t: &RequestTarget, obj: &Value) {
+        if super::services::is_service(t) {
+            self.release_service(obj).await;
+        }
     }
 
     /// The second write of [`Step::MarkThenRemove`]: remove the object if it
