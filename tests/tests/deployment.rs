@@ -108,6 +108,22 @@ fn eventually<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option
     })
 }
 
+/// A server whose log (but openraft's) is printed when the test fails.
+struct Logged(KeelServer);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
+            eprintln!(
+                "--- keel server log (but openraft, last 300 lines):\n{}",
+                lines[lines.len().saturating_sub(300)..].join("\n")
+            );
+        }
+    }
+}
+
 /// Two hollow nodes for the pods of `kubeconfig`'s cluster, Ready.
 fn nodes(kubeconfig: &Path) -> HollowNodes {
     let mut n = HollowNodes::start(kubeconfig, "node", 2);
@@ -183,8 +199,18 @@ fn replica_sets(kc: &Kc, app: &str) -> BTreeMap<String, (String, i64, String)> {
         .collect()
 }
 
+/// `kubectl rollout status`, the objects shown when it fails.
 fn rollout_status(kc: &Kc, what: &str) -> String {
-    kc.ok(&["rollout", "status", what, "--timeout=120s"])
+    kc.run(&["rollout", "status", what, "--timeout=120s"])
+        .unwrap_or_else(|e| {
+            let state = kc
+                .run(&["get", "deploy,rs,pods", "-o", "wide", "--show-labels"])
+                .unwrap_or_default();
+            let status = kc
+                .run(&["get", "deploy,rs", "-o", "jsonpath={range .items[*]}{.metadata.name} {.metadata.generation} {.status}{\"\\n\"}{end}"])
+                .unwrap_or_default();
+            panic!("rollout status {what}: {e}\n{state}\n{status}")
+        })
 }
 
 #[test]
@@ -299,9 +325,9 @@ fn replica_sets_keep_replicas_adopt_and_release() {
 
 #[test]
 fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
-    let s = KeelServer::start(&[]);
-    let kc = Kc::of(&s);
-    let _nodes = nodes(&s.kubeconfig());
+    let s = Logged(KeelServer::start(&[]));
+    let kc = Kc::of(&s.0);
+    let _nodes = nodes(&s.0.kubeconfig());
     let rolling =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
     kc.apply(deployment("web", 3, "nginx:1", rolling));
@@ -398,6 +424,19 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
     );
     let rev1 = kc.ok(&["rollout", "history", "deployment/web", "--revision=1"]);
     assert!(rev1.contains("nginx:1"), "{rev1}");
+    // A change cause annotated on the deployment shows for its current revision.
+    kc.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=moved to nginx 2",
+    ]);
+    eventually("the change cause in the history", ROLLOUT, || {
+        let history = kc.ok(&["rollout", "history", "deployment/web"]);
+        history
+            .lines()
+            .any(|l| l.starts_with("2 ") && l.contains("moved to nginx 2"))
+            .then_some(())
+    });
 
     // Undo goes back to nginx:1, which becomes revision 3 (its replica set reused).
     let out = kc.ok(&["rollout", "undo", "deployment/web"]);
@@ -490,9 +529,9 @@ fn deployments_roll_out_back_pause_and_restart_with_kubectl() {
 
 #[test]
 fn recreate_and_progress_deadline() {
-    let s = KeelServer::start(&[]);
-    let kc = Kc::of(&s);
-    let _nodes = nodes(&s.kubeconfig());
+    let s = Logged(KeelServer::start(&[]));
+    let kc = Kc::of(&s.0);
+    let _nodes = nodes(&s.0.kubeconfig());
     kc.apply(deployment(
         "batch",
         2,
@@ -707,7 +746,7 @@ impl Member {
                 .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
                 .args(["--api-addr", &format!("127.0.0.1:{}", self.api)])
                 .args(["--initial-members", initial])
-                .env("RUST_LOG", "info,keel_controllers::runner=debug")
+                .env("RUST_LOG", "info,keel_controllers=debug,kube_runtime=debug")
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -724,14 +763,11 @@ impl Drop for Member {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("keel_controllers") || l.contains("keel::"))
-                .collect();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
             eprintln!(
-                "--- member {} log (last 60 lines):\n{}",
+                "--- member {} log (but openraft, last 400 lines):\n{}",
                 self.id,
-                lines[lines.len().saturating_sub(60)..].join("\n")
+                lines[lines.len().saturating_sub(400)..].join("\n")
             );
         }
         if let Some(mut c) = self.child.take() {

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -64,6 +65,9 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     )
     .default_backoff()
     .reflect(writer)
+    .inspect_err(
+        |e| tracing::debug!(controller = NAME, error = %e, "replica set watch failed; retrying"),
+    )
     .touched_objects();
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
@@ -74,7 +78,7 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         controller.watches_stream(rs_events, move |rs: ReplicaSet| to_sync(&deployments, &rs));
     runner::run(controller, ctx, move |d, ctx| {
         let sets = sets.clone();
-        async move { sync(d, ctx, sets).await }
+        crate::replicaset::guarded(sync(d, ctx, sets))
     })
     .await;
     Ok(())
@@ -118,8 +122,14 @@ async fn sync(d: Arc<Deployment>, ctx: Context, cache: Store<ReplicaSet>) -> Res
     let (Some(ns), Some(_)) = (d.metadata.namespace.clone(), d.metadata.name.clone()) else {
         return Ok(Action::await_change());
     };
-    if cache.wait_until_ready().await.is_err() {
-        return Err(Error::Invalid("the replica set cache is gone".into()));
+    match tokio::time::timeout(Duration::from_secs(20), cache.wait_until_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Error::Invalid("the replica set cache is gone".into())),
+        Err(_) => {
+            return Err(Error::Invalid(
+                "the replica set cache is not listed yet".into(),
+            ));
+        }
     }
     let Some(spec) = d.spec.clone() else {
         return Ok(Action::await_change());
@@ -806,10 +816,9 @@ impl Sync {
                 ..Default::default()
             };
             match self.rs_api.delete(&name, &dp).await {
-                Ok(_) => {
-                    self.ctx.metrics.deleted(self.ctx.name);
-                    self.sets.remove(i);
-                }
+                // Kept in `self.sets` (at zero, it counts for nothing):
+                // the positions the rest of the sync holds stay valid.
+                Ok(_) => self.ctx.metrics.deleted(self.ctx.name),
                 Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
                 Err(e) => return Err(e.into()),
             }

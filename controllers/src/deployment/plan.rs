@@ -234,10 +234,10 @@ pub fn proportional(
         sizes.push((rs.name.clone(), rs.replicas + p));
         added += p;
     }
-    if to_add != 0 {
-        if let Some(first) = sizes.first_mut() {
-            first.1 = (first.1 + to_add - added).max(0);
-        }
+    if to_add != 0
+        && let Some(first) = sizes.first_mut()
+    {
+        first.1 = (first.1 + to_add - added).max(0);
     }
     sizes
 }

@@ -77,10 +77,10 @@ impl Expectations {
                 if let Some(name) = &pod.metadata.name {
                     p.creates.remove(name);
                 }
-                if gone || pod.metadata.deletion_timestamp.is_some() {
-                    if let Some(uid) = &pod.metadata.uid {
-                        p.deletes.remove(uid);
-                    }
+                if (gone || pod.metadata.deletion_timestamp.is_some())
+                    && let Some(uid) = &pod.metadata.uid
+                {
+                    p.deletes.remove(uid);
                 }
                 if p.creates.is_empty() && p.deletes.is_empty() {
                     m.remove(&owner);

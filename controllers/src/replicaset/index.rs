@@ -47,12 +47,12 @@ impl Buckets {
     }
 
     fn remove(&mut self, r: &ObjectRef<Pod>) {
-        if let Some(old) = self.key.remove(r) {
-            if let Some(set) = self.members.get_mut(&old) {
-                set.remove(r);
-                if set.is_empty() {
-                    self.members.remove(&old);
-                }
+        if let Some(old) = self.key.remove(r)
+            && let Some(set) = self.members.get_mut(&old)
+        {
+            set.remove(r);
+            if set.is_empty() {
+                self.members.remove(&old);
             }
         }
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -67,7 +68,13 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
     let pod_events = watcher(Api::<Pod>::all(client.clone()))
         .default_backoff()
         .reflect(writer)
+        .inspect_err(
+            |e| tracing::debug!(controller = NAME, error = %e, "pod watch failed; retrying"),
+        )
         .inspect_ok(move |ev| {
+            if matches!(ev, Event::InitDone) {
+                tracing::debug!(controller = NAME, "pod cache listed");
+            }
             seen.index.apply(ev);
             match ev {
                 Event::Apply(p) | Event::InitApply(p) => seen.expectations.observe(p, false),
@@ -85,11 +92,45 @@ pub async fn run(ctx: Context) -> Result<(), Error> {
         controller.watches_stream(pod_events, move |pod: Pod| sets_to_sync(&sets, &pod));
     runner::run(controller, ctx, move |rs, ctx| {
         let shared = shared.clone();
-        async move { sync(rs, ctx, shared).await }
+        guarded(sync(rs, ctx, shared))
     })
     .await;
     Ok(())
 }
+
+/// A sync cut off after [`SYNC_TIMEOUT`] (a hung request is retried, not
+/// waited on) and whose panic is an error to retry, not the end of the
+/// controller.
+pub(crate) async fn guarded(
+    sync: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    use futures::FutureExt;
+    match tokio::time::timeout(
+        SYNC_TIMEOUT,
+        std::panic::AssertUnwindSafe(sync).catch_unwind(),
+    )
+    .await
+    {
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(error = %what, "sync panicked");
+            Err(Error::Invalid(format!("sync panicked: {what}")))
+        }
+        Err(_) => Err(Error::Invalid("sync timed out".into())),
+    }
+}
+
+/// The longest one sync may take.
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a sync waits for the first list of pods before it gives up
+/// (and is retried).
+const CACHE_WAIT: Duration = Duration::from_secs(20);
 
 fn watcher(api: Api<Pod>) -> impl futures::Stream<Item = watcher::Result<Event<Pod>>> {
     kube::runtime::watcher(api, watcher::Config::default())
@@ -125,8 +166,10 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
     let (Some(ns), Some(name)) = (rs.metadata.namespace.clone(), rs.metadata.name.clone()) else {
         return Ok(Action::await_change());
     };
-    if shared.pods.wait_until_ready().await.is_err() {
-        return Err(Error::Invalid("the pod cache is gone".into()));
+    match tokio::time::timeout(CACHE_WAIT, shared.pods.wait_until_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Error::Invalid("the pod cache is gone".into())),
+        Err(_) => return Err(Error::Invalid("the pod cache is not listed yet".into())),
     }
     let Some(spec) = rs.spec.clone() else {
         return Ok(Action::await_change());
@@ -195,6 +238,7 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Context, shared: Arc<Shared>) -> Result<
             .satisfied(&uid, &ns, &shared.pods, &mine)
     {
         let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        tracing::debug!(controller = NAME, replicaset = %name, have = owned.len(), want, "managing replicas");
         failure = if owned.len() < want {
             create_pods(&ctx, &shared, &rs, &ns, want - owned.len()).await
         } else if owned.len() > want {
@@ -253,7 +297,9 @@ async fn create_pods(
     let involved = Involved::of(rs);
     for batch in pods::slow_start_batches(n.min(BURST)) {
         let pp = PostParams::default();
+        let started = std::time::Instant::now();
         let results = join_all((0..batch).map(|_| api.create(&pp, &pod))).await;
+        tracing::debug!(controller = NAME, batch, took = ?started.elapsed(), "created a batch of pods");
         let mut failed = None;
         for r in results {
             match r {
