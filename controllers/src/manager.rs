@@ -201,17 +201,32 @@ fn start_controllers(
     set
 }
 
-/// Run a controller again (after a pause) whenever it returns.
+/// Run a controller again (after a pause) whenever it returns, fails or
+/// panics: a bug in one reconcile must not leave the controller dead until
+/// the lease moves. Each run is its own task, aborted with this future.
 async fn supervise<F>(name: &'static str, start: F)
 where
     F: Fn() -> BoxFuture<'static, Result<(), crate::Error>>,
 {
+    /// Aborts the running controller when the supervisor is dropped.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     loop {
-        match start().await {
-            Ok(()) => tracing::warn!(controller = name, "controller stopped; restarting"),
-            Err(e) => {
+        let task = tokio::spawn(start());
+        let _guard = AbortOnDrop(task.abort_handle());
+        match task.await {
+            Ok(Ok(())) => tracing::warn!(controller = name, "controller stopped; restarting"),
+            Ok(Err(e)) => {
                 tracing::warn!(controller = name, error = %e, "controller failed; restarting")
             }
+            Err(e) if e.is_panic() => {
+                tracing::error!(controller = name, "controller panicked; restarting")
+            }
+            Err(_) => return,
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -282,6 +297,28 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_controller_is_started_again() {
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let r = runs.clone();
+        let supervisor = tokio::spawn(supervise("boom", move || {
+            let r = r.clone();
+            Box::pin(async move {
+                if r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    panic!("a reconcile bug");
+                }
+                std::future::pending().await
+            })
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while runs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "not restarted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!supervisor.is_finished());
+        supervisor.abort();
+    }
 
     #[test]
     fn controllers_are_chosen_as_kube_controller_manager_chooses_them() {
