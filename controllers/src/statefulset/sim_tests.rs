@@ -343,6 +343,9 @@ fn run(s: &Scenario) {
     if !s.on_delete {
         sim.rolling_limit = Some(s.max_unavailable.unwrap_or(1));
     }
+    // The pods the user deleted: OnDelete must bring each back at b, even
+    // one whose replacement an API fault held back past this loop.
+    let mut deleted_by_user: Vec<i32> = Vec::new();
     for i in 0..60 {
         if s.on_delete && i % 7 == 0 {
             // The user deletes a pod: OnDelete replaces it at revision b.
@@ -352,20 +355,12 @@ fn run(s: &Scenario) {
                     && p.terminating.is_none()
                 {
                     p.terminating = Some(s.grace);
+                    deleted_by_user.push(o);
                 }
             }
         }
         sim.step(true);
     }
-    let deleted_by_user: Vec<i32> = if s.on_delete {
-        sim.pods
-            .iter()
-            .filter(|(_, p)| p.revision == "web-b")
-            .map(|(o, _)| *o)
-            .collect()
-    } else {
-        Vec::new()
-    };
     let start = s.start;
     let partition = s.partition;
     let on_delete = s.on_delete;
