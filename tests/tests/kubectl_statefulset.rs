@@ -369,9 +369,11 @@ fn on_delete_replaces_only_deleted_pods() {
             ("db-2".into(), "redis:1".into(), rev1.clone()),
         ]
     );
-    let s = k.json(&["get", "sts", "db"]);
-    assert_eq!(s["status"]["updatedReplicas"], 1);
-    assert_eq!(s["status"]["currentReplicas"], 2);
+    // The status counts the new pod once a sync has seen it.
+    wait_until("status: one updated, two current", WAIT, || {
+        let s = k.json(&["get", "sts", "db"]);
+        (s["status"]["updatedReplicas"] == 1 && s["status"]["currentReplicas"] == 2).then_some(())
+    });
 }
 
 #[test]
