@@ -56,7 +56,7 @@ impl Sync {
         Ok(())
     }
 
-    pub(super) async fn adopt(&self, rs: &ReplicaSet) -> Result<Option<ReplicaSet>, Error> {
+    async fn adopt(&self, rs: &ReplicaSet) -> Result<Option<ReplicaSet>, Error> {
         let mut obj = rs.clone();
         obj.metadata
             .owner_references

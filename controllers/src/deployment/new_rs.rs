@@ -85,7 +85,7 @@ impl Sync {
         self.create_new_rs(rev).await.map(Some)
     }
 
-    pub(super) async fn create_new_rs(&mut self, rev: i64) -> Result<usize, Error> {
+    async fn create_new_rs(&mut self, rev: i64) -> Result<usize, Error> {
         let spec = self.d.spec.clone().unwrap_or_default();
         let name = self.d.metadata.name.clone().unwrap_or_default();
         let collisions = self.d.status.as_ref().and_then(|s| s.collision_count);
@@ -213,7 +213,7 @@ impl Sync {
     }
 
     /// Annotate the deployment with its new replica set's revision.
-    pub(super) async fn set_deployment_revision(&mut self, rev: i64) -> Result<(), Error> {
+    async fn set_deployment_revision(&mut self, rev: i64) -> Result<(), Error> {
         let current = self
             .d
             .metadata

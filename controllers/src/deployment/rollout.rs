@@ -19,7 +19,7 @@ use crate::{Error, status_code};
 impl Sync {
     /// Resize replica set `i` to `size`, its replica annotations brought
     /// up to date; an event when the size changes. Whether it changed.
-    pub(super) async fn scale(&mut self, i: usize, size: i32) -> Result<bool, Error> {
+    async fn scale(&mut self, i: usize, size: i32) -> Result<bool, Error> {
         let t = self.target()?;
         let rs = &self.sets[i];
         let was = replicas_of(rs);
@@ -125,7 +125,7 @@ impl Sync {
 
     /// Whether pods of the old replica sets still run (or still exist and
     /// have not finished), read fresh from the API.
-    pub(super) async fn old_pods_running(&self, old: &[usize]) -> Result<bool, Error> {
+    async fn old_pods_running(&self, old: &[usize]) -> Result<bool, Error> {
         if old.iter().any(|i| {
             self.sets[*i]
                 .status
@@ -189,7 +189,7 @@ impl Sync {
 
     /// Delete old replica sets beyond revisionHistoryLimit once the
     /// rollout is complete.
-    pub(super) async fn cleanup_if_complete(&mut self, new: Option<usize>) -> Result<(), Error> {
+    async fn cleanup_if_complete(&mut self, new: Option<usize>) -> Result<(), Error> {
         let t = self.target()?;
         let refs: Vec<&ReplicaSet> = self.sets.iter().collect();
         let status = progress::calculate(

@@ -54,7 +54,7 @@ impl Sync {
     }
 
     /// A replica set's ReplicaFailure, shown on the deployment.
-    pub(super) fn replica_failure(&self, status: &mut DeploymentStatus) {
+    fn replica_failure(&self, status: &mut DeploymentStatus) {
         let failure = self.sets.iter().find_map(|rs| {
             rs.status
                 .as_ref()?
