@@ -39,6 +39,8 @@ build: deps
 # (`keel`, `keel-bench`, the test filesystem) are built first: `cargo test` alone does not
 # build another package's binaries. --all-targets in both steps keeps one
 # feature resolution, so RocksDB is compiled once.
+# The first step also builds the `keel` binary (and the test helper
+# binaries) that the integration tests start from beside their executables.
 test: deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets -- --show-output
