@@ -207,3 +207,64 @@ pub fn not_found(e: &kube::Error) -> bool {
 pub fn conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
+
+/// The most pods one sync creates, as Kubernetes' controllers cap a burst.
+pub const MAX_BATCH: usize = 500;
+
+/// Create `pods` (at most [`MAX_BATCH`]) in slow-start batches (1, 2, 4,
+/// ...), recording `SuccessfulCreate` / `FailedCreate` events on
+/// `involved`, and stop after the first batch with an error, as Kubernetes
+/// does so that a broken template does not flood the API. Returns how many
+/// were created.
+pub async fn create_in_batches(
+    ctx: &crate::context::Context,
+    api: &Api<Pod>,
+    mut pods: Vec<Pod>,
+    involved: &crate::events::Involved,
+) -> Result<usize, Error> {
+    pods.truncate(MAX_BATCH);
+    let params = kube::api::PostParams::default();
+    let mut created = 0;
+    let mut batch = 1;
+    let mut rest = &pods[..];
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(batch.min(rest.len()));
+        let results =
+            futures::future::join_all(now.iter().map(|pod| api.create(&params, pod))).await;
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(pod) => {
+                    created += 1;
+                    ctx.metrics.created(ctx.name);
+                    let name = pod.metadata.name.unwrap_or_default();
+                    ctx.recorder
+                        .publish(
+                            involved,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    ctx.recorder
+                        .publish(
+                            involved,
+                            "Warning",
+                            "FailedCreate",
+                            &format!("Error creating: {e}"),
+                        )
+                        .await;
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        rest = later;
+        batch *= 2;
+    }
+    Ok(created)
+}

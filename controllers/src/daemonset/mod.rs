@@ -38,9 +38,6 @@ use revision::HASH_LABEL;
 /// The controller's name in metrics, events and `--controllers`.
 pub const NAME: &str = "daemonset";
 
-/// Pods created per sync at most.
-const MAX_BATCH: usize = 500;
-
 /// Run until the future is dropped (leadership lost).
 pub async fn run(ctx: Context) -> Result<(), Error> {
     let client = ctx.client.clone();
@@ -376,49 +373,12 @@ async fn create_pods(
     on: &[String],
     involved: &Involved,
 ) -> Result<(), Error> {
-    let mut batch = 1;
-    let mut rest = &on[..on.len().min(MAX_BATCH)];
-    while !rest.is_empty() {
-        let (now, later) = rest.split_at(batch.min(rest.len()));
-        let results = futures::future::join_all(now.iter().map(|node| {
-            let pod = new_pod(ds, hash, node);
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(pod) => {
-                    ctx.metrics.created(ctx.name);
-                    let name = pod.metadata.name.unwrap_or_default();
-                    ctx.recorder
-                        .publish(
-                            involved,
-                            "Normal",
-                            "SuccessfulCreate",
-                            &format!("Created pod: {name}"),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    ctx.recorder
-                        .publish(
-                            involved,
-                            "Warning",
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        )
-                        .await;
-                    failed = Some(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        rest = later;
-        batch *= 2;
-    }
+    let pods = on
+        .iter()
+        .take(workload::MAX_BATCH)
+        .map(|node| new_pod(ds, hash, node))
+        .collect();
+    workload::create_in_batches(ctx, api, pods, involved).await?;
     Ok(())
 }
 

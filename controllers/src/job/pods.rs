@@ -7,7 +7,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 
 use super::COMPLETION_INDEX;
@@ -16,9 +16,6 @@ use crate::Error;
 use crate::context::Context;
 use crate::events::Involved;
 use crate::workload::{self, controller_ref, not_found};
-
-/// Pods created per sync at most (Kubernetes' `MaxBatchSize`).
-const MAX_BATCH: usize = 500;
 
 /// Remove the tracking finalizer (a strategic merge patch that leaves any
 /// other finalizer alone). A pod already gone needs nothing.
@@ -81,9 +78,8 @@ pub async fn delete_pod(
     }
 }
 
-/// Create pods in slow-start batches (1, 2, 4, ...), stopping at the first
-/// batch with an error, as Kubernetes does so a broken template does not
-/// flood the API. Returns how many were created.
+/// Create the pods for `which` (completion indexes, or none) in slow-start
+/// batches ([`workload::create_in_batches`]). Returns how many were created.
 pub async fn create_pods(
     ctx: &Context,
     api: &Api<Pod>,
@@ -91,52 +87,12 @@ pub async fn create_pods(
     which: &[Option<i32>],
     involved: &Involved,
 ) -> Result<usize, Error> {
-    let mut created = 0;
-    let mut batch = 1;
-    let mut rest = &which[..which.len().min(MAX_BATCH)];
-    while !rest.is_empty() {
-        let (now, later) = rest.split_at(batch.min(rest.len()));
-        let results = futures::future::join_all(now.iter().map(|ix| {
-            let pod = new_pod(job, *ix);
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(pod) => {
-                    created += 1;
-                    ctx.metrics.created(ctx.name);
-                    let name = pod.metadata.name.unwrap_or_default();
-                    ctx.recorder
-                        .publish(
-                            involved,
-                            "Normal",
-                            "SuccessfulCreate",
-                            &format!("Created pod: {name}"),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    ctx.recorder
-                        .publish(
-                            involved,
-                            "Warning",
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        )
-                        .await;
-                    failed = Some(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        rest = later;
-        batch *= 2;
-    }
-    Ok(created)
+    let pods = which
+        .iter()
+        .take(workload::MAX_BATCH)
+        .map(|ix| new_pod(job, *ix))
+        .collect();
+    workload::create_in_batches(ctx, api, pods, involved).await
 }
 
 /// A pod of `job` from its template: owned by the Job, with the tracking
