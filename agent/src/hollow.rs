@@ -11,6 +11,12 @@
 //! state; the writes run as tasks, at most one in flight per pod and
 //! `concurrency` in all, and a pod that changed while its write was in
 //! flight is planned again when the write ends.
+//!
+//! Every request a node makes goes through that node's client
+//! ([`crate::identity`]): by default it acts as the node's kubelet,
+//! `system:node:<name>`, so the Node authorizer and NodeRestriction judge
+//! it as they judge a kubelet. The shared pod watch and the node watch,
+//! which serve every node of the process, act as the first node.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +33,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::heartbeat::{Heartbeat, Intervals};
+use crate::identity::Identity;
 use crate::node::{self, NodeConfig};
 use crate::pods::{self, Action, plan::Placement};
 use crate::{Error, status_code};
@@ -52,6 +59,8 @@ pub struct HollowConfig {
     pub pod_watch: PodWatch,
     /// API writes for pods in flight at once.
     pub concurrency: usize,
+    /// Whom each node's requests act as.
+    pub identity: Identity,
 }
 
 impl HollowConfig {
@@ -88,8 +97,14 @@ pub async fn run(
     }
     tokio::pin!(shutdown);
     let nodes: Vec<Arc<NodeConfig>> = cfg.nodes().into_iter().map(Arc::new).collect();
+    let clients: HashMap<String, Client> = nodes
+        .iter()
+        .map(|n| Ok((n.name.clone(), cfg.identity.client(&client, &n.name)?)))
+        .collect::<Result<_, Error>>()?;
+    // The watches that serve every node act as the first one.
+    let first = clients[&nodes[0].name].clone();
     let registered = tokio::select! {
-        r = register_all(&client, &nodes) => r,
+        r = register_all(&clients, &nodes) => r,
         _ = &mut shutdown => return Ok(()),
     };
     tracing::info!(count = nodes.len(), prefix = %cfg.prefix, "hollow nodes registered");
@@ -101,12 +116,13 @@ pub async fn run(
         lost.insert(n.name.clone(), notify.clone());
         // Spread the beats over one interval so many nodes do not beat at once.
         let delay = cfg.intervals.lease.mul_f64(i as f64 / nodes.len() as f64);
-        let hb = Heartbeat::new(client.clone(), n.clone(), uid, cfg.intervals);
+        let hb = Heartbeat::new(clients[&n.name].clone(), n.clone(), uid, cfg.intervals);
         tasks.spawn(hb.run(notify, delay));
     }
-    tasks.spawn(watch_nodes(client.clone(), lost));
-    let runtime = Runtime::new(client.clone(), &nodes, cfg.concurrency);
-    tasks.spawn(runtime.run(pod_events(&client, &nodes, cfg.pod_watch)));
+    tasks.spawn(watch_nodes(first.clone(), lost));
+    let events = pod_events(&first, &clients, &nodes, cfg.pod_watch);
+    let runtime = Runtime::new(clients, &nodes, cfg.concurrency);
+    tasks.spawn(runtime.run(events));
     tokio::select! {
         _ = &mut shutdown => {}
         Some(r) = tasks.join_next() => {
@@ -121,11 +137,10 @@ pub async fn run(
 
 /// Register every node, a few at a time, each retried with backoff until
 /// the API takes it. Returns the nodes' uids in order.
-async fn register_all(client: &Client, nodes: &[Arc<NodeConfig>]) -> Vec<String> {
-    let api: Api<Node> = Api::all(client.clone());
+async fn register_all(clients: &HashMap<String, Client>, nodes: &[Arc<NodeConfig>]) -> Vec<String> {
     futures::stream::iter(nodes.iter().cloned())
         .map(|n| {
-            let api = api.clone();
+            let api: Api<Node> = Api::all(clients[&n.name].clone());
             async move {
                 let mut backoff = Duration::from_millis(200);
                 loop {
@@ -175,20 +190,21 @@ async fn watch_nodes(client: Client, lost: HashMap<String, Arc<Notify>>) {
 type Tagged = (Option<String>, Result<Event<Pod>, watcher::Error>);
 
 fn pod_events(
-    client: &Client,
+    first: &Client,
+    clients: &HashMap<String, Client>,
     nodes: &[Arc<NodeConfig>],
     mode: PodWatch,
 ) -> BoxStream<'static, Tagged> {
-    let api: Api<Pod> = Api::all(client.clone());
     match mode {
-        PodWatch::Shared => watcher::watcher(api, watcher::Config::default())
+        PodWatch::Shared => watcher::watcher(Api::all(first.clone()), watcher::Config::default())
             .default_backoff()
             .map(|e| (None, e))
             .boxed(),
         PodWatch::PerNode => futures::stream::select_all(nodes.iter().map(|n| {
             let name = n.name.clone();
             let config = watcher::Config::default().fields(&format!("spec.nodeName={name}"));
-            watcher::watcher(api.clone(), config)
+            let api: Api<Pod> = Api::all(clients[&name].clone());
+            watcher::watcher(api, config)
                 .default_backoff()
                 .map(move |e| (Some(name.clone()), e))
                 .boxed()
@@ -249,7 +265,8 @@ enum Msg {
 
 /// Every pod bound to these nodes, and the writes in flight.
 struct Runtime {
-    client: Client,
+    /// Each node's client.
+    clients: HashMap<String, Client>,
     nodes: HashMap<String, NodeRuntime>,
     /// The latest observed (or written) pod, by uid.
     pods: HashMap<String, Pod>,
@@ -268,10 +285,14 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn new(client: Client, nodes: &[Arc<NodeConfig>], concurrency: usize) -> Runtime {
+    fn new(
+        clients: HashMap<String, Client>,
+        nodes: &[Arc<NodeConfig>],
+        concurrency: usize,
+    ) -> Runtime {
         let (tx, rx) = mpsc::unbounded_channel();
         Runtime {
-            client,
+            clients,
             nodes: nodes
                 .iter()
                 .map(|n| {
@@ -458,7 +479,9 @@ impl Runtime {
         let Some(pod) = self.pods.get(uid).cloned() else {
             return;
         };
-        let Some(rt) = Self::node_of(&pod).and_then(|n| self.nodes.get(n)) else {
+        let Some((rt, client)) = Self::node_of(&pod)
+            .and_then(|n| Some((self.nodes.get(n)?, self.clients.get(n)?.clone())))
+        else {
             return;
         };
         let pod_ip = self.ips.get(uid).map_or("", String::as_str);
@@ -478,7 +501,7 @@ impl Runtime {
         };
         self.in_flight.insert(uid.to_string());
         let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
+            client,
             pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let name = pod.metadata.name.clone().unwrap_or_default();

@@ -13,6 +13,8 @@
 //! - [`pods`]: what a node does with the pods bound to it: the pure
 //!   planner ([`pods::plan`]) from an observed pod to the next status or
 //!   deletion, and the status it writes ([`pods::status`]).
+//! - [`identity`]: whom a node's requests act as (its kubelet's user,
+//!   by impersonation, or the kubeconfig's).
 //! - [`hollow`]: the hollow runtime: many simulated nodes in one process,
 //!   their pods "run" by the planner alone (no containers).
 //! - [`duration`]: `10s`/`5m`-style durations of the command line.
@@ -20,6 +22,7 @@
 pub mod duration;
 pub mod heartbeat;
 pub mod hollow;
+pub mod identity;
 pub mod node;
 pub mod pods;
 

@@ -1,6 +1,7 @@
 //! `keel hollow-nodes`: simulated nodes against any Kubernetes API, like
 //! Kubemark's hollow nodes. They register, renew their Leases, post node
-//! status and mark the pods bound to them Running and Ready (the runtime is
+//! status and mark the pods bound to them Running and Ready, each acting as
+//! its own kubelet's user by default (the runtime is
 //! `keel_agent::hollow`; pod behaviour annotations are in
 //! docs/CONTROLLERS.md, "nodes").
 
@@ -11,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Taint;
 use keel_agent::heartbeat::Intervals;
 use keel_agent::hollow::{HollowConfig, PodWatch};
+use keel_agent::identity::Identity;
 use keel_agent::node::NodeConfig;
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +56,12 @@ pub struct HollowArgs {
     /// Pod status writes in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Whom each node's requests act as: `node` (its kubelet's user,
+    /// `system:node:<name>` in `system:nodes`, by impersonation: the
+    /// kubeconfig's user needs `impersonate` on those users and that
+    /// group), or `kubeconfig` (the kubeconfig's own user, for every node).
+    #[arg(long, default_value = "node")]
+    pub identity: String,
 }
 
 fn duration(flag: &str, v: &str) -> Result<std::time::Duration> {
@@ -110,6 +118,11 @@ fn config(args: &HollowArgs) -> Result<HollowConfig> {
         "per-node" => PodWatch::PerNode,
         other => bail!("--pod-watch {other:?}: want shared or per-node"),
     };
+    let identity = match args.identity.as_str() {
+        "node" => Identity::Node,
+        "kubeconfig" => Identity::Kubeconfig,
+        other => bail!("--identity {other:?}: want node or kubeconfig"),
+    };
     Ok(HollowConfig {
         prefix: args.prefix.clone(),
         count: args.count,
@@ -120,6 +133,7 @@ fn config(args: &HollowArgs) -> Result<HollowConfig> {
         },
         pod_watch,
         concurrency: args.concurrency,
+        identity,
     })
 }
 

@@ -147,6 +147,27 @@ impl KeelServer {
         self.data().join("kubeconfig")
     }
 
+    /// A kubeconfig for user `name` in `groups`, with a client certificate
+    /// of its own signed by the cluster CA, issued by `keel certs user`.
+    pub fn user_kubeconfig(&self, name: &str, groups: &[&str]) -> PathBuf {
+        let out = self.dir().join("certs");
+        let mut c = Command::new(keel_bin());
+        c.arg("certs")
+            .arg("--ca-dir")
+            .arg(self.data().join("pki"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--server", &self.url(), "user", "--name", name]);
+        for g in groups {
+            c.args(["--group", g]);
+        }
+        let issued = c.output().unwrap();
+        assert!(issued.status.success(), "keel certs: {issued:?}");
+        let cfg = out.join(format!("{name}.kubeconfig"));
+        assert!(cfg.exists(), "keel certs wrote no {}", cfg.display());
+        cfg
+    }
+
     /// The cluster CA's certificate.
     pub fn ca_cert(&self) -> PathBuf {
         self.data().join("pki").join("ca.crt")

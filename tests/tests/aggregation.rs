@@ -107,26 +107,7 @@ impl Env {
 
     /// A kubeconfig for `name` in `group`, issued by `keel certs`.
     fn user_kubeconfig(&self, name: &str, group: &str) -> PathBuf {
-        let out = self.keel.dir().join("certs");
-        let issued = Command::new(keel_bin())
-            .arg("certs")
-            .arg("--ca-dir")
-            .arg(self.keel.data().join("pki"))
-            .arg("--out")
-            .arg(&out)
-            .args([
-                "--server",
-                &self.keel.url(),
-                "user",
-                "--name",
-                name,
-                "--group",
-                group,
-            ])
-            .output()
-            .unwrap();
-        assert!(issued.status.success(), "keel certs: {issued:?}");
-        out.join(format!("{name}.kubeconfig"))
+        self.keel.user_kubeconfig(name, &[group])
     }
 }
 

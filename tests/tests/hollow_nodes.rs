@@ -5,12 +5,15 @@
 //! IP from the node's CIDR and the node's IP as hostIP; the exit
 //! annotations end pods Succeeded or Failed as their restart policy says;
 //! `kubectl delete pod` returns once the node confirmed the deletion. The
-//! same runs with one watch per node (`--pod-watch per-node`).
+//! same runs with one watch per node (`--pod-watch per-node`). Each node
+//! acts as its own kubelet (`system:node:<name>`): a credential that may
+//! only impersonate nodes runs them, and the same credential acting as
+//! itself (`--identity kubeconfig`) is refused.
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use keel_tests::hollow::{EXIT_AFTER, EXIT_CODE, HollowNodes, condition};
+use keel_tests::hollow::{EXIT_AFTER, EXIT_CODE, HollowNodes, condition, wait_nodes_ready};
 use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
 use keel_tests::wait_until;
 use serde_json::{Value, json};
@@ -216,4 +219,71 @@ fn hollow_nodes_register_and_run_pods() {
 #[test]
 fn hollow_nodes_with_a_watch_per_node() {
     pods_on_hollow_nodes("per-node");
+}
+
+/// A credential allowed nothing but impersonating nodes runs hollow nodes
+/// that register, renew their Leases and run their pods: every request
+/// reached the API as the node's kubelet. The same credential acting as
+/// itself is refused, so the requests did not pass as that user.
+#[test]
+fn hollow_nodes_act_as_their_kubelets() {
+    let server = KeelServer::start(&[]);
+    let k = Kubectl(&server);
+    k.apply(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "node-impersonator"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
+            {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
+             "resourceNames": ["system:nodes"]}
+        ]
+    }));
+    k.apply(&json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "node-impersonator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "node-impersonator"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": "hollow-operator"}]
+    }));
+    let operator = server.user_kubeconfig("hollow-operator", &[]);
+    let refused = Kubectl(&server)
+        .command(&["--kubeconfig", operator.to_str().unwrap(), "get", "nodes"])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "the operator may read nodes as itself"
+    );
+
+    let nodes = HollowNodes::start_with(&operator, "kubelet", 2, &[&"--heartbeat", &"1s"]);
+    wait_nodes_ready(&server.kubeconfig(), &nodes.names(), STEP);
+    let lease = wait_until("the node lease", STEP, || {
+        k.try_json(&["get", "lease", "-n", "kube-node-lease", "kubelet-0"])
+    });
+    let first = lease["spec"]["renewTime"].clone();
+    wait_until("the node lease to be renewed", STEP, || {
+        let l = k.json(&["get", "lease", "-n", "kube-node-lease", "kubelet-0"]);
+        (l["spec"]["renewTime"] != first).then_some(())
+    });
+    k.apply(&pod("web", "kubelet-1", json!({}), "Always"));
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let out = k
+        .command(&["delete", "pod", "web", "--timeout=30s"])
+        .output()
+        .unwrap();
+    check(&["delete", "pod", "web"], &out);
+
+    let plain = HollowNodes::start_with(
+        &operator,
+        "plain",
+        1,
+        &[&"--heartbeat", &"1s", &"--identity", &"kubeconfig"],
+    );
+    let log = wait_until("the registration to be refused", STEP, || {
+        let log = plain.log();
+        log.contains("forbidden").then_some(log)
+    });
+    assert!(log.contains("hollow-operator"), "{log}");
+    assert!(k.try_json(&["get", "node", "plain-0"]).is_none());
 }

@@ -110,32 +110,9 @@ impl Server {
         });
     }
 
-    /// A kubeconfig for a user with a client certificate of its own, signed
-    /// by the cluster CA (CN = name, O = group), issued by `keel certs`.
+    /// A kubeconfig for `name` in `group`, issued by `keel certs`.
     fn user_kubeconfig(&self, name: &str, group: &str) -> PathBuf {
-        let admin = std::fs::read_to_string(self.keel.kubeconfig()).unwrap();
-        let server = admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("server:"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let out = self.keel.dir().join("certs");
-        let issued = Command::new(keel_bin())
-            .arg("certs")
-            .arg("--ca-dir")
-            .arg(self.keel.data().join("pki"))
-            .arg("--out")
-            .arg(&out)
-            .args([
-                "--server", &server, "user", "--name", name, "--group", group,
-            ])
-            .output()
-            .unwrap();
-        assert!(issued.status.success(), "keel certs: {issued:?}");
-        let cfg = out.join(format!("{name}.kubeconfig"));
-        assert!(cfg.exists(), "keel certs wrote no {}", cfg.display());
-        cfg
+        self.keel.user_kubeconfig(name, &[group])
     }
 }
 

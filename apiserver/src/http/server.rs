@@ -30,6 +30,14 @@ use crate::request::RequestTarget;
 /// Default of [`ApiConfig::max_watches`].
 pub const DEFAULT_MAX_WATCHES: usize = 10_000;
 
+/// Streams a client may reset before the server accepted them, per HTTP/2
+/// connection, before the connection is closed (hyper's default of 20 is
+/// its guard against "rapid reset" floods). A client that gives up on
+/// requests to a busy server resets them: kube-rs controllers passed 20,
+/// lost the connection and every watch on it, and listed everything again.
+/// Still bounded, so a flood of resets ends the connection.
+const API_RESET_STREAMS: usize = 1024;
+
 /// How the API server is started.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -411,7 +419,11 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
                     app.layer(Extension(Connection { certificate_user }))
                         .layer(Extension(axum::extract::ConnectInfo(peer))),
                 );
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http2()
+                    .max_pending_accept_reset_streams(API_RESET_STREAMS);
+                if let Err(e) = builder
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await
                 {

@@ -47,14 +47,21 @@ impl GrpcTransport {
     }
 }
 
+/// What tonic says of a message above its encode or decode limit.
+const MESSAGE_TOO_LARGE: &str = "message length too large";
+
 fn status_err(target: NodeId, s: Status) -> TransportError {
     match s.code() {
         tonic::Code::Unavailable => {
             TransportError::Unreachable(format!("member {target}: {}", s.message()))
         }
         // tonic's answer to a message above the encode or decode limit (on
-        // either side): the request was never processed.
-        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+        // either side): the request was never processed. The same codes also
+        // come from HTTP/2 itself (a GOAWAY with ENHANCE_YOUR_CALM is
+        // ResourceExhausted): that is a failed call, not a smaller batch.
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            if s.message().contains(MESSAGE_TOO_LARGE) =>
+        {
             TransportError::TooLarge(format!("member {target}: {}", s.message()))
         }
         _ => TransportError::Network(format!("member {target}: {:?}: {}", s.code(), s.message())),
@@ -105,5 +112,26 @@ impl Transport for GrpcTransport {
             })?
             .map_err(|s| status_err(target, s))?;
         unpayload(resp.get_ref()).map_err(|s| status_err(target, s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_message_over_the_limit_is_too_large() {
+        let over = Status::out_of_range(
+            "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
+        );
+        assert!(matches!(status_err(2, over), TransportError::TooLarge(_)));
+        let encoded = Status::resource_exhausted(
+            "Error, encoded message length too large: found 9 bytes, the limit is: 8 bytes",
+        );
+        assert!(matches!(status_err(2, encoded), TransportError::TooLarge(_)));
+        // HTTP/2's GOAWAY(ENHANCE_YOUR_CALM): the connection went, the batch
+        // was fine.
+        let calm = Status::resource_exhausted("h2 protocol error: http2 error");
+        assert!(matches!(status_err(2, calm), TransportError::Network(_)));
     }
 }

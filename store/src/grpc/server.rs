@@ -13,6 +13,14 @@ use crate::error::StoreError;
 use crate::member::{Member, MemberInfo};
 use crate::transport::PeerRequest;
 
+/// Streams a caller may reset before this server accepted them, per
+/// connection, before HTTP/2 closes the connection (hyper's default is 20,
+/// against "rapid reset" floods). Every timed-out Raft call resets its
+/// stream, so a busy leader's peers passed 20 and lost the connection, with
+/// the heartbeats on it. Callers here are members and administrators with
+/// certificates.
+const PEER_RESET_STREAMS: usize = 4096;
+
 /// Serves the member protocol (Raft, Client, Kv, Admin) for one member,
 /// over mutual TLS: Raft and Client calls need a member's certificate, Kv
 /// and Admin an administrator's (see [`super::tls`]).
@@ -36,6 +44,7 @@ impl MemberService {
         Ok(tonic::transport::Server::builder()
             .tls_config(self.tls.server_config())?
             .tcp_nodelay(true)
+            .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
             .add_service(
                 pb::raft_server::RaftServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -18,6 +18,10 @@ pub struct Counters {
     /// Leadership confirmations (read index) a busy quorum did not answer in
     /// time, tried again.
     pub read_index_retries: AtomicU64,
+    /// Read-index requests to Raft: on the leader, each a leadership
+    /// confirmation with a quorum (one per round, however many reads wait
+    /// on it).
+    pub read_index_confirmations: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -131,6 +135,12 @@ impl Member {
             "counter",
             "Leadership confirmations for a read that a quorum did not answer in time, tried again.",
             &[("", get(&c.read_index_retries))],
+        );
+        metric(
+            "keel_store_read_index_confirmations_total",
+            "counter",
+            "Read-index requests to Raft (on the leader, leadership confirmations with a quorum); one round serves every linearizable read waiting when it started.",
+            &[("", get(&c.read_index_confirmations))],
         );
         out
     }

@@ -4,6 +4,7 @@
 //! - `propose.rs`: proposals, and forwarding them from a follower to the leader.
 //! - `batcher.rs`: group commit of concurrent transactions into batch entries.
 //! - `reads.rs`: linearizable and local reads, watches, the read index.
+//! - `read_rounds.rs`: read-index rounds shared by concurrent reads.
 //! - `metrics.rs`: the member's counters and their Prometheus rendering.
 //! - `election.rs`: the election assist and its pure decision.
 //! - `retention.rs`: the leader's retention task and how far it compacts.
@@ -33,6 +34,7 @@ mod election;
 mod metrics;
 mod peer;
 mod propose;
+mod read_rounds;
 mod reads;
 mod retention;
 
@@ -102,6 +104,10 @@ pub struct Member {
     last_elect: std::sync::Mutex<Option<std::time::Instant>>,
     /// The group-commit queue and commit slots ([`batcher`]).
     batcher: batcher::Batcher,
+    /// Read-index rounds of this member's reads, and of other members'
+    /// requests for the read index.
+    read_rounds: read_rounds::Rounds,
+    peer_read_rounds: read_rounds::Rounds,
     /// This member, for the tasks it spawns.
     me: Weak<Member>,
 }
@@ -169,6 +175,8 @@ impl Member {
             last_append: std::sync::Mutex::new(std::time::Instant::now()),
             last_elect: std::sync::Mutex::new(None),
             batcher,
+            read_rounds: read_rounds::Rounds::default(),
+            peer_read_rounds: read_rounds::Rounds::default(),
             me: me.clone(),
         });
         tokio::spawn(retention::retention_loop(

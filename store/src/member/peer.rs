@@ -22,7 +22,7 @@ impl Member {
                 PeerResponse::Forward(res.map_err(|e| LeaderError::from(&e)))
             }
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(
-                self.read_index_local()
+                self.read_index_for_peer()
                     .await
                     .map_err(|e| LeaderError::from(&e)),
             ),

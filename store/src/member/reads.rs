@@ -1,10 +1,16 @@
 //! Reads through a member: linearizable ones wait for the leader's read
 //! index (asked over the transport on a follower), local ones read what this
-//! member has applied. The storage side is `crate::read`.
+//! member has applied. Concurrent reads share read-index rounds
+//! ([`super::read_rounds`]). The storage side is `crate::read`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::metrics::bump;
+use super::read_rounds::Rounds;
 use super::{Member, blocking};
 use crate::error::StoreError;
 use crate::read::{self, Consistency, RangeRequest, RangeResponse};
@@ -22,6 +28,7 @@ impl Member {
         let t = self.config.request_timeout;
         let deadline = tokio::time::Instant::now() + t;
         loop {
+            bump(&self.counters.read_index_confirmations);
             match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
                 Err(_) => {
                     return Err(StoreError::Timeout {
@@ -50,9 +57,34 @@ impl Member {
         }
     }
 
+    /// The leader's read index for a member that asked for it, from a
+    /// round shared with the other members' requests.
+    pub(super) async fn read_index_for_peer(&self) -> Result<u64, StoreError> {
+        self.read_index_in_round(peer_rounds, local_round).await
+    }
+
     /// Wait until this member has applied everything committed before now;
     /// the revision it has reached.
     pub async fn linearize(&self) -> Result<u64, StoreError> {
+        let index = self.read_index_in_round(own_rounds, any_round).await?;
+        let t = self.config.request_timeout;
+        self.raft
+            .wait(Some(t))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| StoreError::Timeout {
+                step: "applying up to the read index",
+                millis: t.as_millis() as u64,
+            })?;
+        // The revision, not the index: batch entries take several revisions.
+        // Everything committed before the read index is applied, so this
+        // covers every change acknowledged before the read began.
+        Ok(self.hub.revision())
+    }
+
+    /// The read index: confirmed here on the leader, asked of the leader
+    /// on a follower.
+    async fn read_index_any(&self) -> Result<u64, StoreError> {
         let index = match self.read_index_local().await {
             Err(StoreError::NotLeader {
                 leader_id,
@@ -88,19 +120,7 @@ impl Member {
             }
             r => r?,
         };
-        let t = self.config.request_timeout;
-        self.raft
-            .wait(Some(t))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|_| StoreError::Timeout {
-                step: "applying up to the read index",
-                millis: t.as_millis() as u64,
-            })?;
-        // The revision, not the index: batch entries take several revisions.
-        // Everything committed before the read index is applied, so this
-        // covers every change acknowledged before the read began.
-        Ok(self.hub.revision())
+        Ok(index)
     }
 
     /// Read one key.
@@ -163,4 +183,24 @@ impl Member {
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
         read::events(&self.db)
     }
+}
+
+type RoundFuture = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send>>;
+
+/// The rounds of this member's own linearizable reads.
+fn own_rounds(m: &Member) -> &Rounds {
+    &m.read_rounds
+}
+
+/// The rounds of other members' read index requests (leader only).
+fn peer_rounds(m: &Member) -> &Rounds {
+    &m.peer_read_rounds
+}
+
+fn any_round(m: Arc<Member>) -> RoundFuture {
+    Box::pin(async move { m.read_index_any().await })
+}
+
+fn local_round(m: Arc<Member>) -> RoundFuture {
+    Box::pin(async move { m.read_index_local().await })
 }
