@@ -53,8 +53,10 @@ pub struct ServerArgs {
     /// the leader compacts older ones (events older than an hour go too).
     #[arg(long, default_value_t = 100_000)]
     pub retain_events: u64,
-    /// Milliseconds between the leader's heartbeats.
-    #[arg(long, default_value_t = 100)]
+    /// Milliseconds between the leader's heartbeats; also how long each
+    /// Raft call (an append, a heartbeat, a leadership confirmation) may
+    /// take before it counts as failed (openraft 0.9 ties the two).
+    #[arg(long, default_value_t = 250)]
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in this range
     /// (milliseconds, `min-max`) starts an election.

@@ -191,9 +191,10 @@ impl Default for Limits {
     }
 }
 
-/// The default (and largest sensible) [`Limits::max_txn_bytes`]: the byte
-/// budget of one AppendEntries message ([`crate::network::APPEND_BUDGET_BYTES`]),
-/// which must reach a follower within one heartbeat interval.
+/// The default (and largest sensible) [`Limits::max_txn_bytes`]: an entry
+/// this large travels alone in an AppendEntries (above the batch budget,
+/// `raft_network::APPEND_BUDGET_BYTES`), which must reach a follower within
+/// one heartbeat interval.
 pub const MAX_TXN_BYTES: usize = 4 << 20;
 
 impl Command {
