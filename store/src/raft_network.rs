@@ -54,7 +54,9 @@ fn entries_within_budget(entries: &[openraft::Entry<TypeConfig>]) -> Option<u64>
     for (i, e) in entries.iter().enumerate() {
         total += entry_bytes(e);
         if total > APPEND_BUDGET_BYTES {
-            return Some(i.max(1) as u64);
+            // An entry above the budget goes alone: refusing it alone would
+            // make openraft send it again for ever.
+            return (entries.len() > 1).then_some(i.max(1) as u64);
         }
     }
     None
@@ -184,5 +186,41 @@ impl RaftNetwork<TypeConfig> for Network {
             _ => None,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Op};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn entry(index: u64, value_bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::txn(vec![Op::create(
+                format!("/k/{index}"),
+                vec![0u8; value_bytes],
+            )])),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_the_budget_and_a_large_entry_goes_alone() {
+        let small = APPEND_BUDGET_BYTES / 4;
+        let fits: Vec<_> = (1..=3).map(|i| entry(i, small)).collect();
+        assert_eq!(entries_within_budget(&fits), None);
+        let over: Vec<_> = (1..=6).map(|i| entry(i, small)).collect();
+        assert_eq!(entries_within_budget(&over), Some(3));
+        // One entry above the budget: sent as it is, never refused.
+        let large = [entry(1, APPEND_BUDGET_BYTES + 10)];
+        assert_eq!(entries_within_budget(&large), None);
+        // Leading a batch, it is sent first and alone.
+        let led: Vec<_> = [APPEND_BUDGET_BYTES + 10, 10, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| entry(i as u64 + 1, *b))
+            .collect();
+        assert_eq!(entries_within_budget(&led), Some(1));
     }
 }

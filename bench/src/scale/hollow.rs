@@ -125,6 +125,18 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
         bail!("--nodes, --pods and --deployments must be at least 1");
     }
     let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+    match run_in(&dir, args).await {
+        Ok(tables) => Ok(tables),
+        // Keep the members' and hollow processes' logs for a look at what
+        // went wrong.
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!("logs kept in {}", kept.display())))
+        }
+    }
+}
+
+async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let p = |m: &str| progress("scale", m);
     let sampler = Sampler::new();
     let carriers = if args.bare_pods {
@@ -271,19 +283,13 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let mut last_event = Instant::now();
     while timeline.running < args.pods {
         if Instant::now() > start + args.timeout {
-            // Keep the members' logs for a look at what stalled.
-            let kept = dir.keep();
             bail!(
-                "(logs kept in {}) {}",
-                kept.display(),
-                format_args!(
-                    "after {:?}: {} pods seen, {} bound, {} Running (of {})",
-                    args.timeout,
-                    timeline.pods.len(),
-                    timeline.bound,
-                    timeline.running,
-                    args.pods
-                )
+                "after {:?}: {} pods seen, {} bound, {} Running (of {})",
+                args.timeout,
+                timeline.pods.len(),
+                timeline.bound,
+                timeline.running,
+                args.pods
             );
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
@@ -302,30 +308,22 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
             Err(_) if last_event.elapsed() >= QUIET => {
                 last_event = Instant::now();
                 let before = (timeline.pods.len(), timeline.bound, timeline.running);
-                rv = relist(&apis[1], &mut timeline, start.elapsed()).await?;
+                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
                 let after = (timeline.pods.len(), timeline.bound, timeline.running);
                 if after != before {
                     p(&format!(
                         "the pod watch missed events: (created, bound, Running) {before:?} by the watch, {after:?} by a LIST; watching again"
                     ));
                 }
-                watch = apis[1]
-                    .stream(&format!(
-                        "/api/v1/namespaces/scale/pods?watch=1&resourceVersion={rv}"
-                    ))
-                    .await?;
+                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
                 continue;
             }
             Err(_) => continue,
             Ok(Ok(Some(l))) => l,
             // The watch ended or broke: list what is there now and watch again.
             Ok(_) => {
-                rv = relist(&apis[1], &mut timeline, start.elapsed()).await?;
-                watch = apis[1]
-                    .stream(&format!(
-                        "/api/v1/namespaces/scale/pods?watch=1&resourceVersion={rv}"
-                    ))
-                    .await?;
+                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
+                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
                 continue;
             }
         };
@@ -339,12 +337,8 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
                 timeline.observe(&ev.object, start.elapsed());
             }
             "ERROR" => {
-                rv = relist(&apis[1], &mut timeline, start.elapsed()).await?;
-                watch = apis[1]
-                    .stream(&format!(
-                        "/api/v1/namespaces/scale/pods?watch=1&resourceVersion={rv}"
-                    ))
-                    .await?;
+                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
+                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
             }
             _ => {}
         }
@@ -480,12 +474,46 @@ async fn ready_nodes(api: &Api) -> Result<usize> {
         .unwrap_or(0))
 }
 
+/// Watch the pods from `rv`, asking again while the member is busy or
+/// leaderless, until the deadline.
+async fn watch_pods(api: &Api, rv: &str, deadline: Instant) -> Result<crate::http::Lines> {
+    let path = format!("/api/v1/namespaces/scale/pods?watch=1&resourceVersion={rv}");
+    loop {
+        match api.stream(&path).await {
+            Ok(lines) => return Ok(lines),
+            Err(e) if Instant::now() < deadline => {
+                progress("scale", &format!("pod watch: {e}; asking again"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// List the pods after a broken watch (stages seen now count as now);
 /// the list's resourceVersion to watch from.
-async fn relist(api: &Api, timeline: &mut Timeline, at: Duration) -> Result<String> {
-    let body = api
-        .ok(Method::GET, "/api/v1/namespaces/scale/pods", None)
-        .await?;
+async fn relist(
+    api: &Api,
+    timeline: &mut Timeline,
+    at: Duration,
+    deadline: Instant,
+) -> Result<String> {
+    let path = "/api/v1/namespaces/scale/pods";
+    let body = loop {
+        let (status, body) = api.call(Method::GET, path, None).await?;
+        match status.as_u16() {
+            200 => break body,
+            // A busy or leaderless member: ask again until the deadline.
+            429 | 503 | 504 if Instant::now() < deadline => {
+                progress("scale", &format!("LIST of the pods: {status}; asking again"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => bail!(
+                "GET {path}: {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ),
+        }
+    };
     #[derive(Deserialize)]
     struct List {
         metadata: MetaView,
