@@ -5,7 +5,11 @@
 //! at once when the Ready condition the API shows is not the one the node
 //! posts (the node lifecycle controller marked it Unknown while the node
 //! was away). The Lease is owned by its Node, so deleting the Node takes
-//! the Lease with it.
+//! the Lease with it. A renewal that fails is tried again after a short
+//! back-off (200 ms doubling, at most 7 s or the interval), as the
+//! kubelet's lease controller does: waiting a whole interval after a busy
+//! API's 429 let four missed renewals in a row pass the node monitor's
+//! grace period, and the node was marked Unknown while it was alive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +30,10 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// The kubelet's node lease duration (`nodeLeaseDurationSeconds`).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// The first back-off after a failed renewal, and the longest.
+const RENEW_RETRY_FIRST: Duration = Duration::from_millis(200);
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(7);
 
 /// How often a node renews its Lease and posts its status.
 #[derive(Clone, Copy, Debug)]
@@ -75,12 +83,21 @@ impl Heartbeat {
         tokio::time::sleep(delay).await;
         let mut lease_due = tokio::time::Instant::now();
         let mut status_due = lease_due + self.intervals.status;
+        let mut retry = RENEW_RETRY_FIRST;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(lease_due) => {
-                    lease_due += self.intervals.lease;
-                    if let Err(e) = self.renew().await {
-                        tracing::warn!(node = %self.cfg.name, error = %e, "renewing the node lease failed");
+                    match self.renew().await {
+                        Ok(()) => {
+                            lease_due += self.intervals.lease;
+                            lease_due = lease_due.max(tokio::time::Instant::now());
+                            retry = RENEW_RETRY_FIRST;
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %self.cfg.name, error = %e, retry_in = ?retry, "renewing the node lease failed");
+                            lease_due = tokio::time::Instant::now() + retry;
+                            retry = (retry * 2).min(RENEW_RETRY_MAX).min(self.intervals.lease);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(status_due) => {
@@ -143,7 +160,12 @@ impl Heartbeat {
                 }
                 // Changed or deleted by someone else: read it again.
                 Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
-                Err(e) => return Err(e.into()),
+                // Still current (a busy API, a lost connection): the next
+                // try is one update again, not a read and an update.
+                Err(e) => {
+                    self.lease = Some(lease);
+                    return Err(e.into());
+                }
             }
         }
         let written = match self.leases.get_opt(&name).await? {
@@ -174,5 +196,101 @@ impl Heartbeat {
         };
         self.lease = Some(written);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::client::Body;
+    use std::sync::Mutex;
+
+    /// A fake API: lease PUTs are answered 429 `busy` times, then 200 with
+    /// the body sent; a lease GET finds it; every request is recorded with
+    /// the (paused) clock.
+    fn fake(busy: usize) -> (Client, Arc<Mutex<Vec<(String, tokio::time::Instant)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let left = Arc::new(Mutex::new(busy));
+        let service = tower::service_fn(move |req: http::Request<Body>| {
+            let (log, left) = (log.clone(), left.clone());
+            async move {
+                let line = format!("{} {}", req.method(), req.uri().path());
+                log.lock().unwrap().push((line, tokio::time::Instant::now()));
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let (code, out) = {
+                    let mut left = left.lock().unwrap();
+                    if *left > 0 && !body.is_empty() {
+                        *left -= 1;
+                        let status = serde_json::json!({"apiVersion": "v1", "kind": "Status",
+                            "status": "Failure", "reason": "TooManyRequests", "code": 429,
+                            "message": "too many requests, please try again later"});
+                        (429, serde_json::to_vec(&status).unwrap())
+                    } else if body.is_empty() {
+                        let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1",
+                            "kind": "Lease", "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE,
+                            "resourceVersion": "1"}});
+                        (200, serde_json::to_vec(&lease).unwrap())
+                    } else {
+                        (200, body.to_vec())
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(out))
+                        .unwrap(),
+                )
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_refused_renewal_is_tried_again_within_the_interval() {
+        let (client, seen) = fake(3);
+        let cfg = NodeConfig::new("n".into(), 1);
+        let intervals = Intervals {
+            lease: Duration::from_secs(10),
+            status: Duration::from_secs(300),
+        };
+        let mut hb = Heartbeat::new(client, Arc::new(cfg), "uid".into(), intervals);
+        hb.lease = Some(Lease {
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                namespace: Some(NODE_LEASE_NAMESPACE.into()),
+                resource_version: Some("1".into()),
+                ..Default::default()
+            },
+            spec: None,
+        });
+        let start = tokio::time::Instant::now();
+        let beats = tokio::spawn(hb.run(Arc::new(Notify::new()), Duration::ZERO));
+        let is_put = |l: &str| {
+            l.starts_with("PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n")
+        };
+        // Three refusals, then the lease is renewed: within one interval
+        // (10 s), where waiting an interval after each would take 30 s.
+        let deadline = start + Duration::from_secs(8);
+        loop {
+            let puts = seen.lock().unwrap().iter().filter(|(l, _)| is_put(l)).count();
+            if puts >= 4 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{puts} lease updates in 8 s: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        beats.abort();
+        let seen = seen.lock().unwrap();
+        // Each retry is one update: the lease stayed cached, nothing was read.
+        assert!(seen.iter().all(|(l, _)| is_put(l)), "{seen:?}");
     }
 }
