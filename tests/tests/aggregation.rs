@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use keel_tests::server::{KeelServer, kubectl_bin, output_with_stdin};
-use keel_tests::{keel_bin, wait_until};
+use keel_tests::wait_until;
 use serde_json::Value;
 
 /// Changes reach the APIService's condition through checks every few

@@ -8,11 +8,11 @@
 //! admin, and one, carol, has a client certificate of her own from the CA.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use keel_tests::server::{KeelServer, output_with_stdin};
-use keel_tests::{keel_bin, wait_until};
+use keel_tests::wait_until;
 
 /// Changes reach the RBAC index through the watch stream: every wait on
 /// one polls with this deadline.

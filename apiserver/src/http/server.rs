@@ -419,7 +419,8 @@ pub async fn start(cfg: ApiConfig, member: Arc<Member>) -> Result<RunningApi, Se
                     app.layer(Extension(Connection { certificate_user }))
                         .layer(Extension(axum::extract::ConnectInfo(peer))),
                 );
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder
                     .http2()
                     .max_pending_accept_reset_streams(API_RESET_STREAMS);

@@ -308,7 +308,13 @@ async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Ta
             Err(_) if last_event.elapsed() >= QUIET => {
                 last_event = Instant::now();
                 let before = (timeline.pods.len(), timeline.bound, timeline.running);
-                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
+                rv = relist(
+                    &apis[1],
+                    &mut timeline,
+                    start.elapsed(),
+                    start + args.timeout,
+                )
+                .await?;
                 let after = (timeline.pods.len(), timeline.bound, timeline.running);
                 if after != before {
                     p(&format!(
@@ -322,7 +328,13 @@ async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Ta
             Ok(Ok(Some(l))) => l,
             // The watch ended or broke: list what is there now and watch again.
             Ok(_) => {
-                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
+                rv = relist(
+                    &apis[1],
+                    &mut timeline,
+                    start.elapsed(),
+                    start + args.timeout,
+                )
+                .await?;
                 watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
                 continue;
             }
@@ -337,7 +349,13 @@ async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Ta
                 timeline.observe(&ev.object, start.elapsed());
             }
             "ERROR" => {
-                rv = relist(&apis[1], &mut timeline, start.elapsed(), start + args.timeout).await?;
+                rv = relist(
+                    &apis[1],
+                    &mut timeline,
+                    start.elapsed(),
+                    start + args.timeout,
+                )
+                .await?;
                 watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
             }
             _ => {}
@@ -505,7 +523,10 @@ async fn relist(
             200 => break body,
             // A busy or leaderless member: ask again until the deadline.
             429 | 503 | 504 if Instant::now() < deadline => {
-                progress("scale", &format!("LIST of the pods: {status}; asking again"));
+                progress(
+                    "scale",
+                    &format!("LIST of the pods: {status}; asking again"),
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             _ => bail!(

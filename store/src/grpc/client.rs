@@ -128,7 +128,10 @@ mod tests {
         let encoded = Status::resource_exhausted(
             "Error, encoded message length too large: found 9 bytes, the limit is: 8 bytes",
         );
-        assert!(matches!(status_err(2, encoded), TransportError::TooLarge(_)));
+        assert!(matches!(
+            status_err(2, encoded),
+            TransportError::TooLarge(_)
+        ));
         // HTTP/2's GOAWAY(ENHANCE_YOUR_CALM): the connection went, the batch
         // was fine.
         let calm = Status::resource_exhausted("h2 protocol error: http2 error");
