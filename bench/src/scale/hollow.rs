@@ -308,34 +308,20 @@ async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Ta
             Err(_) if last_event.elapsed() >= QUIET => {
                 last_event = Instant::now();
                 let before = (timeline.pods.len(), timeline.bound, timeline.running);
-                rv = relist(
-                    &apis[1],
-                    &mut timeline,
-                    start.elapsed(),
-                    start + args.timeout,
-                )
-                .await?;
+                (rv, watch) = resync(&apis[1], &mut timeline, start, args.timeout).await?;
                 let after = (timeline.pods.len(), timeline.bound, timeline.running);
                 if after != before {
                     p(&format!(
                         "the pod watch missed events: (created, bound, Running) {before:?} by the watch, {after:?} by a LIST; watching again"
                     ));
                 }
-                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
                 continue;
             }
             Err(_) => continue,
             Ok(Ok(Some(l))) => l,
             // The watch ended or broke: list what is there now and watch again.
             Ok(_) => {
-                rv = relist(
-                    &apis[1],
-                    &mut timeline,
-                    start.elapsed(),
-                    start + args.timeout,
-                )
-                .await?;
-                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
+                (rv, watch) = resync(&apis[1], &mut timeline, start, args.timeout).await?;
                 continue;
             }
         };
@@ -349,14 +335,7 @@ async fn run_in(dir: &tempfile::TempDir, args: &ScaleBenchArgs) -> Result<Vec<Ta
                 timeline.observe(&ev.object, start.elapsed());
             }
             "ERROR" => {
-                rv = relist(
-                    &apis[1],
-                    &mut timeline,
-                    start.elapsed(),
-                    start + args.timeout,
-                )
-                .await?;
-                watch = watch_pods(&apis[1], &rv, start + args.timeout).await?;
+                (rv, watch) = resync(&apis[1], &mut timeline, start, args.timeout).await?;
             }
             _ => {}
         }
@@ -490,6 +469,21 @@ async fn ready_nodes(api: &Api) -> Result<usize> {
                 .count()
         })
         .unwrap_or(0))
+}
+
+/// List the pods again (stages seen now count as now) and watch from the
+/// list's resourceVersion, asking again until `start + timeout` while the
+/// member is busy.
+async fn resync(
+    api: &Api,
+    timeline: &mut Timeline,
+    start: Instant,
+    timeout: Duration,
+) -> Result<(String, crate::http::Lines)> {
+    let deadline = start + timeout;
+    let rv = relist(api, timeline, start.elapsed(), deadline).await?;
+    let watch = watch_pods(api, &rv, deadline).await?;
+    Ok((rv, watch))
 }
 
 /// Watch the pods from `rv`, asking again while the member is busy or
