@@ -235,6 +235,20 @@ fn created(meta: &ObjectMeta) -> (i64, String) {
 }
 
 impl Sync {
+    /// The ScalingReplicaSet event kube-controller-manager records for
+    /// every replica set it resizes.
+    async fn record_scaling(&self, message: &str) {
+        self.ctx
+            .recorder
+            .publish(
+                &Involved::of(&self.d),
+                "Normal",
+                "ScalingReplicaSet",
+                message,
+            )
+            .await;
+    }
+
     fn replicas(&self) -> i32 {
         self.d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }

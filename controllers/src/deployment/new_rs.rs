@@ -13,7 +13,6 @@ use super::plan::{self, Rs};
 use super::progress::{self, PROGRESSING};
 use super::revision::{self, HASH_LABEL};
 use super::{Sync, rs_template, view};
-use crate::events::Involved;
 use crate::replicaset::pods;
 use crate::{Error, status_code};
 
@@ -183,15 +182,10 @@ impl Sync {
         };
         self.ctx.metrics.created(self.ctx.name);
         if replicas > 0 {
-            self.ctx
-                .recorder
-                .publish(
-                    &Involved::of(&self.d),
-                    "Normal",
-                    "ScalingReplicaSet",
-                    &format!("Scaled up replica set {rs_name} from 0 to {replicas}"),
-                )
-                .await;
+            self.record_scaling(&format!(
+                "Scaled up replica set {rs_name} from 0 to {replicas}"
+            ))
+            .await;
         }
         self.sets.push(created);
         self.set_deployment_revision(rev).await?;

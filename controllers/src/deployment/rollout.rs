@@ -12,7 +12,6 @@ use kube::core::Selector;
 
 use super::plan::{self, Rs};
 use super::{OLD_PODS_RETRY, Sync, created, progress, replicas_of, revision, view};
-use crate::events::Involved;
 use crate::replicaset::pods;
 use crate::{Error, status_code};
 
@@ -46,15 +45,10 @@ impl Sync {
         self.ctx.metrics.patched(self.ctx.name);
         if was != size {
             let dir = if size > was { "up" } else { "down" };
-            self.ctx
-                .recorder
-                .publish(
-                    &Involved::of(&self.d),
-                    "Normal",
-                    "ScalingReplicaSet",
-                    &format!("Scaled {dir} replica set {name} from {was} to {size}"),
-                )
-                .await;
+            self.record_scaling(&format!(
+                "Scaled {dir} replica set {name} from {was} to {size}"
+            ))
+            .await;
         }
         Ok(was != size)
     }
