@@ -8,6 +8,13 @@ use std::ffi::OsString;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// Every `keel` process allocates through mimalloc: under the controllers'
+/// and the API's many short-lived JSON values glibc's malloc and free were
+/// about a third of a member's CPU, and its per-thread arenas held freed
+/// memory (docs/BENCHMARKS.md, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keel",

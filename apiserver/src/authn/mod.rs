@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod review;
 pub mod service_account;
 pub mod token_file;
+pub mod verified;
 
 use std::path::PathBuf;
 

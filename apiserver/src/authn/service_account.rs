@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::jwt::{Claims, JwtError, KubernetesClaims, ObjectRef, SigningKey};
+use super::verified::Verified;
 use crate::http::auth::UserInfo;
 use crate::registry::Registry;
 
@@ -37,6 +38,8 @@ pub struct ServiceAccountTokens {
     issuer: String,
     /// The audiences this API accepts (`--api-audiences`, default the issuer).
     audiences: Vec<String>,
+    /// Tokens whose signature this key already verified.
+    verified: Verified,
 }
 
 impl ServiceAccountTokens {
@@ -52,6 +55,7 @@ impl ServiceAccountTokens {
             key,
             issuer: issuer.to_string(),
             audiences,
+            verified: Verified::default(),
         }
     }
 
@@ -96,7 +100,14 @@ impl ServiceAccountTokens {
         now: i64,
         audiences: Option<&[String]>,
     ) -> Result<(Claims, Vec<String>), JwtError> {
-        let claims = self.key.verify(token)?;
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.key.verify(token)?;
+                self.verified.insert(token, &claims);
+                claims
+            }
+        };
         let matched = claims.validate(&self.issuer, now, audiences.unwrap_or(&self.audiences))?;
         Ok((claims, matched))
     }
@@ -223,10 +234,53 @@ mod tests {
             Err(JwtError::Audience(_))
         ));
         assert!(tokens.verify(&vault, now, Some(&["vault".into()])).is_ok());
-        // Expired.
+        // Expired, though its signature is remembered.
+        assert!(tokens.verified.get(&token).is_some());
         assert!(matches!(
             tokens.verify(&token, now + 3600 + super::super::jwt::LEEWAY_SECS, None),
             Err(JwtError::Expired(_))
         ));
+    }
+
+    #[test]
+    fn remembered_signatures_are_bounded_and_exact() {
+        let tokens = ServiceAccountTokens::new(SigningKey::random(), DEFAULT_ISSUER, &[]);
+        let sa = json!({"metadata": {"name": "robot", "uid": "u1"}});
+        let now = crate::meta::now_secs();
+        let token = tokens.issue(
+            binding("ns", &sa, None),
+            tokens.audiences().to_vec(),
+            now,
+            3600,
+        );
+        tokens.verify(&token, now, None).unwrap();
+        tokens.verify(&token, now, None).unwrap();
+        assert_eq!(tokens.verified.len(), 1);
+        // A token with the remembered one's payload but another signature
+        // is checked, not looked up.
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", "A".repeat(86));
+        assert!(matches!(
+            tokens.verify(&forged, now, None),
+            Err(JwtError::Signature)
+        ));
+        // Another key's token is refused even with this one remembered.
+        let other = ServiceAccountTokens::new(SigningKey::random(), DEFAULT_ISSUER, &[]);
+        let theirs = other.issue(
+            binding("ns", &sa, None),
+            other.audiences().to_vec(),
+            now,
+            3600,
+        );
+        assert!(matches!(
+            tokens.verify(&theirs, now, None),
+            Err(JwtError::Signature)
+        ));
+        assert_eq!(tokens.verified.len(), 1);
+        let claims = tokens.verified.get(&token).unwrap();
+        for i in 0..super::super::verified::CAPACITY + 10 {
+            tokens.verified.insert(&format!("t{i}"), &claims);
+            assert!(tokens.verified.len() <= super::super::verified::CAPACITY);
+        }
     }
 }
