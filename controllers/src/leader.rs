@@ -5,7 +5,12 @@
 //! so the members' clocks need not agree); every write carries the
 //! resourceVersion it read, so two candidates cannot both win. A holder
 //! that cannot renew within the renew deadline gives up leadership before
-//! anyone else may take it over.
+//! anyone else may take it over. A holder renews from the lease it last
+//! wrote, without reading it first (client-go's optimistic renewal): one
+//! write per renewal instead of a linearizable read and a write, which is
+//! what keeps a renewal inside its deadline on a loaded member; any other
+//! write in between makes the renewal a conflict, and the candidate then
+//! reads the lease and decides as before.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,8 @@ pub struct Elector {
     /// The last lease record seen (holder, renewTime, transitions) and
     /// when it was first seen in that state.
     observed: Option<(LeaseSpec, Instant)>,
+    /// The lease as this candidate last wrote it while holding it.
+    held: Option<Lease>,
 }
 
 /// The lease record's fields that say whether it changed.
@@ -68,6 +75,7 @@ impl Elector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
+            held: None,
         }
     }
 
@@ -96,6 +104,16 @@ impl Elector {
     /// Acquire the lease, or renew it if held: `Ok(true)` when this
     /// candidate holds it now.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, Error> {
+        if let Some(held) = self.held.take() {
+            match self.renew(held).await {
+                Ok(()) => return Ok(true),
+                // Someone wrote the lease since: read it and decide below.
+                Err(e) if status_code(&e) == Some(409) => {}
+                // Whether the write landed is unknown: the next attempt
+                // reads the lease.
+                Err(e) => return Err(e.into()),
+            }
+        }
         let now = Timestamp::now();
         let current = match self.api.get_opt(&self.cfg.name).await? {
             Some(l) => l,
@@ -110,7 +128,7 @@ impl Elector {
                 };
                 return match self.api.create(&PostParams::default(), &lease).await {
                     Ok(l) => {
-                        self.observe(l.spec.unwrap_or_default());
+                        self.hold(l);
                         Ok(true)
                     }
                     // Another candidate created it first.
@@ -147,12 +165,35 @@ impl Elector {
                 if !ours {
                     tracing::info!(lease = %self.cfg.name, identity = %self.cfg.identity, previous = %holder, "acquired the controller lease");
                 }
-                self.observe(l.spec.unwrap_or_default());
+                self.hold(l);
                 Ok(true)
             }
             Err(e) if status_code(&e) == Some(409) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Renew `held` (the lease as this candidate last wrote it) with the
+    /// resourceVersion it carries: a conflict when anyone wrote it since.
+    async fn renew(&mut self, mut held: Lease) -> Result<(), kube::Error> {
+        let spec = held.spec.clone().unwrap_or_default();
+        held.spec = Some(self.spec(
+            Timestamp::now(),
+            spec.acquire_time,
+            spec.lease_transitions.unwrap_or(0),
+        ));
+        let l = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &held)
+            .await?;
+        self.hold(l);
+        Ok(())
+    }
+
+    /// This candidate holds `lease`, as the API returned it.
+    fn hold(&mut self, lease: Lease) {
+        self.observe(lease.spec.clone().unwrap_or_default());
+        self.held = Some(lease);
     }
 
     fn observe(&mut self, spec: LeaseSpec) {
@@ -179,6 +220,7 @@ impl Elector {
     /// Give the lease up (on a clean stop) so that another candidate need
     /// not wait for it to expire.
     pub async fn release(&mut self) -> Result<(), Error> {
+        self.held = None;
         let Some(mut current) = self.api.get_opt(&self.cfg.name).await? else {
             return Ok(());
         };

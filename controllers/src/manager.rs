@@ -1,8 +1,9 @@
 //! The controller manager: competes for the controller lease and, while it
 //! holds it, runs the controllers of [`CONTROLLERS`] that its configuration
 //! enables (all by default, as kube-controller-manager's `--controllers=*`). Losing the lease (no renewal within the renew deadline)
-//! aborts them at once; they start again from fresh lists when it leads
-//! again. One per `keel server`, or alone as `keel controllers`.
+//! aborts them at once, and the member steps aside for a lease duration
+//! so that another member can take over; they start again from fresh
+//! lists when it leads again. One per `keel server`, or alone as `keel controllers`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,6 +291,18 @@ async fn run(
         if stopped {
             let _ = tokio::time::timeout(Duration::from_secs(2), elector.release()).await;
             return;
+        }
+        // Step aside for a lease duration before campaigning again. A
+        // member that missed its renew deadline is overloaded, and the
+        // record may still name it: campaigning at once wins that record
+        // back and starts every controller again, each re-listing the
+        // cluster, on the member that was too slow (at 150,000 pods this
+        // went round five times). Meanwhile another member sees the record
+        // unchanged for a lease duration and takes over, as it would
+        // after kube-controller-manager exits on a lost lease.
+        tokio::select! {
+            _ = tokio::time::sleep(config.lease.lease_duration) => {}
+            _ = &mut stop => return,
         }
     }
 }
