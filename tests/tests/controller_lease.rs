@@ -27,6 +27,16 @@ fn lease_requests(s: &KeelServer, verb: &str) -> u64 {
         .sum()
 }
 
+/// A server without a controller manager of its own (its lease requests
+/// would be counted here), and an admin client of it.
+async fn server() -> (KeelServer, kube::Client) {
+    let s = KeelServer::start(&[&"--controllers=false"]);
+    let client = keel_controllers::client_from_kubeconfig(&s.kubeconfig())
+        .await
+        .unwrap();
+    (s, client)
+}
+
 /// A counter of the manager's own metrics.
 fn counter(m: &Metrics, name: &str) -> u64 {
     m.render()
@@ -37,12 +47,7 @@ fn counter(m: &Metrics, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_renews_with_one_write_and_yields_to_another_writer() {
-    // No controller manager of the server's own: its lease requests would
-    // be counted here.
-    let s = KeelServer::start(&[&"--controllers=false"]);
-    let client = keel_controllers::client_from_kubeconfig(&s.kubeconfig())
-        .await
-        .unwrap();
+    let (s, client) = server().await;
     let mut a = Elector::new(client, LeaseConfig::new("renewals", "a".into()));
     assert!(
         a.try_acquire_or_renew().await.unwrap(),
@@ -82,10 +87,7 @@ async fn a_holder_renews_with_one_write_and_yields_to_another_writer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_that_missed_its_renew_deadline_steps_aside() {
-    let s = KeelServer::start(&[&"--controllers=false"]);
-    let client = keel_controllers::client_from_kubeconfig(&s.kubeconfig())
-        .await
-        .unwrap();
+    let (_s, client) = server().await;
     let lease_duration = Duration::from_secs(3);
     let mut config = ManagerConfig::new("slow".into());
     config.controllers = Vec::new();
