@@ -158,9 +158,10 @@ pub async fn run(peer: super::member::PeerClient, action: KvAction) -> Result<()
                     let actor = e.actor.as_ref().map_or("-".to_string(), |a| {
                         format!("{} [{}]", a.user, a.groups.join(","))
                     });
+                    // A reply may hold several revisions: each event's own.
                     println!(
                         "{}\t{kind}\t{}\t{}\t{actor}",
-                        reply.revision,
+                        kv.mod_revision,
                         kv.key,
                         String::from_utf8_lossy(&kv.value)
                     );

@@ -447,15 +447,41 @@ impl WatchStream {
                     self.last_revision = msg.revision();
                     Some(Ok(msg))
                 }
-                None => {
-                    self.failed = true;
-                    let reason = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    Some(Err(reason.unwrap_or(StoreError::WatchDropped {
-                        reason: "the member is shutting down".into(),
-                    })))
-                }
+                None => Some(Err(self.closed_reason())),
             };
         }
+    }
+
+    /// The next message if one is ready without waiting or reading the disk
+    /// (`None` while a backfill page is still to be read), so a sender can
+    /// batch what a watcher has pending.
+    pub fn try_next(&mut self) -> Option<Result<WatchMessage, StoreError>> {
+        if self.failed {
+            return None;
+        }
+        if let Some(msg) = self.buffered.pop_front() {
+            self.last_revision = msg.revision();
+            return Some(Ok(msg));
+        }
+        if self.backfill.is_some() {
+            return None;
+        }
+        match self.live.try_recv() {
+            Ok(msg) => {
+                self.last_revision = msg.revision();
+                Some(Ok(msg))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(self.closed_reason())),
+        }
+    }
+
+    fn closed_reason(&mut self) -> StoreError {
+        self.failed = true;
+        let reason = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        reason.unwrap_or(StoreError::WatchDropped {
+            reason: "the member is shutting down".into(),
+        })
     }
 
     /// Read events in `(from, until]` up to about one page, ending on a revision

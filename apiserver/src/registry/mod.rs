@@ -20,6 +20,7 @@ pub mod prepared;
 pub mod protobuf;
 mod quota;
 pub mod services;
+mod stored_json;
 mod subresources;
 pub mod table;
 #[cfg(test)]

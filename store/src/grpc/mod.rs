@@ -7,6 +7,7 @@ pub mod client;
 pub mod frame;
 pub mod server;
 pub mod tls;
+mod watch;
 
 pub use client::GrpcTransport;
 pub use frame::{MAX_MESSAGE_BYTES, payload, unpayload};

@@ -237,7 +237,7 @@ impl pb::admin_server::Admin for MemberService {
     }
 }
 
-fn kv_to_pb(kv: crate::KeyValue) -> pb::KeyValue {
+pub(super) fn kv_to_pb(kv: crate::KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: kv.key,
         value: kv.value,
@@ -279,47 +279,6 @@ fn op_from_pb(o: pb::Operation) -> Result<crate::Op, Status> {
         action,
         preconditions,
     })
-}
-
-fn watch_reply(msg: crate::WatchMessage) -> pb::WatchReply {
-    match msg {
-        crate::WatchMessage::Progress { revision } => pb::WatchReply {
-            revision,
-            events: vec![],
-            progress: true,
-        },
-        crate::WatchMessage::Events { revision, events } => pb::WatchReply {
-            revision,
-            progress: false,
-            events: events
-                .iter()
-                .map(|e| pb::Event {
-                    kind: match e.kind {
-                        crate::EventKind::Added => pb::event::Kind::Added,
-                        crate::EventKind::Modified => pb::event::Kind::Modified,
-                        crate::EventKind::Deleted => pb::event::Kind::Deleted,
-                    } as i32,
-                    // A deleted key is reported with its key and the deletion revision.
-                    kv: Some(
-                        e.value
-                            .clone()
-                            .map(kv_to_pb)
-                            .unwrap_or_else(|| pb::KeyValue {
-                                key: e.key.clone(),
-                                mod_revision: e.revision,
-                                ..Default::default()
-                            }),
-                    ),
-                    prev: e.prev.clone().map(kv_to_pb),
-                    op_index: e.op_index,
-                    actor: e.actor.as_ref().map(|a| pb::Actor {
-                        user: a.user.clone(),
-                        groups: a.groups.clone(),
-                    }),
-                })
-                .collect(),
-        },
-    }
 }
 
 type WatchReplyStream =
@@ -385,29 +344,10 @@ impl pb::kv_server::Kv for MemberService {
             Some(rev) => crate::WatchStart::After(rev),
             None => crate::WatchStart::Now,
         };
-        let mut stream = self
+        let stream = self
             .member
             .watch(r.prefix, start)
             .map_err(|e| to_status(&e))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                // A client that went away ends the watch at once, freeing its
-                // place under the hub's watch cap.
-                let item = tokio::select! {
-                    item = stream.next() => item,
-                    () = tx.closed() => return,
-                };
-                let Some(item) = item else { return };
-                let out = item.map(watch_reply).map_err(|e| to_status(&e));
-                let end = out.is_err();
-                if tx.send(out).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(super::watch::Replies::new(stream))))
     }
 }

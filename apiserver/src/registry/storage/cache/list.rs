@@ -14,8 +14,8 @@ use serde_json::json;
 use super::Object;
 use crate::error::ApiError;
 use crate::registry::Registry;
-use crate::registry::prepared;
 use crate::registry::storage::RangeRequest;
+use crate::registry::{prepared, stored_json};
 use crate::request::RequestTarget;
 use crate::response;
 use crate::selector::Selector;
@@ -104,11 +104,28 @@ impl Items {
     /// The next chunk of encoded, selected items.
     fn chunk(&mut self) -> Result<Bytes, std::io::Error> {
         let mut buf = Vec::with_capacity(CHUNK + 4096);
+        // Every object as stored: written from its bytes, not decoded.
+        let verbatim = self.selector.is_empty() && !self.rt.converts();
         while self.next < self.objects.len() && buf.len() < CHUNK {
             let o = &self.objects[self.next];
             self.next += 1;
             if !o.decodes() || !self.selector.may_match(&o.kv.value) {
                 continue;
+            }
+            if verbatim {
+                let before = buf.len();
+                if self.count > 0 {
+                    buf.push(b',');
+                }
+                if stored_json::write_with_resource_version(
+                    &o.kv.value,
+                    o.kv.mod_revision,
+                    &mut buf,
+                ) {
+                    self.count += 1;
+                    continue;
+                }
+                buf.truncate(before);
             }
             let Ok(obj) = prepared::stored(&o.kv, o.kv.mod_revision) else {
                 continue;

@@ -1,0 +1,294 @@
+//! The `Kv.Watch` reply stream: a store watch turned into gRPC replies, with
+//! everything a watcher has pending when it is polled merged into one reply.
+//!
+//! At many watchers the per-message cost (a reply built, encoded, framed and
+//! written per watcher per revision) is what makes a busy member fall
+//! behind; a watcher that is behind has several revisions waiting, and
+//! sending them as one reply makes the cost per event fall exactly when it
+//! matters, as etcd's watch responses do. The stream is polled by the
+//! connection itself (no task per watcher), and dropping it, as the server
+//! does when the client resets the stream, frees the hub's slot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use keel_proto::member as pb;
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::server::{kv_to_pb, to_status};
+use crate::error::StoreError;
+use crate::{Event, EventKind, WatchMessage, WatchStream};
+
+/// Events merged into one reply at most.
+const MAX_REPLY_EVENTS: usize = 1024;
+/// Bytes of keys and values merged into one reply at most (far below the
+/// encoding limit, so one reply never fails to encode).
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
+type Item = Result<pb::WatchReply, Status>;
+type NextFuture = Pin<Box<dyn Future<Output = (Option<Next>, WatchStream)> + Send>>;
+type Next = Result<WatchMessage, StoreError>;
+
+/// The replies of one watch.
+pub(super) struct Replies {
+    state: State,
+}
+
+enum State {
+    /// Waiting for the watch's next message (it may read a backfill page).
+    Waiting(NextFuture),
+    /// A message taken while merging that could not join the reply sent.
+    Holding(WatchStream, Next),
+    Done,
+}
+
+fn next_of(mut stream: WatchStream) -> NextFuture {
+    Box::pin(async move {
+        let next = stream.next().await;
+        (next, stream)
+    })
+}
+
+impl Replies {
+    pub(super) fn new(stream: WatchStream) -> Replies {
+        Replies {
+            state: State::Waiting(next_of(stream)),
+        }
+    }
+}
+
+fn event_bytes(e: &Event) -> usize {
+    let kv = |v: &Option<crate::KeyValue>| v.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
+    e.key.len() + kv(&e.value) + kv(&e.prev)
+}
+
+fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        kind: match e.kind {
+            EventKind::Added => pb::event::Kind::Added,
+            EventKind::Modified => pb::event::Kind::Modified,
+            EventKind::Deleted => pb::event::Kind::Deleted,
+        } as i32,
+        // A deleted key is reported with its key and the deletion revision.
+        kv: Some(
+            e.value
+                .clone()
+                .map(kv_to_pb)
+                .unwrap_or_else(|| pb::KeyValue {
+                    key: e.key.clone(),
+                    mod_revision: e.revision,
+                    ..Default::default()
+                }),
+        ),
+        prev: e.prev.clone().map(kv_to_pb),
+        op_index: e.op_index,
+        actor: e.actor.as_ref().map(|a| pb::Actor {
+            user: a.user.clone(),
+            groups: a.groups.clone(),
+        }),
+    }
+}
+
+/// One message as a reply of its own.
+pub(super) fn watch_reply(msg: &WatchMessage) -> pb::WatchReply {
+    match msg {
+        WatchMessage::Progress { revision } => pb::WatchReply {
+            revision: *revision,
+            events: vec![],
+            progress: true,
+        },
+        WatchMessage::Events { revision, events } => pb::WatchReply {
+            revision: *revision,
+            progress: false,
+            events: events.iter().map(|e| event_to_pb(e)).collect(),
+        },
+    }
+}
+
+/// Add `msg` to `reply` if it fits: events after events only (a progress
+/// notification goes in a reply of its own), within the size bounds.
+fn merge(reply: &mut pb::WatchReply, bytes: &mut usize, msg: &WatchMessage) -> bool {
+    let WatchMessage::Events { revision, events } = msg else {
+        return false;
+    };
+    let more: usize = events.iter().map(|e| event_bytes(e)).sum();
+    if reply.progress
+        || reply.events.len() + events.len() > MAX_REPLY_EVENTS
+        || *bytes + more > MAX_REPLY_BYTES
+    {
+        return false;
+    }
+    *bytes += more;
+    reply.revision = *revision;
+    reply.events.extend(events.iter().map(|e| event_to_pb(e)));
+    true
+}
+
+impl Replies {
+    /// A reply starting with `first`, extended with whatever else the watch
+    /// has ready; the state it leaves behind is the next poll's.
+    fn reply(&mut self, mut stream: WatchStream, first: Next) -> Item {
+        let first = match first {
+            Ok(m) => m,
+            Err(e) => {
+                self.state = State::Done;
+                return Err(to_status(&e));
+            }
+        };
+        let mut reply = watch_reply(&first);
+        let mut bytes = match &first {
+            WatchMessage::Events { events, .. } => events.iter().map(|e| event_bytes(e)).sum(),
+            WatchMessage::Progress { .. } => 0,
+        };
+        while !reply.progress {
+            match stream.try_next() {
+                None => break,
+                Some(Ok(msg)) if merge(&mut reply, &mut bytes, &msg) => {}
+                Some(held) => {
+                    self.state = State::Holding(stream, held);
+                    return Ok(reply);
+                }
+            }
+        }
+        self.state = State::Waiting(next_of(stream));
+        Ok(reply)
+    }
+}
+
+impl Stream for Replies {
+    type Item = Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = self.get_mut();
+        match std::mem::replace(&mut this.state, State::Done) {
+            State::Done => Poll::Ready(None),
+            State::Holding(stream, held) => Poll::Ready(Some(this.reply(stream, held))),
+            State::Waiting(mut fut) => match fut.as_mut().poll(cx) {
+                Poll::Pending => {
+                    this.state = State::Waiting(fut);
+                    Poll::Pending
+                }
+                Poll::Ready((None, _)) => Poll::Ready(None),
+                Poll::Ready((Some(first), stream)) => Poll::Ready(Some(this.reply(stream, first))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::db::Db;
+    use crate::watch::{WatchConfig, WatchHub, WatchStart};
+
+    fn added(revision: u64, key: &str) -> Arc<Event> {
+        Arc::new(Event {
+            revision,
+            op_index: 0,
+            kind: EventKind::Added,
+            key: key.into(),
+            value: Some(crate::KeyValue {
+                key: key.into(),
+                value: b"v".to_vec(),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                uid: None,
+            }),
+            prev: None,
+            at_ms: 0,
+            actor: None,
+        })
+    }
+
+    fn revisions(reply: &pb::WatchReply) -> Vec<u64> {
+        reply
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_watcher_behind_gets_what_is_pending_in_one_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        for rev in 1..=3 {
+            hub.publish(rev, &[added(rev, &format!("/a/{rev}"))]);
+        }
+        hub.publish(4, &[added(4, "/b/other")]);
+        hub.request_progress("/a/");
+        hub.publish(5, &[added(5, "/a/5"), added(5, "/a/6")]);
+
+        let first = replies.next().await.unwrap().unwrap();
+        assert_eq!((first.revision, first.progress), (3, false));
+        assert_eq!(revisions(&first), [1, 2, 3]);
+        // A progress notification is never merged into events.
+        let progress = replies.next().await.unwrap().unwrap();
+        assert_eq!((progress.revision, progress.progress), (4, true));
+        assert!(progress.events.is_empty());
+        let last = replies.next().await.unwrap().unwrap();
+        assert_eq!((last.revision, revisions(&last)), (5, vec![5, 5]));
+
+        // Nothing pending: the next reply waits for the next revision.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), replies.next());
+        assert!(waiting.await.is_err(), "a reply with nothing in it");
+        hub.publish(6, &[added(6, "/a/7")]);
+        let next = replies.next().await.unwrap().unwrap();
+        assert_eq!((next.revision, revisions(&next)), (6, vec![6]));
+    }
+
+    #[tokio::test]
+    async fn a_merged_reply_stays_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let config = WatchConfig {
+            channel_capacity: 2 * MAX_REPLY_EVENTS,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(db, config, 0, 0);
+        let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        let n = MAX_REPLY_EVENTS as u64 + 10;
+        for rev in 1..=n {
+            hub.publish(rev, &[added(rev, &format!("/a/{rev}"))]);
+        }
+        let first = replies.next().await.unwrap().unwrap();
+        assert_eq!(first.events.len(), MAX_REPLY_EVENTS);
+        assert_eq!(first.revision, MAX_REPLY_EVENTS as u64);
+        let rest = replies.next().await.unwrap().unwrap();
+        assert_eq!(
+            revisions(&rest),
+            (MAX_REPLY_EVENTS as u64 + 1..=n).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_watcher_ends_after_what_it_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let config = WatchConfig {
+            channel_capacity: 2,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(db, config, 0, 0);
+        let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        for rev in 1..=3 {
+            hub.publish(rev, &[added(rev, &format!("/a/{rev}"))]);
+        }
+        let first = replies.next().await.unwrap().unwrap();
+        assert_eq!(revisions(&first), [1, 2]);
+        let err = replies.next().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+        assert!(err.message().contains("behind"), "{err}");
+        assert!(replies.next().await.is_none());
+        assert_eq!(hub.watcher_count(), 0);
+    }
+}
