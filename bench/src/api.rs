@@ -100,7 +100,8 @@ pub async fn run(args: &ApiBenchArgs) -> Result<Vec<Table>> {
         "starting a three-member keel cluster under {}",
         dir.path().display()
     ));
-    let cluster = KeelCluster::launch(dir.path(), 3, &[]).await?;
+    // No controllers: the API server and the store alone, as etcd's side.
+    let cluster = KeelCluster::launch(dir.path(), 3, &["--controllers=false"]).await?;
     let sampler = Sampler::new();
     sampler.track("keel", cluster.pids());
     let mut apis = Vec::new();

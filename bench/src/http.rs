@@ -164,7 +164,7 @@ impl Lines {
     /// that only look at a line allocate nothing per event.
     pub async fn next_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
         loop {
-            if let Some(i) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let line = self.start..self.start + i;
                 self.start += i + 1;
                 return Ok(Some(f(&self.buf[line])));

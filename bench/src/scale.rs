@@ -197,7 +197,9 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     ));
     std::fs::create_dir_all(dir.path().join("keel"))?;
     std::fs::create_dir_all(dir.path().join("etcd"))?;
-    let keel = KeelCluster::launch(&dir.path().join("keel"), 3, &[]).await?;
+    // The API server and the store, as etcd's side: no controllers (the
+    // garbage collector would delete these pods, whose owners do not exist).
+    let keel = KeelCluster::launch(&dir.path().join("keel"), 3, &["--controllers=false"]).await?;
     sampler.track("keel", keel.pids());
     let mut apis = Vec::new();
     for i in 0..3 {

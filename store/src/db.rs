@@ -60,7 +60,14 @@ impl Db {
         opts.set_db_write_buffer_size(64 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = Options::default();
-            cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Compress only the last level, where (with dynamic level sizes)
+            // nearly all data settles: every byte still reaches the disk
+            // compressed in the end, but flushes and the compactions above
+            // it no longer compress and decompress each value again. With
+            // LZ4 on every level, compaction's LZ4 took a fifth of both
+            // cores while 150,000 pods were created through the API.
+            cf_opts.set_compression_type(rocksdb::DBCompressionType::None);
+            cf_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
             cf_opts.set_write_buffer_size(16 << 20);
             cf_opts.set_max_write_buffer_number(2);
             if *name == CF_OBJECTS {
