@@ -125,6 +125,27 @@ impl KeelCluster {
 
     /// Start member `i` (again) on its data.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let initial = self.initial.clone();
+        self.spawn_with(i, &["--initial-members", &initial])
+    }
+
+    /// `kill -9` member `i`, give it an empty data directory (keeping the
+    /// cluster's CA) and start it with `--join`: a member whose disk was
+    /// replaced, as an operator brings it back (it must have been removed
+    /// from the cluster first, and is added again after).
+    pub fn spawn_wiped(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        let dir = self.members[i].dir.clone();
+        std::fs::remove_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join("pki"))?;
+        let ca = self.root.join("keel-ca");
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(ca.join(f), dir.join("pki").join(f))?;
+        }
+        self.spawn_with(i, &["--join"])
+    }
+
+    fn spawn_with(&mut self, i: usize, how: &[&str]) -> Result<()> {
         let exe = keel_exe()?;
         let m = &mut self.members[i];
         let log = append(&self.root.join(format!("keel-{}.log", m.id)))?;
@@ -135,7 +156,7 @@ impl KeelCluster {
             .args(["--peer-addr", &m.peer])
             .args(["--http-addr", &m.http])
             .args(["--api-addr", &m.api])
-            .args(["--initial-members", &self.initial])
+            .args(how)
             .args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -167,6 +188,20 @@ impl KeelCluster {
         })
         .await?;
         Ok(pb::kv_client::KvClient::new(ch))
+    }
+
+    /// The process id of member `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].proc.as_ref().map(Proc::pid)
+    }
+
+    /// The `Admin` service of member `i` (membership and status).
+    pub async fn admin(&self, i: usize) -> Result<pb::admin_client::AdminClient<Channel>> {
+        let ch = ready("keel member", Duration::from_secs(60), || async {
+            Ok(self.endpoint(i)?.connect().await?)
+        })
+        .await?;
+        Ok(pb::admin_client::AdminClient::new(ch))
     }
 
     /// The index of the leader, as the running members see it.

@@ -16,6 +16,8 @@ use serde_json::json;
 use super::cluster::{EtcdCluster, KeelCluster};
 use super::{Sampler, Table, disk_bytes, drive, num, progress};
 
+mod install;
+
 /// Options of `keel bench restart`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RestartBenchArgs {
@@ -37,6 +39,12 @@ pub struct RestartBenchArgs {
     /// Extra options for the Keel members, e.g. `--keel-args=--snapshot-every=100000`.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub keel_args: Vec<String>,
+    /// Keel only: also measure the memory of Raft snapshots, built by the
+    /// leader during the load and installed by a follower whose data
+    /// directory is replaced after it (see [`install`]). Needs a snapshot
+    /// during the load, e.g. `--keel-args=--snapshot-every=20000`.
+    #[arg(long)]
+    pub install_snapshot: bool,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +234,7 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
             "peak RSS MiB",
         ],
     );
+    let mut tables = Vec::new();
     for system in ["keel", "etcd"] {
         let root = dir.path().join(system);
         std::fs::create_dir_all(&root)?;
@@ -245,6 +254,14 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
         };
         sampler.reset();
         sampler.track(system, sys.pids());
+        let snapshots = match &sys {
+            Sys::Keel(c) if args.install_snapshot => {
+                let leader = c.leader().await.context("no leader")?;
+                install::track_leader(c, &sampler, leader);
+                Some(leader)
+            }
+            _ => None,
+        };
         p(&format!(
             "{system}: writing {} objects and {} events",
             args.objects, args.events
@@ -254,6 +271,10 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
             "{system}: loaded in {:.1} s",
             loaded.as_secs_f64()
         ));
+        let built = match (&sys, snapshots) {
+            (Sys::Keel(c), Some(leader)) => Some(install::building(c, &sampler, leader)?),
+            _ => None,
+        };
         let key = "/bench/restart/00000000";
         let leader = sys.leader().await.context("no leader")?;
         let follower = (leader + 1) % 3;
@@ -303,7 +324,11 @@ pub async fn run(args: &RestartBenchArgs) -> Result<Vec<Table>> {
             num(disk),
             num(sampler.usage(system).peak_rss_mib),
         ]);
+        if let (Sys::Keel(c), Some(built)) = (&mut sys, &built) {
+            tables.push(install::measure(c, &sampler, built, p).await?);
+        }
         drop(sys);
     }
-    Ok(vec![table])
+    tables.insert(0, table);
+    Ok(tables)
 }
