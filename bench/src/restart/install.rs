@@ -20,6 +20,13 @@ const MIB: f64 = (1 << 20) as f64;
 const LEADER: &str = "keel-leader";
 const JOINING: &str = "keel-joining";
 
+/// The size of member `i`'s snapshot file, `None` if it has none.
+fn snapshot_mib(c: &KeelCluster, i: usize) -> Option<f64> {
+    let dir = c.members[i].dir.join(keel_store::data_dir::SNAPSHOTS_DIR);
+    let mib = disk_bytes(&dir) as f64 / MIB;
+    (mib > 0.0).then_some(mib)
+}
+
 /// What the leader's memory did during the load.
 pub(super) struct Building {
     peak_mib: f64,
@@ -35,18 +42,10 @@ pub(super) fn track_leader(c: &KeelCluster, sampler: &Sampler, leader: usize) {
 /// The leader's memory once the load is done, and the snapshot it left.
 pub(super) fn building(c: &KeelCluster, sampler: &Sampler, leader: usize) -> Result<Building> {
     let pid = c.pid(leader).context("the leader is not running")?;
-    let snapshot_mib = disk_bytes(
-        &c.members[leader]
-            .dir
-            .join(keel_store::data_dir::SNAPSHOTS_DIR),
-    ) as f64
-        / MIB;
-    if snapshot_mib == 0.0 {
-        bail!(
-            "the leader took no snapshot during the load: pass \
-             --keel-args=--snapshot-every=N with N below the load's Raft entries"
-        );
-    }
+    let snapshot_mib = snapshot_mib(c, leader).context(
+        "the leader took no snapshot during the load: pass \
+         --keel-args=--snapshot-every=N with N below the load's Raft entries",
+    )?;
     Ok(Building {
         peak_mib: sampler.usage(LEADER).peak_rss_mib,
         after_mib: proc_usage(pid).0 as f64 / MIB,
@@ -126,15 +125,8 @@ pub(super) async fn measure(
     )
     .await?;
     let took = began.elapsed();
-    let installed = disk_bytes(
-        &c.members[wiped]
-            .dir
-            .join(keel_store::data_dir::SNAPSHOTS_DIR),
-    ) as f64
-        / MIB;
-    if installed == 0.0 {
-        bail!("the re-added member caught up without installing a snapshot");
-    }
+    let installed = snapshot_mib(c, wiped)
+        .context("the re-added member caught up without installing a snapshot")?;
     let peak = sampler.usage(JOINING).peak_rss_mib;
     p(&format!(
         "keel: member {id} installed a {installed:.0} MiB snapshot and caught up in {:.1} s; peak RSS {peak:.0} MiB (a steady follower: {steady:.0} MiB)",
