@@ -1,5 +1,5 @@
 //! The `keel` binary: parses the command line and hands each subcommand to
-//! its file under `cli/` (`server`, `up`, `member`, `kv`, `certs`, `secrets`, `bench`, `controllers`, `hollow-nodes`).
+//! its file under `cli/` (`server`, `up`, `member`, `kv`, `snapshot`, `restore`, `replay`, `archive`, `history`, `certs`, `secrets`, `bench`, `controllers`, `hollow-nodes`).
 
 mod cli;
 
@@ -57,6 +57,27 @@ enum Command {
         #[command(subcommand)]
         action: cli::member::MemberAction,
     },
+    /// Backups of a running cluster at one revision: `save FILE`, `status
+    /// FILE` (docs/DR.md).
+    Snapshot {
+        #[command(subcommand)]
+        action: cli::snapshot::SnapshotAction,
+    },
+    /// Build a new member's data directory from a backup (`keel snapshot
+    /// save`): a new cluster whose revisions continue above the backup's.
+    Restore(cli::restore::RestoreArgs),
+    /// The state of a data directory at a past revision (through its events
+    /// and an event archive), offline, as a Kubernetes List in YAML or JSON.
+    Replay(cli::replay::ReplayArgs),
+    /// Every change of one object the cluster still knows (event archive
+    /// and retained events): revision, time, operation, user and a diff.
+    History(cli::history::HistoryArgs),
+    /// What an event archive (--archive-dir) holds: `status DIR`, and `log
+    /// DIR --prefix KEY` for the archived changes of keys.
+    Archive {
+        #[command(subcommand)]
+        action: cli::archive::ArchiveAction,
+    },
     /// Issue member, node and user certificates (and kubeconfigs) from the
     /// cluster CA.
     Certs(cli::certs::CertsArgs),
@@ -112,6 +133,11 @@ async fn run() -> Result<()> {
         }
         Command::Member { peer, action } => cli::member::run(peer, action).await,
         Command::Kv { peer, action } => cli::kv::run(peer, action).await,
+        Command::Snapshot { action } => cli::snapshot::run(action).await,
+        Command::Restore(args) => cli::restore::run(args),
+        Command::Replay(args) => cli::replay::run(args).await,
+        Command::Archive { action } => cli::archive::run(action),
+        Command::History(args) => cli::history::run(args).await,
         Command::Certs(args) => cli::certs::run(args),
         Command::Up(args) => cli::up::run(args).await,
         Command::Secrets { action } => cli::secrets::run(action).await,

@@ -16,6 +16,8 @@
 //!   leader, Keel against etcd.
 //! - [`restart`]: time until a restarted member with a long log serves reads,
 //!   Keel against etcd.
+//! - [`replay`]: backup and restore of a member against etcd's snapshots, and
+//!   how fast Keel's event archive replays (point-in-time restore).
 
 pub mod api;
 pub mod cluster;
@@ -23,6 +25,7 @@ pub mod disk;
 pub mod failover;
 pub mod http;
 pub mod leaders;
+pub mod replay;
 pub mod restart;
 pub mod scale;
 pub mod store;

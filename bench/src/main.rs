@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use keel_bench::{api, disk, failover, machine, print_tables, restart, scale, store, watch};
+use keel_bench::{
+    api, disk, failover, machine, print_tables, replay, restart, scale, store, watch,
+};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,8 @@ enum Suite {
     Failover(failover::FailoverBenchArgs),
     /// Time until a restarted member with a long history serves reads, against etcd.
     Restart(restart::RestartBenchArgs),
+    /// Backup, restore and archive replay (point-in-time restore) of a member, against etcd's snapshots.
+    Replay(replay::ReplayBenchArgs),
 }
 
 #[tokio::main]
@@ -76,5 +80,6 @@ async fn run(suite: Suite) -> Result<()> {
         Suite::Scale(args) => print_tables("scale", &scale::run(&args).await?, args.json),
         Suite::Failover(args) => print_tables("failover", &failover::run(&args).await?, args.json),
         Suite::Restart(args) => print_tables("restart", &restart::run(&args).await?, args.json),
+        Suite::Replay(args) => print_tables("replay", &replay::run(&args).await?, args.json),
     }
 }

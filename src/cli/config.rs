@@ -69,6 +69,24 @@ pub struct ServerArgs {
     /// reads and writes, not memory.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
+    /// Archive every event to this directory (immutable, checksummed, LZ4
+    /// segments with an index) before it leaves the retention window, for
+    /// point-in-time restores (`keel restore --archive`, docs/DR.md). Off
+    /// when not given; `keel up` gives each member `<its data dir>/archive`.
+    #[arg(long)]
+    pub archive_dir: Option<PathBuf>,
+    /// The longest an event waits before it is archived (seconds): what a
+    /// point-in-time restore can miss of what the cluster acknowledged.
+    #[arg(long, default_value_t = 10)]
+    pub archive_max_delay_s: u64,
+    /// Retention classes: store key prefixes (comma-separated) whose events
+    /// are *brief*, kept in the retention window only and never archived;
+    /// every other key is *long* and archived. Empty: archive everything.
+    #[arg(
+        long,
+        default_value = "/registry/coordination.k8s.io/leases/,/registry/core/events/,/registry/events.k8s.io/events/"
+    )]
+    pub archive_brief: String,
     /// Log entries kept behind a snapshot when the log is purged, so that a
     /// follower slightly behind catches up from the log, not a snapshot.
     #[arg(long, default_value_t = 1_000)]

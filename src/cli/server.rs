@@ -28,6 +28,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         bail!("--max-watches must be positive");
     }
     config.snapshot_every = args.snapshot_every;
+    if let Some(dir) = &args.archive_dir {
+        let mut archive = keel_store::archive::ArchiveConfig::new(dir);
+        archive.max_delay = Duration::from_secs(args.archive_max_delay_s);
+        archive.brief = args
+            .archive_brief
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        config.archive = Some(archive);
+    }
     config.keep_behind_snapshot = args.keep_behind_snapshot;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = (
@@ -253,7 +265,7 @@ fn adopt_ca(ca: &pki::Ca, pki_dir: &std::path::Path) -> Result<()> {
 }
 
 /// `1=127.0.0.1:7001,2=...` as member ids and peer addresses.
-fn parse_members(s: &str) -> Result<BTreeMap<u64, String>> {
+pub(crate) fn parse_members(s: &str) -> Result<BTreeMap<u64, String>> {
     s.split(',')
         .map(|part| {
             let (id, addr) = part

@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// on base+638+i-1 (at the default: 6443.., 7001.. and 7081..).
     #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
     pub base_port: u16,
+    /// Do not archive events (by default each member archives them to
+    /// `<data-dir>/mN/archive`, docs/DR.md).
+    #[arg(long)]
+    pub no_archive: bool,
 }
 
 /// The loopback ports of member `i` (from 1).
@@ -56,6 +60,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         members,
         data_dir,
         base_port,
+        no_archive,
     } = args;
     if base_port == 0 {
         bail!("--base-port must be positive");
@@ -95,8 +100,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
             pki::write_private(&pki_dir.join("ca.key"), &key)
                 .with_context(|| format!("copying ca.key to member {i}"))?;
         }
-        let child = tokio::process::Command::new(&exe)
-            .args(["server", "--id", &i.to_string()])
+        let mut command = tokio::process::Command::new(&exe);
+        command.args(["server", "--id", &i.to_string()]);
+        if !no_archive {
+            command.arg("--archive-dir").arg(dir.join("archive"));
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&dir)
             .args(["--peer-addr", &format!("127.0.0.1:{}", p.peer)])

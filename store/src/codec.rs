@@ -184,6 +184,10 @@ pub mod store_meta {
     pub const EVENT_COUNT: &[u8] = b"event_count";
     /// Revisions taken beyond one per entry by batch entries (absent: 0).
     pub const REVISION_OFFSET: &[u8] = b"revision_offset";
+    /// The highest revision whose events this member has physically
+    /// dropped by compaction or never had (a snapshot install); the event
+    /// archive records a gap when this passes its position (absent: 0).
+    pub const EVENTS_DELETED: &[u8] = b"events_deleted";
 }
 
 #[cfg(test)]

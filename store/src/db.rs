@@ -96,6 +96,39 @@ impl Db {
         Ok(Arc::new(db))
     }
 
+    /// Open a data directory for reading only (`keel replay`): nothing is
+    /// created, moved or written, and no lock is taken, so it may be a copy
+    /// or the directory of a stopped member. A directory without a store,
+    /// or of another format, is refused.
+    pub fn open_read_only(data_dir: &Path) -> Result<Arc<Db>, StoreError> {
+        let dir = DataDir::new(data_dir);
+        let path = dir.db();
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                detail: "holds no store (no db/CURRENT)".into(),
+            });
+        }
+        let mut opts = Options::default();
+        opts.set_paranoid_checks(true);
+        opts.set_log_level(rocksdb::LogLevel::Warn);
+        let db = DB::open_cf_for_read_only(&opts, path, ALL_CFS, false).map_err(|source| {
+            StoreError::OpenDb {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        let db = Db { db, dir };
+        match db.get(CF_STORE_META, codec::store_meta::FORMAT)? {
+            Some(v) if v.as_slice() == FORMAT_VERSION.to_be_bytes() => Ok(Arc::new(db)),
+            _ => Err(StoreError::FormatVersion {
+                path: data_dir.display().to_string(),
+                found: 0,
+                expected: FORMAT_VERSION,
+            }),
+        }
+    }
+
     fn check_format(&self) -> Result<(), StoreError> {
         match self.get(CF_STORE_META, codec::store_meta::FORMAT)? {
             None => {

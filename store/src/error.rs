@@ -94,6 +94,17 @@ pub enum StoreError {
     /// A membership change was refused.
     #[error("membership change failed: {0}")]
     Membership(String),
+    /// The member cannot serve this now (a snapshot is being installed under
+    /// the view a backup would read): retry.
+    #[error("member busy (retry): {0}")]
+    Busy(String),
+    /// The event archive cannot be written or read: the detail names the
+    /// file or the revisions.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// A backup could not be restored into a data directory.
+    #[error("restore failed: {0}")]
+    Restore(String),
     /// Raft itself failed or is shutting down.
     #[error("raft: {0}")]
     Raft(String),
@@ -108,6 +119,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::NoLeader(_)
+                | StoreError::Busy(_)
                 | StoreError::Timeout { .. }
                 | StoreError::Transport { .. }
                 | StoreError::WatchDropped { .. }

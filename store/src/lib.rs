@@ -15,9 +15,16 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` (raft log + vote, fsync'd).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: objects, events, applied state.
 //! - [`snapshot`]: the snapshot file format (checksummed) and how it is built and installed.
+//! - [`archive`]: the event archive: segments of events written before they leave the
+//!   retention window, read back for point-in-time restores.
+//! - [`backup`]: cluster backups (`keel snapshot save`), their summary and restoring one
+//!   into a new data directory.
 //! - [`snapshot_file`]: the snapshot file on disk (only moves forward) and the data handle
 //!   received snapshots stream to.
+//! - [`history`]: every change of one key, from the archive and the retained events.
 //! - [`read`]: gets and ranges, now or at a past revision, with continuation tokens; event scans.
+//! - [`replay`]: the state at a past revision, read offline from a data directory and an
+//!   event archive (`keel replay`).
 //! - [`watch`]: the watch hub (one writer, many readers) and the per-watcher state machine.
 //! - [`transport`]: the member-to-member [`Transport`] seam and the requests it carries.
 //! - [`raft_network`]: openraft's network on top of a [`Transport`].
@@ -66,16 +73,20 @@
 //! at revision 3 above, `b` is restored from event (4,0) and `a` is current.
 
 mod apply;
+pub mod archive;
+pub mod backup;
 pub mod codec;
 pub mod command;
 pub mod data_dir;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod history;
 pub mod log_store;
 pub mod member;
 pub mod raft_network;
 pub mod read;
+pub mod replay;
 pub mod snapshot;
 pub mod snapshot_file;
 pub mod state_machine;

@@ -235,9 +235,25 @@ impl StoredEvent<'_> {
 pub fn scan_events(
     db: &Db,
     step: &'static str,
+    visit: impl FnMut(StoredEvent<'_>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    scan_events_from(db, 0, step, visit)
+}
+
+/// [`scan_events`] from revision `from` on (events below a compaction that
+/// the archive has not taken yet stay on disk; retention skips them).
+pub fn scan_events_from(
+    db: &Db,
+    from: u64,
+    step: &'static str,
     mut visit: impl FnMut(StoredEvent<'_>) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    for item in db.db.iterator_cf(db.cf(CF_EVENTS), IteratorMode::Start) {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_iterate_lower_bound(codec::event_key(from, 0).to_vec());
+    for item in db
+        .db
+        .iterator_cf_opt(db.cf(CF_EVENTS), ro, IteratorMode::Start)
+    {
         let (key, value) = item.map_err(|source| StoreError::Io { step, source })?;
         let revision = codec::parse_event_key(&key).map_or(0, |(rev, _)| rev);
         let event = StoredEvent {
@@ -255,7 +271,8 @@ pub fn scan_events(
 /// Every retained event, oldest first.
 pub fn events(db: &Db) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::new();
-    scan_events(db, "reading events", |e| {
+    let from = crate::state_machine::AppliedState::load(db)?.compacted + 1;
+    scan_events_from(db, from, "reading events", |e| {
         out.push(e.decode()?);
         Ok(true)
     })?;

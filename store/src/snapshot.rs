@@ -215,7 +215,8 @@ fn apply_file(db: &Db, file: &File, batch_bytes: usize) -> Result<Installed, Sto
     let io = |e: std::io::Error| StoreError::Snapshot(format!("reading a snapshot: {e}"));
     let mut f = file;
     f.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut reader = SnapshotReader::open(BufReader::with_capacity(IO_BUFFER, f))?;
+    let mut reader: SnapshotReader<_, Header> =
+        SnapshotReader::open(BufReader::with_capacity(IO_BUFFER, f))?;
     let header = reader.header().clone();
     let revision = header.revision();
     let meta_cf = db.cf(CF_STORE_META);
@@ -232,6 +233,16 @@ fn apply_file(db: &Db, file: &File, batch_bytes: usize) -> Result<Installed, Sto
     // the events gone.
     batch.put_cf(meta_cf, store_meta::COMPACTED, codec::encode(&revision));
     batch.put_cf(meta_cf, store_meta::EVENT_COUNT, codec::encode(&0u64));
+    // The events up to the snapshot never reach this member: an archive of
+    // its events records them as a gap.
+    let deleted: u64 = db
+        .get_decoded(CF_STORE_META, store_meta::EVENTS_DELETED)?
+        .unwrap_or(0);
+    batch.put_cf(
+        meta_cf,
+        store_meta::EVENTS_DELETED,
+        codec::encode(&deleted.max(revision)),
+    );
     let (mut k, mut v) = (Vec::new(), Vec::new());
     while reader.next_record(&mut k, &mut v)? {
         batch.put_cf(db.cf(CF_OBJECTS), &k, &v);

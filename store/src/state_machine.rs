@@ -14,6 +14,7 @@ use openraft::{
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::ApplyBatch;
+use crate::archive::archiver::ArchiveProgress;
 use crate::codec::{self, store_meta};
 use crate::command::{COMMAND_VERSION, CommandBody, CommandOutcome, OLDEST_COMMAND_VERSION};
 use crate::db::{CF_EVENTS, CF_STORE_META, Db};
@@ -35,6 +36,10 @@ pub struct StateMachine {
     /// Revisions taken beyond one per entry by batch entries so far: the
     /// revision of the entry at index `i` is `i + revision_offset`.
     revision_offset: u64,
+    /// See `store_meta::EVENTS_DELETED`.
+    events_deleted: u64,
+    /// The event archive's position: compaction never drops events above it.
+    archive: Arc<ArchiveProgress>,
 }
 
 /// The persisted applied state, read at start.
@@ -45,6 +50,8 @@ pub struct AppliedState {
     pub event_count: u64,
     /// See [`StateMachine`]'s field of the same name.
     pub revision_offset: u64,
+    /// See `store_meta::EVENTS_DELETED`.
+    pub events_deleted: u64,
 }
 
 impl AppliedState {
@@ -74,6 +81,9 @@ impl AppliedState {
             revision_offset: db
                 .get_decoded(CF_STORE_META, store_meta::REVISION_OFFSET)?
                 .unwrap_or(0),
+            events_deleted: db
+                .get_decoded(CF_STORE_META, store_meta::EVENTS_DELETED)?
+                .unwrap_or(0),
         })
     }
 }
@@ -94,7 +104,15 @@ impl StateMachine {
             compacted: state.compacted,
             event_count: state.event_count,
             revision_offset: state.revision_offset,
+            events_deleted: state.events_deleted,
+            archive: ArchiveProgress::disabled(),
         }
+    }
+
+    /// Keep the events the archive has not taken yet (see `crate::archive`).
+    pub fn with_archive(mut self, archive: Arc<ArchiveProgress>) -> StateMachine {
+        self.archive = archive;
+        self
     }
 
     /// The revision of the last applied change.
@@ -172,14 +190,16 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Drop events up to `target`; returns the new compacted revision.
+    /// Compact up to `target`: events up to it are no longer served, and
+    /// are dropped from disk up to the archive's floor (the archiver drops
+    /// the rest once it has them). Returns the new compacted revision.
     fn apply_compact(&mut self, target: u64, batch: &mut WriteBatch) -> Result<u64, StoreError> {
         if target <= self.compacted {
             return Ok(self.compacted);
         }
-        let end = codec::event_key(target + 1, 0);
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(end.to_vec());
+        ro.set_iterate_lower_bound(codec::event_key(self.compacted + 1, 0).to_vec());
+        ro.set_iterate_upper_bound(codec::event_key(target + 1, 0).to_vec());
         let mut removed = 0u64;
         for item in self
             .db
@@ -192,7 +212,26 @@ impl StateMachine {
             })?;
             removed += 1;
         }
-        batch.delete_range_cf(self.db.cf(CF_EVENTS), codec::event_key(0, 0), end);
+        let drop_to = target.min(
+            self.archive
+                .floor
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
+        if drop_to > 0 {
+            batch.delete_range_cf(
+                self.db.cf(CF_EVENTS),
+                codec::event_key(0, 0),
+                codec::event_key(drop_to + 1, 0),
+            );
+        }
+        if drop_to > self.events_deleted {
+            self.events_deleted = drop_to;
+            batch.put_cf(
+                self.db.cf(CF_STORE_META),
+                store_meta::EVENTS_DELETED,
+                codec::encode(&self.events_deleted),
+            );
+        }
         self.event_count = self.event_count.saturating_sub(removed);
         self.compacted = target;
         batch.put_cf(
@@ -358,6 +397,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.revision_offset = installed.header.revision_offset;
         self.compacted = revision;
         self.event_count = 0;
+        self.events_deleted = self.events_deleted.max(revision);
         self.hub.reset(revision, revision);
         tracing::info!(
             snapshot = %meta.snapshot_id,

@@ -16,12 +16,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rocksdb::{Direction, IteratorMode, ReadOptions};
 use tokio::sync::mpsc;
 
+mod backfill;
+pub(crate) use backfill::read_events_page;
+
 use crate::Event;
-use crate::codec::{self, store_meta};
-use crate::db::{CF_EVENTS, CF_STORE_META, Db};
+
+use crate::db::Db;
 use crate::error::StoreError;
 
 /// What a watcher receives.
@@ -37,6 +39,21 @@ pub enum WatchMessage {
 }
 
 impl WatchMessage {
+    /// Append `ev` to `msgs`, in the message of its revision (events come
+    /// in revision order): how backfills group what they read.
+    pub(crate) fn push_event(msgs: &mut Vec<WatchMessage>, ev: Event) {
+        let rev = ev.revision;
+        match msgs.last_mut() {
+            Some(WatchMessage::Events { revision, events }) if *revision == rev => {
+                events.push(Arc::new(ev))
+            }
+            _ => msgs.push(WatchMessage::Events {
+                revision: rev,
+                events: vec![Arc::new(ev)],
+            }),
+        }
+    }
+
     pub fn revision(&self) -> u64 {
         match self {
             WatchMessage::Events { revision, .. } | WatchMessage::Progress { revision } => {
@@ -53,6 +70,11 @@ pub enum WatchStart {
     Now,
     /// Every change with a revision strictly greater than this one.
     After(u64),
+    /// As `After`, and below the compacted revision the member's event
+    /// archive replays what retention dropped (when the member archives, the
+    /// archive reaches back that far, and no key under the prefix is of the
+    /// brief class); otherwise `Compacted` as for `After`.
+    AfterArchived(u64),
 }
 
 /// Tunables of the hub.
@@ -144,6 +166,8 @@ pub struct WatchHub {
     db: Arc<Db>,
     config: WatchConfig,
     state: Mutex<HubState>,
+    /// The member's event archive, for `WatchStart::AfterArchived`.
+    archive: std::sync::OnceLock<crate::archive::ArchiveConfig>,
 }
 
 impl WatchHub {
@@ -161,12 +185,18 @@ impl WatchHub {
                 by_prefix: HashMap::new(),
                 lengths: BTreeMap::new(),
             }),
+            archive: std::sync::OnceLock::new(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             let weak = Arc::downgrade(&hub);
             tokio::spawn(progress_ticker(weak, config.progress_interval));
         }
         hub
+    }
+
+    /// Let watches replay from this archive (set once, at start).
+    pub fn set_archive(&self, config: crate::archive::ArchiveConfig) {
+        let _ = self.archive.set(config);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -276,6 +306,16 @@ impl WatchHub {
         start: WatchStart,
     ) -> Result<WatchStream, StoreError> {
         let prefix = prefix.into();
+        // Whether the archive may replay below the compacted revision,
+        // decided before the hub's lock (it reads the archive's index).
+        let archive = match start {
+            WatchStart::AfterArchived(r) => self.archive.get().filter(|a| {
+                crate::archive::backfill::covers_prefix(a, &prefix)
+                    && crate::archive::backfill::starts_by(&a.dir, r)
+            }),
+            _ => None,
+        }
+        .map(|a| a.dir.clone());
         let (tx, rx) = mpsc::channel(self.config.channel_capacity);
         let closed = Arc::new(Mutex::new(None));
         let mut st = self.lock();
@@ -300,8 +340,8 @@ impl WatchHub {
         let head = st.revision;
         let from = match start {
             WatchStart::Now => head,
-            WatchStart::After(r) => {
-                if r < st.compacted {
+            WatchStart::After(r) | WatchStart::AfterArchived(r) => {
+                if r < st.compacted && archive.is_none() {
                     return Err(StoreError::Compacted {
                         requested: r,
                         compacted: st.compacted,
@@ -336,6 +376,7 @@ impl WatchHub {
             buffered: VecDeque::new(),
             live: rx,
             closed,
+            archive,
             last_revision: from,
             failed: false,
             slot: Some((Arc::downgrade(self), id)),
@@ -386,6 +427,8 @@ pub struct WatchStream {
     buffered: VecDeque<WatchMessage>,
     live: mpsc::Receiver<WatchMessage>,
     closed: Arc<Mutex<Option<StoreError>>>,
+    /// The archive the backfill reads what the member no longer holds from.
+    archive: Option<std::path::PathBuf>,
     last_revision: u64,
     failed: bool,
     /// The hub slot to free when the stream is dropped, so the watch cap
@@ -495,85 +538,11 @@ impl WatchStream {
         let db = self.db.clone();
         let prefix = self.prefix.clone();
         let page = self.page;
-        tokio::task::spawn_blocking(move || read_events_page(&db, &prefix, from, until, page))
-            .await
-            .map_err(|e| StoreError::Raft(format!("backfill task failed: {e}")))?
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || {
+            read_events_page(&db, &prefix, from, until, page, archive.as_deref())
+        })
+        .await
+        .map_err(|e| StoreError::Raft(format!("backfill task failed: {e}")))?
     }
-}
-
-/// See [`WatchStream::read_page`].
-pub(crate) fn read_events_page(
-    db: &Db,
-    prefix: &str,
-    from: u64,
-    until: u64,
-    page: usize,
-) -> Result<(Vec<WatchMessage>, u64), StoreError> {
-    let snap = db.db.snapshot();
-    let compacted = match snap
-        .get_cf(db.cf(CF_STORE_META), store_meta::COMPACTED)
-        .map_err(|source| StoreError::Io {
-            step: "reading the compacted revision",
-            source,
-        })? {
-        Some(v) => codec::decode::<u64>(&v).map_err(|detail| StoreError::Corrupt {
-            cf: CF_STORE_META,
-            key: "compacted".into(),
-            detail,
-        })?,
-        None => 0,
-    };
-    if from < compacted {
-        return Err(StoreError::Compacted {
-            requested: from,
-            compacted,
-        });
-    }
-    let mut ro = ReadOptions::default();
-    ro.set_iterate_upper_bound(codec::event_key(until.saturating_add(1), 0).to_vec());
-    let start = codec::event_key(from.saturating_add(1), 0);
-    let iter = snap.iterator_cf_opt(
-        db.cf(CF_EVENTS),
-        ro,
-        IteratorMode::From(&start, Direction::Forward),
-    );
-    let mut msgs: Vec<WatchMessage> = Vec::new();
-    let mut covered = from;
-    for (seen, item) in iter.enumerate() {
-        let (k, v) = item.map_err(|source| StoreError::Io {
-            step: "reading events",
-            source,
-        })?;
-        let (rev, _) = codec::parse_event_key(&k).ok_or_else(|| StoreError::Corrupt {
-            cf: CF_EVENTS,
-            key: format!("{k:?}"),
-            detail: "event key is not 12 bytes".into(),
-        })?;
-        if rev != covered && seen >= page {
-            // Stop on a revision boundary; `covered` is complete.
-            return Ok((msgs, covered));
-        }
-        covered = rev;
-        let ev: Event = codec::decode_event(&v).map_err(|detail| StoreError::Corrupt {
-            cf: CF_EVENTS,
-            key: format!(
-                "({rev},{})",
-                codec::parse_event_key(&k).map(|p| p.1).unwrap_or(0)
-            ),
-            detail,
-        })?;
-        if !ev.key.starts_with(prefix) {
-            continue;
-        }
-        match msgs.last_mut() {
-            Some(WatchMessage::Events { revision, events }) if *revision == rev => {
-                events.push(Arc::new(ev))
-            }
-            _ => msgs.push(WatchMessage::Events {
-                revision: rev,
-                events: vec![Arc::new(ev)],
-            }),
-        }
-    }
-    Ok((msgs, until))
 }

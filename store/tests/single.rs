@@ -527,6 +527,9 @@ async fn concurrent_transactions_share_log_entries_but_not_revisions() {
         .txn(vec![Op::create("/g/seed", b"0".to_vec())])
         .await
         .unwrap();
+    // The answer can come before the metrics show the apply; a
+    // linearizable read waits until they show everything committed.
+    m.linearize().await.unwrap();
     let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
     let start_rev = m.revisions().unwrap().0;
     let mut watch = m.watch("/g/", WatchStart::After(start_rev)).unwrap();
@@ -668,6 +671,9 @@ async fn events_name_their_actors_through_batches_and_restarts() {
         )
         .await
         .unwrap();
+    // The answer can come before the metrics show the apply; a
+    // linearizable read waits until they show everything committed.
+    m.linearize().await.unwrap();
     let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
     let mut watch = m.watch("/a/", WatchStart::After(first - 1)).unwrap();
     const N: usize = 128;

@@ -56,6 +56,18 @@ pub fn output_with_stdin(mut c: Command, input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The stdout of a command that must have succeeded (`what` names it in
+/// the failure, with its stdout and stderr).
+pub fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A single-member `keel server` in a temp directory: data in `data/`, its
 /// stderr in `keel.log`, kubectl's home in `home/`. Killed on drop.
 pub struct KeelServer {

@@ -454,6 +454,81 @@ fn bench_restart_times_both_systems() {
     }
 }
 
+#[test]
+fn bench_replay_restores_and_replays_the_archive() {
+    let doc = bench(&[
+        "replay",
+        "--objects",
+        "200",
+        "--events",
+        "2000",
+        "--value-bytes",
+        "256",
+        "--clients",
+        "8",
+    ]);
+    let restores = rows(&doc["tables"][0]);
+    for system in ["keel", "etcd"] {
+        let r = restores
+            .iter()
+            .find(|r| r["system"] == system)
+            .unwrap_or_else(|| panic!("no {system} row: {restores:?}"));
+        for col in ["load s", "backup s", "backup MiB"] {
+            positive(r, col);
+        }
+        // Keel's backup also holds what its API server wrote at start.
+        assert!(positive(r, "objects in backup") >= 200.0, "{r:?}");
+    }
+    let keel = &restores[0];
+    positive(keel, "restore s");
+    positive(keel, "restored objects/s");
+    // etcd's restore needs etcdutl (or 3.4's etcdctl); without one it says so.
+    let etcd = &restores[1];
+    match etcd["restore s"].as_str() {
+        Some(text) => assert_eq!(text, "not measured (no etcdutl)", "{etcd:?}"),
+        None => {
+            positive(etcd, "restore s");
+            positive(etcd, "restored objects/s");
+        }
+    }
+    let replay = rows(&doc["tables"][1]);
+    let row = |step: &str| {
+        replay
+            .iter()
+            .find(|r| r["step"].as_str().unwrap().starts_with(step))
+            .unwrap_or_else(|| panic!("no {step} row: {replay:?}"))
+    };
+    // Every archived event: the 200 creates, the 2,000 updates and the
+    // API server's own writes.
+    let read = row("read_range in-process");
+    assert!(positive(read, "events") >= 2200.0, "{read:?}");
+    for col in ["s", "events/s", "MiB/s"] {
+        positive(read, col);
+    }
+    // The point-in-time restore replays at least the updates after the backup.
+    let pitr = row("keel restore --archive");
+    assert!(positive(pitr, "events") >= 2000.0, "{pitr:?}");
+    positive(pitr, "s");
+    positive(pitr, "events/s");
+    for r in [read, pitr] {
+        assert!(
+            ["met", "missed"].contains(&r["goal"].as_str().unwrap()),
+            "{r:?}"
+        );
+    }
+    let run = rows(&doc["tables"][2]);
+    for col in [
+        "updates s",
+        "archived after s",
+        "segments",
+        "archive MiB",
+        "cores",
+    ] {
+        positive(&run[0], col);
+    }
+    assert!(run[0]["load avg at end"].as_str().unwrap().contains('.'));
+}
+
 /// `keel bench` hands everything after `bench` to keel-bench, `--help` included.
 #[test]
 fn keel_bench_passes_its_arguments_through() {
@@ -468,7 +543,9 @@ fn keel_bench_passes_its_arguments_through() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Usage: keel bench <COMMAND>"), "{stdout}");
-    for suite in ["store", "api", "watch", "scale", "failover", "restart"] {
+    for suite in [
+        "store", "api", "watch", "scale", "failover", "restart", "replay",
+    ] {
         assert!(
             stdout.contains(&format!("\n  {suite} ")),
             "no {suite}:\n{stdout}"

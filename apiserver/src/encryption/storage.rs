@@ -27,8 +27,8 @@ use futures::{FutureExt, StreamExt};
 use super::transformer::PREFIX;
 use super::{Encryption, EncryptionError};
 use crate::registry::storage::{
-    Actor, Consistency, Event, EventKind, EventStream, KeyValue, Preconditions, RangeRequest,
-    RangeResponse, Storage, StorageError, WatchMessage,
+    Actor, Consistency, Event, EventKind, EventStream, KeyHistory, KeyValue, Preconditions,
+    RangeRequest, RangeResponse, Storage, StorageError, WatchMessage,
 };
 
 pub struct EncryptedStorage {
@@ -217,6 +217,28 @@ fn failed(e: EncryptionError) -> StorageError {
     StorageError::Internal(e.to_string())
 }
 
+impl EncryptedStorage {
+    /// The events of `watch`, decrypted.
+    fn watch_opened<'a>(
+        &'a self,
+        prefix: &'a str,
+        watch: BoxFuture<'a, Result<EventStream, StorageError>>,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        async move {
+            let strict = Encryption::within_one(prefix);
+            let events = watch.await?;
+            let core = self.core.clone();
+            Ok(events
+                .then(move |item| {
+                    let core = core.clone();
+                    async move { core.open_message(item?, strict).await }
+                })
+                .boxed())
+        }
+        .boxed()
+    }
+}
+
 impl Storage for EncryptedStorage {
     fn get<'a>(
         &'a self,
@@ -230,6 +252,19 @@ impl Storage for EncryptedStorage {
                 failed(e)
             })?;
             Ok((kv, revision))
+        }
+        .boxed()
+    }
+
+    fn history<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeyHistory, StorageError>> {
+        async move {
+            let mut h = self.inner.history(key).await?;
+            for change in &mut h.changes {
+                for kv in [&mut change.value, &mut change.prev].into_iter().flatten() {
+                    *kv = self.core.open(kv.clone()).await.map_err(failed)?;
+                }
+            }
+            Ok(h)
         }
         .boxed()
     }
@@ -307,18 +342,15 @@ impl Storage for EncryptedStorage {
         prefix: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
-        async move {
-            let strict = Encryption::within_one(prefix);
-            let events = self.inner.watch(prefix, after).await?;
-            let core = self.core.clone();
-            Ok(events
-                .then(move |item| {
-                    let core = core.clone();
-                    async move { core.open_message(item?, strict).await }
-                })
-                .boxed())
-        }
-        .boxed()
+        self.watch_opened(prefix, self.inner.watch(prefix, after))
+    }
+
+    fn watch_archived<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        self.watch_opened(prefix, self.inner.watch_archived(prefix, after))
     }
 
     fn linearize(&self) -> BoxFuture<'_, Result<u64, StorageError>> {

@@ -220,6 +220,9 @@ async fn resource(
     let segs = request::segments(uri.path());
     let user = user.map(|u| u.0).unwrap_or_default();
     let rest = &segs[3..];
+    if segs[1] == HISTORY_GROUP && segs[2] == "v1" && rest.first() == Some(&"history") {
+        return history(&s, &rest[1..], &method, &user).await;
+    }
     let proxied = aggregated(
         &s,
         &user,
@@ -238,6 +241,35 @@ async fn resource(
         &s, segs[1], segs[2], rest, method, &uri, headers, body, &user,
     )
     .await
+}
+
+/// Keel's own group: object history ([`crate::registry`]'s `history`).
+const HISTORY_GROUP: &str = "keel.dev";
+
+/// `/apis/keel.dev/v1/history/{group}/{version}/…{resource}/{name}`: the
+/// object's history, for whoever may `get` the object.
+async fn history(
+    s: &AppState,
+    path: &[&str],
+    method: &Method,
+    user: &UserInfo,
+) -> Result<Response, ApiError> {
+    let [group, version, rest @ ..] = path else {
+        return Err(ApiError::NoRoute);
+    };
+    let group = if *group == "core" { "" } else { group };
+    let target = RequestTarget::resolve(&s.registry.kinds, group, version, rest)?;
+    let Some(name) = target.name.clone().filter(|_| target.subresource.is_none()) else {
+        return Err(ApiError::NoRoute);
+    };
+    if method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    authz::check(
+        &*s.authorizer,
+        &authz::Attributes::resource(user, request::Verb::Get, &target),
+    )?;
+    s.registry.history(&target, &name).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -26,6 +26,9 @@ impl Registry {
             Consistency::Linearizable
         };
         let min = crate::options::min_resource_version(q)?;
+        if q.get("resourceVersionMatch").is_some_and(|m| m == "Exact") {
+            return self.get_at(t, name, min, table).await;
+        }
         let read = self
             .storage
             .get(&t.rt.key(t.namespace.as_deref(), name), consistency)
@@ -43,7 +46,53 @@ impl Registry {
             return Err(ApiError::TooLargeResourceVersion { requested, current });
         }
         let (kv, _) = read.map_err(|e| storage_error(t, name, e))?;
-        let obj = t.rt.served(self.decode(&kv)?);
+        self.one_object(t, &kv, table)
+    }
+
+    /// A time-travel read (`resourceVersionMatch=Exact`, a Keel extension
+    /// to GET): the object as it was at that revision, inside the retained
+    /// window (older is 410 Expired, newer than the member 504/timeout as
+    /// for LIST); absent then is 404.
+    async fn get_at(
+        &self,
+        t: &RequestTarget,
+        name: &str,
+        revision: Option<u64>,
+        table: Option<table::TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let Some(revision) = revision else {
+            return Err(ApiError::BadRequest(
+                "resourceVersionMatch=Exact needs a non-zero resourceVersion".into(),
+            ));
+        };
+        let key = t.rt.key(t.namespace.as_deref(), name);
+        let mut req = RangeRequest::prefix(key.clone());
+        req.revision = Some(revision);
+        req.consistency = Consistency::Linearizable;
+        // The key itself sorts first among the keys it prefixes.
+        req.limit = 1;
+        let resp = self.storage.list(req).await?;
+        let Some(kv) = resp.kvs.into_iter().find(|kv| kv.key == key) else {
+            return Err(storage_error(
+                t,
+                name,
+                StorageError::NotFound {
+                    key,
+                    revision: Some(revision),
+                },
+            ));
+        };
+        self.one_object(t, &kv, table)
+    }
+
+    /// A GET's answer: the stored object in its served form, or a Table.
+    fn one_object(
+        &self,
+        t: &RequestTarget,
+        kv: &super::storage::KeyValue,
+        table: Option<table::TableOpts>,
+    ) -> Result<Response, ApiError> {
+        let obj = t.rt.served(self.decode(kv)?);
         Ok(match table {
             Some(opts) => response::json(
                 StatusCode::OK,

@@ -15,6 +15,7 @@ mod decode;
 mod delete;
 mod eviction;
 mod get;
+mod history;
 mod patch;
 pub mod prepared;
 pub mod protobuf;

@@ -161,6 +161,7 @@ impl Registry {
             cache: self.cache.clone(),
             cached: Box::new(cached),
             served: served_while(&self.kinds, &t.rt),
+            from_archive: q.get(FROM_ARCHIVE).is_some_and(|v| v == "true"),
         }
         .into_body();
         let mut resp = response::watch(body);
@@ -284,7 +285,13 @@ pub struct Watch {
     /// `Some` for a kind that may stop being served (a custom resource):
     /// the watch ends once it returns false.
     pub served: Option<Box<StillServed>>,
+    /// `keelFromArchive=true` (a Keel opt-in): below the retained window,
+    /// the member's event archive replays instead of a 410.
+    pub from_archive: bool,
 }
+
+/// The query parameter of the opt-in (docs/DR.md, "Watching from the archive").
+pub const FROM_ARCHIVE: &str = "keelFromArchive";
 
 /// Whether a watch's kind is still served.
 pub type StillServed = dyn Fn() -> bool + Send + Sync;
@@ -363,7 +370,12 @@ impl Watch {
         let storage = self.cache.as_ref().map_or(&self.storage, |c| c.inner());
         // A watch that starts at a revision just read may briefly find it
         // "in the future": the storage's watch retries for a moment.
-        let mut stream = match storage.watch(&self.prefix, self.start).await {
+        let stream = if self.from_archive {
+            storage.watch_archived(&self.prefix, self.start).await
+        } else {
+            storage.watch(&self.prefix, self.start).await
+        };
+        let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 let _ = send(error(e.into())).await;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod frame;
+mod save;
 pub mod server;
 pub mod tls;
 mod watch;

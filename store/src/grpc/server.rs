@@ -118,6 +118,7 @@ pub fn to_status(e: &StoreError) -> Status {
     use tonic::Code;
     let code = match e {
         StoreError::NoLeader(_)
+        | StoreError::Busy(_)
         | StoreError::NotLeader { .. }
         | StoreError::Timeout { .. }
         | StoreError::Transport { .. }
@@ -136,6 +137,8 @@ pub fn to_status(e: &StoreError) -> Status {
         | StoreError::Corrupt { .. }
         | StoreError::FormatVersion { .. }
         | StoreError::Io { .. }
+        | StoreError::Restore(_)
+        | StoreError::Archive(_)
         | StoreError::Raft(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
@@ -234,6 +237,16 @@ impl pb::admin_server::Admin for MemberService {
             members: members_reply(s.members).members,
             state: s.state,
         }))
+    }
+
+    type SaveStream = super::save::SaveStream;
+
+    async fn save(
+        &self,
+        req: Request<pb::SaveRequest>,
+    ) -> Result<Response<Self::SaveStream>, Status> {
+        authorize(&req, Role::Admin)?;
+        Ok(Response::new(super::save::stream(self.member.clone())))
     }
 }
 
@@ -341,7 +354,8 @@ impl pb::kv_server::Kv for MemberService {
         authorize(&req, Role::Admin)?;
         let r = req.into_inner();
         let start = match r.after_revision {
-            Some(rev) => crate::WatchStart::After(rev),
+            // Below the retained window, the member's archive replays.
+            Some(rev) => crate::WatchStart::AfterArchived(rev),
             None => crate::WatchStart::Now,
         };
         let stream = self

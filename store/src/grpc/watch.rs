@@ -40,7 +40,7 @@ enum State {
     /// Waiting for the watch's next message (it may read a backfill page).
     Waiting(NextFuture),
     /// A message taken while merging that could not join the reply sent.
-    Holding(WatchStream, Next),
+    Holding(Box<WatchStream>, Next),
     Done,
 }
 
@@ -147,7 +147,7 @@ impl Replies {
                 None => break,
                 Some(Ok(msg)) if merge(&mut reply, &mut bytes, &msg) => {}
                 Some(held) => {
-                    self.state = State::Holding(stream, held);
+                    self.state = State::Holding(Box::new(stream), held);
                     return Ok(reply);
                 }
             }
@@ -164,7 +164,7 @@ impl Stream for Replies {
         let this = self.get_mut();
         match std::mem::replace(&mut this.state, State::Done) {
             State::Done => Poll::Ready(None),
-            State::Holding(stream, held) => Poll::Ready(Some(this.reply(stream, held))),
+            State::Holding(stream, held) => Poll::Ready(Some(this.reply(*stream, held))),
             State::Waiting(mut fut) => match fut.as_mut().poll(cx) {
                 Poll::Pending => {
                     this.state = State::Waiting(fut);

@@ -150,3 +150,45 @@ impl Member {
         self.db.disk_usage()
     }
 }
+
+impl Member {
+    /// Write a backup of the state to `out` (a blocking writer, fed from a
+    /// blocking thread): first waits until this member has applied
+    /// everything committed before the call, so the backup holds every
+    /// write acknowledged before it began, then streams one consistent view.
+    pub async fn save_backup(
+        &self,
+        out: impl std::io::Write + Send + 'static,
+    ) -> Result<crate::backup::Saved, StoreError> {
+        self.linearize().await?;
+        let db = self.db.clone();
+        let id = self.config.id;
+        let members = self
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.addr, m.voter))
+            .collect();
+        let saved = tokio::task::spawn_blocking(move || crate::backup::save(&db, out, id, members))
+            .await
+            .map_err(|e| StoreError::Raft(format!("the backup task failed: {e}")))??;
+        tracing::info!(
+            revision = saved.header.revision,
+            objects = saved.objects,
+            bytes = saved.bytes,
+            "saved a backup"
+        );
+        Ok(saved)
+    }
+}
+
+impl Member {
+    /// Every change of `key` this member knows (see [`crate::history`]),
+    /// including every write acknowledged before the call.
+    pub async fn history(&self, key: &str) -> Result<crate::history::KeyHistory, StoreError> {
+        self.linearize().await?;
+        let db = self.db.clone();
+        let archive = self.config.archive.clone();
+        let key = key.to_string();
+        super::blocking(move || crate::history::history(&db, archive.as_ref(), &key)).await
+    }
+}

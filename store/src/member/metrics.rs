@@ -142,6 +142,40 @@ impl Member {
             "Read-index requests to Raft (on the leader, leadership confirmations with a quorum); one round serves every linearizable read waiting when it started.",
             &[("", get(&c.read_index_confirmations))],
         );
+        if let Some(archived) = self.archive.archived() {
+            let a = &self.archive;
+            let revision = self.hub.revision();
+            metric(
+                "keel_archive_revision",
+                "gauge",
+                "Every event up to this revision is in the event archive (or a recorded gap).",
+                &[("", archived)],
+            );
+            metric(
+                "keel_archive_lag_revisions",
+                "gauge",
+                "Revisions applied on this member and not yet archived.",
+                &[("", revision.saturating_sub(archived))],
+            );
+            metric(
+                "keel_archive_segments_total",
+                "counter",
+                "Archive segments written by this member since it started.",
+                &[("", get(&a.segments))],
+            );
+            metric(
+                "keel_archive_gaps_total",
+                "counter",
+                "Gaps recorded in the archive (events deleted before they were archived).",
+                &[("", get(&a.gaps))],
+            );
+            metric(
+                "keel_archive_failures_total",
+                "counter",
+                "Archiving steps that failed and were retried.",
+                &[("", get(&a.failures))],
+            );
+        }
         out
     }
 }

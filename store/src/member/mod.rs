@@ -66,6 +66,9 @@ pub struct MemberConfig {
     /// transactions wait and go in together as one batch entry (see
     /// `batcher.rs`).
     pub commit_slots: usize,
+    /// Archive events before they leave the retention window (see
+    /// [`crate::archive`]); `None`: no archive.
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl MemberConfig {
@@ -84,6 +87,7 @@ impl MemberConfig {
             watch: WatchConfig::default(),
             request_timeout: Duration::from_secs(5),
             commit_slots: 4,
+            archive: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Member {
     peer_read_rounds: read_rounds::Rounds,
     /// This member, for the tasks it spawns.
     me: Weak<Member>,
+    /// The event archive's progress (disabled without an archive).
+    archive: Arc<crate::archive::archiver::ArchiveProgress>,
 }
 
 fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
@@ -151,7 +157,19 @@ impl Member {
         let state = AppliedState::load(&db)?;
         let applied = state.revision();
         let hub = WatchHub::new(db.clone(), config.watch, applied, state.compacted);
-        let sm = StateMachine::new(db.clone(), hub.clone(), state);
+        let archive = crate::archive::archiver::ArchiveProgress::disabled();
+        let archive_start = match &config.archive {
+            Some(a) => {
+                hub.set_archive(a.clone());
+                let (entries, position) = crate::archive::archiver::prepare(a, &db)?;
+                archive
+                    .floor
+                    .store(position, std::sync::atomic::Ordering::Release);
+                Some((a.clone(), entries, position))
+            }
+            None => None,
+        };
+        let sm = StateMachine::new(db.clone(), hub.clone(), state).with_archive(archive.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
@@ -178,7 +196,19 @@ impl Member {
             read_rounds: read_rounds::Rounds::default(),
             peer_read_rounds: read_rounds::Rounds::default(),
             me: me.clone(),
+            archive: archive.clone(),
         });
+        if let Some((config, entries, position)) = archive_start {
+            tracing::info!(dir = %config.dir.display(), position, "archiving events");
+            tokio::spawn(crate::archive::archiver::archive_loop(
+                Arc::downgrade(&member),
+                member.stop.clone(),
+                config,
+                entries,
+                position,
+                archive,
+            ));
+        }
         tokio::spawn(retention::retention_loop(
             Arc::downgrade(&member),
             member.stop.clone(),

@@ -59,21 +59,26 @@ fn retention_target(
         .map(|a| now_ms.saturating_sub(a.as_millis() as u64));
     let mut target = None;
     let mut dropped = 0u64;
-    read::scan_events(db, "scanning events for retention", |event| {
-        let rev = event.revision;
-        let over_count = state.event_count.saturating_sub(dropped) > cfg.max_events;
-        let too_old = match cutoff {
-            Some(c) => event.decode()?.at_ms < c,
-            None => false,
-        };
-        // Stay on revision boundaries: once a revision is started it is taken whole.
-        if target != Some(rev) && (!(over_count || too_old) || dropped >= cfg.batch) {
-            return Ok(false);
-        }
-        target = Some(rev);
-        dropped += 1;
-        Ok(true)
-    })?;
+    read::scan_events_from(
+        db,
+        state.compacted + 1,
+        "scanning events for retention",
+        |event| {
+            let rev = event.revision;
+            let over_count = state.event_count.saturating_sub(dropped) > cfg.max_events;
+            let too_old = match cutoff {
+                Some(c) => event.decode()?.at_ms < c,
+                None => false,
+            };
+            // Stay on revision boundaries: once a revision is started it is taken whole.
+            if target != Some(rev) && (!(over_count || too_old) || dropped >= cfg.batch) {
+                return Ok(false);
+            }
+            target = Some(rev);
+            dropped += 1;
+            Ok(true)
+        },
+    )?;
     Ok(target.filter(|t| *t > state.compacted))
 }
 

@@ -21,8 +21,6 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::{KeyValue, NodeId};
 
-const MAGIC: &[u8; 8] = b"KEELSNAP";
-
 /// The snapshot format this build writes and reads. Format 1 was one bincode
 /// body holding every object and retained event.
 pub const SNAPSHOT_FORMAT: u32 = 2;
@@ -39,13 +37,32 @@ const END: u8 = 0;
 
 pub type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-/// What precedes the records.
+/// What a file of records opens with: its magic, its format and a bincode
+/// header. Raft snapshots ([`Header`]) and cluster backups
+/// (`crate::backup::BackupHeader`) share the record layout and checksum.
+pub trait FileHeader: Serialize + serde::de::DeserializeOwned + Default + Clone {
+    /// The first eight bytes of a file of this kind.
+    const MAGIC: &'static [u8; 8];
+    /// The format this build writes and reads.
+    const FORMAT: u32;
+    /// Said when a file of another format is met: what older formats were.
+    const OLDER: &'static str;
+}
+
+/// What precedes the records of a Raft snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub meta: Meta,
     /// The state's revision offset (see `state_machine`): the snapshot's
     /// revision is its last log index plus this.
     pub revision_offset: u64,
+}
+
+impl FileHeader for Header {
+    const MAGIC: &'static [u8; 8] = b"KEELSNAP";
+    const FORMAT: u32 = SNAPSHOT_FORMAT;
+    const OLDER: &'static str =
+        "format 1 held every object and event in one body; rebuild the snapshot with this build";
 }
 
 impl Header {
@@ -68,8 +85,8 @@ pub struct SnapshotWriter<W: Write> {
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    /// Start a snapshot described by `header`: writes it.
-    pub fn new(out: W, header: &Header) -> std::io::Result<SnapshotWriter<W>> {
+    /// Start a file described by `header`: writes its magic, format and header.
+    pub fn new<H: FileHeader>(out: W, header: &H) -> std::io::Result<SnapshotWriter<W>> {
         let mut w = SnapshotWriter {
             out,
             crc: crc32fast::Hasher::new(),
@@ -77,8 +94,8 @@ impl<W: Write> SnapshotWriter<W> {
             bytes: 0,
         };
         let head = codec::encode(header);
-        w.put(MAGIC)?;
-        w.put(&SNAPSHOT_FORMAT.to_be_bytes())?;
+        w.put(H::MAGIC)?;
+        w.put(&H::FORMAT.to_be_bytes())?;
         w.put(&(head.len() as u32).to_be_bytes())?;
         w.put(&head)?;
         Ok(w)
@@ -125,40 +142,46 @@ impl<W: Write> SnapshotWriter<W> {
     }
 }
 
-/// Reads a snapshot record by record, checking its structure as it goes and
-/// its checksum at the trailer. Nothing read is trusted until
-/// [`SnapshotReader::next_record`] has returned `false`.
-pub struct SnapshotReader<R: Read> {
+/// Reads a snapshot (or a backup, with its own header type) record by
+/// record, checking its structure as it goes and its checksum at the
+/// trailer. Nothing read is trusted until [`SnapshotReader::next_record`] has
+/// returned `false`.
+pub struct SnapshotReader<R: Read, H: FileHeader = Header> {
     input: R,
     crc: crc32fast::Hasher,
-    header: Header,
+    header: H,
     records: u64,
     offset: u64,
     done: bool,
+    checksum: Option<u32>,
 }
 
-impl<R: Read> SnapshotReader<R> {
+impl<R: Read, H: FileHeader> SnapshotReader<R, H> {
     /// Read and check the header.
-    pub fn open(input: R) -> Result<SnapshotReader<R>, StoreError> {
+    pub fn open(input: R) -> Result<SnapshotReader<R, H>, StoreError> {
         let mut r = SnapshotReader {
             input,
             crc: crc32fast::Hasher::new(),
-            header: Header::default(),
+            header: H::default(),
             records: 0,
             offset: 0,
             done: false,
+            checksum: None,
         };
         let mut head = [0u8; 16];
         r.take_exact(&mut head, "the file's first 16 bytes")?;
-        if &head[..8] != MAGIC {
-            return Err(bad("missing KEELSNAP magic at offset 0".into()));
+        if &head[..8] != H::MAGIC {
+            return Err(bad(format!(
+                "missing {} magic at offset 0",
+                String::from_utf8_lossy(H::MAGIC)
+            )));
         }
         let format = u32::from_be_bytes(head[8..12].try_into().expect("4 bytes"));
-        if format != SNAPSHOT_FORMAT {
+        if format != H::FORMAT {
             return Err(bad(format!(
-                "snapshot format {format}, this build reads only format {SNAPSHOT_FORMAT} \
-                 (format 1 held every object and event in one body; rebuild the snapshot \
-                 with this build)"
+                "snapshot format {format}, this build reads only format {} ({})",
+                H::FORMAT,
+                H::OLDER
             )));
         }
         let len = u32::from_be_bytes(head[12..16].try_into().expect("4 bytes"));
@@ -174,8 +197,23 @@ impl<R: Read> SnapshotReader<R> {
         Ok(r)
     }
 
-    pub fn header(&self) -> &Header {
+    pub fn header(&self) -> &H {
         &self.header
+    }
+
+    /// The checksum the trailer held; known once the last record was read.
+    pub fn checksum(&self) -> Option<u32> {
+        self.checksum
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The input, to check what lies beyond the trailer.
+    pub fn into_input(self) -> R {
+        self.input
     }
 
     /// Records read so far.
@@ -280,6 +318,8 @@ impl<R: Read> SnapshotReader<R> {
                     Err(e) => return Err(self.cut(e, "the end of the file")),
                 }
                 self.done = true;
+                self.checksum = Some(want);
+                self.offset += 4;
                 Ok(false)
             }
             t => Err(bad(format!(
@@ -371,7 +411,7 @@ mod tests {
         assert_eq!(header.meta.last_log_id.unwrap().index, 9);
         assert_eq!(header.revision(), 12);
         assert_eq!(records, 2);
-        let mut r = SnapshotReader::open(bytes.as_slice()).unwrap();
+        let mut r: SnapshotReader<_, Header> = SnapshotReader::open(bytes.as_slice()).unwrap();
         let (mut k, mut v) = (Vec::new(), Vec::new());
         assert!(r.next_record(&mut k, &mut v).unwrap());
         assert_eq!((k.clone(), v.clone()), object("/a", b"1"));

@@ -117,6 +117,35 @@ fn guarded(mut op: Op, pre: Preconditions) -> Op {
 const WATCH_START_TRIES: usize = 50;
 const WATCH_START_PAUSE: Duration = Duration::from_millis(10);
 
+impl MemberStorage {
+    /// A store watch as an [`EventStream`], retried while its start is
+    /// briefly "in the future" (see `WATCH_START_TRIES`).
+    fn watch_from<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: WatchStart,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        async move {
+            let mut tries = 0;
+            let stream = loop {
+                match self.member.watch(prefix, start) {
+                    Err(StoreError::FutureRevision { .. }) if tries < WATCH_START_TRIES => {
+                        tries += 1;
+                        tokio::time::sleep(WATCH_START_PAUSE).await;
+                    }
+                    r => break r?,
+                }
+            };
+            let events = futures::stream::unfold(stream, |mut s| async move {
+                let item = s.next().await?;
+                Some((item.map_err(StorageError::from), s))
+            });
+            Ok(events.boxed())
+        }
+        .boxed()
+    }
+}
+
 impl Storage for MemberStorage {
     fn get<'a>(
         &'a self,
@@ -137,6 +166,13 @@ impl Storage for MemberStorage {
 
     fn list(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, StorageError>> {
         async move { Ok(self.member.range(req).await?) }.boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<super::KeyHistory, StorageError>> {
+        async move { Ok(self.member.history(key).await?) }.boxed()
     }
 
     fn create<'a>(
@@ -200,24 +236,15 @@ impl Storage for MemberStorage {
         prefix: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
-        async move {
-            let mut tries = 0;
-            let stream = loop {
-                match self.member.watch(prefix, WatchStart::After(after)) {
-                    Err(StoreError::FutureRevision { .. }) if tries < WATCH_START_TRIES => {
-                        tries += 1;
-                        tokio::time::sleep(WATCH_START_PAUSE).await;
-                    }
-                    r => break r?,
-                }
-            };
-            let events = futures::stream::unfold(stream, |mut s| async move {
-                let item = s.next().await?;
-                Some((item.map_err(StorageError::from), s))
-            });
-            Ok(events.boxed())
-        }
-        .boxed()
+        self.watch_from(prefix, WatchStart::After(after))
+    }
+
+    fn watch_archived<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        self.watch_from(prefix, WatchStart::AfterArchived(after))
     }
 
     fn linearize(&self) -> BoxFuture<'_, Result<u64, StorageError>> {

@@ -28,6 +28,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use cache::WatchCache;
+pub use keel_store::history::KeyHistory;
 pub use keel_store::{
     Actor, Consistency, Event, EventKind, KeyValue, RangeRequest, RangeResponse, WatchMessage,
 };
@@ -178,6 +179,17 @@ pub trait Storage: Send + Sync + 'static {
         self.list(req)
     }
 
+    /// Every change of `key` this storage knows, oldest first (the store's
+    /// event archive and retained events): the `keel.dev` history endpoint.
+    fn history<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<KeyHistory, StorageError>> {
+        let _ = key;
+        Box::pin(async {
+            Err(StorageError::Invalid(
+                "object history is not kept by this storage".into(),
+            ))
+        })
+    }
+
     /// Create `key` on behalf of `actor`; the new revision. An existing key
     /// is `AlreadyExists`.
     fn create<'a>(
@@ -215,6 +227,17 @@ pub trait Storage: Send + Sync + 'static {
         prefix: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Result<EventStream, StorageError>>;
+
+    /// [`Storage::watch`], and below the retained window a replay from the
+    /// store's event archive where it has one (a Keel opt-in for API
+    /// watches); without one, as `watch`.
+    fn watch_archived<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        self.watch(prefix, after)
+    }
 
     /// Wait until this replica has applied every write acknowledged before
     /// the call; the revision it has reached.

@@ -290,6 +290,22 @@ impl Storage for WatchCache {
         self.inner.get(key, consistency)
     }
 
+    fn history<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<super::KeyHistory, StorageError>> {
+        self.inner.history(key)
+    }
+
+    fn watch_archived<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<EventStream, StorageError>> {
+        // Below the cache's ring by definition: the storage under it.
+        self.inner.watch_archived(prefix, after)
+    }
+
     fn list(&self, req: RangeRequest) -> BoxFuture<'_, Result<RangeResponse, StorageError>> {
         async move { self.list_cached(req, &[]).await }.boxed()
     }

@@ -1,0 +1,235 @@
+//! One archive segment: the events of the revisions `(from, to]`, in
+//! revision order, as LZ4 frames around the record layout and CRC-32 trailer
+//! of snapshots (`crate::snapshot::format`), under the magic `KEELSEGM`.
+//! Written to a temporary file, synced, renamed into place and the directory
+//! synced: a segment that has its name is whole. Never rewritten.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::snapshot::format::{FileHeader, SnapshotReader, SnapshotWriter};
+use crate::{Event, NodeId, codec};
+
+/// What a segment file opens with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// The segment holds every archived event of revisions `from + 1 ..= to`.
+    pub from: u64,
+    pub to: u64,
+    /// The member that wrote it, and when (Unix milliseconds).
+    pub member: NodeId,
+    pub created_ms: u64,
+}
+
+impl FileHeader for SegmentHeader {
+    const MAGIC: &'static [u8; 8] = b"KEELSEGM";
+    const FORMAT: u32 = 1;
+    const OLDER: &'static str = "no other segment format exists; was it written by a newer keel?";
+}
+
+/// A segment as the index lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SegmentInfo {
+    pub from: u64,
+    pub to: u64,
+    pub events: u64,
+    /// Proposal times of its first and last events (0 when it has none).
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// The compressed file's length, and the CRC-32 of its records.
+    pub bytes: u64,
+    pub crc32: u32,
+    pub file: String,
+}
+
+/// `<from>-<to>.seg`, zero-padded so names sort by revision.
+pub fn segment_name(from: u64, to: u64) -> String {
+    format!("{from:020}-{to:020}.seg")
+}
+
+/// The range a segment's file name claims.
+pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let (from, to) = name.strip_suffix(".seg")?.split_once('-')?;
+    Some((from.parse().ok()?, to.parse().ok()?))
+}
+
+fn io(what: &str, path: &Path) -> impl Fn(std::io::Error) -> StoreError {
+    let at = format!("{what} {}", path.display());
+    move |e| StoreError::Archive(format!("{at}: {e}"))
+}
+
+/// Writes one segment.
+pub struct SegmentWriter {
+    header: SegmentHeader,
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: SnapshotWriter<lz4::Encoder<BufWriter<File>>>,
+    first_ms: u64,
+    last_ms: u64,
+    last_revision: u64,
+}
+
+impl SegmentWriter {
+    pub fn create(dir: &Path, header: SegmentHeader) -> Result<SegmentWriter, StoreError> {
+        let tmp = dir.join(format!("{}.tmp", segment_name(header.from, header.to)));
+        let file = File::create(&tmp).map_err(io("creating", &tmp))?;
+        let enc = lz4::EncoderBuilder::new()
+            .level(1)
+            .build(BufWriter::with_capacity(1 << 20, file))
+            .map_err(io("starting LZ4 in", &tmp))?;
+        let out = SnapshotWriter::new(enc, &header).map_err(io("writing", &tmp))?;
+        Ok(SegmentWriter {
+            last_revision: header.from,
+            header,
+            dir: dir.to_path_buf(),
+            tmp,
+            out,
+            first_ms: 0,
+            last_ms: 0,
+        })
+    }
+
+    /// Append one stored event (its events-CF key and value).
+    pub fn push(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        revision: u64,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        if revision <= self.header.from
+            || revision > self.header.to
+            || revision < self.last_revision
+        {
+            return Err(StoreError::Archive(format!(
+                "event of revision {revision} does not belong in segment ({}, {}] after revision {}",
+                self.header.from, self.header.to, self.last_revision
+            )));
+        }
+        self.last_revision = revision;
+        if self.first_ms == 0 {
+            self.first_ms = at_ms;
+        }
+        self.last_ms = at_ms;
+        self.out
+            .record(key, value)
+            .map_err(io("writing", &self.tmp))
+    }
+
+    /// Finish, sync and name the segment.
+    pub fn finish(self) -> Result<SegmentInfo, StoreError> {
+        let (enc, events, _) = self.out.finish().map_err(io("writing", &self.tmp))?;
+        let (buf, res) = enc.finish();
+        res.map_err(io("finishing LZ4 in", &self.tmp))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| io("writing", &self.tmp)(e.into_error()))?;
+        file.sync_all().map_err(io("syncing", &self.tmp))?;
+        let bytes = file.metadata().map_err(io("reading", &self.tmp))?.len();
+        drop(file);
+        // The CRC is the trailer's last four bytes; read it back through the
+        // reader so what the index says is what the file holds.
+        let name = segment_name(self.header.from, self.header.to);
+        let path = self.dir.join(&name);
+        let crc32 = {
+            let mut crc = None;
+            read_segment(&self.tmp, |_| Ok(()), &mut crc)?;
+            crc.expect("a finished segment has a trailer")
+        };
+        std::fs::rename(&self.tmp, &path).map_err(io("naming", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", &self.dir))?;
+        Ok(SegmentInfo {
+            from: self.header.from,
+            to: self.header.to,
+            events,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            bytes,
+            crc32,
+            file: name,
+        })
+    }
+}
+
+/// Read a whole segment, checking its structure, its checksum and that its
+/// events lie in its range in revision order; `visit` sees each event (not
+/// yet covered by the checksum: a caller that acts on them must discard its
+/// work when this fails). Returns the header; `crc` gets the checksum.
+pub fn read_segment(
+    path: &Path,
+    mut visit: impl FnMut(Event) -> Result<(), StoreError>,
+    crc: &mut Option<u32>,
+) -> Result<SegmentHeader, StoreError> {
+    let named = |e: StoreError| {
+        StoreError::Archive(format!(
+            "segment {}{}: {e}",
+            path.display(),
+            path.file_name()
+                .and_then(|n| parse_segment_name(&n.to_string_lossy()))
+                .map(|(f, t)| format!(" (revisions {} to {t})", f + 1))
+                .unwrap_or_default()
+        ))
+    };
+    let file = File::open(path).map_err(io("opening", path))?;
+    let dec = lz4::Decoder::new(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| named(StoreError::Snapshot(format!("not an LZ4 frame: {e}"))))?;
+    let mut r: SnapshotReader<_, SegmentHeader> = SnapshotReader::open(dec).map_err(named)?;
+    let header = r.header().clone();
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    let mut last = header.from;
+    while r.next_record(&mut k, &mut v).map_err(named)? {
+        let event = codec::decode_event(&v).map_err(|e| {
+            named(StoreError::Snapshot(format!(
+                "an event does not decode: {e}"
+            )))
+        })?;
+        if codec::parse_event_key(&k) != Some((event.revision, event.op_index))
+            || event.revision <= header.from
+            || event.revision > header.to
+            || event.revision < last
+        {
+            return Err(named(StoreError::Snapshot(format!(
+                "event of revision {} out of place (segment ({}, {}], after {last})",
+                event.revision, header.from, header.to
+            ))));
+        }
+        last = event.revision;
+        visit(event)?;
+    }
+    *crc = r.checksum();
+    // The records verified; the LZ4 frame must also end, and the file with it.
+    let (mut rest, ended) = r.into_input().finish();
+    ended.map_err(|e| {
+        named(StoreError::Snapshot(format!(
+            "truncated: the LZ4 frame does not end: {e}"
+        )))
+    })?;
+    let mut extra = [0u8; 1];
+    match std::io::Read::read(&mut rest, &mut extra) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(named(StoreError::Snapshot(
+                "padded: bytes follow the LZ4 frame".into(),
+            )));
+        }
+        Err(e) => {
+            return Err(named(StoreError::Snapshot(format!(
+                "reading past the frame: {e}"
+            ))));
+        }
+    }
+    Ok(header)
+}
+
+/// Flush `w` to disk.
+pub(crate) fn sync_file(path: &Path, text: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(io("creating", path))?;
+    f.write_all(text).map_err(io("writing", path))?;
+    f.sync_all().map_err(io("syncing", path))
+}
