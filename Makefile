@@ -9,9 +9,10 @@ export KEEL_PYTHON ?= $(PYVENV)/bin/python3
 # libclang-dev: RocksDB bindings; protobuf-compiler: the protos of the etcd
 # client, which only the `keel-bench` crate links (the `keel` binary does not;
 # `make build` and `make test` build the whole workspace, bench included);
-# etcd-server: the baseline of `keel bench`; fuse3: fusermount3 for the
+# etcd-server: the baseline of `keel bench`; etcd-client: etcdctl, whose
+# `snapshot save`/`restore` `keel bench replay` times beside Keel's; fuse3: fusermount3 for the
 # power-cut filesystem of the durability tests.
-DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server curl fuse3
+DEB_PACKAGES := libclang-dev g++ pkg-config protobuf-compiler etcd-server etcd-client curl fuse3
 
 .PHONY: deps build test run lint fmt bench bench-store
 

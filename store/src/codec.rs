@@ -124,6 +124,24 @@ pub fn decode_event(bytes: &[u8]) -> Result<crate::Event, String> {
     Ok(event)
 }
 
+/// The first fields of a stored event: which key a change touched, how and
+/// where, without the values (what a pass over the archive that only needs
+/// each key's last change decodes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct EventHead {
+    pub revision: u64,
+    pub op_index: u32,
+    pub kind: crate::EventKind,
+    pub key: String,
+}
+
+/// Decode the head of what [`encode_event`] wrote: the format-1 record
+/// starts with these fields, in this order (bincode writes a struct's
+/// fields one after another, with no names). Bounded like [`decode`].
+pub fn decode_event_head(bytes: &[u8]) -> Result<EventHead, String> {
+    decode_prefix(bytes)
+}
+
 /// Length of an event key: revision (8 bytes) and operation index (4 bytes).
 pub const EVENT_KEY_LEN: usize = 12;
 
@@ -194,6 +212,39 @@ pub mod store_meta {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_event_head_is_the_first_fields_of_the_event() {
+        let kv = |v: &[u8]| crate::KeyValue {
+            key: "/registry/core/pods/ns/p".into(),
+            value: v.to_vec(),
+            create_revision: 3,
+            mod_revision: 70_000,
+            version: 9,
+            uid: Some("u".into()),
+        };
+        let event = crate::Event {
+            revision: 70_000,
+            op_index: 300,
+            kind: crate::EventKind::Modified,
+            key: "/registry/core/pods/ns/p".into(),
+            value: Some(kv(b"new")),
+            prev: Some(kv(b"old")),
+            at_ms: 1_700_000_000_000,
+            actor: None,
+        };
+        let head = decode_event_head(&encode_event(&event)).unwrap();
+        assert_eq!(
+            head,
+            EventHead {
+                revision: 70_000,
+                op_index: 300,
+                kind: crate::EventKind::Modified,
+                key: "/registry/core/pods/ns/p".into(),
+            }
+        );
+        assert!(decode_event_head(&encode_event(&event)[..6]).is_err());
+    }
 
     proptest! {
         #[test]

@@ -25,12 +25,17 @@
 
 pub(crate) mod archiver;
 pub mod backfill;
+mod prefetch;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use segment::{SegmentHeader, SegmentInfo, read_segment, segment_name};
+pub use segment::{
+    Archived, SegmentHeader, SegmentInfo, read_segment, read_segment_as, segment_name,
+};
+
+pub use crate::codec::EventHead;
 
 use crate::Event;
 use crate::error::StoreError;
@@ -266,7 +271,18 @@ pub fn read_range(
     dir: &Path,
     after: u64,
     through: u64,
-    mut visit: impl FnMut(Event) -> Result<(), StoreError>,
+    visit: impl FnMut(Event) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    read_range_as(dir, after, through, visit)
+}
+
+/// [`read_range`], decoding each event as `T` (an [`EventHead`] skips the
+/// values).
+pub fn read_range_as<T: Archived>(
+    dir: &Path,
+    after: u64,
+    through: u64,
+    mut visit: impl FnMut(T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let entries = open(dir)?;
     let mut at = after;
@@ -297,10 +313,11 @@ pub fn read_range(
             Entry::Segment(s) => {
                 let path = dir.join(&s.file);
                 let mut crc = None;
-                let header = read_segment(
+                let header = read_segment_as(
                     &path,
-                    |ev| {
-                        if ev.revision > at && ev.revision <= through {
+                    |ev: T| {
+                        let revision = ev.position().0;
+                        if revision > at && revision <= through {
                             visit(ev)?;
                         }
                         Ok(())

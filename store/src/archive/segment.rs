@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::prefetch::Prefetch;
+use crate::codec::EventHead;
 use crate::error::StoreError;
 use crate::snapshot::format::{FileHeader, SnapshotReader, SnapshotWriter};
 use crate::{Event, NodeId, codec};
@@ -157,13 +159,48 @@ impl SegmentWriter {
     }
 }
 
+/// What reading a segment yields for each event: the whole [`Event`], or
+/// only its [`EventHead`] (no values decoded).
+pub trait Archived: Sized {
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+    /// Its revision and operation index.
+    fn position(&self) -> (u64, u32);
+}
+
+impl Archived for Event {
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        codec::decode_event(bytes)
+    }
+    fn position(&self) -> (u64, u32) {
+        (self.revision, self.op_index)
+    }
+}
+
+impl Archived for EventHead {
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        codec::decode_event_head(bytes)
+    }
+    fn position(&self) -> (u64, u32) {
+        (self.revision, self.op_index)
+    }
+}
+
 /// Read a whole segment, checking its structure, its checksum and that its
 /// events lie in its range in revision order; `visit` sees each event (not
 /// yet covered by the checksum: a caller that acts on them must discard its
 /// work when this fails). Returns the header; `crc` gets the checksum.
 pub fn read_segment(
     path: &Path,
-    mut visit: impl FnMut(Event) -> Result<(), StoreError>,
+    visit: impl FnMut(Event) -> Result<(), StoreError>,
+    crc: &mut Option<u32>,
+) -> Result<SegmentHeader, StoreError> {
+    read_segment_as(path, visit, crc)
+}
+
+/// [`read_segment`], decoding each event as `T`.
+pub fn read_segment_as<T: Archived>(
+    path: &Path,
+    mut visit: impl FnMut(T) -> Result<(), StoreError>,
     crc: &mut Option<u32>,
 ) -> Result<SegmentHeader, StoreError> {
     let named = |e: StoreError| {
@@ -179,51 +216,48 @@ pub fn read_segment(
     let file = File::open(path).map_err(io("opening", path))?;
     let dec = lz4::Decoder::new(BufReader::with_capacity(1 << 20, file))
         .map_err(|e| named(StoreError::Snapshot(format!("not an LZ4 frame: {e}"))))?;
-    let mut r: SnapshotReader<_, SegmentHeader> = SnapshotReader::open(dec).map_err(named)?;
+    // Decompression runs a few chunks ahead on a thread of its own; its
+    // last act checks that the LZ4 frame ends, and the file with it.
+    let input = Prefetch::spawn("keel-segment-read", dec, |dec| {
+        let (mut rest, ended) = dec.finish();
+        ended.map_err(|e| format!("truncated: the LZ4 frame does not end: {e}"))?;
+        let mut extra = [0u8; 1];
+        match std::io::Read::read(&mut rest, &mut extra) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("padded: bytes follow the LZ4 frame".into()),
+            Err(e) => Err(format!("reading past the frame: {e}")),
+        }
+    })
+    .map_err(io("starting a reader thread for", path))?;
+    let mut r: SnapshotReader<_, SegmentHeader> = SnapshotReader::open(input).map_err(named)?;
     let header = r.header().clone();
     let (mut k, mut v) = (Vec::new(), Vec::new());
     let mut last = header.from;
     while r.next_record(&mut k, &mut v).map_err(named)? {
-        let event = codec::decode_event(&v).map_err(|e| {
+        let event = T::decode(&v).map_err(|e| {
             named(StoreError::Snapshot(format!(
                 "an event does not decode: {e}"
             )))
         })?;
-        if codec::parse_event_key(&k) != Some((event.revision, event.op_index))
-            || event.revision <= header.from
-            || event.revision > header.to
-            || event.revision < last
+        let (revision, op_index) = event.position();
+        if codec::parse_event_key(&k) != Some((revision, op_index))
+            || revision <= header.from
+            || revision > header.to
+            || revision < last
         {
             return Err(named(StoreError::Snapshot(format!(
-                "event of revision {} out of place (segment ({}, {}], after {last})",
-                event.revision, header.from, header.to
+                "event of revision {revision} out of place (segment ({}, {}], after {last})",
+                header.from, header.to
             ))));
         }
-        last = event.revision;
+        last = revision;
         visit(event)?;
     }
     *crc = r.checksum();
-    // The records verified; the LZ4 frame must also end, and the file with it.
-    let (mut rest, ended) = r.into_input().finish();
-    ended.map_err(|e| {
-        named(StoreError::Snapshot(format!(
-            "truncated: the LZ4 frame does not end: {e}"
-        )))
-    })?;
-    let mut extra = [0u8; 1];
-    match std::io::Read::read(&mut rest, &mut extra) {
-        Ok(0) => {}
-        Ok(_) => {
-            return Err(named(StoreError::Snapshot(
-                "padded: bytes follow the LZ4 frame".into(),
-            )));
-        }
-        Err(e) => {
-            return Err(named(StoreError::Snapshot(format!(
-                "reading past the frame: {e}"
-            ))));
-        }
-    }
+    // The records verified; nothing may follow them, in the frame or after it.
+    r.into_input()
+        .finish()
+        .map_err(|e| named(StoreError::Snapshot(e)))?;
     Ok(header)
 }
 

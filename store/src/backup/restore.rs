@@ -16,7 +16,7 @@
 //! each of a three-member cluster's members can be restored on its own
 //! machine.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, SnapshotMeta, St
 use rocksdb::WriteBatch;
 
 use super::BackupHeader;
-use crate::codec::{self, raft_meta, store_meta};
+use crate::codec::{self, EventHead, raft_meta, store_meta};
 use crate::db::{CF_OBJECTS, CF_RAFT_META, CF_STORE_META, Db};
 use crate::error::StoreError;
 use crate::snapshot::INSTALL_BATCH_BYTES;
@@ -84,7 +84,8 @@ fn fail(what: String) -> StoreError {
 
 /// Build `plan.data_dir` from the backup read from `input`. Every record is
 /// checked before the state is written, and nothing is left behind on
-/// failure. `progress` is called with the objects copied so far.
+/// failure. `progress` is called with the records read so far: the backup's
+/// objects, then the archived events of each of the replay's two passes.
 pub fn restore(
     input: impl Read,
     plan: &RestorePlan,
@@ -217,7 +218,33 @@ fn build(
                 backup.revision
             )));
         }
+        // The restored state needs only each key's last change up to the
+        // target: a first pass reads event heads (no values are decoded) to
+        // find it, and the second writes only those changes, so a key
+        // updated a thousand times since the backup is written once.
+        let mut last: HashMap<String, (u64, u32)> = HashMap::new();
+        let mut read = 0u64;
+        crate::archive::read_range_as(
+            &replay.archive,
+            backup.revision,
+            target,
+            |head: EventHead| {
+                last.insert(head.key, (head.revision, head.op_index));
+                read += 1;
+                if read.is_multiple_of(10_000) {
+                    progress(objects + read);
+                }
+                Ok(())
+            },
+        )?;
         crate::archive::read_range(&replay.archive, backup.revision, target, |event| {
+            replayed += 1;
+            if replayed.is_multiple_of(10_000) {
+                progress(objects + read + replayed);
+            }
+            if last.get(&event.key) != Some(&(event.revision, event.op_index)) {
+                return Ok(());
+            }
             match (&event.kind, &event.value) {
                 (EventKind::Deleted, _) => batch.delete_cf(objects_cf, event.key.as_bytes()),
                 (_, Some(kv)) => batch.put_cf(objects_cf, event.key.as_bytes(), codec::encode(kv)),
@@ -228,14 +255,10 @@ fn build(
                     )));
                 }
             }
-            replayed += 1;
             if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
                 db.db
                     .write_opt(std::mem::take(&mut batch), &bulk)
                     .map_err(io_step("replaying archived events"))?;
-            }
-            if replayed.is_multiple_of(10_000) {
-                progress(objects + replayed);
             }
             Ok(())
         })?;
