@@ -58,7 +58,11 @@ fn objects(s: &KeelServer, kind: &str) -> BTreeMap<String, (String, String, serd
             .unwrap(),
         "kubectl get",
     );
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    by_name(&serde_json::from_str(&out).unwrap())
+}
+
+/// name → (resourceVersion, uid, data) of a list's items.
+fn by_name(list: &serde_json::Value) -> BTreeMap<String, (String, String, serde_json::Value)> {
     list["items"]
         .as_array()
         .unwrap()
@@ -412,19 +416,9 @@ fn three_members_restored_one_by_one_from_one_backup_form_a_cluster() {
                 (code == 200).then_some(list)
             },
         );
-        let rvs: BTreeMap<String, String> = got["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                (
-                    o["metadata"]["name"].as_str().unwrap().to_string(),
-                    o["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                )
-            })
+        let rvs: BTreeMap<String, String> = by_name(&got)
+            .into_iter()
+            .map(|(name, (rv, _, _))| (name, rv))
             .collect();
         let want: BTreeMap<String, String> =
             maps.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
