@@ -8,7 +8,7 @@
 //! caller stops early (drops the reader) the thread's next send fails and
 //! it ends.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// Bytes per chunk: large enough that a channel hand-off per chunk costs
@@ -101,17 +101,16 @@ impl Prefetch {
     }
 }
 
-impl Read for Prefetch {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl Prefetch {
+    /// Make the current chunk hold unread bytes if the thread has more;
+    /// `false` once the inner reader has ended.
+    fn refill(&mut self) -> io::Result<bool> {
         loop {
             if self.pos < self.len {
-                let n = out.len().min(self.len - self.pos);
-                out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-                self.pos += n;
-                return Ok(n);
+                return Ok(true);
             }
             if self.end.is_some() {
-                return Ok(0);
+                return Ok(false);
             }
             if self.failed {
                 return Err(io::Error::other("an earlier read failed"));
@@ -136,6 +135,29 @@ impl Read for Prefetch {
                 }
             }
         }
+    }
+}
+
+/// The current chunk is the buffer: a caller that finds a whole record in
+/// it decodes the record where it lies, without a copy.
+impl BufRead for Prefetch {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.refill()?;
+        Ok(&self.cur[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+}
+
+impl Read for Prefetch {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let have = self.fill_buf()?;
+        let n = out.len().min(have.len());
+        out[..n].copy_from_slice(&have[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -195,6 +217,32 @@ mod tests {
             take = take % 4_000 + 13;
         }
         assert_eq!(got.len(), want.len());
+        assert!(got == want);
+        assert_eq!(r.finish(), Ok(()));
+    }
+
+    #[test]
+    fn its_buffer_is_each_chunk_in_turn() {
+        let want = data(2 * CHUNK + 999);
+        let inner = Trickle {
+            data: want.clone(),
+            at: 0,
+            fail_at_end: false,
+        };
+        let mut r = Prefetch::spawn("t", inner, |_| Ok(())).unwrap();
+        let mut got = Vec::new();
+        let mut take = 5;
+        loop {
+            let have = r.fill_buf().unwrap();
+            if have.is_empty() {
+                break;
+            }
+            assert!(have.len() <= CHUNK);
+            let n = take.min(have.len());
+            got.extend_from_slice(&have[..n]);
+            r.consume(n);
+            take = take * 3 % 300_007 + 1;
+        }
         assert!(got == want);
         assert_eq!(r.finish(), Ok(()));
     }

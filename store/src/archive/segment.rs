@@ -236,24 +236,30 @@ pub fn read_segment_as<T: Archived>(
     let header = r.header().clone();
     let (mut k, mut v) = (Vec::new(), Vec::new());
     let mut last = header.from;
-    while r.next_record(&mut k, &mut v).map_err(named)? {
-        let event = T::decode(&v).map_err(|e| {
-            named(StoreError::Snapshot(format!(
-                "an event does not decode: {e}"
-            )))
-        })?;
+    // Most records lie whole in the reader's current chunk and decode
+    // where they lie; the rest are copied out first.
+    let place = |k: &[u8], v: &[u8], last: u64| -> Result<T, StoreError> {
+        let event = T::decode(v)
+            .map_err(|e| StoreError::Snapshot(format!("an event does not decode: {e}")))?;
         let (revision, op_index) = event.position();
-        if codec::parse_event_key(&k) != Some((revision, op_index))
+        if codec::parse_event_key(k) != Some((revision, op_index))
             || revision <= header.from
             || revision > header.to
             || revision < last
         {
-            return Err(named(StoreError::Snapshot(format!(
+            return Err(StoreError::Snapshot(format!(
                 "event of revision {revision} out of place (segment ({}, {}], after {last})",
                 header.from, header.to
-            ))));
+            )));
         }
-        last = revision;
+        Ok(event)
+    };
+    while let Some(event) = r
+        .next_record_with(&mut k, &mut v, |k, v| place(k, v, last))
+        .map_err(named)?
+    {
+        let event = event.map_err(named)?;
+        last = event.position().0;
         visit(event)?;
     }
     *crc = r.checksum();
