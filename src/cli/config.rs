@@ -34,6 +34,12 @@ pub struct ServerArgs {
     /// Without it (and without --join) the member bootstraps a cluster of itself.
     #[arg(long)]
     pub initial_members: Option<String>,
+    /// Mixed into the id of the cluster this member bootstraps (with the
+    /// initial members), as etcd's --initial-cluster-token: give each
+    /// cluster of the same addresses its own. Every member of one cluster
+    /// must be given the same token.
+    #[arg(long, default_value = keel_store::member::DEFAULT_CLUSTER_TOKEN)]
+    pub initial_cluster_token: String,
     /// Address of the Kubernetes API (HTTPS); its kubeconfig is written to <data-dir>/kubeconfig.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub api_addr: SocketAddr,

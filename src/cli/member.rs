@@ -89,6 +89,14 @@ pub async fn run(peer: PeerClient, action: MemberAction) -> Result<()> {
             let s = client.status(pb::StatusRequest {}).await?.into_inner();
             println!("member:    {} ({})", s.id, s.state);
             println!(
+                "cluster:   {}",
+                if s.cluster_id.is_empty() {
+                    "unknown (no id yet)"
+                } else {
+                    &s.cluster_id
+                }
+            );
+            println!(
                 "leader:    {}",
                 if s.leader == 0 {
                     "none".to_string()

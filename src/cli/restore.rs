@@ -38,6 +38,13 @@ pub struct RestoreArgs {
     /// backup, so no resourceVersion is ever handed out twice.
     #[arg(long, default_value_t = DEFAULT_BUMP)]
     pub bump_revision: u64,
+    /// Mixed into the new cluster's id: the id is derived from the backup,
+    /// the restore point, --bump-revision, the members and this token, so
+    /// that every member restored with the same plan gets the same id and
+    /// old members are refused. Give two restores of the same backup to the
+    /// same point different tokens to keep their members apart.
+    #[arg(long, default_value = keel_store::member::DEFAULT_CLUSTER_TOKEN)]
+    pub cluster_token: String,
     /// The old cluster's encryption configuration (its
     /// `<data-dir>/pki/encryption-config.yaml`), copied into the new data
     /// directory: without it the restored cluster cannot read the Secrets
@@ -93,6 +100,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         data_dir: args.data_dir.clone(),
         members: members.clone(),
         bump: args.bump_revision,
+        cluster_token: args.cluster_token.clone(),
         replay: replay(&args)?,
     };
     // The backup does not say how many objects it holds before its trailer:
@@ -148,6 +156,10 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         .map(|(id, addr)| format!("{id}={addr}"))
         .collect();
     println!("members: {}", ids.join(","));
+    println!(
+        "cluster id: {} (a new cluster: members of the old one are refused)",
+        restored.cluster_id
+    );
     if members.len() == 1 {
         let (id, addr) = members.iter().next().expect("one member");
         println!(

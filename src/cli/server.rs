@@ -28,6 +28,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         bail!("--max-watches must be positive");
     }
     config.snapshot_every = args.snapshot_every;
+    config.cluster_token = args.initial_cluster_token.clone();
     if let Some(dir) = &args.archive_dir {
         let mut archive = keel_store::archive::ArchiveConfig::new(dir);
         archive.max_delay = Duration::from_secs(args.archive_max_delay_s);

@@ -206,6 +206,10 @@ pub mod store_meta {
     /// dropped by compaction or never had (a snapshot install); the event
     /// archive records a gap when this passes its position (absent: 0).
     pub const EVENTS_DELETED: &[u8] = b"events_deleted";
+    /// The cluster's identity (16 bytes, see `crate::cluster_id`); absent in
+    /// a directory from before ids, or of a member that has not yet been
+    /// called by the cluster it joins.
+    pub const CLUSTER_ID: &[u8] = b"cluster_id";
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ pub enum StoreError {
     /// Contacting another member failed.
     #[error("request to member {target} failed: {detail}")]
     Transport { target: u64, detail: String },
+    /// A call came from a member of another cluster (see `crate::cluster_id`).
+    #[error("wrong cluster: {0}")]
+    WrongCluster(String),
     /// A membership change was refused.
     #[error("membership change failed: {0}")]
     Membership(String),

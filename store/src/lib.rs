@@ -75,6 +75,7 @@
 mod apply;
 pub mod archive;
 pub mod backup;
+pub mod cluster_id;
 pub mod codec;
 pub mod command;
 pub mod data_dir;
@@ -95,6 +96,7 @@ pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster_id::ClusterId;
 pub use command::{
     Action, Actor, Command, CommandBody, CommandOutcome, Limits, Op, Precondition, Txn,
 };

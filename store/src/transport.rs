@@ -134,4 +134,8 @@ pub trait Transport: Send + Sync + 'static {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, TransportError>;
+
+    /// The cluster id to send with every call from now on (a transport
+    /// that cannot carry one ignores it).
+    fn set_cluster_id(&self, _id: crate::ClusterId) {}
 }

@@ -1,7 +1,9 @@
 //! Members over the real gRPC transport (mutual TLS) on loopback: forwarding, read index,
 //! the admin service (status, add a member that catches up from a chunked
 //! snapshot, remove), a corrupted payload refused by its checksum, and a
-//! follower catching up on entries that together exceed the message limit.
+//! follower catching up on entries that together exceed the message limit,
+//! and cluster ids: a member that joins takes its cluster's, and a member of
+//! another cluster is refused before Raft sees its call.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -312,4 +314,91 @@ async fn a_follower_catches_up_on_entries_larger_than_one_message() {
     member.shutdown().await;
     let _ = stop.send(());
     let _ = server.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_cluster_is_refused() {
+    use keel_store::{ClusterId, PeerRequest, PeerResponse, Transport, TransportError};
+    use openraft::Vote;
+    use openraft::raft::VoteRequest;
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    // Cluster A: member 1 bootstraps members 1 and 2; member 2 starts empty
+    // and takes A's id from the first call it gets.
+    let a = vec![
+        node(1, dir.path(), |_| {}).await,
+        node(2, dir.path(), |_| {}).await,
+    ];
+    assert_eq!(a[1].member.cluster_id(), None);
+    bootstrap(&a).await;
+    let a_id = a[0]
+        .member
+        .cluster_id()
+        .expect("the bootstrapping member's id");
+    let members: BTreeMap<u64, String> =
+        a.iter().map(|n| (n.member.id(), n.addr.clone())).collect();
+    assert_eq!(a_id, ClusterId::new_cluster("keel-cluster", &members));
+    assert_eq!(a[1].member.cluster_id(), Some(a_id));
+    // Cluster B: one member with another token.
+    let b = node(3, dir.path(), |c| c.cluster_token = "other".into()).await;
+    b.member.bootstrap_single().await.unwrap();
+    wait_for("B's member leads", LONG, || async {
+        b.member.is_leader().then_some(())
+    })
+    .await;
+    let b_id = b.member.cluster_id().unwrap();
+    assert_ne!(a_id, b_id);
+    let status = admin(&b.addr)
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.cluster_id, b_id.to_string());
+    assert!(
+        b.member
+            .render_metrics()
+            .contains(&format!("keel_cluster_info{{cluster_id=\"{b_id}\"}} 1"))
+    );
+
+    // A member of A calls B: refused, naming both clusters, and B's Raft
+    // never sees the vote (its term stays).
+    let term = b.member.status().term;
+    let from_a = GrpcTransport::new(member_tls(1).as_member());
+    from_a.set_cluster_id(a_id);
+    let vote = || PeerRequest::Vote(VoteRequest::new(Vote::new(term + 50, 1), None));
+    let err = from_a.call(3, &b.addr, vote(), LONG).await.unwrap_err();
+    let TransportError::Network(msg) = &err else {
+        panic!("expected a refusal, got {err:?}");
+    };
+    assert!(
+        msg.contains("FailedPrecondition")
+            && msg.contains(&a_id.to_string())
+            && msg.contains(&b_id.to_string()),
+        "{msg}"
+    );
+    assert_eq!(b.member.status().term, term);
+    assert!(b.member.is_leader());
+    assert!(
+        b.member
+            .render_metrics()
+            .contains("keel_peer_calls_refused_total{reason=\"wrong_cluster\"} 1")
+    );
+    // The same call as a member of B is answered.
+    let from_b = GrpcTransport::new(member_tls(1).as_member());
+    from_b.set_cluster_id(b_id);
+    let answer = from_b
+        .call(3, &b.addr, PeerRequest::Position, LONG)
+        .await
+        .unwrap();
+    assert!(matches!(answer, PeerResponse::Position(_)), "{answer:?}");
+    // A's members still agree on A's leader and take writes.
+    a[0].member
+        .txn(vec![Op::create("/g/after", b"1".to_vec())])
+        .await
+        .unwrap();
+    for n in a.into_iter().chain([b]) {
+        let _ = n.stop.send(());
+        n.server.await.unwrap();
+    }
 }

@@ -7,7 +7,7 @@
 //! configuration, answers a watch from an old resourceVersion with 410, and
 //! takes writes above the bumped revision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -355,6 +355,28 @@ fn three_members_restored_one_by_one_from_one_backup_form_a_cluster() {
     save(&old, &file);
     let maps = objects(&old, "configmaps");
     let revision = status_json(&file)["header"]["revision"].as_u64().unwrap();
+    let cluster_of = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster:"))
+            .map(|id| id.trim().to_string())
+            .unwrap_or_else(|| panic!("no cluster line in {status}"))
+    };
+    let old_status = ok(
+        keel(&[
+            &"member",
+            &"--addr",
+            &old.peer_addr(),
+            &"--data-dir",
+            &old.data(),
+            &"status",
+        ])
+        .output()
+        .unwrap(),
+        "keel member status (old cluster)",
+    );
+    let old_id = cluster_of(&old_status);
+    assert_eq!(old_id.len(), 32, "{old_status}");
     drop(old);
 
     let mut members: Vec<Member> = (1..=3)
@@ -371,8 +393,10 @@ fn three_members_restored_one_by_one_from_one_backup_form_a_cluster() {
         .map(|m| format!("{}=127.0.0.1:{}", m.id, m.peer))
         .collect::<Vec<_>>()
         .join(",");
+    // Restored one by one, the members get one new cluster id.
+    let mut ids = BTreeSet::new();
     for m in &members {
-        ok(
+        let said = ok(
             keel(&[
                 &"restore",
                 &file,
@@ -385,7 +409,16 @@ fn three_members_restored_one_by_one_from_one_backup_form_a_cluster() {
             .unwrap(),
             "keel restore",
         );
+        let id = said
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster id: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no cluster id in {said}"));
+        ids.insert(id.to_string());
     }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let new_id = ids.into_iter().next().unwrap();
+    assert_ne!(new_id, old_id);
     // One new CA for all, shared as `keel up` shares it.
     let ca = work.path().join("ca");
     for m in members.iter_mut() {
@@ -424,6 +457,20 @@ fn three_members_restored_one_by_one_from_one_backup_form_a_cluster() {
             maps.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         assert_eq!(rvs, want, "member {}", m.id);
     }
+    let new_status = ok(
+        keel(&[
+            &"member",
+            &"--addr",
+            &format!("127.0.0.1:{}", members[2].peer),
+            &"--data-dir",
+            &members[0].dir,
+            &"status",
+        ])
+        .output()
+        .unwrap(),
+        "keel member status (restored cluster)",
+    );
+    assert_eq!(cluster_of(&new_status), new_id, "{new_status}");
     // A write through member 2 commits and reaches member 3.
     let json = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"three","namespace":"team"},"data":{"v":"x"}}"#;
     let created = wait_until("a write through member 2", Duration::from_secs(60), || {

@@ -24,6 +24,7 @@ use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, SnapshotMeta, St
 use rocksdb::WriteBatch;
 
 use super::BackupHeader;
+use crate::ClusterId;
 use crate::codec::{self, EventHead, raft_meta, store_meta};
 use crate::db::{CF_OBJECTS, CF_RAFT_META, CF_STORE_META, Db};
 use crate::error::StoreError;
@@ -42,6 +43,9 @@ pub struct RestorePlan {
     pub members: BTreeMap<NodeId, String>,
     /// How far the new cluster's revisions jump above the restored state's.
     pub bump: u64,
+    /// Mixed into the new cluster's id (see [`crate::cluster_id`]), so that
+    /// two restores of the same backup to the same point can differ.
+    pub cluster_token: String,
     /// Replay archived events after the backup up to a point in time.
     pub replay: Option<Replay>,
 }
@@ -76,6 +80,8 @@ pub struct Restored {
     pub revision: u64,
     /// Objects per key prefix of three segments (`/registry/core/secrets`).
     pub by_prefix: BTreeMap<String, u64>,
+    /// The new cluster's identity, the same for every member of the plan.
+    pub cluster_id: ClusterId,
 }
 
 fn fail(what: String) -> StoreError {
@@ -195,6 +201,13 @@ fn build(
         .map_err(io_step("writing restored objects"))?;
     let mut objects = reader.records();
     progress(objects);
+    // The backup's checksum and header identify it (the new cluster's id).
+    let backup_identity = codec::encode(&(
+        reader.checksum(),
+        backup.revision,
+        backup.taken_by,
+        backup.taken_at_ms,
+    ));
     // Then the archived events after the backup, up to the restore point.
     let mut state_revision = backup.revision;
     let mut replayed = 0u64;
@@ -294,6 +307,13 @@ fn build(
         },
         revision_offset: revision - log_id.index,
     };
+    let cluster_id = ClusterId::restored(
+        &backup_identity,
+        state_revision,
+        plan.bump,
+        &plan.cluster_token,
+        &plan.members,
+    );
     db.flush()?;
     // The state as a member that installed a snapshot of it at `log_id`:
     // everything before `revision` is compacted and no event is here.
@@ -308,6 +328,7 @@ fn build(
     batch.put_cf(meta, store_meta::COMPACTED, codec::encode(&revision));
     batch.put_cf(meta, store_meta::EVENT_COUNT, codec::encode(&0u64));
     batch.put_cf(meta, store_meta::EVENTS_DELETED, codec::encode(&revision));
+    batch.put_cf(meta, store_meta::CLUSTER_ID, cluster_id.to_bytes());
     batch.put_cf(
         db.cf(CF_RAFT_META),
         raft_meta::LAST_PURGED,
@@ -359,5 +380,6 @@ fn build(
         replayed,
         revision,
         by_prefix,
+        cluster_id,
     })
 }

@@ -103,6 +103,7 @@ fn a_backup_is_summarised_and_restored_byte_for_byte_at_the_bumped_revision() {
         data_dir: dir.clone(),
         members: members(&[1]),
         bump: 1000,
+        cluster_token: "keel-cluster".into(),
         replay: None,
     };
     let mut seen = Vec::new();
@@ -147,6 +148,7 @@ fn every_member_of_a_plan_gets_the_same_state() {
             data_dir: target.path().join(format!("m{id}")),
             members: members(&[1, 2, 3]),
             bump: 5,
+            cluster_token: "keel-cluster".into(),
             replay: None,
         };
         assert_eq!(
@@ -170,6 +172,34 @@ fn every_member_of_a_plan_gets_the_same_state() {
     }
     assert!(states.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(states[0].0.len(), 35);
+    // One new cluster id for the plan's members, in their metadata; another
+    // restore point, bump or token makes another cluster.
+    let id_of = |plan: &RestorePlan| {
+        let r = restore(bytes.as_slice(), plan, &mut |_| {}).unwrap();
+        let stored = Db::open(&plan.data_dir)
+            .unwrap()
+            .get(CF_STORE_META, store_meta::CLUSTER_ID)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, r.cluster_id.to_bytes());
+        r.cluster_id
+    };
+    let plan = |name: &str, bump: u64, token: &str| RestorePlan {
+        data_dir: target.path().join(name),
+        members: members(&[1, 2, 3]),
+        bump,
+        cluster_token: token.into(),
+        replay: None,
+    };
+    let id = id_of(&plan("again", 5, "keel-cluster"));
+    assert!(
+        states[0]
+            .1
+            .iter()
+            .any(|(k, v)| k.as_slice() == store_meta::CLUSTER_ID && v.as_slice() == id.to_bytes())
+    );
+    assert_ne!(id_of(&plan("bumped", 6, "keel-cluster")), id);
+    assert_ne!(id_of(&plan("token", 5, "other")), id);
 }
 
 #[test]
@@ -208,6 +238,7 @@ fn damaged_backups_are_refused_and_leave_no_directory_behind() {
             data_dir: dir.clone(),
             members: members(&[1]),
             bump: 0,
+            cluster_token: "keel-cluster".into(),
             replay: None,
         };
         let err = restore(input, &plan, &mut |_| {}).unwrap_err();
@@ -228,6 +259,7 @@ fn restore_refuses_a_directory_that_holds_anything() {
         data_dir: src.path().to_path_buf(),
         members: members(&[1]),
         bump: 0,
+        cluster_token: "keel-cluster".into(),
         replay: None,
     };
     let err = restore(bytes.as_slice(), &plan, &mut |_| {}).unwrap_err();
@@ -239,6 +271,7 @@ fn restore_refuses_a_directory_that_holds_anything() {
         data_dir: empty.path().to_path_buf(),
         members: BTreeMap::new(),
         bump: 0,
+        cluster_token: "keel-cluster".into(),
         replay: None,
     };
     let err = restore(bytes.as_slice(), &plan, &mut |_| {}).unwrap_err();

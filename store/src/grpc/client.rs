@@ -18,6 +18,8 @@ use crate::transport::{PeerRequest, PeerResponse, Transport, TransportError};
 pub struct GrpcTransport {
     tls: ClientTls,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Sent with every call (see [`crate::cluster_id`]), once known.
+    cluster_id: Mutex<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
 }
 
 impl GrpcTransport {
@@ -27,6 +29,7 @@ impl GrpcTransport {
         Arc::new(GrpcTransport {
             tls,
             channels: Mutex::default(),
+            cluster_id: Mutex::default(),
         })
     }
 
@@ -80,6 +83,16 @@ impl Transport for GrpcTransport {
         let ch = self.channel(addr)?;
         let mut request = Request::new(payload(&req));
         request.set_timeout(timeout);
+        if let Some(id) = self
+            .cluster_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            request
+                .metadata_mut()
+                .insert(crate::cluster_id::METADATA_KEY, id);
+        }
         let fut = async {
             match req {
                 PeerRequest::Vote(_) | PeerRequest::Append(_) | PeerRequest::Snapshot(_) => {
@@ -112,6 +125,14 @@ impl Transport for GrpcTransport {
             })?
             .map_err(|s| status_err(target, s))?;
         unpayload(resp.get_ref()).map_err(|s| status_err(target, s))
+    }
+
+    fn set_cluster_id(&self, id: crate::ClusterId) {
+        let value = id
+            .to_string()
+            .parse()
+            .expect("hex digits are a valid metadata value");
+        *self.cluster_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
     }
 }
 

@@ -69,6 +69,11 @@ impl MemberService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         authorize(&req, Role::Member)?;
+        let caller = req
+            .metadata()
+            .get(crate::cluster_id::METADATA_KEY)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        self.member.admit_peer(caller).map_err(|e| to_status(&e))?;
         let peer_req: PeerRequest = unpayload(req.get_ref())?;
         let resp = self.member.handle(peer_req).await;
         Ok(Response::new(payload(&resp)))
@@ -130,7 +135,7 @@ pub fn to_status(e: &StoreError) -> Status {
         | StoreError::InvalidCommand(_)
         | StoreError::InvalidContinue(_) => Code::InvalidArgument,
         StoreError::TooManyWatches { .. } => Code::ResourceExhausted,
-        StoreError::Membership(_) => Code::FailedPrecondition,
+        StoreError::Membership(_) | StoreError::WrongCluster(_) => Code::FailedPrecondition,
         StoreError::Snapshot(_) => Code::DataLoss,
         StoreError::OpenDb { .. }
         | StoreError::DataDir { .. }
@@ -236,6 +241,7 @@ impl pb::admin_server::Admin for MemberService {
             compacted_revision: s.compacted_revision,
             members: members_reply(s.members).members,
             state: s.state,
+            cluster_id: s.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -29,12 +29,15 @@ pub struct MemberStatus {
     pub compacted_revision: u64,
     pub members: Vec<MemberInfo>,
     pub state: String,
+    /// The cluster's identity, once known.
+    pub cluster_id: Option<crate::ClusterId>,
 }
 
 impl Member {
     /// Bootstrap a new cluster with these members (id → address). Harmless on
     /// a member that is already part of a cluster.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), StoreError> {
+        self.ensure_cluster_id(&members)?;
         let nodes: BTreeMap<NodeId, BasicNode> = members
             .into_iter()
             .map(|(id, addr)| (id, BasicNode { addr }))
@@ -134,6 +137,7 @@ impl Member {
             last_log_index: m.last_log_index.unwrap_or(0),
             compacted_revision: self.hub.compacted(),
             members: self.members(),
+            cluster_id: self.cluster_id(),
             state: match m.state {
                 ServerState::Leader => "leader",
                 ServerState::Follower => "follower",

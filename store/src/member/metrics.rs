@@ -22,6 +22,8 @@ pub struct Counters {
     /// confirmation with a quorum (one per round, however many reads wait
     /// on it).
     pub read_index_confirmations: AtomicU64,
+    /// Calls from members of another cluster, refused.
+    pub wrong_cluster: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -109,6 +111,21 @@ impl Member {
                 ("{result=\"error\"}", get(&c.writes_error)),
             ],
         );
+        metric(
+            "keel_peer_calls_refused_total",
+            "counter",
+            "Calls from members of another cluster (another cluster id), refused.",
+            &[("{reason=\"wrong_cluster\"}", get(&c.wrong_cluster))],
+        );
+        if let Some(id) = self.cluster_id() {
+            let labels = format!("{{cluster_id=\"{id}\"}}");
+            metric(
+                "keel_cluster_info",
+                "gauge",
+                "The cluster's identity (1 with its id as a label).",
+                &[(labels.as_str(), 1)],
+            );
+        }
         metric(
             "keel_store_writes_forwarded_total",
             "counter",

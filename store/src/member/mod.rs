@@ -26,11 +26,12 @@ use crate::raft_network::NetworkFactory;
 use crate::state_machine::{AppliedState, StateMachine};
 use crate::transport::Transport;
 use crate::watch::{WatchConfig, WatchHub};
-use crate::{NodeId, Raft};
+use crate::{ClusterId, NodeId, Raft};
 
 mod admin;
 mod batcher;
 mod election;
+mod identity;
 mod metrics;
 mod peer;
 mod propose;
@@ -69,6 +70,10 @@ pub struct MemberConfig {
     /// Archive events before they leave the retention window (see
     /// [`crate::archive`]); `None`: no archive.
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// Mixed into the id of a cluster this member bootstraps (see
+    /// [`crate::cluster_id`]): two clusters of the same members get
+    /// different ids with different tokens.
+    pub cluster_token: String,
 }
 
 impl MemberConfig {
@@ -88,9 +93,13 @@ impl MemberConfig {
             request_timeout: Duration::from_secs(5),
             commit_slots: 4,
             archive: None,
+            cluster_token: DEFAULT_CLUSTER_TOKEN.into(),
         }
     }
 }
+
+/// The cluster token of a member configured without one.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "keel-cluster";
 
 /// A running member.
 pub struct Member {
@@ -116,6 +125,8 @@ pub struct Member {
     me: Weak<Member>,
     /// The event archive's progress (disabled without an archive).
     archive: Arc<crate::archive::archiver::ArchiveProgress>,
+    /// The cluster's identity, once known ([`crate::cluster_id`]).
+    cluster_id: std::sync::Mutex<Option<ClusterId>>,
 }
 
 fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
@@ -169,6 +180,24 @@ impl Member {
             }
             None => None,
         };
+        let cluster_id = match db.get(
+            crate::db::CF_STORE_META,
+            crate::codec::store_meta::CLUSTER_ID,
+        )? {
+            None => None,
+            Some(bytes) => {
+                Some(
+                    ClusterId::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
+                        cf: crate::db::CF_STORE_META,
+                        key: "cluster_id".into(),
+                        detail: format!("the cluster id is {} bytes, not 16", bytes.len()),
+                    })?,
+                )
+            }
+        };
+        if let Some(id) = cluster_id {
+            transport.set_cluster_id(id);
+        }
         let sm = StateMachine::new(db.clone(), hub.clone(), state).with_archive(archive.clone());
         let raft = Raft::new(
             config.id,
@@ -197,6 +226,7 @@ impl Member {
             peer_read_rounds: read_rounds::Rounds::default(),
             me: me.clone(),
             archive: archive.clone(),
+            cluster_id: std::sync::Mutex::new(cluster_id),
         });
         if let Some((config, entries, position)) = archive_start {
             tracing::info!(dir = %config.dir.display(), position, "archiving events");
@@ -217,7 +247,13 @@ impl Member {
             Arc::downgrade(&member),
             member.stop.clone(),
         ));
-        tracing::info!(id = member.config.id, addr = %member.config.addr, revision = applied, "member started");
+        tracing::info!(
+            id = member.config.id,
+            addr = %member.config.addr,
+            revision = applied,
+            cluster_id = %cluster_id.map(|c| c.to_string()).unwrap_or_else(|| "none yet".into()),
+            "member started"
+        );
         Ok(member)
     }
 
