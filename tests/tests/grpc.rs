@@ -95,6 +95,16 @@ async fn admin(addr: &str) -> pb::admin_client::AdminClient<tonic::transport::Ch
     pb::admin_client::AdminClient::new(ch)
 }
 
+/// A member's status through its admin service.
+async fn status(addr: &str) -> pb::StatusReply {
+    admin(addr)
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_over_grpc() {
     init_tracing();
@@ -122,12 +132,7 @@ async fn cluster_over_grpc() {
         .unwrap();
     assert_eq!(kv.unwrap().mod_revision, rev);
     // Status through the admin service of a follower.
-    let status = admin(&follower.addr)
-        .await
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status(&follower.addr).await;
     assert_eq!(status.leader, leader);
     assert_eq!(status.members.len(), 3);
     assert!(status.applied_index >= rev);
@@ -348,12 +353,7 @@ async fn a_member_of_another_cluster_is_refused() {
     .await;
     let b_id = b.member.cluster_id().unwrap();
     assert_ne!(a_id, b_id);
-    let status = admin(&b.addr)
-        .await
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = status(&b.addr).await;
     assert_eq!(status.cluster_id, b_id.to_string());
     assert!(
         b.member

@@ -187,6 +187,14 @@ mod tests {
         }
     }
 
+    fn trickle(data: Vec<u8>, fail_at_end: bool) -> Trickle {
+        Trickle {
+            data,
+            at: 0,
+            fail_at_end,
+        }
+    }
+
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -194,11 +202,7 @@ mod tests {
     #[test]
     fn reads_every_byte_in_order_across_chunks() {
         let want = data(3 * CHUNK + 12_345);
-        let inner = Trickle {
-            data: want.clone(),
-            at: 0,
-            fail_at_end: false,
-        };
+        let inner = trickle(want.clone(), false);
         let mut r = Prefetch::spawn("t", inner, |t| {
             assert_eq!(t.at, t.data.len());
             Ok(())
@@ -224,11 +228,7 @@ mod tests {
     #[test]
     fn its_buffer_is_each_chunk_in_turn() {
         let want = data(2 * CHUNK + 999);
-        let inner = Trickle {
-            data: want.clone(),
-            at: 0,
-            fail_at_end: false,
-        };
+        let inner = trickle(want.clone(), false);
         let mut r = Prefetch::spawn("t", inner, |_| Ok(())).unwrap();
         let mut got = Vec::new();
         let mut take = 5;
@@ -249,11 +249,7 @@ mod tests {
 
     #[test]
     fn finish_reports_unread_bytes_and_the_inner_verdict() {
-        let inner = Trickle {
-            data: data(100),
-            at: 0,
-            fail_at_end: false,
-        };
+        let inner = trickle(data(100), false);
         let mut r = Prefetch::spawn("t", inner, |_| Ok(())).unwrap();
         let mut head = [0u8; 99];
         r.read_exact(&mut head).unwrap();
@@ -262,11 +258,7 @@ mod tests {
             Err("bytes follow the end of the records".to_string())
         );
 
-        let inner = Trickle {
-            data: data(10),
-            at: 0,
-            fail_at_end: false,
-        };
+        let inner = trickle(data(10), false);
         let mut r = Prefetch::spawn("t", inner, |_| Err("frame not ended".into())).unwrap();
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
@@ -276,11 +268,7 @@ mod tests {
 
     #[test]
     fn an_inner_error_reaches_the_caller_after_the_data_before_it() {
-        let inner = Trickle {
-            data: data(5_000),
-            at: 0,
-            fail_at_end: true,
-        };
+        let inner = trickle(data(5_000), true);
         let mut r = Prefetch::spawn("t", inner, |_| Ok(())).unwrap();
         let mut all = vec![0; 5_000];
         r.read_exact(&mut all).unwrap();
