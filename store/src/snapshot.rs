@@ -71,15 +71,10 @@ impl SnapshotBuilder {
             self.db.db.snapshot()
         };
         // Make every applied batch in the view durable before the snapshot
-        // file claims it and lets Raft purge the log. Synced after taking the
+        // file claims it and lets Raft purge the log: applied batches skip
+        // the WAL, so their memtables are flushed. Flushed after taking the
         // view, so entries applied in between are covered too.
-        self.db
-            .db
-            .flush_wal(true)
-            .map_err(|source| StoreError::Io {
-                step: "syncing the WAL before a snapshot",
-                source,
-            })?;
+        self.db.flush()?;
         let meta = |key: &'static [u8]| -> Result<Option<Vec<u8>>, StoreError> {
             snap.get_cf(self.db.cf(CF_STORE_META), key)
                 .map_err(|source| StoreError::Io {

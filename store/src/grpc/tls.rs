@@ -5,7 +5,9 @@
 //! `Kv` and `Admin` need [`ADMIN_GROUP`]. The store reads only PEM and
 //! group names; who issues the certificates is the caller's business.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
@@ -148,8 +150,9 @@ pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<(), Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let (cn, groups) = subject(leaf)
+    let named = known_subject(leaf)
         .map_err(|e| Status::unauthenticated(format!("unreadable client certificate: {e}")))?;
+    let (cn, groups) = &*named;
     if groups.iter().any(|g| g == role.group()) {
         return Ok(());
     }
@@ -163,13 +166,43 @@ pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<(), Status> {
 /// writes; `None` when it has none that parses.
 pub fn caller<T>(req: &Request<T>) -> Option<crate::Actor> {
     let certs = req.peer_certs()?;
-    let (user, groups) = subject(certs.first()?).ok()?;
+    let named = known_subject(certs.first()?).ok()?;
+    let (user, groups) = (*named).clone();
     Some(crate::Actor { user, groups })
+}
+
+/// A certificate's CN and O values.
+type Subject = (String, Vec<String>);
+
+/// Subjects of the certificates seen lately, by their DER. Every call on
+/// the member port names its caller, and parsing the certificate for each
+/// one cost about 2 % of a loaded member's CPU. A cluster's certificates
+/// are few (members, administrators, API servers); the map is emptied
+/// when it reaches [`SUBJECTS_AT_MOST`], so no caller can grow it for good.
+static SUBJECTS: std::sync::LazyLock<RwLock<HashMap<Vec<u8>, Arc<Subject>>>> =
+    std::sync::LazyLock::new(Default::default);
+const SUBJECTS_AT_MOST: usize = 1024;
+
+/// [`subject`], parsed once per certificate (keyed by all of its bytes, so
+/// two certificates never share an entry).
+fn known_subject(der: &[u8]) -> Result<Arc<Subject>, String> {
+    let read = SUBJECTS.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = read.get(der) {
+        return Ok(known.clone());
+    }
+    drop(read);
+    let parsed = Arc::new(subject(der)?);
+    let mut known = SUBJECTS.write().unwrap_or_else(PoisonError::into_inner);
+    if known.len() >= SUBJECTS_AT_MOST {
+        known.clear();
+    }
+    known.insert(der.to_vec(), parsed.clone());
+    Ok(parsed)
 }
 
 /// The CN and O values of a DER certificate's subject: the user and groups
 /// the member port and the API read from a client certificate.
-pub fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
+pub fn subject(der: &[u8]) -> Result<Subject, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     let s = cert.subject();
     let cn = s
@@ -182,4 +215,38 @@ pub fn subject(der: &[u8]) -> Result<(String, Vec<String>), String> {
         .filter_map(|a| a.as_str().ok().map(str::to_string))
         .collect();
     Ok((cn, groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(cn: &str, group: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, group);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_is_parsed_once_and_never_taken_for_another() {
+        let alice = certificate("alice", ADMIN_GROUP);
+        let bob = certificate("bob", MEMBER_GROUP);
+        let first = known_subject(&alice).unwrap();
+        assert_eq!(*first, ("alice".to_string(), vec![ADMIN_GROUP.to_string()]));
+        assert!(
+            Arc::ptr_eq(&first, &known_subject(&alice).unwrap()),
+            "parsed again"
+        );
+        assert_eq!(
+            *known_subject(&bob).unwrap(),
+            ("bob".to_string(), vec![MEMBER_GROUP.to_string()])
+        );
+        assert!(known_subject(b"not a certificate").is_err());
+    }
 }

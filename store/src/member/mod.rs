@@ -296,12 +296,20 @@ impl Member {
         self.raft.metrics().borrow().current_leader == Some(self.config.id)
     }
 
-    /// Stop Raft and background tasks. The database closes when the last
-    /// handle (including open watch streams) is dropped.
+    /// Stop Raft and background tasks, and flush what was applied. The
+    /// database closes when the last handle (including open watch streams)
+    /// is dropped.
     pub async fn shutdown(&self) {
         self.stop.notify_waiters();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(id = self.config.id, error = %e, "raft shutdown");
+        }
+        // Applied entries skip the WAL: flushed here, the data directory of
+        // a member stopped cleanly holds all it applied (what `keel replay`
+        // reads offline), not only what its log would apply again.
+        let db = self.db.clone();
+        if let Err(e) = blocking(move || db.flush()).await {
+            tracing::warn!(id = self.config.id, error = %e, "flushing at shutdown");
         }
     }
 }

@@ -313,3 +313,50 @@ fn a_build_that_read_older_state_never_replaces_an_installed_file() {
     assert!(!built.path.exists());
     assert_eq!(file_meta(&db), log_id(50));
 }
+
+/// Applied batches skip the WAL (`ApplyBatch::write`), and a built snapshot
+/// lets Raft purge the log up to it: everything it claims must be on disk,
+/// none of it only in a memtable, once it is built.
+#[test]
+fn a_built_snapshot_leaves_nothing_it_claims_in_a_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let files = Arc::new(SnapshotFiles::open(db.dir().snapshots()));
+    // Written as an apply writes.
+    let mut batch = WriteBatch::default();
+    let (key, value) = object("a", 10, 7);
+    batch.put_cf(db.cf(CF_OBJECTS), key, value);
+    batch.put_cf(
+        db.cf(CF_STORE_META),
+        store_meta::APPLIED,
+        codec::encode(&log_id(7)),
+    );
+    let in_memory = |db: &Db| -> u64 {
+        let mut n = 0;
+        for cf in [CF_OBJECTS, CF_STORE_META] {
+            for property in [
+                "rocksdb.num-entries-active-mem-table",
+                "rocksdb.num-entries-imm-mem-tables",
+            ] {
+                n += db
+                    .db
+                    .property_int_value_cf(db.cf(cf), property)
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        n
+    };
+    let before = in_memory(&db);
+    let mut unsynced = rocksdb::WriteOptions::default();
+    unsynced.disable_wal(true);
+    db.db.write_opt(batch, &unsynced).unwrap();
+    assert_eq!(in_memory(&db), before + 2);
+    let built = SnapshotBuilder::new(db.clone(), files).build().unwrap();
+    assert_eq!(built.header.meta.last_log_id, log_id(7));
+    assert_eq!(
+        in_memory(&db),
+        0,
+        "the snapshot claims state that is only in memory"
+    );
+}
