@@ -16,21 +16,17 @@ fn store() -> &'static Arc<Db> {
         let db = Db::open(dir.path()).expect("open db");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            use openraft::storage::RaftStateMachine;
             let hub = WatchHub::new(db.clone(), WatchConfig::default(), 0, 0);
             let mut sm = StateMachine::new(db.clone(), hub, AppliedState::load(&db).unwrap());
             for (i, key) in ["/f/a", "/f/b", "/f/c"].iter().enumerate() {
-                let entry = openraft::Entry {
-                    log_id: openraft::LogId::new(
-                        openraft::CommittedLeaderId::new(1, 1),
-                        i as u64 + 1,
-                    ),
-                    payload: openraft::EntryPayload::Normal(Command::txn(vec![Op::create(
+                let entry = keel_store::Entry {
+                    log_id: keel_store::log_id(1, 1, i as u64 + 1),
+                    payload: keel_store::EntryPayload::Normal(Command::txn(vec![Op::create(
                         *key,
                         b"v".to_vec(),
                     )])),
                 };
-                sm.apply([entry]).await.expect("apply");
+                sm.apply_entries([entry]).await.expect("apply");
             }
         });
         (dir, db)

@@ -61,7 +61,7 @@ pub struct ServerArgs {
     pub retain_events: u64,
     /// Milliseconds between the leader's heartbeats; also how long each
     /// Raft call (an append, a heartbeat, a leadership confirmation) may
-    /// take before it counts as failed (openraft 0.9 ties the two).
+    /// take before it counts as failed (openraft ties the two).
     #[arg(long, default_value_t = 250)]
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in this range

@@ -34,6 +34,19 @@ pub struct Command {
     pub body: CommandBody,
 }
 
+/// How openraft's logs name a command: its kind and size, never its values.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.body {
+            CommandBody::Txn(ops) => write!(f, "txn({} ops)", ops.len()),
+            CommandBody::TxnBy(t) => write!(f, "txn({} ops)", t.ops.len()),
+            CommandBody::Compact { revision } => write!(f, "compact({revision})"),
+            CommandBody::Batch(txns) => write!(f, "batch({} txns)", txns.len()),
+            CommandBody::BatchBy(txns) => write!(f, "batch({} txns)", txns.len()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandBody {
     /// All operations apply, or none does.

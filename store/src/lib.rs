@@ -1,4 +1,4 @@
-//! Keel's replicated event log: an openraft 0.9 member whose log and state
+//! Keel's replicated event log: an openraft 0.10 member whose log and state
 //! machine live in one RocksDB, with revisions, watches, retention and
 //! snapshots. It knows keys, bytes and revisions, never Kubernetes kinds.
 //!
@@ -117,12 +117,37 @@ openraft::declare_raft_types!(
         R = CommandOutcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = snapshot_file::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
+/// The id of a Raft log entry: the leader (term and member) that proposed
+/// it, and its index.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// The leader part of a [`LogId`]: term and member.
+pub type CommittedLeaderId = openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>;
+/// A member's vote: whom it backs in which term, and whether a quorum did.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// One Raft log entry.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// What an entry carries: nothing (a new leader's first), a command, or a
+/// membership.
+pub type EntryPayload = openraft::EntryPayload<Command, NodeId, openraft::BasicNode>;
+/// The cluster's voters and learners with their addresses.
+pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
+/// A membership and the log id of the entry that set it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// What a snapshot covers: the last log id in it and the membership then.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot: what it covers and its file.
+pub type Snapshot =
+    openraft::type_config::alias::SnapshotOf<TypeConfig, snapshot_file::SnapshotData>;
+
+/// A log id made of its parts.
+pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId { term, node_id }, index)
+}
+
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
 /// A key's current value and its revisions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

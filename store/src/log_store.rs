@@ -9,16 +9,15 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
-};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::codec::{self, raft_meta};
 use crate::db::{CF_RAFT_LOG, CF_RAFT_META, Db};
 use crate::error::StoreError;
-use crate::{NodeId, TypeConfig};
+use crate::{Entry, LogId, TypeConfig, Vote};
 
 /// The raft log of one member. Cheap to clone: clones share the database
 /// and the flusher.
@@ -27,11 +26,11 @@ pub struct LogStore {
     db: Arc<Db>,
     /// Appends waiting for their fsync; the flusher thread ends when the last
     /// clone is dropped.
-    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    flusher: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
 }
 
 /// Sync the WAL for every waiting append, in arrival order, many per fsync.
-fn run_flusher(db: std::sync::Weak<Db>, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run_flusher(db: std::sync::Weak<Db>, rx: std::sync::mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
@@ -40,7 +39,7 @@ fn run_flusher(db: std::sync::Weak<Db>, rx: std::sync::mpsc::Receiver<LogFlushed
             None => Err("the database is closed".to_string()),
         };
         for cb in waiting {
-            cb.log_io_completed(match &res {
+            cb.io_completed(match &res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(std::io::Error::other(format!(
                     "syncing raft log entries: {e}"
@@ -64,13 +63,12 @@ impl LogStore {
     /// Read every stored log entry and meta value once, so a member whose log
     /// cannot be decoded refuses to start instead of failing mid-flight.
     pub fn verify(&self) -> Result<(), StoreError> {
+        self.db.get_decoded::<Vote>(CF_RAFT_META, raft_meta::VOTE)?;
         self.db
-            .get_decoded::<Vote<NodeId>>(CF_RAFT_META, raft_meta::VOTE)?;
-        self.db
-            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::COMMITTED)?;
+            .get_decoded::<Option<LogId>>(CF_RAFT_META, raft_meta::COMMITTED)?;
         let purged = self
             .db
-            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
+            .get_decoded::<Option<LogId>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
             .flatten();
         let mut expected = purged.map(|l| l.index + 1);
         for item in self
@@ -87,17 +85,16 @@ impl LogStore {
                 key: format!("{k:?}"),
                 detail: "log key is not 8 bytes".into(),
             })?;
-            let entry: Entry<TypeConfig> =
-                codec::decode(&v).map_err(|detail| StoreError::Corrupt {
-                    cf: CF_RAFT_LOG,
-                    key: index.to_string(),
-                    detail,
-                })?;
-            if entry.get_log_id().index != index {
+            let entry: Entry = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                cf: CF_RAFT_LOG,
+                key: index.to_string(),
+                detail,
+            })?;
+            if entry.log_id().index != index {
                 return Err(StoreError::Corrupt {
                     cf: CF_RAFT_LOG,
                     key: index.to_string(),
-                    detail: format!("entry holds log index {}", entry.get_log_id().index),
+                    detail: format!("entry holds log index {}", entry.log_id().index),
                 });
             }
             if let Some(e) = expected
@@ -114,11 +111,7 @@ impl LogStore {
         Ok(())
     }
 
-    fn read_range(
-        &self,
-        start: u64,
-        end: Option<u64>,
-    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         let key = codec::log_key(start);
         let iter = self.db.db.iterator_cf(
@@ -144,14 +137,14 @@ impl LogStore {
         Ok(out)
     }
 
-    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+    fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self
             .db
-            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
+            .get_decoded::<Option<LogId>>(CF_RAFT_META, raft_meta::LAST_PURGED)?
             .flatten())
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         let mut iter = self
             .db
             .db
@@ -163,13 +156,12 @@ impl LogStore {
                     step: "reading the last log entry",
                     source,
                 })?;
-                let entry: Entry<TypeConfig> =
-                    codec::decode(&v).map_err(|detail| StoreError::Corrupt {
-                        cf: CF_RAFT_LOG,
-                        key: format!("{:?}", codec::parse_log_key(&k)),
-                        detail,
-                    })?;
-                Ok(Some(*entry.get_log_id()))
+                let entry: Entry = codec::decode(&v).map_err(|detail| StoreError::Corrupt {
+                    cf: CF_RAFT_LOG,
+                    key: format!("{:?}", codec::parse_log_key(&k)),
+                    detail,
+                })?;
+                Ok(Some(entry.log_id()))
             }
         }
     }
@@ -183,19 +175,17 @@ impl LogStore {
     }
 }
 
-fn read_err(e: StoreError) -> StorageError<NodeId> {
-    StorageIOError::read_logs(&e).into()
-}
-
-fn write_err(e: StoreError) -> StorageError<NodeId> {
-    StorageIOError::write_logs(&e).into()
+/// openraft's storage traits take `io::Error`; the step and cause stay in
+/// its message.
+fn io_err(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+    ) -> Result<Vec<Entry>, std::io::Error> {
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s + 1,
@@ -206,16 +196,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
-        self.read_range(start, end).map_err(read_err)
+        self.read_range(start, end).map_err(io_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        self.db
+            .get_decoded(CF_RAFT_META, raft_meta::VOTE)
+            .map_err(io_err)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id = self.last_purged().map_err(read_err)?;
-        let last_log_id = self.last_log_id().map_err(read_err)?.or(last_purged_log_id);
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        let last_purged_log_id = self.last_purged().map_err(io_err)?;
+        let last_log_id = self.last_log_id().map_err(io_err)?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -226,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.db.cf(CF_RAFT_META),
@@ -235,19 +231,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         self.write_synced(batch, "saving the vote")
             .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+            .map_err(io_err)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.db
-            .get_decoded(CF_RAFT_META, raft_meta::VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
-    }
-
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
         // Not synced: the committed index is a hint that speeds up restart; Raft
         // recovers it from a quorum if it is lost.
         self.db
@@ -258,28 +245,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 codec::encode(&committed),
             )
             .map_err(|source| {
-                write_err(StoreError::Io {
+                io_err(StoreError::Io {
                     step: "saving the committed index",
                     source,
                 })
             })
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
         Ok(self
             .db
-            .get_decoded::<Option<LogId<NodeId>>>(CF_RAFT_META, raft_meta::COMMITTED)
-            .map_err(read_err)?
+            .get_decoded::<Option<LogId>>(CF_RAFT_META, raft_meta::COMMITTED)
+            .map_err(io_err)?
             .flatten())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
@@ -287,7 +274,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(
                 cf,
-                codec::log_key(entry.get_log_id().index),
+                codec::log_key(entry.log_id().index),
                 codec::encode(&entry),
             );
         }
@@ -298,29 +285,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 step: "appending raft log entries",
                 source,
             };
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(write_err(e));
+            callback.io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(io_err(e));
         }
         if let Err(std::sync::mpsc::SendError(cb)) = self.flusher.send(callback) {
-            cb.log_io_completed(Err(std::io::Error::other("the raft log flusher stopped")));
+            cb.io_completed(Err(std::io::Error::other("the raft log flusher stopped")));
         }
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.db.cf(CF_RAFT_LOG),
-            codec::log_key(log_id.index),
+            codec::log_key(from),
             codec::log_key(u64::MAX),
         );
         batch.delete_cf(self.db.cf(CF_RAFT_LOG), codec::log_key(u64::MAX));
         self.write_synced(batch, "truncating the raft log")
             .await
-            .map_err(write_err)
+            .map_err(io_err)
     }
 
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
         // One atomic batch: last_purged_log_id is never behind the deleted range.
         let mut batch = WriteBatch::default();
         batch.put_cf(
@@ -335,7 +323,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         self.write_synced(batch, "purging the raft log")
             .await
-            .map_err(write_err)?;
+            .map_err(io_err)?;
         let db = self.db.clone();
         let end = codec::log_key(log_id.index + 1);
         tokio::task::spawn_blocking(move || db.reclaim(CF_RAFT_LOG, &end));

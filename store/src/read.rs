@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, store_meta};
 use crate::db::{CF_EVENTS, CF_OBJECTS, CF_STORE_META, Db};
 use crate::error::StoreError;
-use crate::{Event, KeyValue, NodeId};
+use crate::{Event, KeyValue};
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +169,7 @@ fn applied_index(snap: &rocksdb::Snapshot<'_>, db: &Db) -> Result<u64, StoreErro
             source,
         })? {
         None => 0,
-        Some(v) => codec::decode::<Option<openraft::LogId<NodeId>>>(&v)
+        Some(v) => codec::decode::<Option<crate::LogId>>(&v)
             .map(|l| l.map(|l| l.index).unwrap_or(0))
             .map_err(|detail| StoreError::Corrupt {
                 cf: CF_STORE_META,

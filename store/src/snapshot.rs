@@ -11,11 +11,7 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use openraft::storage::Snapshot;
-use openraft::{
-    BasicNode, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
-};
+use openraft::RaftSnapshotBuilder;
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
 use crate::codec::{self, store_meta};
@@ -23,7 +19,7 @@ use crate::db::{CF_EVENTS, CF_OBJECTS, CF_STORE_META, Db};
 use crate::error::StoreError;
 use crate::snapshot_file::{SnapshotData, SnapshotFiles};
 use crate::state_machine::AppliedState;
-use crate::{NodeId, TypeConfig};
+use crate::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 pub use format::{
     Header, Meta, SNAPSHOT_FORMAT, SnapshotReader, SnapshotWriter, meta_from_bytes, verify,
@@ -82,26 +78,15 @@ impl SnapshotBuilder {
                     source,
                 })
         };
-        let applied: Option<LogId<NodeId>> =
-            decode_meta(meta(store_meta::APPLIED)?, "applied")?.flatten();
-        let membership: StoredMembership<NodeId, BasicNode> =
+        let applied: Option<LogId> = decode_meta(meta(store_meta::APPLIED)?, "applied")?.flatten();
+        let membership: StoredMembership =
             decode_meta(meta(store_meta::MEMBERSHIP)?, "membership")?.unwrap_or_default();
         let revision_offset: u64 =
             decode_meta(meta(store_meta::REVISION_OFFSET)?, "revision_offset")?.unwrap_or(0);
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         let header = Header {
             meta: SnapshotMeta {
                 last_log_id: applied,
                 last_membership: membership,
-                // Unique per build: openraft tells transfers apart by it.
-                snapshot_id: format!(
-                    "{}-{}-{:x}",
-                    applied.map(|l| l.leader_id.term).unwrap_or(0),
-                    applied.map(|l| l.index).unwrap_or(0),
-                    since_epoch.as_micros()
-                ),
             },
             revision_offset,
         };
@@ -158,7 +143,9 @@ fn decode_meta<T: serde::de::DeserializeOwned>(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
         let this = SnapshotBuilder {
             db: self.db.clone(),
             files: self.files.clone(),
@@ -172,10 +159,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .files
                 .publish(&mut this.files.lock(), built.header.meta.last_log_id, &built.path)?
             {
-                tracing::info!(snapshot = %built.header.meta.snapshot_id, "a newer snapshot file is in place; kept it");
+                tracing::info!(last_log_id = ?built.header.meta.last_log_id, "a newer snapshot file is in place; kept it");
             }
             tracing::info!(
-                snapshot = %built.header.meta.snapshot_id,
+                last_log_id = ?built.header.meta.last_log_id,
                 objects = built.records,
                 bytes = built.bytes,
                 "built snapshot"
@@ -183,11 +170,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Ok::<_, StoreError>(built)
         })
         .await
-        .map_err(|e| StorageIOError::read_state_machine(&StoreError::Raft(e.to_string())))?
-        .map_err(|e| StorageError::from(StorageIOError::read_state_machine(&e)))?;
+        .map_err(|e| std::io::Error::other(format!("building a snapshot: {e}")))?
+        .map_err(|e| std::io::Error::other(format!("building a snapshot: {e}")))?;
         Ok(Snapshot {
             meta: built.header.meta.clone(),
-            snapshot: Box::new(SnapshotData::file(built.file)),
+            snapshot: SnapshotData::file(built.file),
         })
     }
 }
@@ -277,10 +264,7 @@ fn apply_file(db: &Db, file: &File, batch_bytes: usize) -> Result<Installed, Sto
 
 /// Verify a received snapshot file completely (structure, checksum, every
 /// object) without touching state; it must cover `announced`.
-pub(crate) fn verify_file(
-    file: &File,
-    announced: Option<LogId<NodeId>>,
-) -> Result<Header, StoreError> {
+pub(crate) fn verify_file(file: &File, announced: Option<LogId>) -> Result<Header, StoreError> {
     let io = |e: std::io::Error| StoreError::Snapshot(format!("reading a snapshot: {e}"));
     let mut f = file;
     f.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -288,8 +272,8 @@ pub(crate) fn verify_file(
     let meta = &header.meta;
     if meta.last_log_id != announced {
         return Err(StoreError::Snapshot(format!(
-            "snapshot {} covers {:?} but was announced as covering {:?}",
-            meta.snapshot_id, meta.last_log_id, announced
+            "the snapshot covers {:?} but was announced as covering {:?}",
+            meta.last_log_id, announced
         )));
     }
     Ok(header)
@@ -305,7 +289,7 @@ pub(crate) fn install_file(
     files: &SnapshotFiles,
     path: &std::path::Path,
     file: &File,
-    last_log_id: Option<LogId<NodeId>>,
+    last_log_id: Option<LogId>,
 ) -> Result<Installed, StoreError> {
     install_file_in_batches(db, files, path, file, last_log_id, INSTALL_BATCH_BYTES)
 }
@@ -315,7 +299,7 @@ fn install_file_in_batches(
     files: &SnapshotFiles,
     path: &std::path::Path,
     file: &File,
-    last_log_id: Option<LogId<NodeId>>,
+    last_log_id: Option<LogId>,
     batch_bytes: usize,
 ) -> Result<Installed, StoreError> {
     file.sync_all().map_err(io_err("syncing", path))?;
@@ -341,7 +325,7 @@ pub fn recover_snapshot(db: &Db) -> Result<bool, StoreError> {
     // objects too before anything is replaced.
     verify_file(&file, meta.last_log_id)?;
     tracing::warn!(
-        snapshot = %meta.snapshot_id,
+        snapshot = ?meta.last_log_id,
         applied = ?applied,
         "the snapshot file is ahead of the state (an install was interrupted): installing it"
     );

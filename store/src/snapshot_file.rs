@@ -10,13 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use openraft::LogId;
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::NodeId;
+use crate::LogId;
 use crate::error::StoreError;
 
-type Meta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+type Meta = crate::SnapshotMeta;
 
 /// The largest snapshot a member accepts from a peer (etcd's largest quota).
 pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
@@ -34,12 +33,12 @@ pub struct SnapshotFiles {
     dir: PathBuf,
     path: PathBuf,
     /// The `last_log_id` of the file now in place (`None`: no valid file).
-    published: Mutex<Option<LogId<NodeId>>>,
+    published: Mutex<Option<LogId>>,
     seq: AtomicU64,
 }
 
 /// Held while the snapshot file (and, on install, the state it describes) changes.
-pub struct PublishGuard<'a>(MutexGuard<'a, Option<LogId<NodeId>>>);
+pub struct PublishGuard<'a>(MutexGuard<'a, Option<LogId>>);
 
 impl SnapshotFiles {
     /// The snapshot files of data directory `dir`. Temporary files left by a
@@ -106,7 +105,7 @@ impl SnapshotFiles {
     pub fn publish(
         &self,
         guard: &mut PublishGuard<'_>,
-        last_log_id: Option<LogId<NodeId>>,
+        last_log_id: Option<LogId>,
         tmp: &Path,
     ) -> Result<bool, StoreError> {
         if guard.0.is_some() && *guard.0 >= last_log_id {
@@ -367,7 +366,7 @@ mod tests {
     #[test]
     fn the_file_never_moves_back() {
         let dir = tempfile::tempdir().unwrap();
-        let at = |index| Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
+        let at = |index| Some(crate::log_id(1, 1, index));
         let body = |files: &SnapshotFiles, index| {
             let header = crate::snapshot::Header {
                 meta: crate::snapshot::Meta {

@@ -6,12 +6,10 @@
 
 use std::sync::Arc;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
-};
+use openraft::OptionalSend;
+use openraft::storage::{EntryResponder, RaftStateMachine};
 use rocksdb::{IteratorMode, WriteBatch};
+use tokio_stream::{Stream, StreamExt};
 
 use crate::apply::ApplyBatch;
 use crate::archive::archiver::ArchiveProgress;
@@ -22,15 +20,15 @@ use crate::error::StoreError;
 use crate::snapshot::{SnapshotBuilder, install_file, verify_file};
 use crate::snapshot_file::{SnapshotData, SnapshotFiles};
 use crate::watch::WatchHub;
-use crate::{NodeId, TypeConfig};
+use crate::{Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The applied state of one member.
 pub struct StateMachine {
     db: Arc<Db>,
     hub: Arc<WatchHub>,
     files: Arc<SnapshotFiles>,
-    applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
     compacted: u64,
     event_count: u64,
     /// Revisions taken beyond one per entry by batch entries so far: the
@@ -44,8 +42,8 @@ pub struct StateMachine {
 
 /// The persisted applied state, read at start.
 pub struct AppliedState {
-    pub applied: Option<LogId<NodeId>>,
-    pub membership: StoredMembership<NodeId, BasicNode>,
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
     pub compacted: u64,
     pub event_count: u64,
     /// See [`StateMachine`]'s field of the same name.
@@ -65,7 +63,7 @@ impl AppliedState {
     pub fn load(db: &Db) -> Result<AppliedState, StoreError> {
         Ok(AppliedState {
             applied: db
-                .get_decoded::<Option<LogId<NodeId>>>(CF_STORE_META, store_meta::APPLIED)?
+                .get_decoded::<Option<LogId>>(CF_STORE_META, store_meta::APPLIED)?
                 .flatten(),
             membership: db
                 .get_decoded(CF_STORE_META, store_meta::MEMBERSHIP)?
@@ -88,8 +86,10 @@ impl AppliedState {
     }
 }
 
-fn sm_err(e: StoreError) -> StorageError<NodeId> {
-    StorageIOError::write_state_machine(&e).into()
+/// openraft's storage traits take `io::Error`; the step and cause stay in
+/// its message.
+fn sm_err(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl StateMachine {
@@ -107,6 +107,17 @@ impl StateMachine {
             events_deleted: state.events_deleted,
             archive: ArchiveProgress::disabled(),
         }
+    }
+
+    /// The snapshot directory: where snapshots are built, received and kept.
+    pub fn files(&self) -> Arc<SnapshotFiles> {
+        self.files.clone()
+    }
+
+    /// An empty file of the snapshot directory for a snapshot on its way in
+    /// (removed unless it is installed).
+    pub fn begin_receiving_snapshot(&self) -> Result<SnapshotData, StoreError> {
+        self.files.receive()
     }
 
     /// Keep the events the archive has not taken yet (see `crate::archive`).
@@ -160,11 +171,7 @@ impl StateMachine {
 
     /// Write the call's batch with the applied state (up to `last`) and hand
     /// its events to the hub.
-    fn finish(
-        &mut self,
-        mut work: ApplyBatch<'_>,
-        last: Option<LogId<NodeId>>,
-    ) -> Result<(), StoreError> {
+    fn finish(&mut self, mut work: ApplyBatch<'_>, last: Option<LogId>) -> Result<(), StoreError> {
         let Some(last) = last else {
             return work.write().map(|_| ());
         };
@@ -188,6 +195,105 @@ impl StateMachine {
         }
         self.hub.publish(self.revision(), &[]);
         Ok(())
+    }
+
+    /// Apply committed entries in one write batch (a compaction ends one
+    /// and starts the next); their outcomes, in order.
+    pub async fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<CommandOutcome>, std::io::Error> {
+        let mut out = Vec::new();
+        let db = self.db.clone();
+        let mut work = ApplyBatch::new(&db);
+        let mut last = None;
+        let mut new_compacted = None;
+        for entry in entries {
+            let log_id = entry.log_id;
+            let index = log_id.index;
+            if self.applied.is_some_and(|a| a.index >= index) {
+                // Already applied before a restart: applying is idempotent.
+                out.push(CommandOutcome::Internal {
+                    revision: self.revision(),
+                });
+                continue;
+            }
+            // The entry's (first) revision: its index plus the revisions
+            // earlier batch entries took beyond one each.
+            let revision = index + self.revision_offset;
+            let outcome = match &entry.payload {
+                EntryPayload::Blank => CommandOutcome::Internal { revision },
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m.clone());
+                    work.batch.put_cf(
+                        self.db.cf(CF_STORE_META),
+                        store_meta::MEMBERSHIP,
+                        codec::encode(&self.membership),
+                    );
+                    CommandOutcome::Internal { revision }
+                }
+                EntryPayload::Normal(cmd) => {
+                    if !(OLDEST_COMMAND_VERSION..=COMMAND_VERSION).contains(&cmd.version) {
+                        // Validated before proposing, so only a newer member could
+                        // have written this: stop rather than diverge from it.
+                        let e = StoreError::UnsupportedCommandVersion {
+                            found: cmd.version,
+                            supported: COMMAND_VERSION,
+                        };
+                        tracing::error!(revision, error = %e, "refusing to apply entry");
+                        return Err(std::io::Error::other(format!(
+                            "applying log entry {log_id}: {e}"
+                        )));
+                    }
+                    let at = cmd.proposed_at_ms;
+                    match &cmd.body {
+                        CommandBody::Txn(ops) => self
+                            .apply_txn(&mut work, revision, at, ops, None)
+                            .map_err(sm_err)?,
+                        CommandBody::TxnBy(txn) => self
+                            .apply_txn(&mut work, revision, at, &txn.ops, txn.actor.as_ref())
+                            .map_err(sm_err)?,
+                        CommandBody::Batch(txns) => {
+                            let txns = txns.iter().map(|ops| (&ops[..], None));
+                            self.apply_batch(&mut work, revision, at, txns)
+                                .map_err(sm_err)?
+                        }
+                        CommandBody::BatchBy(txns) => {
+                            let txns = txns.iter().map(|t| (&t.ops[..], t.actor.as_ref()));
+                            self.apply_batch(&mut work, revision, at, txns)
+                                .map_err(sm_err)?
+                        }
+                        CommandBody::Compact { revision: target } => {
+                            // A compaction counts the events it drops in
+                            // RocksDB: what this call wrote so far goes first.
+                            self.finish(std::mem::replace(&mut work, ApplyBatch::new(&db)), last)
+                                .map_err(sm_err)?;
+                            // Never compact the entry's own revision or beyond.
+                            let target = (*target).min(revision.saturating_sub(1));
+                            let before = self.compacted;
+                            let compacted = self
+                                .apply_compact(target, &mut work.batch)
+                                .map_err(sm_err)?;
+                            if compacted > before {
+                                new_compacted = Some(compacted);
+                            }
+                            CommandOutcome::Compacted { compacted }
+                        }
+                    }
+                }
+            };
+            last = Some(log_id);
+            out.push(outcome);
+        }
+        self.finish(work, last).map_err(sm_err)?;
+        if let Some(c) = new_compacted {
+            self.hub.set_compacted(c);
+            let db = self.db.clone();
+            let end = codec::event_key(c + 1, 0);
+            // Turn the range tombstone into free disk space, off the apply path.
+            tokio::task::spawn_blocking(move || db.reclaim(CF_EVENTS, &end));
+        }
+        Ok(out)
     }
 
     /// Compact up to `target`: events up to it are no longer served, and
@@ -244,132 +350,49 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
-    {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandOutcome>, StorageError<NodeId>>
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), std::io::Error>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>> + Unpin + OptionalSend,
     {
-        let mut out = Vec::new();
-        let db = self.db.clone();
-        let mut work = ApplyBatch::new(&db);
-        let mut last = None;
-        let mut new_compacted = None;
-        for entry in entries {
-            let log_id = entry.log_id;
-            let index = log_id.index;
-            if self.applied.is_some_and(|a| a.index >= index) {
-                // Already applied before a restart: applying is idempotent.
-                out.push(CommandOutcome::Internal {
-                    revision: self.revision(),
-                });
-                continue;
+        // Everything openraft hands over in one call is applied in one write
+        // batch; nobody hears of an outcome before that batch is written.
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let outcomes = self.apply_entries(batch).await?;
+        for (responder, outcome) in responders.into_iter().zip(outcomes) {
+            if let Some(r) = responder {
+                r.send(outcome);
             }
-            // The entry's (first) revision: its index plus the revisions
-            // earlier batch entries took beyond one each.
-            let revision = index + self.revision_offset;
-            let outcome = match &entry.payload {
-                EntryPayload::Blank => CommandOutcome::Internal { revision },
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(log_id), m.clone());
-                    work.batch.put_cf(
-                        self.db.cf(CF_STORE_META),
-                        store_meta::MEMBERSHIP,
-                        codec::encode(&self.membership),
-                    );
-                    CommandOutcome::Internal { revision }
-                }
-                EntryPayload::Normal(cmd) => {
-                    if !(OLDEST_COMMAND_VERSION..=COMMAND_VERSION).contains(&cmd.version) {
-                        // Validated before proposing, so only a newer member could
-                        // have written this: stop rather than diverge from it.
-                        let e = StoreError::UnsupportedCommandVersion {
-                            found: cmd.version,
-                            supported: COMMAND_VERSION,
-                        };
-                        tracing::error!(revision, error = %e, "refusing to apply entry");
-                        return Err(StorageIOError::apply(log_id, &e).into());
-                    }
-                    let at = cmd.proposed_at_ms;
-                    match &cmd.body {
-                        CommandBody::Txn(ops) => self
-                            .apply_txn(&mut work, revision, at, ops, None)
-                            .map_err(sm_err)?,
-                        CommandBody::TxnBy(txn) => self
-                            .apply_txn(&mut work, revision, at, &txn.ops, txn.actor.as_ref())
-                            .map_err(sm_err)?,
-                        CommandBody::Batch(txns) => {
-                            let txns = txns.iter().map(|ops| (&ops[..], None));
-                            self.apply_batch(&mut work, revision, at, txns)
-                                .map_err(sm_err)?
-                        }
-                        CommandBody::BatchBy(txns) => {
-                            let txns = txns.iter().map(|t| (&t.ops[..], t.actor.as_ref()));
-                            self.apply_batch(&mut work, revision, at, txns)
-                                .map_err(sm_err)?
-                        }
-                        CommandBody::Compact { revision: target } => {
-                            // A compaction counts the events it drops in
-                            // RocksDB: what this call wrote so far goes first.
-                            self.finish(std::mem::replace(&mut work, ApplyBatch::new(&db)), last)
-                                .map_err(sm_err)?;
-                            // Never compact the entry's own revision or beyond.
-                            let target = (*target).min(revision.saturating_sub(1));
-                            let before = self.compacted;
-                            let compacted = self
-                                .apply_compact(target, &mut work.batch)
-                                .map_err(sm_err)?;
-                            if compacted > before {
-                                new_compacted = Some(compacted);
-                            }
-                            CommandOutcome::Compacted { compacted }
-                        }
-                    }
-                }
-            };
-            last = Some(log_id);
-            out.push(outcome);
         }
-        self.finish(work, last).map_err(sm_err)?;
-        if let Some(c) = new_compacted {
-            self.hub.set_compacted(c);
-            let db = self.db.clone();
-            let end = codec::event_key(c + 1, 0);
-            // Turn the range tombstone into free disk space, off the apply path.
-            tokio::task::spawn_blocking(move || db.reclaim(CF_EVENTS, &end));
-        }
-        Ok(out)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder::new(self.db.clone(), self.files.clone())
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
-        // Chunks go to a file of their own, bounded in size, not to memory.
-        self.files
-            .receive()
-            .map(Box::new)
-            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError<NodeId>> {
-        let snap_err = |e: &StoreError| -> StorageError<NodeId> {
-            StorageIOError::read_snapshot(Some(meta.signature()), e).into()
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), std::io::Error> {
+        let snap_err = |e: &StoreError| {
+            std::io::Error::other(format!(
+                "installing the snapshot at {:?}: {e}",
+                meta.last_log_id
+            ))
         };
         // Streamed from the file it was received into, never read whole.
         let received = snapshot
@@ -400,7 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.events_deleted = self.events_deleted.max(revision);
         self.hub.reset(revision, revision);
         tracing::info!(
-            snapshot = %meta.snapshot_id,
+            last_log_id = ?meta.last_log_id,
             revision,
             objects = installed.records,
             "installed snapshot"
@@ -408,19 +431,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
         // Checking the file reads it through once: off the async workers.
         let files = self.files.clone();
         let current = tokio::task::spawn_blocking(move || files.read_current())
             .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &StoreError::Raft(e.to_string())))?;
+            .map_err(|e| std::io::Error::other(format!("reading the snapshot file: {e}")))?;
         match current {
             Ok(None) => Ok(None),
             Ok(Some((meta, file))) => Ok(Some(Snapshot {
                 meta,
-                snapshot: Box::new(SnapshotData::file(file)),
+                snapshot: SnapshotData::file(file),
             })),
             Err(e) => {
                 // The file is derived data: a damaged one is dropped and rebuilt.

@@ -5,24 +5,22 @@
 
 use std::time::Duration;
 
-use openraft::LogId;
-use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::error::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandOutcome};
 use crate::error::StoreError;
-use crate::{NodeId, TypeConfig};
+use crate::{LogId, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    Vote(VoteRequest<NodeId>),
+    Vote(VoteRequest<TypeConfig>),
     Append(AppendEntriesRequest<TypeConfig>),
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Snapshot(SnapshotChunk),
     /// Propose this command on the receiving member (the leader).
     Forward(Command),
     /// Confirm leadership and return the index a linearizable read waits for.
@@ -30,14 +28,35 @@ pub enum PeerRequest {
     /// Where the receiver's log ends and when it last heard from a leader
     /// (see the election assist, `member/election.rs`).
     Position,
+    /// Would the receiver vote for this candidate? (Raft's pre-vote: asked
+    /// before a member raises its term, so a member that cannot win, such
+    /// as one cut off for a while, never disturbs a working leader.)
+    /// Answered as [`PeerResponse::Vote`].
+    PreVote(VoteRequest<TypeConfig>),
+}
+
+/// One piece of a snapshot on its way from the leader to a member, in
+/// order from offset 0; the last one has `done` set.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The sending leader's vote.
+    pub vote: Vote,
+    /// What the whole snapshot covers.
+    pub meta: SnapshotMeta,
+    /// Where `data` starts in the snapshot file.
+    pub offset: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    pub done: bool,
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Vote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
+    Append(Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>),
+    /// The receiver's vote, or why it refused the chunk.
+    Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
     Forward(Result<CommandOutcome, LeaderError>),
     ReadIndex(Result<u64, LeaderError>),
     Position(LogPosition),
@@ -48,7 +67,7 @@ pub enum PeerResponse {
 pub struct LogPosition {
     /// The id (leader term and index) of the last entry in its log: Raft
     /// compares logs by this, term first, when it grants a vote.
-    pub last_log: Option<LogId<NodeId>>,
+    pub last_log: Option<LogId>,
     /// Milliseconds since an AppendEntries (or heartbeat) last reached it.
     pub leader_silent_ms: u64,
 }

@@ -11,16 +11,14 @@ use keel_store::db::Db;
 use keel_store::read::{self, Consistency, RangeRequest};
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub, WatchMessage, WatchStart};
-use keel_store::{KeyValue, TypeConfig};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use keel_store::{Entry, EntryPayload, KeyValue};
 use proptest::prelude::*;
 
-fn entry(index: u64, mut cmd: Command) -> Entry<TypeConfig> {
+fn entry(index: u64, mut cmd: Command) -> Entry {
     // The same time in both stores, so events compare equal.
     cmd.proposed_at_ms = 1_000;
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: keel_store::log_id(1, 1, index),
         payload: EntryPayload::Normal(cmd),
     }
 }
@@ -107,12 +105,15 @@ async fn run(
     for (i, ops) in txns.iter().enumerate() {
         if i == compact_at {
             index += 1;
-            let out = a.sm.apply([entry(index, compact(index))]).await.unwrap();
+            let out =
+                a.sm.apply_entries([entry(index, compact(index))])
+                    .await
+                    .unwrap();
             outcomes_a.extend(out);
         }
         index += 1;
         let out =
-            a.sm.apply([entry(index, Command::txn(ops.clone()))])
+            a.sm.apply_entries([entry(index, Command::txn(ops.clone()))])
                 .await
                 .unwrap();
         outcomes_a.extend(out);
@@ -151,7 +152,7 @@ async fn run(
     while !rest.is_empty() {
         let n = (*calls.next().unwrap()).clamp(1, rest.len());
         let call: Vec<_> = rest.drain(..n).collect();
-        for out in b.sm.apply(call).await.unwrap() {
+        for out in b.sm.apply_entries(call).await.unwrap() {
             match out {
                 CommandOutcome::Batch(outs) => outcomes_b.extend(outs),
                 other => outcomes_b.push(other),

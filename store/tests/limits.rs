@@ -12,9 +12,7 @@ use keel_store::db::Db;
 use keel_store::read::{self, Consistency, MAX_PAGE_BYTES, RangeRequest};
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub, WatchStart};
-use keel_store::{KeyValue, StoreError, TypeConfig, codec};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use keel_store::{Entry, EntryPayload, KeyValue, StoreError, codec};
 
 struct Store {
     _dir: tempfile::TempDir,
@@ -41,11 +39,11 @@ impl Store {
 
     async fn txn(&mut self, ops: Vec<Op>) -> u64 {
         self.rev += 1;
-        let entry = Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.rev),
+        let entry = Entry {
+            log_id: keel_store::log_id(1, 1, self.rev),
             payload: EntryPayload::Normal(Command::txn(ops)),
         };
-        self.sm.apply([entry]).await.unwrap();
+        self.sm.apply_entries([entry]).await.unwrap();
         self.rev
     }
 

@@ -15,9 +15,7 @@ use keel_store::db::Db;
 use keel_store::read::{self, Consistency, RangeRequest};
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub, WatchMessage, WatchStart, WatchStream};
-use keel_store::{Event, EventKind, KeyValue, StoreError, TypeConfig};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use keel_store::{Entry, EntryPayload, Event, EventKind, KeyValue, StoreError};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -182,9 +180,9 @@ fn model_apply(
     Ok((next, events))
 }
 
-fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: keel_store::log_id(1, 1, index),
         payload: EntryPayload::Normal(cmd),
     }
 }
@@ -297,7 +295,7 @@ impl Harness {
         let rev = self.rev;
         let out = self
             .sm
-            .apply([entry(rev, Command::txn(ops.clone()))])
+            .apply_entries([entry(rev, Command::txn(ops.clone()))])
             .await
             .unwrap();
         let applied = match (model_apply(&self.model, &ops, rev), &out[0]) {
@@ -337,7 +335,7 @@ impl Harness {
         self.rev += 1;
         let out = self
             .sm
-            .apply([entry(self.rev, Command::compact(target))])
+            .apply_entries([entry(self.rev, Command::compact(target))])
             .await
             .unwrap();
         let want = self.compacted.max(target.min(self.rev - 1));

@@ -11,6 +11,7 @@ use keel_store::{
     Consistency, Member, PeerRequest, PeerResponse, RangeRequest, StoreError, WatchMessage,
     WatchStart,
 };
+use openraft::async_runtime::WatchReceiver;
 
 mod common;
 use common::{NoPeers, config, start, stop};
@@ -481,7 +482,7 @@ async fn disk_use_levels_off_under_churn() {
         let head_index = m
             .raft()
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map_or(0, |l| l.index);
         m.raft().trigger().snapshot().await.unwrap();
@@ -530,7 +531,13 @@ async fn concurrent_transactions_share_log_entries_but_not_revisions() {
     // The answer can come before the metrics show the apply; a
     // linearizable read waits until they show everything committed.
     m.linearize().await.unwrap();
-    let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let index_before = m
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .unwrap()
+        .index;
     let start_rev = m.revisions().unwrap().0;
     let mut watch = m.watch("/g/", WatchStart::After(start_rev)).unwrap();
     const N: usize = 256;
@@ -580,7 +587,13 @@ async fn concurrent_transactions_share_log_entries_but_not_revisions() {
     }
     assert_eq!(seen, revisions.keys().copied().collect::<Vec<_>>());
     // Fewer log entries than transactions: they were batched.
-    let index_after = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let index_after = m
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .unwrap()
+        .index;
     let entries = index_after - index_before;
     assert!(
         entries < N as u64,
@@ -674,7 +687,13 @@ async fn events_name_their_actors_through_batches_and_restarts() {
     // The answer can come before the metrics show the apply; a
     // linearizable read waits until they show everything committed.
     m.linearize().await.unwrap();
-    let index_before = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let index_before = m
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .unwrap()
+        .index;
     let mut watch = m.watch("/a/", WatchStart::After(first - 1)).unwrap();
     const N: usize = 128;
     let tasks: Vec<_> = (0..N)
@@ -693,7 +712,13 @@ async fn events_name_their_actors_through_batches_and_restarts() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let index_after = m.raft().metrics().borrow().last_applied.unwrap().index;
+    let index_after = m
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .unwrap()
+        .index;
     assert!(
         index_after - index_before < N as u64,
         "{N} concurrent transactions took {} log entries: none was batched",

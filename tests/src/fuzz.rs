@@ -14,9 +14,9 @@ use keel_store::db::Db;
 use keel_store::grpc::unpayload;
 use keel_store::read::{self, Consistency, RangeRequest};
 use keel_store::snapshot;
-use keel_store::{Command, CommandOutcome, KeyValue, NodeId, StoreError, TypeConfig, codec};
+use keel_store::{Command, CommandOutcome, KeyValue, StoreError, codec};
+use keel_store::{Entry, LogId, StoredMembership, Vote};
 use keel_store::{PeerRequest, PeerResponse};
-use openraft::{BasicNode, Entry, LogId, StoredMembership, Vote};
 use serde_json::{Value, json};
 
 /// CRC-32 (IEEE) as the member protocol frames payloads, so a fuzzed payload
@@ -42,12 +42,12 @@ pub fn bincode_payloads(data: &[u8]) {
     let _ = codec::decode::<PeerResponse>(data);
     let _ = codec::decode::<Command>(data);
     let _ = codec::decode::<CommandOutcome>(data);
-    let _ = codec::decode::<Entry<TypeConfig>>(data);
+    let _ = codec::decode::<Entry>(data);
     let _ = codec::decode::<KeyValue>(data);
     let _ = codec::decode_event(data);
-    let _ = codec::decode::<Vote<NodeId>>(data);
-    let _ = codec::decode::<Option<LogId<NodeId>>>(data);
-    let _ = codec::decode::<StoredMembership<NodeId, BasicNode>>(data);
+    let _ = codec::decode::<Vote>(data);
+    let _ = codec::decode::<Option<LogId>>(data);
+    let _ = codec::decode::<StoredMembership>(data);
     let _ = codec::decode::<u64>(data);
     let _ = codec::decode_prefix::<String>(data);
     let _ = snapshot::verify(data, true);

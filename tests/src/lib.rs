@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 pub mod at_rest;
 pub mod example_apiserver;
 pub mod fuzz;
@@ -99,6 +100,21 @@ pub struct Router {
     rng: Mutex<StdRng>,
     /// Messages delivered per link, for tests that check traffic.
     pub delivered: Mutex<HashMap<(NodeId, NodeId), u64>>,
+    /// Requests each member tried to send, by kind, delivered or not.
+    attempted: Mutex<HashMap<(NodeId, &'static str), u64>>,
+}
+
+/// The kind of a peer request, as [`Router::attempted`] counts it.
+fn request_kind(req: &PeerRequest) -> &'static str {
+    match req {
+        PeerRequest::Vote(_) => "vote",
+        PeerRequest::PreVote(_) => "pre-vote",
+        PeerRequest::Append(_) => "append",
+        PeerRequest::Snapshot(_) => "snapshot",
+        PeerRequest::Forward(_) => "forward",
+        PeerRequest::ReadIndex => "read-index",
+        PeerRequest::Position => "position",
+    }
 }
 
 impl Router {
@@ -108,7 +124,20 @@ impl Router {
             links: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             delivered: Mutex::new(HashMap::new()),
+            attempted: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How many requests of `kind` ("vote", "pre-vote", "append", ...)
+    /// member `from` has tried to send, cut links included.
+    pub fn attempted(&self, from: NodeId, kind: &str) -> u64 {
+        self.attempted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((f, k), _)| *f == from && *k == kind)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     pub fn transport(self: &Arc<Self>, from: NodeId) -> Arc<RouterTransport> {
@@ -195,6 +224,13 @@ impl Transport for RouterTransport {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, TransportError> {
+        *self
+            .router
+            .attempted
+            .lock()
+            .unwrap()
+            .entry((self.from, request_kind(&req)))
+            .or_default() += 1;
         let out = self.router.link(self.from, target);
         if out.cut {
             return Err(TransportError::Unreachable(format!(
@@ -332,7 +368,7 @@ impl Cluster {
             || async {
                 let mut leader = None;
                 for m in self.members.values() {
-                    let l = m.raft().metrics().borrow().current_leader?;
+                    let l = m.raft().metrics().borrow_watched().current_leader?;
                     if leader.is_some_and(|x| x != l) {
                         return None;
                     }
@@ -440,7 +476,7 @@ impl Cluster {
                     .map(|m| {
                         m.raft()
                             .metrics()
-                            .borrow()
+                            .borrow_watched()
                             .last_applied
                             .map(|l| l.index)
                             .unwrap_or(0)
@@ -449,7 +485,13 @@ impl Cluster {
                 let last_log: HashSet<u64> = self
                     .members
                     .values()
-                    .map(|m| m.raft().metrics().borrow().last_log_index.unwrap_or(0))
+                    .map(|m| {
+                        m.raft()
+                            .metrics()
+                            .borrow_watched()
+                            .last_log_index
+                            .unwrap_or(0)
+                    })
                     .collect();
                 (digests.len() == 1 && applied.len() == 1 && last_log.len() == 1)
                     .then(|| digests.into_iter().next().expect("one").1)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use keel_store::archive::{self, ArchiveConfig, Entry};
 use keel_store::{Event, EventKind, MemberConfig, Op, RetentionConfig};
 use keel_tests::{Cluster, wait_for};
+use openraft::async_runtime::WatchReceiver;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -142,8 +143,21 @@ async fn a_member_that_installs_a_snapshot_records_a_gap_it_never_had() {
     workload(&c, leader, 0, 30, &mut done).await;
     c.wait_applied(done.last().unwrap().0, LONG).await;
     let lag_dir = archive_dir(&c.configs[&lagging]);
+    let lag_index = c.member(lagging).status().last_log_index;
     c.kill(lagging).await;
     workload(&c, leader, 30, 160, &mut done).await;
+    // The leader keeps entries a follower is being sent; it purges past the
+    // dead member once a failed send frees them. Only then is a snapshot the
+    // way back.
+    wait_for(
+        "the leader to purge the log past the killed member",
+        LONG,
+        || {
+            let purged = c.member(leader).raft().metrics().borrow_watched().purged;
+            async move { purged.is_some_and(|p| p.index > lag_index).then_some(()) }
+        },
+    )
+    .await;
     c.restart(lagging).await;
     workload(&c, leader, 160, 170, &mut done).await;
     let last = done.last().unwrap().0;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use keel_store::{Consistency, Op, StoreError, WatchMessage, WatchStart};
 use keel_tests::{Cluster, objects, wait_for};
+use openraft::async_runtime::WatchReceiver;
 
 const LONG: Duration = Duration::from_secs(60);
 /// How long writes may stay unavailable after the leader dies (see its use).
@@ -168,11 +169,8 @@ async fn follower_forwards_writes_and_reads_linearizably() {
     c.router.isolate(follower, &c.all_ids());
     wait_for("the isolated follower to lose its leader", LONG, || async {
         c.member(follower)
-            .raft()
-            .metrics()
-            .borrow()
-            .current_leader
-            .is_none_or(|l| l != leader)
+            .leader()
+            .is_none_or(|(l, _)| l != leader)
             .then_some(())
     })
     .await;
@@ -289,7 +287,7 @@ async fn removed_wiped_and_readded_member_catches_up_from_a_snapshot() {
     assert!(members.iter().any(|m| m.id == gone && m.voter));
     c.wait_applied(last, LONG).await;
     c.wait_converged(LONG).await;
-    let snap = fresh.raft().metrics().borrow().snapshot;
+    let snap = fresh.raft().metrics().borrow_watched().snapshot;
     assert!(
         snap.is_some(),
         "the re-added member should have installed a snapshot"

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use keel_store::Op;
 use keel_tests::{Cluster, wait_for};
+use openraft::async_runtime::WatchReceiver;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -74,11 +75,16 @@ async fn a_stale_longer_log_does_not_keep_the_cluster_leaderless() {
         .await
         .unwrap();
     let (stale_log, new_log) = (
-        c.member(3).raft().data_metrics().borrow().last_log.unwrap(),
+        c.member(3)
+            .raft()
+            .data_metrics()
+            .borrow_watched()
+            .last_log
+            .unwrap(),
         c.member(survivor)
             .raft()
             .data_metrics()
-            .borrow()
+            .borrow_watched()
             .last_log
             .unwrap(),
     );
@@ -116,5 +122,76 @@ async fn a_stale_longer_log_does_not_keep_the_cluster_leaderless() {
     assert_eq!(c.leader(LONG).await, survivor, "the newer log wins");
     c.wait_applied(rev, LONG).await;
     c.wait_converged(LONG).await;
+    c.shutdown().await;
+}
+
+/// A member cut off from the others for several election timeouts comes
+/// back without unseating the leader. Its timer fires again and again, but
+/// with pre-vote it first asks whether it could win, hears nothing while cut
+/// off, and never raises its term. (Without pre-vote each timeout raised its
+/// term, and the first message it sent after the cut healed made the leader
+/// step down: an election, and writes stalled, for nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_for_a_while_rejoins_without_unseating_the_leader() {
+    let c = Cluster::start(3, 12).await;
+    let leader = c.leader(LONG).await;
+    let loner = c.all_ids().into_iter().find(|i| *i != leader).unwrap();
+    let rev = c
+        .member(leader)
+        .txn(vec![Op::create("/p/before", b"1".to_vec())])
+        .await
+        .unwrap();
+    c.wait_applied(rev, LONG).await;
+    let term = c.member(leader).status().term;
+    assert_eq!(c.member(loner).status().term, term);
+
+    c.router.isolate(loner, &c.all_ids());
+    // Three rounds of asking both peers (for pre-votes or votes): its
+    // election timer fired three times.
+    let asks = || c.router.attempted(loner, "pre-vote") + c.router.attempted(loner, "vote");
+    let asked = asks();
+    wait_for("the loner to ask for votes three times", LONG, || {
+        let n = asks();
+        async move { (n >= asked + 6).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        c.router.attempted(loner, "vote"),
+        0,
+        "no pre-vote round succeeded, so no real election was called"
+    );
+    assert_eq!(
+        c.member(loner).status().term,
+        term,
+        "the loner's term did not move"
+    );
+    assert_eq!(c.member(loner).status().leader, None, "it knows no leader");
+    // The rest of the cluster went on writing meanwhile.
+    c.member(leader)
+        .txn(vec![Op::create("/p/during", b"1".to_vec())])
+        .await
+        .unwrap();
+
+    c.router.heal();
+    wait_for("the loner to hear from the leader again", LONG, || {
+        let heard = c.member(loner).leader().map(|(id, _)| id);
+        async move { (heard == Some(leader)).then_some(()) }
+    })
+    .await;
+    // The loner catches up through the same leader, in the same term.
+    let rev = c
+        .member(loner)
+        .txn(vec![Op::create("/p/after", b"1".to_vec())])
+        .await
+        .unwrap();
+    c.wait_applied(rev, LONG).await;
+    for id in c.all_ids() {
+        let s = c.member(id).status();
+        assert_eq!(
+            (s.leader, s.term),
+            (Some(leader), term),
+            "member {id} follows the same leader in the same term"
+        );
+    }
     c.shutdown().await;
 }

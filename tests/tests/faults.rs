@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use keel_store::command::FailureReason;
 use keel_store::{Action, EventKind, Op, Precondition, StoreError};
 use keel_tests::{Cluster, objects, rng, seed};
+use openraft::async_runtime::WatchReceiver;
 use rand::Rng;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -464,9 +465,14 @@ async fn isolated_follower_plus_killed_leader_recovers_after_heal() {
     // Give the cut-off follower the time to campaign (in vain) and raise its
     // term, as an isolated member does without pre-vote. Either way the heal
     // below must elect the survivor.
-    let term = c.member(leader).raft().metrics().borrow().current_term;
+    let term = c
+        .member(leader)
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .current_term;
     let campaigned = tokio::time::timeout(Duration::from_secs(10), async {
-        while c.member(cut).raft().metrics().borrow().current_term <= term {
+        while c.member(cut).raft().metrics().borrow_watched().current_term <= term {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -501,7 +507,7 @@ fn last_log_index(c: &Cluster, id: u64) -> u64 {
     c.member(id)
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .last_log_index
         .unwrap_or(0)
 }

@@ -18,11 +18,9 @@ use keel_store::command::{Actor, Command, Op, Txn};
 use keel_store::db::Db;
 use keel_store::state_machine::{AppliedState, StateMachine};
 use keel_store::watch::{WatchConfig, WatchHub};
-use keel_store::{KeyValue, TypeConfig, codec};
+use keel_store::{Entry, EntryPayload, KeyValue, Vote, codec};
 use keel_store::{PeerRequest, PeerResponse};
 use keel_tests::{Cluster, fuzz};
-use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
@@ -128,9 +126,9 @@ fn mutate(rng: &mut StdRng, mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+        log_id: keel_store::log_id(3, 1, index),
         payload: EntryPayload::Normal(cmd),
     }
 }
@@ -150,7 +148,7 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         version: 2,
         uid: Some("u-1".into()),
     };
-    let vote = openraft::Vote::new(4, 2);
+    let vote = Vote::new(4, 2);
     let by = |user: &str| Txn {
         ops: vec![Op::delete("/gone")],
         actor: Some(Actor::new(user, ["dev", "system:authenticated"])),
@@ -177,7 +175,8 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         codec::encode(&PeerRequest::ReadIndex),
         codec::encode(&PeerRequest::Vote(openraft::raft::VoteRequest {
             vote,
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 11)),
+            last_log_id: Some(keel_store::log_id(3, 1, 11)),
+            leadership_transfer: false,
         })),
         codec::encode(&PeerRequest::Append(openraft::raft::AppendEntriesRequest {
             vote,
@@ -279,7 +278,7 @@ async fn fuzz_store_continue_tokens() {
     let hub = WatchHub::new(db.clone(), WatchConfig::default(), 0, 0);
     let mut sm = StateMachine::new(db.clone(), hub, AppliedState::load(&db).unwrap());
     for (i, key) in ["/f/a", "/f/b", "/f/c"].iter().enumerate() {
-        sm.apply([entry(
+        sm.apply_entries([entry(
             i as u64 + 1,
             Command::txn(vec![Op::create(*key, b"v".to_vec())]),
         )])

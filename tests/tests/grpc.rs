@@ -15,6 +15,7 @@ use keel_store::{Consistency, Member, Op};
 use keel_store::{GrpcTransport, MemberService};
 use keel_tests::peer_tls::{admin_tls, member_tls};
 use keel_tests::{init_tracing, test_config, wait_for};
+use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -185,7 +186,13 @@ async fn cluster_over_grpc() {
         .await
         .unwrap();
     assert!(
-        fourth.member.raft().metrics().borrow().snapshot.is_some(),
+        fourth
+            .member
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .snapshot
+            .is_some(),
         "caught up from a snapshot"
     );
     let (kv, _) = fourth
@@ -323,8 +330,8 @@ async fn a_follower_catches_up_on_entries_larger_than_one_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_of_another_cluster_is_refused() {
+    use keel_store::Vote;
     use keel_store::{ClusterId, PeerRequest, PeerResponse, Transport, TransportError};
-    use openraft::Vote;
     use openraft::raft::VoteRequest;
     init_tracing();
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@ use keel_store::data_dir::DataDir;
 use keel_store::snapshot;
 use keel_store::snapshot_file::SNAPSHOT_FILE;
 use keel_tests::{Cluster, wait_for};
+use openraft::async_runtime::WatchReceiver;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -67,7 +68,7 @@ async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
         .await
         .unwrap();
     assert!(
-        member.raft().metrics().borrow().snapshot.is_some(),
+        member.raft().metrics().borrow_watched().snapshot.is_some(),
         "it caught up from a snapshot"
     );
     done.store(true, Ordering::Relaxed);
@@ -88,16 +89,94 @@ async fn an_installed_snapshot_is_the_file_even_with_builds_racing_it() {
         "snapshot.bin to be the member's current snapshot",
         Duration::from_secs(10),
         || {
-            let (file, metrics) = (file_meta(), member.raft().metrics().borrow().snapshot);
+            let (file, metrics) = (
+                file_meta(),
+                member.raft().metrics().borrow_watched().snapshot,
+            );
             async move { (file.is_some() && file == metrics).then_some(()) }
         },
     )
     .await;
-    let m = member.raft().metrics().borrow().clone();
+    let m = member.raft().metrics().borrow_watched().clone();
     assert!(
         file_meta() >= m.purged,
         "the snapshot file covers the purged log"
     );
     drop(member);
+    c.shutdown().await;
+}
+
+/// Snapshot chunks that do not continue the transfer in progress are
+/// refused and nothing is installed; a chunk from a deposed leader is
+/// answered with the member's newer vote before a byte is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_or_stale_snapshot_chunks_change_nothing() {
+    use keel_store::transport::SnapshotChunk;
+    use keel_store::{PeerRequest, PeerResponse, SnapshotMeta, Vote};
+
+    let c = Cluster::start(3, 32).await;
+    let leader = c.leader(LONG).await;
+    let rev = c
+        .member(leader)
+        .txn(vec![Op::create("/c/a", b"1".to_vec())])
+        .await
+        .unwrap();
+    c.wait_applied(rev, LONG).await;
+    let follower = c.all_ids().into_iter().find(|i| *i != leader).unwrap();
+    let m = c.member(follower);
+    let vote = m.raft().metrics().borrow_watched().vote;
+    let applied = m.status().applied_index;
+    let meta = SnapshotMeta {
+        last_log_id: Some(keel_store::log_id(
+            vote.leader_id.term,
+            leader,
+            applied + 100,
+        )),
+        ..Default::default()
+    };
+    let chunk = |vote: Vote, offset: u64, done: bool| {
+        PeerRequest::Snapshot(SnapshotChunk {
+            vote,
+            meta: meta.clone(),
+            offset,
+            data: vec![7u8; 16],
+            done,
+        })
+    };
+    let refused = |r: PeerResponse| match r {
+        PeerResponse::Snapshot(Err(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // A chunk without the ones before it.
+    let e = refused(m.handle(chunk(vote, 16, true)).await);
+    assert!(e.contains("without the chunks before it"), "{e}");
+    // A transfer that skips ahead.
+    assert!(matches!(
+        m.handle(chunk(vote, 0, false)).await,
+        PeerResponse::Snapshot(Ok(_))
+    ));
+    let e = refused(m.handle(chunk(vote, 48, true)).await);
+    assert!(e.contains("expected offset 16"), "{e}");
+    // The refused transfer is gone: its continuation is refused too.
+    let e = refused(m.handle(chunk(vote, 16, true)).await);
+    assert!(e.contains("without the chunks before it"), "{e}");
+    // From a leader of an older term: answered with the newer vote.
+    let old = Vote::new_committed(vote.leader_id.term - 1, leader);
+    match m.handle(chunk(old, 0, true)).await {
+        PeerResponse::Snapshot(Ok(r)) => assert_eq!(r.vote, vote),
+        other => panic!("expected the member's vote, got {other:?}"),
+    }
+
+    assert_eq!(m.status().applied_index, applied, "nothing was installed");
+    let left = std::fs::read_dir(DataDir::new(&m.config().data_dir).snapshots())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains("recv"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "no received file is left behind");
+    drop(m);
     c.shutdown().await;
 }

@@ -7,12 +7,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use openraft::LogId;
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 use tokio::sync::Notify;
 
 use super::segment::{SegmentHeader, SegmentWriter};
 use super::{ArchiveConfig, Entry};
+use crate::LogId;
 use crate::codec::{self, store_meta};
 use crate::db::{CF_EVENTS, CF_STORE_META, Db};
 use crate::error::StoreError;
@@ -148,13 +148,13 @@ impl Archiver {
                 })
                 .transpose()
         };
-        let applied: Option<LogId<NodeId>> = snap
+        let applied: Option<LogId> = snap
             .get_cf(db.cf(CF_STORE_META), store_meta::APPLIED)
             .map_err(|source| StoreError::Io {
                 step: "reading store meta for the archive",
                 source,
             })?
-            .and_then(|v| codec::decode::<Option<LogId<NodeId>>>(&v).ok())
+            .and_then(|v| codec::decode::<Option<LogId>>(&v).ok())
             .flatten();
         let revision =
             applied.map(|l| l.index).unwrap_or(0) + meta(store_meta::REVISION_OFFSET)?.unwrap_or(0);

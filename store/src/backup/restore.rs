@@ -20,7 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, SnapshotMeta, StoredMembership};
+use crate::{Membership, SnapshotMeta, StoredMembership};
+use openraft::BasicNode;
 use rocksdb::WriteBatch;
 
 use super::BackupHeader;
@@ -290,20 +291,20 @@ fn build(
         })?
         .max(1);
     // The new log starts at index 1 in term 0: the first leader's term is 1.
-    let log_id = LogId::new(CommittedLeaderId::new(0, 0), 1);
+    let log_id = crate::log_id(0, 0, 1);
     let voters: BTreeSet<NodeId> = plan.members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = plan
         .members
         .iter()
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
-    let membership = StoredMembership::new(Some(log_id), Membership::new(vec![voters], nodes));
+    let membership = Membership::new(vec![voters], nodes)
+        .map_err(|e| fail(format!("the restored membership: {e}")))?;
+    let membership = StoredMembership::new(Some(log_id), membership);
     let header = Header {
         meta: SnapshotMeta {
             last_log_id: Some(log_id),
             last_membership: membership.clone(),
-            // The same on every member restored with the same plan.
-            snapshot_id: format!("restore-{state_revision}-{revision}"),
         },
         revision_offset: revision - log_id.index,
     };

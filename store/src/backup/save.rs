@@ -4,10 +4,10 @@
 
 use std::io::{BufWriter, Write};
 
-use openraft::LogId;
 use rocksdb::{IteratorMode, ReadOptions};
 
 use super::BackupHeader;
+use crate::LogId;
 use crate::NodeId;
 use crate::codec::{self, store_meta};
 use crate::db::{CF_OBJECTS, CF_STORE_META, Db};
@@ -56,9 +56,9 @@ pub fn save(
         })
         .transpose()
     };
-    let applied: Option<LogId<NodeId>> = meta(store_meta::APPLIED)?
+    let applied: Option<LogId> = meta(store_meta::APPLIED)?
         .map(|v| {
-            codec::decode::<Option<LogId<NodeId>>>(&v).map_err(|detail| StoreError::Corrupt {
+            codec::decode::<Option<LogId>>(&v).map_err(|detail| StoreError::Corrupt {
                 cf: CF_STORE_META,
                 key: "applied".into(),
                 detail,

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use openraft::{CommittedLeaderId, LogId};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::*;
 use crate::KeyValue;
+use crate::LogId;
 use crate::codec::{self, raft_meta, store_meta};
 use crate::db::{CF_EVENTS, CF_OBJECTS, CF_RAFT_META, CF_STORE_META, Db};
 use crate::snapshot_file::SnapshotFiles;
@@ -46,7 +46,7 @@ fn source(index: u64, offset: u64) -> (tempfile::TempDir, std::sync::Arc<Db>) {
     }
     batch.put_cf(db.cf(CF_EVENTS), codec::event_key(index, 0), b"event");
     let meta = db.cf(CF_STORE_META);
-    let applied = Some(LogId::new(CommittedLeaderId::new(4, 2), index));
+    let applied = Some(crate::log_id(4, 2, index));
     batch.put_cf(meta, store_meta::APPLIED, codec::encode(&applied));
     batch.put_cf(meta, store_meta::REVISION_OFFSET, codec::encode(&offset));
     batch.put_cf(meta, store_meta::COMPACTED, codec::encode(&7u64));
@@ -116,7 +116,7 @@ fn a_backup_is_summarised_and_restored_byte_for_byte_at_the_bumped_revision() {
     assert!(cf(&restored, CF_EVENTS).is_empty());
     let state = AppliedState::load(&restored).unwrap();
     assert_eq!((state.revision(), state.compacted), (1053, 1053));
-    let log_id = LogId::new(CommittedLeaderId::new(0, 0), 1);
+    let log_id = crate::log_id(0, 0, 1);
     assert_eq!(state.applied, Some(log_id));
     assert_eq!(
         state
@@ -126,7 +126,7 @@ fn a_backup_is_summarised_and_restored_byte_for_byte_at_the_bumped_revision() {
             .collect::<Vec<_>>(),
         vec![1]
     );
-    let purged: Option<Option<LogId<u64>>> = restored
+    let purged: Option<Option<LogId>> = restored
         .get_decoded(CF_RAFT_META, raft_meta::LAST_PURGED)
         .unwrap();
     assert_eq!(purged, Some(Some(log_id)));

@@ -95,7 +95,10 @@ impl Transport for GrpcTransport {
         }
         let fut = async {
             match req {
-                PeerRequest::Vote(_) | PeerRequest::Append(_) | PeerRequest::Snapshot(_) => {
+                PeerRequest::Vote(_)
+                | PeerRequest::PreVote(_)
+                | PeerRequest::Append(_)
+                | PeerRequest::Snapshot(_) => {
                     let mut c = pb::raft_client::RaftClient::new(ch)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use super::Member;
-use crate::NodeId;
 use crate::error::StoreError;
+use crate::{NodeId, TypeConfig};
 
 /// One member of the cluster, as listed in the membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +77,7 @@ impl Member {
         addr: String,
     ) -> Result<Vec<MemberInfo>, StoreError> {
         self.ensure_leader()?;
-        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
+        let err = |e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| {
             StoreError::Membership(e.to_string())
         };
         tracing::info!(id, %addr, "adding member as learner");
@@ -95,7 +96,7 @@ impl Member {
     /// Remove a member (voter or learner) from the cluster.
     pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, StoreError> {
         self.ensure_leader()?;
-        let err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| {
+        let err = |e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| {
             StoreError::Membership(e.to_string())
         };
         let is_voter = self.members().iter().any(|m| m.id == id && m.voter);
@@ -115,7 +116,12 @@ impl Member {
 
     /// The members in the current membership config.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let m = self.raft.metrics().borrow().membership_config.clone();
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
         m.membership()
             .nodes()
@@ -128,10 +134,10 @@ impl Member {
     }
 
     pub fn status(&self) -> MemberStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         MemberStatus {
             id: self.config.id,
-            leader: m.current_leader,
+            leader: self.heard_leader(m.current_leader),
             term: m.current_term,
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),

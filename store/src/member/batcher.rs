@@ -4,7 +4,7 @@
 //! names its actor), each with its own revision, its own outcome and its own
 //! actor.
 //!
-//! openraft 0.9 handles every client write as its own entry in its single
+//! openraft handles every client write as its own entry in its single
 //! core task (append, replicate, commit, apply, answer), and that task, not
 //! the disk or the cores, capped Keel's writes. Batching pays that per-entry
 //! cost once for many transactions.

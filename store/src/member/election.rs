@@ -6,32 +6,34 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::LogId;
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::Notify;
 
 use super::Member;
+use crate::LogId;
 use crate::NodeId;
 use crate::transport::{LogPosition, PeerRequest, PeerResponse};
 
 impl Member {
     /// Where this member's log ends and how long its leader has been silent.
     pub(super) fn position(&self) -> LogPosition {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let silent = if m.current_leader == Some(self.config.id) {
             Duration::ZERO
         } else {
             self.last_append.lock().unwrap().elapsed()
         };
         LogPosition {
-            last_log: self.raft.data_metrics().borrow().last_log,
+            last_log: self.raft.data_metrics().borrow_watched().last_log,
             leader_silent_ms: silent.as_millis() as u64,
         }
     }
 
-    /// Election assist. openraft 0.9 draws a member's election timeout once
-    /// per process and has no pre-vote, so after the leader dies the
-    /// survivors can reject each other's candidacies for several rounds
-    /// (measured: 5–18 s of write unavailability). Once no member has heard
+    /// Election assist. openraft 0.9 drew a member's election timeout once
+    /// per process and had no pre-vote, so after the leader died the
+    /// survivors could reject each other's candidacies for several rounds
+    /// (measured: 5–18 s of write unavailability). The election it calls
+    /// starts with a pre-vote round like any other. Once no member has heard
     /// from a leader for longer than the maximum election timeout (so every
     /// leader lease has run out), the voter whose last log id (leader term,
     /// then index: the order Raft grants votes by) is the greatest among those
@@ -48,7 +50,7 @@ impl Member {
         if self.last_append.lock().unwrap().elapsed() < quiet {
             return;
         }
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let me = self.config.id;
         if m.current_leader == Some(me) {
             return;
@@ -66,7 +68,7 @@ impl Member {
         {
             return;
         }
-        let mine = self.raft.data_metrics().borrow().last_log;
+        let mine = self.raft.data_metrics().borrow_watched().last_log;
         let mut answers = Vec::new();
         for id in voters.iter().copied().filter(|id| *id != me) {
             let Some(node) = membership.get_node(&id) else {
@@ -89,7 +91,7 @@ impl Member {
             last_log = ?mine,
             "no leader heard from and this member's log is the most up to date reachable: calling an election"
         );
-        if let Err(e) = self.raft.trigger().elect().await {
+        if let Err(e) = self.raft.trigger().elect(true).await {
             tracing::warn!(error = %e, "calling an election failed");
         }
     }
@@ -102,7 +104,7 @@ impl Member {
 /// vote, so the assist then leaves the election to that peer.
 fn should_call_election(
     me: NodeId,
-    my_last_log: Option<LogId<NodeId>>,
+    my_last_log: Option<LogId>,
     answers: &[(NodeId, LogPosition)],
     voters: usize,
     quiet: Duration,
@@ -137,16 +139,16 @@ pub(super) async fn election_assist_loop(member: Weak<Member>, stop: Arc<Notify>
 mod election_assist_tests {
     use std::time::Duration;
 
-    use openraft::{CommittedLeaderId, LogId};
+    use crate::LogId;
 
     use super::{LogPosition, should_call_election};
 
     /// A last log id written by leader `leader` in `term`, at `index`.
-    fn at(term: u64, leader: u64, index: u64) -> Option<LogId<u64>> {
-        Some(LogId::new(CommittedLeaderId::new(term, leader), index))
+    fn at(term: u64, leader: u64, index: u64) -> Option<LogId> {
+        Some(crate::log_id(term, leader, index))
     }
 
-    fn silent(last_log: Option<LogId<u64>>) -> LogPosition {
+    fn silent(last_log: Option<LogId>) -> LogPosition {
         LogPosition {
             last_log,
             leader_silent_ms: 4000,

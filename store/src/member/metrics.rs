@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Member;
+use openraft::async_runtime::WatchReceiver;
 
 /// Counters of what a member has served, exported by [`Member::render_metrics`].
 #[derive(Default)]
@@ -24,6 +25,9 @@ pub struct Counters {
     pub read_index_confirmations: AtomicU64,
     /// Calls from members of another cluster, refused.
     pub wrong_cluster: AtomicU64,
+    /// Writes on the leader that first renewed its lapsed lease with a
+    /// quorum (just elected, or its followers were slow to answer).
+    pub lease_renewals: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -33,7 +37,7 @@ pub(super) fn bump(c: &AtomicU64) {
 impl Member {
     /// Prometheus text exposition of this member's state and counters.
     pub fn render_metrics(&self) -> String {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
@@ -60,7 +64,7 @@ impl Member {
             "keel_raft_has_leader",
             "gauge",
             "1 if this member knows a leader.",
-            &[("", u64::from(m.current_leader.is_some()))],
+            &[("", u64::from(self.heard_leader(m.current_leader).is_some()))],
         );
         metric(
             "keel_raft_last_log_index",
@@ -152,6 +156,12 @@ impl Member {
             "counter",
             "Leadership confirmations for a read that a quorum did not answer in time, tried again.",
             &[("", get(&c.read_index_retries))],
+        );
+        metric(
+            "keel_store_lease_renewals_total",
+            "counter",
+            "Writes on the leader that first confirmed its leadership with a quorum because its lease had lapsed (just elected, or its followers were slow to answer).",
+            &[("", get(&c.lease_renewals))],
         );
         metric(
             "keel_store_read_index_confirmations_total",

@@ -10,11 +10,13 @@
 //! - `retention.rs`: the leader's retention task and how far it compacts.
 //! - `admin.rs`: bootstrap, membership changes, status.
 //! - `peer.rs`: serving the requests of other members.
+//! - `snapshot_in.rs`: receiving a snapshot from the leader, chunk by chunk.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
 use tokio::sync::Notify;
 
@@ -38,6 +40,7 @@ mod propose;
 mod read_rounds;
 mod reads;
 mod retention;
+mod snapshot_in;
 
 pub use admin::{MemberInfo, MemberStatus};
 pub use metrics::Counters;
@@ -127,6 +130,10 @@ pub struct Member {
     archive: Arc<crate::archive::archiver::ArchiveProgress>,
     /// The cluster's identity, once known ([`crate::cluster_id`]).
     cluster_id: std::sync::Mutex<Option<ClusterId>>,
+    /// Where snapshots from the leader are received ([`snapshot_in`]).
+    snapshot_files: Arc<crate::snapshot_file::SnapshotFiles>,
+    /// The snapshot on its way in from the leader, if any.
+    snapshot_in: tokio::sync::Mutex<Option<snapshot_in::Incoming>>,
 }
 
 fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
@@ -144,9 +151,13 @@ fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
         replication_lag_threshold: c.snapshot_every.max(1000),
         // Bounds what the leader reads from its log per batch (openraft's
         // default, 300, is 450 MiB of 1.5 MiB entries). The bytes of a batch
-        // are bounded by the network (`APPEND_BUDGET_BYTES`), which asks
-        // openraft for fewer entries when they do not fit.
+        // are bounded by the network (`APPEND_BUDGET_BYTES`), which sends
+        // the leading entries that fit and reports a partial success.
         max_payload_entries: 64,
+        // A member that cannot win an election (cut off for a while, or
+        // behind) asks first whether it would, and does not raise the term
+        // and unseat a working leader when it comes back.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
@@ -199,6 +210,7 @@ impl Member {
             transport.set_cluster_id(id);
         }
         let sm = StateMachine::new(db.clone(), hub.clone(), state).with_archive(archive.clone());
+        let snapshot_files = sm.files();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(&config)?),
@@ -227,6 +239,8 @@ impl Member {
             me: me.clone(),
             archive: archive.clone(),
             cluster_id: std::sync::Mutex::new(cluster_id),
+            snapshot_files,
+            snapshot_in: tokio::sync::Mutex::new(None),
         });
         if let Some((config, entries, position)) = archive_start {
             tracing::info!(dir = %config.dir.display(), position, "archiving events");
@@ -272,7 +286,7 @@ impl Member {
     /// Whether Raft is running on this member (it has not stopped on a fatal
     /// storage or network error, nor been shut down).
     pub fn is_running(&self) -> bool {
-        self.raft.metrics().borrow().running_state.is_ok()
+        self.raft.metrics().borrow_watched().running_state.is_ok()
     }
 
     pub fn hub(&self) -> &Arc<WatchHub> {
@@ -286,14 +300,29 @@ impl Member {
 
     /// The current leader and its address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = self.heard_leader(m.current_leader)?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))
     }
 
+    /// `leader` (as openraft names it) while this member still hears from
+    /// it: a follower that heard nothing for longer than the maximum
+    /// election timeout (every leader's lease) knows no leader. With
+    /// pre-vote, openraft keeps naming the old leader until a new one is
+    /// elected, which for a member cut off from the others is never; its
+    /// requests would go to a leader that does not answer.
+    pub(super) fn heard_leader(&self, leader: Option<NodeId>) -> Option<NodeId> {
+        let id = leader?;
+        if id == self.config.id {
+            return Some(id);
+        }
+        let silent = self.last_append.lock().unwrap().elapsed();
+        (silent <= self.config.election_timeout.1).then_some(id)
+    }
+
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.config.id)
+        self.raft.metrics().borrow_watched().current_leader == Some(self.config.id)
     }
 
     /// Stop Raft and background tasks, and flush what was applied. The

@@ -2,8 +2,9 @@
 //! follower forwarded to the leader, with the outcome of a lost answer kept
 //! unknown (never reported as safe to retry).
 
-use openraft::BasicNode;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardReason, RaftError};
+use openraft::{BasicNode, Instant as _, ReadPolicy};
 
 use super::Member;
 use super::metrics::bump;
@@ -119,12 +120,23 @@ impl Member {
     /// Propose one log entry through Raft on this member.
     pub(super) async fn commit_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         let t = self.config.request_timeout;
-        match tokio::time::timeout(t, self.raft.client_write(cmd)).await {
+        let deadline = tokio::time::Instant::now() + t;
+        self.renew_lapsed_lease(deadline).await;
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
             Err(_) => Err(StoreError::Timeout {
                 step: "committing a write",
                 millis: t.as_millis() as u64,
             }),
             Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
+                if f.reason == ForwardReason::LeaseExpired =>
+            {
+                // Nothing was proposed: retryable.
+                Err(StoreError::NoLeader(format!(
+                    "member {} leads, but no quorum has answered it within its lease",
+                    self.config.id
+                )))
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(self.not_leader(f.leader_id, f.leader_node))
             }
@@ -132,8 +144,33 @@ impl Member {
         }
     }
 
+    /// A leader takes writes only while a quorum answered it within its
+    /// lease (the maximum election timeout; openraft 0.10 refuses them
+    /// otherwise, so that a leader cut off from the others stops taking
+    /// writes it could never commit). A leader just elected, or one whose
+    /// followers were slow to answer, first confirms its leadership with a
+    /// quorum, which renews the lease, rather than refuse the write.
+    async fn renew_lapsed_lease(&self, deadline: tokio::time::Instant) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.config.id)
+            || m.membership_config.membership().voter_ids().count() < 2
+        {
+            return;
+        }
+        let lease = self.config.election_timeout.1;
+        if m.last_quorum_acked.is_some_and(|t| t.elapsed() < lease) {
+            return;
+        }
+        bump(&self.counters.lease_renewals);
+        let _ = tokio::time::timeout_at(
+            deadline,
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await;
+    }
+
     pub(super) fn not_leader(&self, id: Option<NodeId>, node: Option<BasicNode>) -> StoreError {
-        match (id, node) {
+        match (self.heard_leader(id), node) {
             (Some(leader_id), Some(n)) if leader_id != self.config.id => StoreError::NotLeader {
                 leader_id,
                 leader_addr: n.addr,

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ReadPolicy;
+use openraft::error::{LinearizableReadError, RaftError};
 
 use super::metrics::bump;
 use super::read_rounds::Rounds;
@@ -29,18 +30,23 @@ impl Member {
         let deadline = tokio::time::Instant::now() + t;
         loop {
             bump(&self.counters.read_index_confirmations);
-            match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+            match tokio::time::timeout_at(
+                deadline,
+                self.raft.get_read_log_id(ReadPolicy::ReadIndex),
+            )
+            .await
+            {
                 Err(_) => {
                     return Err(StoreError::Timeout {
                         step: "confirming leadership for a read",
                         millis: t.as_millis() as u64,
                     });
                 }
-                Ok(Ok((read, _applied))) => return Ok(read.map(|l| l.index).unwrap_or(0)),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Ok(Ok((read, _applied))) => return Ok(read.index()),
+                Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                     return Err(self.not_leader(f.leader_id, f.leader_node));
                 }
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)))) => {
                     if tokio::time::Instant::now() + self.config.heartbeat >= deadline {
                         // Retryable: nothing was read or written.
                         return Err(StoreError::NoLeader(format!(

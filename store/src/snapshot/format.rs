@@ -14,12 +14,11 @@
 
 use std::io::{BufRead, Read, Write};
 
-use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::StoreError;
-use crate::{KeyValue, NodeId};
+use crate::{KeyValue, SnapshotMeta};
 
 /// The snapshot format this build writes and reads. Format 1 was one bincode
 /// body holding every object and retained event.
@@ -35,7 +34,7 @@ const MAX_PART_BYTES: u32 = 64 << 20;
 const RECORD: u8 = 1;
 const END: u8 = 0;
 
-pub type Meta = SnapshotMeta<NodeId, BasicNode>;
+pub type Meta = SnapshotMeta;
 
 /// What a file of records opens with: its magic, its format and a bincode
 /// header. Raft snapshots ([`Header`]) and cluster backups
@@ -410,8 +409,6 @@ pub fn meta_from_bytes(bytes: &[u8]) -> Result<Meta, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, LogId};
-
     use super::*;
 
     fn object(key: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -429,8 +426,7 @@ mod tests {
     fn small() -> Vec<u8> {
         let header = Header {
             meta: Meta {
-                last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
-                snapshot_id: "2-9".into(),
+                last_log_id: Some(crate::log_id(2, 1, 9)),
                 ..Default::default()
             },
             revision_offset: 3,
@@ -448,7 +444,6 @@ mod tests {
     fn roundtrip_and_every_flipped_byte_is_caught() {
         let bytes = small();
         let (header, records) = verify(bytes.as_slice(), true).unwrap();
-        assert_eq!(header.meta.snapshot_id, "2-9");
         assert_eq!(header.meta.last_log_id.unwrap().index, 9);
         assert_eq!(header.revision(), 12);
         assert_eq!(records, 2);

@@ -5,8 +5,8 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use openraft::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -19,8 +19,8 @@ thread_local! {
     pub(super) static CRASH_AT: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
-fn log_id(index: u64) -> Option<LogId<NodeId>> {
-    Some(LogId::new(CommittedLeaderId::new(2, 1), index))
+fn log_id(index: u64) -> Option<LogId> {
+    Some(crate::log_id(2, 1, index))
 }
 
 /// An objects-CF record: `key` holding `len` bytes.
@@ -69,7 +69,6 @@ fn snapshot_file(
     let header = Header {
         meta: SnapshotMeta {
             last_log_id: log_id(index),
-            snapshot_id: format!("test-{index}"),
             ..Default::default()
         },
         revision_offset: 0,
@@ -88,7 +87,7 @@ fn install(db: &Db, files: &SnapshotFiles, index: u64, objects: &[(Vec<u8>, Vec<
     install_file(db, files, &path, &file, log_id(index)).unwrap();
 }
 
-fn file_meta(db: &Db) -> Option<LogId<NodeId>> {
+fn file_meta(db: &Db) -> Option<LogId> {
     let (meta, _) = SnapshotFiles::open(db.dir().snapshots())
         .read_current()
         .unwrap()
@@ -129,7 +128,7 @@ async fn a_multi_batch_snapshot_roundtrips_and_starts_the_watch_window_at_it() {
     let mut sm = StateMachine::new(b.clone(), hub.clone(), state);
     let mut early = hub.watch("/o/", WatchStart::Now).unwrap();
     // Chunks arrive as openraft writes them: 1 MiB at a time.
-    let mut received = sm.begin_receiving_snapshot().await.unwrap();
+    let mut received = sm.begin_receiving_snapshot().unwrap();
     let mut chunk = vec![0u8; 1 << 20];
     loop {
         let n = built.snapshot.read(&mut chunk).await.unwrap();
@@ -206,20 +205,16 @@ async fn a_damaged_or_misannounced_snapshot_changes_no_state() {
     let mut damaged = good.clone();
     let mid = damaged.len() / 2;
     damaged[mid] ^= 0x01;
-    assert!(
-        sm.install_snapshot(&meta(50), Box::new(send(damaged)))
-            .await
-            .is_err()
-    );
+    assert!(sm.install_snapshot(&meta(50), send(damaged)).await.is_err());
     let err = sm
-        .install_snapshot(&meta(60), Box::new(send(good.clone())))
+        .install_snapshot(&meta(60), send(good.clone()))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("announced"), "{err}");
     let mut old_format = good;
     old_format[8..12].copy_from_slice(&1u32.to_be_bytes());
     let err = sm
-        .install_snapshot(&meta(50), Box::new(send(old_format)))
+        .install_snapshot(&meta(50), send(old_format))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("format 1"), "{err}");
