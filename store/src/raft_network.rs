@@ -64,8 +64,9 @@ fn entries_within_budget(entries: &[Entry]) -> Option<u64> {
     None
 }
 
-/// Bytes of snapshot in one chunk: a chunk is one peer call, which shares
-/// the connection with appends and heartbeats like an append batch does.
+/// Bytes of snapshot in one chunk when openraft names no size (it passes
+/// `Config::snapshot_max_chunk_size`): a chunk is one peer call, which
+/// shares the connection with appends and heartbeats as an append batch does.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// openraft's network factory over a [`Transport`].
@@ -231,12 +232,16 @@ impl RaftNetworkV2<TypeConfig> for Network {
             snapshot: mut data,
         } = snapshot;
         let mut cancel = std::pin::pin!(cancel);
+        let size = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK_BYTES)
+            .max(1);
         let mut offset = 0u64;
         loop {
-            let chunk = read_chunk(&mut data, SNAPSHOT_CHUNK_BYTES)
+            let chunk = read_chunk(&mut data, size)
                 .await
                 .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-            let done = chunk.len() < SNAPSHOT_CHUNK_BYTES;
+            let done = chunk.len() < size;
             let len = chunk.len() as u64;
             let req = PeerRequest::Snapshot(SnapshotChunk {
                 vote,

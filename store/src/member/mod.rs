@@ -144,8 +144,9 @@ fn raft_config(c: &MemberConfig) -> Result<Config, StoreError> {
         election_timeout_max: c.election_timeout.1.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
         max_in_snapshot_log_to_keep: c.keep_behind_snapshot,
-        // Chunks stay far below the gRPC message limit; each may take seconds on a busy machine.
-        snapshot_max_chunk_size: 1 << 20,
+        // Snapshot chunks (`raft_network`) stay far below the gRPC message
+        // limit; each call may take seconds on a busy machine.
+        snapshot_max_chunk_size: crate::raft_network::SNAPSHOT_CHUNK_BYTES as u64,
         install_snapshot_timeout: 10_000,
         purge_batch_size: (c.snapshot_every / 4).clamp(1, 256),
         replication_lag_threshold: c.snapshot_every.max(1000),
