@@ -257,6 +257,10 @@ impl Command {
         }
     }
 
+    /// What a batch adds to [`Command::payload_bytes`] beyond its
+    /// transactions' own bytes.
+    pub const BATCH_FRAMING_BYTES: usize = FRAMING;
+
     /// [`Command::payload_bytes`] of one transaction, its actor included.
     pub fn txn_bytes(txn: &Txn) -> usize {
         txn_payload_bytes(&txn.ops) + txn.actor.as_ref().map_or(0, Actor::bytes)

@@ -449,3 +449,95 @@ async fn concurrent_linearizable_reads_share_read_index_rounds() {
     c.router.heal();
     c.shutdown().await;
 }
+
+/// A member's counter named `name` (a line `name value` of its metrics).
+fn counter(m: &keel_store::Member, name: &str) -> u64 {
+    m.render_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the counter {name}"))
+}
+
+/// Concurrent writes on a follower reach the leader in a few calls, not one
+/// call each, and each keeps its own outcome: its own revision, or its own
+/// failed precondition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_a_follower_share_forward_calls() {
+    use std::collections::BTreeSet;
+
+    let c = Cluster::start(3, 12).await;
+    let leader = c.leader(LONG).await;
+    let follower = c.all_ids().into_iter().find(|i| *i != leader).unwrap();
+    // Commits take a while, as on a busy network: writes pile up behind them.
+    for &id in c.all_ids().iter().filter(|i| **i != leader) {
+        c.router.set_delay(leader, id, Duration::from_millis(20));
+    }
+    c.member(leader)
+        .txn(vec![Op::create("/fc/taken", b"0".to_vec())])
+        .await
+        .unwrap();
+    let calls_before = c.router.attempted(follower, "forward");
+
+    const WRITES: usize = 200;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..WRITES {
+        let m = c.member(follower);
+        writes.spawn(async move {
+            // Every tenth write asks to create a key that exists: it alone fails.
+            let key = if i % 10 == 0 {
+                "/fc/taken".to_string()
+            } else {
+                format!("/fc/{i:03}")
+            };
+            (
+                i,
+                m.txn(vec![Op::create(key, i.to_string().into_bytes())])
+                    .await,
+            )
+        });
+    }
+    let mut revisions = BTreeSet::new();
+    while let Some(r) = writes.join_next().await {
+        let (i, res) = r.unwrap();
+        if i % 10 == 0 {
+            assert!(
+                matches!(res, Err(StoreError::Precondition(_))),
+                "write {i} on an existing key: {res:?}"
+            );
+        } else {
+            let rev = res.unwrap_or_else(|e| panic!("write {i}: {e}"));
+            assert!(revisions.insert(rev), "revision {rev} given twice");
+        }
+    }
+    let succeeded = WRITES - WRITES / 10;
+    assert_eq!(revisions.len(), succeeded);
+
+    let calls = c.router.attempted(follower, "forward") - calls_before;
+    println!("{WRITES} concurrent writes on a follower took {calls} forward calls");
+    assert!(
+        calls <= (WRITES / 5) as u64,
+        "{WRITES} concurrent writes on a follower took {calls} forward calls"
+    );
+    let f = c.member(follower);
+    assert_eq!(counter(&f, "keel_store_forward_calls_total"), calls);
+    assert_eq!(
+        counter(&f, "keel_store_writes_forwarded_total"),
+        WRITES as u64
+    );
+    // The cluster's shutdown waits for every handle on a member to go.
+    drop(f);
+    // Every write is where its revision says, on the leader.
+    for i in (0..WRITES).filter(|i| i % 10 != 0) {
+        let (kv, _) = c
+            .member(leader)
+            .get(&format!("/fc/{i:03}"), Consistency::Linearizable)
+            .await
+            .unwrap();
+        let kv = kv.unwrap_or_else(|| panic!("key /fc/{i:03}"));
+        assert_eq!(kv.value, i.to_string().into_bytes());
+        assert!(revisions.contains(&kv.mod_revision));
+    }
+    c.router.heal();
+    c.shutdown().await;
+}

@@ -17,6 +17,14 @@
 //! up cannot strand the others). All decisions are made under one lock, so a
 //! queued transaction always has a committer coming.
 //!
+//! On a follower the same queue groups the transactions it forwards: a
+//! batch goes to the leader as one call and enters the log there as one
+//! entry. One call per write cost every forwarded write a peer request of
+//! its own (HTTP/2 stream, TLS record, a task on the leader), and two thirds
+//! of a cluster's writes arrive at followers when clients spread over the
+//! members. A write another member forwarded is never forwarded again
+//! ([`Route::Here`]), so a leadership change cannot bounce it between members.
+//!
 //! [`CommandBody::Batch`]: crate::command::CommandBody::Batch
 //! [`CommandBody::BatchBy`]: crate::command::CommandBody::BatchBy
 
@@ -34,10 +42,22 @@ const MAX_BATCH_TXNS: usize = 1024;
 
 type Reply = oneshot::Sender<Result<CommandOutcome, StoreError>>;
 
+/// Where a transaction may be committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Here if this member leads, otherwise forwarded to the leader: a
+    /// client's write.
+    ToLeader,
+    /// Only here: a write another member forwarded (if this member no
+    /// longer leads, it fails, retryable, and its sender decides).
+    Here,
+}
+
 /// A transaction waiting for a batch.
 struct Pending {
     txn: Txn,
     bytes: usize,
+    route: Route,
     reply: Reply,
 }
 
@@ -59,7 +79,9 @@ impl Batcher {
         Batcher {
             state: Mutex::new(State::default()),
             slots: slots.max(1),
-            max_bytes,
+            // A batch's own framing counts toward the limit a leader checks
+            // a forwarded batch against.
+            max_bytes: max_bytes.saturating_sub(Command::BATCH_FRAMING_BYTES),
         }
     }
 
@@ -88,7 +110,11 @@ impl Batcher {
 
 impl Member {
     /// Commit a validated transaction through the group-commit queue.
-    pub(super) async fn propose_txn(&self, txn: Txn) -> Result<CommandOutcome, StoreError> {
+    pub(super) async fn propose_txn(
+        &self,
+        txn: Txn,
+        route: Route,
+    ) -> Result<CommandOutcome, StoreError> {
         let bytes = Command::txn_bytes(&txn);
         // Decided under the lock; the lock is never held across an await.
         let queued = {
@@ -98,7 +124,12 @@ impl Member {
                 Err(txn)
             } else {
                 let (reply, answer) = oneshot::channel();
-                st.queue.push_back(Pending { txn, bytes, reply });
+                st.queue.push_back(Pending {
+                    txn,
+                    bytes,
+                    route,
+                    reply,
+                });
                 // A slot is free but others are queued: commit them all.
                 let batch = (st.busy < self.batcher.slots).then(|| {
                     st.busy += 1;
@@ -112,7 +143,7 @@ impl Member {
                 // Frees the slot (or hands it to the queue) even if this
                 // future is dropped mid-commit.
                 let _slot = Slot(self);
-                self.commit_local(Command::txn_as(txn)).await
+                commit_one(self, Command::txn_as(txn), route).await
             }
             Ok((answer, batch)) => {
                 if let Some(batch) = batch {
@@ -187,17 +218,41 @@ async fn wait(
     }
 }
 
-/// Commit one batch and answer each of its transactions.
-async fn commit(member: &Arc<Member>, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
-        let p = batch.pop().expect("one");
-        let res = member.commit_local(Command::txn_as(p.txn)).await;
-        let _ = p.reply.send(res);
+/// Commit one batch and answer each of its transactions. Writes that may
+/// be forwarded and writes that may not go as separate batches (they mix
+/// only while leadership moves).
+async fn commit(member: &Arc<Member>, batch: Vec<Pending>) {
+    let (to_leader, here): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|p| p.route == Route::ToLeader);
+    tokio::join!(
+        commit_group(member, to_leader, Route::ToLeader),
+        commit_group(member, here, Route::Here)
+    );
+}
+
+async fn commit_one(
+    member: &Member,
+    cmd: Command,
+    route: Route,
+) -> Result<CommandOutcome, StoreError> {
+    match route {
+        Route::ToLeader => member.commit_or_forward(cmd).await,
+        Route::Here => member.commit_local(cmd).await,
+    }
+}
+
+/// Commit transactions of one route as one entry (a single one as itself).
+async fn commit_group(member: &Member, mut batch: Vec<Pending>, route: Route) {
+    if batch.len() <= 1 {
+        if let Some(p) = batch.pop() {
+            let res = commit_one(member, Command::txn_as(p.txn), route).await;
+            let _ = p.reply.send(res);
+        }
         return;
     }
     let (txns, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
     let n = txns.len();
-    match member.commit_local(Command::batch_as(txns)).await {
+    match commit_one(member, Command::batch_as(txns), route).await {
         Ok(CommandOutcome::Batch(outcomes)) if outcomes.len() == n => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -234,6 +289,11 @@ fn same_error(e: &StoreError) -> StoreError {
             step,
             millis: *millis,
         },
+        StoreError::Transport { target, detail } => StoreError::Transport {
+            target: *target,
+            detail: detail.clone(),
+        },
+        StoreError::InvalidCommand(s) => StoreError::InvalidCommand(s.clone()),
         other => StoreError::Raft(other.to_string()),
     }
 }
@@ -266,6 +326,16 @@ mod tests {
             same_error(&StoreError::NoLeader("x".into())),
             StoreError::NoLeader(ref s) if s == "x"
         ));
+        // A forwarded batch that never reached the leader is safe to retry.
+        let e = same_error(&StoreError::Transport {
+            target: 3,
+            detail: "unreachable".into(),
+        });
+        assert!(e.is_retryable() && !e.is_outcome_unknown(), "{e:?}");
+        assert!(matches!(
+            same_error(&StoreError::InvalidCommand("too big".into())),
+            StoreError::InvalidCommand(ref s) if s == "too big"
+        ));
     }
 
     #[test]
@@ -280,6 +350,7 @@ mod tests {
                     actor: None,
                 },
                 bytes,
+                route: Route::ToLeader,
                 reply,
             });
         }

@@ -13,6 +13,9 @@ pub struct Counters {
     pub writes_failed_precondition: AtomicU64,
     pub writes_error: AtomicU64,
     pub writes_forwarded: AtomicU64,
+    /// Calls that carried forwarded writes to the leader: concurrent writes
+    /// on a follower go together, so fewer calls than writes under load.
+    pub forward_calls: AtomicU64,
     pub reads_linearizable: AtomicU64,
     pub reads_local: AtomicU64,
     pub watches_started: AtomicU64,
@@ -32,6 +35,10 @@ pub struct Counters {
 
 pub(super) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(super) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 impl Member {
@@ -135,6 +142,12 @@ impl Member {
             "counter",
             "Proposals forwarded to the leader.",
             &[("", get(&c.writes_forwarded))],
+        );
+        metric(
+            "keel_store_forward_calls_total",
+            "counter",
+            "Calls to the leader carrying forwarded proposals (concurrent ones go together).",
+            &[("", get(&c.forward_calls))],
         );
         metric(
             "keel_store_reads_total",

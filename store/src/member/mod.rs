@@ -2,7 +2,8 @@
 //! the watch hub. Each concern of a member has its own file:
 //!
 //! - `propose.rs`: proposals, and forwarding them from a follower to the leader.
-//! - `batcher.rs`: group commit of concurrent transactions into batch entries.
+//! - `batcher.rs`: group commit of concurrent transactions into batch entries,
+//!   and on a follower into shared calls to the leader.
 //! - `reads.rs`: linearizable and local reads, watches, the read index.
 //! - `read_rounds.rs`: read-index rounds shared by concurrent reads.
 //! - `metrics.rs`: the member's counters and their Prometheus rendering.

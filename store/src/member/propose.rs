@@ -7,7 +7,8 @@ use openraft::error::{ClientWriteError, ForwardReason, RaftError};
 use openraft::{BasicNode, Instant as _, ReadPolicy};
 
 use super::Member;
-use super::metrics::bump;
+use super::batcher::Route;
+use super::metrics::{add, bump};
 use crate::NodeId;
 use crate::command::{Actor, Command, CommandBody, CommandOutcome, Op, Txn};
 use crate::error::StoreError;
@@ -28,51 +29,80 @@ impl Member {
 
     async fn propose_inner(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         cmd.validate(&self.config.limits)?;
-        match self.propose_local(cmd.clone()).await {
+        match cmd.body {
+            CommandBody::Txn(ops) => {
+                self.propose_txn(Txn { ops, actor: None }, Route::ToLeader)
+                    .await
+            }
+            CommandBody::TxnBy(txn) => self.propose_txn(txn, Route::ToLeader).await,
+            _ => self.commit_or_forward(cmd).await,
+        }
+    }
+
+    /// Commit `cmd` here if this member leads, otherwise forward it to the
+    /// leader as one call (a batch entry forwards whole).
+    pub(super) async fn commit_or_forward(
+        &self,
+        cmd: Command,
+    ) -> Result<CommandOutcome, StoreError> {
+        match self.commit_local(cmd.clone()).await {
             Err(StoreError::NotLeader {
                 leader_id,
                 leader_addr,
-            }) => {
-                bump(&self.counters.writes_forwarded);
-                let started = std::time::Instant::now();
-                let millis = || started.elapsed().as_millis() as u64;
-                let resp = self
-                    .transport
-                    .call(
-                        leader_id,
-                        &leader_addr,
-                        PeerRequest::Forward(cmd),
-                        self.config.request_timeout,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        // Never delivered: nothing was proposed, a retry is safe.
-                        TransportError::Unreachable(_) | TransportError::TooLarge(_) => {
-                            StoreError::Transport {
-                                target: leader_id,
-                                detail: e.to_string(),
-                            }
-                        }
-                        // Sent, but no answer came back: the leader may have committed it.
-                        TransportError::Network(_) => {
-                            tracing::debug!(leader = leader_id, error = %e, "forwarded write: outcome unknown");
-                            StoreError::Timeout {
-                                step: "waiting for the leader's answer to a forwarded write",
-                                millis: millis(),
-                            }
-                        }
-                    })?;
-                match resp {
-                    PeerResponse::Forward(r) => {
-                        r.map_err(|e| e.into_store_error(leader_id, millis()))
-                    }
-                    other => Err(StoreError::Transport {
-                        target: leader_id,
-                        detail: format!("unexpected answer {other:?}"),
-                    }),
-                }
-            }
+            }) => self.forward(cmd, leader_id, &leader_addr).await,
             r => r,
+        }
+    }
+
+    /// Send `cmd` to the leader to commit; its outcome, or why the leader's
+    /// answer did not come back (then the outcome is unknown).
+    async fn forward(
+        &self,
+        cmd: Command,
+        leader_id: NodeId,
+        leader_addr: &str,
+    ) -> Result<CommandOutcome, StoreError> {
+        let writes = match &cmd.body {
+            CommandBody::Batch(t) => t.len(),
+            CommandBody::BatchBy(t) => t.len(),
+            _ => 1,
+        };
+        add(&self.counters.writes_forwarded, writes as u64);
+        bump(&self.counters.forward_calls);
+        let started = std::time::Instant::now();
+        let millis = || started.elapsed().as_millis() as u64;
+        let resp = self
+            .transport
+            .call(
+                leader_id,
+                leader_addr,
+                PeerRequest::Forward(cmd),
+                self.config.request_timeout,
+            )
+            .await
+            .map_err(|e| match e {
+                // Never delivered: nothing was proposed, a retry is safe.
+                TransportError::Unreachable(_) | TransportError::TooLarge(_) => {
+                    StoreError::Transport {
+                        target: leader_id,
+                        detail: e.to_string(),
+                    }
+                }
+                // Sent, but no answer came back: the leader may have committed it.
+                TransportError::Network(_) => {
+                    tracing::debug!(leader = leader_id, error = %e, "forwarded write: outcome unknown");
+                    StoreError::Timeout {
+                        step: "waiting for the leader's answer to a forwarded write",
+                        millis: millis(),
+                    }
+                }
+            })?;
+        match resp {
+            PeerResponse::Forward(r) => r.map_err(|e| e.into_store_error(leader_id, millis())),
+            other => Err(StoreError::Transport {
+                target: leader_id,
+                detail: format!("unexpected answer {other:?}"),
+            }),
         }
     }
 
@@ -106,13 +136,17 @@ impl Member {
         }
     }
 
-    /// Commit on this member if it leads. A transaction goes through the
-    /// group-commit queue ([`super::batcher`]), keeping its actor; anything
-    /// else is an entry of its own.
+    /// Commit on this member if it leads, never forwarding: a write another
+    /// member forwarded here. A transaction goes through the group-commit
+    /// queue ([`super::batcher`]), keeping its actor; anything else (a batch
+    /// a follower grouped) is an entry of its own.
     pub(super) async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         match cmd.body {
-            CommandBody::Txn(ops) => self.propose_txn(Txn { ops, actor: None }).await,
-            CommandBody::TxnBy(txn) => self.propose_txn(txn).await,
+            CommandBody::Txn(ops) => {
+                self.propose_txn(Txn { ops, actor: None }, Route::Here)
+                    .await
+            }
+            CommandBody::TxnBy(txn) => self.propose_txn(txn, Route::Here).await,
             _ => self.commit_local(cmd).await,
         }
     }
