@@ -531,13 +531,7 @@ async fn concurrent_transactions_share_log_entries_but_not_revisions() {
     // The answer can come before the metrics show the apply; a
     // linearizable read waits until they show everything committed.
     m.linearize().await.unwrap();
-    let index_before = m
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .unwrap()
-        .index;
+    let index_before = applied_index(&m);
     let start_rev = m.revisions().unwrap().0;
     let mut watch = m.watch("/g/", WatchStart::After(start_rev)).unwrap();
     const N: usize = 256;
@@ -587,13 +581,7 @@ async fn concurrent_transactions_share_log_entries_but_not_revisions() {
     }
     assert_eq!(seen, revisions.keys().copied().collect::<Vec<_>>());
     // Fewer log entries than transactions: they were batched.
-    let index_after = m
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .unwrap()
-        .index;
+    let index_after = applied_index(&m);
     let entries = index_after - index_before;
     assert!(
         entries < N as u64,
@@ -687,13 +675,7 @@ async fn events_name_their_actors_through_batches_and_restarts() {
     // The answer can come before the metrics show the apply; a
     // linearizable read waits until they show everything committed.
     m.linearize().await.unwrap();
-    let index_before = m
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .unwrap()
-        .index;
+    let index_before = applied_index(&m);
     let mut watch = m.watch("/a/", WatchStart::After(first - 1)).unwrap();
     const N: usize = 128;
     let tasks: Vec<_> = (0..N)
@@ -712,13 +694,7 @@ async fn events_name_their_actors_through_batches_and_restarts() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let index_after = m
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .unwrap()
-        .index;
+    let index_after = applied_index(&m);
     assert!(
         index_after - index_before < N as u64,
         "{N} concurrent transactions took {} log entries: none was batched",
@@ -791,4 +767,14 @@ async fn events_name_their_actors_through_batches_and_restarts() {
     assert_eq!(replayed, stored, "replayed from disk after a restart");
     drop(replay);
     stop(m).await;
+}
+
+/// The index of the last log entry `m` has applied.
+fn applied_index(m: &Member) -> u64 {
+    m.raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .expect("an applied entry")
+        .index
 }
