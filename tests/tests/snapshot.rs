@@ -125,7 +125,18 @@ async fn out_of_order_or_stale_snapshot_chunks_change_nothing() {
     let follower = c.all_ids().into_iter().find(|i| *i != leader).unwrap();
     let m = c.member(follower);
     let vote = m.raft().metrics().borrow_watched().vote;
-    let applied = m.status().applied_index;
+    // The applied index in the metrics can trail the revision: wait until
+    // the follower shows everything the leader applied.
+    let target = c.member(leader).status().applied_index;
+    let applied = wait_for(
+        "the follower to show the leader's applied index",
+        LONG,
+        || {
+            let a = m.status().applied_index;
+            async move { (a >= target).then_some(a) }
+        },
+    )
+    .await;
     let meta = SnapshotMeta {
         last_log_id: Some(keel_store::log_id(
             vote.leader_id.term,

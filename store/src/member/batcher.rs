@@ -143,7 +143,7 @@ impl Member {
                 // Frees the slot (or hands it to the queue) even if this
                 // future is dropped mid-commit.
                 let _slot = Slot(self);
-                commit_one(self, Command::txn_as(txn), route).await
+                self.commit_via(Command::txn_as(txn), route).await
             }
             Ok((answer, batch)) => {
                 if let Some(batch) = batch {
@@ -230,29 +230,18 @@ async fn commit(member: &Arc<Member>, batch: Vec<Pending>) {
     );
 }
 
-async fn commit_one(
-    member: &Member,
-    cmd: Command,
-    route: Route,
-) -> Result<CommandOutcome, StoreError> {
-    match route {
-        Route::ToLeader => member.commit_or_forward(cmd).await,
-        Route::Here => member.commit_local(cmd).await,
-    }
-}
-
 /// Commit transactions of one route as one entry (a single one as itself).
 async fn commit_group(member: &Member, mut batch: Vec<Pending>, route: Route) {
     if batch.len() <= 1 {
         if let Some(p) = batch.pop() {
-            let res = commit_one(member, Command::txn_as(p.txn), route).await;
+            let res = member.commit_via(Command::txn_as(p.txn), route).await;
             let _ = p.reply.send(res);
         }
         return;
     }
     let (txns, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
     let n = txns.len();
-    match commit_one(member, Command::batch_as(txns), route).await {
+    match member.commit_via(Command::batch_as(txns), route).await {
         Ok(CommandOutcome::Batch(outcomes)) if outcomes.len() == n => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));

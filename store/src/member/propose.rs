@@ -29,22 +29,39 @@ impl Member {
 
     async fn propose_inner(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         cmd.validate(&self.config.limits)?;
+        self.propose_routed(cmd, Route::ToLeader).await
+    }
+
+    /// A transaction goes through the group-commit queue
+    /// ([`super::batcher`]), keeping its actor; anything else (a compaction,
+    /// a batch a follower grouped) is an entry of its own.
+    async fn propose_routed(
+        &self,
+        cmd: Command,
+        route: Route,
+    ) -> Result<CommandOutcome, StoreError> {
         match cmd.body {
-            CommandBody::Txn(ops) => {
-                self.propose_txn(Txn { ops, actor: None }, Route::ToLeader)
-                    .await
-            }
-            CommandBody::TxnBy(txn) => self.propose_txn(txn, Route::ToLeader).await,
-            _ => self.commit_or_forward(cmd).await,
+            CommandBody::Txn(ops) => self.propose_txn(Txn { ops, actor: None }, route).await,
+            CommandBody::TxnBy(txn) => self.propose_txn(txn, route).await,
+            _ => self.commit_via(cmd, route).await,
+        }
+    }
+
+    /// Commit `cmd` as one entry along `route`.
+    pub(super) async fn commit_via(
+        &self,
+        cmd: Command,
+        route: Route,
+    ) -> Result<CommandOutcome, StoreError> {
+        match route {
+            Route::ToLeader => self.commit_or_forward(cmd).await,
+            Route::Here => self.commit_local(cmd).await,
         }
     }
 
     /// Commit `cmd` here if this member leads, otherwise forward it to the
     /// leader as one call (a batch entry forwards whole).
-    pub(super) async fn commit_or_forward(
-        &self,
-        cmd: Command,
-    ) -> Result<CommandOutcome, StoreError> {
+    async fn commit_or_forward(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
         match self.commit_local(cmd.clone()).await {
             Err(StoreError::NotLeader {
                 leader_id,
@@ -137,18 +154,9 @@ impl Member {
     }
 
     /// Commit on this member if it leads, never forwarding: a write another
-    /// member forwarded here. A transaction goes through the group-commit
-    /// queue ([`super::batcher`]), keeping its actor; anything else (a batch
-    /// a follower grouped) is an entry of its own.
+    /// member forwarded here.
     pub(super) async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
-        match cmd.body {
-            CommandBody::Txn(ops) => {
-                self.propose_txn(Txn { ops, actor: None }, Route::Here)
-                    .await
-            }
-            CommandBody::TxnBy(txn) => self.propose_txn(txn, Route::Here).await,
-            _ => self.commit_local(cmd).await,
-        }
+        self.propose_routed(cmd, Route::Here).await
     }
 
     /// Propose one log entry through Raft on this member.
