@@ -18,7 +18,11 @@ impl Member {
     /// Propose a command; on a follower it is forwarded to the leader. With no
     /// known leader this fails at once with a retryable error.
     pub async fn propose(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
-        let res = self.propose_inner(cmd).await;
+        // Boxed: the routed proposal nests the batcher, openraft's write and
+        // the forward call, and every caller's future would otherwise carry
+        // that whole depth in its own type (past rustc's default recursion
+        // limit in a caller with a few awaits of its own).
+        let res = Box::pin(self.propose_inner(cmd)).await;
         match &res {
             Ok(CommandOutcome::Failed(_)) => bump(&self.counters.writes_failed_precondition),
             Ok(_) => bump(&self.counters.writes_applied),
