@@ -2,7 +2,8 @@
 //! (sharing one CA, so one client certificate works against every API) and
 //! etcd members as `etcd` processes, each on free loopback ports, with their
 //! data under the suite's temporary directory. Members can be killed
-//! (SIGKILL) and started again on the same data.
+//! (SIGKILL) and started again on the same data. The etcd side is in
+//! [`etcd`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +15,9 @@ use keel_proto::member as pb;
 use tonic::transport::Channel;
 
 use super::{Proc, free_port, ready};
+
+mod etcd;
+pub use etcd::{EtcdArgs, EtcdCluster, EtcdMember};
 
 /// The `keel` binary the members run: the one beside this executable
 /// (cargo builds both into the same directory).
@@ -327,189 +331,4 @@ pub async fn http_get(addr: &str, path: &str) -> Result<String> {
         .position(|w| w == b"\r\n\r\n")
         .map_or(&buf[..0], |at| &buf[at + 4..]);
     Ok(String::from_utf8_lossy(body).into_owned())
-}
-
-pub struct EtcdMember {
-    pub name: String,
-    pub client: String,
-    pub peer: String,
-    pub dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-pub struct EtcdCluster {
-    pub members: Vec<EtcdMember>,
-    initial: String,
-    root: PathBuf,
-    binary: String,
-}
-
-impl EtcdCluster {
-    /// Start `n` etcd members under `root` using `binary`.
-    pub fn start(root: &Path, n: usize, binary: &str) -> Result<EtcdCluster> {
-        let mut members = Vec::new();
-        for i in 0..n {
-            members.push(EtcdMember {
-                name: format!("e{}", i + 1),
-                client: format!("127.0.0.1:{}", free_port()?),
-                peer: format!("127.0.0.1:{}", free_port()?),
-                dir: root.join(format!("etcd-{}", i + 1)),
-                proc: None,
-            });
-        }
-        let initial = members
-            .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = EtcdCluster {
-            members,
-            initial,
-            root: root.to_path_buf(),
-            binary: binary.to_string(),
-        };
-        for i in 0..n {
-            cluster.spawn(i)?;
-        }
-        Ok(cluster)
-    }
-
-    /// Start `n` members and wait until each serves a read, starting over on
-    /// fresh ports (up to three times) when a member exits while starting.
-    pub async fn launch(root: &Path, n: usize, binary: &str) -> Result<EtcdCluster> {
-        let mut last = None;
-        for attempt in 1..=3 {
-            let dir = root.join(format!("try-{attempt}"));
-            std::fs::create_dir_all(&dir)?;
-            let mut c = EtcdCluster::start(&dir, n, binary)?;
-            let clients: Vec<String> = c.members.iter().map(|m| m.client.clone()).collect();
-            match settle(
-                n,
-                |i| c.members[i].proc.as_mut().and_then(Proc::exited),
-                |i| {
-                    let ep = format!("http://{}", clients[i]);
-                    async move {
-                        let opts = etcd_client::ConnectOptions::new()
-                            .with_connect_timeout(Duration::from_millis(500))
-                            .with_timeout(Duration::from_secs(2));
-                        let mut cl = etcd_client::Client::connect([ep], Some(opts)).await?;
-                        cl.get("/bench/ready", None).await?;
-                        Ok(())
-                    }
-                },
-                |i| log_tail(&dir.join(format!("e{}.log", i + 1))),
-            )
-            .await
-            {
-                Ok(()) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("three attempts"))
-    }
-
-    /// Start member `i` (again) on its data.
-    pub fn spawn(&mut self, i: usize) -> Result<()> {
-        let m = &mut self.members[i];
-        let log = append(&self.root.join(format!("{}.log", m.name)))?;
-        let child = Command::new(&self.binary)
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.dir)
-            .args(["--listen-client-urls", &format!("http://{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
-            .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{}", m.peer),
-            ])
-            .args(["--initial-cluster", &self.initial])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "keel-bench"])
-            // The same retention as Keel's default event window would need
-            // `--auto-compaction`; etcd keeps every revision unless told.
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (install Debian's etcd-server: make deps)",
-                    self.binary
-                )
-            })?;
-        m.proc = Some(Proc { child });
-        Ok(())
-    }
-
-    pub fn kill(&mut self, i: usize) {
-        self.members[i].proc = None;
-    }
-
-    pub fn pids(&self) -> Vec<u32> {
-        running(self.members.iter().map(|m| &m.proc))
-    }
-
-    pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://{}", m.client))
-            .collect()
-    }
-
-    /// The index of the leader, as the running members see it.
-    pub async fn leader(&self) -> Option<usize> {
-        for (i, m) in self.members.iter().enumerate() {
-            if m.proc.is_none() {
-                continue;
-            }
-            let opts = etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(1));
-            let Ok(mut c) =
-                etcd_client::Client::connect([format!("http://{}", m.client)], Some(opts)).await
-            else {
-                continue;
-            };
-            if let Ok(s) = c.status().await {
-                let leader = s.leader();
-                if leader != 0 {
-                    // Member ids are etcd's; find the member that reports it.
-                    if s.header().map(|h| h.member_id()) == Some(leader) {
-                        return Some(i);
-                    }
-                    for (j, other) in self.members.iter().enumerate() {
-                        if j == i || other.proc.is_none() {
-                            continue;
-                        }
-                        if let Ok(mut oc) =
-                            etcd_client::Client::connect([format!("http://{}", other.client)], None)
-                                .await
-                            && let Ok(os) = oc.status().await
-                            && os.header().map(|h| h.member_id()) == Some(leader)
-                        {
-                            return Some(j);
-                        }
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// Wait until member `i` serves a linearizable read.
-    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<()> {
-        let ep = format!("http://{}", self.members[i].client);
-        ready("etcd member", timeout, || {
-            let ep = ep.clone();
-            async move {
-                let opts = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_secs(2));
-                let mut c = etcd_client::Client::connect([ep], Some(opts)).await?;
-                c.get("/bench/ready", None).await?;
-                Ok(())
-            }
-        })
-        .await
-    }
 }

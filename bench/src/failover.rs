@@ -28,9 +28,8 @@ pub struct FailoverBenchArgs {
     /// Concurrent writers (spread over the members).
     #[arg(long, default_value_t = 9)]
     pub writers: usize,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
     /// Extra options for the Keel members, e.g. `--keel-args=--election-timeout-ms=1000-2000`.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub keel_args: Vec<String>,
@@ -53,13 +52,14 @@ struct Trial {
 /// The two systems behind one interface: a write through member `i`.
 enum Writer {
     Keel(Vec<String>, keel_store::ClientTls),
-    Etcd(Vec<String>),
+    /// Client URLs, and the options with the client's certificate.
+    Etcd(Vec<String>, Box<etcd_client::ConnectOptions>),
 }
 
 impl Writer {
     fn members(&self) -> usize {
         match self {
-            Writer::Keel(a, _) | Writer::Etcd(a) => a.len(),
+            Writer::Keel(a, _) | Writer::Etcd(a, _) => a.len(),
         }
     }
 }
@@ -105,14 +105,15 @@ fn spawn_writers(
                                 })
                                 .await?;
                             }
-                            Writer::Etcd(addrs) => {
+                            Writer::Etcd(endpoints, options) => {
                                 if etcd.is_none() {
-                                    let opts = etcd_client::ConnectOptions::new()
+                                    let opts = options
+                                        .clone()
                                         .with_connect_timeout(Duration::from_millis(300))
                                         .with_timeout(OP_TIMEOUT);
                                     etcd = Some(
                                         etcd_client::Client::connect(
-                                            [format!("http://{}", addrs[member])],
+                                            [endpoints[member].clone()],
                                             Some(opts),
                                         )
                                         .await?,
@@ -208,9 +209,9 @@ pub async fn run(args: &FailoverBenchArgs) -> Result<Vec<Table>> {
             Writer::Keel(addrs, tls)
         } else {
             let c = EtcdCluster::launch(&root, 3, &args.etcd).await?;
-            let addrs = c.members.iter().map(|m| m.client.clone()).collect();
+            let writer = Writer::Etcd(c.endpoints(), Box::new(c.options()));
             etcd = Some(c);
-            Writer::Etcd(addrs)
+            writer
         };
         let pids = |keel: &Option<KeelCluster>, etcd: &Option<EtcdCluster>| {
             keel.as_ref()

@@ -64,13 +64,14 @@ async fn run(suite: Suite) -> Result<()> {
                 // The store suite's JSON lists its steps as objects (`results`)
                 // and the disk's ceiling beside them (`disk`).
                 let doc = serde_json::json!({"suite": "store", "machine": machine(),
+                    "etcd": args.etcd.transport(),
                     "disk": report.disk, "results": report.results});
                 println!("{}", serde_json::to_string_pretty(&doc)?);
                 Ok(())
             } else {
                 let tables = [
                     disk::table(&report.disk),
-                    store::table(&report.results, args.duration),
+                    store::table(&report.results, args.duration, &args.etcd),
                 ];
                 print_tables("store", &tables, false)
             }

@@ -45,9 +45,8 @@ pub struct ReplayBenchArgs {
     /// Concurrent clients while loading.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
     /// etcd's offline restore tool (`etcdutl`). Without it, `etcdutl` on
     /// PATH, else etcd 3.4's `etcdctl snapshot restore` on PATH; when
     /// neither is installed etcd's restore is reported as not measured.
@@ -468,9 +467,7 @@ async fn etcd(root: &Path, args: &ReplayBenchArgs) -> Result<EtcdReport> {
         root.display()
     ));
     let cluster = EtcdCluster::launch(&root.join("member"), 1, &args.etcd).await?;
-    let client = etcd_client::Client::connect(cluster.endpoints(), None)
-        .await
-        .context("connecting to etcd")?;
+    let client = cluster.connect(&cluster.endpoints()).await?;
     p(&format!(
         "etcd: writing {} objects of {} B",
         args.objects, args.value_bytes

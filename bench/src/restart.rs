@@ -33,9 +33,8 @@ pub struct RestartBenchArgs {
     /// Concurrent clients while loading.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
     /// Extra options for the Keel members, e.g. `--keel-args=--snapshot-every=100000`.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub keel_args: Vec<String>,
@@ -111,9 +110,10 @@ impl Sys {
                     .await
                 }
                 Sys::Etcd(c) => {
-                    let ep = format!("http://{}", c.members[i].client);
+                    let ep = c.endpoint(i);
                     async {
-                        let opts = etcd_client::ConnectOptions::new()
+                        let opts = c
+                            .options()
                             .with_connect_timeout(Duration::from_millis(200))
                             .with_timeout(Duration::from_secs(2));
                         let mut cl = etcd_client::Client::connect([ep], Some(opts)).await?;
@@ -150,11 +150,7 @@ async fn load(sys: &Sys, args: &RestartBenchArgs) -> Result<Duration> {
         Sys::Etcd(_) => None,
     };
     let etcd = match sys {
-        Sys::Etcd(c) => Some(
-            etcd_client::Client::connect(c.endpoints(), None)
-                .await
-                .context("connecting to etcd")?,
-        ),
+        Sys::Etcd(c) => Some(c.connect(&c.endpoints()).await?),
         Sys::Keel(_) => None,
     };
     // Creates first, then updates, each phase split over the clients.

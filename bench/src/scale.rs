@@ -57,9 +57,8 @@ pub struct ScaleBenchArgs {
     /// LISTs of one node's pods, each of a different node (spread over all).
     #[arg(long, default_value_t = 100)]
     pub node_lists: usize,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -437,7 +436,7 @@ pub async fn run(args: &ScaleBenchArgs) -> Result<Vec<Table>> {
     let mut kv = keel.kv(0).await?.max_decoding_message_size(usize::MAX);
     let mut token = String::new();
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
-    let client = etcd_client::Client::connect(etcd.endpoints(), None).await?;
+    let client = etcd.connect(&etcd.endpoints()).await?;
     let copy_began = Instant::now();
     let mut copied = 0usize;
     loop {

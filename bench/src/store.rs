@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::cluster::{EtcdCluster, KeelCluster};
+use super::cluster::{EtcdArgs, EtcdCluster, KeelCluster};
 use super::disk::{self, Ceiling};
 use super::leaders::{LeaderWatch, Source};
 use super::{Table, num, parse_duration, percentile, ready, usage};
@@ -49,9 +49,8 @@ pub struct StoreBenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
 }
 
 /// Everything the suite measured.
@@ -255,7 +254,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<StoreReport> {
                 Some(Duration::from_millis(100)),
             ),
             (_, Some(e)) => (
-                Source::Etcd(e.members.iter().map(|m| m.client.clone()).collect()),
+                Source::Etcd(e.members.iter().map(|m| m.metrics.clone()).collect()),
                 None,
             ),
             _ => (Source::Etcd(Vec::new()), None),
@@ -269,16 +268,10 @@ pub async fn store(args: &StoreBenchArgs) -> Result<StoreReport> {
             }
             Target::Keel(clients)
         } else {
-            let eps = etcd
-                .as_ref()
-                .map(EtcdCluster::endpoints)
-                .unwrap_or_default();
+            let e = etcd.as_ref().expect("one of the two is running");
+            let eps = e.endpoints();
             Target::Etcd(Box::new(
-                ready("etcd", Duration::from_secs(60), || {
-                    let eps = eps.clone();
-                    async move { Ok(etcd_client::Client::connect(eps, None).await?) }
-                })
-                .await?,
+                ready("etcd", Duration::from_secs(60), || e.connect(&eps)).await?,
             ))
         };
         // The cluster is ready once a write commits.
@@ -402,7 +395,7 @@ pub async fn store(args: &StoreBenchArgs) -> Result<StoreReport> {
 
 /// The results as one table, each step's Keel row then its etcd row, with
 /// the Keel/etcd throughput ratio on the Keel row.
-pub fn table(results: &[StepResult], duration: Duration) -> Table {
+pub fn table(results: &[StepResult], duration: Duration, etcd: &EtcdArgs) -> Table {
     let mut by_step: BTreeMap<(String, usize), BTreeMap<String, &StepResult>> = BTreeMap::new();
     for r in results {
         by_step
@@ -411,7 +404,10 @@ pub fn table(results: &[StepResult], duration: Duration) -> Table {
             .insert(r.system.clone(), r);
     }
     let mut t = Table::new(
-        &format!("Keel's store against etcd ({duration:?} per step)"),
+        &format!(
+            "Keel's store against etcd {} ({duration:?} per step)",
+            etcd.transport()
+        ),
         &[
             "step",
             "clients",
@@ -488,10 +484,16 @@ mod tests {
 
     #[test]
     fn the_table_pairs_each_step_with_the_keel_etcd_ratio() {
+        let etcd = EtcdArgs {
+            binary: "etcd".into(),
+            etcd_plaintext: false,
+        };
         let t = table(
             &[step("keel", 300.0), step("etcd", 200.0)],
             Duration::from_secs(1),
+            &etcd,
         );
+        assert!(t.title.contains("over mutual TLS"), "{}", t.title);
         let text = t.render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");

@@ -53,9 +53,8 @@ pub struct WatchBenchArgs {
         value_delimiter = ','
     )]
     pub systems: Vec<String>,
-    /// The etcd binary of the baseline.
-    #[arg(long, default_value = "etcd")]
-    pub etcd: String,
+    #[command(flatten)]
+    pub etcd: super::cluster::EtcdArgs,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -442,12 +441,12 @@ pub async fn run(args: &WatchBenchArgs) -> Result<Vec<Table>> {
                     }
                     _ => {
                         let e = etcd.as_ref().expect("etcd started");
-                        let ep = e.endpoints()[0].clone();
+                        let ep = [e.endpoint(0)];
                         let mut clients = Vec::new();
                         for _ in 0..conns {
-                            clients.push(etcd_client::Client::connect([ep.clone()], None).await?);
+                            clients.push(e.connect(&ep).await?);
                         }
-                        let writer = Box::new(etcd_client::Client::connect([ep], None).await?);
+                        let writer = Box::new(e.connect(&ep).await?);
                         Target::Etcd {
                             clients,
                             writer,

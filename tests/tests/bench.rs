@@ -160,6 +160,8 @@ fn bench_store_runs_every_step_against_keel_and_etcd() {
             "MB/s disagrees with syncs/s: {c}"
         );
     }
+    // The baseline runs as Kubernetes runs etcd, as Keel's members run.
+    assert_eq!(doc["etcd"], "over mutual TLS", "{doc}");
     let results = doc["results"].as_array().unwrap();
     for system in ["keel", "etcd"] {
         for (step, clients) in [
