@@ -316,6 +316,17 @@ mod tests {
             .with_timeout(Duration::from_secs(2))
     }
 
+    /// A one-member cluster, and the directory that holds it.
+    async fn one_member(etcd_plaintext: bool) -> (tempfile::TempDir, EtcdCluster) {
+        let dir = tempfile::tempdir().unwrap();
+        let args = EtcdArgs {
+            binary: "etcd".into(),
+            etcd_plaintext,
+        };
+        let c = EtcdCluster::launch(dir.path(), 1, &args).await.unwrap();
+        (dir, c)
+    }
+
     async fn read(endpoint: &str, options: ConnectOptions) -> Result<()> {
         let mut c = Client::connect([endpoint], Some(options)).await?;
         c.get("/bench/k", None).await?;
@@ -327,12 +338,7 @@ mod tests {
     /// counter stays readable in plain HTTP.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_serves_only_clients_with_a_certificate_of_its_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        let args = EtcdArgs {
-            binary: "etcd".into(),
-            etcd_plaintext: false,
-        };
-        let c = EtcdCluster::launch(dir.path(), 1, &args).await.unwrap();
+        let (_dir, c) = one_member(false).await;
         let ep = c.endpoint(0);
         assert!(ep.starts_with("https://"), "{ep}");
         let mut client = c.connect(std::slice::from_ref(&ep)).await.unwrap();
@@ -367,12 +373,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_plaintext_serves_plain_http() {
-        let dir = tempfile::tempdir().unwrap();
-        let args = EtcdArgs {
-            binary: "etcd".into(),
-            etcd_plaintext: true,
-        };
-        let c = EtcdCluster::launch(dir.path(), 1, &args).await.unwrap();
+        let (_dir, c) = one_member(true).await;
         let ep = c.endpoint(0);
         assert_eq!(ep, format!("http://{}", c.members[0].client));
         read(&ep, quick()).await.unwrap();
