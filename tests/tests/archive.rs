@@ -250,15 +250,20 @@ async fn brief_keys_stay_out_of_the_archive_and_do_not_hold_it_back() {
         .map(|e| (e.revision, e.key))
         .collect();
     assert_eq!(seen, long);
-    // The floor moved past the leases: compaction may drop them.
-    let metrics = m.render_metrics();
-    let floor: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("keel_archive_revision "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(floor >= last, "{metrics}");
+    // The floor moved past the leases: compaction may drop them. The
+    // archiver sets its gauge after writing the index `wait_archived` reads.
+    let floor = || {
+        m.render_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("keel_archive_revision "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_for("the archive's floor to pass the leases", LONG, || {
+        let reached = floor() >= last;
+        async move { reached.then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
