@@ -50,7 +50,7 @@ impl ArchiveProgress {
 /// respect from its first apply on. An empty archive starts where the
 /// member's events start (its deleted-through mark), without a gap.
 pub(crate) fn prepare(config: &ArchiveConfig, db: &Db) -> Result<(Vec<Entry>, u64), StoreError> {
-    let entries = super::open(&config.dir)?;
+    let entries = super::recover(&config.dir)?;
     let position = match entries.last() {
         Some(e) => e.range().1,
         None => deleted_through(db)?,
@@ -167,12 +167,12 @@ impl Archiver {
                 to = deleted,
                 "gap in the event archive: {reason}"
             );
-            self.entries.push(Entry::Gap {
+            let gap = Entry::Gap {
                 from: self.position,
                 to: deleted,
                 reason: format!("{reason}; member {}", self.member),
-            });
-            super::write_index(&self.config.dir, &self.entries)?;
+            };
+            self.record(|entries| entries.push(gap))?;
             self.position = deleted;
             progress.gaps.fetch_add(1, Ordering::Relaxed);
             progress.floor.store(deleted, Ordering::Release);
@@ -214,14 +214,14 @@ impl Archiver {
         }
         if count == 0 {
             // Only brief keys changed: covered, with no segment to write.
-            match self.entries.last_mut() {
-                Some(Entry::Quiet { to, .. }) if *to == self.position => *to = revision,
-                _ => self.entries.push(Entry::Quiet {
-                    from: self.position,
+            let position = self.position;
+            self.record(|entries| match entries.last_mut() {
+                Some(Entry::Quiet { to, .. }) if *to == position => *to = revision,
+                _ => entries.push(Entry::Quiet {
+                    from: position,
                     to: revision,
                 }),
-            }
-            super::write_index(&self.config.dir, &self.entries)?;
+            })?;
             drop(snap);
             return self.advance(db, revision, progress);
         }
@@ -258,10 +258,32 @@ impl Archiver {
             events = info.events,
             "archived a segment"
         );
-        self.entries.push(Entry::Segment(info));
-        super::write_index(&self.config.dir, &self.entries)?;
+        let file = self.config.dir.join(&info.file);
+        if let Err(e) = self.record(|entries| entries.push(Entry::Segment(info))) {
+            // Named but not listed: the retried step writes it again (with
+            // what arrived meanwhile), so this one must not linger beside it.
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
         progress.segments.fetch_add(1, Ordering::Relaxed);
         self.advance(db, to, progress)
+    }
+
+    /// Change the entries and rewrite the index; if the index cannot be
+    /// written the entries stay as they were, so the retried step starts
+    /// from what the index says (no entry twice, no checksum of a segment
+    /// written again).
+    fn record(&mut self, change: impl FnOnce(&mut Vec<Entry>)) -> Result<(), StoreError> {
+        let (len, last) = (self.entries.len(), self.entries.last().cloned());
+        change(&mut self.entries);
+        if let Err(e) = super::write_index(&self.config.dir, &self.entries) {
+            self.entries.truncate(len);
+            if let (Some(slot), Some(last)) = (self.entries.last_mut(), last) {
+                *slot = last;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn brief(&self, key: &str) -> bool {

@@ -114,11 +114,54 @@ fn bad_index(dir: &Path, line: usize, what: &str) -> StoreError {
 }
 
 /// The archive's entries in revision order: the index, plus any segment
-/// file a crash left out of it (written and named, index not yet
-/// rewritten), checked. Temporary files of unfinished segments are removed.
+/// file left out of it (named, index not yet rewritten: a crash, or the
+/// archiver between the two steps), checked. Writes nothing, so readers
+/// (watches from the archive, history, `keel archive`, restore) may open
+/// an archive a member is writing; the archiver alone changes it, and
+/// [`recover`] makes the index whole before it starts.
 pub fn open(dir: &Path) -> Result<Vec<Entry>, StoreError> {
+    Ok(scan(dir)?.0)
+}
+
+/// Before the archiver starts (nothing else writes the directory): create
+/// it, remove temporaries of unfinished segments and write segments a crash
+/// left out of the index into it. Returns the entries, as [`open`] does.
+pub(crate) fn recover(dir: &Path) -> Result<Vec<Entry>, StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Archive(format!("creating {}: {e}", dir.display())))?;
+    for name in names(dir)? {
+        if name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    let (entries, adopted) = scan(dir)?;
+    for name in &adopted {
+        tracing::info!(segment = %name, "a segment missing from the archive index was added");
+    }
+    if !adopted.is_empty() {
+        write_index(dir, &entries)?;
+    }
+    Ok(entries)
+}
+
+fn names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::Archive(format!("reading {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The index's entries and the unlisted segments that continue them (in
+/// name order, so by first revision), with the names of those adopted. An
+/// unlisted segment that overlaps what is already covered is a leftover of
+/// a step that failed and was written again; it is left out.
+fn scan(dir: &Path) -> Result<(Vec<Entry>, Vec<String>), StoreError> {
+    if !dir.exists() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut entries = read_index(dir)?;
     let listed: std::collections::BTreeSet<String> = entries
         .iter()
@@ -127,19 +170,17 @@ pub fn open(dir: &Path) -> Result<Vec<Entry>, StoreError> {
             Entry::Gap { .. } | Entry::Quiet { .. } => None,
         })
         .collect();
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| StoreError::Archive(format!("reading {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let mut added = false;
-    for name in names {
-        if name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(dir.join(&name));
+    let mut adopted = Vec::new();
+    for name in names(dir)? {
+        if listed.contains(&name) {
             continue;
         }
-        if listed.contains(&name) || segment::parse_segment_name(&name).is_none() {
+        let Some((from, _)) = segment::parse_segment_name(&name) else {
+            continue;
+        };
+        let end = entries.iter().map(|e| e.range().1).max().unwrap_or(0);
+        if !entries.is_empty() && from < end {
+            tracing::warn!(segment = %name, covered_to = end, "an unlisted segment overlaps the archive index; left out");
             continue;
         }
         let path = dir.join(&name);
@@ -158,7 +199,6 @@ pub fn open(dir: &Path) -> Result<Vec<Entry>, StoreError> {
             &mut crc,
         )?;
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        tracing::info!(segment = %name, "a segment missing from the archive index was added");
         entries.push(Entry::Segment(SegmentInfo {
             from: header.from,
             to: header.to,
@@ -167,15 +207,12 @@ pub fn open(dir: &Path) -> Result<Vec<Entry>, StoreError> {
             last_ms,
             bytes,
             crc32: crc.unwrap_or(0),
-            file: name,
+            file: name.clone(),
         }));
-        added = true;
+        adopted.push(name);
     }
     entries.sort_by_key(|e| e.range());
-    if added {
-        write_index(dir, &entries)?;
-    }
-    Ok(entries)
+    Ok((entries, adopted))
 }
 
 fn read_index(dir: &Path) -> Result<Vec<Entry>, StoreError> {

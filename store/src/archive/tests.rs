@@ -98,12 +98,63 @@ fn a_segment_left_out_of_the_index_is_taken_back_and_temporaries_go() {
     // A crash after naming the next segment, before the index was rewritten.
     segment(dir.path(), 10, 15, &[12, 15]);
     std::fs::write(dir.path().join("junk.seg.tmp"), b"half").unwrap();
-    let entries = open(dir.path()).unwrap();
+    let entries = recover(dir.path()).unwrap();
     assert_eq!(span(&entries), Some((0, 15)));
     assert!(!dir.path().join("junk.seg.tmp").exists());
     let text = std::fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap();
     assert_eq!(text.lines().filter(|l| l.starts_with("segment")).count(), 2);
     assert_eq!(revisions(dir.path(), 0, 15).unwrap(), vec![2, 12, 15]);
+}
+
+#[test]
+fn opening_an_archive_a_member_is_writing_changes_nothing_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = segment(dir.path(), 0, 10, &[2]);
+    write_index(dir.path(), &[Entry::Segment(a)]).unwrap();
+    let index = std::fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap();
+    // The archiver between naming a segment and rewriting the index, with
+    // the next segment half written.
+    segment(dir.path(), 10, 15, &[12, 15]);
+    std::fs::write(
+        dir.path()
+            .join("00000000000000000015-00000000000000000020.seg.tmp"),
+        b"half",
+    )
+    .unwrap();
+    let entries = open(dir.path()).unwrap();
+    assert_eq!(span(&entries), Some((0, 15)));
+    assert_eq!(revisions(dir.path(), 0, 15).unwrap(), vec![2, 12, 15]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap(),
+        index,
+        "a reader rewrote the index"
+    );
+    assert!(
+        dir.path()
+            .join("00000000000000000015-00000000000000000020.seg.tmp")
+            .exists(),
+        "a reader removed the archiver's unfinished segment"
+    );
+    // A leftover of a failed step, overlapping what the index covers, is
+    // not read as if it continued the archive.
+    let listed = segment(dir.path(), 15, 20, &[16, 20]);
+    segment(dir.path(), 15, 18, &[16]);
+    write_index(
+        dir.path(),
+        &[
+            entries[0].clone(),
+            entries[1].clone(),
+            Entry::Segment(listed.clone()),
+        ],
+    )
+    .unwrap();
+    let entries = open(dir.path()).unwrap();
+    assert_eq!(entries.last(), Some(&Entry::Segment(listed)));
+    assert_eq!(entries.len(), 3);
+    assert_eq!(
+        revisions(dir.path(), 0, 20).unwrap(),
+        vec![2, 12, 15, 16, 20]
+    );
 }
 
 #[test]
