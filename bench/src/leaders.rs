@@ -108,6 +108,8 @@ fn changes(prev: Seen, next: Seen) -> u64 {
 pub struct LeaderWatch {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Option<u64>>,
+    /// The leader at the first look, where the metrics name it.
+    pub leader_at_start: Option<u64>,
 }
 
 impl LeaderWatch {
@@ -139,7 +141,11 @@ impl LeaderWatch {
             // Unknown unless the metrics answered at least once.
             last.map(|_| total)
         });
-        LeaderWatch { stop, task }
+        LeaderWatch {
+            stop,
+            task,
+            leader_at_start: first.and_then(|s| s.leader),
+        }
     }
 
     /// Leader changes seen since the start, or `None` when the metrics

@@ -331,6 +331,18 @@ pub async fn store(args: &StoreBenchArgs) -> Result<StoreReport> {
             ));
             let before = usage(&pids());
             let watch = watch_leaders().await;
+            if let Some(k) = &keel {
+                // Client i talks to member i mod 3: whether the one client's
+                // member leads decides whether every put is forwarded.
+                let ids: Vec<u64> = k.members.iter().map(|m| m.id).collect();
+                progress(&format!(
+                    "keel: member {} leads; client i talks to member {ids:?}[i mod {}]",
+                    watch
+                        .leader_at_start
+                        .map_or_else(|| "unknown".to_string(), |l| l.to_string()),
+                    ids.len()
+                ));
+            }
             let out = run_step(
                 &target,
                 OpKind::Put,

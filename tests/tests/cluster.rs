@@ -521,6 +521,9 @@ async fn concurrent_writes_on_a_follower_share_forward_calls() {
     );
     let f = c.member(follower);
     assert_eq!(counter(&f, "keel_store_forward_calls_total"), calls);
+    // The follower hears from the leader: every call went straight there,
+    // without first asking its own Raft core who leads.
+    assert_eq!(counter(&f, "keel_store_forwards_direct_total"), calls);
     assert_eq!(
         counter(&f, "keel_store_writes_forwarded_total"),
         WRITES as u64

@@ -16,6 +16,9 @@ pub struct Counters {
     /// Calls that carried forwarded writes to the leader: concurrent writes
     /// on a follower go together, so fewer calls than writes under load.
     pub forward_calls: AtomicU64,
+    /// Forwarded proposals sent straight to the leader this follower hears
+    /// from, without first asking its own Raft core who leads.
+    pub forwards_direct: AtomicU64,
     pub reads_linearizable: AtomicU64,
     pub reads_local: AtomicU64,
     pub watches_started: AtomicU64,
@@ -148,6 +151,12 @@ impl Member {
             "counter",
             "Calls to the leader carrying forwarded proposals (concurrent ones go together).",
             &[("", get(&c.forward_calls))],
+        );
+        metric(
+            "keel_store_forwards_direct_total",
+            "counter",
+            "Forwarded proposals sent straight to the leader this follower hears from, without asking its own Raft core.",
+            &[("", get(&c.forwards_direct))],
         );
         metric(
             "keel_store_reads_total",

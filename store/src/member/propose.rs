@@ -65,7 +65,20 @@ impl Member {
 
     /// Commit `cmd` here if this member leads, otherwise forward it to the
     /// leader as one call (a batch entry forwards whole).
+    ///
+    /// A follower that hears from another leader forwards at once: asking
+    /// its own Raft core first would only get the same answer, at the cost
+    /// of a round trip through the core's queue on every forwarded write.
+    /// If that leader has meanwhile stepped down it refuses the write
+    /// before proposing it, and the write takes the slow path below.
     async fn commit_or_forward(&self, cmd: Command) -> Result<CommandOutcome, StoreError> {
+        if let Some((leader_id, leader_addr)) = self.leader().filter(|l| l.0 != self.config.id) {
+            bump(&self.counters.forwards_direct);
+            match self.forward(cmd.clone(), leader_id, &leader_addr).await {
+                Err(StoreError::NotLeader { .. } | StoreError::NoLeader(_)) => {}
+                r => return r,
+            }
+        }
         match self.commit_local(cmd.clone()).await {
             Err(StoreError::NotLeader {
                 leader_id,
