@@ -126,6 +126,7 @@ impl<'a> ApplyBatch<'a> {
                 prev,
                 at_ms,
                 actor: actor.clone(),
+                wire: Default::default(),
             };
             self.batch.put_cf(
                 self.db.cf(CF_EVENTS),

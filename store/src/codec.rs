@@ -236,6 +236,7 @@ mod tests {
             prev: Some(kv(b"old")),
             at_ms: 1_700_000_000_000,
             actor: None,
+            wire: Default::default(),
         };
         let head = decode_event_head(&encode_event(&event)).unwrap();
         assert_eq!(

@@ -196,4 +196,9 @@ pub struct Event {
     /// so events written before actors existed decode with `None`.
     #[serde(skip)]
     pub actor: Option<std::sync::Arc<Actor>>,
+    /// The event's `Kv.Watch` encoding, made by the first watcher it is sent
+    /// to and shared by the others (a revision fanned out to a thousand
+    /// watchers is encoded once). A cache, not part of the event.
+    #[serde(skip)]
+    pub wire: grpc::EncodedOnce,
 }

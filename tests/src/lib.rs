@@ -553,6 +553,7 @@ pub async fn digest(m: &Member, floor: u64) -> u64 {
             prev,
             at_ms,
             actor,
+            wire: _, // a cache of the encoding, not state
         } = ev;
         h.u64(*revision);
         h.u64(u64::from(*op_index));

@@ -163,6 +163,7 @@ fn valid_encodings() -> Vec<Vec<u8>> {
         prev: Some(kv.clone()),
         at_ms: 5,
         actor: Some(Arc::new(Actor::new("alice", ["dev"]))),
+        wire: Default::default(),
     };
     vec![
         codec::encode(&cmd),

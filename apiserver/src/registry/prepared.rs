@@ -120,6 +120,7 @@ mod tests {
             prev: prev.map(kv),
             at_ms: 0,
             actor: None,
+            wire: Default::default(),
         }
     }
 

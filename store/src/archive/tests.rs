@@ -24,6 +24,7 @@ fn event(revision: u64, op: u32, at_ms: u64) -> Event {
         prev: None,
         at_ms,
         actor: None,
+        wire: Default::default(),
     }
 }
 

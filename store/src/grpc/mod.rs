@@ -14,3 +14,4 @@ pub use client::GrpcTransport;
 pub use frame::{MAX_MESSAGE_BYTES, payload, unpayload};
 pub use server::{MemberService, to_status};
 pub use tls::{ClientTls, PeerTls, PemIdentity};
+pub use watch::EncodedOnce;

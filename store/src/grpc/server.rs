@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use keel_proto::member as pb;
+use keel_proto::member_server as pbs;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -46,21 +47,21 @@ impl MemberService {
             .tcp_nodelay(true)
             .http2_max_pending_accept_reset_streams(Some(PEER_RESET_STREAMS))
             .add_service(
-                pb::raft_server::RaftServer::new(self.clone())
+                pbs::raft_server::RaftServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                pb::client_server::ClientServer::new(self.clone())
+                pbs::client_server::ClientServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                pb::kv_server::KvServer::new(self.clone())
+                pbs::kv_server::KvServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(pb::admin_server::AdminServer::new(self)))
+            .add_service(pbs::admin_server::AdminServer::new(self)))
     }
 
     /// A call from another member: Raft, forwarding, read index, position.
@@ -81,7 +82,7 @@ impl MemberService {
 }
 
 #[tonic::async_trait]
-impl pb::raft_server::Raft for MemberService {
+impl pbs::raft_server::Raft for MemberService {
     async fn vote(
         &self,
         req: Request<pb::RaftPayload>,
@@ -103,7 +104,7 @@ impl pb::raft_server::Raft for MemberService {
 }
 
 #[tonic::async_trait]
-impl pb::client_server::Client for MemberService {
+impl pbs::client_server::Client for MemberService {
     async fn forward(
         &self,
         req: Request<pb::RaftPayload>,
@@ -192,7 +193,7 @@ impl MemberService {
 }
 
 #[tonic::async_trait]
-impl pb::admin_server::Admin for MemberService {
+impl pbs::admin_server::Admin for MemberService {
     async fn add_member(
         &self,
         req: Request<pb::AddMemberRequest>,
@@ -300,11 +301,12 @@ fn op_from_pb(o: pb::Operation) -> Result<crate::Op, Status> {
     })
 }
 
-type WatchReplyStream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchReply, Status>> + Send>>;
+type WatchReplyStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<keel_proto::wire::WatchReply, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
-impl pb::kv_server::Kv for MemberService {
+impl pbs::kv_server::Kv for MemberService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnReply>, Status> {
         authorize(&req, Role::Admin)?;
         // The administrator's certificate is who the events name.

@@ -11,9 +11,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use keel_proto::member as pb;
+use keel_proto::prost::Message;
+use keel_proto::prost::bytes::Bytes;
+use keel_proto::wire::WatchReply;
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -27,7 +31,7 @@ const MAX_REPLY_EVENTS: usize = 1024;
 /// encoding limit, so one reply never fails to encode).
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
-type Item = Result<pb::WatchReply, Status>;
+type Item = Result<WatchReply, Status>;
 type NextFuture = Pin<Box<dyn Future<Output = (Option<Next>, WatchStream)> + Send>>;
 type Next = Result<WatchMessage, StoreError>;
 
@@ -91,25 +95,66 @@ fn event_to_pb(e: &Event) -> pb::Event {
     }
 }
 
+/// An event's encoded `keel.member.Event`, made once ([`Event::wire`]).
+/// A clone starts empty, so an event copied and then changed is never sent
+/// with the encoding of the original.
+#[derive(Default)]
+pub struct EncodedOnce(OnceLock<Bytes>);
+
+impl Clone for EncodedOnce {
+    fn clone(&self) -> Self {
+        EncodedOnce::default()
+    }
+}
+
+/// A cache is no part of what an event is.
+impl PartialEq for EncodedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedOnce {}
+
+impl std::fmt::Debug for EncodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "encoded"
+        } else {
+            "not encoded"
+        };
+        f.write_str(state)
+    }
+}
+
+/// `e` as the bytes of a `keel.member.Event`, shared with every other reply
+/// that carries it.
+fn encoded(e: &Event) -> Bytes {
+    e.wire
+        .0
+        .get_or_init(|| Bytes::from(event_to_pb(e).encode_to_vec()))
+        .clone()
+}
+
 /// One message as a reply of its own.
-pub(super) fn watch_reply(msg: &WatchMessage) -> pb::WatchReply {
+pub(super) fn watch_reply(msg: &WatchMessage) -> WatchReply {
     match msg {
-        WatchMessage::Progress { revision } => pb::WatchReply {
+        WatchMessage::Progress { revision } => WatchReply {
             revision: *revision,
             events: vec![],
             progress: true,
         },
-        WatchMessage::Events { revision, events } => pb::WatchReply {
+        WatchMessage::Events { revision, events } => WatchReply {
             revision: *revision,
             progress: false,
-            events: events.iter().map(|e| event_to_pb(e)).collect(),
+            events: events.iter().map(|e| encoded(e)).collect(),
         },
     }
 }
 
 /// Add `msg` to `reply` if it fits: events after events only (a progress
 /// notification goes in a reply of its own), within the size bounds.
-fn merge(reply: &mut pb::WatchReply, bytes: &mut usize, msg: &WatchMessage) -> bool {
+fn merge(reply: &mut WatchReply, bytes: &mut usize, msg: &WatchMessage) -> bool {
     let WatchMessage::Events { revision, events } = msg else {
         return false;
     };
@@ -122,7 +167,7 @@ fn merge(reply: &mut pb::WatchReply, bytes: &mut usize, msg: &WatchMessage) -> b
     }
     *bytes += more;
     reply.revision = *revision;
-    reply.events.extend(events.iter().map(|e| event_to_pb(e)));
+    reply.events.extend(events.iter().map(|e| encoded(e)));
     true
 }
 
@@ -204,11 +249,17 @@ mod tests {
             prev: None,
             at_ms: 0,
             actor: None,
+            wire: Default::default(),
         })
     }
 
-    fn revisions(reply: &pb::WatchReply) -> Vec<u64> {
-        reply
+    /// The reply as every client decodes it.
+    fn decoded(reply: &WatchReply) -> pb::WatchReply {
+        pb::WatchReply::decode(reply.encode_to_vec().as_slice()).unwrap()
+    }
+
+    fn revisions(reply: &WatchReply) -> Vec<u64> {
+        decoded(reply)
             .events
             .iter()
             .map(|e| e.kv.as_ref().unwrap().mod_revision)
@@ -244,6 +295,47 @@ mod tests {
         hub.publish(6, &[added(6, "/a/7")]);
         let next = replies.next().await.unwrap().unwrap();
         assert_eq!((next.revision, revisions(&next)), (6, vec![6]));
+    }
+
+    #[tokio::test]
+    async fn every_watcher_of_an_event_sends_one_shared_encoding_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let mut one = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        let mut two = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        let mut event = (*added(1, "/a/1")).clone();
+        event.prev = event.value.clone();
+        event.actor = Some(Arc::new(crate::Actor {
+            user: "alice".into(),
+            groups: vec!["ops".into()],
+        }));
+        let event = Arc::new(event);
+        hub.publish(1, std::slice::from_ref(&event));
+
+        let (a, b) = (
+            one.next().await.unwrap().unwrap(),
+            two.next().await.unwrap().unwrap(),
+        );
+        assert_eq!(a.events.len(), 1);
+        assert_eq!(
+            a.events[0].as_ptr(),
+            b.events[0].as_ptr(),
+            "each reply encoded the event again"
+        );
+        assert_eq!(decoded(&a).events, [event_to_pb(&event)]);
+        assert_eq!(decoded(&a), decoded(&b));
+    }
+
+    #[test]
+    fn a_copy_of_an_event_is_encoded_from_what_it_holds() {
+        let original = added(1, "/a/1");
+        let sent = encoded(&original);
+        let mut copy = (*original).clone();
+        copy.value.as_mut().unwrap().value = b"changed".to_vec();
+        let copy_sent = pb::Event::decode(encoded(&copy)).unwrap();
+        assert_eq!(copy_sent.kv.unwrap().value, b"changed");
+        assert_eq!(pb::Event::decode(sent).unwrap(), event_to_pb(&original));
     }
 
     #[tokio::test]

@@ -179,6 +179,7 @@ impl MemoryStorage {
             prev,
             at_ms: keel_store::command::now_ms(),
             actor: actor.map(|a| Arc::new(a.clone())),
+            wire: Default::default(),
         });
         st.log.push(event.clone());
         // No receiver is not an error: nobody watches.
