@@ -227,12 +227,23 @@ impl WatchHub {
             return;
         }
         // Each reached watcher's events of this revision, in operation order.
-        let mut reached: HashMap<u64, Vec<Arc<Event>>> = HashMap::new();
-        for e in events {
-            for id in st.matching(&e.key) {
-                reached.entry(id).or_default().push(e.clone());
+        // A revision of one event (most of them) needs no grouping: its
+        // watchers come straight from the index, each once.
+        let reached: Vec<(u64, Vec<Arc<Event>>)> = match events {
+            [e] => st
+                .matching(&e.key)
+                .map(|id| (id, vec![e.clone()]))
+                .collect(),
+            _ => {
+                let mut by_watcher: HashMap<u64, Vec<Arc<Event>>> = HashMap::new();
+                for e in events {
+                    for id in st.matching(&e.key) {
+                        by_watcher.entry(id).or_default().push(e.clone());
+                    }
+                }
+                by_watcher.into_iter().collect()
             }
-        }
+        };
         let mut dropped = Vec::new();
         for (id, matching) in reached {
             let Some(slot) = st.slots.get_mut(&id) else {

@@ -27,7 +27,7 @@ use crate::{Event, EventKind, WatchMessage, WatchStream};
 
 /// Events merged into one reply at most.
 const MAX_REPLY_EVENTS: usize = 1024;
-/// Bytes of keys and values merged into one reply at most (far below the
+/// Bytes of encoded events merged into one reply at most (far below the
 /// encoding limit, so one reply never fails to encode).
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
@@ -61,11 +61,6 @@ impl Replies {
             state: State::Waiting(next_of(stream)),
         }
     }
-}
-
-fn event_bytes(e: &Event) -> usize {
-    let kv = |v: &Option<crate::KeyValue>| v.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
-    e.key.len() + kv(&e.value) + kv(&e.prev)
 }
 
 fn event_to_pb(e: &Event) -> pb::Event {
@@ -154,20 +149,24 @@ pub(super) fn watch_reply(msg: &WatchMessage) -> WatchReply {
 
 /// Add `msg` to `reply` if it fits: events after events only (a progress
 /// notification goes in a reply of its own), within the size bounds.
+/// The bound is counted on the shared encodings: reading the event itself
+/// again would touch the cache line its reference count shares, which every
+/// watcher's queue writes.
 fn merge(reply: &mut WatchReply, bytes: &mut usize, msg: &WatchMessage) -> bool {
     let WatchMessage::Events { revision, events } = msg else {
         return false;
     };
-    let more: usize = events.iter().map(|e| event_bytes(e)).sum();
-    if reply.progress
-        || reply.events.len() + events.len() > MAX_REPLY_EVENTS
-        || *bytes + more > MAX_REPLY_BYTES
-    {
+    if reply.progress || reply.events.len() + events.len() > MAX_REPLY_EVENTS {
         return false;
     }
-    *bytes += more;
+    let more: Vec<Bytes> = events.iter().map(|e| encoded(e)).collect();
+    let size: usize = more.iter().map(Bytes::len).sum();
+    if *bytes + size > MAX_REPLY_BYTES {
+        return false;
+    }
+    *bytes += size;
     reply.revision = *revision;
-    reply.events.extend(events.iter().map(|e| encoded(e)));
+    reply.events.extend(more);
     true
 }
 
@@ -183,10 +182,7 @@ impl Replies {
             }
         };
         let mut reply = watch_reply(&first);
-        let mut bytes = match &first {
-            WatchMessage::Events { events, .. } => events.iter().map(|e| event_bytes(e)).sum(),
-            WatchMessage::Progress { .. } => 0,
-        };
+        let mut bytes = reply.events.iter().map(Bytes::len).sum();
         while !reply.progress {
             match stream.try_next() {
                 None => break,
@@ -360,6 +356,29 @@ mod tests {
             revisions(&rest),
             (MAX_REPLY_EVENTS as u64 + 1..=n).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_merged_reply_stays_within_its_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
+        // Each event encodes to a little over 1 MiB: three fit in 4 MiB.
+        for rev in 1..=5 {
+            let mut e = (*added(rev, &format!("/a/{rev}"))).clone();
+            e.value.as_mut().unwrap().value = vec![b'x'; 1 << 20];
+            hub.publish(rev, &[Arc::new(e)]);
+        }
+        let first = replies.next().await.unwrap().unwrap();
+        assert_eq!(revisions(&first), [1, 2, 3]);
+        assert!(
+            first.encoded_len() <= MAX_REPLY_BYTES + 64,
+            "{}",
+            first.encoded_len()
+        );
+        let rest = replies.next().await.unwrap().unwrap();
+        assert_eq!(revisions(&rest), [4, 5]);
     }
 
     #[tokio::test]
