@@ -249,6 +249,13 @@ mod tests {
         })
     }
 
+    /// A hub on a fresh database; the directory lives as long as the hub is used.
+    fn hub(config: WatchConfig) -> (tempfile::TempDir, Arc<WatchHub>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        (dir, WatchHub::new(db, config, 0, 0))
+    }
+
     /// The reply as every client decodes it.
     fn decoded(reply: &WatchReply) -> pb::WatchReply {
         pb::WatchReply::decode(reply.encode_to_vec().as_slice()).unwrap()
@@ -264,9 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_behind_gets_what_is_pending_in_one_reply() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let (_dir, hub) = hub(WatchConfig::default());
         let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         for rev in 1..=3 {
             hub.publish(rev, &[added(rev, &format!("/a/{rev}"))]);
@@ -295,9 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_watcher_of_an_event_sends_one_shared_encoding_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let (_dir, hub) = hub(WatchConfig::default());
         let mut one = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         let mut two = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         let mut event = (*added(1, "/a/1")).clone();
@@ -336,13 +339,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_merged_reply_stays_within_its_bounds() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let config = WatchConfig {
+        let (_dir, hub) = hub(WatchConfig {
             channel_capacity: 2 * MAX_REPLY_EVENTS,
             ..WatchConfig::default()
-        };
-        let hub = WatchHub::new(db, config, 0, 0);
+        });
         let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         let n = MAX_REPLY_EVENTS as u64 + 10;
         for rev in 1..=n {
@@ -360,9 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_merged_reply_stays_within_its_byte_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let hub = WatchHub::new(db, WatchConfig::default(), 0, 0);
+        let (_dir, hub) = hub(WatchConfig::default());
         let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         // Each event encodes to a little over 1 MiB: three fit in 4 MiB.
         for rev in 1..=5 {
@@ -383,13 +381,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_watcher_ends_after_what_it_was_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let config = WatchConfig {
+        let (_dir, hub) = hub(WatchConfig {
             channel_capacity: 2,
             ..WatchConfig::default()
-        };
-        let hub = WatchHub::new(db, config, 0, 0);
+        });
         let mut replies = Replies::new(hub.watch("/a/", WatchStart::Now).unwrap());
         for rev in 1..=3 {
             hub.publish(rev, &[added(rev, &format!("/a/{rev}"))]);
