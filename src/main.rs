@@ -19,9 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (mimalloc.h, the same in v2 and v3), which the bindings do not name.
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
-/// Arenas committed up front (mimalloc's default on Linux) purge freed
-/// pages without decommitting them, and those pages stay in the resident
-/// set: a member at rest held about 35 MiB more, and three members under
+/// Pages freed in arenas committed up front (mimalloc's default on Linux)
+/// stay in the resident set, as measured: a member at rest held about 35 MiB more, and three members under
 /// the store suite's load about 100 MiB more, at the same throughput
 /// (docs/BENCHMARKS.md, issue 10). The option is read when an arena is
 /// reserved, and the first one is reserved by the first allocation, before
