@@ -20,9 +20,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Pages freed in arenas committed up front (mimalloc's default on Linux)
-/// stay in the resident set, as measured: a member at rest held about 35 MiB more, and three members under
-/// the store suite's load about 100 MiB more, at the same throughput
-/// (docs/BENCHMARKS.md, issue 10). The option is read when an arena is
+/// stay in the resident set, as measured: a member at rest held about
+/// 35 MiB more, and three members under the store suite's load about
+/// 100 MiB more, at the same throughput (docs/BENCHMARKS.md, issue 10). The option is read when an arena is
 /// reserved, and the first one is reserved by the first allocation, before
 /// `main`; so it is set by a constructor the loader runs before any Rust
 /// code allocates (what the `ctor` crate does, in four lines).
