@@ -185,8 +185,9 @@ async fn run_step(
                     OpKind::Mixed => i.is_multiple_of(10),
                     _ => false,
                 };
-                // Client c's i-th request goes to member (c + i) mod 3: each
-                // client takes the members in turn, as etcd's client does.
+                // Client c's i-th request goes to member (c + i) modulo their
+                // number: each client takes the members in turn, as etcd's
+                // client does.
                 let member = c.wrapping_add(i as usize);
                 let res = if write {
                     t.put(member, format!("{prefix}/{c}/{i}"), value.clone())

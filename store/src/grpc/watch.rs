@@ -132,7 +132,7 @@ fn encoded(e: &Event) -> Bytes {
 }
 
 /// One message as a reply of its own.
-pub(super) fn watch_reply(msg: &WatchMessage) -> WatchReply {
+fn watch_reply(msg: &WatchMessage) -> WatchReply {
     match msg {
         WatchMessage::Progress { revision } => WatchReply {
             revision: *revision,
