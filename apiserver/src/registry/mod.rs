@@ -20,6 +20,7 @@ mod patch;
 pub mod prepared;
 pub mod protobuf;
 mod quota;
+pub mod servable;
 pub mod services;
 mod stored_json;
 mod subresources;

@@ -104,7 +104,7 @@ impl Resource {
             idx.insert(&node, &key);
             node
         });
-        let decodes = crate::registry::prepared::stored(&kv, kv.mod_revision).is_ok();
+        let decodes = crate::registry::servable::servable(&kv.value);
         self.objects
             .insert(key, Arc::new(Object { kv, node, decodes }));
     }
