@@ -54,8 +54,9 @@ async fn run(graph: Weak<Graph>, storage: Arc<dyn Storage>, source: Source) {
     }
 }
 
-fn decode(value: &[u8]) -> Option<Value> {
-    serde_json::from_slice(value)
+/// What the graph reads of an object of `source` (see [`super::projection`]).
+fn decode(source: Source, value: &[u8]) -> Option<Value> {
+    super::projection::project(value, source.keep())
         .map_err(|e| tracing::warn!("node graph: an object does not decode: {e}"))
         .ok()
 }
@@ -71,7 +72,7 @@ async fn list(
         objects.extend(
             page.kvs
                 .iter()
-                .filter_map(|kv| Some((kv.key.clone(), decode(&kv.value)?))),
+                .filter_map(|kv| Some((kv.key.clone(), decode(source, &kv.value)?))),
         );
         match page.continue_token {
             Some(t) => req.continue_token = Some(t),
@@ -126,7 +127,7 @@ async fn follow(
                     events,
                 })) => {
                     for e in &events {
-                        let obj = e.value.as_ref().and_then(|kv| decode(&kv.value));
+                        let obj = e.value.as_ref().and_then(|kv| decode(source, &kv.value));
                         // A value that does not decode is dropped from the
                         // graph: access is withdrawn, never widened.
                         g.apply(source, &e.key, obj.as_ref());

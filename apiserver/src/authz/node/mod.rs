@@ -5,6 +5,7 @@
 //!
 //! - [`graph`]: node → pod → referenced object, kept from the watch stream.
 //! - [`feed`]: the watches that keep the graph current.
+//! - [`projection`]: what the graph reads of each object, decoded alone.
 //! - [`refs`]: what a pod references.
 //! - [`authorizer`]: the authorization decisions, first in the chain.
 //! - [`rules`]: what every node may do whatever it runs.
@@ -15,6 +16,7 @@ pub mod authorizer;
 pub mod feed;
 pub mod graph;
 pub mod labels;
+pub mod projection;
 pub mod refs;
 pub mod restriction;
 pub mod rules;

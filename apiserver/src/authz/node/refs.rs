@@ -1,6 +1,8 @@
 //! What a pod references, read from its JSON: the Secrets, ConfigMaps,
 //! PersistentVolumeClaims and ServiceAccount a node needs to run it, as
-//! Kubernetes' pod visitors enumerate them.
+//! Kubernetes' pod visitors enumerate them. The node graph reads pods
+//! through [`super::projection`], so a field read here must be kept there
+//! too; its test compares the two readings.
 
 use serde_json::Value;
 
