@@ -21,14 +21,16 @@ pub fn servable(raw: &[u8]) -> bool {
 }
 
 /// The top-level value: `Ok(true)` for an object whose last `metadata` (if
-/// any) is an object; `Err` for JSON that does not parse.
+/// any) is an object. Anything else is an `Err` (the visitor's defaults
+/// refuse every other type), which [`servable`] answers `false` for, as it
+/// does JSON that does not parse.
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
@@ -41,34 +43,6 @@ impl<'de> Visitor<'de> for TopLevel {
             }
         }
         Ok(metadata_ok)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
-        IsObject.visit_seq(seq)
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
-        Ok(false)
     }
 }
 
