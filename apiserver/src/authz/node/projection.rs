@@ -73,37 +73,38 @@ impl Source {
 
 /// The part of the JSON `raw` that `keep` names, or the parser's error when
 /// `raw` is not JSON (the skipped parts are checked for syntax too).
-pub fn project(raw: &[u8], keep: &Keep) -> Result<Value, serde_json::Error> {
+pub fn project(raw: &[u8], keep: &'static Keep) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let v = keep.deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
 
-impl<'de> DeserializeSeed<'de> for &Keep {
+impl<'de> DeserializeSeed<'de> for &'static Keep {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         match self {
             Keep::All => serde::Deserialize::deserialize(d),
-            Keep::Fields(_) => d.deserialize_any(Pruning(self)),
+            Keep::Fields(fields) => Pruning(fields).deserialize(d),
         }
     }
 }
 
-/// Builds what a [`Keep::Fields`] keeps.
-struct Pruning<'k>(&'k Keep);
+/// Builds what a [`Keep::Fields`] keeps, of a value and of each element of
+/// an array.
+#[derive(Clone, Copy)]
+struct Pruning(&'static [(&'static str, Keep)]);
 
-impl<'k> Pruning<'k> {
-    fn field(&self, name: &str) -> Option<&'k Keep> {
-        match self.0 {
-            Keep::All => None,
-            Keep::Fields(fields) => fields.iter().find(|(n, _)| *n == name).map(|(_, k)| k),
-        }
+impl<'de> DeserializeSeed<'de> for Pruning {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Pruning<'_> {
+impl<'de> Visitor<'de> for Pruning {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -113,8 +114,8 @@ impl<'de> Visitor<'de> for Pruning<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            match self.field(&key) {
-                Some(keep) => {
+            match self.0.iter().find(|(name, _)| *name == key) {
+                Some((_, keep)) => {
                     // A repeated key counts as its last occurrence, as in a
                     // whole `Value`.
                     let v = map.next_value_seed(keep)?;
@@ -130,7 +131,7 @@ impl<'de> Visitor<'de> for Pruning<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(self.0)? {
+        while let Some(v) = seq.next_element_seed(self)? {
             out.push(v);
         }
         Ok(Value::Array(out))
